@@ -1,0 +1,55 @@
+//! Limits and timers of the gateway.
+
+use std::time::Duration;
+
+/// How sessions are bounded. Every field has a `weft serve` flag.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest WebSocket message accepted from a client; a larger one closes
+    /// the session with 1009. It must fit a client's initial SyncStep2, which
+    /// can be the whole document.
+    pub max_message_bytes: usize,
+    /// Frames queued per session before the client counts as too slow and is
+    /// disconnected (1013). Bounds memory per session.
+    pub send_queue_frames: usize,
+    /// How often the server pings an idle client.
+    pub heartbeat_interval: Duration,
+    /// A session that sends nothing (not even a pong) for this long is
+    /// considered dead and dropped.
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 * 1024 * 1024,
+            send_queue_frames: 1024,
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(75),
+        }
+    }
+}
+
+/// tungstenite's read buffer is 128 KiB per connection by default, most of
+/// the memory of an idle session; Yjs frames of an idle editor are tiny.
+/// The buffer grows on demand for a larger message.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Frames are written as soon as they are queued (the writer batches the
+/// frames already waiting before it flushes), so no write buffer is held.
+pub const WRITE_BUFFER_BYTES: usize = 0;
+
+/// Updates a session may have in the committer at once before it stops
+/// reading its socket (TCP backpressure on a client that writes faster than
+/// the store commits).
+pub const MAX_UPDATES_IN_FLIGHT: usize = 64;
+
+/// How long a closing session may take to write its close frame and the
+/// frames queued before it.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The longest document name accepted, in bytes (after URL-decoding).
+pub const MAX_DOC_NAME_BYTES: usize = 1024;
+
+/// Seconds a client refused with 503 is asked to wait (`Retry-After`).
+pub const RETRY_AFTER_SECS: u64 = 5;

@@ -1,0 +1,32 @@
+//! Weft's HTTP edge.
+//!
+//! One axum router serves two kinds of request on every path:
+//!
+//! - a WebSocket upgrade at `/{doc}` joins document `doc` (URL-decoded, may
+//!   contain `/`) with the y-websocket protocol. The document is joined, and
+//!   loaded if needed, *before* the `101 Switching Protocols`, so a refusal
+//!   is an HTTP status with a JSON body, not a socket closed without reason;
+//! - plain HTTP reaches the service routes (`/healthz`, `/readyz`); any other
+//!   path is a JSON 404. So a document may be named `healthz`.
+//!
+//! The gateway knows documents only through `weft_sync::Registry`; it knows
+//! no store and no bus.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`GatewayConfig`], the limits and timers of a session.
+//! - [`error`]: [`ApiError`], the JSON refusal, and close codes.
+//! - [`routes`]: the router, upgrade dispatch, health and readiness.
+//! - [`session`]: the socket loop of one y-websocket session.
+//! - [`lifecycle`]: [`Lifecycle`], draining state shared with the server.
+
+pub mod config;
+pub mod error;
+pub mod lifecycle;
+pub mod routes;
+pub mod session;
+
+pub use config::GatewayConfig;
+pub use error::ApiError;
+pub use lifecycle::Lifecycle;
+pub use routes::{AppState, router};

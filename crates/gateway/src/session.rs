@@ -1,0 +1,303 @@
+//! The socket loop of one y-websocket session.
+//!
+//! Two halves run in one task. The *reader* decodes client frames and acts
+//! on them; the *writer* drains the session's bounded outbox to the socket,
+//! pings on a timer, and writes the close frame the reader chose. The loop
+//! is generic over `Sink`/`Stream` so tests can drive it without a socket.
+//!
+//! Every way a session ends has a close code (see [`crate::error::close_code`]):
+//! a malformed frame ends only that session and leaves the document
+//! untouched; a failed commit or a full send queue ends it so the client
+//! reconnects and re-syncs, which is how no update is ever dropped silently.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::future::FusedFuture;
+use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+use weft_protocol::{Message, SyncMessage, decode_frame};
+use weft_sync::{Outbound, PublishError, Session, SyncError};
+
+use crate::GatewayConfig;
+use crate::config::{CLOSE_GRACE, MAX_UPDATES_IN_FLIGHT};
+use crate::error::close_code;
+
+/// Everything a session task needs, gathered before the upgrade.
+#[derive(Debug)]
+pub struct SessionParts {
+    /// The joined document.
+    pub session: Session,
+    /// Frames for this client (broadcasts and replies), bounded.
+    pub outbox: mpsc::Receiver<Outbound>,
+    /// Tripped by the document when the outbox overflowed.
+    pub overflowed: CancellationToken,
+    /// Tripped when the node drains.
+    pub stop: CancellationToken,
+    /// Limits and timers.
+    pub config: Arc<GatewayConfig>,
+}
+
+/// Why a session ended: the close frame to send, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    /// The close code.
+    pub code: u16,
+    /// A short reason for the client (at most 123 bytes on the wire).
+    pub reason: &'static str,
+}
+
+impl Closing {
+    const fn new(code: u16, reason: &'static str) -> Self {
+        Self { code, reason }
+    }
+}
+
+/// Serves one upgraded socket until it closes.
+pub async fn run_session(socket: WebSocket, parts: SessionParts) {
+    let (sink, stream) = socket.split();
+    let closing = drive(sink, stream, parts).await;
+    match closing {
+        Some(closing) if closing.code != close_code::NORMAL => {
+            info!(code = closing.code, reason = closing.reason, "session closed");
+        }
+        _ => debug!("session closed"),
+    }
+}
+
+/// Runs reader and writer until the session ends; returns the close sent.
+pub async fn drive<W, R>(sink: W, stream: R, parts: SessionParts) -> Option<Closing>
+where
+    W: Sink<WsMessage> + Unpin,
+    R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+{
+    let SessionParts { session, outbox, overflowed, stop, config } = parts;
+    let (close_sender, close_receiver) = oneshot::channel();
+    let greeting = session.greeting();
+    let writer = write_loop(sink, outbox, greeting, close_receiver, &config).fuse();
+    tokio::pin!(writer);
+    let reader = read_loop(stream, &session, &overflowed, &stop, &config);
+    let closing = tokio::select! {
+        closing = reader => closing,
+        () = &mut writer => Some(Closing::new(close_code::GOING_AWAY, "connection lost")),
+    };
+    if !writer.is_terminated() {
+        let _writer_may_have_ended = close_sender.send(closing.clone());
+        if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+            debug!("peer did not take the close frame in time; dropping the connection");
+        }
+    }
+    closing
+}
+
+async fn read_loop<R>(
+    mut stream: R,
+    session: &Session,
+    overflowed: &CancellationToken,
+    stop: &CancellationToken,
+    config: &GatewayConfig,
+) -> Option<Closing>
+where
+    R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+{
+    let mut acks = FuturesUnordered::new();
+    let mut deadline = Instant::now() + config.heartbeat_timeout;
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => {
+                return Some(Closing::new(close_code::SERVICE_RESTART, "server restarting"));
+            }
+            () = overflowed.cancelled() => {
+                return Some(Closing::new(close_code::TRY_AGAIN_LATER, "send queue full; reconnect"));
+            }
+            Some(acked) = acks.next(), if !acks.is_empty() => {
+                if let Err(failure) = acked {
+                    info!(error = %failure, "update not committed; closing so the client re-sends it");
+                    return Some(closing_for_publish(&failure));
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                return Some(Closing::new(close_code::GOING_AWAY, "heartbeat timeout"));
+            }
+            received = stream.next(), if acks.len() < MAX_UPDATES_IN_FLIGHT => {
+                deadline = Instant::now() + config.heartbeat_timeout;
+                let message = match received {
+                    None => return None,
+                    Some(Err(failure)) => return closing_for_read_error(failure),
+                    Some(Ok(message)) => message,
+                };
+                match handle_message(message, session).await {
+                    Handled::Continue => {}
+                    Handled::Pending(ack) => acks.push(ack.wait()),
+                    Handled::Close(closing) => return closing,
+                }
+            }
+        }
+    }
+}
+
+enum Handled {
+    Continue,
+    Pending(weft_sync::session::PendingAck),
+    Close(Option<Closing>),
+}
+
+async fn handle_message(message: WsMessage, session: &Session) -> Handled {
+    let frame = match message {
+        WsMessage::Binary(frame) => frame,
+        WsMessage::Ping(_) | WsMessage::Pong(_) => return Handled::Continue,
+        WsMessage::Close(_) => return Handled::Close(None),
+        WsMessage::Text(_) => {
+            return Handled::Close(Some(Closing::new(
+                close_code::UNSUPPORTED_DATA,
+                "text frames are not part of the protocol",
+            )));
+        }
+    };
+    let decoded = match decode_frame(&frame) {
+        Ok(decoded) => decoded,
+        Err(failure) => {
+            debug!(error = %failure, bytes = frame.len(), "malformed frame");
+            return Handled::Close(Some(Closing::new(close_code::PROTOCOL_ERROR, "malformed message")));
+        }
+    };
+    match decoded {
+        Message::Sync(SyncMessage::SyncStep1(client_state)) => {
+            reply(session, session.answer_sync_step1(&client_state))
+        }
+        Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+            match session.submit_update(update).await {
+                Ok(Some(ack)) => Handled::Pending(ack),
+                Ok(None) => Handled::Continue,
+                Err(SyncError::InvalidUpdate(failure)) => {
+                    debug!(error = %failure, "update does not decode");
+                    Handled::Close(Some(Closing::new(close_code::INVALID_PAYLOAD, "invalid update")))
+                }
+                Err(_) => Handled::Close(Some(Closing::new(
+                    close_code::SERVICE_RESTART,
+                    "server restarting",
+                ))),
+            }
+        }
+        Message::Awareness(update) => {
+            session.apply_awareness(update);
+            Handled::Continue
+        }
+        Message::QueryAwareness => match session.awareness_frame() {
+            Some(frame) => reply(session, frame),
+            None => Handled::Continue,
+        },
+        Message::Auth(_) => {
+            debug!("ignoring auth message from a client");
+            Handled::Continue
+        }
+        Message::Unknown { tag, .. } => {
+            debug!(tag, "unknown message type");
+            Handled::Close(Some(Closing::new(close_code::UNSUPPORTED_DATA, "unknown message type")))
+        }
+    }
+}
+
+/// Queues a reply. Replies share the bounded outbox with broadcasts, so a
+/// client that does not read cannot make the server buffer replies either.
+fn reply(session: &Session, frame: Outbound) -> Handled {
+    if session.send_to_self(frame) {
+        Handled::Continue
+    } else {
+        Handled::Close(Some(Closing::new(close_code::TRY_AGAIN_LATER, "send queue full; reconnect")))
+    }
+}
+
+fn closing_for_publish(failure: &PublishError) -> Closing {
+    match failure {
+        PublishError::Stopped => Closing::new(close_code::SERVICE_RESTART, "server restarting"),
+        PublishError::Store(_) => Closing::new(close_code::INTERNAL_ERROR, "update could not be stored"),
+    }
+}
+
+fn closing_for_read_error(failure: axum::Error) -> Option<Closing> {
+    let inner = failure.into_inner();
+    match inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) => {
+            Some(Closing::new(close_code::MESSAGE_TOO_BIG, "message too big"))
+        }
+        Some(tokio_tungstenite::tungstenite::Error::Protocol(_)) => {
+            Some(Closing::new(close_code::PROTOCOL_ERROR, "websocket protocol error"))
+        }
+        _ => {
+            debug!(error = %inner, "connection lost");
+            None
+        }
+    }
+}
+
+async fn write_loop<W>(
+    mut sink: W,
+    mut outbox: mpsc::Receiver<Outbound>,
+    greeting: Vec<Outbound>,
+    mut close: oneshot::Receiver<Option<Closing>>,
+    config: &GatewayConfig,
+) where
+    W: Sink<WsMessage> + Unpin,
+{
+    for frame in greeting {
+        if sink.feed(WsMessage::Binary(frame)).await.is_err() {
+            return;
+        }
+    }
+    if sink.flush().await.is_err() {
+        return;
+    }
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + config.heartbeat_interval,
+        config.heartbeat_interval,
+    );
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            closing = &mut close => {
+                if let Ok(Some(closing)) = closing {
+                    let frame = CloseFrame { code: closing.code, reason: closing.reason.into() };
+                    let _peer_may_be_gone = sink.send(WsMessage::Close(Some(frame))).await;
+                }
+                let _peer_may_be_gone = sink.close().await;
+                return;
+            }
+            frame = outbox.recv() => {
+                let Some(frame) = frame else { return };
+                if write_batch(&mut sink, &mut outbox, frame).await.is_err() {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `first` and every frame already queued behind it, then flushes
+/// once: under fan-out a slow flush per frame would be the bottleneck.
+async fn write_batch<W>(
+    sink: &mut W,
+    outbox: &mut mpsc::Receiver<Outbound>,
+    first: Outbound,
+) -> Result<(), W::Error>
+where
+    W: Sink<WsMessage> + Unpin,
+{
+    sink.feed(WsMessage::Binary(first)).await?;
+    while let Ok(frame) = outbox.try_recv() {
+        sink.feed(WsMessage::Binary(frame)).await?;
+    }
+    sink.flush().await
+}

@@ -1,0 +1,33 @@
+//! Weft's document stores.
+//!
+//! [`open_store`] turns the `--store` URL into a [`DocStore`]:
+//!
+//! - `sqlite://path/to/weft.db`: the embedded default. One file holds the
+//!   update log and the snapshots; its directory is created.
+//!
+//! Every store runs its migrations when it opens and fails with an error that
+//! says which step failed and why.
+//!
+//! # Layout
+//!
+//! - [`sqlite`]: [`SqliteStore`].
+//! - [`error`]: [`OpenError`], why a store could not be opened.
+
+pub mod error;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+pub use error::OpenError;
+pub use sqlite::SqliteStore;
+use weft_sync::DocStore;
+
+/// Opens the store named by `url`.
+pub async fn open_store(url: &str) -> Result<Arc<dyn DocStore>, OpenError> {
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::open(url).await?;
+        return Ok(Arc::new(store));
+    }
+    let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
+    Err(OpenError::UnsupportedScheme(scheme.to_owned()))
+}

@@ -1,0 +1,178 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Durability: `synchronous=FULL`, so a committed append survives a process
+//! crash and a power loss. Group commit (one transaction per batch of
+//! updates, see `weft_sync::Committer`) keeps that affordable.
+//!
+//! Writes take SQLite's single write lock; every write transaction starts
+//! with a write statement so a waiting writer queues on `busy_timeout`
+//! instead of failing with `SQLITE_BUSY` on a lock upgrade.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use weft_sync::store::{NewUpdate, SnapshotWrite};
+use weft_sync::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
+
+use crate::OpenError;
+
+/// How long a statement waits for SQLite's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections in the pool: one writer at a time is SQLite's rule; the rest
+/// serve concurrent document loads (WAL readers do not block the writer).
+const MAX_CONNECTIONS: u32 = 4;
+/// How long a caller waits for a free connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SQLite-backed update log and snapshots.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and migrates it.
+    pub async fn open(url: &str) -> Result<Self, OpenError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(OpenError::InvalidUrl)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT);
+        if let Some(directory) = options.get_filename().parent()
+            && !directory.as_os_str().is_empty()
+        {
+            create_dir(directory)?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(OpenError::Connect)?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(OpenError::Migrate)?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn create_dir(directory: &Path) -> Result<(), OpenError> {
+    std::fs::create_dir_all(directory).map_err(|source| OpenError::CreateDir {
+        path: directory.display().to_string(),
+        source,
+    })
+}
+
+#[async_trait]
+impl DocStore for SqliteStore {
+    async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
+        let mut txn = self.pool.begin().await.map_err(|error| StoreError::new("begin load", error))?;
+        let snapshot_row = sqlx::query(
+            "SELECT state, state_vector, covers_seq FROM weft_snapshots WHERE doc = ?",
+        )
+        .bind(doc)
+        .fetch_optional(&mut *txn)
+        .await
+        .map_err(|error| StoreError::new("read snapshot", error))?;
+        let snapshot = snapshot_row.map(|row| Snapshot {
+            state: row.get("state"),
+            state_vector: row.get("state_vector"),
+            covers_seq: row.get("covers_seq"),
+        });
+        let after = snapshot.as_ref().map_or(0, |snapshot| snapshot.covers_seq);
+        let update_rows =
+            sqlx::query("SELECT seq, data FROM weft_updates WHERE doc = ? AND seq > ? ORDER BY seq")
+                .bind(doc)
+                .bind(after)
+                .fetch_all(&mut *txn)
+                .await
+                .map_err(|error| StoreError::new("read update log", error))?;
+        txn.commit().await.map_err(|error| StoreError::new("end load", error))?;
+        let updates = update_rows
+            .into_iter()
+            .map(|row| LoggedUpdate { seq: row.get("seq"), update: row.get("data") })
+            .collect();
+        Ok(StoredDoc { snapshot, updates })
+    }
+
+    async fn append(&self, updates: &[NewUpdate]) -> Result<Vec<LogSeq>, StoreError> {
+        let mut txn = self.pool.begin().await.map_err(|error| StoreError::new("begin append", error))?;
+        let mut seqs = Vec::with_capacity(updates.len());
+        for new in updates {
+            let seq: LogSeq =
+                sqlx::query_scalar("INSERT INTO weft_updates (doc, data) VALUES (?, ?) RETURNING seq")
+                    .bind(new.doc.as_ref())
+                    .bind(new.update.as_ref())
+                    .fetch_one(&mut *txn)
+                    .await
+                    .map_err(|error| StoreError::new("append update", error))?;
+            seqs.push(seq);
+        }
+        txn.commit().await.map_err(|error| StoreError::new("commit appended updates", error))?;
+        Ok(seqs)
+    }
+
+    async fn save_snapshot(
+        &self,
+        doc: &str,
+        snapshot: &Snapshot,
+    ) -> Result<SnapshotWrite, StoreError> {
+        let mut txn =
+            self.pool.begin().await.map_err(|error| StoreError::new("begin snapshot", error))?;
+        // The WHERE clause is the fence: a snapshot never replaces one that
+        // covers the same or a later position.
+        let written = sqlx::query(
+            "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (doc) DO UPDATE SET
+                 state = excluded.state,
+                 state_vector = excluded.state_vector,
+                 covers_seq = excluded.covers_seq,
+                 updated_at = excluded.updated_at
+             WHERE excluded.covers_seq > weft_snapshots.covers_seq",
+        )
+        .bind(doc)
+        .bind(&snapshot.state)
+        .bind(&snapshot.state_vector)
+        .bind(snapshot.covers_seq)
+        .bind(unix_millis())
+        .execute(&mut *txn)
+        .await
+        .map_err(|error| StoreError::new("write snapshot", error))?
+        .rows_affected();
+        if written == 0 {
+            txn.rollback().await.map_err(|error| StoreError::new("end snapshot", error))?;
+            return Ok(SnapshotWrite::Superseded);
+        }
+        sqlx::query("DELETE FROM weft_updates WHERE doc = ? AND seq <= ?")
+            .bind(doc)
+            .bind(snapshot.covers_seq)
+            .execute(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("prune update log", error))?;
+        txn.commit().await.map_err(|error| StoreError::new("commit snapshot", error))?;
+        Ok(SnapshotWrite::Written)
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|error| StoreError::new("check store", error))?;
+        Ok(())
+    }
+}
+
+fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}

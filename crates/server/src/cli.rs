@@ -1,0 +1,104 @@
+//! The command line. Every flag has a `WEFT_*` environment twin; a flag on
+//! the command line wins over its environment variable, which wins over the
+//! default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Weft: a horizontally scalable backend for Yjs collaborative editors.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a node: WebSocket sessions for y-websocket clients, health and
+    /// readiness, on the embedded SQLite store.
+    Serve(ServeArgs),
+}
+
+/// Logging.
+#[derive(Debug, Args)]
+pub(crate) struct LogArgs {
+    /// Log filter, in `tracing` env-filter syntax (e.g. `info,weft_sync=debug`).
+    #[arg(long = "log", env = "WEFT_LOG", default_value = "info", global = true)]
+    pub(crate) filter: String,
+    /// Log line format.
+    #[arg(long, env = "WEFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `weft serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on for WebSocket and HTTP.
+    #[arg(long, env = "WEFT_LISTEN", default_value = "127.0.0.1:1234")]
+    pub(crate) listen: SocketAddr,
+
+    /// Document store URL. `sqlite://PATH` is the embedded store (its
+    /// directory is created).
+    #[arg(long, env = "WEFT_STORE", default_value = "sqlite://./weft-data/weft.db")]
+    pub(crate) store: String,
+
+    /// How long SIGTERM may take: close sessions, commit, snapshot, exit.
+    #[arg(long, env = "WEFT_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
+    pub(crate) shutdown_grace: Duration,
+
+    /// How long a document nobody has open stays in memory.
+    #[arg(long, env = "WEFT_DOC_UNLOAD_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) doc_unload_grace: Duration,
+
+    /// A changed document is snapshotted once it has been quiet this long.
+    #[arg(long, env = "WEFT_SNAPSHOT_DEBOUNCE", default_value = "2s", value_parser = parse_duration)]
+    pub(crate) snapshot_debounce: Duration,
+
+    /// A document that keeps changing is snapshotted at least this often.
+    #[arg(long, env = "WEFT_SNAPSHOT_MAX_DELAY", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) snapshot_max_delay: Duration,
+
+    /// ...or after this many updates, whichever comes first.
+    #[arg(long, env = "WEFT_SNAPSHOT_MAX_UPDATES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) snapshot_max_updates: u64,
+
+    /// Group commit: how long the committer collects updates into one
+    /// transaction after the first arrives. Adds at most this much latency.
+    #[arg(long, env = "WEFT_COMMIT_WINDOW", default_value = "2ms", value_parser = parse_duration)]
+    pub(crate) commit_window: Duration,
+
+    /// Largest WebSocket message accepted; larger closes the session (1009).
+    #[arg(long, env = "WEFT_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
+    pub(crate) max_message_bytes: u64,
+
+    /// Frames queued for one client before it is disconnected as too slow.
+    #[arg(long, env = "WEFT_SEND_QUEUE_FRAMES", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub(crate) send_queue_frames: u64,
+
+    /// How often an idle client is pinged.
+    #[arg(long, env = "WEFT_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) heartbeat_interval: Duration,
+
+    /// A client silent this long (no frame, no pong) is dropped. Must exceed
+    /// the heartbeat interval.
+    #[arg(long, env = "WEFT_HEARTBEAT_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub(crate) heartbeat_timeout: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|error| format!("{error} (examples: 500ms, 2s, 1m)"))
+}

@@ -1,0 +1,106 @@
+//! `weft serve`: one node on the embedded store.
+//!
+//! Shutdown order (SIGTERM or ctrl-c), all within `--shutdown-grace`:
+//! 1. readiness goes false and new upgrades get 503 (the listener stays open
+//!    so they get an answer rather than a refused connection);
+//! 2. open sessions are closed with 1012 and their tasks awaited;
+//! 3. the committer commits everything queued; dirty documents are
+//!    snapshotted;
+//! 4. the HTTP server stops and the process exits 0.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use weft_gateway::{AppState, GatewayConfig, Lifecycle};
+use weft_sync::{CommitterConfig, Registry, RegistryConfig};
+
+use crate::cli::ServeArgs;
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let gateway_config = gateway_config(&args)?;
+    let registry_config = registry_config(&args);
+    let store = weft_persistence::open_store(&args.store)
+        .await
+        .with_context(|| format!("--store / WEFT_STORE `{}`", args.store))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen / WEFT_LISTEN {}: bind", args.listen))?;
+    let local_addr = listener.local_addr().context("read the bound address")?;
+
+    let registry = Registry::start(store, registry_config);
+    let lifecycle = Lifecycle::new();
+    let state = AppState {
+        registry: registry.clone(),
+        lifecycle: lifecycle.clone(),
+        config: Arc::new(gateway_config),
+    };
+    let http_stop = CancellationToken::new();
+    let server = tokio::spawn(
+        axum::serve(listener, weft_gateway::router(state))
+            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    warn!("no authentication is configured: any client can read and write every document");
+    info!(listen = %local_addr, store = %args.store, "weft node ready");
+
+    let signal = crate::shutdown::signal().await?;
+    info!(signal, grace = ?args.shutdown_grace, "draining");
+    let started = Instant::now();
+    let drained = tokio::time::timeout(args.shutdown_grace, async {
+        lifecycle.start_draining();
+        lifecycle.sessions_closed().await;
+        info!(elapsed_ms = started.elapsed().as_millis() as u64, "sessions closed");
+        registry.shutdown().await;
+        info!(elapsed_ms = started.elapsed().as_millis() as u64, "updates committed and snapshots written");
+        http_stop.cancel();
+        server.await
+    })
+    .await;
+    match drained {
+        Ok(Ok(Ok(()))) => {
+            info!(elapsed_ms = started.elapsed().as_millis() as u64, "stopped");
+            Ok(())
+        }
+        Ok(Ok(Err(error))) => Err(error).context("serve HTTP"),
+        Ok(Err(error)) => Err(error).context("join the HTTP server task"),
+        Err(_) => bail!(
+            "shutdown did not finish within --shutdown-grace ({:?}); committed updates are in the log and are replayed on the next start",
+            args.shutdown_grace
+        ),
+    }
+}
+
+fn gateway_config(args: &ServeArgs) -> anyhow::Result<GatewayConfig> {
+    if args.heartbeat_timeout <= args.heartbeat_interval {
+        bail!(
+            "--heartbeat-timeout / WEFT_HEARTBEAT_TIMEOUT ({:?}) must be longer than --heartbeat-interval / WEFT_HEARTBEAT_INTERVAL ({:?})",
+            args.heartbeat_timeout,
+            args.heartbeat_interval
+        );
+    }
+    if args.heartbeat_interval.is_zero() {
+        bail!("--heartbeat-interval / WEFT_HEARTBEAT_INTERVAL must be greater than zero");
+    }
+    Ok(GatewayConfig {
+        max_message_bytes: usize::try_from(args.max_message_bytes)
+            .context("--max-message-bytes / WEFT_MAX_MESSAGE_BYTES does not fit this platform")?,
+        send_queue_frames: usize::try_from(args.send_queue_frames)
+            .context("--send-queue-frames / WEFT_SEND_QUEUE_FRAMES does not fit this platform")?,
+        heartbeat_interval: args.heartbeat_interval,
+        heartbeat_timeout: args.heartbeat_timeout,
+    })
+}
+
+fn registry_config(args: &ServeArgs) -> RegistryConfig {
+    RegistryConfig {
+        committer: CommitterConfig { window: args.commit_window, ..CommitterConfig::default() },
+        unload_grace: args.doc_unload_grace,
+        snapshot_debounce: args.snapshot_debounce,
+        snapshot_max_delay: args.snapshot_max_delay,
+        snapshot_max_updates: args.snapshot_max_updates,
+        ..RegistryConfig::default()
+    }
+}

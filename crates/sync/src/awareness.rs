@@ -1,0 +1,148 @@
+//! The awareness table of one document: who is here, where their cursor is.
+//!
+//! Awareness is ephemeral: it is never stored. The server keeps the latest
+//! state of every client so a joining session sees who is present, and
+//! remembers which session sent each client's state so that, when the
+//! session goes away, its clients' states are removed for everyone else
+//! (no ghost cursors).
+//!
+//! The merge rule is the one of y-protocols `awareness.js`: an entry wins if
+//! its clock is newer, or if it has the same clock and removes a state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use weft_protocol::{AwarenessUpdate, AwarenessUpdateEntry};
+use yrs::block::ClientID;
+
+use crate::SessionId;
+
+/// The JSON a removed state is encoded as.
+const REMOVED_STATE: &str = "null";
+
+#[derive(Debug, Clone)]
+struct ClientEntry {
+    clock: u32,
+    /// `None` once removed; the clock is kept so a stale update cannot bring
+    /// the state back.
+    state: Option<Arc<str>>,
+    /// The session that last set this state.
+    owner: SessionId,
+}
+
+/// Latest awareness state per client id.
+#[derive(Debug, Default)]
+pub struct AwarenessTable {
+    clients: HashMap<ClientID, ClientEntry>,
+}
+
+impl AwarenessTable {
+    /// Merges an update received from `origin` and returns the entries that
+    /// changed the table (what to relay), or `None` if nothing changed.
+    pub fn apply(&mut self, update: AwarenessUpdate, origin: SessionId) -> Option<AwarenessUpdate> {
+        let mut accepted = HashMap::new();
+        for (client_id, entry) in update.clients {
+            let removes = entry.json.as_ref() == REMOVED_STATE;
+            let wins = match self.clients.get(&client_id) {
+                None => true,
+                Some(current) => {
+                    current.clock < entry.clock
+                        || (current.clock == entry.clock && removes && current.state.is_some())
+                }
+            };
+            if !wins {
+                continue;
+            }
+            let state = if removes { None } else { Some(entry.json.clone()) };
+            self.clients.insert(client_id, ClientEntry { clock: entry.clock, state, owner: origin });
+            accepted.insert(client_id, entry);
+        }
+        if accepted.is_empty() { None } else { Some(AwarenessUpdate { clients: accepted }) }
+    }
+
+    /// Every present client's state, for a joining session.
+    pub fn snapshot(&self) -> Option<AwarenessUpdate> {
+        let clients: HashMap<ClientID, AwarenessUpdateEntry> = self
+            .clients
+            .iter()
+            .filter_map(|(client_id, entry)| {
+                let json = entry.state.clone()?;
+                Some((*client_id, AwarenessUpdateEntry { clock: entry.clock, json }))
+            })
+            .collect();
+        if clients.is_empty() { None } else { Some(AwarenessUpdate { clients }) }
+    }
+
+    /// Removes the states that `session` set and returns the removal to
+    /// broadcast, or `None` if it set none.
+    pub fn remove_session(&mut self, session: SessionId) -> Option<AwarenessUpdate> {
+        let mut removed = HashMap::new();
+        for (client_id, entry) in &mut self.clients {
+            if entry.owner != session || entry.state.is_none() {
+                continue;
+            }
+            entry.clock = entry.clock.wrapping_add(1);
+            entry.state = None;
+            removed.insert(
+                *client_id,
+                AwarenessUpdateEntry { clock: entry.clock, json: Arc::from(REMOVED_STATE) },
+            );
+        }
+        if removed.is_empty() { None } else { Some(AwarenessUpdate { clients: removed }) }
+    }
+
+    /// Number of clients with a present state.
+    pub fn present(&self) -> usize {
+        self.clients.values().filter(|entry| entry.state.is_some()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(entries: &[(u64, u32, &str)]) -> AwarenessUpdate {
+        AwarenessUpdate {
+            clients: entries
+                .iter()
+                .map(|(id, clock, json)| {
+                    (ClientID::new(*id), AwarenessUpdateEntry { clock: *clock, json: Arc::from(*json) })
+                })
+                .collect(),
+        }
+    }
+
+    const ALICE: SessionId = SessionId::from_raw(1);
+    const BOB: SessionId = SessionId::from_raw(2);
+
+    #[test]
+    fn newer_clock_wins_and_stale_is_ignored() {
+        let mut table = AwarenessTable::default();
+        assert!(table.apply(update(&[(7, 2, r#"{"a":2}"#)]), ALICE).is_some());
+        assert!(table.apply(update(&[(7, 1, r#"{"a":1}"#)]), ALICE).is_none());
+        assert!(table.apply(update(&[(7, 2, r#"{"a":3}"#)]), ALICE).is_none());
+        let snapshot = table.snapshot().unwrap();
+        assert_eq!(snapshot.clients[&ClientID::new(7)].json.as_ref(), r#"{"a":2}"#);
+    }
+
+    #[test]
+    fn removal_with_same_clock_wins_and_stays_removed() {
+        let mut table = AwarenessTable::default();
+        table.apply(update(&[(7, 2, "{}")]), ALICE);
+        assert!(table.apply(update(&[(7, 2, "null")]), ALICE).is_some());
+        assert!(table.snapshot().is_none());
+        assert!(table.apply(update(&[(7, 2, "{}")]), ALICE).is_none(), "a stale state cannot come back");
+    }
+
+    #[test]
+    fn leaving_session_removes_only_its_clients() {
+        let mut table = AwarenessTable::default();
+        table.apply(update(&[(1, 1, "{}"), (2, 4, "{}")]), ALICE);
+        table.apply(update(&[(3, 1, "{}")]), BOB);
+        let removal = table.remove_session(ALICE).unwrap();
+        assert_eq!(removal.clients.len(), 2);
+        assert_eq!(removal.clients[&ClientID::new(2)].clock, 5, "removal bumps the clock");
+        assert_eq!(table.present(), 1);
+        assert!(table.remove_session(ALICE).is_none());
+    }
+}

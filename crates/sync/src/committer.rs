@@ -1,0 +1,167 @@
+//! Group commit: many sessions' updates, one transaction.
+//!
+//! On stop, the queue is closed to new submissions and drained: everything
+//! already submitted is committed before the loop ends.
+//!
+//! Sessions submit updates through a bounded channel. One task takes the
+//! first waiting submission, keeps collecting for at most
+//! [`CommitterConfig::window`] (or until [`CommitterConfig::max_batch`]),
+//! appends the batch to the [`DocStore`] in one transaction, and then, in
+//! commit order, hands each committed update to the [`Documents`] (apply and
+//! broadcast) and resolves its submitter's acknowledgement.
+//!
+//! A failed append fails every submission of that batch: their sessions are
+//! closed and their clients re-send the updates when they reconnect. Nothing
+//! is applied that was not committed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::registry::Documents;
+use crate::session::SessionId;
+use crate::store::{DocStore, NewUpdate, StoreError};
+use crate::{DocName, LogSeq, PublishError};
+
+/// How the committer batches.
+#[derive(Debug, Clone)]
+pub struct CommitterConfig {
+    /// How long the committer keeps collecting after the first submission of
+    /// a batch. Longer means fewer, larger transactions (less fsync per
+    /// update) at the price of that much added latency per update.
+    pub window: Duration,
+    /// Upper bound on updates per transaction, so one transaction's time and
+    /// memory stay bounded under a burst.
+    pub max_batch: usize,
+    /// Capacity of the submission channel. When it is full, submitting
+    /// sessions wait, which stops them reading their sockets: backpressure
+    /// reaches the clients instead of memory growing.
+    pub queue_capacity: usize,
+}
+
+impl Default for CommitterConfig {
+    fn default() -> Self {
+        Self { window: Duration::from_millis(2), max_batch: 1024, queue_capacity: 4096 }
+    }
+}
+
+/// One submitted update.
+#[derive(Debug)]
+pub(crate) struct Submission {
+    pub(crate) doc: DocName,
+    pub(crate) update: Bytes,
+    pub(crate) origin: SessionId,
+    pub(crate) done: oneshot::Sender<Result<LogSeq, PublishError>>,
+}
+
+/// Handle to the group-commit task.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    submissions: mpsc::Sender<Submission>,
+}
+
+impl Committer {
+    /// Starts the commit loop on `tracker`. The loop ends once every
+    /// `Committer` handle is dropped and the queue is drained.
+    pub(crate) fn spawn(
+        store: Arc<dyn DocStore>,
+        documents: Arc<Documents>,
+        config: &CommitterConfig,
+        tracker: &tokio_util::task::TaskTracker,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        let (submissions, receiver) = mpsc::channel(config.queue_capacity);
+        tracker.spawn(commit_loop(store, documents, config.clone(), receiver, stop));
+        Self { submissions }
+    }
+
+    /// Queues an update; the returned receiver resolves once it is durable
+    /// and applied (or failed).
+    pub(crate) async fn submit(
+        &self,
+        doc: DocName,
+        update: Bytes,
+        origin: SessionId,
+    ) -> oneshot::Receiver<Result<LogSeq, PublishError>> {
+        let (done, receiver) = oneshot::channel();
+        let submission = Submission { doc, update, origin, done };
+        if let Err(mpsc::error::SendError(submission)) = self.submissions.send(submission).await {
+            let _receiver_may_be_gone = submission.done.send(Err(PublishError::Stopped));
+        }
+        receiver
+    }
+}
+
+async fn commit_loop(
+    store: Arc<dyn DocStore>,
+    documents: Arc<Documents>,
+    config: CommitterConfig,
+    mut receiver: mpsc::Receiver<Submission>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut batch: Vec<Submission> = Vec::with_capacity(config.max_batch);
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = receiver.recv() => next,
+            () = stop.cancelled(), if !receiver.is_closed() => {
+                // Refuse new submissions but commit every queued one.
+                receiver.close();
+                continue;
+            }
+        };
+        let Some(first) = next else { break };
+        batch.push(first);
+        collect_batch(&mut receiver, &mut batch, &config).await;
+        commit_batch(store.as_ref(), &documents, &mut batch).await;
+    }
+    debug!("committer drained and stopped");
+}
+
+/// Adds submissions to `batch` until the window closes or the batch is full.
+async fn collect_batch(
+    receiver: &mut mpsc::Receiver<Submission>,
+    batch: &mut Vec<Submission>,
+    config: &CommitterConfig,
+) {
+    let deadline = Instant::now() + config.window;
+    while batch.len() < config.max_batch {
+        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+            Ok(Some(submission)) => batch.push(submission),
+            Ok(None) | Err(_) => break,
+        }
+    }
+}
+
+async fn commit_batch(store: &dyn DocStore, documents: &Documents, batch: &mut Vec<Submission>) {
+    let records: Vec<NewUpdate> = batch
+        .iter()
+        .map(|submission| NewUpdate { doc: submission.doc.clone(), update: submission.update.clone() })
+        .collect();
+    let appended = store.append(&records).await.and_then(|seqs| {
+        if seqs.len() == batch.len() {
+            Ok(seqs)
+        } else {
+            Err(StoreError::new("append updates", format!("store returned {} sequence numbers for {} updates", seqs.len(), batch.len())))
+        }
+    });
+    match appended {
+        Ok(seqs) => {
+            for (submission, seq) in batch.drain(..).zip(seqs) {
+                documents.deliver(&submission.doc, seq, &submission.update, submission.origin);
+                let _submitter_may_be_gone = submission.done.send(Ok(seq));
+            }
+        }
+        Err(error) => {
+            warn!(error = %error, error.source = ?std::error::Error::source(&error), updates = batch.len(), "append updates to log failed; closing their sessions");
+            let reason = PublishError::Store(error.to_string());
+            for submission in batch.drain(..) {
+                let _submitter_may_be_gone = submission.done.send(Err(reason.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! One loaded document: the `yrs` doc every session of it shares.
+//!
+//! All state sits behind one `parking_lot::Mutex`, never held across an
+//! `.await`: applying an update, answering a SyncStep1 and fanning a frame
+//! out to the sessions' bounded queues are all short and synchronous.
+
+use std::collections::HashMap;
+
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use weft_protocol::{AwarenessUpdate, Message, StateVector, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, Transact, Update};
+
+use crate::awareness::AwarenessTable;
+use crate::session::{Outbound, SessionId, SessionOutbox, frame, update_frame};
+use crate::store::{DocStore, LogSeq, Snapshot, StoreError, StoredDoc};
+use crate::DocName;
+
+/// A committed update that arrived while the document was still loading.
+#[derive(Debug)]
+struct PendingUpdate {
+    seq: LogSeq,
+    update: Vec<u8>,
+}
+
+/// Changes not yet covered by a stored snapshot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dirty {
+    /// When the first change after the last snapshot was applied.
+    pub(crate) since: Instant,
+    /// When the latest change was applied.
+    pub(crate) last: Instant,
+    /// How many updates were applied since the last snapshot.
+    pub(crate) updates: u64,
+}
+
+#[derive(Debug)]
+struct DocState {
+    ydoc: Doc,
+    /// `Some` until the stored content is applied: committed updates that
+    /// arrive meanwhile wait here, so none falls between the store read and
+    /// the live stream.
+    pending: Option<Vec<PendingUpdate>>,
+    sessions: HashMap<SessionId, SessionOutbox>,
+    awareness: AwarenessTable,
+    /// Every logged update of this document up to here is in `ydoc`:
+    /// updates are applied in commit order, so this is a watermark.
+    applied_seq: LogSeq,
+    /// The position the stored snapshot covers.
+    snapshot_seq: LogSeq,
+    dirty: Option<Dirty>,
+    /// When the last session left; `None` while any session is here.
+    idle_since: Option<Instant>,
+}
+
+/// A loaded document.
+#[derive(Debug)]
+pub struct Document {
+    name: DocName,
+    state: parking_lot::Mutex<DocState>,
+    loaded: OnceCell<()>,
+    /// Serialises snapshot writes of this document.
+    snapshotting: tokio::sync::Mutex<()>,
+}
+
+impl Document {
+    pub(crate) fn new(name: DocName) -> Self {
+        Self {
+            name,
+            state: parking_lot::Mutex::new(DocState {
+                ydoc: Doc::new(),
+                pending: Some(Vec::new()),
+                sessions: HashMap::new(),
+                awareness: AwarenessTable::default(),
+                applied_seq: 0,
+                snapshot_seq: 0,
+                dirty: None,
+                idle_since: Some(Instant::now()),
+            }),
+            loaded: OnceCell::new(),
+            snapshotting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The document's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn name_arc(&self) -> DocName {
+        self.name.clone()
+    }
+
+    /// Loads the stored content once; concurrent callers wait for the same
+    /// load, and a failed load is retried by the next caller.
+    pub(crate) async fn ensure_loaded(&self, store: &dyn DocStore) -> Result<(), StoreError> {
+        self.loaded
+            .get_or_try_init(|| async {
+                let started = Instant::now();
+                let stored = store.load(&self.name).await?;
+                self.finish_load(stored);
+                debug!(doc = %self.name, elapsed_ms = started.elapsed().as_millis() as u64, "document loaded");
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn finish_load(&self, stored: StoredDoc) {
+        let mut state = self.state.lock();
+        let mut applied_seq = 0;
+        let mut snapshot_seq = 0;
+        let mut updates: Vec<(LogSeq, &[u8])> = Vec::with_capacity(stored.updates.len() + 1);
+        if let Some(snapshot) = &stored.snapshot {
+            snapshot_seq = snapshot.covers_seq;
+            applied_seq = snapshot.covers_seq;
+            updates.push((snapshot.covers_seq, &snapshot.state));
+        }
+        for logged in &stored.updates {
+            updates.push((logged.seq, &logged.update));
+        }
+        let pending = state.pending.take().unwrap_or_default();
+        for waiting in &pending {
+            updates.push((waiting.seq, &waiting.update));
+        }
+        let mut log_updates = 0_u64;
+        for (seq, update) in updates {
+            apply_to(&state.ydoc, &self.name, seq, update);
+            if seq > applied_seq {
+                applied_seq = seq;
+                log_updates += 1;
+            }
+        }
+        state.applied_seq = applied_seq;
+        state.snapshot_seq = snapshot_seq;
+        if applied_seq > snapshot_seq {
+            let now = Instant::now();
+            state.dirty = Some(Dirty { since: now, last: now, updates: log_updates });
+        }
+    }
+
+    /// Applies a committed update and broadcasts it to every session but
+    /// its origin. Called in commit order.
+    pub(crate) fn deliver(&self, seq: LogSeq, update: &[u8], origin: SessionId) {
+        let mut state = self.state.lock();
+        if let Some(pending) = state.pending.as_mut() {
+            pending.push(PendingUpdate { seq, update: update.to_vec() });
+            return;
+        }
+        if seq <= state.applied_seq {
+            return;
+        }
+        apply_to(&state.ydoc, &self.name, seq, update);
+        state.applied_seq = seq;
+        let now = Instant::now();
+        let dirty = state.dirty.get_or_insert(Dirty { since: now, last: now, updates: 0 });
+        dirty.last = now;
+        dirty.updates += 1;
+        let outbound = update_frame(update);
+        broadcast(&self.name, &mut state.sessions, &outbound, Some(origin));
+    }
+
+    pub(crate) fn add_session(&self, id: SessionId, outbox: SessionOutbox) {
+        let mut state = self.state.lock();
+        state.sessions.insert(id, outbox);
+        state.idle_since = None;
+    }
+
+    pub(crate) fn remove_session(&self, id: SessionId) {
+        let mut state = self.state.lock();
+        state.sessions.remove(&id);
+        if let Some(removal) = state.awareness.remove_session(id) {
+            let outbound = frame(&Message::Awareness(removal));
+            broadcast(&self.name, &mut state.sessions, &outbound, None);
+        }
+        if state.sessions.is_empty() {
+            state.idle_since = Some(Instant::now());
+        }
+    }
+
+    pub(crate) fn sync_step1_frame(&self) -> Outbound {
+        let state = self.state.lock();
+        let state_vector = state.ydoc.transact().state_vector();
+        frame(&Message::Sync(SyncMessage::SyncStep1(state_vector)))
+    }
+
+    pub(crate) fn sync_step2_frame(&self, client_state: &StateVector) -> Outbound {
+        let state = self.state.lock();
+        let diff = state.ydoc.transact().encode_state_as_update_v1(client_state);
+        frame(&Message::Sync(SyncMessage::SyncStep2(diff)))
+    }
+
+    pub(crate) fn awareness_frame(&self) -> Option<Outbound> {
+        let state = self.state.lock();
+        state.awareness.snapshot().map(|update| frame(&Message::Awareness(update)))
+    }
+
+    pub(crate) fn apply_awareness(&self, update: AwarenessUpdate, origin: SessionId) {
+        let mut state = self.state.lock();
+        if let Some(changed) = state.awareness.apply(update, origin) {
+            let outbound = frame(&Message::Awareness(changed));
+            broadcast(&self.name, &mut state.sessions, &outbound, Some(origin));
+        }
+    }
+
+    pub(crate) fn send_to(&self, id: SessionId, outbound: Outbound) -> bool {
+        let state = self.state.lock();
+        state.sessions.get(&id).is_some_and(|outbox| outbox.frames.try_send(outbound).is_ok())
+    }
+
+    /// Number of sessions attached.
+    pub fn session_count(&self) -> usize {
+        self.state.lock().sessions.len()
+    }
+
+    pub(crate) fn dirty(&self) -> Option<Dirty> {
+        self.state.lock().dirty
+    }
+
+    pub(crate) fn idle_since(&self) -> Option<Instant> {
+        self.state.lock().idle_since
+    }
+
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded.initialized()
+    }
+
+    /// Writes a snapshot if anything changed since the last one. Returns
+    /// whether the document is now fully covered by its stored snapshot.
+    pub(crate) async fn save_snapshot(&self, store: &dyn DocStore) -> Result<(), StoreError> {
+        let _one_writer = self.snapshotting.lock().await;
+        let Some(snapshot) = self.encode_snapshot() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let covers_seq = snapshot.covers_seq;
+        let bytes = snapshot.state.len();
+        let outcome = store.save_snapshot(&self.name, &snapshot).await?;
+        let mut state = self.state.lock();
+        state.snapshot_seq = state.snapshot_seq.max(covers_seq);
+        if state.applied_seq <= state.snapshot_seq {
+            state.dirty = None;
+        }
+        debug!(doc = %self.name, covers_seq, bytes, ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot saved");
+        Ok(())
+    }
+
+    fn encode_snapshot(&self) -> Option<Snapshot> {
+        let state = self.state.lock();
+        if state.pending.is_some() || state.applied_seq <= state.snapshot_seq {
+            return None;
+        }
+        let txn = state.ydoc.transact();
+        Some(Snapshot {
+            state: txn.encode_state_as_update_v1(&StateVector::default()),
+            state_vector: txn.state_vector().encode_v1(),
+            covers_seq: state.applied_seq,
+        })
+    }
+
+    /// Disconnects every session (they are told to reconnect elsewhere by
+    /// the gateway, which watches `overflowed`); used at shutdown.
+    pub(crate) fn session_outboxes(&self) -> Vec<SessionOutbox> {
+        self.state.lock().sessions.values().cloned().collect()
+    }
+}
+
+/// Applies one stored or committed update, logging (not propagating) a
+/// failure: the update is already durable, and refusing the whole document
+/// because of one bad record would lose everything else.
+fn apply_to(ydoc: &Doc, name: &str, seq: LogSeq, update: &[u8]) {
+    let decoded = match Update::decode_v1(update) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            warn!(doc = %name, seq, error = %error, "stored update does not decode; skipped");
+            return;
+        }
+    };
+    if let Err(error) = ydoc.transact_mut().apply_update(decoded) {
+        warn!(doc = %name, seq, error = %error, "update failed to apply; skipped");
+    }
+}
+
+/// Offers a frame to every session but `except`. A session whose queue is
+/// full (or gone) is removed from the document and its overflow token
+/// tripped, so the gateway disconnects it: the client re-syncs when it
+/// reconnects instead of silently missing this frame.
+fn broadcast(
+    name: &str,
+    sessions: &mut HashMap<SessionId, SessionOutbox>,
+    outbound: &Outbound,
+    except: Option<SessionId>,
+) {
+    sessions.retain(|id, outbox| {
+        if Some(*id) == except {
+            return true;
+        }
+        match outbox.frames.try_send(outbound.clone()) {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                info!(doc = %name, session = %id, "session send queue full; disconnecting it");
+                outbox.overflowed.cancel();
+                false
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    });
+}

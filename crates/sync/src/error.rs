@@ -1,0 +1,32 @@
+//! Errors of the document layer.
+
+use thiserror::Error;
+
+use crate::StoreError;
+
+/// What can go wrong when a session talks to its document.
+#[derive(Debug, Error)]
+pub enum SyncError {
+    /// The peer sent bytes that are not a Yjs update. The document is
+    /// untouched; the session should be closed as a protocol error.
+    #[error("update does not decode")]
+    InvalidUpdate(#[source] yrs::encoding::read::Error),
+    /// The document could not be loaded from the store.
+    #[error("load document")]
+    Load(#[source] StoreError),
+    /// The registry is shutting down and takes no new work.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// Why an update was not made durable. The submitting session must be
+/// closed so its client re-sends the update after reconnecting.
+#[derive(Debug, Error, Clone)]
+pub enum PublishError {
+    /// The store refused the append.
+    #[error("append update to log: {0}")]
+    Store(String),
+    /// The committer stopped before the update was committed.
+    #[error("committer stopped")]
+    Stopped,
+}

@@ -1,0 +1,54 @@
+//! Weft's document layer: one in-memory `yrs` document per open document,
+//! shared by every session of that document, and the path an update takes
+//! from a session to durability and to the other sessions.
+//!
+//! This crate knows no HTTP and no sockets: a session is a bounded outbox of
+//! encoded frames plus a cancellation token the document trips when the
+//! outbox overflows. The gateway owns the socket.
+//!
+//! # The path of one update
+//!
+//! 1. [`Session::submit_update`] checks that the bytes decode as a Yjs update
+//!    (a malformed one is refused and nothing is touched) and hands it to the
+//!    [`Committer`].
+//! 2. The committer batches the submissions of a few milliseconds and appends
+//!    them to the [`DocStore`]'s update log in one transaction (group commit).
+//! 3. Only after the commit, and in commit order, each update is applied to
+//!    its loaded [`Document`] and broadcast to the document's other sessions;
+//!    then the submitter's acknowledgement resolves.
+//!
+//! Because application follows commit order, "the document has applied every
+//! logged update up to sequence number S" is a simple watermark, which is what
+//! makes compaction (snapshot at S, then drop the log up to S) safe.
+//!
+//! # Layout
+//!
+//! - [`store`]: the [`DocStore`] trait the persistence crate implements, and
+//!   [`MemoryStore`] for tests.
+//! - [`committer`]: group commit of submitted updates.
+//! - [`document`]: one loaded document: the `yrs` doc, its sessions, its
+//!   awareness states, its compaction watermark.
+//! - [`awareness`]: the awareness (presence) table of one document.
+//! - [`registry`]: loaded documents by name, loading, unloading, snapshots,
+//!   shutdown.
+//! - [`session`]: what a gateway session holds and calls.
+
+pub mod awareness;
+pub mod committer;
+pub mod document;
+pub mod error;
+pub mod memory_store;
+pub mod registry;
+pub mod session;
+pub mod store;
+
+pub use committer::{Committer, CommitterConfig};
+pub use document::Document;
+pub use error::{PublishError, SyncError};
+pub use memory_store::MemoryStore;
+pub use registry::{Registry, RegistryConfig};
+pub use session::{Outbound, Session, SessionId, SessionOutbox};
+pub use store::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
+
+/// A document's name, as the client gave it (URL-decoded).
+pub type DocName = std::sync::Arc<str>;

@@ -1,0 +1,158 @@
+//! What a gateway session holds: its id, its outbox, and a [`Session`]
+//! handle that speaks to the document.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use weft_protocol::{AwarenessUpdate, Message, StateVector, SyncMessage};
+use yrs::Update;
+use yrs::updates::decoder::Decode;
+
+use crate::document::Document;
+use crate::registry::RegistryInner;
+use crate::{LogSeq, PublishError, SyncError};
+
+/// Identifies one session (one client connection to one document) within
+/// this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(u64);
+
+impl SessionId {
+    /// Wraps a raw id (the registry allocates them; tests name them).
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}", self.0)
+    }
+}
+
+/// One encoded frame on its way to a client.
+pub type Outbound = Bytes;
+
+/// The sending half a document uses to reach one session.
+///
+/// The queue is bounded. When a broadcast finds it full, the document trips
+/// `overflowed` and stops sending to the session; the gateway then closes
+/// the connection, and the client re-syncs when it reconnects. An update is
+/// never dropped while the session stays open.
+#[derive(Debug, Clone)]
+pub struct SessionOutbox {
+    /// Frames to write to the socket, in order.
+    pub frames: mpsc::Sender<Outbound>,
+    /// Cancelled when the session fell behind and must be disconnected.
+    pub overflowed: CancellationToken,
+}
+
+/// Resolves once a submitted update is durable and applied.
+#[derive(Debug)]
+pub struct PendingAck(oneshot::Receiver<Result<LogSeq, PublishError>>);
+
+impl PendingAck {
+    /// Waits for the update to be committed (or to fail).
+    pub async fn wait(self) -> Result<LogSeq, PublishError> {
+        self.0.await.unwrap_or(Err(PublishError::Stopped))
+    }
+}
+
+/// A client's membership in one document. Dropping it leaves the document:
+/// the client's awareness states are removed for everyone else, and the
+/// document becomes a candidate for unloading once nobody holds it.
+#[derive(Debug)]
+pub struct Session {
+    id: SessionId,
+    document: Arc<Document>,
+    registry: Arc<RegistryInner>,
+}
+
+impl Session {
+    pub(crate) fn new(id: SessionId, document: Arc<Document>, registry: Arc<RegistryInner>) -> Self {
+        Self { id, document, registry }
+    }
+
+    /// This session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The document's name.
+    pub fn doc_name(&self) -> &str {
+        self.document.name()
+    }
+
+    /// What the server sends first: its SyncStep1 and, if anyone is present,
+    /// the awareness states.
+    pub fn greeting(&self) -> Vec<Outbound> {
+        let mut frames = vec![self.document.sync_step1_frame()];
+        if let Some(awareness) = self.document.awareness_frame() {
+            frames.push(awareness);
+        }
+        frames
+    }
+
+    /// Answers a client's SyncStep1 with the SyncStep2 it lacks.
+    pub fn answer_sync_step1(&self, client_state: &StateVector) -> Outbound {
+        self.document.sync_step2_frame(client_state)
+    }
+
+    /// Queues a frame for this session's own client (a reply). Returns
+    /// `false` if the outbox is full or gone: the client is not reading and
+    /// must be disconnected.
+    pub fn send_to_self(&self, frame: Outbound) -> bool {
+        self.document.send_to(self.id, frame)
+    }
+
+    /// Every present awareness state (the answer to a query-awareness), or
+    /// `None` if nobody is present.
+    pub fn awareness_frame(&self) -> Option<Outbound> {
+        self.document.awareness_frame()
+    }
+
+    /// Merges the client's awareness update and relays what changed to the
+    /// document's other sessions.
+    pub fn apply_awareness(&self, update: AwarenessUpdate) {
+        self.document.apply_awareness(update, self.id);
+    }
+
+    /// Submits a client's update (from a SyncStep2 or an Update message).
+    ///
+    /// Refuses bytes that are not a Yjs update, leaving the document
+    /// untouched. An empty update (what a client sends when it lacks
+    /// nothing) needs no commit and yields `None`. Otherwise the returned
+    /// [`PendingAck`] resolves once the update is durable, applied, and
+    /// broadcast to the other sessions.
+    pub async fn submit_update(&self, update: Vec<u8>) -> Result<Option<PendingAck>, SyncError> {
+        let decoded = Update::decode_v1(&update).map_err(SyncError::InvalidUpdate)?;
+        if decoded.is_empty() {
+            return Ok(None);
+        }
+        let receiver = self
+            .registry
+            .committer
+            .submit(self.document.name_arc(), Bytes::from(update), self.id)
+            .await;
+        Ok(Some(PendingAck(receiver)))
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.document.remove_session(self.id);
+    }
+}
+
+/// Encodes a message as the frame it travels in.
+pub(crate) fn frame(message: &Message) -> Outbound {
+    Bytes::from(message.encode())
+}
+
+/// Encodes an update broadcast.
+pub(crate) fn update_frame(update: &[u8]) -> Outbound {
+    Bytes::from(SyncMessage::Update(update.to_vec()).encode_frame())
+}

@@ -1,0 +1,108 @@
+//! The seam between documents and durable storage.
+//!
+//! The store holds, per document, an append-only update log and at most one
+//! snapshot. Loading a document is "latest snapshot + every logged update
+//! after it". Writing a snapshot at sequence number S prunes the log up to S
+//! in the same transaction, so a load at any moment sees the whole document.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+/// Position in the update log. Strictly increasing across the whole log and
+/// never reused, so "everything up to S" is well defined.
+pub type LogSeq = i64;
+
+/// A failure of the storage backend, with its cause kept.
+#[derive(Debug, Error)]
+#[error("{context}")]
+pub struct StoreError {
+    context: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl StoreError {
+    /// Wraps a backend error with what was being done ("append updates").
+    pub fn new(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self { context, source: source.into() }
+    }
+}
+
+/// One update appended to the log.
+#[derive(Debug, Clone)]
+pub struct NewUpdate {
+    /// The document it belongs to.
+    pub doc: crate::DocName,
+    /// A Yjs v1 update.
+    pub update: bytes::Bytes,
+}
+
+/// One update read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedUpdate {
+    /// Its position in the log.
+    pub seq: LogSeq,
+    /// A Yjs v1 update.
+    pub update: Vec<u8>,
+}
+
+/// The compacted state of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The whole document as one Yjs v1 update.
+    pub state: Vec<u8>,
+    /// The document's state vector (v1), so a reader can answer a SyncStep1
+    /// without decoding the state.
+    pub state_vector: Vec<u8>,
+    /// Every logged update of the document up to and including this
+    /// sequence number is contained in `state`.
+    pub covers_seq: LogSeq,
+}
+
+/// What the store holds for one document.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredDoc {
+    /// The latest snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// Logged updates after the snapshot, in log order.
+    pub updates: Vec<LoggedUpdate>,
+}
+
+/// Whether a snapshot write took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotWrite {
+    /// The snapshot was stored and the log pruned up to it.
+    Written,
+    /// A snapshot covering the same or a later position was already stored;
+    /// nothing changed (fencing against late or concurrent writers).
+    Superseded,
+}
+
+/// Durable storage of documents. Implementations must be safe to call from
+/// many tasks at once.
+#[async_trait]
+pub trait DocStore: Send + Sync + Debug + 'static {
+    /// Reads a document's latest snapshot and the log after it. A document
+    /// never written reads as empty.
+    async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError>;
+
+    /// Appends updates to the log in one transaction and returns their
+    /// sequence numbers, in order. When this returns `Ok`, the updates are
+    /// durable.
+    async fn append(&self, updates: &[NewUpdate]) -> Result<Vec<LogSeq>, StoreError>;
+
+    /// Stores a snapshot and prunes the document's log up to
+    /// `snapshot.covers_seq`, atomically. Refuses (as
+    /// [`SnapshotWrite::Superseded`]) to replace a snapshot covering a later
+    /// or equal position.
+    async fn save_snapshot(&self, doc: &str, snapshot: &Snapshot)
+    -> Result<SnapshotWrite, StoreError>;
+
+    /// Answers whether the store is usable (for readiness).
+    async fn check(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,82 @@
+// Two real y-websocket clients on one document converge through Weft.
+
+import assert from 'node:assert/strict'
+import { e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, now, report } from '../lib/harness.mjs'
+
+e2e('two providers on one doc converge (text edits both ways)', async (t) => {
+  const server = await startWeft(t)
+  const a = createClient(t, server, 'sync-two-way', { name: 'A' })
+  const b = createClient(t, server, 'sync-two-way', { name: 'B' })
+  await waitSynced([a, b])
+
+  const ta = a.doc.getText('text')
+  const tb = b.doc.getText('text')
+
+  // A -> B
+  let started = now()
+  ta.insert(0, 'hello')
+  await waitFor(() => tb.toString() === 'hello', {
+    on: b, what: 'B to see A\'s "hello"', detail: () => `B has ${JSON.stringify(tb.toString())}`
+  })
+  report('A -> B single edit', now() - started)
+
+  // B -> A
+  started = now()
+  tb.insert(tb.length, ' world')
+  await waitFor(() => ta.toString() === 'hello world', {
+    on: a, what: 'A to see B\'s " world"', detail: () => `A has ${JSON.stringify(ta.toString())}`
+  })
+  report('B -> A single edit', now() - started)
+
+  // concurrent edits at the same position, both ways at once
+  started = now()
+  ta.insert(0, '[a]')
+  tb.insert(0, '[b]')
+  ta.delete(ta.length - 5, 5) // "world" (or part of it plus nothing else: A does not know "[b]" yet)
+  tb.insert(tb.length, '!')
+  const ms = await waitConverged([a, b])
+  report('concurrent edits converged', ms)
+  const text = ta.toString()
+  assert.equal(tb.toString(), text)
+  assert.ok(text.includes('[a]') && text.includes('[b]'), `both prefixes present in ${JSON.stringify(text)}`)
+  assert.ok(text.endsWith('hello !'), `A's delete and B's append both applied: ${JSON.stringify(text)}`)
+  assert.ok(!text.includes('world'))
+
+  // a burst of small edits from both sides (typing)
+  started = now()
+  for (let i = 0; i < 100; i++) {
+    ta.insert(ta.length, 'a')
+    tb.insert(0, 'b')
+  }
+  const burstMs = await waitConverged([a, b])
+  report('200 single-character edits converged (from last edit)', burstMs)
+  report('200 single-character edits converged (from first edit)', now() - started)
+  const final = ta.toString()
+  assert.equal([...final].filter(ch => ch === 'a').length, 100 + 1 /* "[a]" */)
+  assert.equal([...final].filter(ch => ch === 'b').length, 100 + 1 /* "[b]" */)
+  assert.equal(tb.toString(), final)
+})
+
+e2e('a client that joins later receives the existing state', async (t) => {
+  const server = await startWeft(t)
+  const a = createClient(t, server, 'sync-late-joiner', { name: 'A' })
+  await waitSynced(a)
+  a.doc.getText('text').insert(0, 'written before B existed')
+  a.doc.getMap('map').set('k', { nested: [1, 2, 3] })
+  a.doc.getArray('array').push(['x', 'y'])
+
+  // wait until the server has A's edits: a third client sees them
+  const probe = createClient(t, server, 'sync-late-joiner', { name: 'probe' })
+  await waitConverged([a, probe], { what: 'probe to receive A\'s edits' })
+  probe.destroy()
+
+  const started = now()
+  const b = createClient(t, server, 'sync-late-joiner', { name: 'B' })
+  await waitSynced(b)
+  const ms = await waitConverged([a, b])
+  report('late joiner synced', now() - started)
+  report('late joiner converged after sync', ms)
+  assert.equal(b.doc.getText('text').toString(), 'written before B existed')
+  assert.deepEqual(b.doc.getMap('map').toJSON(), { k: { nested: [1, 2, 3] } })
+  assert.deepEqual(b.doc.getArray('array').toJSON(), ['x', 'y'])
+})
