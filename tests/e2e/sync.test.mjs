@@ -80,3 +80,38 @@ e2e('a client that joins later receives the existing state', async (t) => {
   assert.deepEqual(b.doc.getMap('map').toJSON(), { k: { nested: [1, 2, 3] } })
   assert.deepEqual(b.doc.getArray('array').toJSON(), ['x', 'y'])
 })
+
+e2e('propagation latency of single edits and awareness changes (measured)', async (t) => {
+  const server = await startWeft(t)
+  const a = createClient(t, server, 'sync-latency', { name: 'A' })
+  const b = createClient(t, server, 'sync-latency', { name: 'B' })
+  await waitSynced([a, b])
+  const ROUNDS = 50
+  const LIMIT_MS = 1000 // generous: this guards against batching/stalls, not jitter
+  const summary = (xs) => {
+    const s = [...xs].sort((x, y) => x - y)
+    const q = (p) => s[Math.min(s.length - 1, Math.floor(p * s.length))]
+    return { p50: q(0.5), p90: q(0.9), max: s[s.length - 1], first: xs[0] }
+  }
+
+  const edit = []
+  for (let i = 0; i < ROUNDS; i++) {
+    const started = now()
+    a.doc.getArray('seq').push([i])
+    await waitFor(() => b.doc.getArray('seq').length === i + 1, { on: b, timeout: 5000, what: `B to receive edit ${i}` })
+    edit.push(now() - started)
+  }
+  const aw = []
+  for (let i = 0; i < ROUNDS; i++) {
+    const started = now()
+    b.awareness.setLocalStateField('cursor', i)
+    await waitFor(() => a.awareness.getStates().get(b.doc.clientID)?.cursor === i, { on: a, timeout: 5000, what: `A to receive awareness ${i}` })
+    aw.push(now() - started)
+  }
+  for (const [label, xs] of [['edit A -> B', edit], ['awareness B -> A', aw]]) {
+    const s = summary(xs)
+    console.log(`[measure] ${label} over ${ROUNDS} sequential rounds: first ${s.first.toFixed(1)} ms, p50 ${s.p50.toFixed(1)} ms, p90 ${s.p90.toFixed(1)} ms, max ${s.max.toFixed(1)} ms`)
+    assert.ok(s.max < LIMIT_MS, `${label}: slowest round took ${s.max.toFixed(0)} ms`)
+  }
+  assert.deepEqual(b.doc.getArray('seq').toJSON(), Array.from({ length: ROUNDS }, (_, i) => i))
+})

@@ -83,6 +83,15 @@ export function within (promise, ms, fallback = null) {
 }
 
 /**
+ * The log filter is given as RUST_LOG; WEFT_LOG (the server's own twin of
+ * `--log`) follows it unless set explicitly.
+ */
+function logEnv (env) {
+  const filter = env.RUST_LOG || env.WEFT_LOG || 'weft=info'
+  return { ...env, RUST_LOG: env.RUST_LOG || filter, WEFT_LOG: env.WEFT_LOG || filter }
+}
+
+/**
  * One Weft server: a binary, a port and a store directory that outlive
  * restarts of the process.
  */
@@ -155,7 +164,7 @@ export class WeftServer {
     const argv = ['serve', '--listen', `${HOST}:${this.port}`, '--store', this.storeUrl, ...this.args]
     this._log(`[harness] start #${gen}: ${WEFT_BIN} ${argv.join(' ')}\n`)
     const child = spawn(WEFT_BIN, argv, {
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'weft=info', ...this.env },
+      env: logEnv({ ...process.env, ...this.env }),
       stdio: ['ignore', 'pipe', 'pipe']
     })
     this.child = child
@@ -277,6 +286,7 @@ export async function startWeft (t, opts = {}) {
   registerForFailureLogs(t, server)
   t.after(async () => {
     await server.cleanup({ removeStore: false })
+    if (process.env.WEFT_E2E_SHOW_LOGS) server.dumpLogs('WEFT_E2E_SHOW_LOGS is set')
     fs.rmSync(storeDir, { recursive: true, force: true })
   })
   await server.start()

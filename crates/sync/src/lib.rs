@@ -32,13 +32,18 @@
 //! - [`registry`]: loaded documents by name, loading, unloading, snapshots,
 //!   shutdown.
 //! - [`session`]: what a gateway session holds and calls.
+//! - `conformance` (feature `test-util`): the suite every store passes.
 
 pub mod awareness;
 pub mod committer;
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
 pub mod document;
 pub mod error;
 pub mod memory_store;
 pub mod registry;
+#[cfg(test)]
+mod registry_tests;
 pub mod session;
 pub mod store;
 

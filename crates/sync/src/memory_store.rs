@@ -82,3 +82,11 @@ impl DocStore for MemoryStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn memory_store_passes_the_conformance_suite() {
+        crate::conformance::run_all(&super::MemoryStore::new()).await;
+    }
+}

@@ -1,0 +1,257 @@
+//! Registry behaviour against the in-memory store, in paused time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use weft_protocol::{Message, SyncMessage, decode_frame};
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
+
+use crate::store::{NewUpdate, SnapshotWrite};
+use crate::{
+    DocStore, LogSeq, MemoryStore, Outbound, PublishError, Registry, RegistryConfig, Session,
+    SessionOutbox, Snapshot, StoreError, StoredDoc,
+};
+
+struct Client {
+    session: Session,
+    frames: mpsc::Receiver<Outbound>,
+    overflowed: CancellationToken,
+}
+
+async fn join(registry: &Registry, doc: &str, queue: usize) -> Client {
+    let (frames, receiver) = mpsc::channel(queue);
+    let overflowed = CancellationToken::new();
+    let session = registry
+        .join(doc, SessionOutbox { frames, overflowed: overflowed.clone() })
+        .await
+        .expect("join");
+    Client { session, frames: receiver, overflowed }
+}
+
+/// An update inserting `text` at the start of the root text "t" of a fresh
+/// doc with the given client id.
+fn text_update(client_id: u64, text: &str) -> Vec<u8> {
+    let doc = Doc::with_client_id(client_id);
+    let root = doc.get_or_insert_text("t");
+    let mut txn = doc.transact_mut();
+    root.insert(&mut txn, 0, text);
+    txn.encode_update_v1()
+}
+
+/// The text of root "t" after applying every update.
+fn text_of(updates: &[Vec<u8>]) -> String {
+    let doc = Doc::new();
+    let root = doc.get_or_insert_text("t");
+    for update in updates {
+        doc.transact_mut().apply_update(Update::decode_v1(update).unwrap()).unwrap();
+    }
+    root.get_string(&doc.transact())
+}
+
+/// The whole document as seen by a client answering the server's greeting.
+fn server_text(client: &Client) -> String {
+    let frame = client.session.answer_sync_step1(&StateVector::default());
+    let Ok(Message::Sync(SyncMessage::SyncStep2(update))) = decode_frame(&frame) else {
+        panic!("not a SyncStep2");
+    };
+    text_of(&[update])
+}
+
+fn test_config() -> RegistryConfig {
+    RegistryConfig { unload_grace: Duration::from_secs(5), ..RegistryConfig::default() }
+}
+
+#[tokio::test(start_paused = true)]
+async fn update_is_committed_then_broadcast_to_others_only() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Registry::start(store.clone(), test_config());
+    let mut alice = join(&registry, "doc", 16).await;
+    let mut bob = join(&registry, "doc", 16).await;
+
+    let ack = alice.session.submit_update(text_update(1, "hi")).await.unwrap().expect("not empty");
+    let seq = ack.wait().await.expect("committed");
+
+    assert_eq!(store.load("doc").await.unwrap().updates.last().unwrap().seq, seq);
+    let frame = bob.frames.try_recv().expect("bob receives the update");
+    let Ok(Message::Sync(SyncMessage::Update(update))) = decode_frame(&frame) else {
+        panic!("expected an update frame");
+    };
+    assert_eq!(text_of(&[update]), "hi");
+    assert!(alice.frames.try_recv().is_err(), "no echo to the origin");
+    assert_eq!(server_text(&alice), "hi");
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_update_is_refused_and_nothing_changes() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Registry::start(store.clone(), test_config());
+    let mut alice = join(&registry, "doc", 16).await;
+    alice.session.submit_update(text_update(1, "ok")).await.unwrap().unwrap().wait().await.unwrap();
+    let before = store.log_len();
+
+    let refused = alice.session.submit_update(vec![0xff, 0xff, 0xff]).await;
+    assert!(matches!(refused, Err(crate::SyncError::InvalidUpdate(_))));
+    assert_eq!(store.log_len(), before, "nothing was logged");
+    assert_eq!(server_text(&alice), "ok");
+    assert!(alice.frames.try_recv().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn empty_update_needs_no_commit() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Registry::start(store.clone(), test_config());
+    let alice = join(&registry, "doc", 16).await;
+    let empty = Doc::new().transact().encode_state_as_update_v1(&StateVector::default());
+    assert!(alice.session.submit_update(empty).await.unwrap().is_none());
+    assert_eq!(store.log_len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn load_is_snapshot_plus_the_log_after_it() {
+    let store = Arc::new(MemoryStore::new());
+    let first = text_update(1, "a");
+    let second = text_update(2, "b");
+    let seqs = store
+        .append(&[
+            NewUpdate { doc: "doc".into(), update: first.clone().into() },
+            NewUpdate { doc: "doc".into(), update: second.into() },
+        ])
+        .await
+        .unwrap();
+    let snapshot = Snapshot { state: first, state_vector: vec![0], covers_seq: seqs[0] };
+    assert_eq!(store.save_snapshot("doc", &snapshot).await.unwrap(), SnapshotWrite::Written);
+
+    let registry = Registry::start(store.clone(), test_config());
+    let client = join(&registry, "doc", 16).await;
+    let text = server_text(&client);
+    assert_eq!(text.len(), 2, "both the snapshot and the logged update: {text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_document_is_snapshotted_then_unloaded_after_the_grace() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Registry::start(store.clone(), test_config());
+    let alice = join(&registry, "doc", 16).await;
+    alice.session.submit_update(text_update(1, "kept")).await.unwrap().unwrap().wait().await.unwrap();
+    drop(alice);
+    assert_eq!(registry.loaded_documents(), 1, "still loaded during the grace");
+
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(registry.loaded_documents(), 0, "unloaded after the grace");
+    let stored = store.load("doc").await.unwrap();
+    assert!(stored.snapshot.is_some(), "snapshotted before unloading");
+    assert!(stored.updates.is_empty(), "log compacted");
+
+    let again = join(&registry, "doc", 16).await;
+    assert_eq!(server_text(&again), "kept");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_rejoining_during_the_grace_keeps_the_document() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Registry::start(store.clone(), test_config());
+    drop(join(&registry, "doc", 16).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _back = join(&registry, "doc", 16).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(registry.loaded_documents(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_send_queue_disconnects_the_session_instead_of_dropping() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Registry::start(store.clone(), test_config());
+    let writer = join(&registry, "doc", 16).await;
+    let slow = join(&registry, "doc", 1).await;
+    for id in 1..=3 {
+        writer.session.submit_update(text_update(id, "x")).await.unwrap().unwrap().wait().await.unwrap();
+    }
+    assert!(slow.overflowed.is_cancelled(), "the slow session is told to disconnect");
+    assert!(!writer.overflowed.is_cancelled());
+}
+
+#[tokio::test(start_paused = true)]
+async fn awareness_is_relayed_and_removed_when_its_session_leaves() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Registry::start(store, test_config());
+    let alice = join(&registry, "doc", 16).await;
+    let mut bob = join(&registry, "doc", 16).await;
+    let update = weft_protocol::AwarenessUpdate {
+        clients: [(
+            yrs::block::ClientID::new(42),
+            weft_protocol::AwarenessUpdateEntry { clock: 1, json: Arc::from(r#"{"user":"alice"}"#) },
+        )]
+        .into(),
+    };
+    alice.session.apply_awareness(update);
+    let Ok(Message::Awareness(relayed)) = decode_frame(&bob.frames.try_recv().unwrap()) else {
+        panic!("expected awareness");
+    };
+    assert_eq!(relayed.clients.len(), 1);
+    drop(alice);
+    let Ok(Message::Awareness(removal)) = decode_frame(&bob.frames.try_recv().unwrap()) else {
+        panic!("expected awareness removal");
+    };
+    let entry = &removal.clients[&yrs::block::ClientID::new(42)];
+    assert_eq!(entry.json.as_ref(), "null");
+    assert_eq!(entry.clock, 2);
+    assert!(bob.session.awareness_frame().is_none(), "nobody present any more");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_commits_queued_updates_and_snapshots() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Registry::start(store.clone(), test_config());
+    let alice = join(&registry, "doc", 16).await;
+    let ack = alice.session.submit_update(text_update(1, "last")).await.unwrap().unwrap();
+    registry.shutdown().await;
+    ack.wait().await.expect("queued update committed during shutdown");
+    let stored = store.load("doc").await.unwrap();
+    assert!(stored.snapshot.is_some());
+    assert!(stored.updates.is_empty());
+    drop(alice);
+}
+
+/// A store whose appends fail while `failing` is set.
+#[derive(Debug, Default)]
+struct FlakyStore {
+    inner: MemoryStore,
+    failing: AtomicBool,
+}
+
+#[async_trait]
+impl DocStore for FlakyStore {
+    async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
+        self.inner.load(doc).await
+    }
+    async fn append(&self, updates: &[NewUpdate]) -> Result<Vec<LogSeq>, StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::new("append updates", "disk full"));
+        }
+        self.inner.append(updates).await
+    }
+    async fn save_snapshot(&self, doc: &str, snapshot: &Snapshot) -> Result<SnapshotWrite, StoreError> {
+        self.inner.save_snapshot(doc, snapshot).await
+    }
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_commit_is_reported_and_nothing_is_applied() {
+    let store = Arc::new(FlakyStore::default());
+    let registry = Registry::start(store.clone(), test_config());
+    let alice = join(&registry, "doc", 16).await;
+    let mut bob = join(&registry, "doc", 16).await;
+    store.failing.store(true, Ordering::SeqCst);
+    let failed = alice.session.submit_update(text_update(1, "lost?")).await.unwrap().unwrap().wait().await;
+    assert!(matches!(failed, Err(PublishError::Store(_))));
+    assert_eq!(server_text(&alice), "", "not applied");
+    assert!(bob.frames.try_recv().is_err(), "not broadcast");
+}
