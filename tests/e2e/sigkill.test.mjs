@@ -1,6 +1,7 @@
-// Crash safety: SIGKILL in the middle of editing, restart on the same port
-// and store. y-websocket clients reconnect by themselves and re-send what the
-// server never got; nothing the server accepted may be lost.
+// Crash safety: SIGKILL (and, for comparison, SIGTERM) in the middle of
+// editing, restart on the same port and store. y-websocket clients
+// reconnect by themselves and re-send what the server never got; nothing
+// the server accepted may be lost.
 
 import assert from 'node:assert/strict'
 import {
@@ -32,9 +33,13 @@ function checkTokens (client, expected) {
   }
 }
 
-e2e(`SIGKILL mid-edit: ${CLIENTS} clients x ${INSERTS} inserts, nothing lost or duplicated`, { timeout: 180000 }, async (t) => {
+/**
+ * Writers keep inserting unique tokens while the server is stopped twice
+ * (`how` = 'SIGKILL' or 'SIGTERM') and restarted on the same port and store.
+ */
+async function crashWhileWriting (t, how) {
   const server = await startWeft(t)
-  const docName = 'sigkill-mid-edit'
+  const docName = `${how.toLowerCase()}-mid-edit`
   const writers = Array.from({ length: CLIENTS }, (_, i) =>
     createClient(t, server, docName, { name: `w${i}`, maxBackoffTime: 200 }))
   await waitSynced(writers)
@@ -47,14 +52,19 @@ e2e(`SIGKILL mid-edit: ${CLIENTS} clients x ${INSERTS} inserts, nothing lost or 
   // The crash/restart cycle runs concurrently with the writers.
   const chaos = (async () => {
     for (const at of killAt) {
-      await waitFor(() => issued >= at, { on: writers, timeout: 60000, what: `${at} inserts before crash` })
+      await waitFor(() => issued >= at, { on: writers, timeout: 60000, what: `${at} inserts before ${how}` })
       const killedAt = now()
-      await server.kill()
+      if (how === 'SIGKILL') {
+        await server.kill()
+      } else {
+        const { code } = await server.stop({ timeout: 30000 })
+        assert.equal(code, 0)
+      }
       // keep the server down for a moment so that clients edit offline
       await sleep(300)
       const readyMs = await server.restart()
       const reconnectStarted = now()
-      await waitSynced(writers, { timeout: 15000, what: 'writers to reconnect and resync after SIGKILL' })
+      await waitSynced(writers, { timeout: 15000, what: `writers to reconnect and resync after ${how}` })
       crashes.push({ at, readyMs, downMs: now() - killedAt, reconnectMs: now() - reconnectStarted })
     }
   })()
@@ -81,14 +91,14 @@ e2e(`SIGKILL mid-edit: ${CLIENTS} clients x ${INSERTS} inserts, nothing lost or 
 
   await Promise.all([writing, chaos])
   for (const c of crashes) {
-    report(`crash after ${c.at} inserts: restart ready`, c.readyMs)
-    report(`crash after ${c.at} inserts: writers resynced after restart became ready`, c.reconnectMs)
-    report(`crash after ${c.at} inserts: SIGKILL until all writers resynced (incl. 300 ms down)`, c.downMs)
+    report(`${how} after ${c.at} inserts: restart ready`, c.readyMs)
+    report(`${how} after ${c.at} inserts: writers resynced after restart became ready`, c.reconnectMs)
+    report(`${how} after ${c.at} inserts: stop until all writers resynced (incl. 300 ms down)`, c.downMs)
   }
   assert.equal(crashes.length, killAt.length)
 
-  const ms = await waitConverged(writers, { types: TYPES, timeout: 20000, what: 'writers to converge after the crashes' })
-  report(`${CLIENTS} writers converged after their last insert`, ms)
+  const ms = await waitConverged(writers, { types: TYPES, timeout: 20000, what: `writers to converge after ${how} restarts` })
+  report(`${how}: ${CLIENTS} writers converged after their last insert`, ms)
   assert.equal(expected.length, CLIENTS * INSERTS)
   for (const w of writers) checkTokens(w, expected)
 
@@ -106,6 +116,14 @@ e2e(`SIGKILL mid-edit: ${CLIENTS} clients x ${INSERTS} inserts, nothing lost or 
   const fresh = createClient(t, server, docName, { name: 'fresh-after-final-crash' })
   await waitSynced(fresh)
   checkTokens(fresh, expected)
+}
+
+e2e(`SIGKILL mid-edit: ${CLIENTS} clients x ${INSERTS} inserts, nothing lost or duplicated`, { timeout: 180000 }, async (t) => {
+  await crashWhileWriting(t, 'SIGKILL')
+})
+
+e2e(`SIGTERM mid-edit: ${CLIENTS} clients x ${INSERTS} inserts, nothing lost or duplicated`, { timeout: 180000 }, async (t) => {
+  await crashWhileWriting(t, 'SIGTERM')
 })
 
 e2e('an update another client has seen survives SIGKILL with no client left to re-send it', async (t) => {

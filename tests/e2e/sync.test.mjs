@@ -115,3 +115,35 @@ e2e('propagation latency of single edits and awareness changes (measured)', asyn
   }
   assert.deepEqual(b.doc.getArray('seq').toJSON(), Array.from({ length: ROUNDS }, (_, i) => i))
 })
+
+e2e('large updates and a large document reach other clients and late joiners', async (t) => {
+  const server = await startWeft(t)
+  const a = createClient(t, server, 'sync-large', { name: 'A' })
+  const b = createClient(t, server, 'sync-large', { name: 'B' })
+  await waitSynced([a, b])
+
+  // one 1 MiB text insert (a single update message of about that size)
+  const big = 'lorem ipsum dolor sit amet '.repeat(40000).slice(0, 1024 * 1024)
+  let started = now()
+  a.doc.getText('text').insert(0, big)
+  await waitFor(() => b.doc.getText('text').length === big.length, {
+    on: b, timeout: 15000, what: 'B to receive a 1 MiB insert', detail: () => `B has ${b.doc.getText('text').length} chars`
+  })
+  report('1 MiB insert propagated', now() - started)
+  assert.equal(b.doc.getText('text').toString(), big)
+
+  // many small items: the document's encoding grows large in structure too
+  b.doc.transact(() => {
+    const arr = b.doc.getArray('array')
+    for (let i = 0; i < 20000; i++) arr.push([{ i, s: `item-${i}` }])
+  })
+  await waitConverged([a, b], { timeout: 15000, what: 'A to receive 20000 array items' })
+
+  started = now()
+  const late = createClient(t, server, 'sync-large', { name: 'late' })
+  await waitSynced(late, { timeout: 15000 })
+  report('late joiner synced a ~1.5 MiB document', now() - started)
+  assert.equal(late.doc.getText('text').toString(), big)
+  assert.equal(late.doc.getArray('array').length, 20000)
+  assert.deepEqual(late.doc.getArray('array').get(19999), { i: 19999, s: 'item-19999' })
+})

@@ -1,0 +1,86 @@
+# Weft: the two commands are `make run` and `make test`.
+#
+# Both install what they need on a fresh Debian machine with Rust, Node 20
+# and Python 3.11, and cache what is slow to build under $(WEFT_CACHE), so a
+# second run is fast.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+WEFT_CACHE ?= $(HOME)/.cache/weft
+TOOLS := $(WEFT_CACHE)/tools
+CARGO ?= cargo
+NPM_CACHE := $(WEFT_CACHE)/npm
+CARGO_DENY := $(TOOLS)/bin/cargo-deny
+CARGO_DENY_VERSION := 0.20.2
+
+# `make run` flags for the node; override, e.g. `make run ARGS="--listen 0.0.0.0:1234"`.
+ARGS ?=
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## build and run a node on the embedded default (127.0.0.1:1234, ./weft-data)
+	$(CARGO) build --release --locked -p weft-server
+	./target/release/weft serve $(ARGS)
+
+.PHONY: build
+build: ## debug build of the weft binary
+	$(CARGO) build --locked -p weft-server
+
+.PHONY: test
+test: lint unit e2e deny ## everything: lints, unit and gateway tests, end-to-end with real clients, dependency checks
+
+.PHONY: lint
+lint: ## rustfmt and clippy (warnings are errors)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
+
+.PHONY: unit
+unit: ## unit, property, store and gateway tests
+	$(CARGO) test --locked --workspace --all-features
+
+tests/node_modules/.weft-lock: tests/package-lock.json
+	mkdir -p $(NPM_CACHE)
+	cd tests && npm ci --no-audit --no-fund --cache $(NPM_CACHE) --prefer-offline
+	cp tests/package-lock.json $@
+
+.PHONY: e2e
+e2e: build tests/node_modules/.weft-lock ## end-to-end: the weft binary with unmodified npm Yjs clients
+	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft node --test --test-concurrency=1 e2e/
+
+$(CARGO_DENY):
+	$(CARGO) install cargo-deny --version $(CARGO_DENY_VERSION) --locked --root $(TOOLS)
+
+.PHONY: deny
+deny: $(CARGO_DENY) ## licenses, banned and duplicate crates, sources; advisories when the database is reachable
+	$(CARGO_DENY) --log-level error check bans licenses sources
+	@if $(CARGO_DENY) --log-level error check advisories; then \
+	  echo "advisories: ok"; \
+	else \
+	  if [ -n "$${WEFT_ADVISORY_DB:-}" ]; then exit 1; fi; \
+	  echo "advisories: the RustSec database could not be fetched here; set WEFT_ADVISORY_DB to a local clone to check offline"; \
+	fi
+
+.PHONY: advisories
+advisories: $(CARGO_DENY) ## advisories against a local RustSec clone: make advisories WEFT_ADVISORY_DB=path
+	$(CARGO_DENY) check --disable-fetch advisories --config deny.toml
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for FUZZ_SECONDS (default 60) on nightly
+	cd crates/protocol/fuzz && for target in $$($(CARGO) +nightly fuzz list); do \
+	  $(CARGO) +nightly fuzz run $$target -- -max_total_time=$${FUZZ_SECONDS:-60}; \
+	done
+
+.PHONY: measure-idle
+measure-idle: tests/node_modules/.weft-lock ## server RSS per idle synced connection (release build, N=1000)
+	$(CARGO) build --release --locked -p weft-server
+	cd tests && WEFT_BIN=$(CURDIR)/target/release/weft node measure/idle-rss.mjs
+
+.PHONY: clean
+clean:
+	$(CARGO) clean
+	rm -rf tests/node_modules
