@@ -36,7 +36,12 @@ struct BodyError<'a> {
 impl ApiError {
     /// A refusal with the given status.
     pub fn new(status: StatusCode, message: &'static str, details: impl Into<String>) -> Self {
-        Self { status, message, details: details.into(), retry_after_secs: None }
+        Self {
+            status,
+            message,
+            details: details.into(),
+            retry_after_secs: None,
+        }
     }
 
     /// 400: the request is not something the server can serve.
@@ -51,7 +56,11 @@ impl ApiError {
 
     /// 405: the route exists, the method does not.
     pub fn method_not_allowed(details: impl Into<String>) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", details)
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+            details,
+        )
     }
 
     /// 503 with `Retry-After`: come back later (draining, not ready).
@@ -81,7 +90,9 @@ impl IntoResponse for ApiError {
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after_secs {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, State};
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, State};
 use axum::http::{Method, Request, header};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;

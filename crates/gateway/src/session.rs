@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
 use futures::future::FusedFuture;
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -64,7 +64,11 @@ pub async fn run_session(socket: WebSocket, parts: SessionParts) {
     let closing = drive(sink, stream, parts).await;
     match closing {
         Some(closing) if closing.code != close_code::NORMAL => {
-            info!(code = closing.code, reason = closing.reason, "session closed");
+            info!(
+                code = closing.code,
+                reason = closing.reason,
+                "session closed"
+            );
         }
         _ => debug!("session closed"),
     }
@@ -76,7 +80,13 @@ where
     W: Sink<WsMessage> + Unpin,
     R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
 {
-    let SessionParts { session, outbox, overflowed, stop, config } = parts;
+    let SessionParts {
+        session,
+        outbox,
+        overflowed,
+        stop,
+        config,
+    } = parts;
     let (close_sender, close_receiver) = oneshot::channel();
     let greeting = session.greeting();
     let writer = write_loop(sink, outbox, greeting, close_receiver, &config).fuse();
@@ -88,7 +98,10 @@ where
     };
     if !writer.is_terminated() {
         let _writer_may_have_ended = close_sender.send(closing.clone());
-        if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
+        if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+            .await
+            .is_err()
+        {
             debug!("peer did not take the close frame in time; dropping the connection");
         }
     }
@@ -164,7 +177,10 @@ async fn handle_message(message: WsMessage, session: &Session) -> Handled {
         Ok(decoded) => decoded,
         Err(failure) => {
             debug!(error = %failure, bytes = frame.len(), "malformed frame");
-            return Handled::Close(Some(Closing::new(close_code::PROTOCOL_ERROR, "malformed message")));
+            return Handled::Close(Some(Closing::new(
+                close_code::PROTOCOL_ERROR,
+                "malformed message",
+            )));
         }
     };
     match decoded {
@@ -177,7 +193,10 @@ async fn handle_message(message: WsMessage, session: &Session) -> Handled {
                 Ok(None) => Handled::Continue,
                 Err(SyncError::InvalidUpdate(failure)) => {
                     debug!(error = %failure, "update does not decode");
-                    Handled::Close(Some(Closing::new(close_code::INVALID_PAYLOAD, "invalid update")))
+                    Handled::Close(Some(Closing::new(
+                        close_code::INVALID_PAYLOAD,
+                        "invalid update",
+                    )))
                 }
                 Err(_) => Handled::Close(Some(Closing::new(
                     close_code::SERVICE_RESTART,
@@ -199,7 +218,10 @@ async fn handle_message(message: WsMessage, session: &Session) -> Handled {
         }
         Message::Unknown { tag, .. } => {
             debug!(tag, "unknown message type");
-            Handled::Close(Some(Closing::new(close_code::UNSUPPORTED_DATA, "unknown message type")))
+            Handled::Close(Some(Closing::new(
+                close_code::UNSUPPORTED_DATA,
+                "unknown message type",
+            )))
         }
     }
 }
@@ -210,14 +232,19 @@ fn reply(session: &Session, frame: Outbound) -> Handled {
     if session.send_to_self(frame) {
         Handled::Continue
     } else {
-        Handled::Close(Some(Closing::new(close_code::TRY_AGAIN_LATER, "send queue full; reconnect")))
+        Handled::Close(Some(Closing::new(
+            close_code::TRY_AGAIN_LATER,
+            "send queue full; reconnect",
+        )))
     }
 }
 
 fn closing_for_publish(failure: &PublishError) -> Closing {
     match failure {
         PublishError::Stopped => Closing::new(close_code::SERVICE_RESTART, "server restarting"),
-        PublishError::Store(_) => Closing::new(close_code::INTERNAL_ERROR, "update could not be stored"),
+        PublishError::Store(_) => {
+            Closing::new(close_code::INTERNAL_ERROR, "update could not be stored")
+        }
     }
 }
 
@@ -227,9 +254,10 @@ fn closing_for_read_error(failure: axum::Error) -> Option<Closing> {
         Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) => {
             Some(Closing::new(close_code::MESSAGE_TOO_BIG, "message too big"))
         }
-        Some(tokio_tungstenite::tungstenite::Error::Protocol(_)) => {
-            Some(Closing::new(close_code::PROTOCOL_ERROR, "websocket protocol error"))
-        }
+        Some(tokio_tungstenite::tungstenite::Error::Protocol(_)) => Some(Closing::new(
+            close_code::PROTOCOL_ERROR,
+            "websocket protocol error",
+        )),
         _ => {
             debug!(error = %inner, "connection lost");
             None

@@ -10,7 +10,7 @@
 //!
 //! # Layout
 //!
-//! - [`sqlite`]: [`SqliteStore`].
+//! - [`sqlite`]: the embedded [`SqliteStore`].
 //! - [`error`]: [`OpenError`], why a store could not be opened.
 
 pub mod error;

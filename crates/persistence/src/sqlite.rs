@@ -54,7 +54,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(OpenError::Connect)?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(OpenError::Migrate)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(OpenError::Migrate)?;
         Ok(Self { pool })
     }
 
@@ -74,49 +77,65 @@ fn create_dir(directory: &Path) -> Result<(), OpenError> {
 #[async_trait]
 impl DocStore for SqliteStore {
     async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
-        let mut txn = self.pool.begin().await.map_err(|error| StoreError::new("begin load", error))?;
-        let snapshot_row = sqlx::query(
-            "SELECT state, state_vector, covers_seq FROM weft_snapshots WHERE doc = ?",
-        )
-        .bind(doc)
-        .fetch_optional(&mut *txn)
-        .await
-        .map_err(|error| StoreError::new("read snapshot", error))?;
+        let mut txn = self
+            .pool
+            .begin()
+            .await
+            .map_err(|error| StoreError::new("begin load", error))?;
+        let snapshot_row =
+            sqlx::query("SELECT state, state_vector, covers_seq FROM weft_snapshots WHERE doc = ?")
+                .bind(doc)
+                .fetch_optional(&mut *txn)
+                .await
+                .map_err(|error| StoreError::new("read snapshot", error))?;
         let snapshot = snapshot_row.map(|row| Snapshot {
             state: row.get("state"),
             state_vector: row.get("state_vector"),
             covers_seq: row.get("covers_seq"),
         });
         let after = snapshot.as_ref().map_or(0, |snapshot| snapshot.covers_seq);
-        let update_rows =
-            sqlx::query("SELECT seq, data FROM weft_updates WHERE doc = ? AND seq > ? ORDER BY seq")
-                .bind(doc)
-                .bind(after)
-                .fetch_all(&mut *txn)
-                .await
-                .map_err(|error| StoreError::new("read update log", error))?;
-        txn.commit().await.map_err(|error| StoreError::new("end load", error))?;
+        let update_rows = sqlx::query(
+            "SELECT seq, data FROM weft_updates WHERE doc = ? AND seq > ? ORDER BY seq",
+        )
+        .bind(doc)
+        .bind(after)
+        .fetch_all(&mut *txn)
+        .await
+        .map_err(|error| StoreError::new("read update log", error))?;
+        txn.commit()
+            .await
+            .map_err(|error| StoreError::new("end load", error))?;
         let updates = update_rows
             .into_iter()
-            .map(|row| LoggedUpdate { seq: row.get("seq"), update: row.get("data") })
+            .map(|row| LoggedUpdate {
+                seq: row.get("seq"),
+                update: row.get("data"),
+            })
             .collect();
         Ok(StoredDoc { snapshot, updates })
     }
 
     async fn append(&self, updates: &[NewUpdate]) -> Result<Vec<LogSeq>, StoreError> {
-        let mut txn = self.pool.begin().await.map_err(|error| StoreError::new("begin append", error))?;
+        let mut txn = self
+            .pool
+            .begin()
+            .await
+            .map_err(|error| StoreError::new("begin append", error))?;
         let mut seqs = Vec::with_capacity(updates.len());
         for new in updates {
-            let seq: LogSeq =
-                sqlx::query_scalar("INSERT INTO weft_updates (doc, data) VALUES (?, ?) RETURNING seq")
-                    .bind(new.doc.as_ref())
-                    .bind(new.update.as_ref())
-                    .fetch_one(&mut *txn)
-                    .await
-                    .map_err(|error| StoreError::new("append update", error))?;
+            let seq: LogSeq = sqlx::query_scalar(
+                "INSERT INTO weft_updates (doc, data) VALUES (?, ?) RETURNING seq",
+            )
+            .bind(new.doc.as_ref())
+            .bind(new.update.as_ref())
+            .fetch_one(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("append update", error))?;
             seqs.push(seq);
         }
-        txn.commit().await.map_err(|error| StoreError::new("commit appended updates", error))?;
+        txn.commit()
+            .await
+            .map_err(|error| StoreError::new("commit appended updates", error))?;
         Ok(seqs)
     }
 
@@ -125,8 +144,11 @@ impl DocStore for SqliteStore {
         doc: &str,
         snapshot: &Snapshot,
     ) -> Result<SnapshotWrite, StoreError> {
-        let mut txn =
-            self.pool.begin().await.map_err(|error| StoreError::new("begin snapshot", error))?;
+        let mut txn = self
+            .pool
+            .begin()
+            .await
+            .map_err(|error| StoreError::new("begin snapshot", error))?;
         // The WHERE clause is the fence: a snapshot never replaces one that
         // covers the same or a later position.
         let written = sqlx::query(
@@ -149,7 +171,9 @@ impl DocStore for SqliteStore {
         .map_err(|error| StoreError::new("write snapshot", error))?
         .rows_affected();
         if written == 0 {
-            txn.rollback().await.map_err(|error| StoreError::new("end snapshot", error))?;
+            txn.rollback()
+                .await
+                .map_err(|error| StoreError::new("end snapshot", error))?;
             return Ok(SnapshotWrite::Superseded);
         }
         sqlx::query("DELETE FROM weft_updates WHERE doc = ? AND seq <= ?")
@@ -158,7 +182,9 @@ impl DocStore for SqliteStore {
             .execute(&mut *txn)
             .await
             .map_err(|error| StoreError::new("prune update log", error))?;
-        txn.commit().await.map_err(|error| StoreError::new("commit snapshot", error))?;
+        txn.commit()
+            .await
+            .map_err(|error| StoreError::new("commit snapshot", error))?;
         Ok(SnapshotWrite::Written)
     }
 
@@ -174,5 +200,7 @@ impl DocStore for SqliteStore {
 fn unix_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }

@@ -31,7 +31,9 @@ impl Drop for TempDir {
 #[tokio::test]
 async fn sqlite_store_passes_the_conformance_suite() {
     let dir = TempDir::new("conformance");
-    let store = SqliteStore::open(&dir.url()).await.expect("open creates the directory");
+    let store = SqliteStore::open(&dir.url())
+        .await
+        .expect("open creates the directory");
     weft_sync::conformance::run_all(&store).await;
 }
 
@@ -39,10 +41,15 @@ async fn sqlite_store_passes_the_conformance_suite() {
 async fn appended_updates_survive_reopening() {
     let dir = TempDir::new("reopen");
     let store = SqliteStore::open(&dir.url()).await.expect("open");
-    let update = NewUpdate { doc: "doc".into(), update: vec![1, 2, 3].into() };
+    let update = NewUpdate {
+        doc: "doc".into(),
+        update: vec![1, 2, 3].into(),
+    };
     let seqs = store.append(&[update]).await.expect("append");
     store.close().await;
-    let reopened = SqliteStore::open(&dir.url()).await.expect("reopen runs migrations again");
+    let reopened = SqliteStore::open(&dir.url())
+        .await
+        .expect("reopen runs migrations again");
     let loaded = reopened.load("doc").await.expect("load");
     assert_eq!(loaded.updates.len(), 1);
     assert_eq!(loaded.updates[0].seq, seqs[0]);
@@ -53,12 +60,28 @@ async fn appended_updates_survive_reopening() {
 async fn sequence_numbers_are_not_reused_after_pruning() {
     let dir = TempDir::new("seq");
     let store = SqliteStore::open(&dir.url()).await.expect("open");
-    let update = NewUpdate { doc: "doc".into(), update: vec![1].into() };
-    let first = store.append(std::slice::from_ref(&update)).await.expect("append");
-    let snapshot = weft_sync::Snapshot { state: vec![0], state_vector: vec![0], covers_seq: first[0] };
-    store.save_snapshot("doc", &snapshot).await.expect("snapshot prunes the only row");
+    let update = NewUpdate {
+        doc: "doc".into(),
+        update: vec![1].into(),
+    };
+    let first = store
+        .append(std::slice::from_ref(&update))
+        .await
+        .expect("append");
+    let snapshot = weft_sync::Snapshot {
+        state: vec![0],
+        state_vector: vec![0],
+        covers_seq: first[0],
+    };
+    store
+        .save_snapshot("doc", &snapshot)
+        .await
+        .expect("snapshot prunes the only row");
     let second = store.append(&[update]).await.expect("append");
-    assert!(second[0] > first[0], "a pruned seq is never handed out again");
+    assert!(
+        second[0] > first[0],
+        "a pruned seq is never handed out again"
+    );
 }
 
 #[tokio::test]
@@ -72,6 +95,8 @@ async fn unusable_path_fails_to_open_with_the_cause() {
 
 #[tokio::test]
 async fn unknown_scheme_is_refused() {
-    let error = weft_persistence::open_store("mysql://localhost/weft").await.expect_err("no mysql store");
+    let error = weft_persistence::open_store("mysql://localhost/weft")
+        .await
+        .expect_err("no mysql store");
     assert!(format!("{error}").contains("mysql"));
 }

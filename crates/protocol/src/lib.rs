@@ -23,8 +23,8 @@ pub mod message;
 
 pub use error::DecodeError;
 pub use message::{
-    AuthMessage, Message, SyncMessage, decode_frame, MSG_AUTH, MSG_AWARENESS,
-    MSG_QUERY_AWARENESS, MSG_SYNC, MSG_SYNC_STEP_1, MSG_SYNC_STEP_2, MSG_SYNC_UPDATE,
+    AuthMessage, MSG_AUTH, MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_SYNC, MSG_SYNC_STEP_1,
+    MSG_SYNC_STEP_2, MSG_SYNC_UPDATE, Message, SyncMessage, decode_frame,
 };
 pub use yrs::StateVector;
 pub use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};

@@ -238,8 +238,12 @@ fn check_state_vector(payload: &[u8]) -> Result<(), DecodeError> {
     let mut cursor = Cursor::new(payload);
     let entries = check_entry_count(&mut cursor, 2).map_err(|_| DecodeError::InvalidStateVector)?;
     for _ in 0..entries {
-        let client: u64 = cursor.read_var().map_err(|_| DecodeError::InvalidStateVector)?;
-        let _clock: u32 = cursor.read_var().map_err(|_| DecodeError::InvalidStateVector)?;
+        let client: u64 = cursor
+            .read_var()
+            .map_err(|_| DecodeError::InvalidStateVector)?;
+        let _clock: u32 = cursor
+            .read_var()
+            .map_err(|_| DecodeError::InvalidStateVector)?;
         if client > MAX_CLIENT_ID {
             return Err(DecodeError::InvalidStateVector);
         }
@@ -254,9 +258,15 @@ fn check_awareness(payload: &[u8]) -> Result<(), DecodeError> {
     let mut cursor = Cursor::new(payload);
     let entries = check_entry_count(&mut cursor, 3).map_err(|_| DecodeError::InvalidAwareness)?;
     for _ in 0..entries {
-        let client: u64 = cursor.read_var().map_err(|_| DecodeError::InvalidAwareness)?;
-        let _clock: u32 = cursor.read_var().map_err(|_| DecodeError::InvalidAwareness)?;
-        let json = cursor.read_string().map_err(|_| DecodeError::InvalidAwareness)?;
+        let client: u64 = cursor
+            .read_var()
+            .map_err(|_| DecodeError::InvalidAwareness)?;
+        let _clock: u32 = cursor
+            .read_var()
+            .map_err(|_| DecodeError::InvalidAwareness)?;
+        let json = cursor
+            .read_string()
+            .map_err(|_| DecodeError::InvalidAwareness)?;
         if client > MAX_CLIENT_ID {
             return Err(DecodeError::InvalidAwareness);
         }
@@ -272,7 +282,10 @@ fn check_awareness(payload: &[u8]) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn check_entry_count(cursor: &mut Cursor<'_>, min_entry_bytes: usize) -> Result<usize, DecodeError> {
+fn check_entry_count(
+    cursor: &mut Cursor<'_>,
+    min_entry_bytes: usize,
+) -> Result<usize, DecodeError> {
     let entries = read_var(cursor)? as usize;
     let remaining = cursor.buf.len() - cursor.next;
     if entries > remaining / min_entry_bytes {

@@ -28,8 +28,9 @@ pub(crate) enum Command {
 #[derive(Debug, Args)]
 pub(crate) struct LogArgs {
     /// Log filter, in `tracing` env-filter syntax (e.g. `info,weft_sync=debug`).
-    #[arg(long = "log", env = "WEFT_LOG", default_value = "info", global = true)]
-    pub(crate) filter: String,
+    /// Without it, `RUST_LOG` is used, then `info`.
+    #[arg(long = "log", env = "WEFT_LOG", global = true)]
+    pub(crate) filter: Option<String>,
     /// Log line format.
     #[arg(long, env = "WEFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
     pub(crate) log_format: LogFormat,
@@ -53,7 +54,11 @@ pub(crate) struct ServeArgs {
 
     /// Document store URL. `sqlite://PATH` is the embedded store (its
     /// directory is created).
-    #[arg(long, env = "WEFT_STORE", default_value = "sqlite://./weft-data/weft.db")]
+    #[arg(
+        long,
+        env = "WEFT_STORE",
+        default_value = "sqlite://./weft-data/weft.db"
+    )]
     pub(crate) store: String,
 
     /// How long SIGTERM may take: close sessions, commit, snapshot, exit.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use weft_gateway::{AppState, GatewayConfig, Lifecycle};
@@ -38,6 +39,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config: Arc::new(gateway_config),
     };
     let http_stop = CancellationToken::new();
+    // Yjs frames are small and latency-bound: without TCP_NODELAY, Nagle's
+    // algorithm and the peer's delayed ACK hold a frame back ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %error, "set TCP_NODELAY");
+        }
+    });
     let server = tokio::spawn(
         axum::serve(listener, weft_gateway::router(state))
             .with_graceful_shutdown(http_stop.clone().cancelled_owned())
@@ -52,9 +60,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let drained = tokio::time::timeout(args.shutdown_grace, async {
         lifecycle.start_draining();
         lifecycle.sessions_closed().await;
-        info!(elapsed_ms = started.elapsed().as_millis() as u64, "sessions closed");
+        info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "sessions closed"
+        );
         registry.shutdown().await;
-        info!(elapsed_ms = started.elapsed().as_millis() as u64, "updates committed and snapshots written");
+        info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "updates committed and snapshots written"
+        );
         http_stop.cancel();
         server.await
     })
@@ -96,7 +110,10 @@ fn gateway_config(args: &ServeArgs) -> anyhow::Result<GatewayConfig> {
 
 fn registry_config(args: &ServeArgs) -> RegistryConfig {
     RegistryConfig {
-        committer: CommitterConfig { window: args.commit_window, ..CommitterConfig::default() },
+        committer: CommitterConfig {
+            window: args.commit_window,
+            ..CommitterConfig::default()
+        },
         unload_grace: args.doc_unload_grace,
         snapshot_debounce: args.snapshot_debounce,
         snapshot_max_delay: args.snapshot_max_delay,

@@ -5,10 +5,18 @@ use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::cli::{LogArgs, LogFormat};
 
+/// The filter when neither `--log`/`WEFT_LOG` nor `RUST_LOG` is set.
+const DEFAULT_FILTER: &str = "info";
+
 /// Installs the global subscriber. A filter that does not parse falls back
 /// to `info` and says so.
 pub(crate) fn init(args: &LogArgs) {
-    let (filter, bad_filter) = match EnvFilter::try_new(&args.filter) {
+    let text = args
+        .filter
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| DEFAULT_FILTER.to_owned());
+    let (filter, bad_filter) = match EnvFilter::try_new(&text) {
         Ok(filter) => (filter, None),
         Err(error) => (EnvFilter::new("info"), Some(error)),
     };
@@ -22,6 +30,6 @@ pub(crate) fn init(args: &LogArgs) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
     if let Some(error) = bad_filter {
-        tracing::warn!(filter = %args.filter, error = %error, "invalid --log / WEFT_LOG filter; using info");
+        tracing::warn!(filter = %text, error = %error, "invalid --log / WEFT_LOG filter; using info");
     }
 }

@@ -53,11 +53,26 @@ impl AwarenessTable {
             if !wins {
                 continue;
             }
-            let state = if removes { None } else { Some(entry.json.clone()) };
-            self.clients.insert(client_id, ClientEntry { clock: entry.clock, state, owner: origin });
+            let state = if removes {
+                None
+            } else {
+                Some(entry.json.clone())
+            };
+            self.clients.insert(
+                client_id,
+                ClientEntry {
+                    clock: entry.clock,
+                    state,
+                    owner: origin,
+                },
+            );
             accepted.insert(client_id, entry);
         }
-        if accepted.is_empty() { None } else { Some(AwarenessUpdate { clients: accepted }) }
+        if accepted.is_empty() {
+            None
+        } else {
+            Some(AwarenessUpdate { clients: accepted })
+        }
     }
 
     /// Every present client's state, for a joining session.
@@ -67,10 +82,20 @@ impl AwarenessTable {
             .iter()
             .filter_map(|(client_id, entry)| {
                 let json = entry.state.clone()?;
-                Some((*client_id, AwarenessUpdateEntry { clock: entry.clock, json }))
+                Some((
+                    *client_id,
+                    AwarenessUpdateEntry {
+                        clock: entry.clock,
+                        json,
+                    },
+                ))
             })
             .collect();
-        if clients.is_empty() { None } else { Some(AwarenessUpdate { clients }) }
+        if clients.is_empty() {
+            None
+        } else {
+            Some(AwarenessUpdate { clients })
+        }
     }
 
     /// Removes the states that `session` set and returns the removal to
@@ -85,15 +110,25 @@ impl AwarenessTable {
             entry.state = None;
             removed.insert(
                 *client_id,
-                AwarenessUpdateEntry { clock: entry.clock, json: Arc::from(REMOVED_STATE) },
+                AwarenessUpdateEntry {
+                    clock: entry.clock,
+                    json: Arc::from(REMOVED_STATE),
+                },
             );
         }
-        if removed.is_empty() { None } else { Some(AwarenessUpdate { clients: removed }) }
+        if removed.is_empty() {
+            None
+        } else {
+            Some(AwarenessUpdate { clients: removed })
+        }
     }
 
     /// Number of clients with a present state.
     pub fn present(&self) -> usize {
-        self.clients.values().filter(|entry| entry.state.is_some()).count()
+        self.clients
+            .values()
+            .filter(|entry| entry.state.is_some())
+            .count()
     }
 }
 
@@ -106,7 +141,13 @@ mod tests {
             clients: entries
                 .iter()
                 .map(|(id, clock, json)| {
-                    (ClientID::new(*id), AwarenessUpdateEntry { clock: *clock, json: Arc::from(*json) })
+                    (
+                        ClientID::new(*id),
+                        AwarenessUpdateEntry {
+                            clock: *clock,
+                            json: Arc::from(*json),
+                        },
+                    )
                 })
                 .collect(),
         }
@@ -118,11 +159,26 @@ mod tests {
     #[test]
     fn newer_clock_wins_and_stale_is_ignored() {
         let mut table = AwarenessTable::default();
-        assert!(table.apply(update(&[(7, 2, r#"{"a":2}"#)]), ALICE).is_some());
-        assert!(table.apply(update(&[(7, 1, r#"{"a":1}"#)]), ALICE).is_none());
-        assert!(table.apply(update(&[(7, 2, r#"{"a":3}"#)]), ALICE).is_none());
+        assert!(
+            table
+                .apply(update(&[(7, 2, r#"{"a":2}"#)]), ALICE)
+                .is_some()
+        );
+        assert!(
+            table
+                .apply(update(&[(7, 1, r#"{"a":1}"#)]), ALICE)
+                .is_none()
+        );
+        assert!(
+            table
+                .apply(update(&[(7, 2, r#"{"a":3}"#)]), ALICE)
+                .is_none()
+        );
         let snapshot = table.snapshot().unwrap();
-        assert_eq!(snapshot.clients[&ClientID::new(7)].json.as_ref(), r#"{"a":2}"#);
+        assert_eq!(
+            snapshot.clients[&ClientID::new(7)].json.as_ref(),
+            r#"{"a":2}"#
+        );
     }
 
     #[test]
@@ -131,7 +187,10 @@ mod tests {
         table.apply(update(&[(7, 2, "{}")]), ALICE);
         assert!(table.apply(update(&[(7, 2, "null")]), ALICE).is_some());
         assert!(table.snapshot().is_none());
-        assert!(table.apply(update(&[(7, 2, "{}")]), ALICE).is_none(), "a stale state cannot come back");
+        assert!(
+            table.apply(update(&[(7, 2, "{}")]), ALICE).is_none(),
+            "a stale state cannot come back"
+        );
     }
 
     #[test]
@@ -141,7 +200,11 @@ mod tests {
         table.apply(update(&[(3, 1, "{}")]), BOB);
         let removal = table.remove_session(ALICE).unwrap();
         assert_eq!(removal.clients.len(), 2);
-        assert_eq!(removal.clients[&ClientID::new(2)].clock, 5, "removal bumps the clock");
+        assert_eq!(
+            removal.clients[&ClientID::new(2)].clock,
+            5,
+            "removal bumps the clock"
+        );
         assert_eq!(table.present(), 1);
         assert!(table.remove_session(ALICE).is_none());
     }

@@ -45,7 +45,11 @@ pub struct CommitterConfig {
 
 impl Default for CommitterConfig {
     fn default() -> Self {
-        Self { window: Duration::from_millis(2), max_batch: 1024, queue_capacity: 4096 }
+        Self {
+            window: Duration::from_millis(2),
+            max_batch: 1024,
+            queue_capacity: 4096,
+        }
     }
 }
 
@@ -75,7 +79,13 @@ impl Committer {
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
         let (submissions, receiver) = mpsc::channel(config.queue_capacity);
-        tracker.spawn(commit_loop(store, documents, config.clone(), receiver, stop));
+        tracker.spawn(commit_loop(
+            store,
+            documents,
+            config.clone(),
+            receiver,
+            stop,
+        ));
         Self { submissions }
     }
 
@@ -88,7 +98,12 @@ impl Committer {
         origin: SessionId,
     ) -> oneshot::Receiver<Result<LogSeq, PublishError>> {
         let (done, receiver) = oneshot::channel();
-        let submission = Submission { doc, update, origin, done };
+        let submission = Submission {
+            doc,
+            update,
+            origin,
+            done,
+        };
         if let Err(mpsc::error::SendError(submission)) = self.submissions.send(submission).await {
             let _receiver_may_be_gone = submission.done.send(Err(PublishError::Stopped));
         }
@@ -140,13 +155,23 @@ async fn collect_batch(
 async fn commit_batch(store: &dyn DocStore, documents: &Documents, batch: &mut Vec<Submission>) {
     let records: Vec<NewUpdate> = batch
         .iter()
-        .map(|submission| NewUpdate { doc: submission.doc.clone(), update: submission.update.clone() })
+        .map(|submission| NewUpdate {
+            doc: submission.doc.clone(),
+            update: submission.update.clone(),
+        })
         .collect();
     let appended = store.append(&records).await.and_then(|seqs| {
         if seqs.len() == batch.len() {
             Ok(seqs)
         } else {
-            Err(StoreError::new("append updates", format!("store returned {} sequence numbers for {} updates", seqs.len(), batch.len())))
+            Err(StoreError::new(
+                "append updates",
+                format!(
+                    "store returned {} sequence numbers for {} updates",
+                    seqs.len(),
+                    batch.len()
+                ),
+            ))
         }
     });
     match appended {

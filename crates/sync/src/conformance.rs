@@ -6,7 +6,10 @@ use bytes::Bytes;
 use crate::store::{DocStore, NewUpdate, Snapshot, SnapshotWrite};
 
 fn new_update(doc: &str, byte: u8) -> NewUpdate {
-    NewUpdate { doc: doc.into(), update: Bytes::from(vec![byte; 3]) }
+    NewUpdate {
+        doc: doc.into(),
+        update: Bytes::from(vec![byte; 3]),
+    }
 }
 
 /// Runs every check against `store`, which must be empty.
@@ -16,7 +19,10 @@ pub async fn run_all(store: &dyn DocStore) {
     snapshot_prunes_the_log_up_to_its_position(store).await;
     stale_snapshot_is_superseded(store).await;
     documents_do_not_see_each_other(store).await;
-    store.check().await.expect("check answers on a healthy store");
+    store
+        .check()
+        .await
+        .expect("check answers on a healthy store");
 }
 
 async fn unknown_document_loads_empty(store: &dyn DocStore) {
@@ -27,13 +33,23 @@ async fn unknown_document_loads_empty(store: &dyn DocStore) {
 
 async fn append_returns_increasing_seqs_and_load_reads_them_in_order(store: &dyn DocStore) {
     let doc = "conformance/append";
-    let first = store.append(&[new_update(doc, 1), new_update(doc, 2)]).await.expect("append");
+    let first = store
+        .append(&[new_update(doc, 1), new_update(doc, 2)])
+        .await
+        .expect("append");
     let second = store.append(&[new_update(doc, 3)]).await.expect("append");
     assert_eq!(first.len(), 2);
     assert_eq!(second.len(), 1);
-    assert!(first[0] < first[1] && first[1] < second[0], "seqs increase: {first:?} {second:?}");
+    assert!(
+        first[0] < first[1] && first[1] < second[0],
+        "seqs increase: {first:?} {second:?}"
+    );
     let loaded = store.load(doc).await.expect("load");
-    let bytes: Vec<u8> = loaded.updates.iter().map(|logged| logged.update[0]).collect();
+    let bytes: Vec<u8> = loaded
+        .updates
+        .iter()
+        .map(|logged| logged.update[0])
+        .collect();
     assert_eq!(bytes, vec![1, 2, 3]);
     let seqs: Vec<_> = loaded.updates.iter().map(|logged| logged.seq).collect();
     assert_eq!(seqs, vec![first[0], first[1], second[0]]);
@@ -45,35 +61,80 @@ async fn snapshot_prunes_the_log_up_to_its_position(store: &dyn DocStore) {
         .append(&[new_update(doc, 1), new_update(doc, 2), new_update(doc, 3)])
         .await
         .expect("append");
-    let snapshot = Snapshot { state: vec![9, 9], state_vector: vec![0], covers_seq: seqs[1] };
-    let written = store.save_snapshot(doc, &snapshot).await.expect("save snapshot");
+    let snapshot = Snapshot {
+        state: vec![9, 9],
+        state_vector: vec![0],
+        covers_seq: seqs[1],
+    };
+    let written = store
+        .save_snapshot(doc, &snapshot)
+        .await
+        .expect("save snapshot");
     assert_eq!(written, SnapshotWrite::Written);
     let loaded = store.load(doc).await.expect("load");
     assert_eq!(loaded.snapshot.as_ref(), Some(&snapshot));
-    assert_eq!(loaded.updates.len(), 1, "only the update after the snapshot remains");
+    assert_eq!(
+        loaded.updates.len(),
+        1,
+        "only the update after the snapshot remains"
+    );
     assert_eq!(loaded.updates[0].seq, seqs[2]);
 }
 
 async fn stale_snapshot_is_superseded(store: &dyn DocStore) {
     let doc = "conformance/fence";
-    let seqs = store.append(&[new_update(doc, 1), new_update(doc, 2)]).await.expect("append");
-    let newer = Snapshot { state: vec![2], state_vector: vec![0], covers_seq: seqs[1] };
-    let older = Snapshot { state: vec![1], state_vector: vec![0], covers_seq: seqs[0] };
-    assert_eq!(store.save_snapshot(doc, &newer).await.expect("save"), SnapshotWrite::Written);
-    assert_eq!(store.save_snapshot(doc, &older).await.expect("save"), SnapshotWrite::Superseded);
-    assert_eq!(store.save_snapshot(doc, &newer).await.expect("save"), SnapshotWrite::Superseded);
+    let seqs = store
+        .append(&[new_update(doc, 1), new_update(doc, 2)])
+        .await
+        .expect("append");
+    let newer = Snapshot {
+        state: vec![2],
+        state_vector: vec![0],
+        covers_seq: seqs[1],
+    };
+    let older = Snapshot {
+        state: vec![1],
+        state_vector: vec![0],
+        covers_seq: seqs[0],
+    };
+    assert_eq!(
+        store.save_snapshot(doc, &newer).await.expect("save"),
+        SnapshotWrite::Written
+    );
+    assert_eq!(
+        store.save_snapshot(doc, &older).await.expect("save"),
+        SnapshotWrite::Superseded
+    );
+    assert_eq!(
+        store.save_snapshot(doc, &newer).await.expect("save"),
+        SnapshotWrite::Superseded
+    );
     let loaded = store.load(doc).await.expect("load");
     assert_eq!(loaded.snapshot, Some(newer), "the later snapshot stays");
 }
 
 async fn documents_do_not_see_each_other(store: &dyn DocStore) {
     let seqs = store
-        .append(&[new_update("conformance/a", 1), new_update("conformance/a/b", 2)])
+        .append(&[
+            new_update("conformance/a", 1),
+            new_update("conformance/a/b", 2),
+        ])
         .await
         .expect("append");
-    let snapshot = Snapshot { state: vec![1], state_vector: vec![0], covers_seq: seqs[1] };
-    store.save_snapshot("conformance/a", &snapshot).await.expect("save");
+    let snapshot = Snapshot {
+        state: vec![1],
+        state_vector: vec![0],
+        covers_seq: seqs[1],
+    };
+    store
+        .save_snapshot("conformance/a", &snapshot)
+        .await
+        .expect("save");
     let other = store.load("conformance/a/b").await.expect("load");
     assert!(other.snapshot.is_none());
-    assert_eq!(other.updates.len(), 1, "a snapshot of one doc prunes no other doc's log");
+    assert_eq!(
+        other.updates.len(),
+        1,
+        "a snapshot of one doc prunes no other doc's log"
+    );
 }

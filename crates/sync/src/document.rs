@@ -14,10 +14,10 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, Transact, Update};
 
+use crate::DocName;
 use crate::awareness::AwarenessTable;
 use crate::session::{Outbound, SessionId, SessionOutbox, frame, update_frame};
 use crate::store::{DocStore, LogSeq, Snapshot, StoreError, StoredDoc};
-use crate::DocName;
 
 /// A committed update that arrived while the document was still loading.
 #[derive(Debug)]
@@ -138,7 +138,11 @@ impl Document {
         state.snapshot_seq = snapshot_seq;
         if applied_seq > snapshot_seq {
             let now = Instant::now();
-            state.dirty = Some(Dirty { since: now, last: now, updates: log_updates });
+            state.dirty = Some(Dirty {
+                since: now,
+                last: now,
+                updates: log_updates,
+            });
         }
     }
 
@@ -147,7 +151,10 @@ impl Document {
     pub(crate) fn deliver(&self, seq: LogSeq, update: &[u8], origin: SessionId) {
         let mut state = self.state.lock();
         if let Some(pending) = state.pending.as_mut() {
-            pending.push(PendingUpdate { seq, update: update.to_vec() });
+            pending.push(PendingUpdate {
+                seq,
+                update: update.to_vec(),
+            });
             return;
         }
         if seq <= state.applied_seq {
@@ -156,7 +163,11 @@ impl Document {
         apply_to(&state.ydoc, &self.name, seq, update);
         state.applied_seq = seq;
         let now = Instant::now();
-        let dirty = state.dirty.get_or_insert(Dirty { since: now, last: now, updates: 0 });
+        let dirty = state.dirty.get_or_insert(Dirty {
+            since: now,
+            last: now,
+            updates: 0,
+        });
         dirty.last = now;
         dirty.updates += 1;
         let outbound = update_frame(update);
@@ -189,13 +200,19 @@ impl Document {
 
     pub(crate) fn sync_step2_frame(&self, client_state: &StateVector) -> Outbound {
         let state = self.state.lock();
-        let diff = state.ydoc.transact().encode_state_as_update_v1(client_state);
+        let diff = state
+            .ydoc
+            .transact()
+            .encode_state_as_update_v1(client_state);
         frame(&Message::Sync(SyncMessage::SyncStep2(diff)))
     }
 
     pub(crate) fn awareness_frame(&self) -> Option<Outbound> {
         let state = self.state.lock();
-        state.awareness.snapshot().map(|update| frame(&Message::Awareness(update)))
+        state
+            .awareness
+            .snapshot()
+            .map(|update| frame(&Message::Awareness(update)))
     }
 
     pub(crate) fn apply_awareness(&self, update: AwarenessUpdate, origin: SessionId) {
@@ -208,7 +225,10 @@ impl Document {
 
     pub(crate) fn send_to(&self, id: SessionId, outbound: Outbound) -> bool {
         let state = self.state.lock();
-        state.sessions.get(&id).is_some_and(|outbox| outbox.frames.try_send(outbound).is_ok())
+        state
+            .sessions
+            .get(&id)
+            .is_some_and(|outbox| outbox.frames.try_send(outbound).is_ok())
     }
 
     /// Number of sessions attached.

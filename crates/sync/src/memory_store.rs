@@ -45,7 +45,10 @@ impl DocStore for MemoryStore {
             .log
             .iter()
             .filter(|(seq, name, _)| name == doc && *seq > after)
-            .map(|(seq, _, update)| LoggedUpdate { seq: *seq, update: update.clone() })
+            .map(|(seq, _, update)| LoggedUpdate {
+                seq: *seq,
+                update: update.clone(),
+            })
             .collect();
         Ok(StoredDoc { snapshot, updates })
     }
@@ -56,7 +59,9 @@ impl DocStore for MemoryStore {
         for new in updates {
             state.next_seq += 1;
             let seq = state.next_seq;
-            state.log.push((seq, new.doc.to_string(), new.update.to_vec()));
+            state
+                .log
+                .push((seq, new.doc.to_string(), new.update.to_vec()));
             seqs.push(seq);
         }
         Ok(seqs)
@@ -74,7 +79,9 @@ impl DocStore for MemoryStore {
             return Ok(SnapshotWrite::Superseded);
         }
         state.snapshots.insert(doc.to_owned(), snapshot.clone());
-        state.log.retain(|(seq, name, _)| name != doc || *seq > snapshot.covers_seq);
+        state
+            .log
+            .retain(|(seq, name, _)| name != doc || *seq > snapshot.covers_seq);
         Ok(SnapshotWrite::Written)
     }
 

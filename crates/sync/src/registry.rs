@@ -92,7 +92,9 @@ impl Documents {
     /// since `idle_since`.
     fn remove_if_idle(&self, document: &Arc<Document>, idle_since: Instant) -> bool {
         let mut loaded = self.loaded.lock();
-        let still_ours = loaded.get(document.name()).is_some_and(|current| Arc::ptr_eq(current, document));
+        let still_ours = loaded
+            .get(document.name())
+            .is_some_and(|current| Arc::ptr_eq(current, document));
         if still_ours && document.idle_since() == Some(idle_since) {
             loaded.remove(document.name());
             return true;
@@ -162,7 +164,10 @@ impl Registry {
         // Created before loading so that a failed or abandoned load still
         // detaches the session when it is dropped.
         let session = Session::new(id, document.clone(), self.inner.clone());
-        document.ensure_loaded(self.inner.store.as_ref()).await.map_err(SyncError::Load)?;
+        document
+            .ensure_loaded(self.inner.store.as_ref())
+            .await
+            .map_err(SyncError::Load)?;
         Ok(session)
     }
 
@@ -211,7 +216,10 @@ impl Registry {
                 warn!(doc = %document.name(), error = %error, error.source = ?std::error::Error::source(&error), "final snapshot failed; its updates remain in the log");
             }
         }
-        info!(documents = self.loaded_documents(), failed, "registry stopped");
+        info!(
+            documents = self.loaded_documents(),
+            failed, "registry stopped"
+        );
     }
 }
 
@@ -236,8 +244,11 @@ async fn housekeeping(inner: Arc<RegistryInner>) {
                 continue;
             }
             let idle_since = document.idle_since();
-            let unload_due = idle_since.is_some_and(|since| now.duration_since(since) >= inner.config.unload_grace);
-            let snapshot_due = document.dirty().is_some_and(|dirty| snapshot_due(&inner.config, &dirty, now));
+            let unload_due = idle_since
+                .is_some_and(|since| now.duration_since(since) >= inner.config.unload_grace);
+            let snapshot_due = document
+                .dirty()
+                .is_some_and(|dirty| snapshot_due(&inner.config, &dirty, now));
             if !(unload_due || snapshot_due) {
                 continue;
             }

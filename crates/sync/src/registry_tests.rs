@@ -27,10 +27,20 @@ async fn join(registry: &Registry, doc: &str, queue: usize) -> Client {
     let (frames, receiver) = mpsc::channel(queue);
     let overflowed = CancellationToken::new();
     let session = registry
-        .join(doc, SessionOutbox { frames, overflowed: overflowed.clone() })
+        .join(
+            doc,
+            SessionOutbox {
+                frames,
+                overflowed: overflowed.clone(),
+            },
+        )
         .await
         .expect("join");
-    Client { session, frames: receiver, overflowed }
+    Client {
+        session,
+        frames: receiver,
+        overflowed,
+    }
 }
 
 /// An update inserting `text` at the start of the root text "t" of a fresh
@@ -48,7 +58,9 @@ fn text_of(updates: &[Vec<u8>]) -> String {
     let doc = Doc::new();
     let root = doc.get_or_insert_text("t");
     for update in updates {
-        doc.transact_mut().apply_update(Update::decode_v1(update).unwrap()).unwrap();
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(update).unwrap())
+            .unwrap();
     }
     root.get_string(&doc.transact())
 }
@@ -63,7 +75,10 @@ fn server_text(client: &Client) -> String {
 }
 
 fn test_config() -> RegistryConfig {
-    RegistryConfig { unload_grace: Duration::from_secs(5), ..RegistryConfig::default() }
+    RegistryConfig {
+        unload_grace: Duration::from_secs(5),
+        ..RegistryConfig::default()
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -73,10 +88,18 @@ async fn update_is_committed_then_broadcast_to_others_only() {
     let mut alice = join(&registry, "doc", 16).await;
     let mut bob = join(&registry, "doc", 16).await;
 
-    let ack = alice.session.submit_update(text_update(1, "hi")).await.unwrap().expect("not empty");
+    let ack = alice
+        .session
+        .submit_update(text_update(1, "hi"))
+        .await
+        .unwrap()
+        .expect("not empty");
     let seq = ack.wait().await.expect("committed");
 
-    assert_eq!(store.load("doc").await.unwrap().updates.last().unwrap().seq, seq);
+    assert_eq!(
+        store.load("doc").await.unwrap().updates.last().unwrap().seq,
+        seq
+    );
     let frame = bob.frames.try_recv().expect("bob receives the update");
     let Ok(Message::Sync(SyncMessage::Update(update))) = decode_frame(&frame) else {
         panic!("expected an update frame");
@@ -91,7 +114,15 @@ async fn malformed_update_is_refused_and_nothing_changes() {
     let store = Arc::new(MemoryStore::new());
     let registry = Registry::start(store.clone(), test_config());
     let mut alice = join(&registry, "doc", 16).await;
-    alice.session.submit_update(text_update(1, "ok")).await.unwrap().unwrap().wait().await.unwrap();
+    alice
+        .session
+        .submit_update(text_update(1, "ok"))
+        .await
+        .unwrap()
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
     let before = store.log_len();
 
     let refused = alice.session.submit_update(vec![0xff, 0xff, 0xff]).await;
@@ -106,7 +137,9 @@ async fn empty_update_needs_no_commit() {
     let store = Arc::new(MemoryStore::new());
     let registry = Registry::start(store.clone(), test_config());
     let alice = join(&registry, "doc", 16).await;
-    let empty = Doc::new().transact().encode_state_as_update_v1(&StateVector::default());
+    let empty = Doc::new()
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
     assert!(alice.session.submit_update(empty).await.unwrap().is_none());
     assert_eq!(store.log_len(), 0);
 }
@@ -118,18 +151,35 @@ async fn load_is_snapshot_plus_the_log_after_it() {
     let second = text_update(2, "b");
     let seqs = store
         .append(&[
-            NewUpdate { doc: "doc".into(), update: first.clone().into() },
-            NewUpdate { doc: "doc".into(), update: second.into() },
+            NewUpdate {
+                doc: "doc".into(),
+                update: first.clone().into(),
+            },
+            NewUpdate {
+                doc: "doc".into(),
+                update: second.into(),
+            },
         ])
         .await
         .unwrap();
-    let snapshot = Snapshot { state: first, state_vector: vec![0], covers_seq: seqs[0] };
-    assert_eq!(store.save_snapshot("doc", &snapshot).await.unwrap(), SnapshotWrite::Written);
+    let snapshot = Snapshot {
+        state: first,
+        state_vector: vec![0],
+        covers_seq: seqs[0],
+    };
+    assert_eq!(
+        store.save_snapshot("doc", &snapshot).await.unwrap(),
+        SnapshotWrite::Written
+    );
 
     let registry = Registry::start(store.clone(), test_config());
     let client = join(&registry, "doc", 16).await;
     let text = server_text(&client);
-    assert_eq!(text.len(), 2, "both the snapshot and the logged update: {text}");
+    assert_eq!(
+        text.len(),
+        2,
+        "both the snapshot and the logged update: {text}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -137,9 +187,21 @@ async fn idle_document_is_snapshotted_then_unloaded_after_the_grace() {
     let store = Arc::new(MemoryStore::new());
     let registry = Registry::start(store.clone(), test_config());
     let alice = join(&registry, "doc", 16).await;
-    alice.session.submit_update(text_update(1, "kept")).await.unwrap().unwrap().wait().await.unwrap();
+    alice
+        .session
+        .submit_update(text_update(1, "kept"))
+        .await
+        .unwrap()
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
     drop(alice);
-    assert_eq!(registry.loaded_documents(), 1, "still loaded during the grace");
+    assert_eq!(
+        registry.loaded_documents(),
+        1,
+        "still loaded during the grace"
+    );
 
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(registry.loaded_documents(), 0, "unloaded after the grace");
@@ -169,9 +231,20 @@ async fn a_full_send_queue_disconnects_the_session_instead_of_dropping() {
     let writer = join(&registry, "doc", 16).await;
     let slow = join(&registry, "doc", 1).await;
     for id in 1..=3 {
-        writer.session.submit_update(text_update(id, "x")).await.unwrap().unwrap().wait().await.unwrap();
+        writer
+            .session
+            .submit_update(text_update(id, "x"))
+            .await
+            .unwrap()
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
     }
-    assert!(slow.overflowed.is_cancelled(), "the slow session is told to disconnect");
+    assert!(
+        slow.overflowed.is_cancelled(),
+        "the slow session is told to disconnect"
+    );
     assert!(!writer.overflowed.is_cancelled());
 }
 
@@ -184,7 +257,10 @@ async fn awareness_is_relayed_and_removed_when_its_session_leaves() {
     let update = weft_protocol::AwarenessUpdate {
         clients: [(
             yrs::block::ClientID::new(42),
-            weft_protocol::AwarenessUpdateEntry { clock: 1, json: Arc::from(r#"{"user":"alice"}"#) },
+            weft_protocol::AwarenessUpdateEntry {
+                clock: 1,
+                json: Arc::from(r#"{"user":"alice"}"#),
+            },
         )]
         .into(),
     };
@@ -200,7 +276,10 @@ async fn awareness_is_relayed_and_removed_when_its_session_leaves() {
     let entry = &removal.clients[&yrs::block::ClientID::new(42)];
     assert_eq!(entry.json.as_ref(), "null");
     assert_eq!(entry.clock, 2);
-    assert!(bob.session.awareness_frame().is_none(), "nobody present any more");
+    assert!(
+        bob.session.awareness_frame().is_none(),
+        "nobody present any more"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -208,9 +287,16 @@ async fn shutdown_commits_queued_updates_and_snapshots() {
     let store = Arc::new(MemoryStore::new());
     let registry = Registry::start(store.clone(), test_config());
     let alice = join(&registry, "doc", 16).await;
-    let ack = alice.session.submit_update(text_update(1, "last")).await.unwrap().unwrap();
+    let ack = alice
+        .session
+        .submit_update(text_update(1, "last"))
+        .await
+        .unwrap()
+        .unwrap();
     registry.shutdown().await;
-    ack.wait().await.expect("queued update committed during shutdown");
+    ack.wait()
+        .await
+        .expect("queued update committed during shutdown");
     let stored = store.load("doc").await.unwrap();
     assert!(stored.snapshot.is_some());
     assert!(stored.updates.is_empty());
@@ -235,7 +321,11 @@ impl DocStore for FlakyStore {
         }
         self.inner.append(updates).await
     }
-    async fn save_snapshot(&self, doc: &str, snapshot: &Snapshot) -> Result<SnapshotWrite, StoreError> {
+    async fn save_snapshot(
+        &self,
+        doc: &str,
+        snapshot: &Snapshot,
+    ) -> Result<SnapshotWrite, StoreError> {
         self.inner.save_snapshot(doc, snapshot).await
     }
     async fn check(&self) -> Result<(), StoreError> {
@@ -250,7 +340,14 @@ async fn a_failed_commit_is_reported_and_nothing_is_applied() {
     let alice = join(&registry, "doc", 16).await;
     let mut bob = join(&registry, "doc", 16).await;
     store.failing.store(true, Ordering::SeqCst);
-    let failed = alice.session.submit_update(text_update(1, "lost?")).await.unwrap().unwrap().wait().await;
+    let failed = alice
+        .session
+        .submit_update(text_update(1, "lost?"))
+        .await
+        .unwrap()
+        .unwrap()
+        .wait()
+        .await;
     assert!(matches!(failed, Err(PublishError::Store(_))));
     assert_eq!(server_text(&alice), "", "not applied");
     assert!(bob.frames.try_recv().is_err(), "not broadcast");

@@ -72,8 +72,16 @@ pub struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(id: SessionId, document: Arc<Document>, registry: Arc<RegistryInner>) -> Self {
-        Self { id, document, registry }
+    pub(crate) fn new(
+        id: SessionId,
+        document: Arc<Document>,
+        registry: Arc<RegistryInner>,
+    ) -> Self {
+        Self {
+            id,
+            document,
+            registry,
+        }
     }
 
     /// This session's id.

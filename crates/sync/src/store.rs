@@ -29,7 +29,10 @@ impl StoreError {
         context: &'static str,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
-        Self { context, source: source.into() }
+        Self {
+            context,
+            source: source.into(),
+        }
     }
 }
 
@@ -100,8 +103,11 @@ pub trait DocStore: Send + Sync + Debug + 'static {
     /// `snapshot.covers_seq`, atomically. Refuses (as
     /// [`SnapshotWrite::Superseded`]) to replace a snapshot covering a later
     /// or equal position.
-    async fn save_snapshot(&self, doc: &str, snapshot: &Snapshot)
-    -> Result<SnapshotWrite, StoreError>;
+    async fn save_snapshot(
+        &self,
+        doc: &str,
+        snapshot: &Snapshot,
+    ) -> Result<SnapshotWrite, StoreError>;
 
     /// Answers whether the store is usable (for readiness).
     async fn check(&self) -> Result<(), StoreError>;
