@@ -14,6 +14,9 @@ CARGO ?= cargo
 NPM_CACHE := $(WEFT_CACHE)/npm
 CARGO_DENY := $(TOOLS)/bin/cargo-deny
 CARGO_DENY_VERSION := 0.20.2
+ADVISORY_URL := https://github.com/RustSec/advisory-db
+# Where cargo-deny looks for that database given deny.toml's db-path.
+ADVISORY_DIR := $(WEFT_CACHE)/advisory-dbs/advisory-db-3157b0e258782691
 
 # `make run` flags for the node; override, e.g. `make run ARGS="--listen 0.0.0.0:1234"`.
 ARGS ?=
@@ -56,18 +59,22 @@ $(CARGO_DENY):
 	$(CARGO) install cargo-deny --version $(CARGO_DENY_VERSION) --locked --root $(TOOLS)
 
 .PHONY: deny
-deny: $(CARGO_DENY) ## licenses, banned and duplicate crates, sources; advisories when the database is reachable
+deny: $(CARGO_DENY) ## licenses, bans, sources, and RustSec advisories (cached database, else fetched, else reported as skipped)
 	$(CARGO_DENY) --log-level error check bans licenses sources
-	@if $(CARGO_DENY) --log-level error check advisories; then \
-	  echo "advisories: ok"; \
+	@if [ -d "$(ADVISORY_DIR)" ]; then \
+	  $(CARGO_DENY) --log-level error --offline check advisories && echo "advisories ok (database of $$(git -C $(ADVISORY_DIR) log -1 --format=%cs))"; \
+	elif timeout 20 git ls-remote $(ADVISORY_URL) HEAD >/dev/null 2>&1; then \
+	  $(CARGO_DENY) --log-level error check advisories && echo "advisories ok"; \
 	else \
-	  if [ -n "$${WEFT_ADVISORY_DB:-}" ]; then exit 1; fi; \
-	  echo "advisories: the RustSec database could not be fetched here; set WEFT_ADVISORY_DB to a local clone to check offline"; \
+	  echo "advisories SKIPPED: the RustSec database is unreachable here; run 'make advisories WEFT_ADVISORY_DB=<clone>' once"; \
 	fi
 
 .PHONY: advisories
-advisories: $(CARGO_DENY) ## advisories against a local RustSec clone: make advisories WEFT_ADVISORY_DB=path
-	$(CARGO_DENY) check --disable-fetch advisories --config deny.toml
+advisories: $(CARGO_DENY) ## install a RustSec database from a local clone or URL (WEFT_ADVISORY_DB) and check against it
+	mkdir -p $(dir $(ADVISORY_DIR))
+	rm -rf $(ADVISORY_DIR)
+	git clone --quiet --depth 1 $${WEFT_ADVISORY_DB:-$(ADVISORY_URL)} $(ADVISORY_DIR)
+	$(CARGO_DENY) --log-level error --offline check advisories
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZ_SECONDS (default 60) on nightly

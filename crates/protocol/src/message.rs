@@ -199,9 +199,8 @@ fn decode_auth(cursor: &mut Cursor<'_>) -> Result<AuthMessage, DecodeError> {
     let permission: u32 = read_var(cursor)?;
     match permission {
         AUTH_PERMISSION_DENIED => {
-            let reason = cursor
-                .read_string()
-                .map_err(|error| DecodeError::from_framing(&error))?;
+            let reason =
+                std::str::from_utf8(read_buf(cursor)?).map_err(|_| DecodeError::InvalidUtf8)?;
             Ok(AuthMessage::PermissionDenied(reason.to_owned()))
         }
         AUTH_PERMISSION_GRANTED => Ok(AuthMessage::PermissionGranted),
@@ -209,10 +208,25 @@ fn decode_auth(cursor: &mut Cursor<'_>) -> Result<AuthMessage, DecodeError> {
     }
 }
 
+/// Reads a varuint that must fit in a `u32`: at most five bytes, at most
+/// `u32::MAX`.
+///
+/// `yrs`'s own `read_var::<u32>` accepts up to ten bytes and wraps what does
+/// not fit, so a tag of 2^32 would read as 0 (sync), and an awareness entry
+/// count of 2^32 + 1 would pass [`check_entry_count`] as 1 while `yrs`, which
+/// reads that count as a `usize`, tries to reserve room for four billion.
 fn read_var(cursor: &mut Cursor<'_>) -> Result<u32, DecodeError> {
-    cursor
-        .read_var::<u32>()
-        .map_err(|error| DecodeError::from_framing(&error))
+    let mut value: u64 = 0;
+    for shift in (0..35).step_by(7) {
+        let byte = cursor
+            .read_u8()
+            .map_err(|error| DecodeError::from_framing(&error))?;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return u32::try_from(value).map_err(|_| DecodeError::InvalidVarint);
+        }
+    }
+    Err(DecodeError::InvalidVarint)
 }
 
 fn read_buf<'a>(cursor: &mut Cursor<'a>) -> Result<&'a [u8], DecodeError> {
@@ -292,4 +306,40 @@ fn check_entry_count(
         return Err(DecodeError::Incomplete);
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8]) -> (Result<u32, DecodeError>, usize) {
+        let mut cursor = Cursor::new(bytes);
+        let value = read_var(&mut cursor);
+        (value, cursor.next)
+    }
+
+    #[test]
+    fn read_var_reads_u32_range_and_stops_after_the_last_byte() {
+        assert_eq!(read(&[0x00, 0xaa]), (Ok(0), 1));
+        assert_eq!(read(&[0x7f]), (Ok(127), 1));
+        assert_eq!(read(&[0x80, 0x01, 0xaa]), (Ok(128), 2));
+        assert_eq!(read(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0xaa]), (Ok(u32::MAX), 5));
+        // Padding within five bytes, as lib0 accepts.
+        assert_eq!(read(&[0x81, 0x80, 0x80, 0x80, 0x00]), (Ok(1), 5));
+    }
+
+    #[test]
+    fn read_var_refuses_what_does_not_fit_in_u32() {
+        assert_eq!(read(&[0xff, 0xff, 0xff, 0xff, 0x1f]).0, Err(DecodeError::InvalidVarint));
+        assert_eq!(read(&[0x80, 0x80, 0x80, 0x80, 0x10]).0, Err(DecodeError::InvalidVarint));
+        assert_eq!(read(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]).0, Err(DecodeError::InvalidVarint));
+        assert_eq!(read(&[0xff; 11]).0, Err(DecodeError::InvalidVarint));
+    }
+
+    #[test]
+    fn read_var_cut_short_is_incomplete() {
+        assert_eq!(read(&[]).0, Err(DecodeError::Incomplete));
+        assert_eq!(read(&[0x80]).0, Err(DecodeError::Incomplete));
+        assert_eq!(read(&[0xff, 0xff, 0xff, 0xff]).0, Err(DecodeError::Incomplete));
+    }
 }
