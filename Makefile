@@ -77,10 +77,12 @@ advisories: $(CARGO_DENY) ## install a RustSec database from a local clone or UR
 	$(CARGO_DENY) --log-level error --offline check advisories
 
 .PHONY: fuzz
-fuzz: ## run each fuzz target for FUZZ_SECONDS (default 60) on nightly
-	cd crates/protocol/fuzz && for target in $$($(CARGO) +nightly fuzz list); do \
-	  $(CARGO) +nightly fuzz run $$target -- -max_total_time=$${FUZZ_SECONDS:-60}; \
-	done
+fuzz: ## fuzz the frame decoder and update application for FUZZ_SECONDS each (default 60; nightly + cargo-fuzz)
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd crates/protocol/fuzz && \
+	  $(CARGO) +nightly fuzz run decode_frame -- -max_total_time=$${FUZZ_SECONDS:-60} && \
+	  ASAN_OPTIONS=allocator_may_return_null=1 $(CARGO) +nightly fuzz run -O apply_update -- \
+	    -max_total_time=$${FUZZ_SECONDS:-60} -malloc_limit_mb=1000000000 -rss_limit_mb=4096
 
 .PHONY: measure-idle
 measure-idle: tests/node_modules/.weft-lock ## server RSS per idle synced connection (release build, N=1000)

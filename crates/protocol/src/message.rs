@@ -240,6 +240,20 @@ fn read_buf<'a>(cursor: &mut Cursor<'a>) -> Result<&'a [u8], DecodeError> {
     Ok(&cursor.buf[start..start + len])
 }
 
+/// Checks what `yrs` would otherwise trust in a Yjs v1 update before it
+/// decodes it: the leading client count. `yrs` reserves a hash table for
+/// that many clients up front, so five bytes declaring 2^28 clients cost
+/// half a gigabyte of memory and a quarter second per frame. Each client
+/// section takes at least three bytes (block count, client id, clock), so a
+/// count above a third of the payload cannot be honest.
+///
+/// This is a guard, not a validator: the update still has to decode.
+pub fn check_update_v1(update: &[u8]) -> Result<(), DecodeError> {
+    let mut cursor = Cursor::new(update);
+    check_entry_count(&mut cursor, 3)?;
+    Ok(())
+}
+
 /// Largest client id a Yjs peer can produce (JavaScript's safe integer
 /// range). `yrs` asserts ids fit in 53 bits rather than refusing them.
 const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
@@ -323,16 +337,28 @@ mod tests {
         assert_eq!(read(&[0x00, 0xaa]), (Ok(0), 1));
         assert_eq!(read(&[0x7f]), (Ok(127), 1));
         assert_eq!(read(&[0x80, 0x01, 0xaa]), (Ok(128), 2));
-        assert_eq!(read(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0xaa]), (Ok(u32::MAX), 5));
+        assert_eq!(
+            read(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0xaa]),
+            (Ok(u32::MAX), 5)
+        );
         // Padding within five bytes, as lib0 accepts.
         assert_eq!(read(&[0x81, 0x80, 0x80, 0x80, 0x00]), (Ok(1), 5));
     }
 
     #[test]
     fn read_var_refuses_what_does_not_fit_in_u32() {
-        assert_eq!(read(&[0xff, 0xff, 0xff, 0xff, 0x1f]).0, Err(DecodeError::InvalidVarint));
-        assert_eq!(read(&[0x80, 0x80, 0x80, 0x80, 0x10]).0, Err(DecodeError::InvalidVarint));
-        assert_eq!(read(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]).0, Err(DecodeError::InvalidVarint));
+        assert_eq!(
+            read(&[0xff, 0xff, 0xff, 0xff, 0x1f]).0,
+            Err(DecodeError::InvalidVarint)
+        );
+        assert_eq!(
+            read(&[0x80, 0x80, 0x80, 0x80, 0x10]).0,
+            Err(DecodeError::InvalidVarint)
+        );
+        assert_eq!(
+            read(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]).0,
+            Err(DecodeError::InvalidVarint)
+        );
         assert_eq!(read(&[0xff; 11]).0, Err(DecodeError::InvalidVarint));
     }
 
@@ -340,6 +366,9 @@ mod tests {
     fn read_var_cut_short_is_incomplete() {
         assert_eq!(read(&[]).0, Err(DecodeError::Incomplete));
         assert_eq!(read(&[0x80]).0, Err(DecodeError::Incomplete));
-        assert_eq!(read(&[0xff, 0xff, 0xff, 0xff]).0, Err(DecodeError::Incomplete));
+        assert_eq!(
+            read(&[0xff, 0xff, 0xff, 0xff]).0,
+            Err(DecodeError::Incomplete)
+        );
     }
 }

@@ -31,7 +31,11 @@ const UPDATE_INSERT_A: [u8; 11] = [1, 1, 1, 0, 4, 1, 1, b't', 1, b'a', 0];
 /// Asserts the frame decodes to `expected`, and, when the message has a
 /// single canonical encoding, that encoding it gives the frame back.
 fn assert_frame(frame: &[u8], expected: &Message, canonical: bool) {
-    assert_eq!(decode_frame(frame).as_ref(), Ok(expected), "frame {frame:?}");
+    assert_eq!(
+        decode_frame(frame).as_ref(),
+        Ok(expected),
+        "frame {frame:?}"
+    );
     if canonical {
         assert_eq!(expected.encode(), frame);
     }
@@ -41,14 +45,22 @@ fn assert_frame(frame: &[u8], expected: &Message, canonical: bool) {
 fn sync_step_1_of_an_empty_document() {
     // encodeStateVector(new Y.Doc()) is [0]: zero entries.
     let frame = [0, 0, 1, 0];
-    assert_frame(&frame, &Message::Sync(SyncMessage::SyncStep1(StateVector::default())), true);
+    assert_frame(
+        &frame,
+        &Message::Sync(SyncMessage::SyncStep1(StateVector::default())),
+        true,
+    );
 }
 
 #[test]
 fn sync_step_2_of_an_empty_document() {
     // encodeStateAsUpdate(new Y.Doc()) is [0, 0]: no structs, no deletes.
     let frame = [0, 1, 2, 0, 0];
-    assert_frame(&frame, &Message::Sync(SyncMessage::SyncStep2(vec![0, 0])), true);
+    assert_frame(
+        &frame,
+        &Message::Sync(SyncMessage::SyncStep2(vec![0, 0])),
+        true,
+    );
 }
 
 #[test]
@@ -63,7 +75,11 @@ fn sync_step_1_with_one_client() {
 fn update_inserting_one_character() {
     let mut frame = vec![0, 2, 11];
     frame.extend(UPDATE_INSERT_A);
-    assert_frame(&frame, &Message::Sync(SyncMessage::Update(UPDATE_INSERT_A.to_vec())), true);
+    assert_frame(
+        &frame,
+        &Message::Sync(SyncMessage::Update(UPDATE_INSERT_A.to_vec())),
+        true,
+    );
 
     // The payload is a real Yjs update: yrs applies it and sees "a".
     let doc = Doc::new();
@@ -110,7 +126,11 @@ fn awareness_of_two_clients() {
     let mut frame = vec![1, payload.len() as u8];
     frame.extend(&payload);
     // Two entries: the encoding order follows a hash map, so only decode.
-    assert_frame(&frame, &awareness(&[(1, 3, "{}"), (CLIENT, 128, "null")]), false);
+    assert_frame(
+        &frame,
+        &awareness(&[(1, 3, "{}"), (CLIENT, 128, "null")]),
+        false,
+    );
 }
 
 #[test]
@@ -122,12 +142,20 @@ fn query_awareness() {
 fn auth_permission_denied() {
     // y-protocols auth.js writePermissionDenied(encoder, 'denied').
     let frame = [2, 0, 6, b'd', b'e', b'n', b'i', b'e', b'd'];
-    assert_frame(&frame, &Message::Auth(AuthMessage::PermissionDenied("denied".into())), true);
+    assert_frame(
+        &frame,
+        &Message::Auth(AuthMessage::PermissionDenied("denied".into())),
+        true,
+    );
 }
 
 #[test]
 fn auth_permission_granted() {
-    assert_frame(&[2, 1], &Message::Auth(AuthMessage::PermissionGranted), true);
+    assert_frame(
+        &[2, 1],
+        &Message::Auth(AuthMessage::PermissionGranted),
+        true,
+    );
 }
 
 #[test]
@@ -135,11 +163,21 @@ fn unknown_message_types_keep_their_payload() {
     // A custom message type 100 with a three-byte payload.
     assert_frame(
         &[100, 3, 1, 2, 3],
-        &Message::Unknown { tag: 100, payload: vec![1, 2, 3] },
+        &Message::Unknown {
+            tag: 100,
+            payload: vec![1, 2, 3],
+        },
         true,
     );
     // Type 300 is a two-byte varuint: 300 = 44 + 2 * 128.
-    assert_frame(&[0xac, 0x02, 0], &Message::Unknown { tag: 300, payload: Vec::new() }, true);
+    assert_frame(
+        &[0xac, 0x02, 0],
+        &Message::Unknown {
+            tag: 300,
+            payload: Vec::new(),
+        },
+        true,
+    );
 }
 
 fn awareness(entries: &[(u64, u32, &str)]) -> Message {

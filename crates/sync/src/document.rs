@@ -292,6 +292,10 @@ impl Document {
 /// failure: the update is already durable, and refusing the whole document
 /// because of one bad record would lose everything else.
 fn apply_to(ydoc: &Doc, name: &str, seq: LogSeq, update: &[u8]) {
+    if let Err(error) = weft_protocol::check_update_v1(update) {
+        warn!(doc = %name, seq, error = %error, "stored update is implausible; skipped");
+        return;
+    }
     let decoded = match Update::decode_v1(update) {
         Ok(decoded) => decoded,
         Err(error) => {

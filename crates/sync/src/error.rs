@@ -10,13 +10,25 @@ pub enum SyncError {
     /// The peer sent bytes that are not a Yjs update. The document is
     /// untouched; the session should be closed as a protocol error.
     #[error("update does not decode")]
-    InvalidUpdate(#[source] yrs::encoding::read::Error),
+    InvalidUpdate(#[source] InvalidUpdate),
     /// The document could not be loaded from the store.
     #[error("load document")]
     Load(#[source] StoreError),
     /// The registry is shutting down and takes no new work.
     #[error("shutting down")]
     ShuttingDown,
+}
+
+/// Why a peer's bytes are not an acceptable Yjs update.
+#[derive(Debug, Error)]
+pub enum InvalidUpdate {
+    /// It declares more than its bytes can hold (refused before `yrs`
+    /// allocates for it).
+    #[error("implausible update header")]
+    Implausible(#[from] weft_protocol::DecodeError),
+    /// `yrs` could not decode it.
+    #[error("yrs could not decode it")]
+    Decode(#[from] yrs::encoding::read::Error),
 }
 
 /// Why an update was not made durable. The submitting session must be

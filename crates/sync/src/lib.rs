@@ -49,7 +49,7 @@ pub mod store;
 
 pub use committer::{Committer, CommitterConfig};
 pub use document::Document;
-pub use error::{PublishError, SyncError};
+pub use error::{InvalidUpdate, PublishError, SyncError};
 pub use memory_store::MemoryStore;
 pub use registry::{Registry, RegistryConfig};
 pub use session::{Outbound, Session, SessionId, SessionOutbox};

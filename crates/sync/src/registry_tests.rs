@@ -352,3 +352,54 @@ async fn a_failed_commit_is_reported_and_nothing_is_applied() {
     assert_eq!(server_text(&alice), "", "not applied");
     assert!(bob.frames.try_recv().is_err(), "not broadcast");
 }
+
+/// Inputs the `apply_update` fuzz target found. Each must be refused or
+/// applied without a panic and without a large allocation.
+#[tokio::test(start_paused = true)]
+async fn fuzz_regressions_are_refused_or_harmless() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Registry::start(store.clone(), test_config());
+    let alice = join(&registry, "doc", 16).await;
+
+    // Declares 2^28 clients in five bytes: yrs would reserve a hash table
+    // for all of them before noticing the input is short.
+    let bomb = vec![0x80, 0x80, 0x80, 0x80, 0x01];
+    let refused = alice.session.submit_update(bomb).await;
+    assert!(matches!(
+        refused,
+        Err(crate::SyncError::InvalidUpdate(
+            crate::InvalidUpdate::Implausible(_)
+        ))
+    ));
+    let bomb_with_tail = hex("ffffffffffffff0900616300");
+    assert!(alice.session.submit_update(bomb_with_tail).await.is_err());
+
+    // A delete range whose clock + length overflows u32: decodes, must not
+    // panic when applied (yrs wraps it), and the document stays usable.
+    let overflow = vec![0x00, 0x01, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01];
+    if let Ok(Some(ack)) = alice.session.submit_update(overflow).await {
+        ack.wait().await.expect("committed");
+    }
+    let longer =
+        hex("01010762610002010414000074ff1400ffffffffffffffffffff010706c4070407050261620107010132");
+    if let Ok(Some(ack)) = alice.session.submit_update(longer).await {
+        ack.wait().await.expect("committed");
+    }
+    alice
+        .session
+        .submit_update(text_update(7, "still fine"))
+        .await
+        .unwrap()
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert!(server_text(&alice).contains("still fine"));
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).unwrap())
+        .collect()
+}

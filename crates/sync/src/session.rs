@@ -136,7 +136,10 @@ impl Session {
     /// [`PendingAck`] resolves once the update is durable, applied, and
     /// broadcast to the other sessions.
     pub async fn submit_update(&self, update: Vec<u8>) -> Result<Option<PendingAck>, SyncError> {
-        let decoded = Update::decode_v1(&update).map_err(SyncError::InvalidUpdate)?;
+        weft_protocol::check_update_v1(&update)
+            .map_err(|error| SyncError::InvalidUpdate(error.into()))?;
+        let decoded =
+            Update::decode_v1(&update).map_err(|error| SyncError::InvalidUpdate(error.into()))?;
         if decoded.is_empty() {
             return Ok(None);
         }
