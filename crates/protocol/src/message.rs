@@ -145,6 +145,16 @@ impl SyncMessage {
     }
 }
 
+/// Encodes a sync Update frame straight from borrowed update bytes (the
+/// broadcast path: one encoding per update, shared by every receiver).
+pub fn encode_update_frame(update: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(update.len() + 8);
+    buf.write_var(MSG_SYNC);
+    buf.write_var(MSG_SYNC_UPDATE);
+    buf.write_buf(update);
+    buf
+}
+
 /// Decodes exactly one message from one WebSocket binary frame.
 ///
 /// Never panics, whatever the input: every length is checked against the

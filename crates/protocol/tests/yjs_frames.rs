@@ -190,3 +190,11 @@ fn awareness(entries: &[(u64, u32, &str)]) -> Message {
         .collect();
     Message::Awareness(AwarenessUpdate { clients })
 }
+
+#[test]
+fn borrowed_update_frame_matches_the_message_encoding() {
+    let update = vec![1, 2, 3, 250];
+    let expected =
+        weft_protocol::Message::Sync(weft_protocol::SyncMessage::Update(update.clone())).encode();
+    assert_eq!(weft_protocol::encode_update_frame(&update), expected);
+}

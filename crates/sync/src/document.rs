@@ -280,12 +280,6 @@ impl Document {
             covers_seq: state.applied_seq,
         })
     }
-
-    /// Disconnects every session (they are told to reconnect elsewhere by
-    /// the gateway, which watches `overflowed`); used at shutdown.
-    pub(crate) fn session_outboxes(&self) -> Vec<SessionOutbox> {
-        self.state.lock().sessions.values().cloned().collect()
-    }
 }
 
 /// Applies one stored or committed update, logging (not propagating) a

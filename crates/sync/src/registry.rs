@@ -187,16 +187,6 @@ impl Registry {
         self.inner.documents.loaded.lock().len()
     }
 
-    /// Asks every open session to disconnect (their overflow tokens are
-    /// tripped; the gateway closes them with the code it chose).
-    pub fn disconnect_all(&self) {
-        for document in self.inner.documents.all() {
-            for outbox in document.session_outboxes() {
-                outbox.overflowed.cancel();
-            }
-        }
-    }
-
     /// Stops taking sessions, commits what is queued, and snapshots every
     /// dirty document. Call after the gateway closed its sessions.
     pub async fn shutdown(&self) {

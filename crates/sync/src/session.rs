@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use weft_protocol::{AwarenessUpdate, Message, StateVector, SyncMessage};
+use weft_protocol::{AwarenessUpdate, Message, StateVector};
 use yrs::Update;
 use yrs::updates::decoder::Decode;
 
@@ -165,5 +165,5 @@ pub(crate) fn frame(message: &Message) -> Outbound {
 
 /// Encodes an update broadcast.
 pub(crate) fn update_frame(update: &[u8]) -> Outbound {
-    Bytes::from(SyncMessage::Update(update.to_vec()).encode_frame())
+    Bytes::from(weft_protocol::encode_update_frame(update))
 }
