@@ -17,13 +17,25 @@ async fn service_routes_answer_plain_http() {
     let ready = server.get("/readyz").await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.json(), serde_json::json!({ "status": "ready" }));
-    let head = server.http("HEAD", "/healthz", &[("Connection", "close")]).await;
+    let head = server
+        .http("HEAD", "/healthz", &[("Connection", "close")])
+        .await;
     assert_eq!(head.status, 200);
 
     server.get("/nope").await.assert_json_error(404);
     server.get("/healthz/extra").await.assert_json_error(404);
-    server.http("POST", "/healthz", &[("Connection", "close"), ("Content-Length", "0")]).await.assert_json_error(405);
-    server.http("DELETE", "/readyz", &[("Connection", "close")]).await.assert_json_error(405);
+    server
+        .http(
+            "POST",
+            "/healthz",
+            &[("Connection", "close"), ("Content-Length", "0")],
+        )
+        .await
+        .assert_json_error(405);
+    server
+        .http("DELETE", "/readyz", &[("Connection", "close")])
+        .await
+        .assert_json_error(405);
 }
 
 #[tokio::test]
@@ -33,7 +45,10 @@ async fn an_upgrade_to_a_service_path_joins_the_document_of_that_name() {
     let mut observer = server.join("/healthz", 2).await;
     writer.append("a document named healthz").await;
     observer.apply_next_update().await;
-    assert_eq!(server.join("/healthz", 3).await.text(), "a document named healthz");
+    assert_eq!(
+        server.join("/healthz", 3).await.text(),
+        "a document named healthz"
+    );
     // Plain HTTP on the same path is still the health check.
     assert_eq!(server.get("/healthz").await.status, 200);
 }
@@ -43,9 +58,15 @@ async fn upgrades_that_name_no_valid_document_are_refused_with_400() {
     let server = TestServer::start(GatewayConfig::default()).await;
     server.upgrade_request("/").await.assert_json_error(400);
     // Not UTF-8 once decoded.
-    server.upgrade_request("/%FF%FE").await.assert_json_error(400);
+    server
+        .upgrade_request("/%FF%FE")
+        .await
+        .assert_json_error(400);
     // Longer than the 1024 bytes a name may have.
-    server.upgrade_request(&format!("/{}", "n".repeat(1025))).await.assert_json_error(400);
+    server
+        .upgrade_request(&format!("/{}", "n".repeat(1025)))
+        .await
+        .assert_json_error(400);
 
     match Client::try_connect(server.addr, "/").await {
         Err(WsError::Http(response)) => assert_eq!(response.status().as_u16(), 400),

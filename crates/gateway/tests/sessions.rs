@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{Client, TestServer, WAIT, bounded};
 use tokio::net::TcpSocket;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use weft_gateway::GatewayConfig;
 use weft_gateway::error::close_code;
@@ -15,17 +16,25 @@ use weft_gateway::error::close_code;
 async fn client_that_does_not_read_is_disconnected_and_the_writer_is_not() {
     // The updates that reach the non-reader must overflow its queue of 16
     // frames after filling both TCP buffers (the server's send buffer grows
-    // to a few MiB on loopback): 128 updates of 64 KiB are 8 MiB.
-    const UPDATES: usize = 128;
+    // to a few MiB on loopback, ~3 MiB were absorbed here): 192 updates of
+    // 64 KiB are 12 MiB.
+    const UPDATES: usize = 192;
     const UPDATE_BYTES: usize = 64 * 1024;
-    let config = GatewayConfig { send_queue_frames: 16, ..GatewayConfig::default() };
+    let config = GatewayConfig {
+        send_queue_frames: 16,
+        ..GatewayConfig::default()
+    };
     let server = TestServer::start(config).await;
 
     // The slow client joins with a small receive buffer and never reads.
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let stream = bounded(WAIT, "TCP connect", socket.connect(server.addr)).await.expect("connect");
-    let mut slow = Client::try_connect_over(stream, server.addr, "/busy").await.expect("upgrade");
+    let stream = bounded(WAIT, "TCP connect", socket.connect(server.addr))
+        .await
+        .expect("connect");
+    let mut slow = Client::try_connect_over(stream, server.addr, "/busy")
+        .await
+        .expect("upgrade");
 
     let mut writer = server.join("/busy", 1).await;
     let mut observer = server.join("/busy", 2).await;
@@ -33,7 +42,7 @@ async fn client_that_does_not_read_is_disconnected_and_the_writer_is_not() {
     // the observer (which reads) never has more than one frame queued.
     let chunk = "y".repeat(UPDATE_BYTES);
     for sent in 0..UPDATES {
-        let update = writer.append(&chunk).await;
+        let update = writer.prepend(&chunk).await;
         assert_eq!(observer.apply_next_update().await, update, "update {sent}");
     }
 
@@ -63,15 +72,29 @@ async fn draining_closes_sessions_with_1012_and_refuses_new_ones() {
     assert_eq!(server.get("/readyz").await.status, 200);
 
     server.state.lifecycle.start_draining();
-    assert_eq!(first.client.expect_close().await, close_code::SERVICE_RESTART);
-    assert_eq!(second.client.expect_close().await, close_code::SERVICE_RESTART);
-    bounded(WAIT, "session tasks to end", server.state.lifecycle.sessions_closed()).await;
+    assert_eq!(
+        first.client.expect_close().await,
+        close_code::SERVICE_RESTART
+    );
+    assert_eq!(
+        second.client.expect_close().await,
+        close_code::SERVICE_RESTART
+    );
+    bounded(
+        WAIT,
+        "session tasks to end",
+        server.state.lifecycle.sessions_closed(),
+    )
+    .await;
     assert_eq!(server.state.lifecycle.open_sessions(), 0);
 
     let refused = server.upgrade_request("/drain/a").await;
     refused.assert_json_error(503);
     let retry_after = refused.header("retry-after").expect("Retry-After on a 503");
-    assert!(retry_after.parse::<u64>().is_ok_and(|seconds| seconds > 0), "Retry-After {retry_after:?}");
+    assert!(
+        retry_after.parse::<u64>().is_ok_and(|seconds| seconds > 0),
+        "Retry-After {retry_after:?}"
+    );
 
     // A real WebSocket client sees the same refusal.
     match Client::try_connect(server.addr, "/drain/a").await {
@@ -83,22 +106,24 @@ async fn draining_closes_sessions_with_1012_and_refuses_new_ones() {
     let readiness = server.get("/readyz").await;
     readiness.assert_json_error(503);
     assert!(readiness.header("retry-after").is_some());
-    assert_eq!(server.get("/healthz").await.status, 200, "a draining node is still alive");
+    assert_eq!(
+        server.get("/healthz").await.status,
+        200,
+        "a draining node is still alive"
+    );
 }
 
 #[tokio::test]
-async fn heartbeats_keep_a_reading_client_and_drop_a_silent_one() {
+async fn a_client_that_answers_pings_stays_connected() {
     let config = GatewayConfig {
         heartbeat_interval: Duration::from_millis(100),
         heartbeat_timeout: Duration::from_millis(500),
         ..GatewayConfig::default()
     };
     let server = TestServer::start(config).await;
-    // Connected, but never reads, so never answers a ping.
-    let mut silent = server.connect("/heartbeat").await;
     let mut live = server.join("/heartbeat", 1).await;
 
-    // The live client reads (and so answers pings) for twice the timeout.
+    // The client reads, and so answers every ping, for twice the timeout.
     let mut pings = 0;
     while pings < 10 {
         match live.client.next_raw(WAIT).await {
@@ -108,8 +133,30 @@ async fn heartbeats_keep_a_reading_client_and_drop_a_silent_one() {
     }
     let mut writer = server.join("/heartbeat", 2).await;
     let update = writer.append("still here").await;
-    assert_eq!(live.apply_next_update().await, update, "the live client is still served");
+    assert_eq!(
+        live.apply_next_update().await,
+        update,
+        "the client is still served"
+    );
+}
 
-    // By now the silent client is past its timeout.
+#[tokio::test]
+async fn a_silent_client_is_dropped_with_1001_after_the_heartbeat_timeout() {
+    // No ping falls due before the timeout, so the client has nothing to
+    // answer: the server hears nothing from it.
+    let timeout = Duration::from_millis(400);
+    let config = GatewayConfig {
+        heartbeat_interval: Duration::from_secs(60),
+        heartbeat_timeout: timeout,
+        ..GatewayConfig::default()
+    };
+    let server = TestServer::start(config).await;
+    let mut silent = server.connect("/heartbeat").await;
+    let connected = Instant::now();
     assert_eq!(silent.expect_close().await, close_code::GOING_AWAY);
+    assert!(
+        connected.elapsed() >= timeout / 2,
+        "closed after {:?}, before the timeout",
+        connected.elapsed()
+    );
 }

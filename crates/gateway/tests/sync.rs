@@ -13,7 +13,11 @@ use yrs::{Doc, ReadTxn, Transact};
 async fn greeting_is_sync_step1_and_sync_step1_is_answered_with_sync_step2() {
     let server = TestServer::start(GatewayConfig::default()).await;
     let mut writer = server.join("/greeting", 1).await;
-    assert_eq!(writer.server_state, StateVector::default(), "a new document is empty");
+    assert_eq!(
+        writer.server_state,
+        StateVector::default(),
+        "a new document is empty"
+    );
     let mut observer = server.join("/greeting", 2).await;
     writer.append("hello").await;
     observer.apply_next_update().await;
@@ -25,18 +29,33 @@ async fn greeting_is_sync_step1_and_sync_step1_is_answered_with_sync_step2() {
     let Message::Sync(SyncMessage::SyncStep1(server_state)) = client.recv().await else {
         panic!("the first frame must be the server's SyncStep1");
     };
-    assert_eq!(server_state, writer.state_vector(), "the greeting announces the document's state");
+    assert_eq!(
+        server_state,
+        writer.state_vector(),
+        "the greeting announces the document's state"
+    );
 
     let (answer, ours) = {
         let txn = offline.transact();
-        (txn.encode_state_as_update_v1(&server_state), txn.state_vector())
+        (
+            txn.encode_state_as_update_v1(&server_state),
+            txn.state_vector(),
+        )
     };
-    client.send(&Message::Sync(SyncMessage::SyncStep2(answer.clone()))).await;
-    client.send(&Message::Sync(SyncMessage::SyncStep1(ours))).await;
+    client
+        .send(&Message::Sync(SyncMessage::SyncStep2(answer.clone())))
+        .await;
+    client
+        .send(&Message::Sync(SyncMessage::SyncStep1(ours)))
+        .await;
     let Message::Sync(SyncMessage::SyncStep2(missing)) = client.recv().await else {
         panic!("a SyncStep1 must be answered with SyncStep2");
     };
-    let peer = Peer { client, doc: offline, server_state };
+    let peer = Peer {
+        client,
+        doc: offline,
+        server_state,
+    };
     peer.apply(&missing);
 
     // The offline edit, sent as our SyncStep2, reaches the others as an Update.
@@ -44,7 +63,11 @@ async fn greeting_is_sync_step1_and_sync_step1_is_answered_with_sync_step2() {
     assert_eq!(observer.apply_next_update().await, answer);
     assert_eq!(peer.text(), writer.text());
     assert_eq!(peer.text(), observer.text());
-    assert!(peer.text().contains("hello") && peer.text().contains("offline "), "{:?}", peer.text());
+    assert!(
+        peer.text().contains("hello") && peer.text().contains("offline "),
+        "{:?}",
+        peer.text()
+    );
 }
 
 #[tokio::test]
@@ -73,7 +96,11 @@ async fn documents_are_isolated_by_path() {
     nested_observer.apply_next_update().await;
 
     let mut parent_writer = server.join("/a", 3).await;
-    assert_eq!(parent_writer.server_state, StateVector::default(), "doc `a` is not doc `a/b`");
+    assert_eq!(
+        parent_writer.server_state,
+        StateVector::default(),
+        "doc `a` is not doc `a/b`"
+    );
     assert_eq!(parent_writer.text(), "");
     let mut parent_observer = server.join("/a", 4).await;
     parent_writer.append("in a").await;
@@ -118,34 +145,57 @@ async fn awareness_is_relayed_queried_and_removed_on_disconnect() {
     let mut alice = server.join("/presence", 1).await;
     let mut bob = server.join("/presence", 2).await;
 
-    alice.client.send(&Message::Awareness(awareness(ALICE, 1, alice_state))).await;
+    alice
+        .client
+        .send(&Message::Awareness(awareness(ALICE, 1, alice_state)))
+        .await;
     let relayed = bob.client.recv_awareness().await;
-    assert_eq!(awareness_entry(&relayed, ALICE), Some((1, alice_state.to_owned())));
+    assert_eq!(
+        awareness_entry(&relayed, ALICE),
+        Some((1, alice_state.to_owned()))
+    );
 
     // A joining client is greeted with the present states, and a query
     // returns them.
     let mut carol = server.connect("/presence").await;
-    assert!(matches!(carol.recv().await, Message::Sync(SyncMessage::SyncStep1(_))));
+    assert!(matches!(
+        carol.recv().await,
+        Message::Sync(SyncMessage::SyncStep1(_))
+    ));
     let greeted = carol.recv_awareness().await;
-    assert_eq!(awareness_entry(&greeted, ALICE), Some((1, alice_state.to_owned())));
+    assert_eq!(
+        awareness_entry(&greeted, ALICE),
+        Some((1, alice_state.to_owned()))
+    );
     carol.send(&Message::QueryAwareness).await;
     let queried = carol.recv_awareness().await;
-    assert_eq!(awareness_entry(&queried, ALICE), Some((1, alice_state.to_owned())));
+    assert_eq!(
+        awareness_entry(&queried, ALICE),
+        Some((1, alice_state.to_owned()))
+    );
     assert_eq!(queried.clients.len(), 1);
 
     // Alice leaves: everyone else is told her state is gone.
     alice.client.close().await;
     for client in [&mut bob.client, &mut carol] {
         let removal = client.recv_awareness().await;
-        let (clock, json) = awareness_entry(&removal, ALICE).expect("a removal for Alice's client id");
+        let (clock, json) =
+            awareness_entry(&removal, ALICE).expect("a removal for Alice's client id");
         assert_eq!(json, "null");
-        assert!(clock > 1, "a removal must win over the state it removes (clock {clock})");
+        assert!(
+            clock > 1,
+            "a removal must win over the state it removes (clock {clock})"
+        );
     }
 
     // Nobody is present any more: a query gets no awareness frame, so the
     // next frame is the answer to the SyncStep1 sent after it.
     carol.send(&Message::QueryAwareness).await;
-    carol.send(&Message::Sync(SyncMessage::SyncStep1(StateVector::default()))).await;
+    carol
+        .send(&Message::Sync(SyncMessage::SyncStep1(
+            StateVector::default(),
+        )))
+        .await;
     match carol.recv().await {
         Message::Sync(SyncMessage::SyncStep2(_)) => {}
         other => panic!("expected no awareness after Alice left, got {other:?}"),
@@ -159,13 +209,22 @@ async fn text_survives_a_registry_restart_on_sqlite() {
 
     // First life: write through the gateway, then shut down in order.
     let mut expected = String::new();
-    for (round, chunk) in ["written before the first restart", ", and after it"].into_iter().enumerate() {
-        let store = weft_persistence::open_store(&url).await.expect("open the SQLite store");
+    for (round, chunk) in ["written before the first restart", ", and after it"]
+        .into_iter()
+        .enumerate()
+    {
+        let store = weft_persistence::open_store(&url)
+            .await
+            .expect("open the SQLite store");
         let registry = Registry::start(store, RegistryConfig::default());
         let server = TestServer::with_registry(registry.clone(), GatewayConfig::default()).await;
         let base = 10 * u64::try_from(round).expect("small round");
         let mut writer = server.join("/notes/durable", base + 1).await;
-        assert_eq!(writer.text(), expected, "round {round} sees what earlier rounds wrote");
+        assert_eq!(
+            writer.text(),
+            expected,
+            "round {round} sees what earlier rounds wrote"
+        );
         let mut observer = server.join("/notes/durable", base + 2).await;
         writer.append(chunk).await;
         observer.apply_next_update().await;
@@ -173,11 +232,18 @@ async fn text_survives_a_registry_restart_on_sqlite() {
         writer.client.close().await;
         observer.client.close().await;
         server.state.lifecycle.start_draining();
-        bounded(WAIT, "sessions to end", server.state.lifecycle.sessions_closed()).await;
+        bounded(
+            WAIT,
+            "sessions to end",
+            server.state.lifecycle.sessions_closed(),
+        )
+        .await;
         bounded(WAIT, "registry shutdown", registry.shutdown()).await;
     }
 
-    let store = weft_persistence::open_store(&url).await.expect("reopen the SQLite store");
+    let store = weft_persistence::open_store(&url)
+        .await
+        .expect("reopen the SQLite store");
     let registry = Registry::start(store, RegistryConfig::default());
     let server = TestServer::with_registry(registry.clone(), GatewayConfig::default()).await;
     let reader = server.join("/notes/durable", 100).await;

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,7 +21,9 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use weft_gateway::{AppState, GatewayConfig, Lifecycle};
-use weft_protocol::{AwarenessUpdate, AwarenessUpdateEntry, Message, StateVector, SyncMessage, decode_frame};
+use weft_protocol::{
+    AwarenessUpdate, AwarenessUpdateEntry, Message, StateVector, SyncMessage, decode_frame,
+};
 use weft_sync::{MemoryStore, Registry, RegistryConfig};
 use yrs::block::ClientID;
 use yrs::updates::decoder::Decode;
@@ -56,12 +59,24 @@ impl TestServer {
 
     /// A server in front of `registry`.
     pub(crate) async fn with_registry(registry: Registry, config: GatewayConfig) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("listener address");
-        let state = AppState { registry, lifecycle: Lifecycle::new(), config: Arc::new(config) };
+        let state = AppState {
+            registry,
+            lifecycle: Lifecycle::new(),
+            config: Arc::new(config),
+        };
         let app = weft_gateway::router(state.clone());
+        // As `weft serve` does: Yjs frames are small and latency-bound.
+        let listener = listener.tap_io(|tcp| {
+            tcp.set_nodelay(true).expect("TCP_NODELAY");
+        });
         let serve = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("axum::serve failed");
+            axum::serve(listener, app)
+                .await
+                .expect("axum::serve failed");
         });
         Self { addr, state, serve }
     }
@@ -77,7 +92,12 @@ impl TestServer {
     }
 
     /// Sends one raw HTTP/1.1 request and reads its response.
-    pub(crate) async fn http(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    pub(crate) async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> HttpResponse {
         http_request(self.addr, method, path, headers).await
     }
 
@@ -115,31 +135,47 @@ pub(crate) struct Client {
 impl Client {
     /// Connects to `path` on `addr`.
     pub(crate) async fn connect(addr: SocketAddr, path: &str) -> Self {
-        Self::try_connect(addr, path).await.unwrap_or_else(|error| panic!("upgrade to {path} failed: {error}"))
+        Self::try_connect(addr, path)
+            .await
+            .unwrap_or_else(|error| panic!("upgrade to {path} failed: {error}"))
     }
 
     /// Connects to `path`, returning the handshake error (e.g. an HTTP refusal).
     pub(crate) async fn try_connect(addr: SocketAddr, path: &str) -> Result<Self, WsError> {
-        let stream = bounded(WAIT, "TCP connect", TcpStream::connect(addr)).await.expect("TCP connect");
+        let stream = bounded(WAIT, "TCP connect", TcpStream::connect(addr))
+            .await
+            .expect("TCP connect");
         Self::try_connect_over(stream, addr, path).await
     }
 
     /// Runs the WebSocket handshake over an already connected `stream`.
-    pub(crate) async fn try_connect_over(stream: TcpStream, addr: SocketAddr, path: &str) -> Result<Self, WsError> {
+    pub(crate) async fn try_connect_over(
+        stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+    ) -> Result<Self, WsError> {
+        stream.set_nodelay(true).expect("TCP_NODELAY");
         let url = format!("ws://{addr}{path}");
-        let (ws, _response) =
-            bounded(WAIT, "WebSocket handshake", tokio_tungstenite::client_async(url, stream)).await?;
+        let (ws, _response) = bounded(
+            WAIT,
+            "WebSocket handshake",
+            tokio_tungstenite::client_async(url, stream),
+        )
+        .await?;
         Ok(Self { ws })
     }
 
     /// Sends one y-websocket message as a binary frame.
     pub(crate) async fn send(&mut self, message: &Message) {
-        self.send_ws(WsMessage::Binary(message.encode().into())).await;
+        self.send_ws(WsMessage::Binary(message.encode().into()))
+            .await;
     }
 
     /// Sends any WebSocket message.
     pub(crate) async fn send_ws(&mut self, message: WsMessage) {
-        bounded(WAIT, "a send", self.ws.send(message)).await.expect("send to server");
+        bounded(WAIT, "a send", self.ws.send(message))
+            .await
+            .expect("send to server");
     }
 
     /// The next WebSocket message, pings and pongs included (the client
@@ -161,7 +197,9 @@ impl Client {
     /// The next frame, which must be a binary y-websocket message.
     pub(crate) async fn recv(&mut self) -> Message {
         match self.next_ws().await {
-            Some(Ok(WsMessage::Binary(frame))) => decode_frame(&frame).expect("the server sent a frame that does not decode"),
+            Some(Ok(WsMessage::Binary(frame))) => {
+                decode_frame(&frame).expect("the server sent a frame that does not decode")
+            }
             other => panic!("expected a binary frame, got {other:?}"),
         }
     }
@@ -239,11 +277,22 @@ impl Peer {
         };
         let (answer, ours) = {
             let txn = doc.transact();
-            (txn.encode_state_as_update_v1(&server_state), txn.state_vector())
+            (
+                txn.encode_state_as_update_v1(&server_state),
+                txn.state_vector(),
+            )
         };
-        client.send(&Message::Sync(SyncMessage::SyncStep2(answer))).await;
-        client.send(&Message::Sync(SyncMessage::SyncStep1(ours))).await;
-        let mut peer = Self { client, doc, server_state };
+        client
+            .send(&Message::Sync(SyncMessage::SyncStep2(answer)))
+            .await;
+        client
+            .send(&Message::Sync(SyncMessage::SyncStep1(ours)))
+            .await;
+        let mut peer = Self {
+            client,
+            doc,
+            server_state,
+        };
         loop {
             match peer.client.recv().await {
                 Message::Sync(SyncMessage::SyncStep2(update)) => {
@@ -271,14 +320,31 @@ impl Peer {
     /// returns the update's bytes.
     pub(crate) async fn append(&mut self, chunk: &str) -> Vec<u8> {
         let update = append_local(&self.doc, chunk);
-        self.client.send(&Message::Sync(SyncMessage::Update(update.clone()))).await;
+        self.client
+            .send(&Message::Sync(SyncMessage::Update(update.clone())))
+            .await;
+        update
+    }
+
+    /// Inserts `chunk` at the start of the text and sends the change. Unlike
+    /// appends by one client, which yrs merges into one ever-growing string,
+    /// each prepended chunk stays its own item: cheap for large volumes.
+    pub(crate) async fn prepend(&mut self, chunk: &str) -> Vec<u8> {
+        let update = insert_local(&self.doc, Some(0), chunk);
+        self.client
+            .send(&Message::Sync(SyncMessage::Update(update.clone())))
+            .await;
         update
     }
 
     /// Applies a Yjs update to this peer's doc.
     pub(crate) fn apply(&self, update: &[u8]) {
-        let decoded = Update::decode_v1(update).expect("the server sent an update that does not decode");
-        self.doc.transact_mut().apply_update(decoded).expect("apply update");
+        let decoded =
+            Update::decode_v1(update).expect("the server sent an update that does not decode");
+        self.doc
+            .transact_mut()
+            .apply_update(decoded)
+            .expect("apply update");
     }
 
     /// Waits for the next frame, which must be a sync Update, and applies it.
@@ -291,25 +357,39 @@ impl Peer {
 
 /// Appends `chunk` to `doc`'s text; returns the change as a v1 update.
 pub(crate) fn append_local(doc: &Doc, chunk: &str) -> Vec<u8> {
+    insert_local(doc, None, chunk)
+}
+
+/// Inserts `chunk` into `doc`'s text at `index` (the end if `None`);
+/// returns the change as a v1 update.
+fn insert_local(doc: &Doc, index: Option<u32>, chunk: &str) -> Vec<u8> {
     let text = doc.get_or_insert_text(TEXT);
     let before = doc.transact().state_vector();
     {
         let mut txn = doc.transact_mut();
-        let end = text.len(&txn);
-        text.insert(&mut txn, end, chunk);
+        let index = index.unwrap_or_else(|| text.len(&txn));
+        text.insert(&mut txn, index, chunk);
     }
     doc.transact().encode_state_as_update_v1(&before)
 }
 
 /// An awareness update carrying one client's state.
 pub(crate) fn awareness(client_id: u64, clock: u32, json: &str) -> AwarenessUpdate {
-    let entry = AwarenessUpdateEntry { clock, json: Arc::from(json) };
-    AwarenessUpdate { clients: HashMap::from([(ClientID::new(client_id), entry)]) }
+    let entry = AwarenessUpdateEntry {
+        clock,
+        json: Arc::from(json),
+    };
+    AwarenessUpdate {
+        clients: HashMap::from([(ClientID::new(client_id), entry)]),
+    }
 }
 
 /// The entry of `client_id` in an awareness update, if any.
 pub(crate) fn awareness_entry(update: &AwarenessUpdate, client_id: u64) -> Option<(u32, String)> {
-    update.clients.get(&ClientID::new(client_id)).map(|entry| (entry.clock, entry.json.to_string()))
+    update
+        .clients
+        .get(&ClientID::new(client_id))
+        .map(|entry| (entry.clock, entry.json.to_string()))
 }
 
 /// A response read off a raw HTTP/1.1 connection.
@@ -323,34 +403,63 @@ pub(crate) struct HttpResponse {
 impl HttpResponse {
     /// The first header named `name` (case-insensitive).
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
     }
 
     /// The body as JSON.
     pub(crate) fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|error| panic!("body is not JSON ({error}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "body is not JSON ({error}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     /// Checks the refusal shape `{"error":{"code":N,"message":"...","details":"..."}}`
     /// with `code` equal to the status.
     pub(crate) fn assert_json_error(&self, status: u16) {
-        assert_eq!(self.status, status, "status; body {:?}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status,
+            status,
+            "status; body {:?}",
+            String::from_utf8_lossy(&self.body)
+        );
         let content_type = self.header("content-type").unwrap_or_default();
-        assert!(content_type.starts_with("application/json"), "content-type {content_type:?}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "content-type {content_type:?}"
+        );
         let body = self.json();
-        let error = body.get("error").unwrap_or_else(|| panic!("no \"error\" object in {body}"));
-        assert_eq!(error.get("code").and_then(serde_json::Value::as_u64), Some(u64::from(status)), "{body}");
+        let error = body
+            .get("error")
+            .unwrap_or_else(|| panic!("no \"error\" object in {body}"));
+        assert_eq!(
+            error.get("code").and_then(serde_json::Value::as_u64),
+            Some(u64::from(status)),
+            "{body}"
+        );
         for field in ["message", "details"] {
             let value = error.get(field).and_then(serde_json::Value::as_str);
-            assert!(value.is_some_and(|value| !value.is_empty()), "error.{field} must be a non-empty string: {body}");
+            assert!(
+                value.is_some_and(|value| !value.is_empty()),
+                "error.{field} must be a non-empty string: {body}"
+            );
         }
     }
 }
 
 /// Sends `method path` with `headers` and reads the response: the head, then
 /// `Content-Length` bytes of body (or up to the end of the connection).
-pub(crate) async fn http_request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+pub(crate) async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
     bounded(WAIT, "an HTTP response", async {
         let mut stream = TcpStream::connect(addr).await.expect("TCP connect");
         let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
@@ -358,7 +467,10 @@ pub(crate) async fn http_request(addr: SocketAddr, method: &str, path: &str, hea
             request.push_str(&format!("{name}: {value}\r\n"));
         }
         request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.expect("write request");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write request");
         let mut received = Vec::new();
         let mut chunk = [0_u8; 4096];
         loop {
@@ -367,7 +479,8 @@ pub(crate) async fn http_request(addr: SocketAddr, method: &str, path: &str, hea
             }
             let read = stream.read(&mut chunk).await.expect("read response");
             if read == 0 {
-                return parse_response(&received, true).expect("the connection closed before a full response head");
+                return parse_response(&received, true)
+                    .expect("the connection closed before a full response head");
             }
             received.extend_from_slice(&chunk[..read]);
         }
@@ -378,11 +491,17 @@ pub(crate) async fn http_request(addr: SocketAddr, method: &str, path: &str, hea
 /// Parses `received` once it holds a whole response; with `complete`, what
 /// follows the head is the whole body whatever its length.
 fn parse_response(received: &[u8], complete: bool) -> Option<HttpResponse> {
-    let head_end = received.windows(4).position(|window| window == b"\r\n\r\n")?;
+    let head_end = received
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&received[..head_end]).expect("response head is not UTF-8");
     let mut lines = head.split("\r\n");
     let status_line = lines.next().expect("status line");
-    let status = status_line.split(' ').nth(1).and_then(|code| code.parse().ok()).expect("status code");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("status code");
     let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
@@ -397,7 +516,11 @@ fn parse_response(received: &[u8], complete: bool) -> Option<HttpResponse> {
         _ if complete => body.to_vec(),
         _ => return None,
     };
-    Some(HttpResponse { status, headers, body })
+    Some(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// A directory under the system temp dir, removed when dropped.
@@ -411,7 +534,10 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock after 1970")
             .as_nanos();
-        let path = std::env::temp_dir().join(format!("weft-gateway-{label}-{}-{nanos}", std::process::id()));
+        let path = std::env::temp_dir().join(format!(
+            "weft-gateway-{label}-{}-{nanos}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&path).expect("create temp dir");
         Self { path }
     }
