@@ -10,12 +10,21 @@
 // - `waitFor(predicate, { on, timeout, what })` re-evaluates a predicate on
 //   Yjs events (doc `update`, provider `sync` / `status`, awareness `change`)
 //   and fails with a descriptive message once the timeout expires.
+// - For the hardening tests: `rawUpgrade` / `assertRefusal` (refused
+//   upgrades: status, JSON body, Retry-After), `RawSession` / `openRaw`
+//   (exact frames in and out), `customWebSocket` (headers for a provider),
+//   `signJwt` / `jwtKeyPair` / `jwtClaims` (JWTs from node's crypto) and
+//   `procMemory` (VmRSS / VmHWM).
 //
 // Only 127.0.0.1 is ever contacted, and every loop is bounded in count and
 // time.
 
+import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import crypto from 'node:crypto'
+import { EventEmitter } from 'node:events'
 import fs from 'node:fs'
+import http from 'node:http'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
@@ -27,6 +36,8 @@ import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import { Awareness } from 'y-protocols/awareness'
 import WebSocket from 'ws'
+import * as encoding from 'lib0/encoding'
+import * as decoding from 'lib0/decoding'
 
 export { Y, WebsocketProvider, WebSocket, sleep }
 
@@ -584,4 +595,310 @@ export const fmtMs = (ms) => `${ms.toFixed(1)} ms`
 /** Log a measurement line in a uniform, greppable format. */
 export function report (label, ms) {
   console.log(`[measure] ${label}: ${fmtMs(ms)}`)
+}
+
+// ---------------------------------------------------------------------------
+// Hardening helpers: raw upgrades and refusals, raw y-websocket sessions,
+// JWTs signed with node's own crypto, process memory. Used by
+// e2e/hardening-*.test.mjs; nothing above depends on them.
+
+/** Bytes of a refusal body read at most (refusals are small JSON objects). */
+const MAX_REFUSAL_BODY_BYTES = 64 * 1024
+
+/**
+ * A raw HTTP/1.1 WebSocket upgrade request, so that a refusal's status,
+ * headers and body can be inspected (a WebSocket client hides them).
+ *
+ * Resolves with `{ status, headers, body, json }` for a non-101 answer, and
+ * with `{ status: 101, headers, socket }` for an accepted upgrade; the socket
+ * is destroyed at once unless `keepOpen` is set (then the caller owns it).
+ *
+ * @param {WeftServer} server
+ * @param {string} target path and query, e.g. `/doc?token=...`
+ * @param {object} [opts]
+ * @param {Record<string,string>} [opts.headers] extra request headers
+ * @param {boolean} [opts.keepOpen]
+ * @param {number} [opts.timeout]
+ */
+export function rawUpgrade (server, target, { headers = {}, keepOpen = false, timeout = 5000 } = {}) {
+  return new Promise((resolve, reject) => {
+    let settled = false
+    const settle = (err, value) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      if (err) reject(err)
+      else resolve(value)
+    }
+    const req = http.request({
+      host: HOST,
+      port: server.port,
+      path: target.startsWith('/') ? target : `/${target}`,
+      method: 'GET',
+      agent: false,
+      headers: {
+        Connection: 'Upgrade',
+        Upgrade: 'websocket',
+        'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': crypto.randomBytes(16).toString('base64'),
+        ...headers
+      }
+    })
+    const timer = setTimeout(() => {
+      req.destroy()
+      settle(new Error(`no answer to the upgrade of ${target} within ${timeout} ms`))
+    }, timeout)
+    req.on('upgrade', (res, socket) => {
+      socket.on('error', () => {})
+      if (!keepOpen) socket.destroy()
+      settle(null, { status: res.statusCode, headers: res.headers, socket })
+    })
+    req.on('response', (res) => {
+      const chunks = []
+      let size = 0
+      res.on('data', (chunk) => {
+        if (size < MAX_REFUSAL_BODY_BYTES) chunks.push(chunk)
+        size += chunk.length
+      })
+      res.on('error', (err) => settle(err))
+      res.on('end', () => {
+        const body = Buffer.concat(chunks).toString('utf8')
+        let json = null
+        try { json = JSON.parse(body) } catch { /* asserted by the caller */ }
+        settle(null, { status: res.statusCode, headers: res.headers, body, json })
+      })
+    })
+    req.on('error', (err) => settle(err))
+    req.end()
+  })
+}
+
+/**
+ * Assert that `res` (from `rawUpgrade`) is a refusal with `status` and the
+ * JSON body `{"error":{"code":status,"message":"...","details":"..."}}`, and,
+ * if `retryAfter` is set, a `Retry-After` header of whole seconds >= 1.
+ */
+export function assertRefusal (res, status, { retryAfter = false, what = 'upgrade' } = {}) {
+  const shown = `${what}: HTTP ${res.status}, headers ${JSON.stringify(res.headers)}, body ${JSON.stringify(res.body)}`
+  assert.equal(res.status, status, `status of ${shown}`)
+  assert.match(res.headers['content-type'] || '', /application\/json/, `content-type of ${shown}`)
+  assert.ok(res.json && typeof res.json === 'object', `body is JSON: ${shown}`)
+  const error = res.json.error
+  assert.ok(error && typeof error === 'object', `body has an "error" object: ${shown}`)
+  assert.equal(error.code, status, `error.code of ${shown}`)
+  assert.equal(typeof error.message, 'string', `error.message of ${shown}`)
+  assert.ok(error.message.length > 0, `error.message is not empty: ${shown}`)
+  assert.equal(typeof error.details, 'string', `error.details of ${shown}`)
+  if (retryAfter) {
+    const value = res.headers['retry-after']
+    assert.ok(value !== undefined, `Retry-After header present: ${shown}`)
+    assert.match(value, /^\d+$/, `Retry-After is whole seconds: ${shown}`)
+    assert.ok(Number(value) >= 1, `Retry-After >= 1: ${shown}`)
+  }
+  return error
+}
+
+/** Decode one y-websocket frame into a small description (for assertions). */
+export function describeFrame (frame) {
+  const bytes = new Uint8Array(frame.buffer ? frame.buffer.slice(frame.byteOffset, frame.byteOffset + frame.byteLength) : frame)
+  try {
+    const decoder = decoding.createDecoder(bytes)
+    const tag = decoding.readVarUint(decoder)
+    switch (tag) {
+      case 0: {
+        const sub = decoding.readVarUint(decoder)
+        const payload = decoding.readVarUint8Array(decoder)
+        const type = ['sync-step1', 'sync-step2', 'update'][sub] || `sync-${sub}`
+        return { type, payload, bytes }
+      }
+      case 1: return { type: 'awareness', payload: decoding.readVarUint8Array(decoder), bytes }
+      case 2: {
+        const sub = decoding.readVarUint(decoder)
+        const reason = sub === 0 ? decoding.readVarString(decoder) : null
+        return { type: 'auth', sub, reason, bytes }
+      }
+      case 3: return { type: 'query-awareness', bytes }
+      default: return { type: `unknown-${tag}`, bytes }
+    }
+  } catch (err) {
+    return { type: 'undecodable', error: err.message, bytes }
+  }
+}
+
+/** A y-websocket sync frame: tag 0, sub-type, payload. */
+export function syncFrame (subType, payload) {
+  const encoder = encoding.createEncoder()
+  encoding.writeVarUint(encoder, 0)
+  encoding.writeVarUint(encoder, subType)
+  encoding.writeVarUint8Array(encoder, payload)
+  return encoding.toUint8Array(encoder)
+}
+
+/**
+ * A raw WebSocket session on a document (the `ws` client, no Yjs logic):
+ * records every frame it receives (`frames`, decoded by `describeFrame`) and
+ * how it was closed (`close`, `closed`). Emits 'change' on every frame and on
+ * close, so `waitFor(..., { on: session })` works.
+ */
+export class RawSession extends EventEmitter {
+  constructor (url, { headers = {}, name = 'raw', wsOptions = {} } = {}) {
+    super()
+    this.name = name
+    this.frames = []
+    this.close = null
+    this.errors = []
+    this.ws = new WebSocket(url, { headers, perMessageDeflate: false, ...wsOptions })
+    this.ws.binaryType = 'nodebuffer'
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.once('open', resolve)
+      this.ws.once('unexpected-response', (_req, res) => {
+        res.resume()
+        reject(new Error(`${name}: upgrade refused with HTTP ${res.statusCode}`))
+      })
+      this.ws.once('close', () => reject(new Error(`${name}: closed before it opened`)))
+    })
+    this.opened.catch(() => {})
+    this.closed = new Promise(resolve => {
+      this.ws.once('close', (code, reason) => {
+        this.close = { code, reason: reason.toString('utf8') }
+        this.emit('change')
+        resolve(this.close)
+      })
+    })
+    this.ws.on('error', (err) => { this.errors.push(err.message) })
+    this.ws.on('message', (data, isBinary) => {
+      const frame = isBinary ? describeFrame(data) : { type: 'text', text: data.toString() }
+      this.frames.push(frame)
+      this.emit('change')
+    })
+  }
+
+  /** Send one binary frame (errors after the peer closed are recorded, not thrown). */
+  send (bytes, opts = { binary: true }) {
+    this.ws.send(bytes, opts, (err) => { if (err) this.errors.push(err.message) })
+  }
+
+  /** Wait for the first recorded frame matching `predicate`. */
+  waitFrame (predicate, { timeout = 10000, what = 'a frame' } = {}) {
+    return waitFor(() => this.frames.find(predicate), {
+      on: this,
+      timeout,
+      what: `${this.name} to receive ${what}`,
+      detail: () => `${this.name} frames: ${this.frames.map(f => f.type).join(', ') || '(none)'}; close: ${JSON.stringify(this.close)}`
+    })
+  }
+
+  /** Wait until the server closed the session; resolves `{ code, reason }`. */
+  waitClosed ({ timeout = 10000 } = {}) {
+    return waitFor(() => this.close, {
+      on: this,
+      timeout,
+      what: `${this.name} to be closed`,
+      detail: () => `${this.name} frames: ${this.frames.map(f => f.type).join(', ')}; errors: ${this.errors.join('; ')}`
+    })
+  }
+
+  terminate () {
+    try { this.ws.terminate() } catch { /* already gone */ }
+  }
+}
+
+/**
+ * Open a raw session on `docPath` (e.g. `my-doc` or `my-doc?token=...`);
+ * resolves once the upgrade succeeded. Terminated after test `t`.
+ */
+export async function openRaw (t, server, docPath, opts = {}) {
+  const session = new RawSession(`${server.wsUrl}/${docPath}`, opts)
+  if (t) t.after(() => session.terminate())
+  await within(session.opened, opts.timeout ?? 10000, 'timeout').then(v => {
+    if (v === 'timeout') throw new Error(`${session.name}: upgrade of ${docPath} did not complete`)
+  })
+  return session
+}
+
+/**
+ * A `WebSocket` class for y-websocket's `WebSocketPolyfill` option that sends
+ * extra request headers (e.g. `Authorization`) and reports every binary frame
+ * the provider receives to `onFrame(describeFrame(frame))`.
+ */
+export function customWebSocket ({ headers = {}, onFrame = null } = {}) {
+  return class extends WebSocket {
+    constructor (url, protocols) {
+      super(url, protocols, { headers })
+      if (onFrame) {
+        this.on('message', (data, isBinary) => {
+          if (!isBinary) return
+          const buf = Buffer.isBuffer(data) ? data : Buffer.from(data instanceof ArrayBuffer ? new Uint8Array(data) : data)
+          onFrame(describeFrame(buf))
+        })
+      }
+    }
+  }
+}
+
+const base64url = (input) => Buffer.from(input).toString('base64url')
+
+/**
+ * A compact JWS (JWT) signed with node's crypto.
+ *
+ * @param {object} claims payload
+ * @param {object} opts
+ * @param {'HS256'|'RS256'|'ES256'|'EdDSA'|'none'} [opts.alg]
+ * @param {string|Buffer} [opts.secret] HS256 secret
+ * @param {crypto.KeyObject} [opts.privateKey] RS256 / ES256 / EdDSA key
+ * @param {object} [opts.header] extra header fields
+ */
+export function signJwt (claims, { alg = 'HS256', secret, privateKey, header = {} } = {}) {
+  const head = base64url(JSON.stringify({ alg, typ: 'JWT', ...header }))
+  const body = base64url(typeof claims === 'string' ? claims : JSON.stringify(claims))
+  const input = `${head}.${body}`
+  let signature
+  switch (alg) {
+    case 'HS256': signature = crypto.createHmac('sha256', secret).update(input).digest(); break
+    case 'RS256': signature = crypto.sign('sha256', Buffer.from(input), privateKey); break
+    case 'ES256': signature = crypto.sign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' }); break
+    case 'EdDSA': signature = crypto.sign(null, Buffer.from(input), privateKey); break
+    case 'none': signature = Buffer.alloc(0); break
+    default: throw new Error(`signJwt: unsupported alg ${alg}`)
+  }
+  return `${input}.${signature.toString('base64url')}`
+}
+
+/**
+ * A fresh key pair for `alg` ('RS256', 'ES256' on P-256, 'EdDSA' on
+ * Ed25519), with the public key as an SPKI PEM string.
+ */
+export function jwtKeyPair (alg) {
+  let pair
+  switch (alg) {
+    case 'RS256': pair = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }); break
+    case 'ES256': pair = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }); break
+    case 'EdDSA': pair = crypto.generateKeyPairSync('ed25519'); break
+    default: throw new Error(`jwtKeyPair: unsupported alg ${alg}`)
+  }
+  return { privateKey: pair.privateKey, publicKeyPem: pair.publicKey.export({ type: 'spki', format: 'pem' }) }
+}
+
+/** Standard claims: `sub`, `exp` (now + `expIn` s) and the `docs` grants. */
+export function jwtClaims ({ sub = 'tester', docs = {}, expIn = 3600, ...rest } = {}) {
+  return { sub, exp: Math.floor(Date.now() / 1000) + expIn, docs, ...rest }
+}
+
+/** Write `content` to a file in a temp directory removed after test `t`. */
+export function writeTempFile (t, name, content) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-e2e-file-'))
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const file = path.join(dir, name)
+  fs.writeFileSync(file, content)
+  return file
+}
+
+/** VmRSS / VmHWM (KiB) of a process, from /proc/<pid>/status (Linux). */
+export function procMemory (pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
+  const field = (name) => {
+    const m = status.match(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm'))
+    return m ? Number(m[1]) : NaN
+  }
+  return { rssKiB: field('VmRSS'), hwmKiB: field('VmHWM') }
 }

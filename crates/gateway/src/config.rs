@@ -17,6 +17,18 @@ pub struct GatewayConfig {
     /// A session that sends nothing (not even a pong) for this long is
     /// considered dead and dropped.
     pub heartbeat_timeout: Duration,
+    /// A session that sends no message (pongs do not count) for this long is
+    /// closed (1001). y-websocket clients renew their awareness every 15 s,
+    /// so a live editor is never idle by this measure.
+    pub idle_timeout: Duration,
+    /// Updates one session may send per second (token bucket, burst twice
+    /// that); past it the session is closed with 1008 and the client
+    /// re-syncs on reconnect. 0 disables the limit.
+    pub max_updates_per_second: u32,
+    /// Origins allowed to open sessions (exact `Origin` header values),
+    /// against cross-site WebSocket hijacking. Empty: any origin. Requests
+    /// without an `Origin` header (non-browser clients) are not affected.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -26,6 +38,9 @@ impl Default for GatewayConfig {
             send_queue_frames: 1024,
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(75),
+            idle_timeout: Duration::from_secs(600),
+            max_updates_per_second: 200,
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -73,6 +73,16 @@ impl ApiError {
         }
     }
 
+    /// 429 with `Retry-After`: this client is over a rate or count limit.
+    pub fn too_many_requests(details: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: "too many requests",
+            details: details.into(),
+            retry_after_secs: Some(retry_after_secs.max(1)),
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -111,6 +121,8 @@ pub mod close_code {
     pub const UNSUPPORTED_DATA: u16 = 1003;
     /// An update that is not a valid Yjs update.
     pub const INVALID_PAYLOAD: u16 = 1007;
+    /// The session broke a policy: more updates per second than allowed.
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// A message larger than `--max-message-bytes`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The server could not make an update durable; reconnect and re-sync.

@@ -14,15 +14,19 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: JWT verification before the upgrade, document grants.
 //! - [`config`]: [`GatewayConfig`], the limits and timers of a session.
 //! - [`error`]: [`ApiError`], the JSON refusal, and close codes.
 //! - [`routes`]: the router, upgrade dispatch, health and readiness.
 //! - [`session`]: the socket loop of one y-websocket session.
 //! - [`lifecycle`]: [`Lifecycle`], draining state shared with the server.
+//! - [`limits`]: connection counts, upgrade and update rates.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod lifecycle;
+pub mod limits;
 pub mod routes;
 pub mod session;
 

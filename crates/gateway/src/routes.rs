@@ -1,12 +1,13 @@
 //! The router: upgrade dispatch, health and readiness.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, State};
-use axum::http::{Method, Request, header};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::{Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 use tokio::sync::mpsc;
@@ -14,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span};
 use weft_sync::{Registry, SessionOutbox, SyncError};
 
+use crate::auth::{Access, Authenticator, token_from_request};
 use crate::config::{MAX_DOC_NAME_BYTES, READ_BUFFER_BYTES, WRITE_BUFFER_BYTES};
+use crate::limits::{Admission, Refusal};
 use crate::session::{SessionParts, run_session};
 use crate::{ApiError, GatewayConfig, Lifecycle};
 
@@ -27,6 +30,10 @@ pub struct AppState {
     pub lifecycle: Lifecycle,
     /// Session limits and timers.
     pub config: Arc<GatewayConfig>,
+    /// Who may open which document.
+    pub auth: Authenticator,
+    /// Connection counts and upgrade rates.
+    pub admission: Admission,
 }
 
 /// Builds the router. Every path goes through [`dispatch`], which sends
@@ -101,12 +108,30 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
         Ok(doc) => doc,
         Err(refusal) => return refusal.into_response(),
     };
-    let span = info_span!("upgrade", doc = %doc);
+    let peer = peer_ip(&parts);
+    let span = info_span!("upgrade", doc = %doc, peer = %peer);
     async move {
         if state.lifecycle.is_draining() {
             return ApiError::unavailable("draining", "this node is shutting down; reconnect")
                 .into_response();
         }
+        if let Err(refusal) = check_origin(&parts, &state.config.allowed_origins) {
+            return refusal.into_response();
+        }
+        let permit = match state.admission.admit(peer) {
+            Ok(permit) => permit,
+            Err(refusal) => return admission_refusal(refusal).into_response(),
+        };
+        // After admission, so failed attempts count against the upgrade rate.
+        let token = token_from_request(&parts);
+        let access = match state.auth.authorize(token.as_deref(), &doc) {
+            Ok(access) => access,
+            Err(refusal) => {
+                info!(status = refusal.status().as_u16(), reason = %refusal, "upgrade refused");
+                return ApiError::new(refusal.status(), refusal_message(refusal.status()), refusal.details())
+                    .into_response();
+            }
+        };
         let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
             Ok(upgrade) => upgrade,
             Err(rejection) => {
@@ -127,15 +152,24 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
                 return ApiError::unavailable("draining", "this node is shutting down; reconnect")
                     .into_response();
             }
+            Err(SyncError::TooManyDocuments) => {
+                return ApiError::unavailable(
+                    "too many documents",
+                    "this node holds as many documents as it may; retry later",
+                )
+                .into_response();
+            }
             Err(failure) => {
                 error!(error = %failure, error.source = ?std::error::Error::source(&failure), "join document failed");
                 return ApiError::unavailable("document unavailable", "the document could not be loaded; retry")
                     .into_response();
             }
         };
-        info!(session = %session.id(), "session open");
+        info!(session = %session.id(), read_only = access == Access::Read, "session open");
         let parts = SessionParts {
             session,
+            access,
+            permit,
             outbox,
             overflowed,
             stop: state.lifecycle.sessions_stop().clone(),
@@ -155,4 +189,58 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
     }
     .instrument(span)
     .await
+}
+
+/// The connecting peer's address. Behind a proxy this is the proxy: per-IP
+/// limits then count the proxy as one client (forwarded headers are not
+/// trusted, since any client could set them).
+fn peer_ip(parts: &axum::http::request::Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+}
+
+fn check_origin(parts: &axum::http::request::Parts, allowed: &[String]) -> Result<(), ApiError> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let Some(origin) = parts.headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    if allowed.iter().any(|allowed| allowed == origin) {
+        return Ok(());
+    }
+    info!(origin, "upgrade refused: origin not allowed");
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this origin may not open sessions on this server",
+    ))
+}
+
+fn refusal_message(status: StatusCode) -> &'static str {
+    if status == StatusCode::FORBIDDEN {
+        "forbidden"
+    } else {
+        "unauthorized"
+    }
+}
+
+fn admission_refusal(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::NodeFull => ApiError::unavailable(
+            "too many connections",
+            "this node has as many sessions as it may hold; retry later or elsewhere",
+        ),
+        Refusal::TooManyFromIp => ApiError::too_many_requests(
+            "too many open connections from this address",
+            crate::config::RETRY_AFTER_SECS,
+        ),
+        Refusal::UpgradeRateExceeded { retry_after_secs } => ApiError::too_many_requests(
+            "too many connection attempts from this address; slow down",
+            retry_after_secs,
+        ),
+    }
 }

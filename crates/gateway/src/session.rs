@@ -21,18 +21,24 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
-use weft_protocol::{Message, SyncMessage, decode_frame};
+use weft_protocol::{AuthMessage, Message, SyncMessage, decode_frame};
 use weft_sync::{Outbound, PublishError, Session, SyncError};
 
 use crate::GatewayConfig;
+use crate::auth::Access;
 use crate::config::{CLOSE_GRACE, MAX_UPDATES_IN_FLIGHT};
 use crate::error::close_code;
+use crate::limits::{ConnectionPermit, UpdateRateLimiter};
 
 /// Everything a session task needs, gathered before the upgrade.
 #[derive(Debug)]
 pub struct SessionParts {
     /// The joined document.
     pub session: Session,
+    /// What the client may do: a read-only session's updates are ignored.
+    pub access: Access,
+    /// The session's place in the connection limits, held until it ends.
+    pub permit: ConnectionPermit,
     /// Frames for this client (broadcasts and replies), bounded.
     pub outbox: mpsc::Receiver<Outbound>,
     /// Tripped by the document when the outbox overflowed.
@@ -82,16 +88,23 @@ where
 {
     let SessionParts {
         session,
+        access,
+        permit,
         outbox,
         overflowed,
         stop,
         config,
     } = parts;
     let (close_sender, close_receiver) = oneshot::channel();
-    let greeting = session.greeting();
+    let mut greeting = session.greeting();
+    if access == Access::Read {
+        greeting.push(Bytes::from(
+            Message::Auth(AuthMessage::PermissionDenied(READ_ONLY_REASON.to_owned())).encode(),
+        ));
+    }
     let writer = write_loop(sink, outbox, greeting, close_receiver, &config).fuse();
     tokio::pin!(writer);
-    let reader = read_loop(stream, &session, &overflowed, &stop, &config);
+    let reader = read_loop(stream, &session, access, &overflowed, &stop, &config);
     let closing = tokio::select! {
         closing = reader => closing,
         () = &mut writer => Some(Closing::new(close_code::GOING_AWAY, "connection lost")),
@@ -105,12 +118,17 @@ where
             debug!("peer did not take the close frame in time; dropping the connection");
         }
     }
+    drop(permit);
     closing
 }
+
+/// What a read-only client is told right after the greeting.
+const READ_ONLY_REASON: &str = "read-only: updates from this session are not applied";
 
 async fn read_loop<R>(
     mut stream: R,
     session: &Session,
+    access: Access,
     overflowed: &CancellationToken,
     stop: &CancellationToken,
     config: &GatewayConfig,
@@ -120,6 +138,8 @@ where
 {
     let mut acks = FuturesUnordered::new();
     let mut deadline = Instant::now() + config.heartbeat_timeout;
+    let mut idle_deadline = Instant::now() + config.idle_timeout;
+    let mut rate = UpdateRateLimiter::new(config.max_updates_per_second);
     loop {
         tokio::select! {
             biased;
@@ -138,6 +158,9 @@ where
             () = tokio::time::sleep_until(deadline) => {
                 return Some(Closing::new(close_code::GOING_AWAY, "heartbeat timeout"));
             }
+            () = tokio::time::sleep_until(idle_deadline) => {
+                return Some(Closing::new(close_code::GOING_AWAY, "idle timeout"));
+            }
             received = stream.next(), if acks.len() < MAX_UPDATES_IN_FLIGHT => {
                 deadline = Instant::now() + config.heartbeat_timeout;
                 let message = match received {
@@ -145,7 +168,11 @@ where
                     Some(Err(failure)) => return closing_for_read_error(failure),
                     Some(Ok(message)) => message,
                 };
-                match handle_message(message, session).await {
+                if !matches!(message, WsMessage::Ping(_) | WsMessage::Pong(_)) {
+                    idle_deadline = Instant::now() + config.idle_timeout;
+                }
+                let policy = Policy { access, rate: &mut rate };
+                match handle_message(message, session, policy).await {
                     Handled::Continue => {}
                     Handled::Pending(ack) => acks.push(ack.wait()),
                     Handled::Close(closing) => return closing,
@@ -161,7 +188,13 @@ enum Handled {
     Close(Option<Closing>),
 }
 
-async fn handle_message(message: WsMessage, session: &Session) -> Handled {
+/// What a session may do, checked per message.
+struct Policy<'a> {
+    access: Access,
+    rate: &'a mut UpdateRateLimiter,
+}
+
+async fn handle_message(message: WsMessage, session: &Session, policy: Policy<'_>) -> Handled {
     let frame = match message {
         WsMessage::Binary(frame) => frame,
         WsMessage::Ping(_) | WsMessage::Pong(_) => return Handled::Continue,
@@ -188,6 +221,20 @@ async fn handle_message(message: WsMessage, session: &Session) -> Handled {
             reply(session, session.answer_sync_step1(&client_state))
         }
         Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+            if policy.access == Access::Read {
+                debug!(
+                    bytes = update.len(),
+                    "ignoring an update from a read-only session"
+                );
+                return Handled::Continue;
+            }
+            if !policy.rate.try_acquire(Instant::now()) {
+                info!("update rate exceeded; closing so the client re-syncs");
+                return Handled::Close(Some(Closing::new(
+                    close_code::POLICY_VIOLATION,
+                    "update rate exceeded",
+                )));
+            }
             match session.submit_update(update).await {
                 Ok(Some(ack)) => Handled::Pending(ack),
                 Ok(None) => Handled::Continue,

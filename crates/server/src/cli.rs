@@ -3,6 +3,7 @@
 //! default.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -102,6 +103,62 @@ pub(crate) struct ServeArgs {
     /// the heartbeat interval.
     #[arg(long, env = "WEFT_HEARTBEAT_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
     pub(crate) heartbeat_timeout: Duration,
+
+    /// A session that sends no message (pongs do not count) this long is closed.
+    #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub(crate) idle_timeout: Duration,
+
+    #[command(flatten)]
+    pub(crate) auth: AuthArgs,
+
+    #[command(flatten)]
+    pub(crate) limits: LimitArgs,
+}
+
+/// Authentication of upgrades. Without a key, Weft runs open.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub(crate) struct AuthArgs {
+    /// Verify HS256 JWTs with this shared secret.
+    #[arg(long, env = "WEFT_AUTH_JWT_SECRET", hide_env_values = true)]
+    pub(crate) auth_jwt_secret: Option<String>,
+
+    /// Verify JWTs with this PEM public key file (RSA: RS256, EC P-256:
+    /// ES256, Ed25519: EdDSA).
+    #[arg(long, env = "WEFT_AUTH_JWT_PUBLIC_KEY")]
+    pub(crate) auth_jwt_public_key: Option<PathBuf>,
+}
+
+/// Admission and rate limits.
+#[derive(Debug, Args)]
+pub(crate) struct LimitArgs {
+    /// Sessions this node holds at once; past it upgrades get 503.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_connections: u64,
+
+    /// Sessions one client address holds at once; past it upgrades get 429.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_connections_per_ip: u64,
+
+    /// Upgrade attempts per second from one address (burst twice that);
+    /// past it upgrades get 429 with Retry-After.
+    #[arg(long, env = "WEFT_MAX_UPGRADES_PER_IP_PER_SECOND", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_upgrades_per_ip_per_second: u32,
+
+    /// Updates one session may send per second (burst twice that); past it
+    /// the session is closed with 1008 and re-syncs on reconnect. 0: no limit.
+    #[arg(long, env = "WEFT_MAX_UPDATES_PER_SECOND", default_value_t = 200)]
+    pub(crate) max_updates_per_second: u32,
+
+    /// Documents held in memory at once; an upgrade that would load one more
+    /// gets 503 with Retry-After.
+    #[arg(long, env = "WEFT_MAX_DOCUMENTS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_documents: u64,
+
+    /// Origins allowed to open sessions (comma-separated exact values of the
+    /// Origin header, e.g. https://app.example.com). Unset: any origin.
+    #[arg(long, env = "WEFT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub(crate) allowed_origins: Vec<String>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -13,16 +13,32 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
+use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use weft_gateway::auth::{Authenticator, JwtVerifier};
+use weft_gateway::limits::{Admission, LimitsConfig};
 use weft_gateway::{AppState, GatewayConfig, Lifecycle};
 use weft_sync::{CommitterConfig, Registry, RegistryConfig};
 
-use crate::cli::ServeArgs;
+use crate::cli::{AuthArgs, ServeArgs};
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let gateway_config = gateway_config(&args)?;
-    let registry_config = registry_config(&args);
+    let registry_config = registry_config(&args)?;
+    let auth = authenticator(&args.auth)?;
+    let admission = Admission::new(LimitsConfig {
+        max_connections: to_usize(
+            args.limits.max_connections,
+            "--max-connections / WEFT_MAX_CONNECTIONS",
+        )?,
+        max_connections_per_ip: to_usize(
+            args.limits.max_connections_per_ip,
+            "--max-connections-per-ip / WEFT_MAX_CONNECTIONS_PER_IP",
+        )?,
+        upgrades_per_ip_per_second: args.limits.max_upgrades_per_ip_per_second,
+    });
     let store = weft_persistence::open_store(&args.store)
         .await
         .with_context(|| format!("--store / WEFT_STORE `{}`", args.store))?;
@@ -37,6 +53,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         registry: registry.clone(),
         lifecycle: lifecycle.clone(),
         config: Arc::new(gateway_config),
+        auth: auth.clone(),
+        admission,
     };
     let http_stop = CancellationToken::new();
     // Yjs frames are small and latency-bound: without TCP_NODELAY, Nagle's
@@ -47,11 +65,18 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     let server = tokio::spawn(
-        axum::serve(listener, weft_gateway::router(state))
-            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-            .into_future(),
+        axum::serve(
+            listener,
+            weft_gateway::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(http_stop.clone().cancelled_owned())
+        .into_future(),
     );
-    warn!("no authentication is configured: any client can read and write every document");
+    if auth.is_open() {
+        warn!(
+            "NO AUTHENTICATION: neither --auth-jwt-secret nor --auth-jwt-public-key is set, so any client can read and write every document"
+        );
+    }
     info!(listen = %local_addr, store = %args.store, "weft node ready");
 
     let signal = crate::shutdown::signal().await?;
@@ -105,11 +130,48 @@ fn gateway_config(args: &ServeArgs) -> anyhow::Result<GatewayConfig> {
             .context("--send-queue-frames / WEFT_SEND_QUEUE_FRAMES does not fit this platform")?,
         heartbeat_interval: args.heartbeat_interval,
         heartbeat_timeout: args.heartbeat_timeout,
+        idle_timeout: args.idle_timeout,
+        max_updates_per_second: args.limits.max_updates_per_second,
+        allowed_origins: args
+            .limits
+            .allowed_origins
+            .iter()
+            .map(|origin| origin.trim().to_owned())
+            .filter(|origin| !origin.is_empty())
+            .collect(),
     })
 }
 
-fn registry_config(args: &ServeArgs) -> RegistryConfig {
-    RegistryConfig {
+fn authenticator(args: &AuthArgs) -> anyhow::Result<Authenticator> {
+    if let Some(secret) = &args.auth_jwt_secret {
+        let verifier = JwtVerifier::hs256(secret.as_bytes())
+            .context("--auth-jwt-secret / WEFT_AUTH_JWT_SECRET")?;
+        return Ok(Authenticator::Jwt(Arc::new(verifier)));
+    }
+    if let Some(path) = &args.auth_jwt_public_key {
+        let pem = std::fs::read(path).with_context(|| {
+            format!(
+                "--auth-jwt-public-key / WEFT_AUTH_JWT_PUBLIC_KEY: read {}",
+                path.display()
+            )
+        })?;
+        let verifier = JwtVerifier::from_public_key_pem(&pem).with_context(|| {
+            format!(
+                "--auth-jwt-public-key / WEFT_AUTH_JWT_PUBLIC_KEY: {}",
+                path.display()
+            )
+        })?;
+        return Ok(Authenticator::Jwt(Arc::new(verifier)));
+    }
+    Ok(Authenticator::Open)
+}
+
+fn to_usize(value: u64, setting: &str) -> anyhow::Result<usize> {
+    usize::try_from(value).with_context(|| format!("{setting} does not fit this platform"))
+}
+
+fn registry_config(args: &ServeArgs) -> anyhow::Result<RegistryConfig> {
+    Ok(RegistryConfig {
         committer: CommitterConfig {
             window: args.commit_window,
             ..CommitterConfig::default()
@@ -118,6 +180,10 @@ fn registry_config(args: &ServeArgs) -> RegistryConfig {
         snapshot_debounce: args.snapshot_debounce,
         snapshot_max_delay: args.snapshot_max_delay,
         snapshot_max_updates: args.snapshot_max_updates,
+        max_documents: to_usize(
+            args.limits.max_documents,
+            "--max-documents / WEFT_MAX_DOCUMENTS",
+        )?,
         ..RegistryConfig::default()
-    }
+    })
 }

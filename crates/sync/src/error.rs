@@ -14,6 +14,9 @@ pub enum SyncError {
     /// The document could not be loaded from the store.
     #[error("load document")]
     Load(#[source] StoreError),
+    /// The node holds `max_documents` documents; this one would be one more.
+    #[error("too many documents loaded")]
+    TooManyDocuments,
     /// The registry is shutting down and takes no new work.
     #[error("shutting down")]
     ShuttingDown,

@@ -41,6 +41,9 @@ pub struct RegistryConfig {
     pub snapshot_max_updates: u64,
     /// Period of the housekeeping task.
     pub tick: Duration,
+    /// Most documents held in memory at once; joining one more is refused
+    /// ([`SyncError::TooManyDocuments`]) until an idle one is unloaded.
+    pub max_documents: usize,
 }
 
 impl Default for RegistryConfig {
@@ -52,6 +55,7 @@ impl Default for RegistryConfig {
             snapshot_max_delay: Duration::from_secs(30),
             snapshot_max_updates: 1000,
             tick: Duration::from_millis(250),
+            max_documents: 10_000,
         }
     }
 }
@@ -73,15 +77,19 @@ impl Documents {
         }
     }
 
-    fn get_or_insert(&self, name: &str) -> Arc<Document> {
+    /// The loaded document, or a new one if fewer than `max` are loaded.
+    fn get_or_insert(&self, name: &str, max: usize) -> Option<Arc<Document>> {
         let mut loaded = self.loaded.lock();
         if let Some(document) = loaded.get(name) {
-            return document.clone();
+            return Some(document.clone());
+        }
+        if loaded.len() >= max {
+            return None;
         }
         let name: DocName = Arc::from(name);
         let document = Arc::new(Document::new(name.clone()));
         loaded.insert(name, document.clone());
-        document
+        Some(document)
     }
 
     fn all(&self) -> Vec<Arc<Document>> {
@@ -159,7 +167,13 @@ impl Registry {
             return Err(SyncError::ShuttingDown);
         }
         let id = SessionId::from_raw(self.inner.next_session.fetch_add(1, Ordering::Relaxed));
-        let document = self.inner.documents.get_or_insert(name);
+        let Some(document) = self
+            .inner
+            .documents
+            .get_or_insert(name, self.inner.config.max_documents)
+        else {
+            return Err(SyncError::TooManyDocuments);
+        };
         document.add_session(id, outbox);
         // Created before loading so that a failed or abandoned load still
         // detaches the session when it is dropped.

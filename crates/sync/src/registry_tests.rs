@@ -403,3 +403,31 @@ fn hex(text: &str) -> Vec<u8> {
         .map(|at| u8::from_str_radix(&text[at..at + 2], 16).unwrap())
         .collect()
 }
+
+#[tokio::test(start_paused = true)]
+async fn past_max_documents_a_new_document_is_refused_until_one_unloads() {
+    let store = Arc::new(MemoryStore::new());
+    let config = RegistryConfig {
+        max_documents: 2,
+        ..test_config()
+    };
+    let registry = Registry::start(store, config);
+    let first = join(&registry, "one", 16).await;
+    let _second = join(&registry, "two", 16).await;
+    let (frames, _receiver) = mpsc::channel(16);
+    let refused = registry
+        .join(
+            "three",
+            SessionOutbox {
+                frames,
+                overflowed: CancellationToken::new(),
+            },
+        )
+        .await;
+    assert!(matches!(refused, Err(crate::SyncError::TooManyDocuments)));
+    let _again = join(&registry, "one", 16).await;
+    drop(first);
+    drop(_again);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let _third = join(&registry, "three", 16).await;
+}

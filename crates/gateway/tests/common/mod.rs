@@ -67,6 +67,12 @@ impl TestServer {
             registry,
             lifecycle: Lifecycle::new(),
             config: Arc::new(config),
+            auth: weft_gateway::auth::Authenticator::Open,
+            admission: weft_gateway::limits::Admission::new(weft_gateway::limits::LimitsConfig {
+                max_connections: 10_000,
+                max_connections_per_ip: 10_000,
+                upgrades_per_ip_per_second: 10_000,
+            }),
         };
         let app = weft_gateway::router(state.clone());
         // As `weft serve` does: Yjs frames are small and latency-bound.
