@@ -293,7 +293,7 @@ e2e('--max-updates-per-second: a flooding session is closed with 1008, reconnect
     on: other, timeout: 30000, what: `the other client to have all ${TOKENS} tokens`,
     detail: () => `other has ${other.doc.getArray('array').length}; flooder close codes ${JSON.stringify(flooder.closeCodes)}, connected=${flooder.provider.wsconnected}`
   })
-  report('flooded updates complete on a peer after the 1008 and reconnect', now() - started)
+  report('flooded updates complete on a peer after the rate-limit close and reconnect', now() - started)
   await waitConverged([flooder, other, calm], { types: { text: [], map: [], array: ['array', 'calm'] } })
   const seen = new Map()
   for (const tok of other.doc.getArray('array').toJSON()) seen.set(tok, (seen.get(tok) || 0) + 1)

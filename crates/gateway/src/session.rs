@@ -81,7 +81,7 @@ pub async fn run_session(socket: WebSocket, parts: SessionParts) {
 }
 
 /// Runs reader and writer until the session ends; returns the close sent.
-pub async fn drive<W, R>(sink: W, stream: R, parts: SessionParts) -> Option<Closing>
+pub async fn drive<W, R>(sink: W, mut stream: R, parts: SessionParts) -> Option<Closing>
 where
     W: Sink<WsMessage> + Unpin,
     R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
@@ -104,18 +104,20 @@ where
     }
     let writer = write_loop(sink, outbox, greeting, close_receiver, &config).fuse();
     tokio::pin!(writer);
-    let reader = read_loop(stream, &session, access, &overflowed, &stop, &config);
+    let reader = read_loop(&mut stream, &session, access, &overflowed, &stop, &config);
     let closing = tokio::select! {
         closing = reader => closing,
         () = &mut writer => Some(Closing::new(close_code::GOING_AWAY, "connection lost")),
     };
     if !writer.is_terminated() {
         let _writer_may_have_ended = close_sender.send(closing.clone());
-        if tokio::time::timeout(CLOSE_GRACE, &mut writer)
-            .await
-            .is_err()
-        {
-            debug!("peer did not take the close frame in time; dropping the connection");
+        // Keep reading (and discarding) while the close frame goes out, until
+        // the peer answers it: dropping a socket with unread input makes the
+        // kernel reset the connection, and a client still writing (a flood)
+        // would then see 1006 instead of our close code.
+        let linger = futures::future::join(&mut writer, discard_until_close(&mut stream));
+        if tokio::time::timeout(CLOSE_GRACE, linger).await.is_err() {
+            debug!("peer did not complete the close handshake in time; dropping the connection");
         }
     }
     drop(permit);
@@ -125,8 +127,21 @@ where
 /// What a read-only client is told right after the greeting.
 const READ_ONLY_REASON: &str = "read-only: updates from this session are not applied";
 
+/// Reads and drops frames until the peer's close frame or the end of the
+/// stream (bounded in time by the caller).
+async fn discard_until_close<R>(stream: &mut R)
+where
+    R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+{
+    while let Some(Ok(message)) = stream.next().await {
+        if matches!(message, WsMessage::Close(_)) {
+            return;
+        }
+    }
+}
+
 async fn read_loop<R>(
-    mut stream: R,
+    stream: &mut R,
     session: &Session,
     access: Access,
     overflowed: &CancellationToken,
@@ -341,8 +356,9 @@ async fn write_loop<W>(
                 if let Ok(Some(closing)) = closing {
                     let frame = CloseFrame { code: closing.code, reason: closing.reason.into() };
                     let _peer_may_be_gone = sink.send(WsMessage::Close(Some(frame))).await;
+                } else {
+                    let _peer_may_be_gone = sink.close().await;
                 }
-                let _peer_may_be_gone = sink.close().await;
                 return;
             }
             frame = outbox.recv() => {
