@@ -8,11 +8,10 @@ use std::collections::HashMap;
 
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use weft_protocol::{AwarenessUpdate, Message, StateVector, SyncMessage};
-use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, ReadTxn, Transact, Update};
+use yrs::{Doc, ReadTxn, Transact};
 
 use crate::DocName;
 use crate::awareness::AwarenessTable;
@@ -290,15 +289,14 @@ fn apply_to(ydoc: &Doc, name: &str, seq: LogSeq, update: &[u8]) {
         warn!(doc = %name, seq, error = %error, "stored update is implausible; skipped");
         return;
     }
-    let decoded = match Update::decode_v1(update) {
-        Ok(decoded) => decoded,
-        Err(error) => {
-            warn!(doc = %name, seq, error = %error, "stored update does not decode; skipped");
-            return;
+    match crate::ycheck::apply_contained(ydoc, update) {
+        Ok(()) => {}
+        Err(crate::ycheck::ApplyFailure::Panicked) => {
+            error!(doc = %name, seq, "yrs panicked applying a committed update; skipped");
         }
-    };
-    if let Err(error) = ydoc.transact_mut().apply_update(decoded) {
-        warn!(doc = %name, seq, error = %error, "update failed to apply; skipped");
+        Err(failure) => {
+            warn!(doc = %name, seq, error = %failure, "update failed to apply; skipped")
+        }
     }
 }
 

@@ -32,6 +32,9 @@ pub enum InvalidUpdate {
     /// `yrs` could not decode it.
     #[error("yrs could not decode it")]
     Decode(#[from] yrs::encoding::read::Error),
+    /// `yrs` panics applying it (to an empty document).
+    #[error("yrs cannot apply it")]
+    Unappliable(#[source] crate::ycheck::ApplyFailure),
 }
 
 /// Why an update was not made durable. The submitting session must be

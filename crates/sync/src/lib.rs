@@ -32,6 +32,7 @@
 //! - [`registry`]: loaded documents by name, loading, unloading, snapshots,
 //!   shutdown.
 //! - [`session`]: what a gateway session holds and calls.
+//! - [`ycheck`]: containing `yrs` panics on input from the network.
 //! - `conformance` (feature `test-util`): the suite every store passes.
 
 pub mod awareness;
@@ -46,6 +47,7 @@ pub mod registry;
 mod registry_tests;
 pub mod session;
 pub mod store;
+pub mod ycheck;
 
 pub use committer::{Committer, CommitterConfig};
 pub use document::Document;

@@ -13,7 +13,7 @@ use yrs::updates::decoder::Decode;
 
 use crate::document::Document;
 use crate::registry::RegistryInner;
-use crate::{LogSeq, PublishError, SyncError};
+use crate::{InvalidUpdate, LogSeq, PublishError, SyncError};
 
 /// Identifies one session (one client connection to one document) within
 /// this process.
@@ -143,6 +143,8 @@ impl Session {
         if decoded.is_empty() {
             return Ok(None);
         }
+        crate::ycheck::trial_apply(&update)
+            .map_err(|failure| SyncError::InvalidUpdate(InvalidUpdate::Unappliable(failure)))?;
         let receiver = self
             .registry
             .committer

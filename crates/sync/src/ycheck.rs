@@ -1,0 +1,59 @@
+//! Containing `yrs` on input from the network.
+//!
+//! `yrs` can panic on a crafted update (fuzzing found an `unwrap` on `None`
+//! in `BlockStore::push`, yrs 0.28.1). A panic on the commit path would stop
+//! the committer for every document, and an update that panics on apply but
+//! is already in the log would make its document impossible to load. So:
+//!
+//! - before an update is committed, [`trial_apply`] applies it to a scratch
+//!   document under `catch_unwind`; an update that panics there is refused
+//!   like one that does not decode (the session is closed, nothing is
+//!   stored);
+//! - every apply to a live document goes through [`apply_contained`], which
+//!   also catches a panic, so an update that only panics against some
+//!   existing state is logged and skipped instead of taking the node down.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, Transact, Update};
+
+/// Why `yrs` would not take an update.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyFailure {
+    /// It does not decode.
+    #[error("does not decode")]
+    Decode(#[source] yrs::encoding::read::Error),
+    /// It decodes but `yrs` refused to apply it.
+    #[error("refused by yrs")]
+    Refused(#[source] yrs::error::UpdateError),
+    /// `yrs` panicked on it.
+    #[error("yrs panicked applying it")]
+    Panicked,
+}
+
+/// Applies `update` to `doc`, containing a panic of `yrs`.
+pub(crate) fn apply_contained(doc: &Doc, update: &[u8]) -> Result<(), ApplyFailure> {
+    let decoded = Update::decode_v1(update).map_err(ApplyFailure::Decode)?;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        doc.transact_mut().apply_update(decoded)
+    }));
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(refused)) => Err(ApplyFailure::Refused(refused)),
+        Err(_panic) => Err(ApplyFailure::Panicked),
+    }
+}
+
+/// Applies `update` to a fresh scratch document to see whether `yrs` panics
+/// on it. Costs one extra apply of the update on an empty document (an
+/// update that depends on missing state is only parked there, cheaply).
+pub(crate) fn trial_apply(update: &[u8]) -> Result<(), ApplyFailure> {
+    let scratch = Doc::new();
+    match apply_contained(&scratch, update) {
+        Err(ApplyFailure::Panicked) => Err(ApplyFailure::Panicked),
+        Err(ApplyFailure::Decode(error)) => Err(ApplyFailure::Decode(error)),
+        // A refusal on an empty document says nothing about the live one.
+        Ok(()) | Err(ApplyFailure::Refused(_)) => Ok(()),
+    }
+}
