@@ -316,8 +316,10 @@ impl fmt::Debug for ConnectionPermit {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        self.inner.release_ip(self.ip);
+        // Reverse order of acquisition (per-IP, then node): the node count
+        // then never exceeds what the per-IP counts allow, even for a moment.
         self.inner.release_node();
+        self.inner.release_ip(self.ip);
     }
 }
 
