@@ -160,3 +160,35 @@ async fn a_silent_client_is_dropped_with_1001_after_the_heartbeat_timeout() {
         connected.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_client_that_only_answers_pings_is_closed_after_the_idle_timeout() {
+    // Pongs keep the heartbeat alive but are not activity: a session that
+    // sends no message for the idle timeout is closed with 1001.
+    let idle = Duration::from_millis(600);
+    let config = GatewayConfig {
+        heartbeat_interval: Duration::from_millis(100),
+        heartbeat_timeout: Duration::from_secs(5),
+        idle_timeout: idle,
+        ..GatewayConfig::default()
+    };
+    let server = TestServer::start(config).await;
+    let mut quiet = server.join("/idle", 1).await;
+    let joined = Instant::now();
+    let mut pings = 0;
+    let code = loop {
+        match quiet.client.next_raw(WAIT).await {
+            Some(Ok(WsMessage::Ping(_))) => pings += 1,
+            Some(Ok(WsMessage::Close(Some(frame)))) => break u16::from(frame.code),
+            other => panic!("expected pings then a close, got {other:?}"),
+        }
+        assert!(pings < 100, "never closed");
+    };
+    assert_eq!(code, close_code::GOING_AWAY);
+    assert!(pings >= 2, "it answered pings meanwhile ({pings})");
+    assert!(
+        joined.elapsed() >= idle / 2,
+        "closed after {:?}",
+        joined.elapsed()
+    );
+}
