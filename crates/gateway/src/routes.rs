@@ -75,9 +75,8 @@ async fn readyz(state: &AppState) -> Response {
     if state.lifecycle.is_draining() {
         return ApiError::unavailable("draining", "this node is shutting down").into_response();
     }
-    if !state.registry.check_store().await {
-        return ApiError::unavailable("not ready", "the document store does not answer")
-            .into_response();
+    if let Err(reason) = state.registry.check_ready().await {
+        return ApiError::unavailable("not ready", reason).into_response();
     }
     axum::Json(serde_json::json!({ "status": "ready" })).into_response()
 }
@@ -151,6 +150,13 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
             Err(SyncError::ShuttingDown) => {
                 return ApiError::unavailable("draining", "this node is shutting down; reconnect")
                     .into_response();
+            }
+            Err(SyncError::NotConnected) => {
+                return ApiError::unavailable(
+                    "not ready",
+                    "this node is not connected to its message bus yet; retry",
+                )
+                .into_response();
             }
             Err(SyncError::TooManyDocuments) => {
                 return ApiError::unavailable(

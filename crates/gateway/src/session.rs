@@ -304,9 +304,13 @@ fn reply(session: &Session, frame: Outbound) -> Handled {
 fn closing_for_publish(failure: &PublishError) -> Closing {
     match failure {
         PublishError::Stopped => Closing::new(close_code::SERVICE_RESTART, "server restarting"),
-        PublishError::Store(_) => {
+        PublishError::Failed(_) => {
             Closing::new(close_code::INTERNAL_ERROR, "update could not be stored")
         }
+        PublishError::Unavailable => Closing::new(
+            close_code::TRY_AGAIN_LATER,
+            "update log unavailable; reconnect",
+        ),
     }
 }
 

@@ -216,7 +216,7 @@ async fn text_survives_a_registry_restart_on_sqlite() {
         let store = weft_persistence::open_store(&url)
             .await
             .expect("open the SQLite store");
-        let registry = Registry::start(store, RegistryConfig::default());
+        let registry = Registry::embedded(store, RegistryConfig::default());
         let server = TestServer::with_registry(registry.clone(), GatewayConfig::default()).await;
         let base = 10 * u64::try_from(round).expect("small round");
         let mut writer = server.join("/notes/durable", base + 1).await;
@@ -244,7 +244,7 @@ async fn text_survives_a_registry_restart_on_sqlite() {
     let store = weft_persistence::open_store(&url)
         .await
         .expect("reopen the SQLite store");
-    let registry = Registry::start(store, RegistryConfig::default());
+    let registry = Registry::embedded(store, RegistryConfig::default());
     let server = TestServer::with_registry(registry.clone(), GatewayConfig::default()).await;
     let reader = server.join("/notes/durable", 100).await;
     assert_eq!(reader.text(), expected);

@@ -21,7 +21,8 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a node: WebSocket sessions for y-websocket clients, health and
-    /// readiness, on the embedded SQLite store.
+    /// readiness. Alone on the embedded SQLite store by default; with
+    /// `--kafka-brokers`, one node of a cluster sharing a Kafka topic.
     Serve(ServeArgs),
 }
 
@@ -113,6 +114,78 @@ pub(crate) struct ServeArgs {
 
     #[command(flatten)]
     pub(crate) limits: LimitArgs,
+
+    #[command(flatten)]
+    pub(crate) kafka: KafkaArgs,
+}
+
+/// Clustering through Kafka. Without `--kafka-brokers` the node runs alone
+/// on its embedded store.
+#[derive(Debug, Args)]
+pub(crate) struct KafkaArgs {
+    /// Kafka bootstrap servers (`host:port[,host:port...]`). Set: this node
+    /// joins the cluster that shares the topic; unset: embedded single node.
+    #[arg(long, env = "WEFT_KAFKA_BROKERS")]
+    pub(crate) kafka_brokers: Option<String>,
+
+    /// The updates topic. Awareness and heartbeats use `<topic>-awareness`.
+    #[arg(long, env = "WEFT_KAFKA_TOPIC", default_value = "weft-updates")]
+    pub(crate) kafka_topic: String,
+
+    /// Partitions of the topics when Weft creates them (an existing topic
+    /// keeps its count). Documents spread over partitions by key.
+    #[arg(long, env = "WEFT_KAFKA_PARTITIONS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub(crate) kafka_partitions: i32,
+
+    /// Replication factor of the topics when Weft creates them. Use 3 in
+    /// production so `acks=all` means three copies.
+    #[arg(long, env = "WEFT_KAFKA_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub(crate) kafka_replication_factor: i32,
+
+    /// This node's name in the cluster (records' origin, peers' liveness).
+    /// Default: the host name (a pod's name on Kubernetes).
+    #[arg(long, env = "WEFT_NODE_ID")]
+    pub(crate) node_id: Option<String>,
+
+    /// librdkafka `linger.ms`: how long the producer waits to batch. Lower
+    /// is lower latency; higher, fewer and larger produce requests.
+    #[arg(long, env = "WEFT_KAFKA_LINGER_MS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub(crate) kafka_linger_ms: u64,
+
+    /// librdkafka `fetch.wait.max.ms`: the longest a fetch waits for data.
+    /// Kafka answers early when data arrives, so this bounds idle polling;
+    /// brokers that always wait it out (Tansu) add it to cross-node latency.
+    #[arg(long, env = "WEFT_KAFKA_FETCH_WAIT_MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub(crate) kafka_fetch_wait_ms: u64,
+
+    /// How long an update may wait for the broker's acknowledgement before
+    /// it fails and its session is closed (1011; the client re-sends).
+    #[arg(long, env = "WEFT_KAFKA_PUBLISH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub(crate) kafka_publish_timeout: Duration,
+
+    /// Any librdkafka property, `key=value`, repeatable (comma-separated in
+    /// the environment variable), e.g. `security.protocol=ssl`. Applied
+    /// last, so it overrides Weft's own settings.
+    #[arg(long = "kafka-option", env = "WEFT_KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
+    pub(crate) kafka_options: Vec<(String, String)>,
+
+    /// How often this node tells its peers it is alive.
+    #[arg(long, env = "WEFT_NODE_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub(crate) node_heartbeat_interval: Duration,
+
+    /// A peer silent this long is taken for dead and its clients' cursors
+    /// removed. Must exceed the heartbeat interval.
+    #[arg(long, env = "WEFT_NODE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) node_timeout: Duration,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("expected key=value, got `{text}`")),
+    }
 }
 
 /// Authentication of upgrades. Without a key, Weft runs open.

@@ -1,4 +1,5 @@
-//! `weft serve`: one node on the embedded store.
+//! `weft serve`: one node, alone on the embedded store or, with
+//! `--kafka-brokers`, one of a cluster sharing a Kafka topic.
 //!
 //! Shutdown order (SIGTERM or ctrl-c), all within `--shutdown-grace`:
 //! 1. readiness goes false and new upgrades get 503 (the listener stays open
@@ -20,13 +21,14 @@ use tracing::{info, warn};
 use weft_gateway::auth::{Authenticator, JwtVerifier};
 use weft_gateway::limits::{Admission, LimitsConfig};
 use weft_gateway::{AppState, GatewayConfig, Lifecycle};
-use weft_sync::{CommitterConfig, Registry, RegistryConfig};
+use weft_sync::{CommitterConfig, LogBus, MessageBus, NodeMode, Origin, Registry, RegistryConfig};
 
-use crate::cli::{AuthArgs, ServeArgs};
+use crate::cli::{AuthArgs, KafkaArgs, ServeArgs};
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let gateway_config = gateway_config(&args)?;
     let registry_config = registry_config(&args)?;
+    let kafka = kafka_config(&args.kafka)?;
     let auth = authenticator(&args.auth)?;
     let admission = Admission::new(LimitsConfig {
         max_connections: to_usize(
@@ -47,7 +49,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--listen / WEFT_LISTEN {}: bind", args.listen))?;
     let local_addr = listener.local_addr().context("read the bound address")?;
 
-    let registry = Registry::start(store, registry_config);
+    let bus: Arc<dyn MessageBus> = match kafka {
+        Some(config) => {
+            info!(brokers = %config.brokers, topic = %config.topic, node = %config.origin, "cluster mode: updates go through Kafka");
+            Arc::new(weft_kafka::KafkaBus::new(config).context("--kafka-* settings")?)
+        }
+        None => Arc::new(LogBus::new(store.clone(), &node_id(&args.kafka))),
+    };
+    let registry = Registry::start(store, bus, registry_config);
     let lifecycle = Lifecycle::new();
     let state = AppState {
         registry: registry.clone(),
@@ -77,7 +86,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "NO AUTHENTICATION: neither --auth-jwt-secret nor --auth-jwt-public-key is set, so any client can read and write every document"
         );
     }
-    info!(listen = %local_addr, store = %args.store, "weft node ready");
+    info!(listen = %local_addr, store = %args.store, "weft node listening");
 
     let signal = crate::shutdown::signal().await?;
     info!(signal, grace = ?args.shutdown_grace, "draining");
@@ -184,6 +193,58 @@ fn registry_config(args: &ServeArgs) -> anyhow::Result<RegistryConfig> {
             args.limits.max_documents,
             "--max-documents / WEFT_MAX_DOCUMENTS",
         )?,
+        mode: if args.kafka.kafka_brokers.is_some() {
+            NodeMode::Cluster
+        } else {
+            NodeMode::Embedded
+        },
+        heartbeat_interval: args.kafka.node_heartbeat_interval,
+        peer_timeout: args.kafka.node_timeout,
         ..RegistryConfig::default()
     })
+}
+
+/// The Kafka settings, if clustering is on.
+fn kafka_config(args: &KafkaArgs) -> anyhow::Result<Option<weft_kafka::KafkaConfig>> {
+    let Some(brokers) = &args.kafka_brokers else {
+        return Ok(None);
+    };
+    if args.node_heartbeat_interval.is_zero() {
+        bail!("--node-heartbeat-interval / WEFT_NODE_HEARTBEAT_INTERVAL must be greater than zero");
+    }
+    if args.node_timeout <= args.node_heartbeat_interval {
+        bail!(
+            "--node-timeout / WEFT_NODE_TIMEOUT ({:?}) must be longer than --node-heartbeat-interval / WEFT_NODE_HEARTBEAT_INTERVAL ({:?})",
+            args.node_timeout,
+            args.node_heartbeat_interval
+        );
+    }
+    let config = weft_kafka::KafkaConfig {
+        brokers: brokers.clone(),
+        topic: args.kafka_topic.clone(),
+        partitions: args.kafka_partitions,
+        replication_factor: args.kafka_replication_factor,
+        origin: Origin::new(node_id(args)),
+        linger: std::time::Duration::from_millis(args.kafka_linger_ms),
+        fetch_wait: std::time::Duration::from_millis(args.kafka_fetch_wait_ms),
+        publish_timeout: args.kafka_publish_timeout,
+        options: args.kafka_options.clone(),
+    };
+    config
+        .validate()
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    Ok(Some(config))
+}
+
+/// `--node-id`, else the host name, else `weft`.
+fn node_id(args: &KafkaArgs) -> String {
+    if let Some(node_id) = &args.node_id {
+        return node_id.clone();
+    }
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "weft".to_owned())
 }

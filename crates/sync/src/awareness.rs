@@ -16,6 +16,7 @@ use weft_protocol::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::block::ClientID;
 
 use crate::SessionId;
+use crate::bus::Origin;
 
 /// The JSON a removed state is encoded as.
 const REMOVED_STATE: &str = "null";
@@ -26,8 +27,24 @@ struct ClientEntry {
     /// `None` once removed; the clock is kept so a stale update cannot bring
     /// the state back.
     state: Option<Arc<str>>,
-    /// The session that last set this state.
-    owner: SessionId,
+    /// Who last set this state.
+    owner: Owner,
+}
+
+/// Who set an awareness state: a session of this node, or another node
+/// (whose own sessions are its business: it publishes their removals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// A session of this node.
+    Session(SessionId),
+    /// Another node (one incarnation of it).
+    Peer(Origin),
+}
+
+impl From<SessionId> for Owner {
+    fn from(session: SessionId) -> Self {
+        Self::Session(session)
+    }
 }
 
 /// Latest awareness state per client id.
@@ -39,7 +56,12 @@ pub struct AwarenessTable {
 impl AwarenessTable {
     /// Merges an update received from `origin` and returns the entries that
     /// changed the table (what to relay), or `None` if nothing changed.
-    pub fn apply(&mut self, update: AwarenessUpdate, origin: SessionId) -> Option<AwarenessUpdate> {
+    pub fn apply(
+        &mut self,
+        update: AwarenessUpdate,
+        origin: impl Into<Owner>,
+    ) -> Option<AwarenessUpdate> {
+        let origin = origin.into();
         let mut accepted = HashMap::new();
         for (client_id, entry) in update.clients {
             let removes = entry.json.as_ref() == REMOVED_STATE;
@@ -63,7 +85,7 @@ impl AwarenessTable {
                 ClientEntry {
                     clock: entry.clock,
                     state,
-                    owner: origin,
+                    owner: origin.clone(),
                 },
             );
             accepted.insert(client_id, entry);
@@ -101,9 +123,22 @@ impl AwarenessTable {
     /// Removes the states that `session` set and returns the removal to
     /// broadcast, or `None` if it set none.
     pub fn remove_session(&mut self, session: SessionId) -> Option<AwarenessUpdate> {
+        self.remove_where(|owner| *owner == Owner::Session(session))
+    }
+
+    /// Removes the states that incarnations of `node` other than `keep` set
+    /// (all of them for `keep = None`): the node died or restarted.
+    pub fn remove_peer(&mut self, node: &str, keep: Option<u64>) -> Option<AwarenessUpdate> {
+        self.remove_where(|owner| {
+            matches!(owner, Owner::Peer(origin)
+                if origin.node.as_ref() == node && Some(origin.incarnation) != keep)
+        })
+    }
+
+    fn remove_where(&mut self, owned: impl Fn(&Owner) -> bool) -> Option<AwarenessUpdate> {
         let mut removed = HashMap::new();
         for (client_id, entry) in &mut self.clients {
-            if entry.owner != session || entry.state.is_none() {
+            if !owned(&entry.owner) || entry.state.is_none() {
                 continue;
             }
             entry.clock = entry.clock.wrapping_add(1);
@@ -207,5 +242,28 @@ mod tests {
         );
         assert_eq!(table.present(), 1);
         assert!(table.remove_session(ALICE).is_none());
+    }
+
+    #[test]
+    fn a_dead_or_restarted_peer_loses_its_clients_only() {
+        let mut table = AwarenessTable::default();
+        let old = Origin {
+            node: Arc::from("b"),
+            incarnation: 1,
+        };
+        let new = Origin {
+            node: Arc::from("b"),
+            incarnation: 2,
+        };
+        table.apply(update(&[(1, 1, "{}")]), Owner::Peer(old));
+        table.apply(update(&[(2, 1, "{}")]), Owner::Peer(new));
+        table.apply(update(&[(3, 1, "{}")]), ALICE);
+        let restarted = table.remove_peer("b", Some(2)).unwrap();
+        assert_eq!(restarted.clients.len(), 1);
+        assert!(restarted.clients.contains_key(&ClientID::new(1)));
+        let died = table.remove_peer("b", None).unwrap();
+        assert!(died.clients.contains_key(&ClientID::new(2)));
+        assert_eq!(table.present(), 1, "the local session's client stays");
+        assert!(table.remove_peer("b", None).is_none());
     }
 }

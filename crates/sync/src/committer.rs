@@ -1,4 +1,4 @@
-//! Group commit: many sessions' updates, one transaction.
+//! Group commit: many sessions' updates, one durable publish.
 //!
 //! On stop, the queue is closed to new submissions and drained: everything
 //! already submitted is committed before the loop ends.
@@ -6,13 +6,15 @@
 //! Sessions submit updates through a bounded channel. One task takes the
 //! first waiting submission, keeps collecting for at most
 //! [`CommitterConfig::window`] (or until [`CommitterConfig::max_batch`]),
-//! appends the batch to the [`DocStore`] in one transaction, and then, in
-//! commit order, hands each committed update to the [`Documents`] (apply and
+//! publishes the batch to the [`MessageBus`] (embedded: one SQLite
+//! transaction; Kafka: every record acknowledged with `acks=all`), and then,
+//! in order, hands each durable update to the [`Documents`] (apply and
 //! broadcast) and resolves its submitter's acknowledgement.
 //!
-//! A failed append fails every submission of that batch: their sessions are
-//! closed and their clients re-send the updates when they reconnect. Nothing
-//! is applied that was not committed.
+//! A record the bus did not acknowledge fails its submission: the session is
+//! closed and its client re-sends the update when it reconnects. Nothing is
+//! applied that the log does not hold, so no node shows what the cluster
+//! will not see.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::bus::{MessageBus, Record, RecordKind};
 use crate::registry::Documents;
 use crate::session::SessionId;
-use crate::store::{DocStore, NewUpdate, StoreError};
 use crate::{DocName, LogSeq, PublishError};
 
 /// How the committer batches.
@@ -72,20 +74,14 @@ impl Committer {
     /// Starts the commit loop on `tracker`. The loop ends once every
     /// `Committer` handle is dropped and the queue is drained.
     pub(crate) fn spawn(
-        store: Arc<dyn DocStore>,
+        bus: Arc<dyn MessageBus>,
         documents: Arc<Documents>,
         config: &CommitterConfig,
         tracker: &tokio_util::task::TaskTracker,
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
         let (submissions, receiver) = mpsc::channel(config.queue_capacity);
-        tracker.spawn(commit_loop(
-            store,
-            documents,
-            config.clone(),
-            receiver,
-            stop,
-        ));
+        tracker.spawn(commit_loop(bus, documents, config.clone(), receiver, stop));
         Self { submissions }
     }
 
@@ -112,7 +108,7 @@ impl Committer {
 }
 
 async fn commit_loop(
-    store: Arc<dyn DocStore>,
+    bus: Arc<dyn MessageBus>,
     documents: Arc<Documents>,
     config: CommitterConfig,
     mut receiver: mpsc::Receiver<Submission>,
@@ -132,7 +128,7 @@ async fn commit_loop(
         let Some(first) = next else { break };
         batch.push(first);
         collect_batch(&mut receiver, &mut batch, &config).await;
-        commit_batch(store.as_ref(), &documents, &mut batch).await;
+        commit_batch(bus.as_ref(), &documents, &mut batch).await;
     }
     debug!("committer drained and stopped");
 }
@@ -152,41 +148,54 @@ async fn collect_batch(
     }
 }
 
-async fn commit_batch(store: &dyn DocStore, documents: &Documents, batch: &mut Vec<Submission>) {
-    let records: Vec<NewUpdate> = batch
+async fn commit_batch(bus: &dyn MessageBus, documents: &Documents, batch: &mut Vec<Submission>) {
+    let records: Vec<Record> = batch
         .iter()
-        .map(|submission| NewUpdate {
+        .map(|submission| Record {
             doc: submission.doc.clone(),
-            update: submission.update.clone(),
+            kind: RecordKind::Update,
+            payload: submission.update.clone(),
+            origin_session: submission.origin.raw(),
         })
         .collect();
-    let appended = store.append(&records).await.and_then(|seqs| {
-        if seqs.len() == batch.len() {
-            Ok(seqs)
-        } else {
-            Err(StoreError::new(
-                "append updates",
-                format!(
-                    "store returned {} sequence numbers for {} updates",
-                    seqs.len(),
-                    batch.len()
-                ),
-            ))
-        }
-    });
-    match appended {
-        Ok(seqs) => {
-            for (submission, seq) in batch.drain(..).zip(seqs) {
-                documents.deliver(&submission.doc, seq, &submission.update, submission.origin);
-                let _submitter_may_be_gone = submission.done.send(Ok(seq));
+    let mut results = bus.publish(&records).await;
+    if results.len() != batch.len() {
+        warn!(
+            results = results.len(),
+            updates = batch.len(),
+            "bus answered for a different number of records; failing the batch"
+        );
+        results.clear();
+    }
+    let mut results = results.into_iter();
+    let mut failed = 0_usize;
+    for submission in batch.drain(..) {
+        match results.next() {
+            Some(Ok(position)) => {
+                documents.deliver(
+                    &submission.doc,
+                    position.offset,
+                    &submission.update,
+                    Some(submission.origin),
+                );
+                let _submitter_may_be_gone = submission.done.send(Ok(position.offset));
+            }
+            Some(Err(error)) => {
+                if failed == 0 {
+                    warn!(error = %error, error.source = ?std::error::Error::source(&error), "publish update failed; closing its session");
+                }
+                failed += 1;
+                let _submitter_may_be_gone = submission.done.send(Err(PublishError::from(error)));
+            }
+            None => {
+                failed += 1;
+                let _submitter_may_be_gone = submission.done.send(Err(PublishError::Failed(
+                    "no answer from the bus".to_owned(),
+                )));
             }
         }
-        Err(error) => {
-            warn!(error = %error, error.source = ?std::error::Error::source(&error), updates = batch.len(), "append updates to log failed; closing their sessions");
-            let reason = PublishError::Store(error.to_string());
-            for submission in batch.drain(..) {
-                let _submitter_may_be_gone = submission.done.send(Err(reason.clone()));
-            }
-        }
+    }
+    if failed > 1 {
+        warn!(failed, "more updates of the batch failed to publish");
     }
 }

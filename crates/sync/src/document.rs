@@ -14,7 +14,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, Transact};
 
 use crate::DocName;
-use crate::awareness::AwarenessTable;
+use crate::awareness::{AwarenessTable, Owner};
 use crate::session::{Outbound, SessionId, SessionOutbox, frame, update_frame};
 use crate::store::{DocStore, LogSeq, Snapshot, StoreError, StoredDoc};
 
@@ -45,8 +45,11 @@ struct DocState {
     pending: Option<Vec<PendingUpdate>>,
     sessions: HashMap<SessionId, SessionOutbox>,
     awareness: AwarenessTable,
-    /// Every logged update of this document up to here is in `ydoc`:
-    /// updates are applied in commit order, so this is a watermark.
+    /// The highest log position applied. In embedded mode updates are
+    /// applied in commit order, so every logged update of this document up
+    /// to here is in `ydoc`: a watermark for compaction. (In cluster mode a
+    /// node applies its own records on acknowledgement and others' on
+    /// consumption, so positions interleave; nodes do not snapshot there.)
     applied_seq: LogSeq,
     /// The position the stored snapshot covers.
     snapshot_seq: LogSeq,
@@ -95,13 +98,17 @@ impl Document {
 
     /// Loads the stored content once; concurrent callers wait for the same
     /// load, and a failed load is retried by the next caller.
-    pub(crate) async fn ensure_loaded(&self, store: &dyn DocStore) -> Result<(), StoreError> {
+    pub(crate) async fn ensure_loaded<E, F>(&self, load: F) -> Result<(), E>
+    where
+        F: Future<Output = Result<StoredDoc, E>>,
+    {
         self.loaded
             .get_or_try_init(|| async {
                 let started = Instant::now();
-                let stored = store.load(&self.name).await?;
+                let stored = load.await?;
+                let updates = stored.updates.len();
                 self.finish_load(stored);
-                debug!(doc = %self.name, elapsed_ms = started.elapsed().as_millis() as u64, "document loaded");
+                debug!(doc = %self.name, updates, elapsed_ms = started.elapsed().as_millis() as u64, "document loaded");
                 Ok(())
             })
             .await
@@ -145,9 +152,14 @@ impl Document {
         }
     }
 
-    /// Applies a committed update and broadcasts it to every session but
-    /// its origin. Called in commit order.
-    pub(crate) fn deliver(&self, seq: LogSeq, update: &[u8], origin: SessionId) {
+    /// Applies a durable update and broadcasts it to every session but its
+    /// origin (`None`: an update from another node, for every session).
+    ///
+    /// Applied even if an update at a later position was applied already:
+    /// a node applies its own records on acknowledgement and other nodes'
+    /// on consumption, so positions interleave, and Yjs updates are
+    /// idempotent and commutative.
+    pub(crate) fn deliver(&self, seq: LogSeq, update: &[u8], origin: Option<SessionId>) {
         let mut state = self.state.lock();
         if let Some(pending) = state.pending.as_mut() {
             pending.push(PendingUpdate {
@@ -156,11 +168,8 @@ impl Document {
             });
             return;
         }
-        if seq <= state.applied_seq {
-            return;
-        }
         apply_to(&state.ydoc, &self.name, seq, update);
-        state.applied_seq = seq;
+        state.applied_seq = state.applied_seq.max(seq);
         let now = Instant::now();
         let dirty = state.dirty.get_or_insert(Dirty {
             since: now,
@@ -170,7 +179,7 @@ impl Document {
         dirty.last = now;
         dirty.updates += 1;
         let outbound = update_frame(update);
-        broadcast(&self.name, &mut state.sessions, &outbound, Some(origin));
+        broadcast(&self.name, &mut state.sessions, &outbound, origin);
     }
 
     pub(crate) fn add_session(&self, id: SessionId, outbox: SessionOutbox) {
@@ -179,15 +188,30 @@ impl Document {
         state.idle_since = None;
     }
 
-    pub(crate) fn remove_session(&self, id: SessionId) {
+    /// Detaches a session and returns the removal of its clients' awareness
+    /// states (already broadcast here), for the other nodes.
+    pub(crate) fn remove_session(&self, id: SessionId) -> Option<AwarenessUpdate> {
         let mut state = self.state.lock();
         state.sessions.remove(&id);
-        if let Some(removal) = state.awareness.remove_session(id) {
-            let outbound = frame(&Message::Awareness(removal));
+        let removal = state.awareness.remove_session(id);
+        if let Some(removal) = &removal {
+            let outbound = frame(&Message::Awareness(removal.clone()));
             broadcast(&self.name, &mut state.sessions, &outbound, None);
         }
         if state.sessions.is_empty() {
             state.idle_since = Some(Instant::now());
+        }
+        removal
+    }
+
+    /// Removes the awareness states that incarnations of another node other
+    /// than `keep` set (all, for `None`), and tells this node's sessions.
+    pub(crate) fn remove_peer(&self, node: &str, keep: Option<u64>) {
+        let mut state = self.state.lock();
+        if let Some(removal) = state.awareness.remove_peer(node, keep) {
+            debug!(doc = %self.name, node, clients = removal.clients.len(), "peer's awareness states removed");
+            let outbound = frame(&Message::Awareness(removal));
+            broadcast(&self.name, &mut state.sessions, &outbound, None);
         }
     }
 
@@ -214,12 +238,22 @@ impl Document {
             .map(|update| frame(&Message::Awareness(update)))
     }
 
-    pub(crate) fn apply_awareness(&self, update: AwarenessUpdate, origin: SessionId) {
+    /// Merges an awareness update and relays what changed to every session
+    /// but the one it came from. Returns what changed.
+    pub(crate) fn apply_awareness(
+        &self,
+        update: AwarenessUpdate,
+        origin: Owner,
+    ) -> Option<AwarenessUpdate> {
         let mut state = self.state.lock();
-        if let Some(changed) = state.awareness.apply(update, origin) {
-            let outbound = frame(&Message::Awareness(changed));
-            broadcast(&self.name, &mut state.sessions, &outbound, Some(origin));
-        }
+        let except = match &origin {
+            Owner::Session(session) => Some(*session),
+            Owner::Peer(_) => None,
+        };
+        let changed = state.awareness.apply(update, origin)?;
+        let outbound = frame(&Message::Awareness(changed.clone()));
+        broadcast(&self.name, &mut state.sessions, &outbound, except);
+        Some(changed)
     }
 
     pub(crate) fn send_to(&self, id: SessionId, outbound: Outbound) -> bool {

@@ -25,6 +25,8 @@
 //!
 //! - [`store`]: the [`DocStore`] trait the persistence crate implements, and
 //!   [`MemoryStore`] for tests.
+//! - [`bus`]: the [`MessageBus`] trait every node's log goes through, and
+//!   [`LogBus`] ([`log_bus`]), the embedded store's log as a bus.
 //! - [`committer`]: group commit of submitted updates.
 //! - [`document`]: one loaded document: the `yrs` doc, its sessions, its
 //!   awareness states, its compaction watermark.
@@ -33,14 +35,19 @@
 //!   shutdown.
 //! - [`session`]: what a gateway session holds and calls.
 //! - [`ycheck`]: containing `yrs` panics on input from the network.
-//! - `conformance` (feature `test-util`): the suite every store passes.
+//! - `conformance` and `bus_conformance` (feature `test-util`): the suites
+//!   every store and every bus pass.
 
 pub mod awareness;
+pub mod bus;
+#[cfg(any(test, feature = "test-util"))]
+pub mod bus_conformance;
 pub mod committer;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod document;
 pub mod error;
+pub mod log_bus;
 pub mod memory_store;
 pub mod registry;
 #[cfg(test)]
@@ -49,11 +56,15 @@ pub mod session;
 pub mod store;
 pub mod ycheck;
 
+pub use bus::{
+    BusError, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind, Replayed,
+};
 pub use committer::{Committer, CommitterConfig};
 pub use document::Document;
 pub use error::{InvalidUpdate, PublishError, SyncError};
+pub use log_bus::LogBus;
 pub use memory_store::MemoryStore;
-pub use registry::{Registry, RegistryConfig};
+pub use registry::{NodeMode, Registry, RegistryConfig};
 pub use session::{Outbound, Session, SessionId, SessionOutbox};
 pub use store::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
 

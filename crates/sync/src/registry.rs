@@ -7,6 +7,13 @@
 //! [`RegistryConfig::unload_grace`] is snapshotted and then dropped, so memory
 //! follows open documents. A failed snapshot keeps the document loaded and is
 //! retried on a later tick; its updates stay in the log meanwhile.
+//!
+//! In [`NodeMode::Cluster`] the registry never snapshots (the persistence
+//! worker does), loads a document by replaying its records from the bus,
+//! and runs a *bus task*: it subscribes (retrying with backoff until the
+//! broker answers; the node is not ready meanwhile), applies and broadcasts
+//! other nodes' updates and awareness changes, publishes this node's
+//! heartbeat, and removes the awareness states of nodes that went silent.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,11 +25,38 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use bytes::Bytes;
+use weft_protocol::AwarenessUpdate;
+use yrs::updates::decoder::Decode;
+
+use crate::awareness::Owner;
+use crate::bus::{BusError, Delivery, Interest, MessageBus, Origin, Record, RecordKind};
 use crate::committer::{Committer, CommitterConfig};
 use crate::document::{Dirty, Document};
+use crate::log_bus::LogBus;
 use crate::session::{Session, SessionId, SessionOutbox};
-use crate::store::DocStore;
+use crate::store::{DocStore, LoggedUpdate, StoredDoc};
 use crate::{DocName, LogSeq, SyncError};
+
+/// How this node relates to others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeMode {
+    /// One node: the bus is the store's update log; the node loads documents
+    /// from the store and compacts the log into snapshots itself.
+    Embedded,
+    /// One of many nodes sharing a broker: documents load by replaying their
+    /// records from the bus; the node writes no snapshots.
+    Cluster,
+}
+
+/// First wait before retrying a failed bus subscription; doubled per
+/// failure up to [`BUS_RETRY_MAX`].
+const BUS_RETRY_MIN: Duration = Duration::from_millis(100);
+/// How long a join waits for the bus subscription before it is refused as
+/// not ready (start-up races; the embedded bus subscribes at once).
+const JOIN_WAITS_FOR_BUS: Duration = Duration::from_secs(1);
+/// Longest wait between bus subscription attempts.
+const BUS_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// When documents are snapshotted and unloaded.
 #[derive(Debug, Clone)]
@@ -44,6 +78,14 @@ pub struct RegistryConfig {
     /// Most documents held in memory at once; joining one more is refused
     /// ([`SyncError::TooManyDocuments`]) until an idle one is unloaded.
     pub max_documents: usize,
+    /// Embedded or cluster.
+    pub mode: NodeMode,
+    /// How often this node tells the others it is alive.
+    pub heartbeat_interval: Duration,
+    /// A node silent this long is taken for dead: its clients' awareness
+    /// states are removed (no ghost cursors). Several heartbeat intervals,
+    /// so one lost heartbeat does not flicker everyone's cursors.
+    pub peer_timeout: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -56,6 +98,9 @@ impl Default for RegistryConfig {
             snapshot_max_updates: 1000,
             tick: Duration::from_millis(250),
             max_documents: 10_000,
+            mode: NodeMode::Embedded,
+            heartbeat_interval: Duration::from_secs(1),
+            peer_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -68,13 +113,16 @@ pub(crate) struct Documents {
 }
 
 impl Documents {
-    /// Hands a committed update to its document, if loaded. A document that
-    /// is not loaded will read it from the store when it loads.
-    pub(crate) fn deliver(&self, doc: &str, seq: LogSeq, update: &[u8], origin: SessionId) {
-        let document = self.loaded.lock().get(doc).cloned();
-        if let Some(document) = document {
+    /// Hands a durable update to its document, if loaded. A document that
+    /// is not loaded will read it from the log when it loads.
+    pub(crate) fn deliver(&self, doc: &str, seq: LogSeq, update: &[u8], origin: Option<SessionId>) {
+        if let Some(document) = self.get(doc) {
             document.deliver(seq, update, origin);
         }
+    }
+
+    fn get(&self, doc: &str) -> Option<Arc<Document>> {
+        self.loaded.lock().get(doc).cloned()
     }
 
     /// The loaded document, or a new one if fewer than `max` are loaded.
@@ -111,10 +159,20 @@ impl Documents {
     }
 }
 
+impl Interest for Documents {
+    fn wants(&self, doc: &str) -> bool {
+        self.loaded.lock().contains_key(doc)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct RegistryInner {
     pub(crate) documents: Arc<Documents>,
     pub(crate) store: Arc<dyn DocStore>,
+    pub(crate) bus: Arc<dyn MessageBus>,
+    /// Whether the bus subscription is live (cluster mode: the broker
+    /// answered). Joins wait briefly for it, then are refused.
+    subscribed: tokio::sync::watch::Sender<bool>,
     pub(crate) committer: Committer,
     config: RegistryConfig,
     next_session: AtomicU64,
@@ -133,13 +191,30 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Starts the registry's committer and housekeeping tasks.
-    pub fn start(store: Arc<dyn DocStore>, config: RegistryConfig) -> Self {
+    /// A single node on `store`: its update log is the bus.
+    pub fn embedded(store: Arc<dyn DocStore>, config: RegistryConfig) -> Self {
+        let bus = Arc::new(LogBus::new(store.clone(), "embedded"));
+        Self::start(
+            store,
+            bus,
+            RegistryConfig {
+                mode: NodeMode::Embedded,
+                ..config
+            },
+        )
+    }
+
+    /// Starts the registry's committer, housekeeping and bus tasks.
+    pub fn start(
+        store: Arc<dyn DocStore>,
+        bus: Arc<dyn MessageBus>,
+        config: RegistryConfig,
+    ) -> Self {
         let documents = Arc::new(Documents::default());
         let committer_tracker = TaskTracker::new();
         let committer_stop = CancellationToken::new();
         let committer = Committer::spawn(
-            store.clone(),
+            bus.clone(),
             documents.clone(),
             &config.committer,
             &committer_tracker,
@@ -148,6 +223,8 @@ impl Registry {
         let inner = Arc::new(RegistryInner {
             documents,
             store,
+            bus,
+            subscribed: tokio::sync::watch::Sender::new(false),
             committer,
             config,
             next_session: AtomicU64::new(1),
@@ -157,6 +234,7 @@ impl Registry {
             committer_tracker,
         });
         inner.tracker.spawn(housekeeping(inner.clone()));
+        inner.tracker.spawn(bus_task(inner.clone()));
         Self { inner }
     }
 
@@ -166,6 +244,7 @@ impl Registry {
         if self.inner.closing.is_cancelled() {
             return Err(SyncError::ShuttingDown);
         }
+        self.wait_subscribed().await?;
         let id = SessionId::from_raw(self.inner.next_session.fetch_add(1, Ordering::Relaxed));
         let Some(document) = self
             .inner
@@ -178,11 +257,35 @@ impl Registry {
         // Created before loading so that a failed or abandoned load still
         // detaches the session when it is dropped.
         let session = Session::new(id, document.clone(), self.inner.clone());
-        document
-            .ensure_loaded(self.inner.store.as_ref())
-            .await
-            .map_err(SyncError::Load)?;
+        document.ensure_loaded(self.inner.load(name)).await?;
         Ok(session)
+    }
+
+    /// Waits (briefly: the embedded bus subscribes at once, a broker may
+    /// take long) for the bus subscription.
+    async fn wait_subscribed(&self) -> Result<(), SyncError> {
+        let mut subscribed = self.inner.subscribed.subscribe();
+        match tokio::time::timeout(JOIN_WAITS_FOR_BUS, subscribed.wait_for(|live| *live)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(SyncError::NotConnected),
+        }
+    }
+
+    /// Whether the node can take sessions: the bus is subscribed (cluster:
+    /// the broker answered) and answers, and the store answers. `Err` says
+    /// which part is not ready.
+    pub async fn check_ready(&self) -> Result<(), &'static str> {
+        if !*self.inner.subscribed.borrow() {
+            return Err("the message bus is not connected yet");
+        }
+        if let Err(error) = self.inner.bus.check().await {
+            warn!(error = %error, error.source = ?std::error::Error::source(&error), "bus check failed");
+            return Err("the message bus does not answer");
+        }
+        if !self.check_store().await {
+            return Err("the document store does not answer");
+        }
+        Ok(())
     }
 
     /// Whether the store answers (for readiness).
@@ -212,7 +315,7 @@ impl Registry {
         self.inner.tracker.wait().await;
         let mut failed = 0;
         for document in self.inner.documents.all() {
-            if !document.is_loaded() {
+            if !document.is_loaded() || self.inner.config.mode == NodeMode::Cluster {
                 continue;
             }
             if let Err(error) = document.save_snapshot(self.inner.store.as_ref()).await {
@@ -250,6 +353,15 @@ async fn housekeeping(inner: Arc<RegistryInner>) {
             let idle_since = document.idle_since();
             let unload_due = idle_since
                 .is_some_and(|since| now.duration_since(since) >= inner.config.unload_grace);
+            if inner.config.mode == NodeMode::Cluster {
+                // Nothing to write: the log holds every update.
+                if let (true, Some(since)) = (unload_due, idle_since)
+                    && inner.documents.remove_if_idle(&document, since)
+                {
+                    debug!(doc = %document.name(), "document unloaded");
+                }
+                continue;
+            }
             let snapshot_due = document
                 .dirty()
                 .is_some_and(|dirty| snapshot_due(&inner.config, &dirty, now));
@@ -274,4 +386,193 @@ fn snapshot_due(config: &RegistryConfig, dirty: &Dirty, now: Instant) -> bool {
     now.duration_since(dirty.last) >= config.snapshot_debounce
         || now.duration_since(dirty.since) >= config.snapshot_max_delay
         || dirty.updates >= config.snapshot_max_updates
+}
+
+impl RegistryInner {
+    /// What a loading document starts from: embedded, the store's snapshot
+    /// and the log after it (one read); cluster, every record of the
+    /// document replayed from the bus.
+    async fn load(&self, doc: &str) -> Result<StoredDoc, SyncError> {
+        match self.config.mode {
+            NodeMode::Embedded => self.store.load(doc).await.map_err(SyncError::Load),
+            NodeMode::Cluster => {
+                let replayed = self
+                    .bus
+                    .replay(doc, None)
+                    .await
+                    .map_err(SyncError::Replay)?;
+                let updates = replayed
+                    .into_iter()
+                    .map(|record| LoggedUpdate {
+                        seq: record.position.offset,
+                        update: record.update.to_vec(),
+                    })
+                    .collect();
+                Ok(StoredDoc {
+                    snapshot: None,
+                    updates,
+                })
+            }
+        }
+    }
+
+    /// Tells the other nodes about an awareness change of a local session.
+    pub(crate) fn publish_awareness(
+        &self,
+        doc: &DocName,
+        update: &AwarenessUpdate,
+        session: SessionId,
+    ) {
+        use yrs::updates::encoder::Encode;
+        self.bus.publish_ephemeral(Record {
+            doc: doc.clone(),
+            kind: RecordKind::Awareness,
+            payload: Bytes::from(update.encode_v1()),
+            origin_session: session.raw(),
+        });
+    }
+}
+
+/// Subscribes to the bus (retrying with backoff), then applies other nodes'
+/// records, publishes heartbeats and expires silent peers until closing.
+async fn bus_task(inner: Arc<RegistryInner>) {
+    let Some(mut deliveries) = subscribe_with_backoff(&inner).await else {
+        return;
+    };
+    inner.subscribed.send_replace(true);
+    info!(origin = %inner.bus.origin(), "bus subscribed; node ready for sessions");
+    let mut peers = Peers::default();
+    let mut heartbeat = tokio::time::interval(inner.config.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = inner.closing.cancelled() => return,
+            delivery = deliveries.recv() => {
+                let Some(delivery) = delivery else {
+                    warn!("bus subscription ended; refusing new sessions");
+                    inner.subscribed.send_replace(false);
+                    return;
+                };
+                handle_delivery(&inner, &mut peers, delivery);
+            }
+            _ = heartbeat.tick() => {
+                inner.bus.publish_ephemeral(Record {
+                    doc: Arc::from(""),
+                    kind: RecordKind::Heartbeat,
+                    payload: Bytes::new(),
+                    origin_session: 0,
+                });
+                for node in peers.expire(Instant::now(), inner.config.peer_timeout) {
+                    info!(node = %node, "peer node went silent; removing its clients' awareness");
+                    for document in inner.documents.all() {
+                        document.remove_peer(&node, None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn subscribe_with_backoff(
+    inner: &RegistryInner,
+) -> Option<tokio::sync::mpsc::Receiver<Delivery>> {
+    let mut wait = BUS_RETRY_MIN;
+    let mut attempts = 0_u32;
+    loop {
+        let interest: Arc<dyn Interest> = inner.documents.clone();
+        let attempt = tokio::select! {
+            () = inner.closing.cancelled() => return None,
+            attempt = inner.bus.subscribe(interest) => attempt,
+        };
+        match attempt {
+            Ok(deliveries) => return Some(deliveries),
+            Err(BusError::AlreadySubscribed) => {
+                warn!("bus already subscribed by another registry of this node");
+                return None;
+            }
+            Err(error) => {
+                attempts += 1;
+                // The first failure and then one in ten: a broker that is
+                // down for a while must not flood the log.
+                if attempts == 1 || attempts.is_multiple_of(10) {
+                    warn!(attempts, retry_in = ?wait, error = %error, error.source = ?std::error::Error::source(&error), "bus subscription failed; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            () = inner.closing.cancelled() => return None,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(BUS_RETRY_MAX);
+    }
+}
+
+fn handle_delivery(inner: &RegistryInner, peers: &mut Peers, delivery: Delivery) {
+    let Delivery {
+        record,
+        origin,
+        position,
+    } = delivery;
+    if let Some(replaced) = peers.saw(&origin, Instant::now()) {
+        info!(node = %origin.node, old = replaced, "peer node restarted; removing its old clients' awareness");
+        for document in inner.documents.all() {
+            document.remove_peer(&origin.node, Some(origin.incarnation));
+        }
+    }
+    match record.kind {
+        RecordKind::Update => {
+            let seq = position.map_or(0, |position| position.offset);
+            inner
+                .documents
+                .deliver(&record.doc, seq, &record.payload, None);
+        }
+        RecordKind::Awareness => {
+            let Some(document) = inner.documents.get(&record.doc) else {
+                return;
+            };
+            match AwarenessUpdate::decode_v1(&record.payload) {
+                Ok(update) => {
+                    document.apply_awareness(update, Owner::Peer(origin));
+                }
+                Err(error) => {
+                    debug!(doc = %record.doc, node = %origin.node, error = %error, "awareness record does not decode; skipped");
+                }
+            }
+        }
+        RecordKind::Heartbeat => {}
+    }
+}
+
+/// The other nodes this node has heard from, and when.
+#[derive(Debug, Default)]
+struct Peers {
+    /// Node id -> (incarnation, last heard).
+    nodes: HashMap<Arc<str>, (u64, Instant)>,
+}
+
+impl Peers {
+    /// Records that `origin` spoke. Returns the incarnation it replaced, if
+    /// the node restarted.
+    fn saw(&mut self, origin: &Origin, now: Instant) -> Option<u64> {
+        let previous = self
+            .nodes
+            .insert(origin.node.clone(), (origin.incarnation, now));
+        match previous {
+            Some((incarnation, _)) if incarnation != origin.incarnation => Some(incarnation),
+            _ => None,
+        }
+    }
+
+    /// Forgets and returns the nodes silent for `timeout`.
+    fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<Arc<str>> {
+        let mut silent = Vec::new();
+        self.nodes.retain(|node, (_, last)| {
+            let alive = now.duration_since(*last) < timeout;
+            if !alive {
+                silent.push(node.clone());
+            }
+            alive
+        });
+        silent
+    }
 }

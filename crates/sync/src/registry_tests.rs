@@ -84,7 +84,7 @@ fn test_config() -> RegistryConfig {
 #[tokio::test(start_paused = true)]
 async fn update_is_committed_then_broadcast_to_others_only() {
     let store = Arc::new(MemoryStore::new());
-    let registry = Registry::start(store.clone(), test_config());
+    let registry = Registry::embedded(store.clone(), test_config());
     let mut alice = join(&registry, "doc", 16).await;
     let mut bob = join(&registry, "doc", 16).await;
 
@@ -112,7 +112,7 @@ async fn update_is_committed_then_broadcast_to_others_only() {
 #[tokio::test(start_paused = true)]
 async fn malformed_update_is_refused_and_nothing_changes() {
     let store = Arc::new(MemoryStore::new());
-    let registry = Registry::start(store.clone(), test_config());
+    let registry = Registry::embedded(store.clone(), test_config());
     let mut alice = join(&registry, "doc", 16).await;
     alice
         .session
@@ -135,7 +135,7 @@ async fn malformed_update_is_refused_and_nothing_changes() {
 #[tokio::test(start_paused = true)]
 async fn empty_update_needs_no_commit() {
     let store = Arc::new(MemoryStore::new());
-    let registry = Registry::start(store.clone(), test_config());
+    let registry = Registry::embedded(store.clone(), test_config());
     let alice = join(&registry, "doc", 16).await;
     let empty = Doc::new()
         .transact()
@@ -172,7 +172,7 @@ async fn load_is_snapshot_plus_the_log_after_it() {
         SnapshotWrite::Written
     );
 
-    let registry = Registry::start(store.clone(), test_config());
+    let registry = Registry::embedded(store.clone(), test_config());
     let client = join(&registry, "doc", 16).await;
     let text = server_text(&client);
     assert_eq!(
@@ -185,7 +185,7 @@ async fn load_is_snapshot_plus_the_log_after_it() {
 #[tokio::test(start_paused = true)]
 async fn idle_document_is_snapshotted_then_unloaded_after_the_grace() {
     let store = Arc::new(MemoryStore::new());
-    let registry = Registry::start(store.clone(), test_config());
+    let registry = Registry::embedded(store.clone(), test_config());
     let alice = join(&registry, "doc", 16).await;
     alice
         .session
@@ -216,7 +216,7 @@ async fn idle_document_is_snapshotted_then_unloaded_after_the_grace() {
 #[tokio::test(start_paused = true)]
 async fn a_session_rejoining_during_the_grace_keeps_the_document() {
     let store = Arc::new(MemoryStore::new());
-    let registry = Registry::start(store.clone(), test_config());
+    let registry = Registry::embedded(store.clone(), test_config());
     drop(join(&registry, "doc", 16).await);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _back = join(&registry, "doc", 16).await;
@@ -227,7 +227,7 @@ async fn a_session_rejoining_during_the_grace_keeps_the_document() {
 #[tokio::test(start_paused = true)]
 async fn a_full_send_queue_disconnects_the_session_instead_of_dropping() {
     let store = Arc::new(MemoryStore::new());
-    let registry = Registry::start(store.clone(), test_config());
+    let registry = Registry::embedded(store.clone(), test_config());
     let writer = join(&registry, "doc", 16).await;
     let slow = join(&registry, "doc", 1).await;
     for id in 1..=3 {
@@ -251,7 +251,7 @@ async fn a_full_send_queue_disconnects_the_session_instead_of_dropping() {
 #[tokio::test(start_paused = true)]
 async fn awareness_is_relayed_and_removed_when_its_session_leaves() {
     let store = Arc::new(MemoryStore::new());
-    let registry = Registry::start(store, test_config());
+    let registry = Registry::embedded(store, test_config());
     let alice = join(&registry, "doc", 16).await;
     let mut bob = join(&registry, "doc", 16).await;
     let update = weft_protocol::AwarenessUpdate {
@@ -285,7 +285,7 @@ async fn awareness_is_relayed_and_removed_when_its_session_leaves() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_commits_queued_updates_and_snapshots() {
     let store = Arc::new(MemoryStore::new());
-    let registry = Registry::start(store.clone(), test_config());
+    let registry = Registry::embedded(store.clone(), test_config());
     let alice = join(&registry, "doc", 16).await;
     let ack = alice
         .session
@@ -336,7 +336,7 @@ impl DocStore for FlakyStore {
 #[tokio::test(start_paused = true)]
 async fn a_failed_commit_is_reported_and_nothing_is_applied() {
     let store = Arc::new(FlakyStore::default());
-    let registry = Registry::start(store.clone(), test_config());
+    let registry = Registry::embedded(store.clone(), test_config());
     let alice = join(&registry, "doc", 16).await;
     let mut bob = join(&registry, "doc", 16).await;
     store.failing.store(true, Ordering::SeqCst);
@@ -348,7 +348,7 @@ async fn a_failed_commit_is_reported_and_nothing_is_applied() {
         .unwrap()
         .wait()
         .await;
-    assert!(matches!(failed, Err(PublishError::Store(_))));
+    assert!(matches!(failed, Err(PublishError::Failed(_))));
     assert_eq!(server_text(&alice), "", "not applied");
     assert!(bob.frames.try_recv().is_err(), "not broadcast");
 }
@@ -358,7 +358,7 @@ async fn a_failed_commit_is_reported_and_nothing_is_applied() {
 #[tokio::test(start_paused = true)]
 async fn fuzz_regressions_are_refused_or_harmless() {
     let store = Arc::new(MemoryStore::new());
-    let registry = Registry::start(store.clone(), test_config());
+    let registry = Registry::embedded(store.clone(), test_config());
     let alice = join(&registry, "doc", 16).await;
 
     // Declares 2^28 clients in five bytes: yrs would reserve a hash table
@@ -411,7 +411,7 @@ async fn past_max_documents_a_new_document_is_refused_until_one_unloads() {
         max_documents: 2,
         ..test_config()
     };
-    let registry = Registry::start(store, config);
+    let registry = Registry::embedded(store, config);
     let first = join(&registry, "one", 16).await;
     let _second = join(&registry, "two", 16).await;
     let (frames, _receiver) = mpsc::channel(16);

@@ -25,6 +25,11 @@ impl SessionId {
     pub const fn from_raw(raw: u64) -> Self {
         Self(raw)
     }
+
+    /// The raw id, as published in a record's `origin_session`.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
 }
 
 impl fmt::Display for SessionId {
@@ -125,7 +130,10 @@ impl Session {
     /// Merges the client's awareness update and relays what changed to the
     /// document's other sessions.
     pub fn apply_awareness(&self, update: AwarenessUpdate) {
-        self.document.apply_awareness(update, self.id);
+        if let Some(changed) = self.document.apply_awareness(update, self.id.into()) {
+            self.registry
+                .publish_awareness(&self.document.name_arc(), &changed, self.id);
+        }
     }
 
     /// Submits a client's update (from a SyncStep2 or an Update message).
@@ -156,7 +164,10 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.document.remove_session(self.id);
+        if let Some(removal) = self.document.remove_session(self.id) {
+            self.registry
+                .publish_awareness(&self.document.name_arc(), &removal, self.id);
+        }
     }
 }
 

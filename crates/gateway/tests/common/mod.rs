@@ -53,7 +53,7 @@ pub(crate) struct TestServer {
 impl TestServer {
     /// A server on a fresh in-memory store with default registry timers.
     pub(crate) async fn start(config: GatewayConfig) -> Self {
-        let registry = Registry::start(Arc::new(MemoryStore::new()), RegistryConfig::default());
+        let registry = Registry::embedded(Arc::new(MemoryStore::new()), RegistryConfig::default());
         Self::with_registry(registry, config).await
     }
 

@@ -1,0 +1,458 @@
+//! [`KafkaBus`]: one node's producer, live consumer and replays.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use weft_sync::{
+    BusError, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind, Replayed,
+};
+
+use crate::config::{KafkaConfig, KafkaConfigError};
+use crate::envelope::{self, TRACEPARENT_HEADER, partition_for};
+
+/// How long one metadata or watermark request may take.
+pub(crate) const BROKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a readiness check waits for the broker.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Deliveries buffered between the consumer and the registry; past it the
+/// consumer waits (and lags) rather than buffering without bound.
+const DELIVERY_CAPACITY: usize = 4096;
+/// Retention of the awareness topic when Weft creates it: presence is
+/// renewed by clients every 15 s, so a minute of history is plenty.
+const AWARENESS_RETENTION_MS: &str = "60000";
+/// Log one in this many malformed records (the first always).
+const MALFORMED_LOG_EVERY: u64 = 100;
+
+/// Partition counts learned when the node connected.
+#[derive(Debug, Clone, Copy)]
+struct Topics {
+    updates: i32,
+    awareness: i32,
+}
+
+/// Counters other layers export as metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Records that did not decode (skipped).
+    pub(crate) malformed: AtomicU64,
+    /// Ephemeral records not handed to the producer (bus down, queue full).
+    pub(crate) ephemeral_lost: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn malformed(&self, what: &str, error: &dyn std::fmt::Display) {
+        let count = self.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+        if count == 1 || count.is_multiple_of(MALFORMED_LOG_EVERY) {
+            warn!(count, what, error = %error, "malformed record skipped");
+        }
+    }
+}
+
+/// One node's connection to a Kafka-API broker.
+pub struct KafkaBus {
+    config: Arc<KafkaConfig>,
+    producer: FutureProducer,
+    topics: OnceLock<Topics>,
+    subscribed: AtomicBool,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for KafkaBus {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("KafkaBus")
+            .field("config", &self.config)
+            .field("topics", &self.topics.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaBus {
+    /// Validates the settings and creates the producer. Does not contact
+    /// the broker: [`MessageBus::subscribe`] connects (and the registry
+    /// retries it with backoff until the broker answers).
+    pub fn new(config: KafkaConfig) -> Result<Self, KafkaConfigError> {
+        config.validate()?;
+        let producer: FutureProducer = config.producer().create()?;
+        Ok(Self {
+            config: Arc::new(config),
+            producer,
+            topics: OnceLock::new(),
+            subscribed: AtomicBool::new(false),
+            counters: Arc::new(Counters::default()),
+        })
+    }
+
+    /// Records skipped because they did not decode.
+    pub fn malformed_records(&self) -> u64 {
+        self.counters.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Awareness records and heartbeats that could not be handed to the
+    /// producer.
+    pub fn ephemeral_lost(&self) -> u64 {
+        self.counters.ephemeral_lost.load(Ordering::Relaxed)
+    }
+
+    /// Creates the topics if missing and learns their partition counts.
+    async fn connect(&self) -> Result<Topics, BusError> {
+        if let Some(topics) = self.topics.get() {
+            return Ok(*topics);
+        }
+        self.create_topics().await?;
+        let producer = self.producer.clone();
+        let names = [self.config.topic.clone(), self.config.awareness_topic()];
+        let counts = tokio::task::spawn_blocking(move || {
+            let mut counts = [0_i32; 2];
+            for (count, name) in counts.iter_mut().zip(&names) {
+                let metadata = producer
+                    .client()
+                    .fetch_metadata(Some(name), BROKER_REQUEST_TIMEOUT)
+                    .map_err(|error| BusError::Check(error.into()))?;
+                let partitions = metadata
+                    .topics()
+                    .iter()
+                    .find(|topic| topic.name() == name)
+                    .map_or(0, |topic| topic.partitions().len());
+                if partitions == 0 {
+                    return Err(BusError::Check(
+                        format!("topic {name} has no partitions yet").into(),
+                    ));
+                }
+                *count = i32::try_from(partitions).unwrap_or(i32::MAX);
+            }
+            Ok(counts)
+        })
+        .await
+        .map_err(|error| BusError::Check(error.into()))??;
+        let topics = Topics {
+            updates: counts[0],
+            awareness: counts[1],
+        };
+        info!(topic = %self.config.topic, partitions = topics.updates, awareness_partitions = topics.awareness, "connected to the broker");
+        Ok(*self.topics.get_or_init(|| topics))
+    }
+
+    async fn create_topics(&self) -> Result<(), BusError> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .config
+            .base()
+            .create()
+            .map_err(|error| BusError::Check(Box::new(error)))?;
+        let awareness_name = self.config.awareness_topic();
+        let replication = self.config.replication_factor;
+        let updates = NewTopic::new(
+            &self.config.topic,
+            self.config.partitions,
+            TopicReplication::Fixed(replication),
+        );
+        let awareness = NewTopic::new(
+            &awareness_name,
+            self.config.partitions,
+            TopicReplication::Fixed(replication),
+        )
+        .set("retention.ms", AWARENESS_RETENTION_MS);
+        let options = AdminOptions::new().operation_timeout(Some(BROKER_REQUEST_TIMEOUT));
+        let results = admin
+            .create_topics([&updates, &awareness], &options)
+            .await
+            .map_err(|error| BusError::Check(Box::new(error)))?;
+        for result in results {
+            match result {
+                Ok(name) => info!(topic = %name, "topic created"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(BusError::Check(
+                        format!("create topic {name}: {code}").into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A consumer positioned at the live end of every partition of both
+    /// topics. The end offsets are read and assigned explicitly (not
+    /// `Offset::End`, which librdkafka resolves lazily): a record published
+    /// after this returns is at or past the assigned position.
+    async fn live_consumer(&self, topics: Topics) -> Result<StreamConsumer, BusError> {
+        let consumer: StreamConsumer = self
+            .config
+            .consumer("live", self.config.fetch_wait)
+            .create()
+            .map_err(|error| BusError::Check(Box::new(error)))?;
+        let names = [
+            (self.config.topic.clone(), topics.updates),
+            (self.config.awareness_topic(), topics.awareness),
+        ];
+        tokio::task::spawn_blocking(move || {
+            let mut assignment = TopicPartitionList::new();
+            for (name, partitions) in &names {
+                for partition in 0..*partitions {
+                    let (_low, high) = consumer
+                        .fetch_watermarks(name, partition, BROKER_REQUEST_TIMEOUT)
+                        .map_err(|error| BusError::Check(Box::new(error)))?;
+                    assignment
+                        .add_partition_offset(name, partition, Offset::Offset(high))
+                        .map_err(|error| BusError::Check(Box::new(error)))?;
+                }
+            }
+            consumer
+                .assign(&assignment)
+                .map_err(|error| BusError::Check(Box::new(error)))?;
+            Ok(consumer)
+        })
+        .await
+        .map_err(|error| BusError::Check(error.into()))?
+    }
+
+    fn send_ephemeral(&self, topics: Topics, record: &Record) -> Result<(), KafkaError> {
+        let value = envelope::encode(record, &self.config.origin);
+        let topic = self.config.awareness_topic();
+        let future_record = if record.kind == RecordKind::Heartbeat {
+            // No key: heartbeats concern no document. Every node reads every
+            // partition, so one partition reaches them all.
+            FutureRecord::<[u8], _>::to(&topic)
+                .payload(&value)
+                .partition(0)
+        } else {
+            FutureRecord::to(&topic)
+                .key(record.doc.as_bytes())
+                .payload(&value)
+                .partition(partition_for(&record.doc, topics.awareness))
+        };
+        // The delivery future is dropped: nobody waits for presence.
+        self.producer
+            .send_result(future_record)
+            .map(drop)
+            .map_err(|(error, _)| error)
+    }
+}
+
+#[async_trait]
+impl MessageBus for KafkaBus {
+    fn origin(&self) -> &Origin {
+        &self.config.origin
+    }
+
+    async fn publish(&self, records: &[Record]) -> Vec<Result<Position, BusError>> {
+        let Some(topics) = self.topics.get().copied() else {
+            return records
+                .iter()
+                .map(|_| Err(BusError::NotConnected))
+                .collect();
+        };
+        let traceparent = envelope::new_traceparent();
+        let mut pending = Vec::with_capacity(records.len());
+        for record in records {
+            let value = envelope::encode(record, &self.config.origin);
+            let headers = OwnedHeaders::new().insert(Header {
+                key: TRACEPARENT_HEADER,
+                value: Some(traceparent.as_str()),
+            });
+            let future_record = FutureRecord::to(&self.config.topic)
+                .key(record.doc.as_bytes())
+                .payload(&value)
+                .partition(partition_for(&record.doc, topics.updates))
+                .headers(headers);
+            pending.push(
+                self.producer
+                    .send_result(future_record)
+                    .map_err(|(error, _)| error),
+            );
+        }
+        let mut results = Vec::with_capacity(records.len());
+        for delivery in pending {
+            let result = match delivery {
+                Ok(future) => match future.await {
+                    Ok(Ok(delivered)) => Ok(Position {
+                        partition: delivered.partition,
+                        offset: delivered.offset,
+                    }),
+                    Ok(Err((error, _message))) => Err(BusError::Publish(Box::new(error))),
+                    Err(_canceled) => Err(BusError::Publish("producer shut down".into())),
+                },
+                Err(error) => Err(BusError::Publish(Box::new(error))),
+            };
+            results.push(result);
+        }
+        debug!(records = records.len(), traceparent = %traceparent, "updates published");
+        results
+    }
+
+    fn publish_ephemeral(&self, record: Record) {
+        let sent = match self.topics.get() {
+            Some(topics) => self.send_ephemeral(*topics, &record).is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.counters.ephemeral_lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        interest: Arc<dyn Interest>,
+    ) -> Result<mpsc::Receiver<Delivery>, BusError> {
+        if self.subscribed.swap(true, Ordering::AcqRel) {
+            return Err(BusError::AlreadySubscribed);
+        }
+        let connected = async {
+            let topics = self.connect().await?;
+            self.live_consumer(topics).await
+        }
+        .await;
+        let consumer = match connected {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                self.subscribed.store(false, Ordering::Release);
+                return Err(error);
+            }
+        };
+        let (sender, receiver) = mpsc::channel(DELIVERY_CAPACITY);
+        tokio::spawn(consume(
+            consumer,
+            interest,
+            sender,
+            self.config.clone(),
+            self.counters.clone(),
+        ));
+        Ok(receiver)
+    }
+
+    async fn replay(&self, doc: &str, after: Option<Position>) -> Result<Vec<Replayed>, BusError> {
+        let Some(topics) = self.topics.get().copied() else {
+            return Err(BusError::NotConnected);
+        };
+        let partition = partition_for(doc, topics.updates);
+        let after = after
+            .filter(|position| position.partition == partition)
+            .map(|position| position.offset);
+        let config = self.config.clone();
+        let counters = self.counters.clone();
+        let doc = doc.to_owned();
+        tokio::task::spawn_blocking(move || {
+            crate::replay::replay_partition(&config, partition, &doc, after, &counters)
+        })
+        .await
+        .map_err(|error| BusError::Replay(error.into()))?
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        if self.topics.get().is_none() {
+            return Err(BusError::NotConnected);
+        }
+        let producer = self.producer.clone();
+        let topic = self.config.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), CHECK_TIMEOUT)
+                .map(drop)
+                .map_err(|error| BusError::Check(Box::new(error)))
+        })
+        .await
+        .map_err(|error| BusError::Check(error.into()))?
+    }
+}
+
+/// The live consumer loop: runs until the registry drops its receiver.
+async fn consume(
+    consumer: StreamConsumer,
+    interest: Arc<dyn Interest>,
+    sender: mpsc::Sender<Delivery>,
+    config: Arc<KafkaConfig>,
+    counters: Arc<Counters>,
+) {
+    let mut consumer_errors = 0_u64;
+    loop {
+        let received = tokio::select! {
+            () = sender.closed() => break,
+            received = consumer.recv() => received,
+        };
+        let delivery = match received {
+            Ok(message) => {
+                let Some(delivery) = to_delivery(&message, interest.as_ref(), &config, &counters)
+                else {
+                    continue;
+                };
+                delivery
+            }
+            Err(error) => {
+                consumer_errors += 1;
+                if consumer_errors == 1 || consumer_errors.is_multiple_of(MALFORMED_LOG_EVERY) {
+                    warn!(count = consumer_errors, error = %error, "kafka consumer error; librdkafka retries");
+                }
+                continue;
+            }
+        };
+        if sender.send(delivery).await.is_err() {
+            break;
+        }
+    }
+    debug!("live consumer stopped");
+}
+
+/// What a consumed record means for this node, if anything: `None` for a
+/// record of a document it has not loaded (skipped by key, before the
+/// value is decoded), its own records, and malformed ones (counted).
+fn to_delivery(
+    message: &impl Message,
+    interest: &dyn Interest,
+    config: &KafkaConfig,
+    counters: &Counters,
+) -> Option<Delivery> {
+    let key = match message.key().map(std::str::from_utf8) {
+        None => None,
+        Some(Ok(key)) => Some(key),
+        Some(Err(error)) => {
+            counters.malformed("record key", &error);
+            return None;
+        }
+    };
+    if let Some(doc) = key
+        && !interest.wants(doc)
+    {
+        return None;
+    }
+    let decoded = match envelope::decode(message.payload().unwrap_or_default(), key) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            counters.malformed("record value", &error);
+            return None;
+        }
+    };
+    if decoded.origin == config.origin {
+        return None;
+    }
+    let on_updates_topic = message.topic() == config.topic;
+    let expected_topic = match decoded.record.kind {
+        RecordKind::Update => on_updates_topic,
+        RecordKind::Awareness | RecordKind::Heartbeat => !on_updates_topic,
+    };
+    if !expected_topic || (decoded.record.kind == RecordKind::Heartbeat) != key.is_none() {
+        counters.malformed("record kind", &"kind does not belong on this topic or key");
+        return None;
+    }
+    let position = on_updates_topic.then(|| Position {
+        partition: message.partition(),
+        offset: message.offset(),
+    });
+    Some(Delivery {
+        record: decoded.record,
+        origin: decoded.origin,
+        position,
+    })
+}

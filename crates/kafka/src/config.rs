@@ -1,0 +1,162 @@
+//! What a node needs to reach its broker, and the librdkafka settings that
+//! follow from it.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use weft_sync::Origin;
+
+/// The Kafka bus settings (`--kafka-*` flags).
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`: `host:port[,host:port...]`.
+    pub brokers: String,
+    /// The updates topic; awareness uses `<topic>-awareness`.
+    pub topic: String,
+    /// Partitions of the topics when Weft creates them (an existing topic
+    /// keeps its own count).
+    pub partitions: i32,
+    /// Replication factor of the topics when Weft creates them.
+    pub replication_factor: i32,
+    /// This node.
+    pub origin: Origin,
+    /// `linger.ms`: how long the producer waits to batch records. Weft's
+    /// committer already batches what arrives within its commit window, so
+    /// a small value suffices; larger trades latency for fewer requests.
+    pub linger: Duration,
+    /// `fetch.wait.max.ms`: how long the broker may hold a fetch with no
+    /// new data. A real Kafka broker answers as soon as data arrives, so
+    /// this mostly bounds idle polling; some Kafka-API brokers (Tansu)
+    /// always wait the full time, which then bounds cross-node latency.
+    pub fetch_wait: Duration,
+    /// `message.timeout.ms`: how long a publish may wait for the broker's
+    /// acknowledgement before the update fails and its session is closed
+    /// (the client re-sends it on reconnect).
+    pub publish_timeout: Duration,
+    /// Any other librdkafka property (`--kafka-option key=value`), applied
+    /// last, so it overrides the above.
+    pub options: Vec<(String, String)>,
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaConfigError {
+    /// A setting out of range, named.
+    #[error("{setting}: {reason}")]
+    Invalid {
+        /// The flag.
+        setting: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// librdkafka refused the configuration.
+    #[error("librdkafka refused the configuration")]
+    Client(#[from] rdkafka::error::KafkaError),
+}
+
+/// Suffix of the awareness topic's name.
+const AWARENESS_TOPIC_SUFFIX: &str = "-awareness";
+
+impl KafkaConfig {
+    /// The topic awareness and heartbeats travel on.
+    pub fn awareness_topic(&self) -> String {
+        format!("{}{AWARENESS_TOPIC_SUFFIX}", self.topic)
+    }
+
+    /// Checks the settings librdkafka would only refuse later.
+    pub fn validate(&self) -> Result<(), KafkaConfigError> {
+        if self.brokers.trim().is_empty() {
+            return Err(invalid("--kafka-brokers", "no broker address given"));
+        }
+        if self.topic.is_empty()
+            || !self
+                .topic
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            || self.awareness_topic().len() > 249
+        {
+            return Err(invalid(
+                "--kafka-topic",
+                "a topic name is 1-239 characters of [a-zA-Z0-9._-]",
+            ));
+        }
+        if self.partitions < 1 {
+            return Err(invalid("--kafka-partitions", "must be at least 1"));
+        }
+        if self.replication_factor < 1 {
+            return Err(invalid("--kafka-replication-factor", "must be at least 1"));
+        }
+        for (key, _) in &self.options {
+            if key.trim().is_empty() {
+                return Err(invalid("--kafka-option", "expected key=value"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Settings every client of this node shares.
+    pub(crate) fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", format!("weft-{}", self.origin.node))
+            // A broker that goes away is retried with librdkafka's backoff.
+            .set("reconnect.backoff.ms", "100")
+            .set("reconnect.backoff.max.ms", "5000");
+        config
+    }
+
+    /// The producer: idempotent, `acks=all`.
+    pub(crate) fn producer(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", millis(self.linger))
+            .set("message.timeout.ms", millis(self.publish_timeout))
+            // Each Weft record is small; bound what librdkafka may queue so
+            // a dead broker cannot grow memory without bound (a publish past
+            // it fails and its session is closed).
+            .set("queue.buffering.max.messages", "100000")
+            .set("queue.buffering.max.kbytes", "262144");
+        self.apply_options(&mut config);
+        config
+    }
+
+    /// A consumer that is assigned partitions explicitly and never commits.
+    pub(crate) fn consumer(&self, purpose: &str, fetch_wait: Duration) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set(
+                "group.id",
+                format!(
+                    "weft-{purpose}-{}-{:016x}",
+                    self.origin.node, self.origin.incarnation
+                ),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", millis(fetch_wait))
+            .set("fetch.min.bytes", "1");
+        self.apply_options(&mut config);
+        config
+    }
+
+    fn apply_options(&self, config: &mut ClientConfig) {
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+    }
+}
+
+fn invalid(setting: &'static str, reason: &str) -> KafkaConfigError {
+    KafkaConfigError::Invalid {
+        setting,
+        reason: reason.to_owned(),
+    }
+}
+
+fn millis(duration: Duration) -> String {
+    duration.as_millis().to_string()
+}

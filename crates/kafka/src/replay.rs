@@ -1,0 +1,114 @@
+//! Reading one document's updates back from its partition.
+//!
+//! Until the persistence worker writes snapshots, a node loads a document
+//! by reading its partition from the beginning, keeping the records keyed
+//! by the document. The end is the partition's high watermark read *after*
+//! the document was registered for live delivery: every record below it is
+//! read here, every record at or past it arrives live (see
+//! `docs/ARCHITECTURE.md`, "Loading a document"). Duplicates between the
+//! two are harmless; there is no gap.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tracing::{debug, warn};
+use weft_sync::{BusError, Position, RecordKind, Replayed};
+
+use crate::bus::{BROKER_REQUEST_TIMEOUT, Counters};
+use crate::config::KafkaConfig;
+use crate::envelope;
+
+/// Fetch wait of a replay consumer: there is data until the end, so a long
+/// wait would only delay the last fetch (some brokers always wait it out).
+const REPLAY_FETCH_WAIT: Duration = Duration::from_millis(5);
+/// How long one replay may take before the load fails (the client retries).
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest single poll, so the deadline is checked.
+const POLL_SLICE: Duration = Duration::from_millis(500);
+
+/// The document's updates in `partition` after offset `after` (from the
+/// partition's start for `None`), up to the high watermark at the call.
+pub(crate) fn replay_partition(
+    config: &KafkaConfig,
+    partition: i32,
+    doc: &str,
+    after: Option<i64>,
+    counters: &Counters,
+) -> Result<Vec<Replayed>, BusError> {
+    let started = Instant::now();
+    let consumer: BaseConsumer = config
+        .consumer("replay", REPLAY_FETCH_WAIT)
+        .create()
+        .map_err(|error| BusError::Replay(Box::new(error)))?;
+    let (low, high) = consumer
+        .fetch_watermarks(&config.topic, partition, BROKER_REQUEST_TIMEOUT)
+        .map_err(|error| BusError::Replay(Box::new(error)))?;
+    let wanted_start = after.map_or(low, |offset| offset + 1);
+    if wanted_start < low {
+        warn!(
+            doc,
+            partition,
+            wanted_start,
+            low,
+            "records the document needs were deleted by retention; keep the topic's retention longer than the persistence worker's lag"
+        );
+    }
+    let start = wanted_start.max(low);
+    let mut replayed = Vec::new();
+    if start >= high {
+        return Ok(replayed);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(&config.topic, partition, Offset::Offset(start))
+        .map_err(|error| BusError::Replay(Box::new(error)))?;
+    consumer
+        .assign(&assignment)
+        .map_err(|error| BusError::Replay(Box::new(error)))?;
+    let deadline = started + REPLAY_TIMEOUT;
+    let mut next = start;
+    let mut read = 0_u64;
+    while next < high {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(BusError::Replay(
+                format!("timed out at offset {next} of {high} in partition {partition}").into(),
+            ));
+        }
+        let Some(polled) = consumer.poll(POLL_SLICE.min(deadline - now)) else {
+            continue;
+        };
+        let message = polled.map_err(|error| BusError::Replay(Box::new(error)))?;
+        next = message.offset() + 1;
+        if message.offset() >= high {
+            break;
+        }
+        read += 1;
+        if message.key() != Some(doc.as_bytes()) {
+            continue;
+        }
+        match envelope::decode(message.payload().unwrap_or_default(), Some(doc)) {
+            Ok(decoded) if decoded.record.kind == RecordKind::Update => replayed.push(Replayed {
+                position: Position {
+                    partition,
+                    offset: message.offset(),
+                },
+                update: decoded.record.payload,
+            }),
+            Ok(_) => counters.malformed("replayed record", &"not an update"),
+            Err(error) => counters.malformed("replayed record", &error),
+        }
+    }
+    debug!(
+        doc,
+        partition,
+        start,
+        high,
+        read,
+        kept = replayed.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "document replayed"
+    );
+    Ok(replayed)
+}
