@@ -14,6 +14,11 @@ CARGO ?= cargo
 NPM_CACHE := $(WEFT_CACHE)/npm
 CARGO_DENY := $(TOOLS)/bin/cargo-deny
 CARGO_DENY_VERSION := 0.20.2
+# The Kafka-API broker the tests run against (Tansu, Apache-2.0, built from
+# the crates registry once: 7-11 minutes cold on 2 cores, then cached).
+TANSU := $(TOOLS)/bin/tansu
+TANSU_VERSION := 0.6.0
+WITH_BROKER := WEFT_TANSU_BIN=$(TANSU) $(CURDIR)/tests/with-broker.sh
 ADVISORY_URL := https://github.com/RustSec/advisory-db
 # Where cargo-deny looks for that database given deny.toml's db-path.
 ADVISORY_DIR := $(WEFT_CACHE)/advisory-dbs/advisory-db-3157b0e258782691
@@ -43,8 +48,8 @@ lint: ## rustfmt and clippy (warnings are errors)
 	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 .PHONY: unit
-unit: ## unit, property, store and gateway tests
-	$(CARGO) test --locked --workspace --all-features
+unit: $(TANSU) ## unit, property, store, gateway and bus tests (a Kafka-API broker is started for them)
+	$(WITH_BROKER) $(CARGO) test --locked --workspace --all-features
 
 tests/node_modules/.weft-lock: tests/package-lock.json
 	mkdir -p $(NPM_CACHE)
@@ -52,8 +57,11 @@ tests/node_modules/.weft-lock: tests/package-lock.json
 	cp tests/package-lock.json $@
 
 .PHONY: e2e
-e2e: build tests/node_modules/.weft-lock ## end-to-end: the weft binary with unmodified npm Yjs clients
-	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft node --test --test-concurrency=1 e2e/
+e2e: build tests/node_modules/.weft-lock $(TANSU) ## end-to-end: the weft binary with unmodified npm Yjs clients, one node and clusters over a real broker
+	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(WITH_BROKER) node --test --test-concurrency=1 e2e/
+
+$(TANSU):
+	$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql --root $(TOOLS)
 
 $(CARGO_DENY):
 	$(CARGO) install cargo-deny --version $(CARGO_DENY_VERSION) --locked --root $(TOOLS)

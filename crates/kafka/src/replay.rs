@@ -2,15 +2,22 @@
 //!
 //! Until the persistence worker writes snapshots, a node loads a document
 //! by reading its partition from the beginning, keeping the records keyed
-//! by the document. The end is the partition's high watermark read *after*
+//! by the document, until the consumer reports the partition's end. That end
+//! is at least the high watermark when the replay started, which is after
 //! the document was registered for live delivery: every record below it is
 //! read here, every record at or past it arrives live (see
-//! `docs/ARCHITECTURE.md`, "Loading a document"). Duplicates between the
-//! two are harmless; there is no gap.
+//! `docs/ARCHITECTURE.md`, "Loading a document without a gap"). Duplicates
+//! between the two are harmless; there is no gap.
+//!
+//! The replay reads to the end-of-partition event rather than to a high
+//! watermark read up front: some Kafka-API brokers (Tansu 0.6) report a
+//! high watermark one past the *first* record of the last produce batch,
+//! not the last, while serving every record.
 
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{debug, warn};
 use weft_sync::{BusError, Position, RecordKind, Replayed};
@@ -28,7 +35,7 @@ const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL_SLICE: Duration = Duration::from_millis(500);
 
 /// The document's updates in `partition` after offset `after` (from the
-/// partition's start for `None`), up to the high watermark at the call.
+/// partition's start for `None`), up to the partition's end.
 pub(crate) fn replay_partition(
     config: &KafkaConfig,
     partition: i32,
@@ -39,6 +46,7 @@ pub(crate) fn replay_partition(
     let started = Instant::now();
     let consumer: BaseConsumer = config
         .consumer("replay", REPLAY_FETCH_WAIT)
+        .set("enable.partition.eof", "true")
         .create()
         .map_err(|error| BusError::Replay(Box::new(error)))?;
     let (low, high) = consumer
@@ -56,9 +64,6 @@ pub(crate) fn replay_partition(
     }
     let start = wanted_start.max(low);
     let mut replayed = Vec::new();
-    if start >= high {
-        return Ok(replayed);
-    }
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset(&config.topic, partition, Offset::Offset(start))
@@ -67,23 +72,25 @@ pub(crate) fn replay_partition(
         .assign(&assignment)
         .map_err(|error| BusError::Replay(Box::new(error)))?;
     let deadline = started + REPLAY_TIMEOUT;
-    let mut next = start;
     let mut read = 0_u64;
-    while next < high {
+    loop {
         let now = Instant::now();
         if now >= deadline {
             return Err(BusError::Replay(
-                format!("timed out at offset {next} of {high} in partition {partition}").into(),
+                format!(
+                    "timed out after {read} records from offset {start} in partition {partition}"
+                )
+                .into(),
             ));
         }
         let Some(polled) = consumer.poll(POLL_SLICE.min(deadline - now)) else {
             continue;
         };
-        let message = polled.map_err(|error| BusError::Replay(Box::new(error)))?;
-        next = message.offset() + 1;
-        if message.offset() >= high {
-            break;
-        }
+        let message = match polled {
+            Ok(message) => message,
+            Err(KafkaError::PartitionEOF(_)) => break,
+            Err(error) => return Err(BusError::Replay(Box::new(error))),
+        };
         read += 1;
         if message.key() != Some(doc.as_bytes()) {
             continue;
@@ -104,7 +111,7 @@ pub(crate) fn replay_partition(
         doc,
         partition,
         start,
-        high,
+        high_watermark = high,
         read,
         kept = replayed.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -51,7 +51,6 @@ async fn next(deliveries: &mut mpsc::Receiver<Delivery>, what: &str) -> Delivery
 /// has subscribed yet.
 pub async fn run_all(a: &dyn MessageBus, b: &dyn MessageBus) {
     assert_ne!(a.origin(), b.origin(), "two nodes, two origins");
-    a.check().await.expect("check answers");
     let wanted_by_b = Arc::new(Wanted::default());
     let interest: Arc<dyn Interest> = wanted_by_b.clone();
     let mut at_b = b.subscribe(interest).await.expect("subscribe b");
@@ -63,6 +62,7 @@ pub async fn run_all(a: &dyn MessageBus, b: &dyn MessageBus) {
         a.subscribe(Arc::new(Wanted::default())).await.is_err(),
         "a node subscribes once"
     );
+    a.check().await.expect("check answers once subscribed");
 
     publish_acknowledges_in_order(a).await;
     wanted_records_of_other_nodes_are_delivered(a, &wanted_by_b, &mut at_b).await;
@@ -119,49 +119,49 @@ async fn wanted_records_of_other_nodes_are_delivered(
         origin_session: 7,
     });
 
-    let first = next(at_b, "the wanted update").await;
-    assert_eq!(first.record.kind, RecordKind::Update);
-    assert_eq!(
-        first.record.doc.as_ref(),
-        wanted,
-        "the unwanted update is skipped"
-    );
-    assert_eq!(first.record.payload.as_ref(), b"w1");
-    assert_eq!(first.record.origin_session, 7);
-    assert_eq!(&first.origin, a.origin());
-    assert_eq!(first.position, Some(wanted_position));
-
-    // Heartbeats may interleave (a bus may publish its own); skip them.
-    let awareness = loop {
-        let delivery = next(at_b, "the wanted awareness").await;
-        if delivery.record.kind != RecordKind::Heartbeat {
-            break delivery;
-        }
-    };
-    assert_eq!(awareness.record.kind, RecordKind::Awareness);
-    assert_eq!(awareness.record.doc.as_ref(), wanted);
-    assert_eq!(awareness.record.payload.as_ref(), b"presence");
-
     a.publish_ephemeral(Record {
         doc: Arc::from(""),
         kind: RecordKind::Heartbeat,
         payload: Bytes::new(),
         origin_session: 0,
     });
-    let heartbeat = next(at_b, "a heartbeat").await;
-    assert_eq!(
-        heartbeat.record.kind,
-        RecordKind::Heartbeat,
-        "heartbeats reach every node"
-    );
-    assert_eq!(&heartbeat.origin, a.origin());
+
+    // Kinds may travel separately (Kafka: two topics), so no order between
+    // them is assumed; within the wait, nothing of the unwanted document
+    // may arrive.
+    let (mut update, mut awareness, mut heartbeat) = (None, None, None);
+    while update.is_none() || awareness.is_none() || heartbeat.is_none() {
+        let delivery = next(at_b, "the wanted update, awareness and a heartbeat").await;
+        assert_ne!(
+            delivery.record.doc.as_ref(),
+            unwanted,
+            "unwanted records are skipped"
+        );
+        match delivery.record.kind {
+            RecordKind::Update => update = Some(delivery),
+            RecordKind::Awareness => awareness = Some(delivery),
+            RecordKind::Heartbeat => heartbeat = Some(delivery),
+        }
+    }
+    let (Some(update), Some(awareness), Some(heartbeat)) = (update, awareness, heartbeat) else {
+        unreachable!("the loop ends when all three arrived");
+    };
+    assert_eq!(update.record.doc.as_ref(), wanted);
+    assert_eq!(update.record.payload.as_ref(), b"w1");
+    assert_eq!(update.record.origin_session, 7);
+    assert_eq!(&update.origin, a.origin());
+    assert_eq!(update.position, Some(wanted_position));
+
+    assert_eq!(awareness.record.doc.as_ref(), wanted);
+    assert_eq!(awareness.record.payload.as_ref(), b"presence");
+    assert_eq!(&awareness.origin, a.origin());
+
+    assert_eq!(&heartbeat.origin, a.origin(), "heartbeats reach every node");
 }
 
 async fn own_records_are_not_delivered_back(at_a: &mut mpsc::Receiver<Delivery>) {
-    // Everything above was published by `a`; nothing may have come back. A
-    // bus delivers in log order, so an echo would already be queued by the
-    // time b saw the heartbeat published last... give a broker one more
-    // fetch to be sure.
+    // Everything above was published by `a`; nothing may come back to it.
+    // Half a second is many fetch waits of any test configuration.
     let echoed = tokio::time::timeout(Duration::from_millis(500), at_a.recv()).await;
     assert!(
         echoed.is_err(),

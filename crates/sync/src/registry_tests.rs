@@ -431,3 +431,99 @@ async fn past_max_documents_a_new_document_is_refused_until_one_unloads() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let _third = join(&registry, "three", 16).await;
 }
+
+fn cluster_config() -> RegistryConfig {
+    RegistryConfig {
+        mode: crate::NodeMode::Cluster,
+        heartbeat_interval: Duration::from_millis(100),
+        peer_timeout: Duration::from_millis(500),
+        ..test_config()
+    }
+}
+
+/// Receives frames until one decodes to a message `pick` accepts.
+async fn next_message<T>(client: &mut Client, pick: impl Fn(Message) -> Option<T>) -> T {
+    for _ in 0..100 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), client.frames.recv())
+            .await
+            .expect("a frame in time")
+            .expect("session open");
+        if let Some(found) = decode_frame(&frame).ok().and_then(&pick) {
+            return found;
+        }
+    }
+    panic!("no matching frame among 100");
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_nodes_on_one_log_share_updates_loads_and_presence() {
+    let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+    let bus_a = crate::LogBus::new(store.clone(), "a");
+    let bus_b = bus_a.join("b");
+    let node_a = Registry::start(store.clone(), Arc::new(bus_a), cluster_config());
+    let node_b = Registry::start(store.clone(), Arc::new(bus_b), cluster_config());
+
+    // Written on node a before node b ever loaded the document: b replays it.
+    let alice = join(&node_a, "doc", 64).await;
+    alice
+        .session
+        .submit_update(text_update(1, "early "))
+        .await
+        .unwrap()
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let mut bob = join(&node_b, "doc", 64).await;
+    assert_eq!(server_text(&bob), "early ", "node b loaded by replay");
+
+    // Live: a's update reaches b's session.
+    alice
+        .session
+        .submit_update(text_update(2, "live"))
+        .await
+        .unwrap()
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let update = next_message(&mut bob, |message| match message {
+        Message::Sync(SyncMessage::Update(update)) => Some(update),
+        _ => None,
+    })
+    .await;
+    assert_eq!(text_of(&[update]), "live");
+
+    // Presence crosses, and goes when node a falls silent.
+    let presence = weft_protocol::AwarenessUpdate {
+        clients: [(
+            yrs::block::ClientID::new(7),
+            weft_protocol::AwarenessUpdateEntry {
+                clock: 1,
+                json: Arc::from(r#"{"user":"alice"}"#),
+            },
+        )]
+        .into(),
+    };
+    alice.session.apply_awareness(presence);
+    let seen = next_message(&mut bob, |message| match message {
+        Message::Awareness(update) => Some(update),
+        _ => None,
+    })
+    .await;
+    assert!(seen.clients.contains_key(&yrs::block::ClientID::new(7)));
+    node_a.shutdown().await;
+    // A crash: no goodbye from alice's session, only silence.
+    std::mem::forget(alice);
+    let removed = next_message(&mut bob, |message| match message {
+        Message::Awareness(update) => Some(update),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        removed.clients[&yrs::block::ClientID::new(7)].json.as_ref(),
+        "null",
+        "a silent node's clients are removed"
+    );
+    assert!(bob.session.awareness_frame().is_none());
+}

@@ -1,0 +1,246 @@
+// Clusters: three `weft serve` nodes sharing a real Kafka-API broker (the
+// Tansu that `make test` starts, named by WEFT_TEST_KAFKA), with the same
+// unmodified y-websocket clients. Every test uses a fresh topic.
+
+import assert from 'node:assert/strict'
+import crypto from 'node:crypto'
+import {
+  e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report,
+  prng, testSeed, Y
+} from '../lib/harness.mjs'
+
+const BROKER = process.env.WEFT_TEST_KAFKA
+if (!BROKER && process.env.CI) {
+  throw new Error('WEFT_TEST_KAFKA is not set: `make test` starts a broker and sets it')
+}
+const skip = BROKER ? false : 'set WEFT_TEST_KAFKA=host:port (make test does)'
+
+/** The fetch wait the nodes use; latency figures are bounded by it (Tansu waits it out). */
+const FETCH_WAIT_MS = 10
+const HEARTBEAT = '200ms'
+const NODE_TIMEOUT_MS = 1500
+
+/** Start `count` nodes on one fresh topic. */
+async function startCluster (t, count, { topic = `e2e-${crypto.randomUUID()}`, extraArgs = [] } = {}) {
+  const nodes = []
+  for (let i = 0; i < count; i++) {
+    nodes.push(await startWeft(t, {
+      name: `node-${i}`,
+      args: [
+        '--kafka-brokers', BROKER,
+        '--kafka-topic', topic,
+        '--kafka-partitions', '4',
+        '--node-id', `node-${i}`,
+        '--kafka-fetch-wait-ms', String(FETCH_WAIT_MS),
+        '--node-heartbeat-interval', HEARTBEAT,
+        '--node-timeout', `${NODE_TIMEOUT_MS}ms`,
+        ...extraArgs
+      ]
+    }))
+  }
+  return { nodes, topic }
+}
+
+const TYPES = { text: ['text'], map: ['map'], array: ['array'] }
+
+/** One random edit of text, map or array. */
+function randomEdit (client, rand) {
+  const doc = client.doc
+  switch (rand.int(3)) {
+    case 0: {
+      const text = doc.getText('text')
+      if (text.length > 0 && rand.next() < 0.3) text.delete(rand.int(text.length), 1)
+      else text.insert(rand.int(text.length + 1), rand.string(1 + rand.int(4)))
+      break
+    }
+    case 1:
+      doc.getMap('map').set(`k${rand.int(20)}`, rand.string(3))
+      break
+    default: {
+      const array = doc.getArray('array')
+      if (array.length > 0 && rand.next() < 0.3) array.delete(rand.int(array.length), 1)
+      else array.insert(rand.int(array.length + 1), [rand.int(1000)])
+    }
+  }
+}
+
+e2e('cluster: clients spread over three nodes converge; late joiners on any node see the state', { skip, timeout: 120000 }, async (t) => {
+  const { nodes } = await startCluster(t, 3)
+  const seed = testSeed()
+  console.log(`[seed] WEFT_E2E_SEED=${seed}`)
+  const rand = prng(seed)
+  const docs = ['cluster/a', 'cluster/b']
+  const clients = []
+  for (const doc of docs) {
+    for (let i = 0; i < 6; i++) {
+      clients.push(createClient(t, nodes[i % 3], doc, { name: `${doc}#${i}@node-${i % 3}` }))
+    }
+  }
+  await waitSynced(clients, { timeout: 20000 })
+  const EDITS = 40
+  for (let round = 0; round < EDITS; round++) {
+    for (const client of clients) randomEdit(client, rand)
+    if (round % 5 === 0) await sleep(5)
+  }
+  for (const doc of docs) {
+    const group = clients.filter(c => c.docName === doc)
+    const ms = await waitConverged(group, { types: TYPES, timeout: 30000, what: `${doc}: 6 clients on 3 nodes to converge` })
+    report(`cluster: ${doc}, 6 clients on 3 nodes x ${EDITS} random edits: converged after the last edit`, ms)
+  }
+  // Late joiners on every node: the document is loaded there already.
+  for (const [index, node] of nodes.entries()) {
+    const late = createClient(t, node, docs[0], { name: `late@node-${index}` })
+    await waitSynced(late, { timeout: 15000 })
+    await waitConverged([clients[0], late], { types: TYPES, what: `late joiner on node-${index}` })
+  }
+})
+
+e2e('cluster: a node that loads a document after others edited it sees everything (replay from the broker)', { skip, timeout: 120000 }, async (t) => {
+  const { nodes } = await startCluster(t, 3)
+  const doc = 'cluster/replayed'
+  const writers = [createClient(t, nodes[0], doc, { name: 'w@node-0' }), createClient(t, nodes[1], doc, { name: 'w@node-1' })]
+  await waitSynced(writers)
+  const TOKENS = 150
+  for (let i = 0; i < TOKENS; i++) writers[i % 2].doc.getArray('array').push([`t${i}`])
+  await waitConverged(writers, { types: TYPES, timeout: 20000 })
+  // node-2 has never had this document open.
+  const started = now()
+  const reader = createClient(t, nodes[2], doc, { name: 'reader@node-2' })
+  await waitSynced(reader, { timeout: 20000 })
+  report(`cluster: ${TOKENS} updates replayed into a node that never held the document (connect to synced)`, now() - started)
+  const got = reader.doc.getArray('array').toJSON()
+  assert.equal(got.length, TOKENS, 'every update, once')
+  assert.deepEqual([...got].sort(), Array.from({ length: TOKENS }, (_, i) => `t${i}`).sort())
+  // And live from here on, both ways.
+  reader.doc.getArray('array').push(['from-node-2'])
+  await waitFor(() => writers.every(w => w.doc.getArray('array').toJSON().includes('from-node-2')), {
+    on: writers, timeout: 10000, what: 'node-2 edit to reach node-0 and node-1'
+  })
+})
+
+e2e('cluster: cross-node latency, writer on node-0, reader on node-1', { skip, timeout: 60000 }, async (t) => {
+  const { nodes } = await startCluster(t, 2)
+  const writer = createClient(t, nodes[0], 'cluster/latency', { name: 'writer' })
+  const reader = createClient(t, nodes[1], 'cluster/latency', { name: 'reader' })
+  await waitSynced([writer, reader])
+  const SAMPLES = 60
+  const samples = []
+  const map = reader.doc.getMap('map')
+  for (let i = 0; i < SAMPLES; i++) {
+    const key = `probe-${i}`
+    const arrived = waitFor(() => map.has(key), { on: reader, timeout: 5000, what: `probe ${i}` })
+    const sent = now()
+    writer.doc.getMap('map').set(key, i)
+    await arrived
+    samples.push(now() - sent)
+  }
+  samples.sort((a, b) => a - b)
+  const pct = (p) => samples[Math.min(samples.length - 1, Math.floor(p * samples.length))]
+  report(`cluster: cross-node latency p50 (fetch.wait.max.ms=${FETCH_WAIT_MS}, ${SAMPLES} sequential probes)`, pct(0.5))
+  report(`cluster: cross-node latency p99 (fetch.wait.max.ms=${FETCH_WAIT_MS})`, pct(0.99))
+  report(`cluster: cross-node latency max (fetch.wait.max.ms=${FETCH_WAIT_MS})`, samples[samples.length - 1])
+  assert.equal(samples.length, SAMPLES)
+})
+
+/** Every token present exactly once in the array. */
+function assertTokensOnce (client, expected) {
+  const list = client.doc.getArray('array').toJSON()
+  const counts = new Map()
+  for (const token of list) counts.set(token, (counts.get(token) || 0) + 1)
+  const missing = expected.filter(token => !counts.has(token))
+  const duplicated = [...counts].filter(([, n]) => n > 1).map(([token]) => token)
+  assert.deepEqual({ missing, duplicated, length: list.length }, { missing: [], duplicated: [], length: expected.length }, `${client.name}`)
+}
+
+e2e('cluster: a node killed with SIGKILL mid-edit and restarted loses nothing; every edit present exactly once', { skip, timeout: 180000 }, async (t) => {
+  const { nodes } = await startCluster(t, 3)
+  const doc = 'cluster/sigkill'
+  const writers = [0, 0, 1, 2].map((n, i) => createClient(t, nodes[n], doc, { name: `w${i}@node-${n}`, maxBackoffTime: 200 }))
+  await waitSynced(writers)
+  const INSERTS = 120
+  const expected = []
+  let issued = 0
+  const chaos = (async () => {
+    await waitFor(() => issued >= INSERTS * writers.length * 0.4, { on: writers, timeout: 60000, what: 'inserts before the kill' })
+    const killed = now()
+    await nodes[0].kill()
+    await sleep(300)
+    await nodes[0].restart()
+    await waitSynced(writers, { timeout: 20000, what: 'writers of node-0 to reconnect after SIGKILL' })
+    report('cluster: node-0 SIGKILLed, restarted, its writers resynced', now() - killed)
+  })()
+  const writing = Promise.all(writers.map(async (w) => {
+    for (let i = 0; i < INSERTS; i++) {
+      const token = `${w.name}-${i}`
+      expected.push(token)
+      w.doc.getArray('array').push([token])
+      issued++
+      await sleep(8)
+    }
+  }))
+  await Promise.all([writing, chaos])
+  const ms = await waitConverged(writers, { types: TYPES, timeout: 30000, what: 'writers to converge after the kill' })
+  report(`cluster: ${writers.length} writers converged after their last insert (one node SIGKILLed mid-edit)`, ms)
+  for (const w of writers) assertTokensOnce(w, expected)
+  // A fresh client on a node that has the document loaded, and one on the
+  // restarted node, which loaded it by replay.
+  for (const n of [1, 0]) {
+    const fresh = createClient(t, nodes[n], doc, { name: `fresh@node-${n}` })
+    await waitSynced(fresh, { timeout: 20000 })
+    assertTokensOnce(fresh, expected)
+  }
+})
+
+e2e('cluster: all nodes restarted load every document again', { skip, timeout: 120000 }, async (t) => {
+  const { nodes } = await startCluster(t, 3)
+  const docs = Array.from({ length: 5 }, (_, i) => `cluster/restart-${i}`)
+  const expected = new Map()
+  for (const [i, doc] of docs.entries()) {
+    const writer = createClient(t, nodes[i % 3], doc, { name: `writer ${doc}` })
+    await waitSynced(writer)
+    writer.doc.getText('text').insert(0, `content of ${doc}`)
+    writer.doc.getArray('array').push([i])
+    expected.set(doc, Y.encodeStateAsUpdate(writer.doc))
+    // Another node's client saw it: the cluster accepted it.
+    const witness = createClient(t, nodes[(i + 1) % 3], doc, { name: `witness ${doc}` })
+    await waitConverged([writer, witness], { types: TYPES })
+    writer.destroy()
+    witness.destroy()
+  }
+  for (const node of nodes) await node.stop()
+  for (const node of nodes) await node.restart()
+  for (const [i, doc] of docs.entries()) {
+    const reader = createClient(t, nodes[(i + 2) % 3], doc, { name: `reader ${doc}` })
+    await waitSynced(reader, { timeout: 20000 })
+    assert.equal(reader.doc.getText('text').toString(), `content of ${doc}`)
+    assert.deepEqual(reader.doc.getArray('array').toJSON(), [i])
+  }
+})
+
+e2e('cluster: awareness crosses nodes, and a SIGKILLed node\'s clients disappear from the others', { skip, timeout: 60000 }, async (t) => {
+  const { nodes } = await startCluster(t, 2)
+  const doc = 'cluster/awareness'
+  const ghost = createClient(t, nodes[0], doc, { name: 'on-node-0', maxBackoffTime: 60000 })
+  const watcher = createClient(t, nodes[1], doc, { name: 'on-node-1' })
+  await waitSynced([ghost, watcher])
+  ghost.awareness.setLocalStateField('user', { name: 'Ghost' })
+  watcher.awareness.setLocalStateField('user', { name: 'Watcher' })
+  await waitFor(() => watcher.awareness.getStates().get(ghost.doc.clientID)?.user?.name === 'Ghost', {
+    on: watcher, timeout: 10000, what: 'node-1 client to see the node-0 client'
+  })
+  await waitFor(() => ghost.awareness.getStates().get(watcher.doc.clientID)?.user?.name === 'Watcher', {
+    on: ghost, timeout: 10000, what: 'node-0 client to see the node-1 client'
+  })
+  // The node-0 client can not reconnect anywhere (its node is dead and its
+  // backoff long); only the server side can remove its cursor, well before
+  // y-protocols' own 30 s client timeout.
+  ghost.provider.shouldConnect = false
+  const killed = now()
+  await nodes[0].kill()
+  await waitFor(() => !watcher.awareness.getStates().has(ghost.doc.clientID), {
+    on: watcher, timeout: NODE_TIMEOUT_MS + 8000, what: 'the dead node\'s client to disappear'
+  })
+  const gone = now() - killed
+  report(`cluster: awareness of a SIGKILLed node's client removed on the other node (node timeout ${NODE_TIMEOUT_MS} ms)`, gone)
+  assert.ok(gone < 15000, `removed by the node timeout, not y-protocols' 30 s: ${gone} ms`)
+})
