@@ -3,6 +3,7 @@
 // unmodified y-websocket clients. Every test uses a fresh topic.
 
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import {
   e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report,
@@ -243,4 +244,44 @@ e2e('cluster: awareness crosses nodes, and a SIGKILLed node\'s clients disappear
   const gone = now() - killed
   report(`cluster: awareness of a SIGKILLed node's client removed on the other node (node timeout ${NODE_TIMEOUT_MS} ms)`, gone)
   assert.ok(gone < 15000, `removed by the node timeout, not y-protocols' 30 s: ${gone} ms`)
+})
+
+/**
+ * Produce a record that is not a Weft envelope, with a document's key, into
+ * every partition of `topic`, through Tansu's own producer (not Weft's).
+ * `tansu cat produce` writes the key as JSON, so the key of a string `k` is
+ * `"k"`, quotes included: the document under test is named that way.
+ */
+function produceGarbage (topic, key, partitions) {
+  const tansu = process.env.WEFT_TANSU_BIN
+  assert.ok(tansu, 'WEFT_TANSU_BIN names the broker binary (make test sets it)')
+  for (let partition = 0; partition < partitions; partition++) {
+    const produced = spawnSync(tansu, [
+      'cat', 'produce', topic, '--broker', `tcp://${BROKER}`, '--partition', String(partition)
+    ], { input: JSON.stringify({ key, value: `not an envelope ${partition}` }) + '\n', timeout: 20000 })
+    assert.equal(produced.status, 0, `tansu cat produce: ${produced.stderr}`)
+  }
+}
+
+e2e('cluster: a malformed record in the topic is skipped; nodes keep serving and replaying', { skip, timeout: 120000 }, async (t) => {
+  const { nodes, topic } = await startCluster(t, 2)
+  const key = 'cluster/poisoned'
+  const doc = JSON.stringify(key)
+  const a = createClient(t, nodes[0], doc, { name: 'a@node-0' })
+  const b = createClient(t, nodes[1], doc, { name: 'b@node-1' })
+  await waitSynced([a, b])
+  a.doc.getArray('array').push(['before'])
+  await waitConverged([a, b], { types: TYPES })
+  // Both nodes have the document loaded, so the live consumers decode it.
+  produceGarbage(topic, key, 4)
+  b.doc.getArray('array').push(['after'])
+  await waitConverged([a, b], { types: TYPES, what: 'edits after the malformed records' })
+  for (const node of nodes) assert.ok(node.running, `${node.name} still running`)
+  // A restarted node replays the partition, malformed record included.
+  await nodes[1].stop()
+  await nodes[1].restart()
+  const fresh = createClient(t, nodes[1], doc, { name: 'fresh@node-1' })
+  await waitSynced(fresh, { timeout: 20000 })
+  assert.deepEqual(fresh.doc.getArray('array').toJSON(), ['before', 'after'])
+  assert.match(nodes[0].logs(), /malformed record skipped/, 'node-0 logged the skip')
 })

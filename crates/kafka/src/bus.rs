@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -20,6 +19,7 @@ use weft_sync::{
 };
 
 use crate::config::{KafkaConfig, KafkaConfigError};
+use crate::context::WeftContext;
 use crate::envelope::{self, TRACEPARENT_HEADER, partition_for};
 
 /// How long one metadata or watermark request may take.
@@ -63,7 +63,7 @@ impl Counters {
 /// One node's connection to a Kafka-API broker.
 pub struct KafkaBus {
     config: Arc<KafkaConfig>,
-    producer: FutureProducer,
+    producer: FutureProducer<WeftContext>,
     topics: OnceLock<Topics>,
     subscribed: AtomicBool,
     counters: Arc<Counters>,
@@ -85,7 +85,9 @@ impl KafkaBus {
     /// retries it with backoff until the broker answers).
     pub fn new(config: KafkaConfig) -> Result<Self, KafkaConfigError> {
         config.validate()?;
-        let producer: FutureProducer = config.producer().create()?;
+        let producer: FutureProducer<WeftContext> = config
+            .producer()
+            .create_with_context(WeftContext::default())?;
         Ok(Self {
             config: Arc::new(config),
             producer,
@@ -146,10 +148,10 @@ impl KafkaBus {
     }
 
     async fn create_topics(&self) -> Result<(), BusError> {
-        let admin: AdminClient<DefaultClientContext> = self
+        let admin: AdminClient<WeftContext> = self
             .config
             .base()
-            .create()
+            .create_with_context(WeftContext::default())
             .map_err(|error| BusError::Check(Box::new(error)))?;
         let awareness_name = self.config.awareness_topic();
         let replication = self.config.replication_factor;
@@ -187,11 +189,11 @@ impl KafkaBus {
     /// topics. The end offsets are read and assigned explicitly (not
     /// `Offset::End`, which librdkafka resolves lazily): a record published
     /// after this returns is at or past the assigned position.
-    async fn live_consumer(&self, topics: Topics) -> Result<StreamConsumer, BusError> {
-        let consumer: StreamConsumer = self
+    async fn live_consumer(&self, topics: Topics) -> Result<StreamConsumer<WeftContext>, BusError> {
+        let consumer: StreamConsumer<WeftContext> = self
             .config
             .consumer("live", self.config.fetch_wait)
-            .create()
+            .create_with_context(WeftContext::default())
             .map_err(|error| BusError::Check(Box::new(error)))?;
         let names = [
             (self.config.topic.clone(), topics.updates),
@@ -370,7 +372,7 @@ impl MessageBus for KafkaBus {
 
 /// The live consumer loop: runs until the registry drops its receiver.
 async fn consume(
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<WeftContext>,
     interest: Arc<dyn Interest>,
     sender: mpsc::Sender<Delivery>,
     config: Arc<KafkaConfig>,

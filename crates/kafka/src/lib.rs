@@ -29,12 +29,14 @@
 //! # Layout
 //!
 //! - [`config`]: [`KafkaConfig`] and the librdkafka settings derived from it.
+//! - [`context`]: how librdkafka's client errors are logged.
 //! - [`bus`]: [`KafkaBus`]: connecting, publishing, the live consumer.
 //! - [`replay`]: reading one document's records back from its partition.
 //! - [`envelope`]: the protobuf records and the partitioner.
 
 pub mod bus;
 pub mod config;
+pub mod context;
 pub mod envelope;
 pub mod replay;
 

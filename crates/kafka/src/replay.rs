@@ -24,6 +24,7 @@ use weft_sync::{BusError, Position, RecordKind, Replayed};
 
 use crate::bus::{BROKER_REQUEST_TIMEOUT, Counters};
 use crate::config::KafkaConfig;
+use crate::context::WeftContext;
 use crate::envelope;
 
 /// Fetch wait of a replay consumer: there is data until the end, so a long
@@ -44,10 +45,10 @@ pub(crate) fn replay_partition(
     counters: &Counters,
 ) -> Result<Vec<Replayed>, BusError> {
     let started = Instant::now();
-    let consumer: BaseConsumer = config
+    let consumer: BaseConsumer<WeftContext> = config
         .consumer("replay", REPLAY_FETCH_WAIT)
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(WeftContext::default())
         .map_err(|error| BusError::Replay(Box::new(error)))?;
     let (low, high) = consumer
         .fetch_watermarks(&config.topic, partition, BROKER_REQUEST_TIMEOUT)

@@ -1,0 +1,39 @@
+//! How librdkafka's client-level errors reach Weft's logs.
+//!
+//! rdkafka's default context logs every client error at ERROR. Most of them
+//! are transient (a broker restarting, a connection dropped) and librdkafka
+//! retries them itself; one is not an error at all (end of partition, which
+//! a replay asks for). This context logs end-of-partition at DEBUG and the
+//! rest at WARN, the first and then one in [`LOG_EVERY`], so a broker that
+//! is down for minutes does not flood the log.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use tracing::{debug, warn};
+
+/// Log one in this many client errors (the first always).
+const LOG_EVERY: u64 = 100;
+
+/// The context of every Weft Kafka client.
+#[derive(Debug, Default)]
+pub struct WeftContext {
+    errors: AtomicU64,
+}
+
+impl ClientContext for WeftContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            debug!(reason, "end of partition");
+            return;
+        }
+        let count = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if count == 1 || count.is_multiple_of(LOG_EVERY) {
+            warn!(count, error = %error, reason, "kafka client error; librdkafka retries");
+        }
+    }
+}
+
+impl ConsumerContext for WeftContext {}
