@@ -3,11 +3,14 @@
 // unmodified y-websocket clients. Every test uses a fresh topic.
 
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import {
   e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report,
-  prng, testSeed, Y
+  prng, testSeed, Y, WeftServer, freePort, HOST
 } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
@@ -284,4 +287,110 @@ e2e('cluster: a malformed record in the topic is skipped; nodes keep serving and
   await waitSynced(fresh, { timeout: 20000 })
   assert.deepEqual(fresh.doc.getArray('array').toJSON(), ['before', 'after'])
   assert.match(nodes[0].logs(), /malformed record skipped/, 'node-0 logged the skip')
+})
+
+/**
+ * A broker of the test's own (not the shared one) on `port`, stopped after
+ * the test. `storage` is a Tansu storage URL relative to its directory.
+ */
+function startOwnBroker (t, port, { dir, storage = 'memory://tansu/' }) {
+  const tansu = process.env.WEFT_TANSU_BIN
+  assert.ok(tansu, 'WEFT_TANSU_BIN names the broker binary (make test sets it)')
+  const url = `tcp://${HOST}:${port}`
+  const log = fs.openSync(path.join(dir, 'broker.log'), 'a')
+  const child = spawn(tansu, ['broker', '--listener-url', url, '--advertised-listener-url', url, '--storage-engine', storage], {
+    cwd: dir, stdio: ['ignore', log, log]
+  })
+  fs.closeSync(log)
+  const exited = new Promise(resolve => child.once('exit', resolve))
+  t.after(async () => {
+    child.kill('SIGKILL')
+    await exited
+  })
+  return { child, exited }
+}
+
+e2e('cluster: a node is not ready until its broker answers, then serves without a restart', { skip, timeout: 60000 }, async (t) => {
+  const brokerPort = await freePort()
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-e2e-broker-'))
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const port = await freePort()
+  const node = new WeftServer({
+    port,
+    storeDir: path.join(dir, 'store'),
+    name: 'node-waiting',
+    args: ['--kafka-brokers', `${HOST}:${brokerPort}`, '--kafka-topic', 'late-broker', '--node-id', 'waiting']
+  })
+  t.after(() => node.cleanup({ removeStore: false }))
+  node.spawn()
+  // The HTTP side is up, readiness says why it is not ready, upgrades wait.
+  // Polling is the only way to see an HTTP listener come up; bounded.
+  let answer = null
+  for (let attempt = 0; attempt < 200 && answer === null; attempt++) {
+    try {
+      const res = await fetch(`${node.httpUrl}/readyz`, { signal: AbortSignal.timeout(1000) })
+      answer = { status: res.status, body: await res.json() }
+    } catch {
+      await sleep(50)
+    }
+  }
+  assert.ok(answer, '/readyz answers while the broker is away')
+  assert.equal(answer.status, 503)
+  assert.match(answer.body.error.details, /message bus/)
+  // The broker appears; the node connects by itself (backoff retries).
+  const started = now()
+  startOwnBroker(t, brokerPort, { dir })
+  await node.waitReady({ timeout: 20000 })
+  report('cluster: node ready after its broker came up (retry backoff up to 5 s)', now() - started)
+  const a = createClient(t, node, 'late-broker/doc', { name: 'a' })
+  const b = createClient(t, node, 'late-broker/doc', { name: 'b' })
+  await waitSynced([a, b], { timeout: 15000 })
+  a.doc.getText('text').insert(0, 'through the broker')
+  await waitConverged([a, b], { types: TYPES })
+})
+
+e2e('cluster: the broker dies; an unacknowledged edit closes its session and reaches nobody, the client keeps it, readiness goes 503', { skip, timeout: 60000 }, async (t) => {
+  const brokerPort = await freePort()
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-e2e-broker-'))
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const broker = startOwnBroker(t, brokerPort, { dir })
+  const nodes = []
+  for (let i = 0; i < 2; i++) {
+    nodes.push(await startWeft(t, {
+      name: `node-${i}`,
+      args: [
+        '--kafka-brokers', `${HOST}:${brokerPort}`, '--kafka-topic', 'broker-death', '--node-id', `node-${i}`,
+        '--kafka-fetch-wait-ms', String(FETCH_WAIT_MS), '--kafka-publish-timeout', '2s'
+      ]
+    }))
+  }
+  const doc = 'broker-death/doc'
+  const a = createClient(t, nodes[0], doc, { name: 'a@node-0', maxBackoffTime: 60000 })
+  const b = createClient(t, nodes[1], doc, { name: 'b@node-1' })
+  await waitSynced([a, b])
+  a.doc.getArray('array').push(['acknowledged'])
+  await waitConverged([a, b], { types: TYPES, what: 'the first edit to cross' })
+
+  broker.child.kill('SIGKILL')
+  await broker.exited
+  const killed = now()
+  a.doc.getArray('array').push(['unacknowledged'])
+  await waitFor(() => a.closeCodes.includes(1011), {
+    on: a, timeout: 15000, what: 'the session with an unpublishable edit to close with 1011',
+    detail: () => `close codes: ${a.closeCodes}`
+  })
+  report('cluster: broker dead; session with an unacknowledged edit closed (publish timeout 2 s)', now() - killed)
+  a.provider.shouldConnect = false
+  assert.deepEqual(a.doc.getArray('array').toJSON().sort(), ['acknowledged', 'unacknowledged'], 'the client still holds its edit, to re-send')
+  assert.deepEqual(b.doc.getArray('array').toJSON(), ['acknowledged'], 'no node applied what the broker never acknowledged')
+  const fresh = createClient(t, nodes[0], doc, { name: 'fresh@node-0', connect: false })
+  // node-0 never applied it either: a reader sees the acknowledged state only
+  // (it joins the loaded document; no broker needed).
+  fresh.provider.connect()
+  await waitSynced(fresh, { timeout: 10000 })
+  assert.deepEqual(fresh.doc.getArray('array').toJSON(), ['acknowledged'])
+  const ready = await fetch(`${nodes[1].httpUrl}/readyz`)
+  const body = await ready.json()
+  assert.equal(ready.status, 503, 'not ready without a broker')
+  assert.match(body.error.details, /message bus/)
 })

@@ -9,7 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -34,6 +34,13 @@ const DELIVERY_CAPACITY: usize = 4096;
 const AWARENESS_RETENTION_MS: &str = "60000";
 /// Log one in this many malformed records (the first always).
 const MALFORMED_LOG_EVERY: u64 = 100;
+
+/// The producer in use and how many times it was replaced.
+#[derive(Clone)]
+struct Producer {
+    client: FutureProducer<WeftContext>,
+    generation: u64,
+}
 
 /// Partition counts learned when the node connected.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +70,8 @@ impl Counters {
 /// One node's connection to a Kafka-API broker.
 pub struct KafkaBus {
     config: Arc<KafkaConfig>,
-    producer: FutureProducer<WeftContext>,
+    /// Replaced after a failed publish (see [`KafkaBus::renew_producer`]).
+    producer: parking_lot::Mutex<Producer>,
     topics: OnceLock<Topics>,
     subscribed: AtomicBool,
     counters: Arc<Counters>,
@@ -85,16 +93,56 @@ impl KafkaBus {
     /// retries it with backoff until the broker answers).
     pub fn new(config: KafkaConfig) -> Result<Self, KafkaConfigError> {
         config.validate()?;
-        let producer: FutureProducer<WeftContext> = config
-            .producer()
-            .create_with_context(WeftContext::default())?;
+        let producer = new_producer(&config)?;
         Ok(Self {
             config: Arc::new(config),
-            producer,
+            producer: parking_lot::Mutex::new(Producer {
+                client: producer,
+                generation: 0,
+            }),
             topics: OnceLock::new(),
             subscribed: AtomicBool::new(false),
             counters: Arc::new(Counters::default()),
         })
+    }
+
+    fn producer(&self) -> Producer {
+        self.producer.lock().clone()
+    }
+
+    /// Replaces the producer after a publish failed, unless another caller
+    /// already did. An idempotent producer keeps its producer id and
+    /// sequence numbers across broker failures; a broker that lost that
+    /// state (a restarted broker without it, a fatal idempotence error)
+    /// would refuse it for good. A new producer starts a new sequence; the
+    /// updates that failed are re-sent by their clients, and duplicates are
+    /// harmless.
+    fn renew_producer(&self, failed: u64) {
+        let replacement = match new_producer(&self.config) {
+            Ok(client) => client,
+            Err(error) => {
+                warn!(error = %error, "could not create a new producer; keeping the old one");
+                return;
+            }
+        };
+        let mut current = self.producer.lock();
+        if current.generation != failed {
+            return;
+        }
+        let old = std::mem::replace(
+            &mut *current,
+            Producer {
+                client: replacement,
+                generation: failed + 1,
+            },
+        );
+        drop(current);
+        info!(
+            generation = failed + 1,
+            "producer replaced after a failed publish"
+        );
+        // Dropping a producer flushes it, which may block: not on the runtime.
+        tokio::task::spawn_blocking(move || drop(old));
     }
 
     /// Records skipped because they did not decode.
@@ -114,7 +162,7 @@ impl KafkaBus {
             return Ok(*topics);
         }
         self.create_topics().await?;
-        let producer = self.producer.clone();
+        let producer = self.producer().client;
         let names = [self.config.topic.clone(), self.config.awareness_topic()];
         let counts = tokio::task::spawn_blocking(move || {
             let mut counts = [0_i32; 2];
@@ -236,7 +284,8 @@ impl KafkaBus {
                 .partition(partition_for(&record.doc, topics.awareness))
         };
         // The delivery future is dropped: nobody waits for presence.
-        self.producer
+        self.producer()
+            .client
             .send_result(future_record)
             .map(drop)
             .map_err(|(error, _)| error)
@@ -257,6 +306,7 @@ impl MessageBus for KafkaBus {
                 .collect();
         };
         let traceparent = envelope::new_traceparent();
+        let producer = self.producer();
         let mut pending = Vec::with_capacity(records.len());
         for record in records {
             let value = envelope::encode(record, &self.config.origin);
@@ -270,7 +320,8 @@ impl MessageBus for KafkaBus {
                 .partition(partition_for(&record.doc, topics.updates))
                 .headers(headers);
             pending.push(
-                self.producer
+                producer
+                    .client
                     .send_result(future_record)
                     .map_err(|(error, _)| error),
             );
@@ -291,6 +342,9 @@ impl MessageBus for KafkaBus {
             results.push(result);
         }
         debug!(records = records.len(), traceparent = %traceparent, "updates published");
+        if results.iter().any(Result::is_err) {
+            self.renew_producer(producer.generation);
+        }
         results
     }
 
@@ -356,7 +410,7 @@ impl MessageBus for KafkaBus {
         if self.topics.get().is_none() {
             return Err(BusError::NotConnected);
         }
-        let producer = self.producer.clone();
+        let producer = self.producer().client;
         let topic = self.config.topic.clone();
         tokio::task::spawn_blocking(move || {
             producer
@@ -457,4 +511,10 @@ fn to_delivery(
         origin: decoded.origin,
         position,
     })
+}
+
+fn new_producer(config: &KafkaConfig) -> Result<FutureProducer<WeftContext>, KafkaConfigError> {
+    Ok(config
+        .producer()
+        .create_with_context(WeftContext::default())?)
 }

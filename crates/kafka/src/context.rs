@@ -1,4 +1,4 @@
-//! How librdkafka's client-level errors reach Weft's logs.
+//! How librdkafka's log lines and client-level errors reach Weft's logs.
 //!
 //! rdkafka's default context logs every client error at ERROR. Most of them
 //! are transient (a broker restarting, a connection dropped) and librdkafka
@@ -10,9 +10,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
-use tracing::{debug, warn};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tracing::{debug, info, warn};
 
 /// Log one in this many client errors (the first always).
 const LOG_EVERY: u64 = 100;
@@ -24,8 +25,29 @@ pub struct WeftContext {
 }
 
 impl ClientContext for WeftContext {
+    /// librdkafka's own log lines. It calls a refused connection an error
+    /// and retries it; for an operator that is a warning at most.
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => {
+                warn!(target: "librdkafka", facility, "{message}");
+            }
+            RDKafkaLogLevel::Notice => info!(target: "librdkafka", facility, "{message}"),
+            RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
+                debug!(target: "librdkafka", facility, "{message}");
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error, KafkaError::PartitionEOF(_)) {
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
             debug!(reason, "end of partition");
             return;
         }

@@ -163,10 +163,11 @@ pub(crate) struct KafkaArgs {
     #[arg(long, env = "WEFT_KAFKA_PUBLISH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub(crate) kafka_publish_timeout: Duration,
 
-    /// Any librdkafka property, `key=value`, repeatable (comma-separated in
-    /// the environment variable), e.g. `security.protocol=ssl`. Applied
-    /// last, so it overrides Weft's own settings.
-    #[arg(long = "kafka-option", env = "WEFT_KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
+    /// Any librdkafka property, `key=value`, repeatable (separated by `;`
+    /// in the environment variable, since librdkafka values may hold
+    /// commas), e.g. `security.protocol=ssl`. Applied last, so it overrides
+    /// Weft's own settings.
+    #[arg(long = "kafka-option", env = "WEFT_KAFKA_OPTIONS", value_delimiter = ';', value_parser = parse_key_value)]
     pub(crate) kafka_options: Vec<(String, String)>,
 
     /// How often this node tells its peers it is alive.
