@@ -27,6 +27,10 @@ function unknownTypeFrame () {
 const CASES = [
   { name: 'garbage bytes', code: 1002, send: (s) => s.send(Uint8Array.from([0xde, 0xad, 0xbe, 0xef])) },
   { name: 'a truncated sync message', code: 1002, send: (s) => s.send(syncFrame(2, updateWithText('cut off')).slice(0, 6)) },
+  // eleven continuation bytes: a varint longer than any 64-bit number
+  { name: 'an overlong varint', code: 1002, send: (s) => s.send(Uint8Array.from([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01])) },
+  // sync Update declaring 255 payload bytes, carrying 1
+  { name: 'a length prefix larger than the frame', code: 1002, send: (s) => s.send(Uint8Array.from([0x00, 0x02, 0xff, 0x01, 0x41])) },
   { name: 'a text frame', code: 1003, send: (s) => s.send('hello?', { binary: false }) },
   { name: 'an unknown message type', code: 1003, send: (s) => s.send(unknownTypeFrame()) },
   { name: 'a sync Update that is not a Yjs update', code: 1007, send: (s) => s.send(syncFrame(2, NOT_AN_UPDATE)) },

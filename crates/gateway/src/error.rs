@@ -63,6 +63,11 @@ impl ApiError {
         )
     }
 
+    /// 413: the request declares a body larger than any route accepts.
+    pub fn payload_too_large(details: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "request too large", details)
+    }
+
     /// 503 with `Retry-After`: come back later (draining, not ready).
     pub fn unavailable(message: &'static str, details: impl Into<String>) -> Self {
         Self {

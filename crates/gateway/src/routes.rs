@@ -16,7 +16,9 @@ use tracing::{Instrument, error, info, info_span};
 use weft_sync::{Registry, SessionOutbox, SyncError};
 
 use crate::auth::{Access, Authenticator, token_from_request};
-use crate::config::{MAX_DOC_NAME_BYTES, READ_BUFFER_BYTES, WRITE_BUFFER_BYTES};
+use crate::config::{
+    MAX_DOC_NAME_BYTES, MAX_REQUEST_BODY_BYTES, READ_BUFFER_BYTES, WRITE_BUFFER_BYTES,
+};
 use crate::limits::{Admission, Refusal};
 use crate::session::{SessionParts, run_session};
 use crate::{ApiError, GatewayConfig, Lifecycle};
@@ -43,6 +45,14 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Response {
+    if let Some(declared) = declared_body_bytes(&request)
+        && declared > MAX_REQUEST_BODY_BYTES
+    {
+        return ApiError::payload_too_large(format!(
+            "a request body may be at most {MAX_REQUEST_BODY_BYTES} bytes; documents are edited over WebSocket"
+        ))
+        .into_response();
+    }
     if is_websocket_upgrade(&request) {
         return upgrade(state, request).await;
     }
@@ -57,6 +67,18 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
         ))
         .into_response(),
     }
+}
+
+/// The body size a request declares (`Content-Length`), if any.
+fn declared_body_bytes(request: &Request<Body>) -> Option<u64> {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn is_websocket_upgrade(request: &Request<Body>) -> bool {
