@@ -18,7 +18,8 @@ CARGO_DENY_VERSION := 0.20.2
 # the crates registry once: 7-11 minutes cold on 2 cores, then cached).
 TANSU := $(TOOLS)/bin/tansu
 TANSU_VERSION := 0.6.0
-WITH_BROKER := WEFT_TANSU_BIN=$(TANSU) $(CURDIR)/tests/with-broker.sh
+# The services the tests run against: a Kafka-API broker and PostgreSQL.
+WITH_SERVICES := WEFT_TANSU_BIN=$(TANSU) $(CURDIR)/tests/with-postgres.sh $(CURDIR)/tests/with-broker.sh
 ADVISORY_URL := https://github.com/RustSec/advisory-db
 # Where cargo-deny looks for that database given deny.toml's db-path.
 ADVISORY_DIR := $(WEFT_CACHE)/advisory-dbs/advisory-db-3157b0e258782691
@@ -48,8 +49,8 @@ lint: ## rustfmt and clippy (warnings are errors)
 	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 .PHONY: unit
-unit: $(TANSU) ## unit, property, store, gateway and bus tests (a Kafka-API broker is started for them)
-	$(WITH_BROKER) $(CARGO) test --locked --workspace --all-features
+unit: $(TANSU) postgres-server ## unit, property, store, gateway and bus tests (against a Kafka-API broker and PostgreSQL)
+	$(WITH_SERVICES) $(CARGO) test --locked --workspace --all-features
 
 tests/node_modules/.weft-lock: tests/package-lock.json
 	mkdir -p $(NPM_CACHE)
@@ -57,8 +58,14 @@ tests/node_modules/.weft-lock: tests/package-lock.json
 	cp tests/package-lock.json $@
 
 .PHONY: e2e
-e2e: build tests/node_modules/.weft-lock $(TANSU) ## end-to-end: the weft binary with unmodified npm Yjs clients, one node and clusters over a real broker
-	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(WITH_BROKER) node --test --test-concurrency=1 e2e/
+e2e: build tests/node_modules/.weft-lock $(TANSU) postgres-server ## end-to-end: the weft binary with unmodified npm Yjs clients, one node and clusters over a real broker
+	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(WITH_SERVICES) node --test --test-concurrency=1 e2e/
+
+.PHONY: postgres-server
+postgres-server: ## PostgreSQL server binaries for the tests (Debian package), unless a server already answers on 127.0.0.1:5432
+	@if ! psql postgres://postgres@127.0.0.1:5432/test -qtAc 'SELECT 1' >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
 
 $(TANSU):
 	$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql --root $(TOOLS)

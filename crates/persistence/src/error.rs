@@ -6,7 +6,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum OpenError {
     /// The URL's scheme names no store this build has.
-    #[error("unsupported store scheme `{0}` (expected sqlite://PATH)")]
+    #[error("unsupported store scheme `{0}` (expected sqlite://PATH or postgres://...)")]
     UnsupportedScheme(String),
     /// The URL does not parse.
     #[error("invalid store url")]

@@ -4,6 +4,8 @@
 //!
 //! - `sqlite://path/to/weft.db`: the embedded default. One file holds the
 //!   update log and the snapshots; its directory is created.
+//! - `postgres://user@host/db` (feature `postgres`): the production store
+//!   many nodes and workers share.
 //!
 //! Every store runs its migrations when it opens and fails with an error that
 //! says which step failed and why.
@@ -11,14 +13,19 @@
 //! # Layout
 //!
 //! - [`sqlite`]: the embedded [`SqliteStore`].
+//! - `postgres` (feature `postgres`): `PostgresStore`.
 //! - [`error`]: [`OpenError`], why a store could not be opened.
 
 pub mod error;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
 
 pub use error::OpenError;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 use weft_sync::DocStore;
 
@@ -26,6 +33,11 @@ use weft_sync::DocStore;
 pub async fn open_store(url: &str) -> Result<Arc<dyn DocStore>, OpenError> {
     if url.starts_with("sqlite:") {
         let store = SqliteStore::open(url).await?;
+        return Ok(Arc::new(store));
+    }
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let store = PostgresStore::open(url).await?;
         return Ok(Arc::new(store));
     }
     let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);

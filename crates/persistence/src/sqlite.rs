@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use weft_sync::store::{NewUpdate, SnapshotWrite};
+use weft_sync::store::{NewUpdate, SnapshotWrite, TopicSnapshot};
 use weft_sync::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
 
 use crate::OpenError;
@@ -186,6 +186,66 @@ impl DocStore for SqliteStore {
             .await
             .map_err(|error| StoreError::new("commit snapshot", error))?;
         Ok(SnapshotWrite::Written)
+    }
+
+    async fn load_topic_snapshot(
+        &self,
+        topic: &str,
+        doc: &str,
+    ) -> Result<Option<TopicSnapshot>, StoreError> {
+        let row = sqlx::query(
+            "SELECT state, state_vector, partition_id, covers_offset
+             FROM weft_topic_snapshots WHERE topic = ? AND doc = ?",
+        )
+        .bind(topic)
+        .bind(doc)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| StoreError::new("read topic snapshot", error))?;
+        Ok(row.map(|row| TopicSnapshot {
+            state: row.get("state"),
+            state_vector: row.get("state_vector"),
+            partition: row.get("partition_id"),
+            covers_offset: row.get("covers_offset"),
+        }))
+    }
+
+    async fn save_topic_snapshot(
+        &self,
+        topic: &str,
+        doc: &str,
+        snapshot: &TopicSnapshot,
+    ) -> Result<SnapshotWrite, StoreError> {
+        // The WHERE clause is the fence (see DocStore::save_topic_snapshot).
+        let written = sqlx::query(
+            "INSERT INTO weft_topic_snapshots
+                 (topic, doc, state, state_vector, partition_id, covers_offset, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (topic, doc) DO UPDATE SET
+                 state = excluded.state,
+                 state_vector = excluded.state_vector,
+                 partition_id = excluded.partition_id,
+                 covers_offset = excluded.covers_offset,
+                 updated_at = excluded.updated_at
+             WHERE excluded.partition_id <> weft_topic_snapshots.partition_id
+                OR excluded.covers_offset > weft_topic_snapshots.covers_offset",
+        )
+        .bind(topic)
+        .bind(doc)
+        .bind(&snapshot.state)
+        .bind(&snapshot.state_vector)
+        .bind(snapshot.partition)
+        .bind(snapshot.covers_offset)
+        .bind(unix_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(|error| StoreError::new("write topic snapshot", error))?
+        .rows_affected();
+        Ok(if written == 0 {
+            SnapshotWrite::Superseded
+        } else {
+            SnapshotWrite::Written
+        })
     }
 
     async fn check(&self) -> Result<(), StoreError> {

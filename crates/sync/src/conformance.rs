@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::store::{DocStore, NewUpdate, Snapshot, SnapshotWrite};
+use crate::store::{DocStore, NewUpdate, Snapshot, SnapshotWrite, TopicSnapshot};
 
 fn new_update(doc: &str, byte: u8) -> NewUpdate {
     NewUpdate {
@@ -19,6 +19,8 @@ pub async fn run_all(store: &dyn DocStore) {
     snapshot_prunes_the_log_up_to_its_position(store).await;
     stale_snapshot_is_superseded(store).await;
     documents_do_not_see_each_other(store).await;
+    topic_snapshots_round_trip_and_are_fenced(store).await;
+    topic_snapshots_are_apart_per_topic_and_from_embedded_ones(store).await;
     store
         .check()
         .await
@@ -136,5 +138,93 @@ async fn documents_do_not_see_each_other(store: &dyn DocStore) {
         other.updates.len(),
         1,
         "a snapshot of one doc prunes no other doc's log"
+    );
+}
+
+fn topic_snapshot(byte: u8, partition: i32, covers_offset: i64) -> TopicSnapshot {
+    TopicSnapshot {
+        state: vec![byte; 4],
+        state_vector: vec![byte],
+        partition,
+        covers_offset,
+    }
+}
+
+async fn topic_snapshots_round_trip_and_are_fenced(store: &dyn DocStore) {
+    let (topic, doc) = ("conformance-topic", "conformance/topic-doc");
+    assert!(
+        store
+            .load_topic_snapshot(topic, doc)
+            .await
+            .expect("load")
+            .is_none()
+    );
+    let first = topic_snapshot(1, 3, 10);
+    assert_eq!(
+        store
+            .save_topic_snapshot(topic, doc, &first)
+            .await
+            .expect("save"),
+        SnapshotWrite::Written
+    );
+    assert_eq!(
+        store.load_topic_snapshot(topic, doc).await.expect("load"),
+        Some(first.clone())
+    );
+    for stale in [topic_snapshot(2, 3, 9), topic_snapshot(2, 3, 10)] {
+        assert_eq!(
+            store
+                .save_topic_snapshot(topic, doc, &stale)
+                .await
+                .expect("save"),
+            SnapshotWrite::Superseded,
+            "an earlier or equal offset never replaces a later one"
+        );
+    }
+    assert_eq!(
+        store.load_topic_snapshot(topic, doc).await.expect("load"),
+        Some(first)
+    );
+    let later = topic_snapshot(3, 3, 11);
+    assert_eq!(
+        store
+            .save_topic_snapshot(topic, doc, &later)
+            .await
+            .expect("save"),
+        SnapshotWrite::Written
+    );
+    let moved = topic_snapshot(4, 5, 2);
+    assert_eq!(
+        store
+            .save_topic_snapshot(topic, doc, &moved)
+            .await
+            .expect("save"),
+        SnapshotWrite::Written,
+        "another partition (the partition count changed) replaces it"
+    );
+    assert_eq!(
+        store.load_topic_snapshot(topic, doc).await.expect("load"),
+        Some(moved)
+    );
+}
+
+async fn topic_snapshots_are_apart_per_topic_and_from_embedded_ones(store: &dyn DocStore) {
+    let doc = "conformance/shared-name";
+    store
+        .save_topic_snapshot("topic-a", doc, &topic_snapshot(1, 0, 100))
+        .await
+        .expect("save");
+    assert!(
+        store
+            .load_topic_snapshot("topic-b", doc)
+            .await
+            .expect("load")
+            .is_none(),
+        "topics do not see each other's snapshots"
+    );
+    let embedded = store.load(doc).await.expect("load");
+    assert!(
+        embedded.snapshot.is_none() && embedded.updates.is_empty(),
+        "a topic snapshot is not an embedded one"
     );
 }

@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 
 use crate::store::{
     DocStore, LogSeq, LoggedUpdate, NewUpdate, Snapshot, SnapshotWrite, StoreError, StoredDoc,
+    TopicSnapshot,
 };
 
 /// Keeps the log and snapshots in process memory.
@@ -21,6 +22,7 @@ struct MemoryState {
     next_seq: LogSeq,
     log: Vec<(LogSeq, String, Vec<u8>)>,
     snapshots: HashMap<String, Snapshot>,
+    topic_snapshots: HashMap<(String, String), TopicSnapshot>,
 }
 
 impl MemoryStore {
@@ -82,6 +84,33 @@ impl DocStore for MemoryStore {
         state
             .log
             .retain(|(seq, name, _)| name != doc || *seq > snapshot.covers_seq);
+        Ok(SnapshotWrite::Written)
+    }
+
+    async fn load_topic_snapshot(
+        &self,
+        topic: &str,
+        doc: &str,
+    ) -> Result<Option<TopicSnapshot>, StoreError> {
+        let key = (topic.to_owned(), doc.to_owned());
+        Ok(self.inner.lock().topic_snapshots.get(&key).cloned())
+    }
+
+    async fn save_topic_snapshot(
+        &self,
+        topic: &str,
+        doc: &str,
+        snapshot: &TopicSnapshot,
+    ) -> Result<SnapshotWrite, StoreError> {
+        let mut state = self.inner.lock();
+        let key = (topic.to_owned(), doc.to_owned());
+        if let Some(existing) = state.topic_snapshots.get(&key)
+            && existing.partition == snapshot.partition
+            && existing.covers_offset >= snapshot.covers_offset
+        {
+            return Ok(SnapshotWrite::Superseded);
+        }
+        state.topic_snapshots.insert(key, snapshot.clone());
         Ok(SnapshotWrite::Written)
     }
 

@@ -328,6 +328,21 @@ impl DocStore for FlakyStore {
     ) -> Result<SnapshotWrite, StoreError> {
         self.inner.save_snapshot(doc, snapshot).await
     }
+    async fn load_topic_snapshot(
+        &self,
+        topic: &str,
+        doc: &str,
+    ) -> Result<Option<crate::store::TopicSnapshot>, StoreError> {
+        self.inner.load_topic_snapshot(topic, doc).await
+    }
+    async fn save_topic_snapshot(
+        &self,
+        topic: &str,
+        doc: &str,
+        snapshot: &crate::store::TopicSnapshot,
+    ) -> Result<SnapshotWrite, StoreError> {
+        self.inner.save_topic_snapshot(topic, doc, snapshot).await
+    }
     async fn check(&self) -> Result<(), StoreError> {
         Ok(())
     }

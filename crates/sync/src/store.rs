@@ -4,6 +4,13 @@
 //! snapshot. Loading a document is "latest snapshot + every logged update
 //! after it". Writing a snapshot at sequence number S prunes the log up to S
 //! in the same transaction, so a load at any moment sees the whole document.
+//!
+//! In cluster mode the log is a Kafka topic, and the store holds *topic
+//! snapshots* instead: per (topic, document), the document folded from the
+//! topic by the persistence worker, with the partition and offset it covers.
+//! They live apart from the embedded snapshots, so one database can serve an
+//! embedded node and clusters of several topics without their positions
+//! ever being compared.
 
 use std::fmt::Debug;
 
@@ -76,6 +83,20 @@ pub struct StoredDoc {
     pub updates: Vec<LoggedUpdate>,
 }
 
+/// A document folded from a Kafka topic by the persistence worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSnapshot {
+    /// The whole document as one Yjs v1 update.
+    pub state: Vec<u8>,
+    /// Its v1 state vector.
+    pub state_vector: Vec<u8>,
+    /// The partition holding the document's records.
+    pub partition: i32,
+    /// Every record of the document in `partition` up to and including this
+    /// offset is contained in `state`.
+    pub covers_offset: i64,
+}
+
 /// Whether a snapshot write took effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotWrite {
@@ -107,6 +128,25 @@ pub trait DocStore: Send + Sync + Debug + 'static {
         &self,
         doc: &str,
         snapshot: &Snapshot,
+    ) -> Result<SnapshotWrite, StoreError>;
+
+    /// Reads the topic snapshot of `doc` folded from `topic`, if any.
+    async fn load_topic_snapshot(
+        &self,
+        topic: &str,
+        doc: &str,
+    ) -> Result<Option<TopicSnapshot>, StoreError>;
+
+    /// Stores a topic snapshot unless one covering the same or a later
+    /// offset of the same partition is stored ([`SnapshotWrite::Superseded`]:
+    /// the fence against two workers during a rebalance, or a late retry).
+    /// A snapshot of another partition replaces the stored one (the topic's
+    /// partition count changed, which moves documents).
+    async fn save_topic_snapshot(
+        &self,
+        topic: &str,
+        doc: &str,
+        snapshot: &TopicSnapshot,
     ) -> Result<SnapshotWrite, StoreError>;
 
     /// Answers whether the store is usable (for readiness).
