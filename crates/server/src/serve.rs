@@ -194,7 +194,9 @@ fn registry_config(args: &ServeArgs) -> anyhow::Result<RegistryConfig> {
             "--max-documents / WEFT_MAX_DOCUMENTS",
         )?,
         mode: if args.kafka.kafka_brokers.is_some() {
-            NodeMode::Cluster
+            NodeMode::Cluster {
+                topic: Arc::from(args.kafka.kafka_topic.as_str()),
+            }
         } else {
             NodeMode::Embedded
         },

@@ -30,23 +30,33 @@ use weft_protocol::AwarenessUpdate;
 use yrs::updates::decoder::Decode;
 
 use crate::awareness::Owner;
-use crate::bus::{BusError, Delivery, Interest, MessageBus, Origin, Record, RecordKind};
+use crate::bus::{BusError, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind};
 use crate::committer::{Committer, CommitterConfig};
 use crate::document::{Dirty, Document};
 use crate::log_bus::LogBus;
 use crate::session::{Session, SessionId, SessionOutbox};
-use crate::store::{DocStore, LoggedUpdate, StoredDoc};
+use crate::store::{DocStore, LoggedUpdate, Snapshot, StoredDoc};
 use crate::{DocName, LogSeq, SyncError};
 
 /// How this node relates to others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeMode {
     /// One node: the bus is the store's update log; the node loads documents
     /// from the store and compacts the log into snapshots itself.
     Embedded,
-    /// One of many nodes sharing a broker: documents load by replaying their
-    /// records from the bus; the node writes no snapshots.
-    Cluster,
+    /// One of many nodes sharing a broker: a document loads from the topic
+    /// snapshot the persistence worker wrote (if any) plus the replay of its
+    /// records after it; the node writes no snapshots.
+    Cluster {
+        /// The topic whose snapshots the store holds for this cluster.
+        topic: Arc<str>,
+    },
+}
+
+impl NodeMode {
+    fn writes_snapshots(&self) -> bool {
+        matches!(self, Self::Embedded)
+    }
 }
 
 /// First wait before retrying a failed bus subscription; doubled per
@@ -315,7 +325,7 @@ impl Registry {
         self.inner.tracker.wait().await;
         let mut failed = 0;
         for document in self.inner.documents.all() {
-            if !document.is_loaded() || self.inner.config.mode == NodeMode::Cluster {
+            if !document.is_loaded() || !self.inner.config.mode.writes_snapshots() {
                 continue;
             }
             if let Err(error) = document.save_snapshot(self.inner.store.as_ref()).await {
@@ -353,7 +363,7 @@ async fn housekeeping(inner: Arc<RegistryInner>) {
             let idle_since = document.idle_since();
             let unload_due = idle_since
                 .is_some_and(|since| now.duration_since(since) >= inner.config.unload_grace);
-            if inner.config.mode == NodeMode::Cluster {
+            if !inner.config.mode.writes_snapshots() {
                 // Nothing to write: the log holds every update.
                 if let (true, Some(since)) = (unload_due, idle_since)
                     && inner.documents.remove_if_idle(&document, since)
@@ -390,30 +400,42 @@ fn snapshot_due(config: &RegistryConfig, dirty: &Dirty, now: Instant) -> bool {
 
 impl RegistryInner {
     /// What a loading document starts from: embedded, the store's snapshot
-    /// and the log after it (one read); cluster, every record of the
-    /// document replayed from the bus.
+    /// and the log after it (one read); cluster, the worker's topic
+    /// snapshot and the document's records after it, replayed from the bus.
     async fn load(&self, doc: &str) -> Result<StoredDoc, SyncError> {
-        match self.config.mode {
-            NodeMode::Embedded => self.store.load(doc).await.map_err(SyncError::Load),
-            NodeMode::Cluster => {
-                let replayed = self
-                    .bus
-                    .replay(doc, None)
-                    .await
-                    .map_err(SyncError::Replay)?;
-                let updates = replayed
-                    .into_iter()
-                    .map(|record| LoggedUpdate {
-                        seq: record.position.offset,
-                        update: record.update.to_vec(),
-                    })
-                    .collect();
-                Ok(StoredDoc {
-                    snapshot: None,
-                    updates,
-                })
-            }
-        }
+        let topic = match &self.config.mode {
+            NodeMode::Embedded => return self.store.load(doc).await.map_err(SyncError::Load),
+            NodeMode::Cluster { topic } => topic,
+        };
+        let snapshot = self
+            .store
+            .load_topic_snapshot(topic, doc)
+            .await
+            .map_err(SyncError::Load)?;
+        let after = snapshot.as_ref().map(|snapshot| Position {
+            partition: snapshot.partition,
+            offset: snapshot.covers_offset,
+        });
+        let replayed = self
+            .bus
+            .replay(doc, after)
+            .await
+            .map_err(SyncError::Replay)?;
+        let updates = replayed
+            .into_iter()
+            .map(|record| LoggedUpdate {
+                seq: record.position.offset,
+                update: record.update.to_vec(),
+            })
+            .collect();
+        Ok(StoredDoc {
+            snapshot: snapshot.map(|snapshot| Snapshot {
+                state: snapshot.state,
+                state_vector: snapshot.state_vector,
+                covers_seq: snapshot.covers_offset,
+            }),
+            updates,
+        })
     }
 
     /// Tells the other nodes about an awareness change of a local session.

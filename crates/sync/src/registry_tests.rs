@@ -449,7 +449,9 @@ async fn past_max_documents_a_new_document_is_refused_until_one_unloads() {
 
 fn cluster_config() -> RegistryConfig {
     RegistryConfig {
-        mode: crate::NodeMode::Cluster,
+        mode: crate::NodeMode::Cluster {
+            topic: Arc::from("test-topic"),
+        },
         heartbeat_interval: Duration::from_millis(100),
         peer_timeout: Duration::from_millis(500),
         ..test_config()
@@ -541,4 +543,59 @@ async fn two_nodes_on_one_log_share_updates_loads_and_presence() {
         "a silent node's clients are removed"
     );
     assert!(bob.session.awareness_frame().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_node_loads_the_topic_snapshot_then_the_records_after_it() {
+    let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+    let bus_a = crate::LogBus::new(store.clone(), "a");
+    let bus_b = bus_a.join("b");
+    let node_a = Registry::start(store.clone(), Arc::new(bus_a), cluster_config());
+    let alice = join(&node_a, "doc", 64).await;
+    let mut positions = Vec::new();
+    for (client, text) in [(1, "one "), (2, "two ")] {
+        let ack = alice
+            .session
+            .submit_update(text_update(client, text))
+            .await
+            .unwrap()
+            .unwrap();
+        positions.push(ack.wait().await.unwrap());
+    }
+    // The worker folded the first record, plus something only the snapshot
+    // holds (so the test can tell the snapshot was read).
+    let folded = Doc::with_client_id(9);
+    for update in [text_update(1, "one "), text_update(3, "snap ")] {
+        folded
+            .transact_mut()
+            .apply_update(Update::decode_v1(&update).unwrap())
+            .unwrap();
+    }
+    let state = folded
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    store
+        .save_topic_snapshot(
+            "test-topic",
+            "doc",
+            &crate::store::TopicSnapshot {
+                state,
+                state_vector: Vec::new(),
+                partition: 0,
+                covers_offset: positions[0],
+            },
+        )
+        .await
+        .unwrap();
+
+    let node_b = Registry::start(store.clone(), Arc::new(bus_b), cluster_config());
+    let bob = join(&node_b, "doc", 64).await;
+    let text = server_text(&bob);
+    assert!(text.contains("snap "), "the snapshot was loaded: {text:?}");
+    assert!(
+        text.contains("two "),
+        "the record after it was replayed: {text:?}"
+    );
+    assert!(text.contains("one "), "{text:?}");
+    assert_eq!(text.len(), "one two snap ".len(), "nothing twice: {text:?}");
 }
