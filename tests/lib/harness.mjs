@@ -114,9 +114,13 @@ export class WeftServer {
    * @param {string[]} [opts.args] extra CLI flags for `weft serve`
    * @param {Record<string,string>} [opts.env] extra environment variables
    * @param {string} [opts.name] label used in log output
+   * @param {string} [opts.command] subcommand: `serve` (default) or `persist`
+   * @param {string} [opts.store] store URL instead of a SQLite file in storeDir
    */
-  constructor ({ port, storeDir, args = [], env = {}, name = 'weft' }) {
+  constructor ({ port, storeDir, args = [], env = {}, name = 'weft', command = 'serve', store = null }) {
     this.port = port
+    this.command = command
+    this.storeOverride = store
     this.storeDir = storeDir
     this.args = args
     this.env = env
@@ -135,7 +139,7 @@ export class WeftServer {
 
   get wsUrl () { return `ws://${HOST}:${this.port}` }
   get httpUrl () { return `http://${HOST}:${this.port}` }
-  get storeUrl () { return `sqlite://${path.join(this.storeDir, 'weft.db')}` }
+  get storeUrl () { return this.storeOverride || `sqlite://${path.join(this.storeDir, 'weft.db')}` }
   get pid () { return this.child?.pid }
   get running () { return this.child !== null && this.exitStatus === null }
 
@@ -172,7 +176,7 @@ export class WeftServer {
     }
     this.generation += 1
     const gen = this.generation
-    const argv = ['serve', '--listen', `${HOST}:${this.port}`, '--store', this.storeUrl, ...this.args]
+    const argv = [this.command, '--listen', `${HOST}:${this.port}`, '--store', this.storeUrl, ...this.args]
     this._log(`[harness] start #${gen}: ${WEFT_BIN} ${argv.join(' ')}\n`)
     const child = spawn(WEFT_BIN, argv, {
       env: logEnv({ ...process.env, ...this.env }),
@@ -287,6 +291,7 @@ export class WeftServer {
  * @param {string[]} [opts.args]
  * @param {Record<string,string>} [opts.env]
  * @param {string} [opts.name]
+ * @param {{timeout?: number}} [opts.ready] how long to wait for /readyz
  */
 export async function startWeft (t, opts = {}) {
   const port = await freePort()
@@ -300,7 +305,7 @@ export async function startWeft (t, opts = {}) {
     if (process.env.WEFT_E2E_SHOW_LOGS) server.dumpLogs('WEFT_E2E_SHOW_LOGS is set')
     fs.rmSync(storeDir, { recursive: true, force: true })
   })
-  await server.start()
+  await server.start(opts.ready)
   return server
 }
 

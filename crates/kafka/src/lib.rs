@@ -33,12 +33,16 @@
 //! - [`bus`]: [`KafkaBus`]: connecting, publishing, the live consumer.
 //! - [`replay`]: reading one document's records back from its partition.
 //! - [`envelope`]: the protobuf records and the partitioner.
+//! - [`fold`]: the persistence worker's folded documents and its commit
+//!   rule; [`worker`]: the worker's consumer group loop.
 
 pub mod bus;
 pub mod config;
 pub mod context;
 pub mod envelope;
+pub mod fold;
 pub mod replay;
+pub mod worker;
 
 pub use bus::KafkaBus;
 pub use config::{KafkaConfig, KafkaConfigError};

@@ -12,7 +12,10 @@
 //! The replay reads to the end-of-partition event rather than to a high
 //! watermark read up front: some Kafka-API brokers (Tansu 0.6) report a
 //! high watermark one past the *first* record of the last produce batch,
-//! not the last, while serving every record.
+//! not the last, while serving every record. Such a broker never sends the
+//! event once the position passes its watermark, so a poll that brings
+//! nothing also ends the replay when the position is at or past a freshly
+//! read watermark.
 
 use std::time::{Duration, Instant};
 
@@ -32,8 +35,9 @@ use crate::envelope;
 const REPLAY_FETCH_WAIT: Duration = Duration::from_millis(5);
 /// How long one replay may take before the load fails (the client retries).
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest single poll, so the deadline is checked.
-const POLL_SLICE: Duration = Duration::from_millis(500);
+/// Longest single poll: the deadline and the partition's end are checked
+/// between polls.
+const POLL_SLICE: Duration = Duration::from_millis(100);
 
 /// The document's updates in `partition` after offset `after` (from the
 /// partition's start for `None`), up to the partition's end.
@@ -63,7 +67,11 @@ pub(crate) fn replay_partition(
             "records the document needs were deleted by retention; keep the topic's retention longer than the persistence worker's lag"
         );
     }
-    let start = wanted_start.max(low);
+    // Never start past the reported high watermark: a broker that reports
+    // it short (see above) would call that offset out of range. Records at
+    // or below `after` that this re-reads are skipped below.
+    let start = wanted_start.min(high).max(low);
+    debug!(doc, partition, wanted_start, start, low, high, "replaying");
     let mut replayed = Vec::new();
     let mut assignment = TopicPartitionList::new();
     assignment
@@ -74,6 +82,7 @@ pub(crate) fn replay_partition(
         .map_err(|error| BusError::Replay(Box::new(error)))?;
     let deadline = started + REPLAY_TIMEOUT;
     let mut read = 0_u64;
+    let mut next = start;
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -85,6 +94,15 @@ pub(crate) fn replay_partition(
             ));
         }
         let Some(polled) = consumer.poll(POLL_SLICE.min(deadline - now)) else {
+            // Nothing arrived: done if the partition ends here. (A broker
+            // that reports a short high watermark never sends the
+            // end-of-partition event once the position passes it.)
+            let (_low, end) = consumer
+                .fetch_watermarks(&config.topic, partition, BROKER_REQUEST_TIMEOUT)
+                .map_err(|error| BusError::Replay(Box::new(error)))?;
+            if next >= end {
+                break;
+            }
             continue;
         };
         let message = match polled {
@@ -92,8 +110,9 @@ pub(crate) fn replay_partition(
             Err(KafkaError::PartitionEOF(_)) => break,
             Err(error) => return Err(BusError::Replay(Box::new(error))),
         };
+        next = message.offset() + 1;
         read += 1;
-        if message.key() != Some(doc.as_bytes()) {
+        if message.offset() < wanted_start || message.key() != Some(doc.as_bytes()) {
             continue;
         }
         match envelope::decode(message.payload().unwrap_or_default(), Some(doc)) {

@@ -24,6 +24,55 @@ pub(crate) enum Command {
     /// readiness. Alone on the embedded SQLite store by default; with
     /// `--kafka-brokers`, one node of a cluster sharing a Kafka topic.
     Serve(ServeArgs),
+    /// Run a persistence worker: fold the Kafka topic's updates into
+    /// document snapshots in the store, so nodes load documents fast and the
+    /// topic's retention can be bounded. Several workers share the
+    /// partitions (one consumer group).
+    Persist(PersistArgs),
+}
+
+/// `weft persist`.
+#[derive(Debug, Args)]
+pub(crate) struct PersistArgs {
+    /// Address for the worker's own `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "WEFT_PERSIST_LISTEN", default_value = "127.0.0.1:9464")]
+    pub(crate) listen: SocketAddr,
+
+    /// Snapshot store URL (`postgres://...` in production; `sqlite://PATH`).
+    #[arg(
+        long,
+        env = "WEFT_STORE",
+        default_value = "sqlite://./weft-data/weft.db"
+    )]
+    pub(crate) store: String,
+
+    /// The consumer group the workers of one cluster share.
+    #[arg(long, env = "WEFT_PERSIST_GROUP", default_value = "weft-persist")]
+    pub(crate) group: String,
+
+    /// A changed document is written once it has been quiet this long.
+    #[arg(long, env = "WEFT_SNAPSHOT_DEBOUNCE", default_value = "2s", value_parser = parse_duration)]
+    pub(crate) snapshot_debounce: Duration,
+
+    /// A document that keeps changing is written at least this often.
+    #[arg(long, env = "WEFT_SNAPSHOT_MAX_DELAY", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) snapshot_max_delay: Duration,
+
+    /// ...or after this many records, whichever comes first.
+    #[arg(long, env = "WEFT_SNAPSHOT_MAX_UPDATES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) snapshot_max_updates: u64,
+
+    /// Readiness fails while more records than this are not yet inside a
+    /// stored snapshot (the worker's lag).
+    #[arg(long, env = "WEFT_PERSIST_MAX_LAG", default_value_t = 100_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub(crate) max_lag: i64,
+
+    /// How long SIGTERM may take: write every folded document, commit, exit.
+    #[arg(long, env = "WEFT_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
+    pub(crate) shutdown_grace: Duration,
+
+    #[command(flatten)]
+    pub(crate) kafka: KafkaArgs,
 }
 
 /// Logging.
@@ -117,6 +166,15 @@ pub(crate) struct ServeArgs {
 
     #[command(flatten)]
     pub(crate) kafka: KafkaArgs,
+
+    /// How often this node tells its peers it is alive.
+    #[arg(long, env = "WEFT_NODE_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub(crate) node_heartbeat_interval: Duration,
+
+    /// A peer silent this long is taken for dead and its clients' cursors
+    /// removed. Must exceed the heartbeat interval.
+    #[arg(long, env = "WEFT_NODE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) node_timeout: Duration,
 }
 
 /// Clustering through Kafka. Without `--kafka-brokers` the node runs alone
@@ -124,7 +182,8 @@ pub(crate) struct ServeArgs {
 #[derive(Debug, Args)]
 pub(crate) struct KafkaArgs {
     /// Kafka bootstrap servers (`host:port[,host:port...]`). Set: this node
-    /// joins the cluster that shares the topic; unset: embedded single node.
+    /// joins the cluster that shares the topic; unset: embedded single node
+    /// (`weft persist` requires it).
     #[arg(long, env = "WEFT_KAFKA_BROKERS")]
     pub(crate) kafka_brokers: Option<String>,
 
@@ -169,15 +228,6 @@ pub(crate) struct KafkaArgs {
     /// Weft's own settings.
     #[arg(long = "kafka-option", env = "WEFT_KAFKA_OPTIONS", value_delimiter = ';', value_parser = parse_key_value)]
     pub(crate) kafka_options: Vec<(String, String)>,
-
-    /// How often this node tells its peers it is alive.
-    #[arg(long, env = "WEFT_NODE_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
-    pub(crate) node_heartbeat_interval: Duration,
-
-    /// A peer silent this long is taken for dead and its clients' cursors
-    /// removed. Must exceed the heartbeat interval.
-    #[arg(long, env = "WEFT_NODE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub(crate) node_timeout: Duration,
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {

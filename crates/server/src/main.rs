@@ -2,6 +2,7 @@
 //! logging, run the chosen subcommand. Everything else lives in the crates.
 
 mod cli;
+mod persist;
 mod serve;
 mod shutdown;
 mod telemetry;
@@ -26,6 +27,7 @@ fn main() -> std::process::ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Persist(args) => persist::run(args).await,
         }
     });
     match outcome {

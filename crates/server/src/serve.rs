@@ -29,6 +29,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let gateway_config = gateway_config(&args)?;
     let registry_config = registry_config(&args)?;
     let kafka = kafka_config(&args.kafka)?;
+    check_heartbeats(&args)?;
     let auth = authenticator(&args.auth)?;
     let admission = Admission::new(LimitsConfig {
         max_connections: to_usize(
@@ -200,27 +201,17 @@ fn registry_config(args: &ServeArgs) -> anyhow::Result<RegistryConfig> {
         } else {
             NodeMode::Embedded
         },
-        heartbeat_interval: args.kafka.node_heartbeat_interval,
-        peer_timeout: args.kafka.node_timeout,
+        heartbeat_interval: args.node_heartbeat_interval,
+        peer_timeout: args.node_timeout,
         ..RegistryConfig::default()
     })
 }
 
 /// The Kafka settings, if clustering is on.
-fn kafka_config(args: &KafkaArgs) -> anyhow::Result<Option<weft_kafka::KafkaConfig>> {
+pub(crate) fn kafka_config(args: &KafkaArgs) -> anyhow::Result<Option<weft_kafka::KafkaConfig>> {
     let Some(brokers) = &args.kafka_brokers else {
         return Ok(None);
     };
-    if args.node_heartbeat_interval.is_zero() {
-        bail!("--node-heartbeat-interval / WEFT_NODE_HEARTBEAT_INTERVAL must be greater than zero");
-    }
-    if args.node_timeout <= args.node_heartbeat_interval {
-        bail!(
-            "--node-timeout / WEFT_NODE_TIMEOUT ({:?}) must be longer than --node-heartbeat-interval / WEFT_NODE_HEARTBEAT_INTERVAL ({:?})",
-            args.node_timeout,
-            args.node_heartbeat_interval
-        );
-    }
     let config = weft_kafka::KafkaConfig {
         brokers: brokers.clone(),
         topic: args.kafka_topic.clone(),
@@ -238,8 +229,23 @@ fn kafka_config(args: &KafkaArgs) -> anyhow::Result<Option<weft_kafka::KafkaConf
     Ok(Some(config))
 }
 
+/// The node heartbeat settings must make sense together.
+fn check_heartbeats(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.node_heartbeat_interval.is_zero() {
+        bail!("--node-heartbeat-interval / WEFT_NODE_HEARTBEAT_INTERVAL must be greater than zero");
+    }
+    if args.node_timeout <= args.node_heartbeat_interval {
+        bail!(
+            "--node-timeout / WEFT_NODE_TIMEOUT ({:?}) must be longer than --node-heartbeat-interval / WEFT_NODE_HEARTBEAT_INTERVAL ({:?})",
+            args.node_timeout,
+            args.node_heartbeat_interval
+        );
+    }
+    Ok(())
+}
+
 /// `--node-id`, else the host name, else `weft`.
-fn node_id(args: &KafkaArgs) -> String {
+pub(crate) fn node_id(args: &KafkaArgs) -> String {
     if let Some(node_id) = &args.node_id {
         return node_id.clone();
     }

@@ -32,8 +32,9 @@ pub enum ApplyFailure {
     Panicked,
 }
 
-/// Applies `update` to `doc`, containing a panic of `yrs`.
-pub(crate) fn apply_contained(doc: &Doc, update: &[u8]) -> Result<(), ApplyFailure> {
+/// Applies `update` to `doc`, containing a panic of `yrs` (the persistence
+/// worker folds with it too).
+pub fn apply_contained(doc: &Doc, update: &[u8]) -> Result<(), ApplyFailure> {
     let decoded = Update::decode_v1(update).map_err(ApplyFailure::Decode)?;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         doc.transact_mut().apply_update(decoded)

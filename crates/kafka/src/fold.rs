@@ -1,0 +1,424 @@
+//! The persistence worker's state: documents folded from the partitions it
+//! owns, and the one rule that makes it crash-safe.
+//!
+//! # The rule
+//!
+//! A partition's consumer offset is committed only up to the first record
+//! that is not yet inside a stored snapshot. So after a crash at any point
+//! (between a snapshot write and the commit included) the restarted worker
+//! reads again from the committed offset, on top of the stored snapshots:
+//! a record is folded twice at worst (harmless: Yjs updates are idempotent),
+//! never lost. [`Fold::commit_offsets`] computes those offsets; nothing here
+//! does I/O, so the rule is tested directly.
+//!
+//! A document's state is loaded from its stored snapshot the first time a
+//! record of it arrives ([`Fold::needs_base`], [`Fold::insert_base`]);
+//! records the snapshot already covers are skipped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::warn;
+use weft_sync::store::TopicSnapshot;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, StateVector, Transact};
+
+/// When a folded document is written.
+#[derive(Debug, Clone)]
+pub struct FoldConfig {
+    /// Write once a document has been quiet this long...
+    pub debounce: Duration,
+    /// ...or has had unwritten records this long...
+    pub max_delay: Duration,
+    /// ...or this many unwritten records.
+    pub max_updates: u64,
+    /// A written document untouched this long leaves memory (it is read back
+    /// from its snapshot if a record of it arrives later).
+    pub evict_after: Duration,
+}
+
+impl Default for FoldConfig {
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_secs(2),
+            max_delay: Duration::from_secs(30),
+            max_updates: 1000,
+            evict_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One document being folded.
+struct FoldedDoc {
+    ydoc: Doc,
+    /// The first offset whose record is applied but in no stored snapshot.
+    first_unstored: Option<i64>,
+    /// The last offset applied (or covered by the loaded snapshot).
+    last_applied: i64,
+    /// Records applied since the last write.
+    unstored: u64,
+    dirty_since: Instant,
+    last_change: Instant,
+}
+
+impl std::fmt::Debug for FoldedDoc {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("FoldedDoc")
+            .field("first_unstored", &self.first_unstored)
+            .field("last_applied", &self.last_applied)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct PartitionFold {
+    /// The offset after the last record read from this partition.
+    next_offset: Option<i64>,
+    docs: HashMap<Arc<str>, FoldedDoc>,
+}
+
+/// A snapshot to write, and what it covers.
+#[derive(Debug)]
+pub struct SnapshotJob {
+    /// The document.
+    pub doc: Arc<str>,
+    /// The snapshot, `partition` and `covers_offset` filled in.
+    pub snapshot: TopicSnapshot,
+}
+
+/// Everything the worker holds.
+#[derive(Debug, Default)]
+pub struct Fold {
+    config: FoldConfig,
+    partitions: HashMap<i32, PartitionFold>,
+}
+
+impl Fold {
+    /// An empty fold.
+    pub fn new(config: FoldConfig) -> Self {
+        Self {
+            config,
+            partitions: HashMap::new(),
+        }
+    }
+
+    /// Whether a record of `doc` needs the document's stored snapshot first.
+    pub fn needs_base(&self, partition: i32, doc: &str) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_none_or(|fold| !fold.docs.contains_key(doc))
+    }
+
+    /// Starts folding `doc` from its stored snapshot (`None`: from empty).
+    /// A snapshot of another partition (the partition count changed) is
+    /// applied but covers nothing here.
+    pub fn insert_base(
+        &mut self,
+        partition: i32,
+        doc: &str,
+        snapshot: Option<&TopicSnapshot>,
+        now: Instant,
+    ) {
+        let ydoc = Doc::new();
+        let mut covered = -1;
+        if let Some(snapshot) = snapshot {
+            if let Err(error) = weft_sync::ycheck::apply_contained(&ydoc, &snapshot.state) {
+                warn!(doc, error = %error, "stored snapshot does not apply; folding from empty");
+            } else if snapshot.partition == partition {
+                covered = snapshot.covers_offset;
+            }
+        }
+        self.partitions.entry(partition).or_default().docs.insert(
+            Arc::from(doc),
+            FoldedDoc {
+                ydoc,
+                first_unstored: None,
+                last_applied: covered,
+                unstored: 0,
+                dirty_since: now,
+                last_change: now,
+            },
+        );
+    }
+
+    /// Takes the record at `offset` of `partition`. `update` is `None` for a
+    /// record that is not a document update (skipped, but read). The
+    /// document must have its base ([`Fold::needs_base`]). Returns whether
+    /// the update was applied (not already covered).
+    pub fn apply(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        update: Option<(&str, &[u8])>,
+        now: Instant,
+    ) -> bool {
+        let fold = self.partitions.entry(partition).or_default();
+        fold.next_offset = Some(
+            fold.next_offset
+                .map_or(offset + 1, |next| next.max(offset + 1)),
+        );
+        let Some((doc, update)) = update else {
+            return false;
+        };
+        let Some(folded) = fold.docs.get_mut(doc) else {
+            debug_assert!(false, "apply before insert_base");
+            return false;
+        };
+        if offset <= folded.last_applied {
+            return false;
+        }
+        if let Err(error) = weft_sync::ycheck::apply_contained(&folded.ydoc, update) {
+            // Logged and skipped like a node does: the record stays in the
+            // log, and refusing the document would lose everything else.
+            warn!(doc, partition, offset, error = %error, "record does not apply; skipped");
+        }
+        if folded.first_unstored.is_none() {
+            folded.first_unstored = Some(offset);
+            folded.dirty_since = now;
+            folded.unstored = 0;
+        }
+        folded.last_applied = offset;
+        folded.unstored += 1;
+        folded.last_change = now;
+        true
+    }
+
+    /// Snapshots to write now: documents past their debounce, delay or
+    /// count, or every unwritten one if `all` (shutdown, revocation) in the
+    /// given partitions (`None`: every partition).
+    pub fn due(&self, now: Instant, all: bool, partitions: Option<&[i32]>) -> Vec<SnapshotJob> {
+        let mut jobs = Vec::new();
+        for (partition, fold) in &self.partitions {
+            if partitions.is_some_and(|wanted| !wanted.contains(partition)) {
+                continue;
+            }
+            for (doc, folded) in &fold.docs {
+                if folded.first_unstored.is_none() {
+                    continue;
+                }
+                let due = all
+                    || now.duration_since(folded.last_change) >= self.config.debounce
+                    || now.duration_since(folded.dirty_since) >= self.config.max_delay
+                    || folded.unstored >= self.config.max_updates;
+                if !due {
+                    continue;
+                }
+                let txn = folded.ydoc.transact();
+                jobs.push(SnapshotJob {
+                    doc: doc.clone(),
+                    snapshot: TopicSnapshot {
+                        state: txn.encode_state_as_update_v1(&StateVector::default()),
+                        state_vector: txn.state_vector().encode_v1(),
+                        partition: *partition,
+                        covers_offset: folded.last_applied,
+                    },
+                });
+            }
+        }
+        jobs
+    }
+
+    /// Records that `job`'s snapshot is durable (written, or superseded by
+    /// one covering more). Records applied since the job was made stay
+    /// unstored.
+    pub fn stored(&mut self, job: &SnapshotJob) {
+        let Some(folded) = self
+            .partitions
+            .get_mut(&job.snapshot.partition)
+            .and_then(|fold| fold.docs.get_mut(&job.doc))
+        else {
+            return;
+        };
+        if folded.last_applied <= job.snapshot.covers_offset {
+            folded.first_unstored = None;
+            folded.unstored = 0;
+        } else {
+            // Newer records arrived meanwhile; the first of them is after
+            // what the snapshot covers.
+            folded.first_unstored = Some(job.snapshot.covers_offset + 1);
+        }
+    }
+
+    /// Per partition, the offset it is safe to commit: the first record not
+    /// inside a stored snapshot, or the next one to read if all are.
+    pub fn commit_offsets(&self) -> Vec<(i32, i64)> {
+        let mut offsets = Vec::new();
+        for (partition, fold) in &self.partitions {
+            let Some(next) = fold.next_offset else {
+                continue;
+            };
+            let unstored = fold
+                .docs
+                .values()
+                .filter_map(|folded| folded.first_unstored)
+                .min();
+            offsets.push((*partition, unstored.map_or(next, |first| first.min(next))));
+        }
+        offsets.sort_unstable();
+        offsets
+    }
+
+    /// Forgets partitions this worker no longer owns.
+    pub fn revoke(&mut self, partitions: &[i32]) {
+        for partition in partitions {
+            self.partitions.remove(partition);
+        }
+    }
+
+    /// Drops written documents untouched for `evict_after`.
+    pub fn evict_idle(&mut self, now: Instant) {
+        let evict_after = self.config.evict_after;
+        for fold in self.partitions.values_mut() {
+            fold.docs.retain(|_, folded| {
+                folded.first_unstored.is_some()
+                    || now.duration_since(folded.last_change) < evict_after
+            });
+        }
+    }
+
+    /// Documents held in memory.
+    pub fn documents(&self) -> usize {
+        self.partitions.values().map(|fold| fold.docs.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use yrs::updates::decoder::Decode;
+    use yrs::{GetString, Text, Update};
+
+    use super::*;
+
+    fn insert(client: u64, text: &str) -> Vec<u8> {
+        let doc = Doc::with_client_id(client);
+        let root = doc.get_or_insert_text("t");
+        root.insert(&mut doc.transact_mut(), 0, text);
+        doc.transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    fn text_of(snapshot: &TopicSnapshot) -> String {
+        let doc = Doc::new();
+        let root = doc.get_or_insert_text("t");
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&snapshot.state).unwrap())
+            .unwrap();
+        root.get_string(&doc.transact())
+    }
+
+    fn config() -> FoldConfig {
+        FoldConfig {
+            debounce: Duration::from_secs(2),
+            max_delay: Duration::from_secs(30),
+            max_updates: 1000,
+            evict_after: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn commits_never_pass_a_record_that_no_stored_snapshot_holds() {
+        let now = Instant::now();
+        let mut fold = Fold::new(config());
+        fold.insert_base(0, "a", None, now);
+        fold.insert_base(0, "b", None, now);
+        assert!(fold.apply(0, 10, Some(("a", &insert(1, "a1"))), now));
+        assert!(fold.apply(0, 11, Some(("b", &insert(2, "b1"))), now));
+        fold.apply(0, 12, None, now);
+        assert_eq!(fold.commit_offsets(), vec![(0, 10)], "nothing stored yet");
+
+        // Only b's snapshot is written: a still pins the offset.
+        let jobs = fold.due(now, true, None);
+        let b_job = jobs.iter().find(|job| job.doc.as_ref() == "b").unwrap();
+        fold.stored(b_job);
+        assert_eq!(fold.commit_offsets(), vec![(0, 10)]);
+
+        // a's job is made, then a record of a arrives before it is stored.
+        let a_job = jobs.iter().find(|job| job.doc.as_ref() == "a").unwrap();
+        assert!(fold.apply(0, 13, Some(("a", &insert(1, "a2"))), now));
+        fold.stored(a_job);
+        assert_eq!(
+            fold.commit_offsets(),
+            vec![(0, 11)],
+            "the record after the snapshot's offset stays uncommitted"
+        );
+        let again = fold.due(now, true, None);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].snapshot.covers_offset, 13);
+        fold.stored(&again[0]);
+        assert_eq!(
+            fold.commit_offsets(),
+            vec![(0, 14)],
+            "everything read is stored"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_covers_what_it_says_and_covered_records_are_skipped() {
+        let now = Instant::now();
+        let mut fold = Fold::new(config());
+        fold.insert_base(3, "doc", None, now);
+        fold.apply(3, 5, Some(("doc", &insert(1, "x"))), now);
+        fold.apply(3, 6, Some(("doc", &insert(2, "y"))), now);
+        let job = fold.due(now, true, None).pop().unwrap();
+        assert_eq!(job.snapshot.partition, 3);
+        assert_eq!(job.snapshot.covers_offset, 6);
+        assert_eq!(text_of(&job.snapshot).len(), 2);
+
+        // A restarted worker starts from that snapshot, re-reads from an
+        // older committed offset, and skips what the snapshot covers.
+        let mut restarted = Fold::new(config());
+        assert!(restarted.needs_base(3, "doc"));
+        restarted.insert_base(3, "doc", Some(&job.snapshot), now);
+        assert!(!restarted.apply(3, 5, Some(("doc", &insert(1, "x"))), now));
+        assert!(!restarted.apply(3, 6, Some(("doc", &insert(2, "y"))), now));
+        assert!(
+            restarted.due(now, true, None).is_empty(),
+            "nothing new to write"
+        );
+        assert!(restarted.apply(3, 7, Some(("doc", &insert(3, "z"))), now));
+        let next = restarted.due(now, true, None).pop().unwrap();
+        assert_eq!(text_of(&next.snapshot).len(), 3);
+        assert_eq!(next.snapshot.covers_offset, 7);
+    }
+
+    #[test]
+    fn writes_wait_for_the_debounce_unless_forced() {
+        let start = Instant::now();
+        let mut fold = Fold::new(config());
+        fold.insert_base(0, "doc", None, start);
+        fold.apply(0, 1, Some(("doc", &insert(1, "x"))), start);
+        assert!(
+            fold.due(start + Duration::from_secs(1), false, None)
+                .is_empty()
+        );
+        assert_eq!(
+            fold.due(start + Duration::from_secs(2), false, None).len(),
+            1
+        );
+        assert_eq!(fold.due(start, true, Some(&[0])).len(), 1, "forced");
+        assert!(
+            fold.due(start, true, Some(&[1])).is_empty(),
+            "other partitions only"
+        );
+    }
+
+    #[test]
+    fn revoked_partitions_and_idle_documents_leave_memory() {
+        let now = Instant::now();
+        let mut fold = Fold::new(config());
+        fold.insert_base(0, "a", None, now);
+        fold.insert_base(1, "b", None, now);
+        fold.apply(1, 0, Some(("b", &insert(1, "b"))), now);
+        fold.revoke(&[0]);
+        assert_eq!(fold.documents(), 1);
+        fold.evict_idle(now + Duration::from_secs(120));
+        assert_eq!(fold.documents(), 1, "an unwritten document stays");
+        let job = fold.due(now, true, None).pop().unwrap();
+        fold.stored(&job);
+        fold.evict_idle(now + Duration::from_secs(120));
+        assert_eq!(fold.documents(), 0);
+    }
+}

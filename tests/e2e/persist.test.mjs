@@ -1,0 +1,189 @@
+// The persistence worker (`weft persist`) with nodes, a real Kafka-API
+// broker (WEFT_TEST_KAFKA) and a real PostgreSQL (WEFT_TEST_POSTGRES_URL,
+// an admin URL: each test creates a database of its own).
+
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import crypto from 'node:crypto'
+import {
+  e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report
+} from '../lib/harness.mjs'
+
+const BROKER = process.env.WEFT_TEST_KAFKA
+const POSTGRES = process.env.WEFT_TEST_POSTGRES_URL
+if ((!BROKER || !POSTGRES) && process.env.CI) {
+  throw new Error('WEFT_TEST_KAFKA and WEFT_TEST_POSTGRES_URL must be set: `make test` provides both')
+}
+const skip = BROKER && POSTGRES ? false : 'set WEFT_TEST_KAFKA and WEFT_TEST_POSTGRES_URL (make test does)'
+const TYPES = { text: [], map: [], array: ['array'] }
+
+function psql (url, sql) {
+  const result = spawnSync('psql', [url, '-qtAc', sql], { encoding: 'utf8', timeout: 20000 })
+  assert.equal(result.status, 0, `psql ${sql}: ${result.stderr}`)
+  return result.stdout.trim()
+}
+
+/** A fresh database, dropped after the test; returns its URL. */
+function freshDatabase (t) {
+  const name = `weft_e2e_${crypto.randomBytes(6).toString('hex')}`
+  psql(POSTGRES, `CREATE DATABASE ${name}`)
+  t.after(() => psql(POSTGRES, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
+  const url = new URL(POSTGRES)
+  url.pathname = `/${name}`
+  return url.toString()
+}
+
+function clusterArgs (topic, node) {
+  return ['--kafka-brokers', BROKER, '--kafka-topic', topic, '--kafka-partitions', '4', '--node-id', node, '--kafka-fetch-wait-ms', '10']
+}
+
+function startNode (t, { topic, store, index }) {
+  return startWeft(t, { name: `node-${index}`, store, args: clusterArgs(topic, `node-${index}`) })
+}
+
+function startWorker (t, { topic, store, index, timeout = 15000, group = `group-${topic}` }) {
+  return startWeft(t, {
+    ready: { timeout },
+    name: `worker-${index}`,
+    command: 'persist',
+    store,
+    args: [
+      ...clusterArgs(topic, `worker-${index}`),
+      // a group of this test's own: no member of another test's group
+      '--group', group,
+      '--snapshot-debounce', '200ms', '--snapshot-max-delay', '1s'
+    ]
+  })
+}
+
+async function metrics (server) {
+  const res = await fetch(`${server.httpUrl}/metrics`, { signal: AbortSignal.timeout(5000) })
+  assert.equal(res.status, 200)
+  const text = await res.text()
+  const value = (name) => {
+    const match = text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm'))
+    return match ? Number(match[1]) : NaN
+  }
+  return { text, value }
+}
+
+/** Every token present exactly once. */
+function assertTokensOnce (client, expected) {
+  const list = client.doc.getArray('array').toJSON()
+  const counts = new Map()
+  for (const token of list) counts.set(token, (counts.get(token) || 0) + 1)
+  const missing = expected.filter(token => !counts.has(token))
+  const duplicated = [...counts].filter(([, n]) => n > 1).map(([token]) => token)
+  assert.deepEqual({ missing, duplicated, length: list.length }, { missing: [], duplicated: [], length: expected.length }, client.name)
+}
+
+e2e('persist: two nodes and two workers on PostgreSQL; a worker and a node SIGKILLed mid-edit; fresh nodes load every document exactly once', { skip, timeout: 240000 }, async (t) => {
+  const store = freshDatabase(t)
+  const topic = `persist-${crypto.randomUUID()}`
+  const nodes = [await startNode(t, { topic, store, index: 0 }), await startNode(t, { topic, store, index: 1 })]
+  const workers = [await startWorker(t, { topic, store, index: 0 }), await startWorker(t, { topic, store, index: 1 })]
+  const docs = ['persist/a', 'persist/b', 'persist/c']
+  const writers = []
+  for (const doc of docs) {
+    for (let i = 0; i < 2; i++) writers.push(createClient(t, nodes[i], doc, { name: `${doc}@node-${i}`, maxBackoffTime: 200 }))
+  }
+  await waitSynced(writers, { timeout: 20000 })
+  const INSERTS = 60
+  const expected = new Map(docs.map(doc => [doc, []]))
+  let issued = 0
+  const total = INSERTS * writers.length
+  const chaos = (async () => {
+    await waitFor(() => issued >= total * 0.3, { on: writers, timeout: 60000, what: 'edits before the worker kill' })
+    await workers[0].kill()
+    await sleep(200)
+    // It joins once the group expelled its dead self (session timeout 10 s)
+    // and rebalanced.
+    await workers[0].restart({ timeout: 45000 })
+    await waitFor(() => issued >= total * 0.6, { on: writers, timeout: 60000, what: 'edits before the node kill' })
+    await nodes[1].kill()
+    await sleep(200)
+    await nodes[1].restart()
+    await waitSynced(writers, { timeout: 20000, what: 'writers of node-1 to reconnect' })
+  })()
+  await Promise.all([chaos, ...writers.map(async (w) => {
+    for (let i = 0; i < INSERTS; i++) {
+      const token = `${w.name}-${i}`
+      expected.get(w.docName).push(token)
+      w.doc.getArray('array').push([token])
+      issued++
+      await sleep(10)
+    }
+  })])
+  for (const doc of docs) {
+    const group = writers.filter(w => w.docName === doc)
+    await waitConverged(group, { types: TYPES, timeout: 30000, what: `${doc} writers to converge` })
+    for (const w of group) assertTokensOnce(w, expected.get(doc))
+  }
+
+  // The workers catch up: every document has a snapshot covering its edits.
+  const caughtUp = now()
+  await waitFor(async () => {
+    const rows = Number(psql(store, `SELECT count(*) FROM weft_topic_snapshots WHERE topic = '${topic}'`))
+    return rows === docs.length
+  }, { timeout: 30000, what: 'a snapshot of every document' })
+  const lagFree = async () => {
+    for (let attempt = 0; attempt < 150; attempt++) {
+      const lags = await Promise.all(workers.map(async (w) => (await metrics(w)).value('weft_persist_lag_records')))
+      if (lags.every(lag => lag === 0)) return true
+      await sleep(100)
+    }
+    return false
+  }
+  assert.ok(await lagFree(), 'both workers report no lag')
+  report('persist: workers caught up (snapshots of every document, lag 0) after the last edit', now() - caughtUp)
+  const folded = (await Promise.all(workers.map(async (w) => (await metrics(w)).value('weft_persist_records_folded_total')))).reduce((a, b) => a + b, 0)
+  assert.ok(folded >= total, `the workers folded at least every edit once (${folded} >= ${total})`)
+
+  // Stop everything; fresh nodes (and workers) load every document from
+  // the snapshots plus the records after them.
+  for (const w of writers) w.destroy()
+  for (const server of [...nodes, ...workers]) await server.stop()
+  const fresh = [await startNode(t, { topic, store, index: 2 }), await startNode(t, { topic, store, index: 3 })]
+  for (const [i, doc] of docs.entries()) {
+    const started = now()
+    const reader = createClient(t, fresh[i % 2], doc, { name: `fresh reader ${doc}` })
+    await waitSynced(reader, { timeout: 20000 })
+    report(`persist: fresh node loaded ${doc} (${expected.get(doc).length} edits) from snapshot + replay`, now() - started)
+    assertTokensOnce(reader, expected.get(doc))
+  }
+  // A worker with no committed offsets at all (a group of its own: the
+  // test broker keeps stopped members in a group for long) reads the topic
+  // from the start on top of the stored snapshots: everything is covered,
+  // so it folds and writes nothing, and its lag drains to 0.
+  const freshWorker = await startWorker(t, { topic, store, index: 2, group: `fresh-${topic}` })
+  let drained = false
+  for (let attempt = 0; attempt < 200 && !drained; attempt++) {
+    drained = (await metrics(freshWorker)).value('weft_persist_lag_records') === 0
+    if (!drained) await sleep(100)
+  }
+  assert.ok(drained, 'the fresh worker caught up')
+  const { value } = await metrics(freshWorker)
+  assert.equal(value('weft_persist_records_folded_total'), 0, 'every record was inside a stored snapshot')
+  assert.equal(value('weft_persist_snapshots_written_total'), 0, 'nothing to write')
+})
+
+e2e('persist: readiness and metrics of a worker', { skip, timeout: 60000 }, async (t) => {
+  const store = freshDatabase(t)
+  const topic = `persist-ready-${crypto.randomUUID()}`
+  const node = await startNode(t, { topic, store, index: 0 })
+  const worker = await startWorker(t, { topic, store, index: 0 })
+  const client = createClient(t, node, 'persist/ready', { name: 'writer' })
+  await waitSynced(client)
+  client.doc.getArray('array').push(['x'])
+  await waitFor(async () => (await metrics(worker)).value('weft_persist_snapshots_written_total') >= 1, {
+    timeout: 20000, what: 'a snapshot written'
+  })
+  const { text } = await metrics(worker)
+  for (const name of ['weft_persist_lag_records', 'weft_persist_partitions', 'weft_persist_records_folded_total', 'weft_persist_snapshots_written_total']) {
+    assert.match(text, new RegExp(`^${name}`, 'm'), `/metrics has ${name}`)
+  }
+  const ready = await fetch(`${worker.httpUrl}/readyz`)
+  assert.equal(ready.status, 200)
+  const stopped = await worker.stop()
+  assert.equal(stopped.code, 0)
+})
