@@ -394,3 +394,20 @@ e2e('cluster: the broker dies; an unacknowledged edit closes its session and rea
   assert.equal(ready.status, 503, 'not ready without a broker')
   assert.match(body.error.details, /message bus/)
 })
+
+e2e('cluster: a document edited offline arrives as one update over 1 MB (Kafka\'s default record limit) and crosses nodes', { skip, timeout: 60000 }, async (t) => {
+  const { nodes } = await startCluster(t, 2)
+  const doc = 'cluster/offline-megabytes'
+  const offline = createClient(t, nodes[0], doc, { name: 'offline writer', connect: false })
+  const big = 'x'.repeat(3 * 1024 * 1024)
+  offline.doc.getText('text').insert(0, big)
+  const reader = createClient(t, nodes[1], doc, { name: 'reader@node-1' })
+  await waitSynced(reader)
+  const started = now()
+  offline.provider.connect()
+  await waitFor(() => reader.doc.getText('text').length === big.length, {
+    on: reader, timeout: 30000, what: 'the 3 MiB offline edit to reach the other node'
+  })
+  report('cluster: a 3 MiB offline edit reached a client on another node', now() - started)
+  assert.deepEqual(offline.closeCodes, [], 'the writer was never disconnected')
+})

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import {
-  e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report
+  e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report, Y
 } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
@@ -67,6 +67,20 @@ async function metrics (server) {
   return { text, value }
 }
 
+/**
+ * Poll an asynchronous condition on state outside the clients (the
+ * database, a worker's metrics), which emits no event: every 100 ms, at
+ * most `timeout` ms. Returns the time it took.
+ */
+async function eventually (predicate, { timeout = 30000, what = 'condition' } = {}) {
+  const started = now()
+  for (let attempt = 0; attempt <= timeout / 100; attempt++) {
+    if (await predicate()) return now() - started
+    await sleep(100)
+  }
+  throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
+}
+
 /** Every token present exactly once. */
 function assertTokensOnce (client, expected) {
   const list = client.doc.getArray('array').toJSON()
@@ -122,19 +136,14 @@ e2e('persist: two nodes and two workers on PostgreSQL; a worker and a node SIGKI
 
   // The workers catch up: every document has a snapshot covering its edits.
   const caughtUp = now()
-  await waitFor(async () => {
+  await eventually(() => {
     const rows = Number(psql(store, `SELECT count(*) FROM weft_topic_snapshots WHERE topic = '${topic}'`))
     return rows === docs.length
   }, { timeout: 30000, what: 'a snapshot of every document' })
-  const lagFree = async () => {
-    for (let attempt = 0; attempt < 150; attempt++) {
-      const lags = await Promise.all(workers.map(async (w) => (await metrics(w)).value('weft_persist_lag_records')))
-      if (lags.every(lag => lag === 0)) return true
-      await sleep(100)
-    }
-    return false
-  }
-  assert.ok(await lagFree(), 'both workers report no lag')
+  await eventually(async () => {
+    const lags = await Promise.all(workers.map(async (w) => (await metrics(w)).value('weft_persist_lag_records')))
+    return lags.every(lag => lag === 0)
+  }, { timeout: 15000, what: 'both workers to report no lag' })
   report('persist: workers caught up (snapshots of every document, lag 0) after the last edit', now() - caughtUp)
   const folded = (await Promise.all(workers.map(async (w) => (await metrics(w)).value('weft_persist_records_folded_total')))).reduce((a, b) => a + b, 0)
   assert.ok(folded >= total, `the workers folded at least every edit once (${folded} >= ${total})`)
@@ -156,12 +165,9 @@ e2e('persist: two nodes and two workers on PostgreSQL; a worker and a node SIGKI
   // from the start on top of the stored snapshots: everything is covered,
   // so it folds and writes nothing, and its lag drains to 0.
   const freshWorker = await startWorker(t, { topic, store, index: 2, group: `fresh-${topic}` })
-  let drained = false
-  for (let attempt = 0; attempt < 200 && !drained; attempt++) {
-    drained = (await metrics(freshWorker)).value('weft_persist_lag_records') === 0
-    if (!drained) await sleep(100)
-  }
-  assert.ok(drained, 'the fresh worker caught up')
+  await eventually(async () => (await metrics(freshWorker)).value('weft_persist_lag_records') === 0, {
+    timeout: 20000, what: 'the fresh worker to catch up'
+  })
   const { value } = await metrics(freshWorker)
   assert.equal(value('weft_persist_records_folded_total'), 0, 'every record was inside a stored snapshot')
   assert.equal(value('weft_persist_snapshots_written_total'), 0, 'nothing to write')
@@ -175,7 +181,7 @@ e2e('persist: readiness and metrics of a worker', { skip, timeout: 60000 }, asyn
   const client = createClient(t, node, 'persist/ready', { name: 'writer' })
   await waitSynced(client)
   client.doc.getArray('array').push(['x'])
-  await waitFor(async () => (await metrics(worker)).value('weft_persist_snapshots_written_total') >= 1, {
+  await eventually(async () => (await metrics(worker)).value('weft_persist_snapshots_written_total') >= 1, {
     timeout: 20000, what: 'a snapshot written'
   })
   const { text } = await metrics(worker)
@@ -186,4 +192,70 @@ e2e('persist: readiness and metrics of a worker', { skip, timeout: 60000 }, asyn
   assert.equal(ready.status, 200)
   const stopped = await worker.stop()
   assert.equal(stopped.code, 0)
+})
+
+e2e('persist: a large document (200,000 operations, a few MB) syncs across nodes, is snapshotted, and loads from snapshot + replay faster than from the whole log', { skip, timeout: 240000 }, async (t) => {
+  const store = freshDatabase(t)
+  const emptyStore = freshDatabase(t)
+  const topic = `persist-large-${crypto.randomUUID()}`
+  const writerNode = await startNode(t, { topic, store, index: 0 })
+  const worker = await startWorker(t, { topic, store, index: 0 })
+  const doc = 'persist/large'
+  const writer = createClient(t, writerNode, doc, { name: 'writer' })
+  await waitSynced(writer)
+
+  // A long editing session: 200 transactions of 1,000 single-character
+  // inserts and deletes at pseudo-random places, each one update (record).
+  const SESSIONS = 200
+  const OPS_PER_SESSION = 1000
+  let seed = 7
+  const rand = () => { seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff; return seed / 0x7fffffff }
+  const text = writer.doc.getText('text')
+  const written = now()
+  for (let session = 0; session < SESSIONS; session++) {
+    writer.doc.transact(() => {
+      for (let i = 0; i < OPS_PER_SESSION; i++) {
+        const length = text.length
+        if (length > 10 && rand() < 0.15) text.delete(Math.floor(rand() * length), 1)
+        else text.insert(Math.floor(rand() * (length + 1)), String.fromCharCode(97 + (i % 26)))
+      }
+    })
+    // Let the provider's socket drain now and then (bounded memory).
+    if (session % 20 === 19) await sleep(1)
+  }
+  const bytes = Y.encodeStateAsUpdate(writer.doc).length
+  const expected = text.toString()
+  report(`persist: large document built by the writer (${SESSIONS * OPS_PER_SESSION} ops, ${(bytes / 1e6).toFixed(2)} MB as one update)`, now() - written)
+
+  // Every record is durable once another node's fresh client sees it all.
+  const readerNode = await startNode(t, { topic, store: emptyStore, index: 1 })
+  const sentAll = now()
+  const reader = createClient(t, readerNode, doc, { name: 'reader on node-1' })
+  await waitFor(() => reader.doc.getText('text').toString() === expected, {
+    on: reader, timeout: 120000, what: 'the reader on node-1 to hold the whole document'
+  })
+  report('persist: large document complete on a fresh client of another node (load by replay of every record + live)', now() - sentAll)
+
+  const snapshotted = now()
+  await eventually(async () => Number(psql(store, `SELECT count(*) FROM weft_topic_snapshots WHERE topic = '${topic}'`)) === 1 &&
+    (await metrics(worker)).value('weft_persist_lag_records') === 0, { timeout: 60000, what: 'the worker to snapshot the document' })
+  report('persist: large document snapshotted by the worker (lag 0)', now() - snapshotted)
+  const snapshotBytes = Number(psql(store, `SELECT length(state) FROM weft_topic_snapshots WHERE topic = '${topic}'`))
+  console.log(`[measure] persist: large document snapshot size: ${snapshotBytes} bytes`)
+
+  // Fresh nodes: one with the snapshot store, one with an empty store (so
+  // it replays the whole log). Each loads the document for a new client.
+  const loadOn = async (node, label) => {
+    const started = now()
+    const client = createClient(t, node, doc, { name: label })
+    await waitSynced(client, { timeout: 120000 })
+    const ms = now() - started
+    assert.equal(client.doc.getText('text').toString(), expected, `${label} holds the whole document`)
+    client.destroy()
+    return ms
+  }
+  const fromSnapshot = await loadOn(await startNode(t, { topic, store, index: 2 }), 'fresh node, snapshot + replay')
+  const fromLog = await loadOn(await startNode(t, { topic, store: emptyStore, index: 3 }), 'fresh node, replay of the whole log')
+  report('persist: large document loaded by a fresh node from snapshot + replay', fromSnapshot)
+  report(`persist: large document loaded by a fresh node by replaying all ${SESSIONS} records`, fromLog)
 })

@@ -203,11 +203,13 @@ impl KafkaBus {
             .map_err(|error| BusError::Check(Box::new(error)))?;
         let awareness_name = self.config.awareness_topic();
         let replication = self.config.replication_factor;
+        let max_record_bytes = self.config.max_record_bytes.to_string();
         let updates = NewTopic::new(
             &self.config.topic,
             self.config.partitions,
             TopicReplication::Fixed(replication),
-        );
+        )
+        .set("max.message.bytes", &max_record_bytes);
         let awareness = NewTopic::new(
             &awareness_name,
             self.config.partitions,

@@ -33,10 +33,18 @@ pub struct KafkaConfig {
     /// acknowledgement before the update fails and its session is closed
     /// (the client re-sends it on reconnect).
     pub publish_timeout: Duration,
+    /// Largest record Weft produces (`message.max.bytes` of the producer,
+    /// `max.message.bytes` of the topics it creates). A client's first
+    /// SyncStep2 can carry a whole document edited offline, so this must
+    /// hold the largest WebSocket message a node accepts, plus the envelope.
+    pub max_record_bytes: usize,
     /// Any other librdkafka property (`--kafka-option key=value`), applied
     /// last, so it overrides the above.
     pub options: Vec<(String, String)>,
 }
+
+/// Room for the envelope around an update (document name, origin, kind).
+pub const ENVELOPE_OVERHEAD_BYTES: usize = 64 * 1024;
 
 /// A setting that cannot work.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +91,12 @@ impl KafkaConfig {
         if self.partitions < 1 {
             return Err(invalid("--kafka-partitions", "must be at least 1"));
         }
+        if self.max_record_bytes < 1024 * 1024 {
+            return Err(invalid(
+                "--kafka-max-record-bytes",
+                "must be at least 1 MiB",
+            ));
+        }
         if self.replication_factor < 1 {
             return Err(invalid("--kafka-replication-factor", "must be at least 1"));
         }
@@ -113,6 +127,7 @@ impl KafkaConfig {
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", millis(self.linger))
+            .set("message.max.bytes", self.max_record_bytes.to_string())
             .set("message.timeout.ms", millis(self.publish_timeout))
             // Each Weft record is small; bound what librdkafka may queue so
             // a dead broker cannot grow memory without bound (a publish past

@@ -45,5 +45,5 @@ pub mod replay;
 pub mod worker;
 
 pub use bus::KafkaBus;
-pub use config::{KafkaConfig, KafkaConfigError};
+pub use config::{ENVELOPE_OVERHEAD_BYTES, KafkaConfig, KafkaConfigError};
 pub use envelope::partition_for;

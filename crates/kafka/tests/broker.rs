@@ -44,6 +44,7 @@ fn config(brokers: &str, topic: &str, node: &str) -> KafkaConfig {
         linger: Duration::from_millis(1),
         fetch_wait: Duration::from_millis(10),
         publish_timeout: Duration::from_secs(10),
+        max_record_bytes: 17 * 1024 * 1024,
         options: Vec::new(),
     }
 }

@@ -222,6 +222,12 @@ pub(crate) struct KafkaArgs {
     #[arg(long, env = "WEFT_KAFKA_PUBLISH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub(crate) kafka_publish_timeout: Duration,
 
+    /// Largest record Weft produces, and the `max.message.bytes` of the
+    /// topics it creates. Must hold `--max-message-bytes` plus 64 KiB of
+    /// envelope; the brokers' own limits must allow it too.
+    #[arg(long, env = "WEFT_KAFKA_MAX_RECORD_BYTES", default_value_t = 17 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024 * 1024..=1024 * 1024 * 1024))]
+    pub(crate) kafka_max_record_bytes: u64,
+
     /// Any librdkafka property, `key=value`, repeatable (separated by `;`
     /// in the environment variable, since librdkafka values may hold
     /// commas), e.g. `security.protocol=ssl`. Applied last, so it overrides

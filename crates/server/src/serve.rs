@@ -30,6 +30,16 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let registry_config = registry_config(&args)?;
     let kafka = kafka_config(&args.kafka)?;
     check_heartbeats(&args)?;
+    if let Some(config) = &kafka
+        && gateway_config.max_message_bytes + weft_kafka::ENVELOPE_OVERHEAD_BYTES
+            > config.max_record_bytes
+    {
+        bail!(
+            "--max-message-bytes / WEFT_MAX_MESSAGE_BYTES ({}) plus 64 KiB of envelope must fit --kafka-max-record-bytes / WEFT_KAFKA_MAX_RECORD_BYTES ({}): a client's update could never be published",
+            gateway_config.max_message_bytes,
+            config.max_record_bytes
+        );
+    }
     let auth = authenticator(&args.auth)?;
     let admission = Admission::new(LimitsConfig {
         max_connections: to_usize(
@@ -221,6 +231,9 @@ pub(crate) fn kafka_config(args: &KafkaArgs) -> anyhow::Result<Option<weft_kafka
         linger: std::time::Duration::from_millis(args.kafka_linger_ms),
         fetch_wait: std::time::Duration::from_millis(args.kafka_fetch_wait_ms),
         publish_timeout: args.kafka_publish_timeout,
+        max_record_bytes: usize::try_from(args.kafka_max_record_bytes).context(
+            "--kafka-max-record-bytes / WEFT_KAFKA_MAX_RECORD_BYTES does not fit this platform",
+        )?,
         options: args.kafka_options.clone(),
     };
     config
