@@ -32,6 +32,9 @@ const DELIVERY_CAPACITY: usize = 4096;
 /// Retention of the awareness topic when Weft creates it: presence is
 /// renewed by clients every 15 s, so a minute of history is plenty.
 const AWARENESS_RETENTION_MS: &str = "60000";
+/// A live consumer that received nothing (its own node's heartbeats
+/// included) for this long is replaced.
+const CONSUMER_STALL: Duration = Duration::from_secs(10);
 /// Log one in this many malformed records (the first always).
 const MALFORMED_LOG_EVERY: u64 = 100;
 
@@ -239,7 +242,10 @@ impl KafkaBus {
     /// topics. The end offsets are read and assigned explicitly (not
     /// `Offset::End`, which librdkafka resolves lazily): a record published
     /// after this returns is at or past the assigned position.
-    async fn live_consumer(&self, topics: Topics) -> Result<StreamConsumer<WeftContext>, BusError> {
+    async fn live_consumer(
+        &self,
+        topics: Topics,
+    ) -> Result<(StreamConsumer<WeftContext>, TopicPartitionList), BusError> {
         let consumer: StreamConsumer<WeftContext> = self
             .config
             .consumer("live", self.config.fetch_wait)
@@ -264,7 +270,7 @@ impl KafkaBus {
             consumer
                 .assign(&assignment)
                 .map_err(|error| BusError::Check(Box::new(error)))?;
-            Ok(consumer)
+            Ok((consumer, assignment))
         })
         .await
         .map_err(|error| BusError::Check(error.into()))?
@@ -372,8 +378,8 @@ impl MessageBus for KafkaBus {
             self.live_consumer(topics).await
         }
         .await;
-        let consumer = match connected {
-            Ok(consumer) => consumer,
+        let (consumer, positions) = match connected {
+            Ok(connected) => connected,
             Err(error) => {
                 self.subscribed.store(false, Ordering::Release);
                 return Err(error);
@@ -382,6 +388,7 @@ impl MessageBus for KafkaBus {
         let (sender, receiver) = mpsc::channel(DELIVERY_CAPACITY);
         tokio::spawn(consume(
             consumer,
+            positions,
             interest,
             sender,
             self.config.clone(),
@@ -427,21 +434,51 @@ impl MessageBus for KafkaBus {
 }
 
 /// The live consumer loop: runs until the registry drops its receiver.
+///
+/// A watchdog replaces a consumer that stopped receiving: every node hears
+/// its own heartbeat (it publishes one every second and skips it here), so
+/// [`CONSUMER_STALL`] without any record means the consumer is stuck (seen
+/// with a broker restarted under it that keeps refusing the old client's
+/// requests). The replacement resumes exactly where the old one was, so no
+/// record is skipped.
 async fn consume(
     consumer: StreamConsumer<WeftContext>,
+    mut positions: TopicPartitionList,
     interest: Arc<dyn Interest>,
     sender: mpsc::Sender<Delivery>,
     config: Arc<KafkaConfig>,
     counters: Arc<Counters>,
 ) {
+    let mut consumer = consumer;
     let mut consumer_errors = 0_u64;
+    let mut last_received = tokio::time::Instant::now();
     loop {
         let received = tokio::select! {
             () = sender.closed() => break,
-            received = consumer.recv() => received,
+            received = consumer.recv() => Some(received),
+            () = tokio::time::sleep_until(last_received + CONSUMER_STALL) => None,
+        };
+        let Some(received) = received else {
+            warn!(stalled = ?CONSUMER_STALL, "live consumer received nothing, not even this node's heartbeats; replacing it at its positions");
+            match resume_consumer(&config, &positions) {
+                Ok(replacement) => consumer = replacement,
+                Err(error) => {
+                    warn!(error = %error, "could not replace the live consumer; retrying")
+                }
+            }
+            last_received = tokio::time::Instant::now();
+            continue;
         };
         let delivery = match received {
             Ok(message) => {
+                last_received = tokio::time::Instant::now();
+                if let Err(error) = positions.set_partition_offset(
+                    message.topic(),
+                    message.partition(),
+                    Offset::Offset(message.offset() + 1),
+                ) {
+                    debug!(error = %error, "track consumer position");
+                }
                 let Some(delivery) = to_delivery(&message, interest.as_ref(), &config, &counters)
                 else {
                     continue;
@@ -461,6 +498,18 @@ async fn consume(
         }
     }
     debug!("live consumer stopped");
+}
+
+/// A new live consumer assigned at `positions`.
+fn resume_consumer(
+    config: &KafkaConfig,
+    positions: &TopicPartitionList,
+) -> Result<StreamConsumer<WeftContext>, KafkaError> {
+    let consumer: StreamConsumer<WeftContext> = config
+        .consumer("live", config.fetch_wait)
+        .create_with_context(WeftContext::default())?;
+    consumer.assign(positions)?;
+    Ok(consumer)
 }
 
 /// What a consumed record means for this node, if anything: `None` for a
