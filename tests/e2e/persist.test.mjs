@@ -3,10 +3,13 @@
 // an admin URL: each test creates a database of its own).
 
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import {
-  e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report, Y
+  e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report, Y, freePort, HOST
 } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
@@ -258,4 +261,63 @@ e2e('persist: a large document (200,000 operations, a few MB) syncs across nodes
   const fromLog = await loadOn(await startNode(t, { topic, store: emptyStore, index: 3 }), 'fresh node, replay of the whole log')
   report('persist: large document loaded by a fresh node from snapshot + replay', fromSnapshot)
   report(`persist: large document loaded by a fresh node by replaying all ${SESSIONS} records`, fromLog)
+})
+
+e2e('persist: the broker restarts (durable storage) under nodes and a worker; the worker catches up and fresh nodes load everything', { skip, timeout: 180000 }, async (t) => {
+  const brokerPort = await freePort()
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-e2e-broker-'))
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const tansu = process.env.WEFT_TANSU_BIN
+  assert.ok(tansu, 'WEFT_TANSU_BIN names the broker binary (make test sets it)')
+  const startBroker = () => {
+    const url = `tcp://${HOST}:${brokerPort}`
+    const child = spawn(tansu, ['broker', '--listener-url', url, '--advertised-listener-url', url, '--storage-engine', 'sqlite://tansu.db'], { cwd: dir, stdio: 'ignore' })
+    const exited = new Promise(resolve => child.once('exit', resolve))
+    t.after(async () => { child.kill('SIGKILL'); await exited })
+    return { child, exited }
+  }
+  let broker = startBroker()
+  const store = freshDatabase(t)
+  const topic = 'persist-broker-restart'
+  // See cluster.test.mjs: Tansu 0.6 times out idempotent produces after a
+  // restart; duplicates are harmless to Weft.
+  const common = ['--kafka-brokers', `${HOST}:${brokerPort}`, '--kafka-topic', topic, '--kafka-partitions', '4',
+    '--kafka-fetch-wait-ms', '10', '--kafka-publish-timeout', '2s', '--kafka-option', 'enable.idempotence=false']
+  const node = (i) => startWeft(t, { name: `node-${i}`, store, args: [...common, '--node-id', `node-${i}`] })
+  const nodes = [await node(0), await node(1)]
+  const worker = await startWeft(t, {
+    name: 'worker', command: 'persist', store,
+    args: [...common, '--node-id', 'worker', '--group', `group-${topic}`, '--snapshot-debounce', '200ms', '--snapshot-max-delay', '1s']
+  })
+  const doc = 'persist/broker-restart'
+  const a = createClient(t, nodes[0], doc, { name: 'a@node-0' })
+  const b = createClient(t, nodes[1], doc, { name: 'b@node-1' })
+  await waitSynced([a, b])
+  const expected = []
+  const push = (client, token) => { expected.push(token); client.doc.getArray('array').push([token]) }
+  for (let i = 0; i < 20; i++) push(i % 2 ? a : b, `before-${i}`)
+  await waitConverged([a, b], { types: TYPES })
+
+  broker.child.kill('SIGKILL')
+  await broker.exited
+  for (let i = 0; i < 5; i++) push(a, `down-${i}`)
+  await sleep(500)
+  broker = startBroker()
+  const restarted = now()
+  for (let i = 0; i < 20; i++) push(i % 2 ? a : b, `after-${i}`)
+  await waitConverged([a, b], { types: TYPES, timeout: 90000, what: 'both clients to converge after the broker restart' })
+  report('persist: broker restarted under nodes and a worker; clients converged', now() - restarted)
+  for (const client of [a, b]) assertTokensOnce(client, expected)
+  const caughtUp = await eventually(async () => {
+    const lag = (await metrics(worker)).value('weft_persist_lag_records')
+    const row = psql(store, `SELECT covers_offset FROM weft_topic_snapshots WHERE topic = '${topic}'`)
+    return lag === 0 && row !== ''
+  }, { timeout: 60000, what: 'the worker to catch up after the broker restart' })
+  report('persist: worker caught up after the broker restart', caughtUp)
+  for (const client of [a, b]) client.destroy()
+  for (const server of [...nodes, worker]) await server.stop()
+  const fresh = await node(2)
+  const reader = createClient(t, fresh, doc, { name: 'fresh reader' })
+  await waitSynced(reader, { timeout: 20000 })
+  assertTokensOnce(reader, expected)
 })
