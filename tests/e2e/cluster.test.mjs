@@ -3,14 +3,14 @@
 // unmodified y-websocket clients. Every test uses a fresh topic.
 
 import assert from 'node:assert/strict'
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {
   e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report,
-  prng, testSeed, Y, WeftServer, freePort, HOST
+  prng, testSeed, Y, WeftServer, freePort, HOST, startOwnBroker
 } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
@@ -288,27 +288,6 @@ e2e('cluster: a malformed record in the topic is skipped; nodes keep serving and
   assert.deepEqual(fresh.doc.getArray('array').toJSON(), ['before', 'after'])
   assert.match(nodes[0].logs(), /malformed record skipped/, 'node-0 logged the skip')
 })
-
-/**
- * A broker of the test's own (not the shared one) on `port`, stopped after
- * the test. `storage` is a Tansu storage URL relative to its directory.
- */
-function startOwnBroker (t, port, { dir, storage = 'memory://tansu/' }) {
-  const tansu = process.env.WEFT_TANSU_BIN
-  assert.ok(tansu, 'WEFT_TANSU_BIN names the broker binary (make test sets it)')
-  const url = `tcp://${HOST}:${port}`
-  const log = fs.openSync(path.join(dir, 'broker.log'), 'a')
-  const child = spawn(tansu, ['broker', '--listener-url', url, '--advertised-listener-url', url, '--storage-engine', storage], {
-    cwd: dir, stdio: ['ignore', log, log]
-  })
-  fs.closeSync(log)
-  const exited = new Promise(resolve => child.once('exit', resolve))
-  t.after(async () => {
-    child.kill('SIGKILL')
-    await exited
-  })
-  return { child, exited }
-}
 
 e2e('cluster: a node is not ready until its broker answers, then serves without a restart', { skip, timeout: 60000 }, async (t) => {
   const brokerPort = await freePort()

@@ -3,13 +3,13 @@
 // an admin URL: each test creates a database of its own).
 
 import assert from 'node:assert/strict'
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {
-  e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report, Y, freePort, HOST
+  e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report, Y, freePort, HOST, startOwnBroker
 } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
@@ -267,15 +267,7 @@ e2e('persist: the broker restarts (durable storage) under nodes and a worker; th
   const brokerPort = await freePort()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-e2e-broker-'))
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const tansu = process.env.WEFT_TANSU_BIN
-  assert.ok(tansu, 'WEFT_TANSU_BIN names the broker binary (make test sets it)')
-  const startBroker = () => {
-    const url = `tcp://${HOST}:${brokerPort}`
-    const child = spawn(tansu, ['broker', '--listener-url', url, '--advertised-listener-url', url, '--storage-engine', 'sqlite://tansu.db'], { cwd: dir, stdio: 'ignore' })
-    const exited = new Promise(resolve => child.once('exit', resolve))
-    t.after(async () => { child.kill('SIGKILL'); await exited })
-    return { child, exited }
-  }
+  const startBroker = () => startOwnBroker(t, brokerPort, { dir, storage: 'sqlite://tansu.db' })
   let broker = startBroker()
   const store = freshDatabase(t)
   const topic = 'persist-broker-restart'

@@ -907,3 +907,36 @@ export function procMemory (pid) {
   }
   return { rssKiB: field('VmRSS'), hwmKiB: field('VmHWM') }
 }
+
+// ---------------------------------------------------------------------------
+// A Kafka-API broker of a test's own
+
+/**
+ * Start a Tansu broker (WEFT_TANSU_BIN) of test `t`'s own on `port`, in
+ * directory `dir` (its storage URL is relative to it), stopped after the
+ * test. Returns `{ child, exited }`.
+ *
+ * @param {import('node:test').TestContext} t
+ * @param {number} port
+ * @param {{ dir: string, storage?: string }} opts
+ */
+export function startOwnBroker (t, port, { dir, storage = 'memory://tansu/' }) {
+  const tansu = process.env.WEFT_TANSU_BIN
+  assert.ok(tansu, 'WEFT_TANSU_BIN names the broker binary (make test sets it)')
+  const url = `tcp://${HOST}:${port}`
+  const log = fs.openSync(path.join(dir, 'broker.log'), 'a')
+  const child = spawn(tansu, ['broker', '--listener-url', url, '--advertised-listener-url', url, '--storage-engine', storage], {
+    cwd: dir, stdio: ['ignore', log, log]
+  })
+  fs.closeSync(log)
+  liveChildren.add(child)
+  const exited = new Promise(resolve => child.once('exit', (code, signal) => {
+    liveChildren.delete(child)
+    resolve({ code, signal })
+  }))
+  t.after(async () => {
+    child.kill('SIGKILL')
+    await exited
+  })
+  return { child, exited }
+}

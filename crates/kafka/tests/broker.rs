@@ -5,34 +5,18 @@
 //! are skipped locally and fail under CI, so a missing broker cannot pass
 //! for a green run.
 
+mod common;
+
+use common::{broker, fresh_topic};
+
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
 use weft_kafka::{KafkaBus, KafkaConfig, partition_for};
 use weft_sync::{Delivery, Interest, MessageBus, Origin, Record, RecordKind};
-
-fn broker() -> Option<String> {
-    match std::env::var("WEFT_TEST_KAFKA") {
-        Ok(address) if !address.is_empty() => Some(address),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("WEFT_TEST_KAFKA is not set: `make test` starts a broker and sets it")
-        }
-        _ => {
-            eprintln!("skipped: set WEFT_TEST_KAFKA=host:port (make test does)");
-            None
-        }
-    }
-}
-
-fn fresh_topic(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos());
-    format!("test-{name}-{}-{nanos}", std::process::id())
-}
 
 fn config(brokers: &str, topic: &str, node: &str) -> KafkaConfig {
     KafkaConfig {

@@ -3,9 +3,13 @@
 //! what they cover, and a second worker of the group finds nothing left.
 //! Prints the fold throughput (records per second) it measured.
 
+mod common;
+
+use common::{broker, fresh_topic};
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use weft_kafka::fold::FoldConfig;
@@ -19,19 +23,6 @@ use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 const DOCS: usize = 40;
 const UPDATES_PER_DOC: usize = 500;
 const BATCH: usize = 500;
-
-fn broker() -> Option<String> {
-    match std::env::var("WEFT_TEST_KAFKA") {
-        Ok(address) if !address.is_empty() => Some(address),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("WEFT_TEST_KAFKA is not set: `make test` starts a broker and sets it")
-        }
-        _ => {
-            eprintln!("skipped: set WEFT_TEST_KAFKA=host:port (make test does)");
-            None
-        }
-    }
-}
 
 fn kafka_config(brokers: &str, topic: &str, node: &str) -> KafkaConfig {
     KafkaConfig {
@@ -61,7 +52,8 @@ fn token_update(client: u64) -> Vec<u8> {
     let doc = Doc::with_client_id(client);
     let text = doc.get_or_insert_text("t");
     text.insert(&mut doc.transact_mut(), 0, "x");
-    doc.transact().encode_state_as_update_v1(&StateVector::default())
+    doc.transact()
+        .encode_state_as_update_v1(&StateVector::default())
 }
 
 async fn wait_caught_up(status: &WorkerStatus, folded: u64, what: &str) {
@@ -87,10 +79,7 @@ async fn wait_caught_up(status: &WorkerStatus, folded: u64, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_folds_every_record_and_commits_only_what_snapshots_cover() {
     let Some(brokers) = broker() else { return };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos());
-    let topic = format!("test-worker-{}-{nanos}", std::process::id());
+    let topic = fresh_topic("worker");
 
     // A node's bus publishes DOCS x UPDATES_PER_DOC updates.
     let writer = KafkaBus::new(kafka_config(&brokers, &topic, "writer")).expect("bus");

@@ -43,3 +43,12 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn DocStore>, OpenError> {
     let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
     Err(OpenError::UnsupportedScheme(scheme.to_owned()))
 }
+
+/// Milliseconds since the Unix epoch, for the stores' `updated_at` columns.
+pub(crate) fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}

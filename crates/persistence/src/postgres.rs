@@ -11,7 +11,7 @@
 //! (`?options=-c%20search_path%3Dweft`) puts the tables in a schema of
 //! their own.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -19,7 +19,7 @@ use sqlx::{PgPool, Row};
 use weft_sync::store::{NewUpdate, SnapshotWrite, TopicSnapshot};
 use weft_sync::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
 
-use crate::OpenError;
+use crate::{OpenError, unix_millis};
 
 /// Connections per process: loads, appends and snapshot writes of one node
 /// or worker; PostgreSQL's own limit is shared by every process.
@@ -247,12 +247,4 @@ impl DocStore for PostgresStore {
             .map_err(|error| StoreError::new("check store", error))?;
         Ok(())
     }
-}
-
-fn unix_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }
