@@ -41,7 +41,7 @@ build: ## debug build of the weft binary
 	$(CARGO) build --locked -p weft-server
 
 .PHONY: test
-test: lint unit e2e deny ## everything: lints, unit and gateway tests, end-to-end with real clients, dependency checks
+test: lint unit e2e e2e-python deny ## everything: lints, unit and gateway tests, end-to-end with real clients, dependency checks
 
 .PHONY: lint
 lint: ## rustfmt and clippy (warnings are errors)
@@ -66,6 +66,20 @@ postgres-server: ## PostgreSQL server binaries for the tests (Debian package), u
 	@if ! psql postgres://postgres@127.0.0.1:5432/test -qtAc 'SELECT 1' >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
+
+# Python clients (pycrdt, pycrdt-websocket, httpx-ws, pytest) in a virtual
+# environment under the cache, rebuilt when the pinned requirements change.
+PY_REQUIREMENTS := tests/python/requirements.txt
+PY_VENV := $(WEFT_CACHE)/venv-$(shell sha256sum $(PY_REQUIREMENTS) | cut -c1-12)
+
+$(PY_VENV)/.installed: $(PY_REQUIREMENTS)
+	python3 -m venv $(PY_VENV)
+	$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
+	touch $@
+
+.PHONY: e2e-python
+e2e-python: build tests/node_modules/.weft-lock $(PY_VENV)/.installed ## end-to-end: unmodified pycrdt clients (and a y-websocket peer) against the weft binary
+	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(PY_VENV)/bin/python -m pytest -q python
 
 $(TANSU):
 	$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql --root $(TOOLS)
