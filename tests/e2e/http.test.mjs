@@ -1,7 +1,7 @@
 // Plain HTTP endpoints next to the WebSocket endpoint.
 
 import assert from 'node:assert/strict'
-import { e2e, startWeft, rawUpgrade, assertRefusal } from '../lib/harness.mjs'
+import { e2e, startWeft, rawUpgrade, assertRefusal, createClient, waitSynced, waitFor } from '../lib/harness.mjs'
 
 e2e('plain HTTP: /healthz, /readyz and a JSON 404', async (t) => {
   const server = await startWeft(t)
@@ -58,4 +58,42 @@ e2e('plain HTTP: 405 for a wrong method on a service route, 413 for a body large
   // Small bodies are fine: the route decides (here 405).
   const small = await fetch(`${server.httpUrl}/healthz`, { method: 'POST', body: 'x', signal: AbortSignal.timeout(5000) })
   await assertJsonError(small, 405, 'POST /healthz with 1 byte')
+})
+
+/** Parse Prometheus/OpenMetrics text: every sample line must be well formed. */
+function parseMetrics (text) {
+  const samples = new Map()
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue
+    const match = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/)
+    assert.ok(match, `a well-formed sample line: ${JSON.stringify(line)}`)
+    assert.ok(!Number.isNaN(Number(match[3])), `a numeric value: ${line}`)
+    samples.set(match[1] + (match[2] || ''), Number(match[3]))
+  }
+  assert.match(text, /^# EOF$/m, 'the exposition ends with # EOF')
+  return samples
+}
+
+e2e('GET /metrics: connections, upgrades by status, messages, commit latency, documents, in Prometheus text', async (t) => {
+  const server = await startWeft(t)
+  const a = createClient(t, server, 'metrics/doc', { name: 'a' })
+  const b = createClient(t, server, 'metrics/doc', { name: 'b' })
+  await waitSynced([a, b])
+  a.doc.getText('text').insert(0, 'counted')
+  await waitFor(() => b.doc.getText('text').toString() === 'counted', { on: b, what: 'the edit to cross' })
+  const refused = await rawUpgrade(server, '/')
+  assert.equal(refused.status, 400)
+
+  const res = await fetch(`${server.httpUrl}/metrics`, { signal: AbortSignal.timeout(5000) })
+  assert.equal(res.status, 200)
+  const metrics = parseMetrics(await res.text())
+  assert.equal(metrics.get('weft_connections'), 2)
+  assert.equal(metrics.get('weft_documents_loaded'), 1)
+  assert.ok(metrics.get('weft_upgrades_total{status="101"}') >= 2, 'accepted upgrades counted')
+  assert.equal(metrics.get('weft_upgrades_total{status="400"}'), 1, 'the refused upgrade counted by status')
+  assert.ok(metrics.get('weft_messages_received_total') > 0)
+  assert.ok(metrics.get('weft_received_bytes_total') > 0)
+  assert.ok(metrics.get('weft_messages_sent_total') > 0)
+  assert.ok(metrics.get('weft_update_commit_seconds_count') >= 1, 'the edit\'s commit latency observed')
+  assert.equal(metrics.get('weft_bus_records_malformed_total'), 0)
 })

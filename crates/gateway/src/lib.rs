@@ -27,10 +27,12 @@ pub mod config;
 pub mod error;
 pub mod lifecycle;
 pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod session;
 
 pub use config::GatewayConfig;
 pub use error::ApiError;
 pub use lifecycle::Lifecycle;
+pub use metrics::Metrics;
 pub use routes::{AppState, router};

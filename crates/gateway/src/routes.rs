@@ -20,6 +20,7 @@ use crate::config::{
     MAX_DOC_NAME_BYTES, MAX_REQUEST_BODY_BYTES, READ_BUFFER_BYTES, WRITE_BUFFER_BYTES,
 };
 use crate::limits::{Admission, Refusal};
+use crate::metrics::{Metrics, StatusLabel};
 use crate::session::{SessionParts, run_session};
 use crate::{ApiError, GatewayConfig, Lifecycle};
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Connection counts and upgrade rates.
     pub admission: Admission,
+    /// The node's metrics (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Builds the router. Every path goes through [`dispatch`], which sends
@@ -54,12 +57,21 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
         .into_response();
     }
     if is_websocket_upgrade(&request) {
-        return upgrade(state, request).await;
+        let metrics = state.metrics.clone();
+        let response = upgrade(state, request).await;
+        metrics
+            .upgrades
+            .get_or_create(&StatusLabel {
+                status: response.status().as_u16(),
+            })
+            .inc();
+        return response;
     }
     match (request.uri().path(), request.method()) {
         ("/healthz", &Method::GET | &Method::HEAD) => healthz(),
         ("/readyz", &Method::GET | &Method::HEAD) => readyz(&state).await,
-        ("/healthz" | "/readyz", _) => {
+        ("/metrics", &Method::GET | &Method::HEAD) => metrics(&state),
+        ("/healthz" | "/readyz" | "/metrics", _) => {
             ApiError::method_not_allowed("service routes answer GET and HEAD").into_response()
         }
         (path, _) => ApiError::not_found(format!(
@@ -101,6 +113,28 @@ async fn readyz(state: &AppState) -> Response {
         return ApiError::unavailable("not ready", reason).into_response();
     }
     axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+}
+
+fn metrics(state: &AppState) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            error!(error = %error, "encode metrics");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+                "metrics could not be encoded",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// The document a request path names: the path without its leading `/`,
@@ -202,6 +236,7 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
             overflowed,
             stop: state.lifecycle.sessions_stop().clone(),
             config: state.config.clone(),
+            metrics: state.metrics.clone(),
         };
         let tracker = state.lifecycle.tracker().clone();
         let session_span = tracing::Span::current();

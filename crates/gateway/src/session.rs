@@ -29,6 +29,7 @@ use crate::auth::Access;
 use crate::config::{CLOSE_GRACE, MAX_UPDATES_IN_FLIGHT};
 use crate::error::close_code;
 use crate::limits::{ConnectionPermit, UpdateRateLimiter};
+use crate::metrics::Metrics;
 
 /// Everything a session task needs, gathered before the upgrade.
 #[derive(Debug)]
@@ -47,6 +48,8 @@ pub struct SessionParts {
     pub stop: CancellationToken,
     /// Limits and timers.
     pub config: Arc<GatewayConfig>,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a session ended: the close frame to send, if any.
@@ -67,7 +70,13 @@ impl Closing {
 /// Serves one upgraded socket until it closes.
 pub async fn run_session(socket: WebSocket, parts: SessionParts) {
     let (sink, stream) = socket.split();
+    let metrics = parts.metrics.clone();
+    metrics.connections.inc();
     let closing = drive(sink, stream, parts).await;
+    metrics.connections.dec();
+    if let Some(closing) = &closing {
+        metrics.closed(closing.code);
+    }
     match closing {
         Some(closing) if closing.code != close_code::NORMAL => {
             info!(
@@ -94,6 +103,7 @@ where
         overflowed,
         stop,
         config,
+        metrics,
     } = parts;
     let (close_sender, close_receiver) = oneshot::channel();
     let mut greeting = session.greeting();
@@ -102,9 +112,19 @@ where
             Message::Auth(AuthMessage::PermissionDenied(READ_ONLY_REASON.to_owned())).encode(),
         ));
     }
-    let writer = write_loop(sink, outbox, greeting, close_receiver, &config).fuse();
+    let writer = write_loop(sink, outbox, greeting, close_receiver, &config, &metrics).fuse();
     tokio::pin!(writer);
-    let reader = read_loop(&mut stream, &session, access, &overflowed, &stop, &config);
+    let reader = read_loop(
+        &mut stream,
+        &session,
+        access,
+        Signals {
+            overflowed: &overflowed,
+            stop: &stop,
+        },
+        &config,
+        &metrics,
+    );
     let closing = tokio::select! {
         closing = reader => closing,
         () = &mut writer => Some(Closing::new(close_code::GOING_AWAY, "connection lost")),
@@ -140,17 +160,26 @@ where
     }
 }
 
+/// What ends a session from outside its socket.
+struct Signals<'a> {
+    /// The document found the session's send queue full.
+    overflowed: &'a CancellationToken,
+    /// The node drains.
+    stop: &'a CancellationToken,
+}
+
 async fn read_loop<R>(
     stream: &mut R,
     session: &Session,
     access: Access,
-    overflowed: &CancellationToken,
-    stop: &CancellationToken,
+    signals: Signals<'_>,
     config: &GatewayConfig,
+    metrics: &Metrics,
 ) -> Option<Closing>
 where
     R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
 {
+    let Signals { overflowed, stop } = signals;
     let mut acks = FuturesUnordered::new();
     let mut deadline = Instant::now() + config.heartbeat_timeout;
     let mut idle_deadline = Instant::now() + config.idle_timeout;
@@ -185,11 +214,21 @@ where
                 };
                 if !matches!(message, WsMessage::Ping(_) | WsMessage::Pong(_)) {
                     idle_deadline = Instant::now() + config.idle_timeout;
+                    metrics.messages_received.inc();
+                    metrics.bytes_received.inc_by(message_len(&message));
                 }
                 let policy = Policy { access, rate: &mut rate };
                 match handle_message(message, session, policy).await {
                     Handled::Continue => {}
-                    Handled::Pending(ack) => acks.push(ack.wait()),
+                    Handled::Pending(ack) => {
+                        let submitted = Instant::now();
+                        let histogram = &metrics.update_commit_seconds;
+                        acks.push(ack.wait().inspect(move |outcome| {
+                            if outcome.is_ok() {
+                                histogram.observe(submitted.elapsed().as_secs_f64());
+                            }
+                        }));
+                    }
                     Handled::Close(closing) => return closing,
                 }
             }
@@ -337,10 +376,12 @@ async fn write_loop<W>(
     greeting: Vec<Outbound>,
     mut close: oneshot::Receiver<Option<Closing>>,
     config: &GatewayConfig,
+    metrics: &Metrics,
 ) where
     W: Sink<WsMessage> + Unpin,
 {
     for frame in greeting {
+        count_sent(metrics, &frame);
         if sink.feed(WsMessage::Binary(frame)).await.is_err() {
             return;
         }
@@ -367,7 +408,7 @@ async fn write_loop<W>(
             }
             frame = outbox.recv() => {
                 let Some(frame) = frame else { return };
-                if write_batch(&mut sink, &mut outbox, frame).await.is_err() {
+                if write_batch(&mut sink, &mut outbox, frame, metrics).await.is_err() {
                     return;
                 }
             }
@@ -386,13 +427,31 @@ async fn write_batch<W>(
     sink: &mut W,
     outbox: &mut mpsc::Receiver<Outbound>,
     first: Outbound,
+    metrics: &Metrics,
 ) -> Result<(), W::Error>
 where
     W: Sink<WsMessage> + Unpin,
 {
+    count_sent(metrics, &first);
     sink.feed(WsMessage::Binary(first)).await?;
     while let Ok(frame) = outbox.try_recv() {
+        count_sent(metrics, &frame);
         sink.feed(WsMessage::Binary(frame)).await?;
     }
     sink.flush().await
+}
+
+fn count_sent(metrics: &Metrics, frame: &Outbound) {
+    metrics.messages_sent.inc();
+    metrics.bytes_sent.inc_by(frame.len() as u64);
+}
+
+/// The payload size of a received message.
+fn message_len(message: &WsMessage) -> u64 {
+    let len = match message {
+        WsMessage::Binary(bytes) | WsMessage::Ping(bytes) | WsMessage::Pong(bytes) => bytes.len(),
+        WsMessage::Text(text) => text.len(),
+        WsMessage::Close(_) => 0,
+    };
+    len as u64
 }

@@ -15,7 +15,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use weft_sync::{
-    BusError, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind, Replayed,
+    BusError, BusStats, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind,
+    Replayed,
 };
 
 use crate::config::{KafkaConfig, KafkaConfigError};
@@ -59,6 +60,10 @@ pub(crate) struct Counters {
     pub(crate) malformed: AtomicU64,
     /// Ephemeral records not handed to the producer (bus down, queue full).
     pub(crate) ephemeral_lost: AtomicU64,
+    /// Producers replaced after a failed publish.
+    pub(crate) producers_replaced: AtomicU64,
+    /// Live consumers replaced after they stalled.
+    pub(crate) consumers_replaced: AtomicU64,
 }
 
 impl Counters {
@@ -415,6 +420,15 @@ impl MessageBus for KafkaBus {
         .map_err(|error| BusError::Replay(error.into()))?
     }
 
+    fn stats(&self) -> BusStats {
+        BusStats {
+            malformed_records: self.counters.malformed.load(Ordering::Relaxed),
+            ephemeral_lost: self.counters.ephemeral_lost.load(Ordering::Relaxed),
+            producers_replaced: self.counters.producers_replaced.load(Ordering::Relaxed),
+            consumers_replaced: self.counters.consumers_replaced.load(Ordering::Relaxed),
+        }
+    }
+
     async fn check(&self) -> Result<(), BusError> {
         if self.topics.get().is_none() {
             return Err(BusError::NotConnected);
@@ -461,7 +475,10 @@ async fn consume(
         let Some(received) = received else {
             warn!(stalled = ?CONSUMER_STALL, "live consumer received nothing, not even this node's heartbeats; replacing it at its positions");
             match resume_consumer(&config, &positions) {
-                Ok(replacement) => consumer = replacement,
+                Ok(replacement) => {
+                    consumer = replacement;
+                    counters.consumers_replaced.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(error) => {
                     warn!(error = %error, "could not replace the live consumer; retrying")
                 }

@@ -75,6 +75,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config: Arc::new(gateway_config),
         auth: auth.clone(),
         admission,
+        metrics: Arc::new(weft_gateway::Metrics::new(registry.clone())),
     };
     let http_stop = CancellationToken::new();
     // Yjs frames are small and latency-bound: without TCP_NODELAY, Nagle's

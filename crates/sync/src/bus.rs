@@ -150,6 +150,19 @@ pub enum BusError {
     Store(#[from] StoreError),
 }
 
+/// Counters a bus keeps, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BusStats {
+    /// Records skipped because they did not decode.
+    pub malformed_records: u64,
+    /// Ephemeral records that could not be published.
+    pub ephemeral_lost: u64,
+    /// Producers replaced after a failed publish.
+    pub producers_replaced: u64,
+    /// Live consumers replaced after they stalled.
+    pub consumers_replaced: u64,
+}
+
 /// The log every node of a cluster shares. Safe to call from many tasks.
 #[async_trait]
 pub trait MessageBus: Send + Sync + Debug + 'static {
@@ -180,4 +193,9 @@ pub trait MessageBus: Send + Sync + Debug + 'static {
 
     /// Answers whether the log is reachable (readiness).
     async fn check(&self) -> Result<(), BusError>;
+
+    /// The bus's counters (zero for a bus that keeps none).
+    fn stats(&self) -> BusStats {
+        BusStats::default()
+    }
 }

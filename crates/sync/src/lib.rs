@@ -57,7 +57,8 @@ pub mod store;
 pub mod ycheck;
 
 pub use bus::{
-    BusError, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind, Replayed,
+    BusError, BusStats, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind,
+    Replayed,
 };
 pub use committer::{Committer, CommitterConfig};
 pub use document::Document;

@@ -309,6 +309,11 @@ impl Registry {
         }
     }
 
+    /// The bus's counters.
+    pub fn bus_stats(&self) -> crate::BusStats {
+        self.inner.bus.stats()
+    }
+
     /// Number of documents in memory.
     pub fn loaded_documents(&self) -> usize {
         self.inner.documents.loaded.lock().len()

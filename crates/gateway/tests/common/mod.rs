@@ -64,6 +64,7 @@ impl TestServer {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("listener address");
         let state = AppState {
+            metrics: Arc::new(weft_gateway::Metrics::new(registry.clone())),
             registry,
             lifecycle: Lifecycle::new(),
             config: Arc::new(config),

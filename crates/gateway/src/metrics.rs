@@ -1,0 +1,198 @@
+//! The node's Prometheus metrics, served at `GET /metrics` in the Prometheus
+//! text format (`prometheus-client`).
+//!
+//! Counters the gateway owns are updated where things happen (upgrades,
+//! frames, closes, acknowledgements). Values other layers keep (documents
+//! loaded, the bus's counters) are read at scrape time by a collector, so
+//! those layers need no metrics dependency.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry as MetricsRegistry;
+use weft_sync::Registry;
+
+/// The `status` label of an upgrade attempt (101 when it succeeded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// The HTTP status answered.
+    pub status: u16,
+}
+
+/// The `code` label of a session close.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// The WebSocket close code sent.
+    pub code: u16,
+}
+
+/// Every metric of a node.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: MetricsRegistry,
+    /// Open WebSocket sessions.
+    pub connections: Gauge,
+    /// Upgrade attempts by answered status.
+    pub upgrades: Family<StatusLabel, Counter>,
+    /// WebSocket messages received from clients.
+    pub messages_received: Counter,
+    /// Bytes of those messages.
+    pub bytes_received: Counter,
+    /// WebSocket messages sent to clients.
+    pub messages_sent: Counter,
+    /// Bytes of those messages.
+    pub bytes_sent: Counter,
+    /// Sessions closed by the server, by close code (1013: send queue
+    /// overflow; 1008: update rate; 1011: publish failed; ...).
+    pub closes: Family<CodeLabel, Counter>,
+    /// Seconds from a client's update to its durable acknowledgement (the
+    /// group commit or the broker's `acks=all`, then apply and broadcast).
+    pub update_commit_seconds: Histogram,
+}
+
+/// Start of the commit-latency buckets: 100 µs, doubling 16 times (to ~3 s).
+const COMMIT_BUCKET_START_SECONDS: f64 = 0.000_1;
+const COMMIT_BUCKETS: u16 = 16;
+
+impl Metrics {
+    /// Registers every metric; `documents` answers the scrape-time values.
+    pub fn new(documents: Registry) -> Self {
+        let mut registry = MetricsRegistry::with_prefix("weft");
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Open WebSocket sessions",
+            connections.clone(),
+        );
+        let upgrades = Family::<StatusLabel, Counter>::default();
+        registry.register(
+            "upgrades",
+            "WebSocket upgrade attempts by answered status (101: accepted)",
+            upgrades.clone(),
+        );
+        let messages_received = Counter::default();
+        registry.register(
+            "messages_received",
+            "WebSocket messages received from clients",
+            messages_received.clone(),
+        );
+        let bytes_received = Counter::default();
+        registry.register(
+            "received_bytes",
+            "Bytes of WebSocket messages received from clients",
+            bytes_received.clone(),
+        );
+        let messages_sent = Counter::default();
+        registry.register(
+            "messages_sent",
+            "WebSocket messages sent to clients",
+            messages_sent.clone(),
+        );
+        let bytes_sent = Counter::default();
+        registry.register(
+            "sent_bytes",
+            "Bytes of WebSocket messages sent to clients",
+            bytes_sent.clone(),
+        );
+        let closes = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "session_closes",
+            "Sessions closed by the server, by close code",
+            closes.clone(),
+        );
+        let update_commit_seconds = Histogram::new(exponential_buckets(
+            COMMIT_BUCKET_START_SECONDS,
+            2.0,
+            COMMIT_BUCKETS,
+        ));
+        registry.register(
+            "update_commit_seconds",
+            "Seconds from a client's update to its durable acknowledgement",
+            update_commit_seconds.clone(),
+        );
+        registry.register_collector(Box::new(ScrapeTime { documents }));
+        Self {
+            registry,
+            connections,
+            upgrades,
+            messages_received,
+            bytes_received,
+            messages_sent,
+            bytes_sent,
+            closes,
+            update_commit_seconds,
+        }
+    }
+
+    /// Records a session close sent with `code`.
+    pub fn closed(&self, code: u16) {
+        self.closes.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Values other layers keep, read at each scrape (names get the `weft_`
+/// prefix of the registry).
+#[derive(Debug)]
+struct ScrapeTime {
+    documents: Registry,
+}
+
+impl Collector for ScrapeTime {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let loaded = i64::try_from(self.documents.loaded_documents()).unwrap_or(i64::MAX);
+        let gauge = ConstGauge::new(loaded);
+        gauge.encode(encoder.encode_descriptor(
+            "documents_loaded",
+            "Documents held in memory",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        let stats = self.documents.bus_stats();
+        for (name, help, value) in [
+            (
+                "bus_records_malformed",
+                "Bus records skipped because they did not decode",
+                stats.malformed_records,
+            ),
+            (
+                "bus_ephemeral_lost",
+                "Awareness records and heartbeats that could not be published",
+                stats.ephemeral_lost,
+            ),
+            (
+                "bus_producers_replaced",
+                "Producers replaced after a failed publish",
+                stats.producers_replaced,
+            ),
+            (
+                "bus_consumers_replaced",
+                "Live consumers replaced after they stalled",
+                stats.consumers_replaced,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Shared handle.
+pub type SharedMetrics = Arc<Metrics>;
