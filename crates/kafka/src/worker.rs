@@ -163,7 +163,14 @@ impl ConsumerContext for WorkerContext {
         if let Rebalance::Assign(list) = rebalance {
             let partitions = partitions_of(list, &self.topic);
             info!(?partitions, "partitions assigned");
-            let _stopped = self.events.try_send(Event::Assigned(partitions));
+            if tokio::runtime::Handle::try_current().is_ok() {
+                // Not the poll thread (a consumer closing elsewhere): nobody
+                // folds for it any more.
+                return;
+            }
+            // In order with the records, and never lost: the fold commits
+            // only partitions it knows it owns.
+            let _stopped = self.events.blocking_send(Event::Assigned(partitions));
         }
     }
 }
