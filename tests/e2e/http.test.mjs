@@ -81,7 +81,7 @@ e2e('GET /metrics: connections, upgrades by status, messages, commit latency, do
   await waitSynced([a, b])
   a.doc.getText('text').insert(0, 'counted')
   await waitFor(() => b.doc.getText('text').toString() === 'counted', { on: b, what: 'the edit to cross' })
-  const refused = await rawUpgrade(server, '/')
+  const refused = await rawUpgrade(server, '/%ff')
   assert.equal(refused.status, 400)
 
   const res = await fetch(`${server.httpUrl}/metrics`, { signal: AbortSignal.timeout(5000) })

@@ -25,6 +25,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod hocuspocus;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;

@@ -19,6 +19,7 @@ use crate::auth::{Access, Authenticator, token_from_request};
 use crate::config::{
     MAX_DOC_NAME_BYTES, MAX_REQUEST_BODY_BYTES, READ_BUFFER_BYTES, WRITE_BUFFER_BYTES,
 };
+use crate::hocuspocus::{HocusParts, run_hocus_session};
 use crate::limits::{Admission, Refusal};
 use crate::metrics::{Metrics, StatusLabel};
 use crate::session::{SessionParts, run_session};
@@ -158,6 +159,9 @@ fn doc_name(path: &str) -> Result<String, ApiError> {
 }
 
 async fn upgrade(state: AppState, request: Request<Body>) -> Response {
+    if request.uri().path() == "/" {
+        return hocuspocus_upgrade(state, request).await;
+    }
     let (mut parts, _body) = request.into_parts();
     let doc = match doc_name(parts.uri.path()) {
         Ok(doc) => doc,
@@ -306,4 +310,59 @@ fn admission_refusal(refusal: Refusal) -> ApiError {
             retry_after_secs,
         ),
     }
+}
+
+/// A WebSocket upgrade at `/`: the Hocuspocus protocol. Documents (and
+/// their tokens) come in messages, so only the node's and the origin's
+/// admission apply here; each document is authorised when its token
+/// arrives.
+async fn hocuspocus_upgrade(state: AppState, request: Request<Body>) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let peer = peer_ip(&parts);
+    let span = info_span!("upgrade", protocol = "hocuspocus", peer = %peer);
+    async move {
+        if state.lifecycle.is_draining() {
+            return ApiError::unavailable("draining", "this node is shutting down; reconnect")
+                .into_response();
+        }
+        if let Err(reason) = state.registry.check_ready().await {
+            return ApiError::unavailable("not ready", reason).into_response();
+        }
+        if let Err(refusal) = check_origin(&parts, &state.config.allowed_origins) {
+            return refusal.into_response();
+        }
+        let permit = match state.admission.admit(peer) {
+            Ok(permit) => permit,
+            Err(refusal) => return admission_refusal(refusal).into_response(),
+        };
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => {
+                let status = rejection.status();
+                return ApiError::new(status, "invalid websocket upgrade", rejection.body_text())
+                    .into_response();
+            }
+        };
+        let hocus = HocusParts {
+            registry: state.registry.clone(),
+            auth: state.auth.clone(),
+            permit,
+            stop: state.lifecycle.sessions_stop().clone(),
+            config: state.config.clone(),
+            metrics: state.metrics.clone(),
+        };
+        let tracker = state.lifecycle.tracker().clone();
+        let session_span = tracing::Span::current();
+        upgrade
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(WRITE_BUFFER_BYTES)
+            .max_write_buffer_size(state.config.max_message_bytes.saturating_mul(2))
+            .max_message_size(state.config.max_message_bytes)
+            .max_frame_size(state.config.max_message_bytes)
+            .on_upgrade(move |socket| {
+                tracker.track_future(run_hocus_session(socket, hocus).instrument(session_span))
+            })
+    }
+    .instrument(span)
+    .await
 }

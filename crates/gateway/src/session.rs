@@ -62,7 +62,7 @@ pub struct Closing {
 }
 
 impl Closing {
-    const fn new(code: u16, reason: &'static str) -> Self {
+    pub(crate) const fn new(code: u16, reason: &'static str) -> Self {
         Self { code, reason }
     }
 }
@@ -340,7 +340,7 @@ fn reply(session: &Session, frame: Outbound) -> Handled {
     }
 }
 
-fn closing_for_publish(failure: &PublishError) -> Closing {
+pub(crate) fn closing_for_publish(failure: &PublishError) -> Closing {
     match failure {
         PublishError::Stopped => Closing::new(close_code::SERVICE_RESTART, "server restarting"),
         PublishError::Failed(_) => {

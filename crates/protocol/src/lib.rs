@@ -15,10 +15,13 @@
 //!
 //! - [`message`]: the [`Message`] enum, its tag constants, [`decode_frame`]
 //!   and [`Message::encode`].
+//! - [`hocuspocus`]: the Hocuspocus framing (an address per message, many
+//!   documents per socket) around the same messages.
 //! - [`error`]: [`DecodeError`], which says *why* a frame was refused so the
 //!   caller can choose a close code.
 
 pub mod error;
+pub mod hocuspocus;
 pub mod message;
 
 pub use error::DecodeError;

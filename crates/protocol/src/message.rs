@@ -160,6 +160,11 @@ pub fn encode_update_frame(update: &[u8]) -> Vec<u8> {
 /// Never panics, whatever the input: every length is checked against the
 /// frame before anything is allocated for it.
 pub fn decode_frame(frame: &[u8]) -> Result<Message, DecodeError> {
+    decode_frame_from(frame)
+}
+
+/// [`decode_frame`] for callers in this crate that strip an envelope first.
+pub(crate) fn decode_frame_from(frame: &[u8]) -> Result<Message, DecodeError> {
     let mut cursor = Cursor::new(frame);
     let message = decode_message(&mut cursor)?;
     let trailing = frame.len() - cursor.next;
@@ -225,7 +230,7 @@ fn decode_auth(cursor: &mut Cursor<'_>) -> Result<AuthMessage, DecodeError> {
 /// not fit, so a tag of 2^32 would read as 0 (sync), and an awareness entry
 /// count of 2^32 + 1 would pass [`check_entry_count`] as 1 while `yrs`, which
 /// reads that count as a `usize`, tries to reserve room for four billion.
-fn read_var(cursor: &mut Cursor<'_>) -> Result<u32, DecodeError> {
+pub(crate) fn read_var(cursor: &mut Cursor<'_>) -> Result<u32, DecodeError> {
     let mut value: u64 = 0;
     for shift in (0..35).step_by(7) {
         let byte = cursor
@@ -239,7 +244,7 @@ fn read_var(cursor: &mut Cursor<'_>) -> Result<u32, DecodeError> {
     Err(DecodeError::InvalidVarint)
 }
 
-fn read_buf<'a>(cursor: &mut Cursor<'a>) -> Result<&'a [u8], DecodeError> {
+pub(crate) fn read_buf<'a>(cursor: &mut Cursor<'a>) -> Result<&'a [u8], DecodeError> {
     let len = read_var(cursor)? as usize;
     let remaining = cursor.buf.len() - cursor.next;
     if len > remaining {

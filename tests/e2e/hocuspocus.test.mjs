@@ -1,0 +1,141 @@
+// The Hocuspocus protocol at `/` with the unmodified @hocuspocus/provider
+// (4.8): many documents over one socket, per-document tokens, sync-status
+// acknowledgements, and a Hocuspocus client and a y-websocket client on one
+// document.
+
+import assert from 'node:assert/strict'
+import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
+import {
+  e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, Y, WebSocket, signJwt, jwtClaims
+} from '../lib/harness.mjs'
+
+/** A HocuspocusProvider on `socket` (a shared HocuspocusProviderWebsocket). */
+function hocus (t, socket, name, opts = {}) {
+  const doc = new Y.Doc()
+  const events = { authenticated: null, denied: null, synced: false }
+  const provider = new HocuspocusProvider({
+    websocketProvider: socket,
+    name,
+    document: doc,
+    token: opts.token ?? null,
+    onAuthenticated: ({ scope }) => { events.authenticated = scope ?? 'authenticated' },
+    onAuthenticationFailed: ({ reason }) => { events.denied = reason },
+    onSynced: () => { events.synced = true }
+  })
+  provider.attach()
+  t.after(() => provider.destroy())
+  return { doc, provider, events, awareness: provider.awareness, name }
+}
+
+function hocusSocket (t, server) {
+  const socket = new HocuspocusProviderWebsocket({ url: server.wsUrl, WebSocketPolyfill: WebSocket })
+  t.after(() => socket.destroy())
+  return socket
+}
+
+/** Waits on a Hocuspocus client's doc, awareness and provider events. */
+function waitHocus (clients, predicate, what, timeout = 10000) {
+  const list = Array.isArray(clients) ? clients : [clients]
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (predicate()) { cleanup(); resolve() }
+    }
+    const timer = setTimeout(() => { cleanup(); reject(new Error(`timed out after ${timeout} ms waiting for ${what}`)) }, timeout)
+    const subs = []
+    for (const c of list) {
+      c.doc.on('update', check); subs.push(() => c.doc.off('update', check))
+      c.awareness.on('change', check); subs.push(() => c.awareness.off('change', check))
+      for (const ev of ['synced', 'authenticated', 'authenticationFailed', 'unsyncedChanges', 'status']) {
+        c.provider.on(ev, check); subs.push(() => c.provider.off(ev, check))
+      }
+    }
+    const cleanup = () => { clearTimeout(timer); for (const u of subs) u() }
+    check()
+  })
+}
+
+e2e('hocuspocus: two providers converge; two documents share one socket', async (t) => {
+  const server = await startWeft(t)
+  const socketA = hocusSocket(t, server)
+  const socketB = hocusSocket(t, server)
+  const a1 = hocus(t, socketA, 'hocus/one')
+  const a2 = hocus(t, socketA, 'hocus/two')
+  const b1 = hocus(t, socketB, 'hocus/one')
+  const b2 = hocus(t, socketB, 'hocus/two')
+  await waitHocus([a1, a2, b1, b2], () => [a1, a2, b1, b2].every(c => c.events.synced), 'all four to sync')
+  a1.doc.getText('text').insert(0, 'one from a')
+  b2.doc.getText('text').insert(0, 'two from b')
+  await waitHocus([b1, a2], () => b1.doc.getText('text').toString() === 'one from a' &&
+    a2.doc.getText('text').toString() === 'two from b', 'each edit to reach the other socket')
+  assert.equal(a1.doc.getText('text').toString(), 'one from a', 'documents do not mix')
+  assert.equal(b1.doc.getText('text').length, 'one from a'.length)
+  // Sync-status acknowledgements: nothing left unsynced once durable.
+  await waitHocus([a1, b2], () => a1.provider.unsyncedChanges === 0 && b2.provider.unsyncedChanges === 0, 'the edits to be acknowledged')
+})
+
+e2e('hocuspocus: a Hocuspocus client and a y-websocket client edit one document and see each other\'s presence', async (t) => {
+  const server = await startWeft(t)
+  const h = hocus(t, hocusSocket(t, server), 'mixed/doc')
+  const y = createClient(t, server, 'mixed/doc', { name: 'y-websocket' })
+  await waitSynced(y)
+  await waitHocus(h, () => h.events.synced, 'the hocuspocus client to sync')
+  h.doc.getArray('array').push(['from hocuspocus'])
+  y.doc.getArray('array').push(['from y-websocket'])
+  await waitFor(() => y.doc.getArray('array').length === 2, { on: y, what: 'y-websocket to see both' })
+  await waitHocus(h, () => h.doc.getArray('array').length === 2, 'hocuspocus to see both')
+  assert.deepEqual(h.doc.getArray('array').toJSON().sort(), y.doc.getArray('array').toJSON().sort())
+  h.awareness.setLocalStateField('user', { name: 'Hocus' })
+  y.awareness.setLocalStateField('user', { name: 'Ywebs' })
+  await waitFor(() => y.awareness.getStates().get(h.doc.clientID)?.user?.name === 'Hocus', { on: y, what: 'the hocuspocus cursor on y-websocket' })
+  await waitHocus(h, () => h.awareness.getStates().get(y.doc.clientID)?.user?.name === 'Ywebs', 'the y-websocket cursor on hocuspocus')
+})
+
+e2e('hocuspocus: per-document tokens: a granted document syncs, a refused one is denied on the same socket', async (t) => {
+  const secret = 'hocuspocus-test-secret'
+  const server = await startWeft(t, { args: ['--auth-jwt-secret', secret] })
+  const token = signJwt(jwtClaims({ docs: { 'team/*': 'rw', 'public/*': 'r' } }), { secret })
+  const socket = hocusSocket(t, server)
+  const granted = hocus(t, socket, 'team/notes', { token })
+  const readOnly = hocus(t, socket, 'public/page', { token })
+  const refused = hocus(t, socket, 'secret/plans', { token })
+  await waitHocus([granted, readOnly, refused], () => granted.events.synced && readOnly.events.synced && refused.events.denied !== null,
+    'two documents to sync and one to be refused')
+  assert.equal(readOnly.events.authenticated, 'readonly')
+  assert.match(refused.events.denied, /token|document/i)
+  // The read-only client's edit is acknowledged as not applied and never
+  // reaches another client.
+  const writer = hocus(t, hocusSocket(t, server), 'public/page', { token: signJwt(jwtClaims({ docs: { 'public/*': 'rw' } }), { secret }) })
+  await waitHocus(writer, () => writer.events.synced, 'the writer to sync')
+  readOnly.doc.getText('text').insert(0, 'not allowed')
+  writer.doc.getText('text').insert(0, 'allowed')
+  await waitHocus(readOnly, () => readOnly.doc.getText('text').toString().includes('allowed'), 'the writer\'s edit on the reader')
+  assert.equal(writer.doc.getText('text').toString(), 'allowed', 'the read-only edit was not applied')
+})
+
+const BROKER = process.env.WEFT_TEST_KAFKA
+if (!BROKER && process.env.CI) throw new Error('WEFT_TEST_KAFKA is not set: `make test` starts a broker and sets it')
+
+e2e('hocuspocus: a Hocuspocus client and a y-websocket client on different nodes see each other\'s edits and presence', {
+  skip: BROKER ? false : 'set WEFT_TEST_KAFKA (make test does)', timeout: 60000
+}, async (t) => {
+  const topic = `hocus-${Date.now()}-${process.pid}`
+  const node = (i) => startWeft(t, {
+    name: `node-${i}`,
+    args: ['--kafka-brokers', BROKER, '--kafka-topic', topic, '--kafka-partitions', '2', '--node-id', `node-${i}`, '--kafka-fetch-wait-ms', '10']
+  })
+  const nodes = [await node(0), await node(1)]
+  const h = hocus(t, hocusSocket(t, nodes[0]), 'cross/doc')
+  const y = createClient(t, nodes[1], 'cross/doc', { name: 'y-websocket@node-1' })
+  await waitSynced(y)
+  await waitHocus(h, () => h.events.synced, 'the hocuspocus client to sync')
+  h.doc.getText('text').insert(0, 'H')
+  y.doc.getText('text').insert(0, 'Y')
+  await waitFor(() => y.doc.getText('text').length === 2, { on: y, timeout: 15000, what: 'node-1 to see the hocuspocus edit' })
+  await waitHocus(h, () => h.doc.getText('text').length === 2, 'node-0 to see the y-websocket edit', 15000)
+  assert.equal(h.doc.getText('text').toString(), y.doc.getText('text').toString())
+  await waitHocus(h, () => h.provider.unsyncedChanges === 0, 'the hocuspocus edit acknowledged once the broker holds it')
+  h.awareness.setLocalStateField('user', { name: 'Hocus' })
+  await waitFor(() => y.awareness.getStates().get(h.doc.clientID)?.user?.name === 'Hocus', { on: y, timeout: 15000, what: 'the hocuspocus cursor on node-1' })
+  y.awareness.setLocalStateField('user', { name: 'Ywebs' })
+  await waitHocus(h, () => h.awareness.getStates().get(y.doc.clientID)?.user?.name === 'Ywebs', 'the y-websocket cursor on node-0', 15000)
+})
