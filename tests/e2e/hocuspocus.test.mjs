@@ -12,7 +12,7 @@ import {
 /** A HocuspocusProvider on `socket` (a shared HocuspocusProviderWebsocket). */
 function hocus (t, socket, name, opts = {}) {
   const doc = new Y.Doc()
-  const events = { authenticated: null, denied: null, synced: false }
+  const events = { authenticated: null, denied: null, synced: false, stateless: [] }
   const provider = new HocuspocusProvider({
     websocketProvider: socket,
     name,
@@ -20,7 +20,8 @@ function hocus (t, socket, name, opts = {}) {
     token: opts.token ?? null,
     onAuthenticated: ({ scope }) => { events.authenticated = scope ?? 'authenticated' },
     onAuthenticationFailed: ({ reason }) => { events.denied = reason },
-    onSynced: () => { events.synced = true }
+    onSynced: () => { events.synced = true },
+    onStateless: ({ payload }) => { events.stateless.push(payload) }
   })
   provider.attach()
   t.after(() => provider.destroy())
@@ -45,7 +46,7 @@ function waitHocus (clients, predicate, what, timeout = 10000) {
     for (const c of list) {
       c.doc.on('update', check); subs.push(() => c.doc.off('update', check))
       c.awareness.on('change', check); subs.push(() => c.awareness.off('change', check))
-      for (const ev of ['synced', 'authenticated', 'authenticationFailed', 'unsyncedChanges', 'status']) {
+      for (const ev of ['synced', 'authenticated', 'authenticationFailed', 'unsyncedChanges', 'status', 'stateless']) {
         c.provider.on(ev, check); subs.push(() => c.provider.off(ev, check))
       }
     }
@@ -138,4 +139,32 @@ e2e('hocuspocus: a Hocuspocus client and a y-websocket client on different nodes
   await waitFor(() => y.awareness.getStates().get(h.doc.clientID)?.user?.name === 'Hocus', { on: y, timeout: 15000, what: 'the hocuspocus cursor on node-1' })
   y.awareness.setLocalStateField('user', { name: 'Ywebs' })
   await waitHocus(h, () => h.awareness.getStates().get(y.doc.clientID)?.user?.name === 'Ywebs', 'the y-websocket cursor on node-0', 15000)
+
+  // Stateless messages cross nodes too (and are never stored).
+  const other = hocus(t, hocusSocket(t, nodes[1]), 'cross/doc')
+  await waitHocus(other, () => other.events.synced, 'a hocuspocus client on node-1 to sync')
+  h.provider.sendStateless(JSON.stringify({ ping: 'across' }))
+  await waitHocus(other, () => other.events.stateless.length === 1, 'the stateless message on node-1', 15000)
+  assert.deepEqual(JSON.parse(other.events.stateless[0]), { ping: 'across' })
+  assert.deepEqual(h.events.stateless, [], 'not echoed to its sender')
+})
+
+e2e('hocuspocus: stateless messages reach the document\'s other Hocuspocus clients only', async (t) => {
+  const server = await startWeft(t)
+  const sender = hocus(t, hocusSocket(t, server), 'stateless/doc')
+  const receiver = hocus(t, hocusSocket(t, server), 'stateless/doc')
+  const elsewhere = hocus(t, hocusSocket(t, server), 'stateless/other')
+  const y = createClient(t, server, 'stateless/doc', { name: 'y-websocket' })
+  await waitSynced(y)
+  await waitHocus([sender, receiver, elsewhere], () => sender.events.synced && receiver.events.synced && elsewhere.events.synced, 'all to sync')
+  sender.provider.sendStateless('first')
+  sender.provider.sendStateless('second')
+  await waitHocus(receiver, () => receiver.events.stateless.length === 2, 'both stateless messages')
+  assert.deepEqual(receiver.events.stateless, ['first', 'second'], 'in order')
+  assert.deepEqual(sender.events.stateless, [], 'not echoed')
+  assert.deepEqual(elsewhere.events.stateless, [], 'not to another document')
+  // The y-websocket client of the same document got nothing it cannot read
+  // and is still connected.
+  assert.equal(y.provider.wsconnected, true)
+  assert.deepEqual(y.closeCodes, [])
 })

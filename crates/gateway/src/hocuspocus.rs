@@ -237,8 +237,14 @@ async fn handle(
             documents.remove(&address);
             return Ok(None);
         }
-        HocusMessage::Stateless(_) => {
-            debug!(address, "stateless message (not relayed yet)");
+        HocusMessage::Stateless(payload) => {
+            match documents.get(&address) {
+                Some(joined) => joined.session.relay_stateless(&payload),
+                None => debug!(
+                    address,
+                    "stateless message for a document this socket has not authenticated; ignored"
+                ),
+            }
             return Ok(None);
         }
         HocusMessage::Yjs(message) => message,
@@ -391,6 +397,7 @@ async fn authenticate(
             }
         }
     });
+    session.want_stateless();
     info!(doc, session = %session.id(), read_only = access == Access::Read, "hocuspocus document open");
     documents.insert(address.to_owned(), Joined { session, access });
     Ok(())

@@ -65,6 +65,7 @@ pub fn decode(value: &[u8], key: Option<&str>) -> Result<Decoded, EnvelopeError>
         Ok(proto::Kind::Update) => RecordKind::Update,
         Ok(proto::Kind::Awareness) => RecordKind::Awareness,
         Ok(proto::Kind::Heartbeat) => RecordKind::Heartbeat,
+        Ok(proto::Kind::Stateless) => RecordKind::Stateless,
         Ok(proto::Kind::Unspecified) | Err(_) => {
             return Err(EnvelopeError::UnknownKind(envelope.kind));
         }
@@ -93,6 +94,7 @@ fn kind_to_proto(kind: RecordKind) -> proto::Kind {
         RecordKind::Update => proto::Kind::Update,
         RecordKind::Awareness => proto::Kind::Awareness,
         RecordKind::Heartbeat => proto::Kind::Heartbeat,
+        RecordKind::Stateless => proto::Kind::Stateless,
     }
 }
 

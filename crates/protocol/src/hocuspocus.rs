@@ -142,6 +142,16 @@ pub fn encode_sync_status(address: &str, applied: bool) -> Vec<u8> {
     buf
 }
 
+/// A stateless message without its address: what a document broadcasts to
+/// the Hocuspocus sessions it holds, each of which puts its address in
+/// front ([`encode_addressed`]).
+pub fn encode_stateless_body(payload: &str) -> Vec<u8> {
+    let mut buf = Vec::new();
+    buf.write_var(HOCUS_STATELESS);
+    buf.write_string(payload);
+    buf
+}
+
 /// A stateless message to a client.
 pub fn encode_stateless(address: &str, payload: &str) -> Vec<u8> {
     let mut buf = Vec::new();

@@ -51,6 +51,9 @@ pub enum RecordKind {
     Awareness,
     /// "This node is alive": ephemeral, no document, empty payload.
     Heartbeat,
+    /// A stateless message (Hocuspocus) for a document's other clients:
+    /// ephemeral, UTF-8 payload.
+    Stateless,
 }
 
 /// One process lifetime of one node. The incarnation changes on every start,

@@ -129,9 +129,19 @@ async fn wanted_records_of_other_nodes_are_delivered(
     // Kinds may travel separately (Kafka: two topics), so no order between
     // them is assumed; within the wait, nothing of the unwanted document
     // may arrive.
-    let (mut update, mut awareness, mut heartbeat) = (None, None, None);
-    while update.is_none() || awareness.is_none() || heartbeat.is_none() {
-        let delivery = next(at_b, "the wanted update, awareness and a heartbeat").await;
+    a.publish_ephemeral(Record {
+        doc: Arc::from(wanted),
+        kind: RecordKind::Stateless,
+        payload: Bytes::from_static(b"{\"hello\":1}"),
+        origin_session: 7,
+    });
+    let (mut update, mut awareness, mut heartbeat, mut stateless) = (None, None, None, None);
+    while update.is_none() || awareness.is_none() || heartbeat.is_none() || stateless.is_none() {
+        let delivery = next(
+            at_b,
+            "the wanted update, awareness, stateless and a heartbeat",
+        )
+        .await;
         assert_ne!(
             delivery.record.doc.as_ref(),
             unwanted,
@@ -141,10 +151,16 @@ async fn wanted_records_of_other_nodes_are_delivered(
             RecordKind::Update => update = Some(delivery),
             RecordKind::Awareness => awareness = Some(delivery),
             RecordKind::Heartbeat => heartbeat = Some(delivery),
+            RecordKind::Stateless => stateless = Some(delivery),
         }
     }
+    let Some(stateless) = stateless else {
+        unreachable!("the loop ends when all four arrived");
+    };
+    assert_eq!(stateless.record.doc.as_ref(), wanted);
+    assert_eq!(stateless.record.payload.as_ref(), b"{\"hello\":1}");
     let (Some(update), Some(awareness), Some(heartbeat)) = (update, awareness, heartbeat) else {
-        unreachable!("the loop ends when all three arrived");
+        unreachable!("the loop ends when all four arrived");
     };
     assert_eq!(update.record.doc.as_ref(), wanted);
     assert_eq!(update.record.payload.as_ref(), b"w1");

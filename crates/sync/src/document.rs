@@ -44,6 +44,8 @@ struct DocState {
     /// the live stream.
     pending: Option<Vec<PendingUpdate>>,
     sessions: HashMap<SessionId, SessionOutbox>,
+    /// Sessions whose protocol carries stateless messages (Hocuspocus).
+    stateless: std::collections::HashSet<SessionId>,
     awareness: AwarenessTable,
     /// The highest log position applied. In embedded mode updates are
     /// applied in commit order, so every logged update of this document up
@@ -76,6 +78,7 @@ impl Document {
                 ydoc: Doc::new(),
                 pending: Some(Vec::new()),
                 sessions: HashMap::new(),
+                stateless: std::collections::HashSet::new(),
                 awareness: AwarenessTable::default(),
                 applied_seq: 0,
                 snapshot_seq: 0,
@@ -193,6 +196,7 @@ impl Document {
     pub(crate) fn remove_session(&self, id: SessionId) -> Option<AwarenessUpdate> {
         let mut state = self.state.lock();
         state.sessions.remove(&id);
+        state.stateless.remove(&id);
         let removal = state.awareness.remove_session(id);
         if let Some(removal) = &removal {
             let outbound = frame(&Message::Awareness(removal.clone()));
@@ -254,6 +258,26 @@ impl Document {
         let outbound = frame(&Message::Awareness(changed.clone()));
         broadcast(&self.name, &mut state.sessions, &outbound, except);
         Some(changed)
+    }
+
+    /// Marks a session as one that receives stateless messages.
+    pub(crate) fn want_stateless(&self, id: SessionId) {
+        self.state.lock().stateless.insert(id);
+    }
+
+    /// Sends a stateless message to every session that takes them but
+    /// `except`. Never stored.
+    pub(crate) fn broadcast_stateless(&self, payload: &str, except: Option<SessionId>) {
+        let outbound = Outbound::from(weft_protocol::hocuspocus::encode_stateless_body(payload));
+        let mut state = self.state.lock();
+        let DocState {
+            sessions,
+            stateless,
+            ..
+        } = &mut *state;
+        broadcast_to(&self.name, sessions, &outbound, except, |id| {
+            stateless.contains(id)
+        });
     }
 
     pub(crate) fn send_to(&self, id: SessionId, outbound: Outbound) -> bool {
@@ -344,8 +368,19 @@ fn broadcast(
     outbound: &Outbound,
     except: Option<SessionId>,
 ) {
+    broadcast_to(name, sessions, outbound, except, |_| true);
+}
+
+/// [`broadcast`] to the sessions `wanted` accepts.
+fn broadcast_to(
+    name: &str,
+    sessions: &mut HashMap<SessionId, SessionOutbox>,
+    outbound: &Outbound,
+    except: Option<SessionId>,
+    wanted: impl Fn(&SessionId) -> bool,
+) {
     sessions.retain(|id, outbox| {
-        if Some(*id) == except {
+        if Some(*id) == except || !wanted(id) {
             return true;
         }
         match outbox.frames.try_send(outbound.clone()) {

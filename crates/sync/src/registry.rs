@@ -443,6 +443,16 @@ impl RegistryInner {
         })
     }
 
+    /// Tells the other nodes about a stateless message of a local session.
+    pub(crate) fn publish_stateless(&self, doc: &DocName, payload: &str, session: SessionId) {
+        self.bus.publish_ephemeral(Record {
+            doc: doc.clone(),
+            kind: RecordKind::Stateless,
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            origin_session: session.raw(),
+        });
+    }
+
     /// Tells the other nodes about an awareness change of a local session.
     pub(crate) fn publish_awareness(
         &self,
@@ -564,6 +574,15 @@ fn handle_delivery(inner: &RegistryInner, peers: &mut Peers, delivery: Delivery)
                 Err(error) => {
                     debug!(doc = %record.doc, node = %origin.node, error = %error, "awareness record does not decode; skipped");
                 }
+            }
+        }
+        RecordKind::Stateless => {
+            let Some(document) = inner.documents.get(&record.doc) else {
+                return;
+            };
+            match std::str::from_utf8(&record.payload) {
+                Ok(payload) => document.broadcast_stateless(payload, None),
+                Err(_) => debug!(doc = %record.doc, "stateless record is not UTF-8; skipped"),
             }
         }
         RecordKind::Heartbeat => {}

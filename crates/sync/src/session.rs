@@ -136,6 +136,20 @@ impl Session {
         }
     }
 
+    /// This session takes stateless messages (its protocol carries them).
+    pub fn want_stateless(&self) {
+        self.document.want_stateless(self.id);
+    }
+
+    /// Relays a stateless message to the document's other sessions that
+    /// take them, on this node and, through the bus, on the others. Never
+    /// stored.
+    pub fn relay_stateless(&self, payload: &str) {
+        self.document.broadcast_stateless(payload, Some(self.id));
+        self.registry
+            .publish_stateless(&self.document.name_arc(), payload, self.id);
+    }
+
     /// Submits a client's update (from a SyncStep2 or an Update message).
     ///
     /// Refuses bytes that are not a Yjs update, leaving the document
