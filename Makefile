@@ -78,8 +78,8 @@ $(PY_VENV)/.installed: $(PY_REQUIREMENTS)
 	touch $@
 
 .PHONY: e2e-python
-e2e-python: build tests/node_modules/.weft-lock $(PY_VENV)/.installed ## end-to-end: unmodified pycrdt clients (and a y-websocket peer) against the weft binary
-	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(PY_VENV)/bin/python -m pytest -q python
+e2e-python: build tests/node_modules/.weft-lock $(PY_VENV)/.installed $(TANSU) postgres-server ## end-to-end: unmodified pycrdt clients (and a y-websocket peer) against the weft binary
+	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(WITH_SERVICES) $(PY_VENV)/bin/python -m pytest -q python
 
 $(TANSU):
 	$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql --root $(TOOLS)

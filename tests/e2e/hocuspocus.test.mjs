@@ -1,19 +1,22 @@
 // The Hocuspocus protocol at `/` with the unmodified @hocuspocus/provider
-// (4.8): many documents over one socket, per-document tokens, sync-status
-// acknowledgements, and a Hocuspocus client and a y-websocket client on one
-// document.
+// (4.8, and 3.4 for what both versions do): many documents over one socket,
+// per-document tokens, sync-status acknowledgements, stateless messages, and
+// a Hocuspocus client and a y-websocket client on one document.
 
 import assert from 'node:assert/strict'
-import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
+import * as providerV4 from '@hocuspocus/provider'
+import * as providerV3 from '@hocuspocus/provider-v3'
 import {
   e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, Y, WebSocket, signJwt, jwtClaims
 } from '../lib/harness.mjs'
+
+const VERSIONS = { '4.8': providerV4, '3.4': providerV3 }
 
 /** A HocuspocusProvider on `socket` (a shared HocuspocusProviderWebsocket). */
 function hocus (t, socket, name, opts = {}) {
   const doc = new Y.Doc()
   const events = { authenticated: null, denied: null, synced: false, stateless: [] }
-  const provider = new HocuspocusProvider({
+  const provider = new socket.weftProviderModule.HocuspocusProvider({
     websocketProvider: socket,
     name,
     document: doc,
@@ -28,8 +31,9 @@ function hocus (t, socket, name, opts = {}) {
   return { doc, provider, events, awareness: provider.awareness, name }
 }
 
-function hocusSocket (t, server) {
-  const socket = new HocuspocusProviderWebsocket({ url: server.wsUrl, WebSocketPolyfill: WebSocket })
+function hocusSocket (t, server, module = providerV4) {
+  const socket = new module.HocuspocusProviderWebsocket({ url: server.wsUrl, WebSocketPolyfill: WebSocket })
+  socket.weftProviderModule = module
   t.after(() => socket.destroy())
   return socket
 }
@@ -55,10 +59,11 @@ function waitHocus (clients, predicate, what, timeout = 10000) {
   })
 }
 
-e2e('hocuspocus: two providers converge; two documents share one socket', async (t) => {
+for (const [version, module] of Object.entries(VERSIONS)) {
+e2e(`hocuspocus ${version}: two providers converge; two documents share one socket`, async (t) => {
   const server = await startWeft(t)
-  const socketA = hocusSocket(t, server)
-  const socketB = hocusSocket(t, server)
+  const socketA = hocusSocket(t, server, module)
+  const socketB = hocusSocket(t, server, module)
   const a1 = hocus(t, socketA, 'hocus/one')
   const a2 = hocus(t, socketA, 'hocus/two')
   const b1 = hocus(t, socketB, 'hocus/one')
@@ -73,6 +78,7 @@ e2e('hocuspocus: two providers converge; two documents share one socket', async 
   // Sync-status acknowledgements: nothing left unsynced once durable.
   await waitHocus([a1, b2], () => a1.provider.unsyncedChanges === 0 && b2.provider.unsyncedChanges === 0, 'the edits to be acknowledged')
 })
+}
 
 e2e('hocuspocus: a Hocuspocus client and a y-websocket client edit one document and see each other\'s presence', async (t) => {
   const server = await startWeft(t)
@@ -91,11 +97,12 @@ e2e('hocuspocus: a Hocuspocus client and a y-websocket client edit one document 
   await waitHocus(h, () => h.awareness.getStates().get(y.doc.clientID)?.user?.name === 'Ywebs', 'the y-websocket cursor on hocuspocus')
 })
 
-e2e('hocuspocus: per-document tokens: a granted document syncs, a refused one is denied on the same socket', async (t) => {
+for (const [version, module] of Object.entries(VERSIONS)) {
+e2e(`hocuspocus ${version}: per-document tokens: a granted document syncs, a refused one is denied on the same socket`, async (t) => {
   const secret = 'hocuspocus-test-secret'
   const server = await startWeft(t, { args: ['--auth-jwt-secret', secret] })
   const token = signJwt(jwtClaims({ docs: { 'team/*': 'rw', 'public/*': 'r' } }), { secret })
-  const socket = hocusSocket(t, server)
+  const socket = hocusSocket(t, server, module)
   const granted = hocus(t, socket, 'team/notes', { token })
   const readOnly = hocus(t, socket, 'public/page', { token })
   const refused = hocus(t, socket, 'secret/plans', { token })
@@ -105,13 +112,14 @@ e2e('hocuspocus: per-document tokens: a granted document syncs, a refused one is
   assert.match(refused.events.denied, /token|document/i)
   // The read-only client's edit is acknowledged as not applied and never
   // reaches another client.
-  const writer = hocus(t, hocusSocket(t, server), 'public/page', { token: signJwt(jwtClaims({ docs: { 'public/*': 'rw' } }), { secret }) })
+  const writer = hocus(t, hocusSocket(t, server, module), 'public/page', { token: signJwt(jwtClaims({ docs: { 'public/*': 'rw' } }), { secret }) })
   await waitHocus(writer, () => writer.events.synced, 'the writer to sync')
   readOnly.doc.getText('text').insert(0, 'not allowed')
   writer.doc.getText('text').insert(0, 'allowed')
   await waitHocus(readOnly, () => readOnly.doc.getText('text').toString().includes('allowed'), 'the writer\'s edit on the reader')
   assert.equal(writer.doc.getText('text').toString(), 'allowed', 'the read-only edit was not applied')
 })
+}
 
 const BROKER = process.env.WEFT_TEST_KAFKA
 if (!BROKER && process.env.CI) throw new Error('WEFT_TEST_KAFKA is not set: `make test` starts a broker and sets it')

@@ -30,10 +30,11 @@ def free_port() -> int:
 class Weft:
     """One `weft serve` process."""
 
-    def __init__(self, port: int, store_dir: str) -> None:
+    def __init__(self, port: int, store_dir: str, args: list[str] | None = None) -> None:
         self.port = port
         self.store = f"sqlite://{store_dir}/weft.db"
         self.log_path = Path(store_dir) / "weft.log"
+        self.args = args or []
         self.process: subprocess.Popen | None = None
 
     @property
@@ -47,7 +48,7 @@ class Weft:
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [WEFT_BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--store", self.store],
+            [WEFT_BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--store", self.store, *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -85,3 +86,38 @@ def weft():
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture
+def cluster():
+    """Two nodes on a fresh topic of the broker `make test` started
+    (WEFT_TEST_KAFKA); skipped without one, except under CI."""
+    broker = os.environ.get("WEFT_TEST_KAFKA")
+    if not broker:
+        if os.environ.get("CI"):
+            pytest.fail("WEFT_TEST_KAFKA is not set: `make test` starts a broker and sets it")
+        pytest.skip("set WEFT_TEST_KAFKA (make test does)")
+    topic = f"python-{os.getpid()}-{time.monotonic_ns()}"
+    with tempfile.TemporaryDirectory(prefix="weft-py-") as root:
+        nodes = []
+        try:
+            for index in range(2):
+                store_dir = Path(root) / f"node-{index}"
+                store_dir.mkdir()
+                node = Weft(
+                    free_port(),
+                    str(store_dir),
+                    [
+                        "--kafka-brokers", broker,
+                        "--kafka-topic", topic,
+                        "--kafka-partitions", "2",
+                        "--node-id", f"py-node-{index}",
+                        "--kafka-fetch-wait-ms", "10",
+                    ],
+                )
+                node.start()
+                nodes.append(node)
+            yield nodes
+        finally:
+            for node in nodes:
+                node.stop()

@@ -102,7 +102,6 @@ async def test_pycrdt_and_a_yjs_websocket_provider_edit_one_document(weft):
         cwd=str(TESTS_DIR),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, "NODE_PATH": str(TESTS_DIR / "node_modules")},
     )
     try:
         async with aconnect_ws(f"{weft.http_url}/{room}") as ws, provider(ws, room, doc):
@@ -117,6 +116,48 @@ async def test_pycrdt_and_a_yjs_websocket_provider_edit_one_document(weft):
     seen = json.loads(stdout.decode().strip().splitlines()[-1])
     assert "from yjs;" in seen["text"] and "from pycrdt;" in seen["text"], seen
     assert str(doc["text"]) == seen["text"], "both ends hold the same text"
+
+
+@pytest.mark.asyncio
+async def test_pycrdt_clients_on_two_nodes_converge_with_each_other_and_a_yjs_client(cluster):
+    room = "python/two-nodes"
+    first, second = Doc(), Doc()
+    first["text"] = Text()
+    second["text"] = Text()
+    node_a, node_b = cluster
+    async with (
+        aconnect_ws(f"{node_a.http_url}/{room}") as ws1,
+        provider(ws1, room, first),
+        aconnect_ws(f"{node_b.http_url}/{room}") as ws2,
+        provider(ws2, room, second),
+    ):
+        first["text"] += "A;"
+        await wait_until(lambda: "A;" in str(second["text"]), second, "node B's client to see node A's edit")
+        second["text"] += "B;"
+        await wait_until(lambda: "B;" in str(first["text"]), first, "node A's client to see node B's edit")
+        # A y-websocket (Node) client on node B writes and waits for pycrdt.
+        peer = await asyncio.create_subprocess_exec(
+            "node",
+            str(TESTS_DIR / "python" / "yjs_peer.mjs"),
+            node_b.ws_url,
+            room,
+            cwd=str(TESTS_DIR),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            await wait_until(lambda: "from yjs;" in str(first["text"]), first, "the y-websocket client's edit on node A")
+            first["text"] += "from pycrdt;"
+            stdout, stderr = await asyncio.wait_for(peer.communicate(), timeout=SYNC_TIMEOUT_S)
+        finally:
+            if peer.returncode is None:
+                peer.kill()
+                await peer.wait()
+        assert peer.returncode == 0, f"yjs peer failed: {stderr.decode()}"
+        await wait_until(lambda: str(second["text"]) == str(first["text"]), second, "the two pycrdt clients to converge")
+        seen = json.loads(stdout.decode().strip().splitlines()[-1])
+        for token in ("A;", "B;", "from yjs;", "from pycrdt;"):
+            assert token in seen["text"], (token, seen)
 
 
 if __name__ == "__main__":
