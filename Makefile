@@ -59,7 +59,7 @@ tests/node_modules/.weft-lock: tests/package-lock.json
 
 .PHONY: e2e
 e2e: build tests/node_modules/.weft-lock $(TANSU) postgres-server ## end-to-end: the weft binary with unmodified npm Yjs clients, one node and clusters over a real broker
-	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(WITH_SERVICES) node --test --test-concurrency=1 e2e/
+	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(WITH_SERVICES) node --test --test-concurrency=1 --test-force-exit e2e/
 
 .PHONY: postgres-server
 postgres-server: ## PostgreSQL server binaries for the tests (Debian package), unless a server already answers on 127.0.0.1:5432
