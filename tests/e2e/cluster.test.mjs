@@ -10,7 +10,7 @@ import os from 'node:os'
 import path from 'node:path'
 import {
   e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report,
-  prng, testSeed, Y, WeftServer, freePort, HOST, startOwnBroker
+  prng, testSeed, Y, WeftServer, freePort, HOST, startOwnBroker, assertTokensOnce
 } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
@@ -145,16 +145,6 @@ e2e('cluster: cross-node latency, writer on node-0, reader on node-1', { skip, t
   report(`cluster: cross-node latency max (fetch.wait.max.ms=${FETCH_WAIT_MS})`, samples[samples.length - 1])
   assert.equal(samples.length, SAMPLES)
 })
-
-/** Every token present exactly once in the array. */
-function assertTokensOnce (client, expected) {
-  const list = client.doc.getArray('array').toJSON()
-  const counts = new Map()
-  for (const token of list) counts.set(token, (counts.get(token) || 0) + 1)
-  const missing = expected.filter(token => !counts.has(token))
-  const duplicated = [...counts].filter(([, n]) => n > 1).map(([token]) => token)
-  assert.deepEqual({ missing, duplicated, length: list.length }, { missing: [], duplicated: [], length: expected.length }, `${client.name}`)
-}
 
 e2e('cluster: a node killed with SIGKILL mid-edit and restarted loses nothing; every edit present exactly once', { skip, timeout: 180000 }, async (t) => {
   const { nodes } = await startCluster(t, 3)

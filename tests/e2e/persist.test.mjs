@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {
-  e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report, Y, freePort, HOST, startOwnBroker
+  e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report, Y, freePort, HOST, startOwnBroker, assertTokensOnce
 } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
@@ -82,16 +82,6 @@ async function eventually (predicate, { timeout = 30000, what = 'condition' } = 
     await sleep(100)
   }
   throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
-}
-
-/** Every token present exactly once. */
-function assertTokensOnce (client, expected) {
-  const list = client.doc.getArray('array').toJSON()
-  const counts = new Map()
-  for (const token of list) counts.set(token, (counts.get(token) || 0) + 1)
-  const missing = expected.filter(token => !counts.has(token))
-  const duplicated = [...counts].filter(([, n]) => n > 1).map(([token]) => token)
-  assert.deepEqual({ missing, duplicated, length: list.length }, { missing: [], duplicated: [], length: expected.length }, client.name)
 }
 
 e2e('persist: two nodes and two workers on PostgreSQL; a worker and a node SIGKILLed mid-edit; fresh nodes load every document exactly once', { skip, timeout: 240000 }, async (t) => {

@@ -561,6 +561,19 @@ export async function waitConverged (clients, { timeout = 15000, what, types } =
   return now() - started
 }
 
+/**
+ * Assert that every token of `expected` is in the client's root array
+ * "array" exactly once, and nothing else is.
+ */
+export function assertTokensOnce (client, expected) {
+  const list = client.doc.getArray('array').toJSON()
+  const counts = new Map()
+  for (const token of list) counts.set(token, (counts.get(token) || 0) + 1)
+  const missing = expected.filter(token => !counts.has(token))
+  const duplicated = [...counts].filter(([, n]) => n > 1).map(([token]) => token)
+  assert.deepEqual({ missing, duplicated, length: list.length }, { missing: [], duplicated: [], length: expected.length }, client.name)
+}
+
 // ---------------------------------------------------------------------------
 // Misc
 

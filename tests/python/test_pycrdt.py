@@ -40,6 +40,32 @@ def provider(websocket, room: str, doc: Doc) -> WebsocketProvider:
     return WebsocketProvider(doc, HttpxWebsocket(websocket, room))
 
 
+async def start_yjs_peer(ws_url: str, room: str):
+    """Starts `yjs_peer.mjs`: a y-websocket (Node) client that writes
+    "from yjs;" and waits for "from pycrdt;"."""
+    return await asyncio.create_subprocess_exec(
+        "node",
+        str(TESTS_DIR / "python" / "yjs_peer.mjs"),
+        ws_url,
+        room,
+        cwd=str(TESTS_DIR),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def finish_yjs_peer(peer) -> dict:
+    """Waits (bounded) for the peer to exit 0 and returns what it saw."""
+    try:
+        stdout, stderr = await asyncio.wait_for(peer.communicate(), timeout=SYNC_TIMEOUT_S)
+    finally:
+        if peer.returncode is None:
+            peer.kill()
+            await peer.wait()
+    assert peer.returncode == 0, f"yjs peer failed: {stderr.decode()}"
+    return json.loads(stdout.decode().strip().splitlines()[-1])
+
+
 @pytest.mark.asyncio
 async def test_two_pycrdt_clients_converge_through_weft(weft):
     room = "python/two-clients"
@@ -94,26 +120,16 @@ async def test_pycrdt_and_a_yjs_websocket_provider_edit_one_document(weft):
     room = "python/with-yjs"
     doc = Doc()
     doc["text"] = Text()
-    peer = await asyncio.create_subprocess_exec(
-        "node",
-        str(TESTS_DIR / "python" / "yjs_peer.mjs"),
-        weft.ws_url,
-        room,
-        cwd=str(TESTS_DIR),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    peer = await start_yjs_peer(weft.ws_url, room)
     try:
         async with aconnect_ws(f"{weft.http_url}/{room}") as ws, provider(ws, room, doc):
             await wait_until(lambda: "from yjs;" in str(doc["text"]), doc, "the y-websocket client's edit")
             doc["text"] += "from pycrdt;"
-            stdout, stderr = await asyncio.wait_for(peer.communicate(), timeout=SYNC_TIMEOUT_S)
+            seen = await finish_yjs_peer(peer)
     finally:
         if peer.returncode is None:
             peer.kill()
             await peer.wait()
-    assert peer.returncode == 0, f"yjs peer failed: {stderr.decode()}"
-    seen = json.loads(stdout.decode().strip().splitlines()[-1])
     assert "from yjs;" in seen["text"] and "from pycrdt;" in seen["text"], seen
     assert str(doc["text"]) == seen["text"], "both ends hold the same text"
 
@@ -136,26 +152,16 @@ async def test_pycrdt_clients_on_two_nodes_converge_with_each_other_and_a_yjs_cl
         second["text"] += "B;"
         await wait_until(lambda: "B;" in str(first["text"]), first, "node A's client to see node B's edit")
         # A y-websocket (Node) client on node B writes and waits for pycrdt.
-        peer = await asyncio.create_subprocess_exec(
-            "node",
-            str(TESTS_DIR / "python" / "yjs_peer.mjs"),
-            node_b.ws_url,
-            room,
-            cwd=str(TESTS_DIR),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        peer = await start_yjs_peer(node_b.ws_url, room)
         try:
             await wait_until(lambda: "from yjs;" in str(first["text"]), first, "the y-websocket client's edit on node A")
             first["text"] += "from pycrdt;"
-            stdout, stderr = await asyncio.wait_for(peer.communicate(), timeout=SYNC_TIMEOUT_S)
+            seen = await finish_yjs_peer(peer)
         finally:
             if peer.returncode is None:
                 peer.kill()
                 await peer.wait()
-        assert peer.returncode == 0, f"yjs peer failed: {stderr.decode()}"
         await wait_until(lambda: str(second["text"]) == str(first["text"]), second, "the two pycrdt clients to converge")
-        seen = json.loads(stdout.decode().strip().splitlines()[-1])
         for token in ("A;", "B;", "from yjs;", "from pycrdt;"):
             assert token in seen["text"], (token, seen)
 

@@ -191,13 +191,9 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
                     .into_response();
             }
         };
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        let upgrade = match websocket_upgrade(&mut parts, &state).await {
             Ok(upgrade) => upgrade,
-            Err(rejection) => {
-                let status = rejection.status();
-                return ApiError::new(status, "invalid websocket upgrade", rejection.body_text())
-                    .into_response();
-            }
+            Err(refusal) => return refusal,
         };
         let (frames, outbox) = mpsc::channel(state.config.send_queue_frames);
         let overflowed = CancellationToken::new();
@@ -244,18 +240,37 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
         };
         let tracker = state.lifecycle.tracker().clone();
         let session_span = tracing::Span::current();
-        upgrade
-            .read_buffer_size(READ_BUFFER_BYTES)
-            .write_buffer_size(WRITE_BUFFER_BYTES)
-            .max_write_buffer_size(state.config.max_message_bytes.saturating_mul(2))
-            .max_message_size(state.config.max_message_bytes)
-            .max_frame_size(state.config.max_message_bytes)
-            .on_upgrade(move |socket| {
+        upgrade.on_upgrade(move |socket| {
                 tracker.track_future(run_session(socket, parts).instrument(session_span))
             })
     }
     .instrument(span)
     .await
+}
+
+/// The WebSocket handshake of a request, with Weft's buffer and message
+/// sizes (tungstenite's default read buffer is 128 KiB a connection), or the
+/// refusal of an invalid handshake.
+async fn websocket_upgrade(
+    parts: &mut axum::http::request::Parts,
+    state: &AppState,
+) -> Result<WebSocketUpgrade, Response> {
+    let upgrade = WebSocketUpgrade::from_request_parts(parts, state)
+        .await
+        .map_err(|rejection| {
+            ApiError::new(
+                rejection.status(),
+                "invalid websocket upgrade",
+                rejection.body_text(),
+            )
+            .into_response()
+        })?;
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(state.config.max_message_bytes.saturating_mul(2))
+        .max_message_size(state.config.max_message_bytes)
+        .max_frame_size(state.config.max_message_bytes))
 }
 
 /// The connecting peer's address. Behind a proxy this is the proxy: per-IP
@@ -335,13 +350,9 @@ async fn hocuspocus_upgrade(state: AppState, request: Request<Body>) -> Response
             Ok(permit) => permit,
             Err(refusal) => return admission_refusal(refusal).into_response(),
         };
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        let upgrade = match websocket_upgrade(&mut parts, &state).await {
             Ok(upgrade) => upgrade,
-            Err(rejection) => {
-                let status = rejection.status();
-                return ApiError::new(status, "invalid websocket upgrade", rejection.body_text())
-                    .into_response();
-            }
+            Err(refusal) => return refusal,
         };
         let hocus = HocusParts {
             registry: state.registry.clone(),
@@ -353,15 +364,9 @@ async fn hocuspocus_upgrade(state: AppState, request: Request<Body>) -> Response
         };
         let tracker = state.lifecycle.tracker().clone();
         let session_span = tracing::Span::current();
-        upgrade
-            .read_buffer_size(READ_BUFFER_BYTES)
-            .write_buffer_size(WRITE_BUFFER_BYTES)
-            .max_write_buffer_size(state.config.max_message_bytes.saturating_mul(2))
-            .max_message_size(state.config.max_message_bytes)
-            .max_frame_size(state.config.max_message_bytes)
-            .on_upgrade(move |socket| {
-                tracker.track_future(run_hocus_session(socket, hocus).instrument(session_span))
-            })
+        upgrade.on_upgrade(move |socket| {
+            tracker.track_future(run_hocus_session(socket, hocus).instrument(session_span))
+        })
     }
     .instrument(span)
     .await
