@@ -31,25 +31,38 @@ ARGS ?=
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
+# The editor page a node serves at GET / (web/: CodeMirror 6 + Yjs, bundled
+# by esbuild). Cargo compiles web/dist into the binary, so every target that
+# runs cargo builds it first.
+WEB_BUILT := web/.built
+$(WEB_BUILT): web/package-lock.json web/build.mjs $(wildcard web/src/*)
+	mkdir -p $(NPM_CACHE)
+	cd web && npm ci --no-audit --no-fund --cache $(NPM_CACHE) --prefer-offline
+	cd web && npm run build
+	touch $@
+
+.PHONY: web
+web: $(WEB_BUILT) ## build the editor page's assets (npm, pinned by web/package-lock.json)
+
 .PHONY: run
-run: ## build and run a node on the embedded default (127.0.0.1:1234, ./weft-data)
+run: $(WEB_BUILT) ## build and run a node on the embedded default (127.0.0.1:1234, ./weft-data); open http://127.0.0.1:1234/
 	$(CARGO) build --release --locked -p weft-server
 	./target/release/weft serve $(ARGS)
 
 .PHONY: build
-build: ## debug build of the weft binary
+build: $(WEB_BUILT) ## debug build of the weft binary
 	$(CARGO) build --locked -p weft-server
 
 .PHONY: test
 test: lint unit e2e e2e-python deny ## everything: lints, unit and gateway tests, end-to-end with real clients, dependency checks
 
 .PHONY: lint
-lint: ## rustfmt and clippy (warnings are errors)
+lint: $(WEB_BUILT) ## rustfmt and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 .PHONY: unit
-unit: $(TANSU) postgres-server ## unit, property, store, gateway and bus tests (against a Kafka-API broker and PostgreSQL)
+unit: $(WEB_BUILT) $(TANSU) postgres-server ## unit, property, store, gateway and bus tests (against a Kafka-API broker and PostgreSQL)
 	$(WITH_SERVICES) $(CARGO) test --locked --workspace --all-features
 
 tests/node_modules/.weft-lock: tests/package-lock.json
@@ -58,8 +71,19 @@ tests/node_modules/.weft-lock: tests/package-lock.json
 	cp tests/package-lock.json $@
 
 .PHONY: e2e
-e2e: build tests/node_modules/.weft-lock $(TANSU) postgres-server ## end-to-end: the weft binary with unmodified npm Yjs clients, one node and clusters over a real broker
+e2e: build tests/node_modules/.weft-lock chromium $(TANSU) postgres-server ## end-to-end: the weft binary with unmodified npm Yjs clients and the editor page in Chromium, one node and clusters over a real broker
 	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(WITH_SERVICES) node --test --test-concurrency=1 --test-force-exit e2e/
+
+.PHONY: chromium
+chromium: ## Debian's Chromium for the editor page's browser tests, unless one is there (WEFT_CHROMIUM names another)
+	@if [ -z "$${WEFT_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+.PHONY: screenshot
+screenshot: build tests/node_modules/.weft-lock chromium $(TANSU) postgres-server ## retake docs/editor.png: two editor pages on two nodes of a cluster
+	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft WEFT_SCREENSHOT=$(CURDIR)/docs/editor.png $(WITH_SERVICES) \
+	  node --test --test-force-exit --test-name-pattern 'two pages on two nodes' e2e/editor.test.mjs
 
 .PHONY: postgres-server
 postgres-server: ## PostgreSQL server binaries for the tests (Debian package), unless a server already answers on 127.0.0.1:5432
@@ -121,4 +145,4 @@ measure-idle: tests/node_modules/.weft-lock ## server RSS per idle synced connec
 .PHONY: clean
 clean:
 	$(CARGO) clean
-	rm -rf tests/node_modules
+	rm -rf tests/node_modules web/node_modules web/dist $(WEB_BUILT)

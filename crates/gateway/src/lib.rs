@@ -6,8 +6,11 @@
 //!   contain `/`) with the y-websocket protocol. The document is joined, and
 //!   loaded if needed, *before* the `101 Switching Protocols`, so a refusal
 //!   is an HTTP status with a JSON body, not a socket closed without reason;
-//! - plain HTTP reaches the service routes (`/healthz`, `/readyz`); any other
-//!   path is a JSON 404. So a document may be named `healthz`.
+//! - a WebSocket upgrade at `/` speaks the Hocuspocus protocol (many
+//!   documents over one socket);
+//! - plain HTTP reaches the service routes (`/healthz`, `/readyz`,
+//!   `/metrics`) and the editor page (`/`, `/assets/...`); any other path is
+//!   a JSON 404. So a document may be named `healthz`.
 //!
 //! The gateway knows documents only through `weft_sync::Registry`; it knows
 //! no store and no bus.
@@ -16,6 +19,7 @@
 //!
 //! - [`auth`]: JWT verification before the upgrade, document grants.
 //! - [`config`]: [`GatewayConfig`], the limits and timers of a session.
+//! - [`editor`]: the editor page compiled into the binary.
 //! - [`error`]: [`ApiError`], the JSON refusal, and close codes.
 //! - [`routes`]: the router, upgrade dispatch, health and readiness.
 //! - [`session`]: the socket loop of one y-websocket session.
@@ -24,6 +28,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod editor;
 pub mod error;
 pub mod hocuspocus;
 pub mod lifecycle;

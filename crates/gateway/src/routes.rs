@@ -19,6 +19,7 @@ use crate::auth::{Access, Authenticator, token_from_request};
 use crate::config::{
     MAX_DOC_NAME_BYTES, MAX_REQUEST_BODY_BYTES, READ_BUFFER_BYTES, WRITE_BUFFER_BYTES,
 };
+use crate::editor;
 use crate::hocuspocus::{HocusParts, run_hocus_session};
 use crate::limits::{Admission, Refusal};
 use crate::metrics::{Metrics, StatusLabel};
@@ -75,6 +76,20 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
         ("/healthz" | "/readyz" | "/metrics", _) => {
             ApiError::method_not_allowed("service routes answer GET and HEAD").into_response()
         }
+        (path, _)
+            if editor::is_page_route(path)
+                && request.method() != Method::GET
+                && request.method() != Method::HEAD =>
+        {
+            ApiError::method_not_allowed("the editor page answers GET and HEAD").into_response()
+        }
+        (path, &Method::GET | &Method::HEAD) => editor::serve(path, request.headers())
+            .unwrap_or_else(|| {
+                ApiError::not_found(format!(
+                    "no route {path}; documents are reached with a WebSocket upgrade"
+                ))
+                .into_response()
+            }),
         (path, _) => ApiError::not_found(format!(
             "no route {path}; documents are reached with a WebSocket upgrade"
         ))
