@@ -27,6 +27,8 @@ ADVISORY_DIR := $(WEFT_CACHE)/advisory-dbs/advisory-db-3157b0e258782691
 # `make run` flags for the node; override, e.g. `make run ARGS="--listen 0.0.0.0:1234"`.
 ARGS ?=
 
+include deploy/deploy.mk
+
 .PHONY: help
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,7 +56,7 @@ build: $(WEB_BUILT) ## debug build of the weft binary
 	$(CARGO) build --locked -p weft-server
 
 .PHONY: test
-test: lint unit e2e e2e-python deny ## everything: lints, unit and gateway tests, end-to-end with real clients, dependency checks
+test: lint unit e2e e2e-python deploy-check deny ## everything: lints, unit and gateway tests, end-to-end with real clients, dependency checks
 
 .PHONY: lint
 lint: $(WEB_BUILT) ## rustfmt and clippy (warnings are errors)
