@@ -31,7 +31,7 @@ include deploy/deploy.mk
 
 .PHONY: help
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 # The editor page a node serves at GET / (web/: CodeMirror 6 + Yjs, bundled
 # by esbuild). Cargo compiles web/dist into the binary, so every target that
