@@ -30,8 +30,11 @@ def free_port() -> int:
 class Weft:
     """One `weft serve` process."""
 
-    def __init__(self, port: int, store_dir: str, args: list[str] | None = None) -> None:
+    def __init__(
+        self, port: int, store_dir: str, args: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.port = port
+        self.env = env or {}
         self.store = f"sqlite://{store_dir}/weft.db"
         self.log_path = Path(store_dir) / "weft.log"
         self.args = args or []
@@ -51,6 +54,7 @@ class Weft:
             [WEFT_BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--store", self.store, *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
         )
         log.close()
         deadline = time.monotonic() + READY_TIMEOUT_S

@@ -8,12 +8,11 @@ use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, debug_span, info, warn};
 use weft_sync::{
     BusError, BusStats, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind,
     Replayed,
@@ -21,7 +20,8 @@ use weft_sync::{
 
 use crate::config::{KafkaConfig, KafkaConfigError};
 use crate::context::WeftContext;
-use crate::envelope::{self, TRACEPARENT_HEADER, partition_for};
+use crate::envelope::{self, partition_for};
+use crate::trace;
 
 /// How long one metadata or watermark request may take.
 pub(crate) const BROKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -318,15 +318,11 @@ impl MessageBus for KafkaBus {
                 .map(|_| Err(BusError::NotConnected))
                 .collect();
         };
-        let traceparent = envelope::new_traceparent();
         let producer = self.producer();
         let mut pending = Vec::with_capacity(records.len());
         for record in records {
             let value = envelope::encode(record, &self.config.origin);
-            let headers = OwnedHeaders::new().insert(Header {
-                key: TRACEPARENT_HEADER,
-                value: Some(traceparent.as_str()),
-            });
+            let headers = trace::headers_for(&record.span);
             let future_record = FutureRecord::to(&self.config.topic)
                 .key(record.doc.as_bytes())
                 .payload(&value)
@@ -354,7 +350,7 @@ impl MessageBus for KafkaBus {
             };
             results.push(result);
         }
-        debug!(records = records.len(), traceparent = %traceparent, "updates published");
+        debug!(records = records.len(), "updates published");
         if results.iter().any(Result::is_err) {
             self.renew_producer(producer.generation);
         }
@@ -574,8 +570,20 @@ fn to_delivery(
         partition: message.partition(),
         offset: message.offset(),
     });
+    let mut record = decoded.record;
+    if record.kind == RecordKind::Update {
+        record.span = debug_span!(
+            parent: None,
+            "consume",
+            doc = %record.doc,
+            partition = message.partition(),
+            offset = message.offset(),
+            from = %decoded.origin.node,
+        );
+        trace::continue_trace(&record.span, message.headers());
+    }
     Some(Delivery {
-        record: decoded.record,
+        record,
         origin: decoded.origin,
         position,
     })

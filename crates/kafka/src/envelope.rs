@@ -81,6 +81,7 @@ pub fn decode(value: &[u8], key: Option<&str>) -> Result<Decoded, EnvelopeError>
             kind,
             payload: envelope.payload.into(),
             origin_session: envelope.origin_session,
+            span: tracing::Span::none(),
         },
         origin: Origin {
             node: envelope.origin_node.into(),
@@ -145,6 +146,7 @@ mod tests {
             kind: RecordKind::Awareness,
             payload: Bytes::from_static(b"\x01\x02"),
             origin_session: 9,
+            span: tracing::Span::none(),
         };
         let value = encode(&record, &origin);
         let decoded = decode(&value, Some("team-a/notes")).unwrap();

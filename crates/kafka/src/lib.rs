@@ -42,6 +42,7 @@ pub mod context;
 pub mod envelope;
 pub mod fold;
 pub mod replay;
+mod trace;
 pub mod worker;
 
 pub use bus::KafkaBus;

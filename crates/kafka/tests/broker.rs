@@ -90,6 +90,7 @@ async fn malformed_records_are_counted_and_skipped() {
             kind: RecordKind::Update,
             payload: bytes::Bytes::from_static(b"good"),
             origin_session: 1,
+            span: tracing::Span::none(),
         }])
         .await;
     assert!(results[0].is_ok());
@@ -120,6 +121,7 @@ async fn publishing_before_the_broker_answers_fails_cleanly() {
             kind: RecordKind::Update,
             payload: bytes::Bytes::from_static(b"x"),
             origin_session: 1,
+            span: tracing::Span::none(),
         }])
         .await;
     assert!(matches!(results[0], Err(weft_sync::BusError::NotConnected)));

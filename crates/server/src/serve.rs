@@ -263,6 +263,11 @@ pub(crate) fn node_id(args: &KafkaArgs) -> String {
     if let Some(node_id) = &args.node_id {
         return node_id.clone();
     }
+    host_name()
+}
+
+/// The host name (the pod name on Kubernetes), else `weft`.
+pub(crate) fn host_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())

@@ -101,6 +101,11 @@ pub struct Record {
     pub payload: Bytes,
     /// The session on the publishing node that sent it (0 for none).
     pub origin_session: u64,
+    /// The span of publishing this record (`Span::none()` when untraced).
+    /// A bus that crosses processes carries its context in the record (the
+    /// Kafka bus: a W3C `traceparent` header); a subscriber gets the span of
+    /// consuming it here, so applying it on another node joins the trace.
+    pub span: tracing::Span,
 }
 
 /// A record another node published, as a subscriber receives it.

@@ -37,6 +37,7 @@ fn update(doc: &str, payload: &[u8], session: u64) -> Record {
         kind: RecordKind::Update,
         payload: Bytes::copy_from_slice(payload),
         origin_session: session,
+        span: tracing::Span::none(),
     }
 }
 
@@ -111,12 +112,14 @@ async fn wanted_records_of_other_nodes_are_delivered(
         kind: RecordKind::Awareness,
         payload: Bytes::from_static(b"not for b"),
         origin_session: 7,
+        span: tracing::Span::none(),
     });
     a.publish_ephemeral(Record {
         doc: Arc::from(wanted),
         kind: RecordKind::Awareness,
         payload: Bytes::from_static(b"presence"),
         origin_session: 7,
+        span: tracing::Span::none(),
     });
 
     a.publish_ephemeral(Record {
@@ -124,6 +127,7 @@ async fn wanted_records_of_other_nodes_are_delivered(
         kind: RecordKind::Heartbeat,
         payload: Bytes::new(),
         origin_session: 0,
+        span: tracing::Span::none(),
     });
 
     // Kinds may travel separately (Kafka: two topics), so no order between
@@ -134,6 +138,7 @@ async fn wanted_records_of_other_nodes_are_delivered(
         kind: RecordKind::Stateless,
         payload: Bytes::from_static(b"{\"hello\":1}"),
         origin_session: 7,
+        span: tracing::Span::none(),
     });
     let (mut update, mut awareness, mut heartbeat, mut stateless) = (None, None, None, None);
     while update.is_none() || awareness.is_none() || heartbeat.is_none() || stateless.is_none() {

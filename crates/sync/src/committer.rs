@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{Span, debug, debug_span, warn};
 
 use crate::bus::{MessageBus, Record, RecordKind};
 use crate::registry::Documents;
@@ -62,6 +62,9 @@ pub(crate) struct Submission {
     pub(crate) update: Bytes,
     pub(crate) origin: SessionId,
     pub(crate) done: oneshot::Sender<Result<LogSeq, PublishError>>,
+    /// The update's span: publishing, applying and broadcasting are its
+    /// children.
+    pub(crate) span: Span,
 }
 
 /// Handle to the group-commit task.
@@ -92,6 +95,7 @@ impl Committer {
         doc: DocName,
         update: Bytes,
         origin: SessionId,
+        span: Span,
     ) -> oneshot::Receiver<Result<LogSeq, PublishError>> {
         let (done, receiver) = oneshot::channel();
         let submission = Submission {
@@ -99,6 +103,7 @@ impl Committer {
             update,
             origin,
             done,
+            span,
         };
         if let Err(mpsc::error::SendError(submission)) = self.submissions.send(submission).await {
             let _receiver_may_be_gone = submission.done.send(Err(PublishError::Stopped));
@@ -156,9 +161,11 @@ async fn commit_batch(bus: &dyn MessageBus, documents: &Documents, batch: &mut V
             kind: RecordKind::Update,
             payload: submission.update.clone(),
             origin_session: submission.origin.raw(),
+            span: debug_span!(parent: &submission.span, "publish", doc = %submission.doc, batch = batch.len()),
         })
         .collect();
     let mut results = bus.publish(&records).await;
+    drop(records); // ends the publish spans
     if results.len() != batch.len() {
         warn!(
             results = results.len(),
@@ -172,6 +179,7 @@ async fn commit_batch(bus: &dyn MessageBus, documents: &Documents, batch: &mut V
     for submission in batch.drain(..) {
         match results.next() {
             Some(Ok(position)) => {
+                let _update = submission.span.enter();
                 documents.deliver(
                     &submission.doc,
                     position.offset,

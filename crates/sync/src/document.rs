@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, debug_span, error, info, warn};
 use weft_protocol::{AwarenessUpdate, Message, StateVector, SyncMessage};
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, Transact};
@@ -171,7 +171,8 @@ impl Document {
             });
             return;
         }
-        apply_to(&state.ydoc, &self.name, seq, update);
+        debug_span!("apply", doc = %self.name, seq, bytes = update.len())
+            .in_scope(|| apply_to(&state.ydoc, &self.name, seq, update));
         state.applied_seq = state.applied_seq.max(seq);
         let now = Instant::now();
         let dirty = state.dirty.get_or_insert(Dirty {
@@ -182,7 +183,8 @@ impl Document {
         dirty.last = now;
         dirty.updates += 1;
         let outbound = update_frame(update);
-        broadcast(&self.name, &mut state.sessions, &outbound, origin);
+        debug_span!("broadcast", doc = %self.name, sessions = state.sessions.len())
+            .in_scope(|| broadcast(&self.name, &mut state.sessions, &outbound, origin));
     }
 
     pub(crate) fn add_session(&self, id: SessionId, outbox: SessionOutbox) {

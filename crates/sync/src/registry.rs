@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, debug_span, info, warn};
 
 use bytes::Bytes;
 use weft_protocol::AwarenessUpdate;
@@ -383,7 +383,12 @@ async fn housekeeping(inner: Arc<RegistryInner>) {
             if !(unload_due || snapshot_due) {
                 continue;
             }
-            if let Err(error) = document.save_snapshot(inner.store.as_ref()).await {
+            let span = debug_span!(parent: None, "snapshot", doc = %document.name());
+            if let Err(error) = document
+                .save_snapshot(inner.store.as_ref())
+                .instrument(span)
+                .await
+            {
                 warn!(doc = %document.name(), error = %error, error.source = ?std::error::Error::source(&error), "snapshot failed; will retry");
                 continue;
             }
@@ -408,6 +413,12 @@ impl RegistryInner {
     /// and the log after it (one read); cluster, the worker's topic
     /// snapshot and the document's records after it, replayed from the bus.
     async fn load(&self, doc: &str) -> Result<StoredDoc, SyncError> {
+        self.load_inner(doc)
+            .instrument(debug_span!("load", doc = %doc))
+            .await
+    }
+
+    async fn load_inner(&self, doc: &str) -> Result<StoredDoc, SyncError> {
         let topic = match &self.config.mode {
             NodeMode::Embedded => return self.store.load(doc).await.map_err(SyncError::Load),
             NodeMode::Cluster { topic } => topic,
@@ -450,6 +461,7 @@ impl RegistryInner {
             kind: RecordKind::Stateless,
             payload: Bytes::copy_from_slice(payload.as_bytes()),
             origin_session: session.raw(),
+            span: tracing::Span::none(),
         });
     }
 
@@ -466,6 +478,7 @@ impl RegistryInner {
             kind: RecordKind::Awareness,
             payload: Bytes::from(update.encode_v1()),
             origin_session: session.raw(),
+            span: tracing::Span::none(),
         });
     }
 }
@@ -498,6 +511,7 @@ async fn bus_task(inner: Arc<RegistryInner>) {
                     kind: RecordKind::Heartbeat,
                     payload: Bytes::new(),
                     origin_session: 0,
+                    span: tracing::Span::none(),
                 });
                 for node in peers.expire(Instant::now(), inner.config.peer_timeout) {
                     info!(node = %node, "peer node went silent; removing its clients' awareness");
@@ -559,6 +573,7 @@ fn handle_delivery(inner: &RegistryInner, peers: &mut Peers, delivery: Delivery)
     match record.kind {
         RecordKind::Update => {
             let seq = position.map_or(0, |position| position.offset);
+            let _consumed = record.span.enter();
             inner
                 .documents
                 .deliver(&record.doc, seq, &record.payload, None);

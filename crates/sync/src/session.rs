@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::debug_span;
 use weft_protocol::{AwarenessUpdate, Message, StateVector};
 use yrs::Update;
 use yrs::updates::decoder::Decode;
@@ -158,6 +159,10 @@ impl Session {
     /// [`PendingAck`] resolves once the update is durable, applied, and
     /// broadcast to the other sessions.
     pub async fn submit_update(&self, update: Vec<u8>) -> Result<Option<PendingAck>, SyncError> {
+        // Each update is its own trace (a session's would never end), linked
+        // to the session's span.
+        let span = debug_span!(parent: None, "update", doc = %self.document.name(), bytes = update.len(), session = %self.id);
+        span.follows_from(tracing::Span::current());
         weft_protocol::check_update_v1(&update)
             .map_err(|error| SyncError::InvalidUpdate(error.into()))?;
         let decoded =
@@ -170,7 +175,7 @@ impl Session {
         let receiver = self
             .registry
             .committer
-            .submit(self.document.name_arc(), Bytes::from(update), self.id)
+            .submit(self.document.name_arc(), Bytes::from(update), self.id, span)
             .await;
         Ok(Some(PendingAck(receiver)))
     }
