@@ -1,7 +1,7 @@
 // Plain HTTP endpoints next to the WebSocket endpoint.
 
 import assert from 'node:assert/strict'
-import { e2e, startWeft, rawUpgrade, assertRefusal, createClient, waitSynced, waitFor } from '../lib/harness.mjs'
+import { e2e, startWeft, rawUpgrade, assertRefusal, createClient, waitSynced, waitFor, freePort } from '../lib/harness.mjs'
 
 e2e('plain HTTP: /healthz, /readyz and a JSON 404', async (t) => {
   const server = await startWeft(t)
@@ -96,4 +96,37 @@ e2e('GET /metrics: connections, upgrades by status, messages, commit latency, do
   assert.ok(metrics.get('weft_messages_sent_total') > 0)
   assert.ok(metrics.get('weft_update_commit_seconds_count') >= 1, 'the edit\'s commit latency observed')
   assert.equal(metrics.get('weft_bus_records_malformed_total'), 0)
+  assert.ok(metrics.get('weft_publish_seconds_count') >= 1, 'the durable publish timed')
+  assert.ok(metrics.get('weft_publish_batch_updates_sum') >= 1, 'updates per batch observed')
+  assert.ok(metrics.get('weft_document_load_seconds_count') >= 1, 'the document load timed')
+  assert.equal(metrics.get('weft_send_queue_overflows_total'), 0)
+  assert.equal(metrics.get('weft_rate_limit_closes_total'), 0)
+})
+
+e2e('--metrics-listen serves /metrics on a listener of its own, and nothing else there', async (t) => {
+  const port = await freePort()
+  const server = await startWeft(t, { args: ['--metrics-listen', `127.0.0.1:${port}`] })
+  const client = createClient(t, server, 'metrics/own', { name: 'a' })
+  await waitSynced([client])
+  const own = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) })
+  assert.equal(own.status, 200)
+  const metrics = parseMetrics(await own.text())
+  assert.equal(metrics.get('weft_connections'), 1, 'the node\'s own metrics')
+  const other = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(5000) })
+  assert.equal(other.status, 404)
+  assert.equal((await other.json()).error.code, 404)
+})
+
+e2e('a session closed for its update rate is counted', async (t) => {
+  const server = await startWeft(t, { args: ['--max-updates-per-second', '5'] })
+  const writer = createClient(t, server, 'metrics/rate', { name: 'writer' })
+  await waitSynced([writer])
+  const text = writer.doc.getText('text')
+  // Far more than 5 updates in one burst: the node closes the session (1008).
+  for (let i = 0; i < 200 && !writer.closeCodes.includes(1008); i++) text.insert(0, 'x')
+  await waitFor(() => writer.closeCodes.includes(1008), { on: writer, what: 'the 1008 close' })
+  const res = await fetch(`${server.httpUrl}/metrics`, { signal: AbortSignal.timeout(5000) })
+  const metrics = parseMetrics(await res.text())
+  assert.ok(metrics.get('weft_rate_limit_closes_total') >= 1)
+  assert.ok(metrics.get('weft_session_closes_total{code="1008"}') >= 1)
 })

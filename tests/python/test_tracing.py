@@ -76,6 +76,7 @@ class Collector:
         for line in self.output.read_text(errors="replace").splitlines():
             if line.startswith("ResourceSpans #"):
                 resource = {}
+                current = None
             elif match := re.match(r"\s+-> (service\.name|service\.instance\.id): Str\((.*)\)$", line):
                 if current is None:
                     resource[match.group(1)] = match.group(2)
@@ -88,8 +89,6 @@ class Collector:
                 current["parent"] = match.group(1)
             elif current is not None and (match := re.match(r"\s+Name\s+: (.+)$", line)):
                 current.setdefault("name", match.group(1))
-            elif line.startswith("ResourceSpans #") or line.startswith("ScopeSpans #"):
-                current = None
         return spans
 
     def stop(self) -> None:

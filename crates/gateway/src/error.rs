@@ -137,3 +137,11 @@ pub mod close_code {
     /// The client fell behind (its send queue filled); reconnect and re-sync.
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
+
+/// Close reasons that metrics count on their own.
+pub mod close_reason {
+    /// The session's send queue filled (with close code 1013).
+    pub const SEND_QUEUE_FULL: &str = "send queue full; reconnect";
+    /// More updates per second than allowed (with close code 1008).
+    pub const UPDATE_RATE: &str = "update rate exceeded";
+}

@@ -41,7 +41,7 @@ use weft_sync::{Registry, Session, SessionOutbox, SyncError};
 use crate::GatewayConfig;
 use crate::auth::{Access, Authenticator};
 use crate::config::{CLOSE_GRACE, MAX_DOC_NAME_BYTES, MAX_UPDATES_IN_FLIGHT};
-use crate::error::close_code;
+use crate::error::{close_code, close_reason};
 use crate::limits::{ConnectionPermit, UpdateRateLimiter};
 use crate::metrics::Metrics;
 use crate::session::{Closing, closing_for_publish};
@@ -78,7 +78,7 @@ pub async fn run_hocus_session(socket: WebSocket, parts: HocusParts) {
     let closing = drive(socket, parts).await;
     metrics.connections.dec();
     if let Some(closing) = &closing {
-        metrics.closed(closing.code);
+        metrics.closed(closing.code, closing.reason);
         if closing.code != close_code::NORMAL {
             info!(
                 code = closing.code,
@@ -127,13 +127,13 @@ async fn drive(socket: WebSocket, parts: HocusParts) -> Option<Closing> {
                 break Some(Closing::new(close_code::SERVICE_RESTART, "server restarting"));
             }
             () = overflowed.cancelled() => {
-                break Some(Closing::new(close_code::TRY_AGAIN_LATER, "send queue full; reconnect"));
+                break Some(Closing::new(close_code::TRY_AGAIN_LATER, close_reason::SEND_QUEUE_FULL));
             }
             Some((address, outcome)) = acks.next(), if !acks.is_empty() => {
                 match outcome {
                     Ok(_) => {
                         if !offer(&outbox, encode_sync_status(&address, true)) {
-                            break Some(Closing::new(close_code::TRY_AGAIN_LATER, "send queue full; reconnect"));
+                            break Some(Closing::new(close_code::TRY_AGAIN_LATER, close_reason::SEND_QUEUE_FULL));
                         }
                     }
                     Err(failure) => {
@@ -271,7 +271,7 @@ async fn handle(
                 info!("update rate exceeded; closing so the client re-syncs");
                 return Err(Closing::new(
                     close_code::POLICY_VIOLATION,
-                    "update rate exceeded",
+                    close_reason::UPDATE_RATE,
                 ));
             }
             match joined.session.submit_update(update).await {
@@ -410,7 +410,7 @@ fn send(outbox: &mpsc::Sender<Bytes>, frame: Vec<u8>) -> Result<(), Closing> {
     } else {
         Err(Closing::new(
             close_code::TRY_AGAIN_LATER,
-            "send queue full; reconnect",
+            close_reason::SEND_QUEUE_FULL,
         ))
     }
 }

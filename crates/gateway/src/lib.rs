@@ -41,4 +41,4 @@ pub use config::GatewayConfig;
 pub use error::ApiError;
 pub use lifecycle::Lifecycle;
 pub use metrics::Metrics;
-pub use routes::{AppState, router};
+pub use routes::{AppState, metrics_router, router};

@@ -53,6 +53,11 @@ pub struct Metrics {
     /// Seconds from a client's update to its durable acknowledgement (the
     /// group commit or the broker's `acks=all`, then apply and broadcast).
     pub update_commit_seconds: Histogram,
+    /// Sessions closed because their send queue was full (1013).
+    pub send_queue_overflows: Counter,
+    /// Sessions closed for sending more updates per second than allowed
+    /// (1008).
+    pub rate_limit_closes: Counter,
 }
 
 /// Start of the commit-latency buckets: 100 µs, doubling 16 times (to ~3 s).
@@ -115,6 +120,19 @@ impl Metrics {
             "Seconds from a client's update to its durable acknowledgement",
             update_commit_seconds.clone(),
         );
+        let send_queue_overflows = Counter::default();
+        registry.register(
+            "send_queue_overflows",
+            "Sessions closed (1013) because their send queue was full",
+            send_queue_overflows.clone(),
+        );
+        let rate_limit_closes = Counter::default();
+        registry.register(
+            "rate_limit_closes",
+            "Sessions closed (1008) for sending more updates per second than allowed",
+            rate_limit_closes.clone(),
+        );
+        documents.metrics().register(&mut registry);
         registry.register_collector(Box::new(ScrapeTime { documents }));
         Self {
             registry,
@@ -126,12 +144,19 @@ impl Metrics {
             bytes_sent,
             closes,
             update_commit_seconds,
+            send_queue_overflows,
+            rate_limit_closes,
         }
     }
 
     /// Records a session close sent with `code`.
-    pub fn closed(&self, code: u16) {
+    pub fn closed(&self, code: u16, reason: &str) {
         self.closes.get_or_create(&CodeLabel { code }).inc();
+        match reason {
+            crate::error::close_reason::SEND_QUEUE_FULL => self.send_queue_overflows.inc(),
+            crate::error::close_reason::UPDATE_RATE => self.rate_limit_closes.inc(),
+            _ => 0,
+        };
     }
 
     /// The Prometheus text exposition of every metric.
@@ -189,6 +214,22 @@ impl Collector for ScrapeTime {
                 None,
                 counter.metric_type(),
             )?)?;
+        }
+        let lags = self.documents.consumer_lag();
+        if !lags.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "bus_consumer_lag",
+                "Records between this node's live consumer and the end of each partition (librdkafka statistics, every 5 s)",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for lag in lags {
+                let labels = [
+                    ("topic", lag.topic.clone()),
+                    ("partition", lag.partition.to_string()),
+                ];
+                ConstGauge::new(lag.lag).encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

@@ -131,8 +131,32 @@ async fn readyz(state: &AppState) -> Response {
     axum::Json(serde_json::json!({ "status": "ready" })).into_response()
 }
 
+/// A router that answers only `GET /metrics` (`--metrics-listen`); any
+/// other path is a JSON 404.
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new().fallback(move |request: Request<Body>| {
+        let metrics = metrics.clone();
+        async move {
+            match (request.uri().path(), request.method()) {
+                ("/metrics", &Method::GET | &Method::HEAD) => encode_metrics(&metrics),
+                ("/metrics", _) => {
+                    ApiError::method_not_allowed("/metrics answers GET and HEAD").into_response()
+                }
+                (path, _) => ApiError::not_found(format!(
+                    "no route {path}; this listener serves /metrics only"
+                ))
+                .into_response(),
+            }
+        }
+    })
+}
+
 fn metrics(state: &AppState) -> Response {
-    match state.metrics.encode() {
+    encode_metrics(&state.metrics)
+}
+
+fn encode_metrics(metrics: &Metrics) -> Response {
+    match metrics.encode() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -183,8 +207,14 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
         Err(refusal) => return refusal.into_response(),
     };
     let peer = peer_ip(&parts);
-    let span = info_span!("upgrade", doc = %doc, peer = %peer);
-    async move {
+    let span = info_span!(
+        "upgrade",
+        doc = %doc,
+        peer = %peer,
+        auth = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let response = async move {
         if state.lifecycle.is_draining() {
             return ApiError::unavailable("draining", "this node is shutting down; reconnect")
                 .into_response();
@@ -199,8 +229,13 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
         // After admission, so failed attempts count against the upgrade rate.
         let token = token_from_request(&parts);
         let access = match state.auth.authorize(token.as_deref(), &doc) {
-            Ok(access) => access,
+            Ok(access) => {
+                let granted = if access == Access::Read { "read" } else { "write" };
+                tracing::Span::current().record("auth", granted);
+                access
+            }
             Err(refusal) => {
+                tracing::Span::current().record("auth", "refused");
                 info!(status = refusal.status().as_u16(), reason = %refusal, "upgrade refused");
                 return ApiError::new(refusal.status(), refusal_message(refusal.status()), refusal.details())
                     .into_response();
@@ -243,6 +278,10 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
             }
         };
         info!(session = %session.id(), read_only = access == Access::Read, "session open");
+        // The session is a span of its own (the upgrade's ends with the 101),
+        // linked to the upgrade's.
+        let session_span = info_span!(parent: None, "session", doc = %doc, session = %session.id(), peer = %peer);
+        session_span.follows_from(tracing::Span::current());
         let parts = SessionParts {
             session,
             access,
@@ -254,13 +293,14 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
             metrics: state.metrics.clone(),
         };
         let tracker = state.lifecycle.tracker().clone();
-        let session_span = tracing::Span::current();
         upgrade.on_upgrade(move |socket| {
                 tracker.track_future(run_session(socket, parts).instrument(session_span))
             })
     }
-    .instrument(span)
-    .await
+    .instrument(span.clone())
+    .await;
+    span.record("status", response.status().as_u16());
+    response
 }
 
 /// The WebSocket handshake of a request, with Weft's buffer and message
@@ -349,8 +389,13 @@ fn admission_refusal(refusal: Refusal) -> ApiError {
 async fn hocuspocus_upgrade(state: AppState, request: Request<Body>) -> Response {
     let (mut parts, _body) = request.into_parts();
     let peer = peer_ip(&parts);
-    let span = info_span!("upgrade", protocol = "hocuspocus", peer = %peer);
-    async move {
+    let span = info_span!(
+        "upgrade",
+        protocol = "hocuspocus",
+        peer = %peer,
+        status = tracing::field::Empty,
+    );
+    let response = async move {
         if state.lifecycle.is_draining() {
             return ApiError::unavailable("draining", "this node is shutting down; reconnect")
                 .into_response();
@@ -378,11 +423,15 @@ async fn hocuspocus_upgrade(state: AppState, request: Request<Body>) -> Response
             metrics: state.metrics.clone(),
         };
         let tracker = state.lifecycle.tracker().clone();
-        let session_span = tracing::Span::current();
+        let session_span =
+            info_span!(parent: None, "session", protocol = "hocuspocus", peer = %peer);
+        session_span.follows_from(tracing::Span::current());
         upgrade.on_upgrade(move |socket| {
             tracker.track_future(run_hocus_session(socket, hocus).instrument(session_span))
         })
     }
-    .instrument(span)
-    .await
+    .instrument(span.clone())
+    .await;
+    span.record("status", response.status().as_u16());
+    response
 }

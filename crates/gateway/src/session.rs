@@ -27,7 +27,7 @@ use weft_sync::{Outbound, PublishError, Session, SyncError};
 use crate::GatewayConfig;
 use crate::auth::Access;
 use crate::config::{CLOSE_GRACE, MAX_UPDATES_IN_FLIGHT};
-use crate::error::close_code;
+use crate::error::{close_code, close_reason};
 use crate::limits::{ConnectionPermit, UpdateRateLimiter};
 use crate::metrics::Metrics;
 
@@ -75,7 +75,7 @@ pub async fn run_session(socket: WebSocket, parts: SessionParts) {
     let closing = drive(sink, stream, parts).await;
     metrics.connections.dec();
     if let Some(closing) = &closing {
-        metrics.closed(closing.code);
+        metrics.closed(closing.code, closing.reason);
     }
     match closing {
         Some(closing) if closing.code != close_code::NORMAL => {
@@ -191,7 +191,7 @@ where
                 return Some(Closing::new(close_code::SERVICE_RESTART, "server restarting"));
             }
             () = overflowed.cancelled() => {
-                return Some(Closing::new(close_code::TRY_AGAIN_LATER, "send queue full; reconnect"));
+                return Some(Closing::new(close_code::TRY_AGAIN_LATER, close_reason::SEND_QUEUE_FULL));
             }
             Some(acked) = acks.next(), if !acks.is_empty() => {
                 if let Err(failure) = acked {
@@ -286,7 +286,7 @@ async fn handle_message(message: WsMessage, session: &Session, policy: Policy<'_
                 info!("update rate exceeded; closing so the client re-syncs");
                 return Handled::Close(Some(Closing::new(
                     close_code::POLICY_VIOLATION,
-                    "update rate exceeded",
+                    close_reason::UPDATE_RATE,
                 )));
             }
             match session.submit_update(update).await {
@@ -335,7 +335,7 @@ fn reply(session: &Session, frame: Outbound) -> Handled {
     } else {
         Handled::Close(Some(Closing::new(
             close_code::TRY_AGAIN_LATER,
-            "send queue full; reconnect",
+            close_reason::SEND_QUEUE_FULL,
         )))
     }
 }

@@ -14,12 +14,12 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, debug_span, info, warn};
 use weft_sync::{
-    BusError, BusStats, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind,
-    Replayed,
+    BusError, BusStats, Delivery, Interest, MessageBus, Origin, PartitionLag, Position, Record,
+    RecordKind, Replayed,
 };
 
 use crate::config::{KafkaConfig, KafkaConfigError};
-use crate::context::WeftContext;
+use crate::context::{LagTable, WeftContext};
 use crate::envelope::{self, partition_for};
 use crate::trace;
 
@@ -83,6 +83,7 @@ pub struct KafkaBus {
     topics: OnceLock<Topics>,
     subscribed: AtomicBool,
     counters: Arc<Counters>,
+    lag: Arc<LagTable>,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -111,6 +112,7 @@ impl KafkaBus {
             topics: OnceLock::new(),
             subscribed: AtomicBool::new(false),
             counters: Arc::new(Counters::default()),
+            lag: Arc::default(),
         })
     }
 
@@ -254,7 +256,7 @@ impl KafkaBus {
         let consumer: StreamConsumer<WeftContext> = self
             .config
             .consumer("live", self.config.fetch_wait)
-            .create_with_context(WeftContext::default())
+            .create_with_context(WeftContext::with_lag(self.lag.clone()))
             .map_err(|error| BusError::Check(Box::new(error)))?;
         let names = [
             (self.config.topic.clone(), topics.updates),
@@ -394,6 +396,7 @@ impl MessageBus for KafkaBus {
             sender,
             self.config.clone(),
             self.counters.clone(),
+            self.lag.clone(),
         ));
         Ok(receiver)
     }
@@ -441,6 +444,18 @@ impl MessageBus for KafkaBus {
         .await
         .map_err(|error| BusError::Check(error.into()))?
     }
+
+    fn consumer_lag(&self) -> Vec<PartitionLag> {
+        self.lag
+            .lock()
+            .iter()
+            .map(|((topic, partition), lag)| PartitionLag {
+                topic: topic.clone(),
+                partition: *partition,
+                lag: *lag,
+            })
+            .collect()
+    }
 }
 
 /// The live consumer loop: runs until the registry drops its receiver.
@@ -458,6 +473,7 @@ async fn consume(
     sender: mpsc::Sender<Delivery>,
     config: Arc<KafkaConfig>,
     counters: Arc<Counters>,
+    lag: Arc<LagTable>,
 ) {
     let mut consumer = consumer;
     let mut consumer_errors = 0_u64;
@@ -470,7 +486,7 @@ async fn consume(
         };
         let Some(received) = received else {
             warn!(stalled = ?CONSUMER_STALL, "live consumer received nothing, not even this node's heartbeats; replacing it at its positions");
-            match resume_consumer(&config, &positions) {
+            match resume_consumer(&config, &positions, &lag) {
                 Ok(replacement) => {
                     consumer = replacement;
                     counters.consumers_replaced.fetch_add(1, Ordering::Relaxed);
@@ -517,10 +533,11 @@ async fn consume(
 fn resume_consumer(
     config: &KafkaConfig,
     positions: &TopicPartitionList,
+    lag: &Arc<LagTable>,
 ) -> Result<StreamConsumer<WeftContext>, KafkaError> {
     let consumer: StreamConsumer<WeftContext> = config
         .consumer("live", config.fetch_wait)
-        .create_with_context(WeftContext::default())?;
+        .create_with_context(WeftContext::with_lag(lag.clone()))?;
     consumer.assign(positions)?;
     Ok(consumer)
 }

@@ -154,6 +154,10 @@ impl KafkaConfig {
             .set("enable.partition.eof", "false")
             .set("fetch.wait.max.ms", millis(fetch_wait))
             .set("fetch.min.bytes", "1");
+        if purpose == "live" {
+            // Statistics carry the consumer lag per partition (a metric).
+            config.set("statistics.interval.ms", "5000");
+        }
         self.apply_options(&mut config);
         config
     }

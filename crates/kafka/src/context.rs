@@ -7,12 +7,17 @@
 //! rest at WARN, the first and then one in [`LOG_EVERY`], so a broker that
 //! is down for minutes does not flood the log.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::statistics::Statistics;
 use tracing::{debug, info, warn};
 
 /// Log one in this many client errors (the first always).
@@ -22,6 +27,22 @@ const LOG_EVERY: u64 = 100;
 #[derive(Debug, Default)]
 pub struct WeftContext {
     errors: AtomicU64,
+    /// Where a consumer's statistics put its lag per partition.
+    lag: Option<Arc<LagTable>>,
+}
+
+/// Consumer lag per (topic, partition), from librdkafka's statistics.
+pub type LagTable = Mutex<BTreeMap<(String, i32), i64>>;
+
+impl WeftContext {
+    /// A context that records the client's consumer lag in `lag` (the
+    /// client must set `statistics.interval.ms`).
+    pub fn with_lag(lag: Arc<LagTable>) -> Self {
+        Self {
+            errors: AtomicU64::new(0),
+            lag: Some(lag),
+        }
+    }
 }
 
 impl ClientContext for WeftContext {
@@ -39,6 +60,19 @@ impl ClientContext for WeftContext {
             RDKafkaLogLevel::Notice => info!(target: "librdkafka", facility, "{message}"),
             RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
                 debug!(target: "librdkafka", facility, "{message}");
+            }
+        }
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let Some(lag) = &self.lag else { return };
+        let mut table = lag.lock();
+        for (topic, stats) in statistics.topics {
+            for (partition, stats) in stats.partitions {
+                // -1 is librdkafka's "unknown" (and the internal UA partition).
+                if partition >= 0 && stats.consumer_lag >= 0 {
+                    table.insert((topic.clone(), partition), stats.consumer_lag);
+                }
             }
         }
     }

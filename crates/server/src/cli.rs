@@ -103,6 +103,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "WEFT_LISTEN", default_value = "127.0.0.1:1234")]
     pub(crate) listen: SocketAddr,
 
+    /// Also serve `GET /metrics` on this address of its own (e.g. a port
+    /// that only the cluster's Prometheus reaches). `/metrics` stays on
+    /// `--listen` too.
+    #[arg(long, env = "WEFT_METRICS_LISTEN")]
+    pub(crate) metrics_listen: Option<SocketAddr>,
+
     /// Document store URL. `sqlite://PATH` is the embedded store (its
     /// directory is created).
     #[arg(

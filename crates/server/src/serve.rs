@@ -59,6 +59,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("--listen / WEFT_LISTEN {}: bind", args.listen))?;
     let local_addr = listener.local_addr().context("read the bound address")?;
+    let metrics_listener =
+        match args.metrics_listen {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await.with_context(
+                || format!("--metrics-listen / WEFT_METRICS_LISTEN {address}: bind"),
+            )?),
+            None => None,
+        };
 
     let bus: Arc<dyn MessageBus> = match kafka {
         Some(config) => {
@@ -78,6 +85,22 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics: Arc::new(weft_gateway::Metrics::new(registry.clone())),
     };
     let http_stop = CancellationToken::new();
+    if let Some(listener) = metrics_listener {
+        let address = listener
+            .local_addr()
+            .context("read the bound metrics address")?;
+        let router = weft_gateway::metrics_router(state.metrics.clone());
+        let stop = http_stop.clone();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                warn!(error = %error, "metrics listener failed");
+            }
+        });
+        info!(listen = %address, "metrics listening");
+    }
     // Yjs frames are small and latency-bound: without TCP_NODELAY, Nagle's
     // algorithm and the peer's delayed ACK hold a frame back ~40 ms.
     let listener = listener.tap_io(|tcp| {

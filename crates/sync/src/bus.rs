@@ -171,6 +171,17 @@ pub struct BusStats {
     pub consumers_replaced: u64,
 }
 
+/// How far a live consumer is behind the end of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Records between the consumer's position and the partition's end.
+    pub lag: i64,
+}
+
 /// The log every node of a cluster shares. Safe to call from many tasks.
 #[async_trait]
 pub trait MessageBus: Send + Sync + Debug + 'static {
@@ -201,6 +212,12 @@ pub trait MessageBus: Send + Sync + Debug + 'static {
 
     /// Answers whether the log is reachable (readiness).
     async fn check(&self) -> Result<(), BusError>;
+
+    /// How far the live subscription is behind, per partition, as last
+    /// measured (empty for a bus with nothing to lag behind).
+    fn consumer_lag(&self) -> Vec<PartitionLag> {
+        Vec::new()
+    }
 
     /// The bus's counters (zero for a bus that keeps none).
     fn stats(&self) -> BusStats {

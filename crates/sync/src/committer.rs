@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tracing::{Span, debug, debug_span, warn};
 
 use crate::bus::{MessageBus, Record, RecordKind};
+use crate::metrics::SyncMetrics;
 use crate::registry::Documents;
 use crate::session::SessionId;
 use crate::{DocName, LogSeq, PublishError};
@@ -79,12 +80,20 @@ impl Committer {
     pub(crate) fn spawn(
         bus: Arc<dyn MessageBus>,
         documents: Arc<Documents>,
+        metrics: Arc<SyncMetrics>,
         config: &CommitterConfig,
         tracker: &tokio_util::task::TaskTracker,
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
         let (submissions, receiver) = mpsc::channel(config.queue_capacity);
-        tracker.spawn(commit_loop(bus, documents, config.clone(), receiver, stop));
+        tracker.spawn(commit_loop(
+            bus,
+            documents,
+            metrics,
+            config.clone(),
+            receiver,
+            stop,
+        ));
         Self { submissions }
     }
 
@@ -115,6 +124,7 @@ impl Committer {
 async fn commit_loop(
     bus: Arc<dyn MessageBus>,
     documents: Arc<Documents>,
+    metrics: Arc<SyncMetrics>,
     config: CommitterConfig,
     mut receiver: mpsc::Receiver<Submission>,
     stop: tokio_util::sync::CancellationToken,
@@ -133,7 +143,7 @@ async fn commit_loop(
         let Some(first) = next else { break };
         batch.push(first);
         collect_batch(&mut receiver, &mut batch, &config).await;
-        commit_batch(bus.as_ref(), &documents, &mut batch).await;
+        commit_batch(bus.as_ref(), &documents, &metrics, &mut batch).await;
     }
     debug!("committer drained and stopped");
 }
@@ -153,7 +163,12 @@ async fn collect_batch(
     }
 }
 
-async fn commit_batch(bus: &dyn MessageBus, documents: &Documents, batch: &mut Vec<Submission>) {
+async fn commit_batch(
+    bus: &dyn MessageBus,
+    documents: &Documents,
+    metrics: &SyncMetrics,
+    batch: &mut Vec<Submission>,
+) {
     let records: Vec<Record> = batch
         .iter()
         .map(|submission| Record {
@@ -164,8 +179,14 @@ async fn commit_batch(bus: &dyn MessageBus, documents: &Documents, batch: &mut V
             span: debug_span!(parent: &submission.span, "publish", doc = %submission.doc, batch = batch.len()),
         })
         .collect();
+    let started = std::time::Instant::now();
     let mut results = bus.publish(&records).await;
     drop(records); // ends the publish spans
+    metrics
+        .publish_seconds
+        .observe(started.elapsed().as_secs_f64());
+    #[allow(clippy::cast_precision_loss)] // a histogram bucket
+    metrics.publish_batch_updates.observe(batch.len() as f64);
     if results.len() != batch.len() {
         warn!(
             results = results.len(),

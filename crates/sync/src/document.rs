@@ -309,10 +309,15 @@ impl Document {
 
     /// Writes a snapshot if anything changed since the last one. Returns
     /// whether the document is now fully covered by its stored snapshot.
-    pub(crate) async fn save_snapshot(&self, store: &dyn DocStore) -> Result<(), StoreError> {
+    /// Writes a snapshot if anything changed since the last; returns its
+    /// size in bytes if one was written.
+    pub(crate) async fn save_snapshot(
+        &self,
+        store: &dyn DocStore,
+    ) -> Result<Option<usize>, StoreError> {
         let _one_writer = self.snapshotting.lock().await;
         let Some(snapshot) = self.encode_snapshot() else {
-            return Ok(());
+            return Ok(None);
         };
         let started = Instant::now();
         let covers_seq = snapshot.covers_seq;
@@ -324,7 +329,7 @@ impl Document {
             state.dirty = None;
         }
         debug!(doc = %self.name, covers_seq, bytes, ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot saved");
-        Ok(())
+        Ok(Some(bytes))
     }
 
     fn encode_snapshot(&self) -> Option<Snapshot> {

@@ -49,6 +49,7 @@ pub mod document;
 pub mod error;
 pub mod log_bus;
 pub mod memory_store;
+pub mod metrics;
 pub mod registry;
 #[cfg(test)]
 mod registry_tests;
@@ -57,14 +58,15 @@ pub mod store;
 pub mod ycheck;
 
 pub use bus::{
-    BusError, BusStats, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind,
-    Replayed,
+    BusError, BusStats, Delivery, Interest, MessageBus, Origin, PartitionLag, Position, Record,
+    RecordKind, Replayed,
 };
 pub use committer::{Committer, CommitterConfig};
 pub use document::Document;
 pub use error::{InvalidUpdate, PublishError, SyncError};
 pub use log_bus::LogBus;
 pub use memory_store::MemoryStore;
+pub use metrics::SyncMetrics;
 pub use registry::{NodeMode, Registry, RegistryConfig};
 pub use session::{Outbound, Session, SessionId, SessionOutbox};
 pub use store::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};

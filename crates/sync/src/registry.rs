@@ -34,6 +34,7 @@ use crate::bus::{BusError, Delivery, Interest, MessageBus, Origin, Position, Rec
 use crate::committer::{Committer, CommitterConfig};
 use crate::document::{Dirty, Document};
 use crate::log_bus::LogBus;
+use crate::metrics::SyncMetrics;
 use crate::session::{Session, SessionId, SessionOutbox};
 use crate::store::{DocStore, LoggedUpdate, Snapshot, StoredDoc};
 use crate::{DocName, LogSeq, SyncError};
@@ -192,6 +193,7 @@ pub(crate) struct RegistryInner {
     committer_stop: CancellationToken,
     tracker: TaskTracker,
     committer_tracker: TaskTracker,
+    pub(crate) metrics: Arc<SyncMetrics>,
 }
 
 /// The document registry of one node.
@@ -223,9 +225,11 @@ impl Registry {
         let documents = Arc::new(Documents::default());
         let committer_tracker = TaskTracker::new();
         let committer_stop = CancellationToken::new();
+        let metrics = Arc::new(SyncMetrics::default());
         let committer = Committer::spawn(
             bus.clone(),
             documents.clone(),
+            metrics.clone(),
             &config.committer,
             &committer_tracker,
             committer_stop.clone(),
@@ -242,6 +246,7 @@ impl Registry {
             committer_stop,
             tracker: TaskTracker::new(),
             committer_tracker,
+            metrics,
         });
         inner.tracker.spawn(housekeeping(inner.clone()));
         inner.tracker.spawn(bus_task(inner.clone()));
@@ -314,6 +319,17 @@ impl Registry {
         self.inner.bus.stats()
     }
 
+    /// The live subscription's lag per partition (see
+    /// [`MessageBus::consumer_lag`]).
+    pub fn consumer_lag(&self) -> Vec<crate::bus::PartitionLag> {
+        self.inner.bus.consumer_lag()
+    }
+
+    /// The sync layer's metrics (publish, load, snapshot).
+    pub fn metrics(&self) -> &SyncMetrics {
+        &self.inner.metrics
+    }
+
     /// Number of documents in memory.
     pub fn loaded_documents(&self) -> usize {
         self.inner.documents.loaded.lock().len()
@@ -384,11 +400,20 @@ async fn housekeeping(inner: Arc<RegistryInner>) {
                 continue;
             }
             let span = debug_span!(parent: None, "snapshot", doc = %document.name());
-            if let Err(error) = document
+            let started = std::time::Instant::now();
+            let saved = document
                 .save_snapshot(inner.store.as_ref())
                 .instrument(span)
-                .await
-            {
+                .await;
+            if let Ok(Some(bytes)) = saved {
+                inner
+                    .metrics
+                    .snapshot_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                #[allow(clippy::cast_precision_loss)] // a histogram bucket
+                inner.metrics.snapshot_bytes.observe(bytes as f64);
+            }
+            if let Err(error) = saved {
                 warn!(doc = %document.name(), error = %error, error.source = ?std::error::Error::source(&error), "snapshot failed; will retry");
                 continue;
             }
@@ -413,9 +438,15 @@ impl RegistryInner {
     /// and the log after it (one read); cluster, the worker's topic
     /// snapshot and the document's records after it, replayed from the bus.
     async fn load(&self, doc: &str) -> Result<StoredDoc, SyncError> {
-        self.load_inner(doc)
+        let started = std::time::Instant::now();
+        let loaded = self
+            .load_inner(doc)
             .instrument(debug_span!("load", doc = %doc))
-            .await
+            .await;
+        self.metrics
+            .load_seconds
+            .observe(started.elapsed().as_secs_f64());
+        loaded
     }
 
     async fn load_inner(&self, doc: &str) -> Result<StoredDoc, SyncError> {

@@ -1,0 +1,68 @@
+//! What the sync layer measures: publishing, loading and snapshotting.
+//! The gateway registers these beside its own and serves them at
+//! `/metrics`.
+
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry as MetricsRegistry;
+
+/// The sync layer's metrics of one node (cheap to update: atomics).
+#[derive(Debug)]
+pub struct SyncMetrics {
+    /// Seconds a batch took to publish durably (the embedded log's commit,
+    /// or the broker's `acks=all`).
+    pub publish_seconds: Histogram,
+    /// Updates in each published batch.
+    pub publish_batch_updates: Histogram,
+    /// Seconds to load a document (store, then the log after its snapshot).
+    pub load_seconds: Histogram,
+    /// Seconds to write a snapshot.
+    pub snapshot_seconds: Histogram,
+    /// Bytes of each snapshot written.
+    pub snapshot_bytes: Histogram,
+}
+
+impl Default for SyncMetrics {
+    fn default() -> Self {
+        Self {
+            // 100 µs doubling to ~3.3 s.
+            publish_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            publish_batch_updates: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            // 1 ms doubling to ~33 s.
+            load_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            snapshot_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            // 256 B quadrupling to 1 GiB.
+            snapshot_bytes: Histogram::new(exponential_buckets(256.0, 4.0, 12)),
+        }
+    }
+}
+
+impl SyncMetrics {
+    /// Adds every metric to `registry`.
+    pub fn register(&self, registry: &mut MetricsRegistry) {
+        registry.register(
+            "publish_seconds",
+            "Seconds to publish a batch of updates durably (embedded commit or broker acks=all)",
+            self.publish_seconds.clone(),
+        );
+        registry.register(
+            "publish_batch_updates",
+            "Updates in each durably published batch",
+            self.publish_batch_updates.clone(),
+        );
+        registry.register(
+            "document_load_seconds",
+            "Seconds to load a document: its snapshot, then the log after it",
+            self.load_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_seconds",
+            "Seconds to write a document snapshot",
+            self.snapshot_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_bytes",
+            "Bytes of each document snapshot written",
+            self.snapshot_bytes.clone(),
+        );
+    }
+}
