@@ -73,7 +73,7 @@ tests/node_modules/.weft-lock: tests/package-lock.json
 	cp tests/package-lock.json $@
 
 .PHONY: e2e
-e2e: build tests/node_modules/.weft-lock chromium $(TANSU) postgres-server ## end-to-end: the weft binary with unmodified npm Yjs clients and the editor page in Chromium, one node and clusters over a real broker
+e2e: build tests/node_modules/.weft-lock chromium nginx $(TANSU) postgres-server ## end-to-end: the weft binary with unmodified npm Yjs clients and the editor page in Chromium, one node and clusters over a real broker
 	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(WITH_SERVICES) node --test --test-concurrency=1 --test-force-exit e2e/
 
 .PHONY: chromium

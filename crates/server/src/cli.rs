@@ -23,7 +23,7 @@ pub(crate) enum Command {
     /// Run a node: WebSocket sessions for y-websocket clients, health and
     /// readiness. Alone on the embedded SQLite store by default; with
     /// `--kafka-brokers`, one node of a cluster sharing a Kafka topic.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a persistence worker: fold the Kafka topic's updates into
     /// document snapshots in the store, so nodes load documents fast and the
     /// topic's retention can be bounded. Several workers share the

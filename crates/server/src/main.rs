@@ -36,7 +36,7 @@ fn main() -> std::process::ExitCode {
             }
         };
         let outcome = match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Persist(args) => persist::run(args).await,
         };
         telemetry.shutdown().await;
