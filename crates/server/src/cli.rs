@@ -28,7 +28,7 @@ pub(crate) enum Command {
     /// document snapshots in the store, so nodes load documents fast and the
     /// topic's retention can be bounded. Several workers share the
     /// partitions (one consumer group).
-    Persist(PersistArgs),
+    Persist(Box<PersistArgs>),
 }
 
 /// `weft persist`.

@@ -37,7 +37,7 @@ fn main() -> std::process::ExitCode {
         };
         let outcome = match cli.command {
             Command::Serve(args) => serve::run(*args).await,
-            Command::Persist(args) => persist::run(args).await,
+            Command::Persist(args) => persist::run(*args).await,
         };
         telemetry.shutdown().await;
         outcome.map_err(Some)
