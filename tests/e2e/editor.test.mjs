@@ -85,7 +85,7 @@ e2e('two pages on two nodes type into one document and each shows the other\'s t
   const typed = now()
   await waitText(grace, 'Ada: the bus is Kafka.', 'node 1 page')
   report('editor page: keystroke on node 0 to text shown on node 1', now() - typed)
-  await typeAtEnd(grace, 'Grace: and every node converges.')
+  await typeAtEnd(grace, '\nGrace: and every node converges.')
   await waitText(ada, 'Grace: and every node converges.', 'node 0 page')
 
   // Both editors hold the same text, and it is the one a y-websocket client
@@ -106,7 +106,8 @@ e2e('two pages on two nodes type into one document and each shows the other\'s t
   await waitPill(grace, 'sync', 'saved')
 
   if (process.env.WEFT_SCREENSHOT) {
-    await ada.click('.cm-content')
+    await ada.click('.cm-line >> nth=0')
+    await ada.keyboard.press('End')
     await ada.screenshot({ path: process.env.WEFT_SCREENSHOT })
   }
   assertNoPageErrors(ada, grace)
