@@ -177,10 +177,19 @@ e2e('persist: readiness and metrics of a worker', { skip, timeout: 60000 }, asyn
   await eventually(async () => (await metrics(worker)).value('weft_persist_snapshots_written_total') >= 1, {
     timeout: 20000, what: 'a snapshot written'
   })
-  const { text } = await metrics(worker)
+  const { text, value } = await metrics(worker)
   for (const name of ['weft_persist_lag_records', 'weft_persist_partitions', 'weft_persist_records_folded_total', 'weft_persist_snapshots_written_total']) {
     assert.match(text, new RegExp(`^${name}`, 'm'), `/metrics has ${name}`)
   }
+  assert.ok(value('weft_persist_snapshot_seconds_count') >= 1, 'the snapshot write timed')
+  assert.ok(value('weft_persist_snapshot_bytes_sum') > 0, 'the snapshot size observed')
+  // The node's live consumer reports its lag per partition (librdkafka
+  // statistics, every 5 s): caught up, so 0 everywhere.
+  await eventually(async () => (await metrics(node)).text.includes('weft_bus_consumer_lag{'), {
+    timeout: 20000, what: 'the node\'s consumer lag'
+  })
+  const lags = [...(await metrics(node)).text.matchAll(/^weft_bus_consumer_lag\{[^}]*\} (\S+)$/gm)].map((m) => Number(m[1]))
+  assert.ok(lags.length > 0 && lags.every((lag) => lag >= 0), `consumer lag samples: ${lags}`)
   const ready = await fetch(`${worker.httpUrl}/readyz`)
   assert.equal(ready.status, 200)
   const stopped = await worker.stop()

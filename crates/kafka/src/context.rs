@@ -69,10 +69,22 @@ impl ClientContext for WeftContext {
         let mut table = lag.lock();
         for (topic, stats) in statistics.topics {
             for (partition, stats) in stats.partitions {
-                // -1 is librdkafka's "unknown" (and the internal UA partition).
-                if partition >= 0 && stats.consumer_lag >= 0 {
-                    table.insert((topic.clone(), partition), stats.consumer_lag);
+                // librdkafka's own `consumer_lag` counts from the committed
+                // offset, and Weft's live consumers commit nothing (they
+                // position themselves): the lag is the partition's end minus
+                // the next offset the node will process (before the first
+                // record, the next it will fetch). Negative values are
+                // librdkafka's "unknown" (and -1 the internal partition).
+                let position = if stats.app_offset >= 0 {
+                    stats.app_offset
+                } else {
+                    stats.next_offset
+                };
+                if partition < 0 || stats.hi_offset < 0 || position < 0 {
+                    continue;
                 }
+                let behind = (stats.hi_offset - position).max(0);
+                table.insert((topic.clone(), partition), behind);
             }
         }
     }

@@ -84,6 +84,8 @@ pub struct WorkerStatus {
     pub malformed: AtomicU64,
     /// Documents held in memory.
     pub documents: AtomicUsize,
+    /// Snapshot write time and size (the `snapshot_*` histograms).
+    pub timings: weft_sync::SyncMetrics,
 }
 
 enum Event {
@@ -460,6 +462,15 @@ impl Worker {
                 .await
             {
                 Ok(outcome) => {
+                    self.status
+                        .timings
+                        .snapshot_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    #[allow(clippy::cast_precision_loss)] // a histogram bucket
+                    self.status
+                        .timings
+                        .snapshot_bytes
+                        .observe(job.snapshot.state.len() as f64);
                     let counter = match outcome {
                         SnapshotWrite::Written => &self.status.snapshots_written,
                         SnapshotWrite::Superseded => &self.status.snapshots_superseded,

@@ -180,6 +180,16 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         "Records skipped because they are not document updates",
         ConstCounter::new(load(&status.malformed)),
     );
+    registry.register(
+        "snapshot_seconds",
+        "Seconds to write a document snapshot",
+        status.timings.snapshot_seconds.clone(),
+    );
+    registry.register(
+        "snapshot_bytes",
+        "Bytes of each document snapshot written",
+        status.timings.snapshot_bytes.clone(),
+    );
     let mut text = String::new();
     if let Err(error) = encode(&mut text, &registry) {
         warn!(error = %error, "encode metrics");
