@@ -115,6 +115,7 @@ $(CARGO_DENY):
 
 .PHONY: deny
 deny: $(CARGO_DENY) ## licenses, bans, sources, and RustSec advisories (cached database, else fetched, else reported as skipped)
+	$(CARGO) fetch --locked  # every platform's crates, so the offline check below can read them
 	$(CARGO_DENY) --log-level error check bans licenses sources
 	@if [ -d "$(ADVISORY_DIR)" ]; then \
 	  $(CARGO_DENY) --log-level error --offline check advisories && echo "advisories ok (database of $$(git -C $(ADVISORY_DIR) log -1 --format=%cs))"; \
@@ -129,6 +130,7 @@ advisories: $(CARGO_DENY) ## install a RustSec database from a local clone or UR
 	mkdir -p $(dir $(ADVISORY_DIR))
 	rm -rf $(ADVISORY_DIR)
 	git clone --quiet --depth 1 $${WEFT_ADVISORY_DB:-$(ADVISORY_URL)} $(ADVISORY_DIR)
+	$(CARGO) fetch --locked
 	$(CARGO_DENY) --log-level error --offline check advisories
 
 .PHONY: fuzz
