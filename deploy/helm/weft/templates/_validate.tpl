@@ -1,0 +1,39 @@
+{{/*
+Settings that each parse but do not fit together. values.schema.json
+checks types and shapes; these checks need two values at once. Each
+failure names the value to change.
+*/}}
+{{- define "weft.validate" -}}
+{{- $auth := .Values.auth }}
+{{- if and (eq $auth.mode "hs256") (not $auth.hs256Secret) (not $auth.existingSecret) }}
+{{- fail "auth.mode is hs256: set auth.hs256Secret or auth.existingSecret" }}
+{{- end }}
+{{- if and (eq $auth.mode "publicKey") (not $auth.publicKeyPem) (not $auth.existingSecret) }}
+{{- fail "auth.mode is publicKey: set auth.publicKeyPem or auth.existingSecret" }}
+{{- end }}
+{{- if and $auth.hs256Secret (ne $auth.mode "hs256") }}
+{{- fail (printf "auth.hs256Secret is set but auth.mode is %s: set auth.mode=hs256 or drop the secret" $auth.mode) }}
+{{- end }}
+{{- if and $auth.publicKeyPem (ne $auth.mode "publicKey") }}
+{{- fail (printf "auth.publicKeyPem is set but auth.mode is %s: set auth.mode=publicKey or drop the key" $auth.mode) }}
+{{- end }}
+{{- if and (eq $auth.mode "none") .Values.ingress.enabled (not $auth.allowOpenIngress) }}
+{{- fail "auth.mode is none and ingress.enabled is true: anyone reaching the Ingress could read and write every document. Set auth.mode (hs256 or publicKey), or auth.allowOpenIngress=true if that is intended" }}
+{{- end }}
+{{- if regexMatch "^[a-z]+://[^/@]*:[^/@]*@" .Values.store.url }}
+{{- fail "store.url holds a password, and the URL goes into a ConfigMap (and Weft's start-up errors): give it as store.password or store.existingSecret (PGPASSWORD) instead" }}
+{{- end }}
+{{- if le (int .Values.node.heartbeatTimeoutSeconds) (int .Values.node.heartbeatIntervalSeconds) }}
+{{- fail "node.heartbeatTimeoutSeconds must exceed node.heartbeatIntervalSeconds" }}
+{{- end }}
+{{- if and .Values.ingress.enabled (le (int .Values.ingress.proxyTimeoutSeconds) (int .Values.node.heartbeatIntervalSeconds)) }}
+{{- fail "ingress.proxyTimeoutSeconds must exceed node.heartbeatIntervalSeconds, or the proxy cuts idle sessions between two pings" }}
+{{- end }}
+{{- $topics := .Values.kafka.strimziTopics }}
+{{- if and $topics.enabled (gt (int $topics.minInsyncReplicas) (int .Values.kafka.replicationFactor)) }}
+{{- fail "kafka.strimziTopics.minInsyncReplicas exceeds kafka.replicationFactor: with acks=all no update could ever be acknowledged" }}
+{{- end }}
+{{- if and .Values.otel.collector.enabled (not .Values.otel.enabled) }}
+{{- fail "otel.collector.enabled needs otel.enabled (nothing would send it traces)" }}
+{{- end }}
+{{- end }}
