@@ -300,3 +300,39 @@ pub(crate) struct LimitArgs {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|error| format!("{error} (examples: 500ms, 2s, 1m)"))
 }
+
+/// `url` with its password (if any) replaced by `***`, for logs and error
+/// messages: a store URL may carry the database password.
+pub(crate) fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            if parsed.set_password(Some("***")).is_ok() {
+                parsed.to_string()
+            } else {
+                "<a URL with a password>".to_owned()
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redacted_url;
+
+    #[test]
+    fn a_password_never_reaches_the_log() {
+        assert_eq!(
+            redacted_url("postgres://weft:s3cret@db:5432/weft"),
+            "postgres://weft:***@db:5432/weft"
+        );
+        assert_eq!(
+            redacted_url("sqlite://./weft-data/weft.db"),
+            "sqlite://./weft-data/weft.db"
+        );
+        assert_eq!(
+            redacted_url("postgres://weft@db/weft"),
+            "postgres://weft@db/weft"
+        );
+    }
+}

@@ -47,7 +47,12 @@ pub(crate) async fn run(args: PersistArgs) -> anyhow::Result<()> {
     };
     let store = weft_persistence::open_store(&args.store)
         .await
-        .with_context(|| format!("--store / WEFT_STORE `{}`", args.store))?;
+        .with_context(|| {
+            format!(
+                "--store / WEFT_STORE `{}`",
+                crate::cli::redacted_url(&args.store)
+            )
+        })?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen / WEFT_PERSIST_LISTEN {}: bind", args.listen))?;
@@ -81,7 +86,7 @@ pub(crate) async fn run(args: PersistArgs) -> anyhow::Result<()> {
         },
         tick: TICK,
     };
-    info!(listen = %args.listen, store = %args.store, group = %args.group, topic = %config.kafka.topic, "persistence worker starting");
+    info!(listen = %args.listen, store = %crate::cli::redacted_url(&args.store), group = %args.group, topic = %config.kafka.topic, "persistence worker starting");
     let worker = tokio::spawn(worker::run(config, store, status, stop.clone()));
 
     let signal = crate::shutdown::signal().await?;

@@ -54,7 +54,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     let store = weft_persistence::open_store(&args.store)
         .await
-        .with_context(|| format!("--store / WEFT_STORE `{}`", args.store))?;
+        .with_context(|| {
+            format!(
+                "--store / WEFT_STORE `{}`",
+                crate::cli::redacted_url(&args.store)
+            )
+        })?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen / WEFT_LISTEN {}: bind", args.listen))?;
@@ -121,7 +126,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "NO AUTHENTICATION: neither --auth-jwt-secret nor --auth-jwt-public-key is set, so any client can read and write every document"
         );
     }
-    info!(listen = %local_addr, store = %args.store, "weft node listening");
+    info!(listen = %local_addr, store = %crate::cli::redacted_url(&args.store), "weft node listening");
 
     let signal = crate::shutdown::signal().await?;
     info!(signal, grace = ?args.shutdown_grace, "draining");
