@@ -8,7 +8,8 @@
 # values-*.yaml here that must pass, validates every object against the
 # Kubernetes API schemas of KUBE_VERSION (validate_manifests.py), then
 # asserts that values which must be refused are refused, for the right
-# reason.
+# reason, and that validate_manifests.py refuses renderings with one of the
+# chart's promises broken (so its checks are known to bite).
 set -euo pipefail
 
 helm=$1
@@ -76,3 +77,38 @@ expect_refusal "helm template, node.replicaCount a string (schema)" "$schema_err
 # can assert this one.
 expect_refusal "helm template, an Ingress in front of nodes without auth" "auth.mode is none and ingress.enabled is true" \
   "$helm" template weft "$chart" -f "$here/values-open-ingress.yaml"
+expect_refusal "helm template, metrics.port equal to node.port" "metrics.port equals node.port" \
+  "$helm" template weft "$chart" --set metrics.port=1234
+
+echo "== renderings that validate_manifests.py must refuse (values-full's, one promise broken)"
+# tamper HOW: writes values-full's rendering, changed as HOW says, to
+# $out/tampered.yaml.
+tamper() {
+  "$python" - "$1" "$out/values-full.rendered.yaml" "$out/tampered.yaml" <<'EOF'
+import sys
+import yaml
+how, source, target = sys.argv[1:]
+with open(source, encoding="utf-8") as handle:
+    objects = [o for o in yaml.safe_load_all(handle) if o]
+if how == "without the Ingress that denies /metrics":
+    objects = [o for o in objects if not (o["kind"] == "Ingress" and o["metadata"]["name"].endswith("-metrics-deny"))]
+elif how == "the metrics port on the public Service":
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "weft")
+    service["spec"]["ports"].append({"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"})
+elif how == "the node ServiceMonitor on the public port":
+    monitor = next(o for o in objects if o["kind"] == "ServiceMonitor" and o["metadata"]["name"] == "weft-node")
+    monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] = "node"
+    monitor["spec"]["endpoints"][0]["port"] = "http"
+else:
+    sys.exit(f"unknown tampering: {how}")
+with open(target, "w", encoding="utf-8") as handle:
+    yaml.safe_dump_all(objects, handle)
+EOF
+}
+for how in "without the Ingress that denies /metrics|routes /metrics to the nodes, and no Ingress denies the exact path /metrics" \
+           "the metrics port on the public Service|Service/weft is public and carries a metrics port" \
+           "the node ServiceMonitor on the public port|scrapes the public Service weft"; do
+  tamper "${how%%|*}"
+  expect_refusal "validate_manifests.py, ${how%%|*}" "${how#*|}" \
+    "$python" "$here/validate_manifests.py" --kubernetes-version "$kube_version" "$out/tampered.yaml"
+done

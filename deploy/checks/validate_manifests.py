@@ -11,7 +11,13 @@ new kind cannot slip through unvalidated.
 
 On top of the schemas, the properties the chart promises are checked
 (CHART_PROMISES): probes, the drain's grace period, the locked-down
-security context, config checksums, sticky routing and proxy timeouts.
+security context, config checksums, sticky routing and proxy timeouts, and
+the metrics wiring: each listen address matches its named container port,
+the nodes' metrics port has a Service of its own that the scrape
+annotations and ServiceMonitors point at, no public Service (an Ingress
+backend, a NodePort or a LoadBalancer) carries a metrics port, and every
+Ingress host that routes a prefix covering /metrics also denies the exact
+path /metrics to every address.
 """
 
 import argparse
@@ -67,6 +73,32 @@ def check_service_monitor(obj, where, problems):
     problems.check(endpoints and all(e.get("port") and e.get("path") == "/metrics" for e in endpoints), where, "endpoints need a port and /metrics")
 
 
+# ingress-nginx: the annotation that denies a location to the addresses
+# listed, and the list that means every address.
+DENYLIST = "nginx.ingress.kubernetes.io/denylist-source-range"
+EVERY_ADDRESS = {"0.0.0.0/0", "::/0"}
+
+
+def denies_everyone(ingress):
+    ranges = ingress["metadata"].get("annotations", {}).get(DENYLIST, "")
+    return EVERY_ADDRESS <= {r.strip() for r in ranges.split(",")}
+
+
+def listen_port(address, name, where, problems):
+    """`0.0.0.0:PORT` -> PORT; anything else is a problem (None)."""
+    match = re.fullmatch(r"0\.0\.0\.0:(\d+)", address or "")
+    problems.check(match, where, f"{name} is {address!r}, not 0.0.0.0:PORT (the pod's every interface)")
+    return int(match.group(1)) if match else None
+
+
+def weft_container(deployment):
+    return next((c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "weft"), None)
+
+
+def named_ports(container):
+    return {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+
+
 def pod_security(pod_spec, container, where, problems):
     pod = pod_spec.get("securityContext", {})
     own = container.get("securityContext", {})
@@ -106,6 +138,23 @@ def check_deployment(obj, where, config_maps, problems):
         problems.check(config is not None, here, f"ConfigMap {config_name} is not rendered")
         if config is None:
             continue
+        ports = named_ports(container)
+        metrics_port = ports.get("metrics")
+        problems.check(metrics_port, here, "no container port named metrics")
+        if annotations.get("prometheus.io/scrape") == "true":
+            scraped = annotations.get("prometheus.io/port")
+            problems.check(scraped == str(metrics_port), here, f"prometheus.io/port is {scraped}, not the metrics port {metrics_port}")
+            problems.check(annotations.get("prometheus.io/path") == "/metrics", here, "prometheus.io/path is not /metrics")
+        command = (container.get("args") or [""])[0]
+        if command == "serve":
+            listen = listen_port(config.get("WEFT_LISTEN"), "WEFT_LISTEN", here, problems)
+            metrics = listen_port(config.get("WEFT_METRICS_LISTEN"), "WEFT_METRICS_LISTEN", here, problems)
+            problems.check(listen == ports.get("http"), here, f"WEFT_LISTEN port {listen} is not the http container port {ports.get('http')}")
+            problems.check(metrics == metrics_port, here, f"WEFT_METRICS_LISTEN port {metrics} is not the metrics container port {metrics_port}")
+            problems.check(metrics != listen, here, "the metrics port is the public port")
+        elif command == "persist":
+            listen = listen_port(config.get("WEFT_PERSIST_LISTEN"), "WEFT_PERSIST_LISTEN", here, problems)
+            problems.check(listen == metrics_port, here, f"WEFT_PERSIST_LISTEN port {listen} is not the metrics container port {metrics_port}")
         grace = seconds(config["WEFT_SHUTDOWN_GRACE"])
         pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         total = pod_spec.get("terminationGracePeriodSeconds", 30)
@@ -114,12 +163,94 @@ def check_deployment(obj, where, config_maps, problems):
 
 def check_ingress(obj, where, heartbeat, problems):
     annotations = obj["metadata"].get("annotations", {})
+    paths = [p for rule in obj["spec"]["rules"] for p in rule["http"]["paths"]]
+    if denies_everyone(obj):
+        # Proxies nothing, so no timeouts; a prefix here would deny documents.
+        problems.check(all(p["pathType"] == "Exact" for p in paths), where, "denies every address on a path that is not Exact")
+        return
     for name in ("proxy-read-timeout", "proxy-send-timeout"):
         value = int(annotations.get(f"nginx.ingress.kubernetes.io/{name}", "60"))
         problems.check(value > heartbeat, where, f"{name} {value} s does not exceed the heartbeat interval {heartbeat} s")
-    paths = [p for rule in obj["spec"]["rules"] for p in rule["http"]["paths"]]
     if any(p["pathType"] == "Prefix" for p in paths):
         problems.check(annotations.get("nginx.ingress.kubernetes.io/upstream-hash-by", "").startswith("$"), where, "no sticky routing (upstream-hash-by)")
+
+
+def selects(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def covers(prefix, path):
+    """Whether an Ingress `Prefix` path matches `path` (element-wise)."""
+    prefix = prefix.rstrip("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def check_metrics_exposure(objects, where, problems):
+    """The metrics ports stay inside the cluster; Prometheus finds them."""
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    ingresses = [o for o in objects if o["kind"] == "Ingress"]
+    pods = []  # (command, pod labels, metrics container port)
+    for deployment in (o for o in objects if o["kind"] == "Deployment"):
+        container = weft_container(deployment)
+        if container:
+            labels = deployment["spec"]["template"]["metadata"].get("labels", {})
+            pods.append(((container.get("args") or [""])[0], labels, named_ports(container).get("metrics")))
+    metrics_ports = {port for _, _, port in pods if port}
+
+    def carries_metrics(service):
+        return any(p.get("targetPort") == "metrics" or p.get("targetPort") in metrics_ports for p in service["spec"].get("ports", []))
+
+    # Public: what an Ingress sends to, or what is reachable from outside.
+    public = {p["backend"]["service"]["name"] for i in ingresses for r in i["spec"]["rules"] for p in r["http"]["paths"] if "service" in p["backend"]}
+    public |= {n for n, s in services.items() if s["spec"].get("type") in ("NodePort", "LoadBalancer")}
+    for name in sorted(public):
+        service = services.get(name)
+        problems.check(service is not None, where, f"an Ingress sends to Service {name}, which is not rendered")
+        if service is not None:
+            problems.check(not carries_metrics(service), where, f"Service/{name} is public and carries a metrics port")
+
+    # The nodes' metrics port has a Service of its own.
+    for command, labels, port in pods:
+        if command != "serve":
+            continue
+        own = [n for n, s in services.items() if selects(s["spec"].get("selector"), labels) and carries_metrics(s) and n not in public]
+        problems.check(own, where, f"no private Service carries the nodes' metrics port {port}")
+
+    # Each ServiceMonitor selects Services whose named port is a metrics port
+    # of pods that have one.
+    for monitor in (o for o in objects if o["kind"] == "ServiceMonitor"):
+        here = f"{where}: ServiceMonitor/{monitor['metadata']['name']}"
+        selector = monitor["spec"].get("selector", {}).get("matchLabels", {})
+        chosen = [s for s in services.values() if selects(selector, s["metadata"].get("labels", {}))]
+        problems.check(chosen, here, "selects no rendered Service")
+        for service in chosen:
+            name = service["metadata"]["name"]
+            problems.check(name not in public, here, f"scrapes the public Service {name}")
+            problems.check(any(selects(service["spec"].get("selector"), labels) and port for _, labels, port in pods), here, f"Service/{name} selects no pod with a metrics port")
+            by_name = {p.get("name"): p for p in service["spec"].get("ports", [])}
+            for endpoint in monitor["spec"].get("endpoints", []):
+                port = by_name.get(endpoint.get("port"))
+                problems.check(port and (port.get("targetPort") == "metrics" or port.get("targetPort") in metrics_ports), here, f"endpoint port {endpoint.get('port')} is not a metrics port of Service/{name}")
+
+    # /metrics through the Ingress: a prefix that covers it must be overruled,
+    # on the same host and controller, by an exact /metrics denied to all.
+    routes = {}
+    for ingress in ingresses:
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                routes.setdefault(rule.get("host", "*"), []).append((ingress, path))
+    for host, paths in sorted(routes.items()):
+        prefixes = [(i, p) for i, p in paths if p["pathType"] != "Exact" and covers(p["path"], "/metrics")]
+        exact = [(i, p) for i, p in paths if p["pathType"] == "Exact" and p["path"] == "/metrics"]
+        if not prefixes and not exact:
+            continue
+        names = ", ".join(sorted({i["metadata"]["name"] for i, _ in prefixes}))
+        problems.check(exact, where, f"host {host}: Ingress {names} routes /metrics to the nodes, and no Ingress denies the exact path /metrics")
+        classes = {i["spec"].get("ingressClassName") for i, _ in prefixes}
+        for ingress, _ in exact:
+            name = ingress["metadata"]["name"]
+            problems.check(denies_everyone(ingress), where, f"host {host}: Ingress {name} routes /metrics without denying it ({DENYLIST}: 0.0.0.0/0,::/0)")
+            problems.check(classes <= {ingress["spec"].get("ingressClassName")}, where, f"host {host}: Ingress {name} denies /metrics on another ingress class than the one routing /")
 
 
 def check_otel_config(obj, where, problems):
@@ -175,6 +306,7 @@ def main():
                 check_ingress(obj, where, heartbeat, problems)
             elif kind == "ConfigMap" and "config.yaml" in obj.get("data", {}):
                 check_otel_config(obj, where, problems)
+        check_metrics_exposure(objects, path, problems)
         for message in problems.messages:
             print(f"ERROR {message}")
         failures += len(problems.messages)

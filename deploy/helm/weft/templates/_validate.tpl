@@ -23,6 +23,9 @@ failure names the value to change.
 {{- if regexMatch "^[a-z]+://[^/@]*:[^/@]*@" .Values.store.url }}
 {{- fail "store.url holds a password, and the URL goes into a ConfigMap (and Weft's start-up errors): give it as store.password or store.existingSecret (PGPASSWORD) instead" }}
 {{- end }}
+{{- if eq (int .Values.metrics.port) (int .Values.node.port) }}
+{{- fail "metrics.port equals node.port: the node's metrics listener needs a port of its own" }}
+{{- end }}
 {{- if le (int .Values.node.heartbeatTimeoutSeconds) (int .Values.node.heartbeatIntervalSeconds) }}
 {{- fail "node.heartbeatTimeoutSeconds must exceed node.heartbeatIntervalSeconds" }}
 {{- end }}
