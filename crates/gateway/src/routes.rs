@@ -212,9 +212,13 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
         };
         let (frames, outbox) = mpsc::channel(state.config.send_queue_frames);
         let overflowed = CancellationToken::new();
+        let deleted = CancellationToken::new();
         let session = match state
             .registry
-            .join(&doc, SessionOutbox { frames, overflowed: overflowed.clone() })
+            .join(
+                &doc,
+                SessionOutbox { frames, overflowed: overflowed.clone(), deleted: deleted.clone() },
+            )
             .await
         {
             Ok(session) => session,
@@ -249,6 +253,7 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
             permit,
             outbox,
             overflowed,
+            deleted,
             stop: state.lifecycle.sessions_stop().clone(),
             config: state.config.clone(),
             metrics: state.metrics.clone(),
