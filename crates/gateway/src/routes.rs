@@ -50,6 +50,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Response {
+    if crate::api::is_api_path(request.uri().path()) && !is_websocket_upgrade(&request) {
+        // The API bounds request bodies itself (an update may be as large
+        // as a WebSocket message).
+        return crate::api::dispatch(state, request).await;
+    }
     if let Some(declared) = declared_body_bytes(&request)
         && declared > MAX_REQUEST_BODY_BYTES
     {
@@ -98,7 +103,7 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
 }
 
 /// The body size a request declares (`Content-Length`), if any.
-fn declared_body_bytes(request: &Request<Body>) -> Option<u64> {
+pub(crate) fn declared_body_bytes(request: &Request<Body>) -> Option<u64> {
     request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)?

@@ -58,6 +58,57 @@ pub struct ListedDocument {
     pub snapshot_bytes: Option<i64>,
 }
 
+/// The shared type a JSON read asks for, by root name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootKind {
+    /// `Y.Text`, read as its string.
+    Text,
+    /// `Y.Map`, read as a JSON object.
+    Map,
+    /// `Y.Array`, read as a JSON array.
+    Array,
+    /// `Y.XmlFragment` (e.g. ProseMirror's, TipTap's), read as its XML
+    /// string.
+    XmlFragment,
+}
+
+/// A document's root types as plain values, from its state (a v1 update,
+/// see [`DocumentRead::state`]), in the order asked. `None` if `yrs` could
+/// not read them (a root read as a type it does not hold panics `yrs`; the
+/// panic is contained).
+pub fn read_roots(state: &[u8], roots: &[(RootKind, String)]) -> Option<Vec<yrs::Any>> {
+    use yrs::types::ToJson;
+    use yrs::{GetString, Transact};
+    let doc = yrs::Doc::new();
+    crate::ycheck::apply_contained(&doc, state).ok()?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut values = Vec::with_capacity(roots.len());
+        for (kind, name) in roots {
+            let value = match kind {
+                RootKind::Text => {
+                    let text = doc.get_or_insert_text(name.as_str());
+                    yrs::Any::from(text.get_string(&doc.transact()))
+                }
+                RootKind::Map => {
+                    let map = doc.get_or_insert_map(name.as_str());
+                    map.to_json(&doc.transact())
+                }
+                RootKind::Array => {
+                    let array = doc.get_or_insert_array(name.as_str());
+                    array.to_json(&doc.transact())
+                }
+                RootKind::XmlFragment => {
+                    let fragment = doc.get_or_insert_xml_fragment(name.as_str());
+                    yrs::Any::from(fragment.get_string(&doc.transact()))
+                }
+            };
+            values.push(value);
+        }
+        values
+    }))
+    .ok()
+}
+
 impl Registry {
     /// The document `name` as clients see it, loaded if needed.
     pub async fn read(&self, name: &str) -> Result<DocumentRead, SyncError> {

@@ -62,7 +62,7 @@ pub mod store;
 pub mod tombstone;
 pub mod ycheck;
 
-pub use admin::{DeleteOutcome, DocumentRead, ListedDocument};
+pub use admin::{DeleteOutcome, DocumentRead, ListedDocument, RootKind, read_roots};
 pub use bus::{
     BusError, BusStats, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind,
     Replayed,
