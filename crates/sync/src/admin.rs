@@ -79,11 +79,28 @@ pub enum RootKind {
 pub fn read_roots(state: &[u8], roots: &[(RootKind, String)]) -> Option<Vec<yrs::Any>> {
     use yrs::types::ToJson;
     use yrs::{GetString, Transact};
-    let doc = yrs::Doc::new();
-    crate::ycheck::apply_contained(&doc, state).ok()?;
+    // One document per kind: a root is then read as one type only, even
+    // when the same name is asked for as two.
+    let kinds = [
+        RootKind::Text,
+        RootKind::Map,
+        RootKind::Array,
+        RootKind::XmlFragment,
+    ];
+    let mut docs = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        let doc = yrs::Doc::new();
+        if roots.iter().any(|(asked, _)| *asked == kind) {
+            crate::ycheck::apply_contained(&doc, state).ok()?;
+        }
+        docs.push((kind, doc));
+    }
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut values = Vec::with_capacity(roots.len());
         for (kind, name) in roots {
+            let Some((_, doc)) = docs.iter().find(|(of, _)| of == kind) else {
+                continue;
+            };
             let value = match kind {
                 RootKind::Text => {
                     let text = doc.get_or_insert_text(name.as_str());
