@@ -266,11 +266,11 @@ impl Document {
             return false;
         }
         state.deleted = true;
+        // The outboxes stay until each session leaves: dropping them here
+        // would end the gateway's writers before the close frame is sent.
         for outbox in state.sessions.values() {
             outbox.deleted.cancel();
         }
-        state.sessions.clear();
-        state.stateless.clear();
         state.dirty = None;
         state.idle_since = Some(Instant::now());
         info!(doc = %self.name, seq, "document deleted; its sessions are closed");
