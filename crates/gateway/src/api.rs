@@ -131,7 +131,14 @@ pub(crate) async fn dispatch(state: AppState, request: Request<Body>) -> Respons
         Route::Document(name) if method == Method::DELETE => delete(&state, &caller, &name).await,
         Route::Document(name) => {
             let representation = negotiate(request.headers());
-            get(&state, &caller, &name, representation, request.uri().query()).await
+            get(
+                &state,
+                &caller,
+                &name,
+                representation,
+                request.uri().query(),
+            )
+            .await
         }
         Route::Updates(name) => post_update(&state, &caller, &name, request, body_limit).await,
     };
@@ -139,11 +146,7 @@ pub(crate) async fn dispatch(state: AppState, request: Request<Body>) -> Respons
 }
 
 fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        OPENAPI_JSON,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
 /// The route a path names, `None` for none. A document segment that does
@@ -157,9 +160,7 @@ fn route(path: &str) -> Result<Option<Route>, ApiError> {
         ["openapi.json"] => Some(Route::OpenApi),
         ["documents"] => Some(Route::Documents),
         ["documents", name] if !name.is_empty() => Some(Route::Document(doc_name(name)?)),
-        ["documents", name, "updates"] if !name.is_empty() => {
-            Some(Route::Updates(doc_name(name)?))
-        }
+        ["documents", name, "updates"] if !name.is_empty() => Some(Route::Updates(doc_name(name)?)),
         _ => None,
     })
 }
@@ -366,7 +367,10 @@ async fn get(
     let mut body = serde_json::Map::new();
     body.insert("name".to_owned(), serde_json::Value::from(name));
     for key in ["text", "map", "array", "xml"] {
-        body.insert(key.to_owned(), serde_json::Value::Object(Default::default()));
+        body.insert(
+            key.to_owned(),
+            serde_json::Value::Object(Default::default()),
+        );
     }
     for ((kind, root), value) in roots.into_iter().zip(values) {
         let key = match kind {
@@ -496,10 +500,9 @@ fn refusal_for(failure: &SyncError, doing: &'static str) -> ApiError {
             "too many documents",
             "this node holds as many documents as it may; retry later",
         ),
-        SyncError::Publish(PublishError::Unavailable) => ApiError::unavailable(
-            "not ready",
-            "the message bus is not connected; retry",
-        ),
+        SyncError::Publish(PublishError::Unavailable) => {
+            ApiError::unavailable("not ready", "the message bus is not connected; retry")
+        }
         SyncError::Publish(_) | SyncError::Load(_) | SyncError::Replay(_) => {
             error!(error = %failure, error.source = ?std::error::Error::source(failure), doing, "API request failed");
             ApiError::unavailable("unavailable", "the document could not be served; retry")
