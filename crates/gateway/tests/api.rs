@@ -111,8 +111,13 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
             .windows(2)
             .position(|w| w == b"\r\n")
             .expect("chunk size");
-        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap().trim(), 16)
-            .expect("hex chunk size");
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&raw[..line_end])
+                .expect("chunk size line")
+                .trim(),
+            16,
+        )
+        .expect("hex chunk size");
         if size == 0 {
             return body;
         }
@@ -150,8 +155,8 @@ fn text_of(state: &[u8]) -> String {
     let doc = Doc::new();
     let root = doc.get_or_insert_text(TEXT);
     doc.transact_mut()
-        .apply_update(Update::decode_v1(state).unwrap())
-        .unwrap();
+        .apply_update(Update::decode_v1(state).expect("decode state"))
+        .expect("apply state");
     root.get_string(&doc.transact())
 }
 
@@ -256,7 +261,7 @@ async fn the_api_reads_applies_and_deletes_what_sessions_see() {
 #[tokio::test]
 async fn the_api_refuses_what_it_must() {
     let registry = Registry::embedded(Arc::new(MemoryStore::new()), RegistryConfig::default());
-    let auth = Authenticator::Jwt(Arc::new(JwtVerifier::hs256(SECRET).unwrap()));
+    let auth = Authenticator::Jwt(Arc::new(JwtVerifier::hs256(SECRET).expect("secret")));
     let config = GatewayConfig {
         max_message_bytes: 1024,
         ..GatewayConfig::default()
@@ -282,7 +287,7 @@ async fn the_api_refuses_what_it_must() {
     assert_eq!(openapi.status, 200);
     let spec = openapi.json();
     assert_eq!(spec["openapi"], "3.1.0");
-    let mut paths: Vec<&String> = spec["paths"].as_object().unwrap().keys().collect();
+    let mut paths: Vec<&String> = spec["paths"].as_object().expect("paths").keys().collect();
     paths.sort();
     assert_eq!(
         paths,

@@ -640,7 +640,7 @@ fn state_of(updates: &[&[u8]]) -> StateVector {
 }
 
 fn read_text(read: &crate::DocumentRead) -> String {
-    text_of(&[read.state.clone()])
+    text_of(std::slice::from_ref(&read.state))
 }
 
 #[tokio::test(start_paused = true)]
