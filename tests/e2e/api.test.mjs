@@ -9,8 +9,9 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
+import * as hocuspocus from '@hocuspocus/provider'
 import {
-  e2e, startWeft, createClient, waitFor, waitSynced, Y, signJwt, jwtClaims
+  e2e, startWeft, createClient, waitFor, waitSynced, Y, WebSocket, signJwt, jwtClaims
 } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
@@ -150,6 +151,53 @@ e2e('api: read, service update, delete with tombstone, fresh start, restart (one
   const carol = client('carol')
   await waitSynced(carol)
   assert.equal(carol.doc.getText('text').toString(), 'a new start')
+})
+
+/** Resolves once `predicate()` holds, checked on each `event` of the clients' Hocuspocus providers. */
+function providerEvent (clients, event, predicate, what, timeout = 10000) {
+  return new Promise((resolve, reject) => {
+    const subs = []
+    const done = (err) => { clearTimeout(timer); for (const u of subs) u(); err ? reject(err) : resolve() }
+    const timer = setTimeout(() => done(new Error(`timed out after ${timeout} ms waiting for ${what}`)), timeout)
+    const check = () => { if (predicate()) done() }
+    for (const { provider } of clients) { provider.on(event, check); subs.push(() => provider.off(event, check)) }
+    check()
+  })
+}
+
+e2e('api: deleting a document sends a Hocuspocus socket CLOSE for that document only', { timeout: 60000 }, async (t) => {
+  const server = await startWeft(t, { args: authArgs() })
+  const socket = new hocuspocus.HocuspocusProviderWebsocket({ url: server.wsUrl, WebSocketPolyfill: WebSocket })
+  t.after(() => socket.destroy())
+  const open = (name) => {
+    const doc = new Y.Doc()
+    const events = { synced: false, closes: [] }
+    const provider = new hocuspocus.HocuspocusProvider({
+      websocketProvider: socket, name, document: doc, token: editor,
+      onSynced: () => { events.synced = true },
+      onClose: ({ event }) => { events.closes.push(event.reason) }
+    })
+    provider.attach()
+    t.after(() => provider.destroy())
+    return { doc, provider, events }
+  }
+  const doomed = open('api/hocus/doomed')
+  const kept = open('api/hocus/kept')
+  await providerEvent([doomed, kept], 'synced', () => doomed.events.synced && kept.events.synced, 'both documents to sync')
+  doomed.doc.getText('text').insert(0, 'to be deleted')
+  kept.doc.getText('text').insert(0, 'kept')
+  const witness = createClient(t, server, 'api/hocus/doomed', { name: 'witness', params: { token: editor } })
+  await waitFor(() => witness.doc.getText('text').toString() === 'to be deleted', { on: witness.doc, what: 'the witness to see the edit' })
+  witness.destroy()
+  assert.equal((await api(server, 'DELETE', `/documents/${enc('api/hocus/doomed')}`)).status, 204)
+  await providerEvent([doomed], 'close', () => doomed.events.closes.includes('document deleted'), 'CLOSE for the deleted document')
+  assert.deepEqual(kept.events.closes, [], 'the other document stays open')
+  // The socket still serves the other document.
+  const probe = createClient(t, server, 'api/hocus/kept', { name: 'probe', params: { token: editor } })
+  await waitSynced(probe)
+  probe.doc.getText('text').insert(0, '>')
+  await waitFor(() => kept.doc.getText('text').toString() === '>kept', { on: kept.doc, what: 'the kept document to stay live on the socket' })
+  assert.equal((await readAsJson(server, 'api/hocus/doomed')).status, 404)
 })
 
 function psql (url, sql) {

@@ -58,7 +58,21 @@ pub(crate) fn is_api_path(path: &str) -> bool {
 
 /// Serves one API request.
 pub(crate) async fn dispatch(state: AppState, request: Request<Body>) -> Response {
-    let route = match route(request.uri().path()) {
+    let route = route(request.uri().path());
+    // Only the updates route takes a body larger than any other route.
+    let body_limit = match &route {
+        Ok(Some(Route::Updates(_))) => state.config.max_message_bytes,
+        _ => MAX_REQUEST_BODY_BYTES as usize,
+    };
+    if let Some(declared) = crate::routes::declared_body_bytes(&request)
+        && declared > body_limit as u64
+    {
+        return ApiError::payload_too_large(format!(
+            "this route takes a body of at most {body_limit} bytes"
+        ))
+        .into_response();
+    }
+    let route = match route {
         Ok(Some(route)) => route,
         Ok(None) => {
             return ApiError::not_found(format!(
@@ -89,18 +103,6 @@ pub(crate) async fn dispatch(state: AppState, request: Request<Body>) -> Respons
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(allowed));
         return response;
-    }
-    let body_limit = match &route {
-        Route::Updates(_) => state.config.max_message_bytes,
-        _ => MAX_REQUEST_BODY_BYTES as usize,
-    };
-    if let Some(declared) = crate::routes::declared_body_bytes(&request)
-        && declared > body_limit as u64
-    {
-        return ApiError::payload_too_large(format!(
-            "this route takes a body of at most {body_limit} bytes"
-        ))
-        .into_response();
     }
     if route == Route::OpenApi {
         return openapi();
