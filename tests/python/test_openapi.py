@@ -90,7 +90,10 @@ def test_the_server_conforms_to_its_openapi_document(weft_with_auth, tmp_path: P
         "--generation-deterministic",
     ]
     started = time.monotonic()
-    run = subprocess.run(command, capture_output=True, text=True, timeout=SCHEMATHESIS_TIMEOUT_S)
+    # In a temporary directory: schemathesis keeps a cache where it runs.
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=SCHEMATHESIS_TIMEOUT_S, cwd=tmp_path
+    )
     elapsed = time.monotonic() - started
     summary = [line for line in run.stdout.splitlines() if "generated" in line]
     print(f"schemathesis: {summary} in {elapsed:.1f} s")
