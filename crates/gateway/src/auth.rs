@@ -35,6 +35,9 @@
 //! { "sub": "alice", "exp": 1767225600, "docs": { "team-a/**": "rw", "public/*": "r" } }
 //! ```
 //!
+//! `admin: true` grants read-write on every document and the REST API's
+//! administrative routes (see `crate::api`).
+//!
 //! A token without `docs` is valid but grants nothing. Any other value than
 //! `"r"` or `"rw"` makes the whole token invalid rather than being skipped,
 //! so an issuer's typo is seen at once instead of looking like a missing
@@ -128,6 +131,46 @@ impl Authenticator {
     /// Whether upgrades are let through without a token.
     pub fn is_open(&self) -> bool {
         matches!(self, Self::Open)
+    }
+
+    /// Who a REST API request is, from its bearer token (`None` = none).
+    /// [`Authenticator::Open`] lets everyone in as an administrator, like
+    /// the WebSocket path lets everyone read and write.
+    pub fn api_caller(&self, token: Option<&str>) -> Result<ApiCaller, AuthError> {
+        match self {
+            Self::Open => Ok(ApiCaller::Open),
+            Self::Jwt(verifier) => {
+                let claims = verifier.verify(token.ok_or(AuthError::MissingToken)?)?;
+                Ok(ApiCaller::Token(claims))
+            }
+        }
+    }
+}
+
+/// Who calls the REST API.
+#[derive(Debug, Clone)]
+pub enum ApiCaller {
+    /// No authentication is configured: everything is allowed.
+    Open,
+    /// A verified token.
+    Token(Claims),
+}
+
+impl ApiCaller {
+    /// The access the caller has to `doc`.
+    pub fn access_to(&self, doc: &str) -> Option<Access> {
+        match self {
+            Self::Open => Some(Access::ReadWrite),
+            Self::Token(claims) => claims.access_to(doc),
+        }
+    }
+
+    /// Whether the caller may use the administrative routes.
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Self::Open => true,
+            Self::Token(claims) => claims.admin,
+        }
     }
 }
 
@@ -270,6 +313,9 @@ struct RawClaims {
     exp: u64,
     #[serde(default)]
     docs: BTreeMap<String, String>,
+    /// Everything, on the REST API and on every document.
+    #[serde(default)]
+    admin: bool,
 }
 
 /// A JWT NumericDate: whole seconds, or fractional ones (RFC 7519 allows
@@ -300,6 +346,9 @@ pub struct Claims {
     pub exp: u64,
     /// The document grants, in glob order.
     pub docs: Vec<DocGrant>,
+    /// `admin: true`: read-write on every document, and the REST API's
+    /// administrative routes (deleting a document, listing all of them).
+    pub admin: bool,
 }
 
 impl Claims {
@@ -327,12 +376,17 @@ impl Claims {
             sub: raw.sub,
             exp: raw.exp,
             docs,
+            admin: raw.admin,
         })
     }
 
     /// The access this token gives to `doc`, or `None` if no glob matches.
-    /// If several globs match, the widest access wins.
+    /// If several globs match, the widest access wins; `admin` grants
+    /// read-write everywhere.
     pub fn access_to(&self, doc: &str) -> Option<Access> {
+        if self.admin {
+            return Some(Access::ReadWrite);
+        }
         self.docs
             .iter()
             .filter(|grant| grant.matches(doc))
@@ -524,8 +578,13 @@ pub fn token_from_request(parts: &Parts) -> Option<String> {
 }
 
 fn bearer_token(parts: &Parts) -> Option<String> {
-    parts
-        .headers
+    bearer_token_of(&parts.headers)
+}
+
+/// The `Authorization: Bearer <token>` of a request's headers, if any (the
+/// REST API takes its token only there).
+pub fn bearer_token_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
         .get_all(AUTHORIZATION)
         .iter()
         .filter_map(|value| value.to_str().ok())

@@ -136,6 +136,14 @@ pub mod close_code {
     pub const SERVICE_RESTART: u16 = 1012;
     /// The client fell behind (its send queue filled); reconnect and re-sync.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The document was deleted (REST API), or the client holds history of
+    /// a deleted document: drop the local copy (a fresh `Y.Doc` may start
+    /// the name again). In the private-use range 4000-4999 (RFC 6455), after
+    /// HTTP 410 Gone.
+    pub const DOCUMENT_DELETED: u16 = 4410;
+    /// The close reason sent with [`DOCUMENT_DELETED`], and the reason of the
+    /// Hocuspocus `CLOSE` message that detaches one deleted document.
+    pub const DOCUMENT_DELETED_REASON: &str = "document deleted";
 }
 
 /// Close reasons that metrics count on their own.

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use weft_protocol::hocuspocus::{
     HOCUS_PONG, HocusMessage, decode_hocus_frame, encode_addressed, encode_authenticated,
-    encode_permission_denied, encode_sync_status,
+    encode_close, encode_permission_denied, encode_sync_status,
 };
 use weft_protocol::{Message, SyncMessage};
 use weft_sync::{Registry, Session, SessionOutbox, SyncError};
@@ -112,12 +112,14 @@ async fn drive(socket: WebSocket, parts: HocusParts) -> Option<Closing> {
     );
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let forwarders = tokio_util::task::TaskTracker::new();
+    let (detach, mut detached) = mpsc::channel::<String>(MAX_DOCUMENTS_PER_SOCKET);
     let context = Context {
         registry: &registry,
         auth: &auth,
         config: &config,
         outbox: &outbox,
         overflowed: &overflowed,
+        detach: &detach,
         forwarders: &forwarders,
     };
     let closing = loop {
@@ -128,6 +130,10 @@ async fn drive(socket: WebSocket, parts: HocusParts) -> Option<Closing> {
             }
             () = overflowed.cancelled() => {
                 break Some(Closing::new(close_code::TRY_AGAIN_LATER, close_reason::SEND_QUEUE_FULL));
+            }
+            Some(address) = detached.recv() => {
+                // Deleted: its forwarder sent the client CLOSE for it.
+                documents.remove(&address);
             }
             Some((address, outcome)) = acks.next(), if !acks.is_empty() => {
                 match outcome {
@@ -204,6 +210,8 @@ struct Context<'a> {
     config: &'a GatewayConfig,
     outbox: &'a mpsc::Sender<Bytes>,
     overflowed: &'a CancellationToken,
+    /// Addresses whose document was deleted, to leave.
+    detach: &'a mpsc::Sender<String>,
     forwarders: &'a tokio_util::task::TaskTracker,
 }
 
@@ -258,7 +266,13 @@ async fn handle(
     };
     match message {
         Message::Sync(SyncMessage::SyncStep1(client_state)) => {
-            let reply = joined.session.answer_sync_step1(&client_state);
+            let Ok(reply) = joined.session.answer_sync_step1(&client_state) else {
+                info!(
+                    address,
+                    "client holds history of a deleted document; refused"
+                );
+                return detach_deleted(&address, context, documents);
+            };
             send(context.outbox, encode_addressed(&address, &reply))?;
             Ok(None)
         }
@@ -283,6 +297,13 @@ async fn handle(
                 Err(SyncError::InvalidUpdate(failure)) => {
                     debug!(error = %failure, "update does not decode");
                     Err(Closing::new(close_code::INVALID_PAYLOAD, "invalid update"))
+                }
+                Err(SyncError::Deleted) => {
+                    info!(
+                        address,
+                        "update builds on a deleted document's history; refused"
+                    );
+                    detach_deleted(&address, context, documents)
                 }
                 Err(_) => Err(Closing::new(
                     close_code::SERVICE_RESTART,
@@ -354,6 +375,7 @@ async fn authenticate(
         }
     };
     let (frames, mut receiver) = mpsc::channel(context.config.send_queue_frames);
+    let deleted = CancellationToken::new();
     let session = match context
         .registry
         .join(
@@ -361,6 +383,7 @@ async fn authenticate(
             SessionOutbox {
                 frames,
                 overflowed: context.overflowed.clone(),
+                deleted: deleted.clone(),
             },
         )
         .await
@@ -384,16 +407,28 @@ async fn authenticate(
     // Broadcasts of this document, addressed, into the socket's outbox. A
     // full socket outbox makes this wait, so the document's own outbox
     // fills and trips `overflowed`: the socket is closed, nothing dropped.
+    // When the document is deleted, the forwarder tells the client (CLOSE
+    // for this address: the provider detaches the document, the socket
+    // stays) and has the socket leave the document.
     let outbox = context.outbox.clone();
+    let detach = context.detach.clone();
     let prefix = address.to_owned();
     context.forwarders.spawn(async move {
-        while let Some(frame) = receiver.recv().await {
-            if outbox
-                .send(Bytes::from(encode_addressed(&prefix, &frame)))
-                .await
-                .is_err()
-            {
-                return;
+        loop {
+            tokio::select! {
+                frame = receiver.recv() => {
+                    let Some(frame) = frame else { return };
+                    if outbox.send(Bytes::from(encode_addressed(&prefix, &frame))).await.is_err() {
+                        return;
+                    }
+                }
+                () = deleted.cancelled() => {
+                    let close = encode_close(&prefix, close_code::DOCUMENT_DELETED_REASON);
+                    if outbox.send(Bytes::from(close)).await.is_ok() {
+                        let _socket_may_be_gone = detach.send(prefix).await;
+                    }
+                    return;
+                }
             }
         }
     });
@@ -401,6 +436,21 @@ async fn authenticate(
     info!(doc, session = %session.id(), read_only = access == Access::Read, "hocuspocus document open");
     documents.insert(address.to_owned(), Joined { session, access });
     Ok(())
+}
+
+/// Leaves the document at `address` and tells the client with CLOSE: it
+/// was deleted, or the client holds its deleted history.
+fn detach_deleted(
+    address: &str,
+    context: &Context<'_>,
+    documents: &mut HashMap<String, Joined>,
+) -> Result<Option<Ack>, Closing> {
+    documents.remove(address);
+    send(
+        context.outbox,
+        encode_close(address, close_code::DOCUMENT_DELETED_REASON),
+    )?;
+    Ok(None)
 }
 
 /// Queues a frame for the client; a full outbox closes the socket.

@@ -9,14 +9,16 @@
 //! - a WebSocket upgrade at `/` speaks the Hocuspocus protocol (many
 //!   documents over one socket);
 //! - plain HTTP reaches the service routes (`/healthz`, `/readyz`,
-//!   `/metrics`) and the editor page (`/`, `/assets/...`); any other path is
-//!   a JSON 404. So a document may be named `healthz`.
+//!   `/metrics`), the REST API (`/api/...`) and the editor page (`/`,
+//!   `/assets/...`); any other path is a JSON 404. So a document may be
+//!   named `healthz`.
 //!
 //! The gateway knows documents only through `weft_sync::Registry`; it knows
 //! no store and no bus.
 //!
 //! # Layout
 //!
+//! - [`api`]: the REST API under `/api/` and its OpenAPI document.
 //! - [`auth`]: JWT verification before the upgrade, document grants.
 //! - [`config`]: [`GatewayConfig`], the limits and timers of a session.
 //! - [`editor`]: the editor page compiled into the binary.
@@ -26,6 +28,7 @@
 //! - [`lifecycle`]: [`Lifecycle`], draining state shared with the server.
 //! - [`limits`]: connection counts, upgrade and update rates.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod editor;

@@ -50,6 +50,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Response {
+    if crate::api::is_api_path(request.uri().path()) && !is_websocket_upgrade(&request) {
+        // The API bounds request bodies itself (an update may be as large
+        // as a WebSocket message).
+        return crate::api::dispatch(state, request).await;
+    }
     if let Some(declared) = declared_body_bytes(&request)
         && declared > MAX_REQUEST_BODY_BYTES
     {
@@ -98,7 +103,7 @@ async fn dispatch(State(state): State<AppState>, request: Request<Body>) -> Resp
 }
 
 /// The body size a request declares (`Content-Length`), if any.
-fn declared_body_bytes(request: &Request<Body>) -> Option<u64> {
+pub(crate) fn declared_body_bytes(request: &Request<Body>) -> Option<u64> {
     request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)?
@@ -247,9 +252,13 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
         };
         let (frames, outbox) = mpsc::channel(state.config.send_queue_frames);
         let overflowed = CancellationToken::new();
+        let deleted = CancellationToken::new();
         let session = match state
             .registry
-            .join(&doc, SessionOutbox { frames, overflowed: overflowed.clone() })
+            .join(
+                &doc,
+                SessionOutbox { frames, overflowed: overflowed.clone(), deleted: deleted.clone() },
+            )
             .await
         {
             Ok(session) => session,
@@ -288,6 +297,7 @@ async fn upgrade(state: AppState, request: Request<Body>) -> Response {
             permit,
             outbox,
             overflowed,
+            deleted,
             stop: state.lifecycle.sessions_stop().clone(),
             config: state.config.clone(),
             metrics: state.metrics.clone(),

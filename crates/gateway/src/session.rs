@@ -44,6 +44,8 @@ pub struct SessionParts {
     pub outbox: mpsc::Receiver<Outbound>,
     /// Tripped by the document when the outbox overflowed.
     pub overflowed: CancellationToken,
+    /// Tripped by the document when it was deleted.
+    pub deleted: CancellationToken,
     /// Tripped when the node drains.
     pub stop: CancellationToken,
     /// Limits and timers.
@@ -101,6 +103,7 @@ where
         permit,
         outbox,
         overflowed,
+        deleted,
         stop,
         config,
         metrics,
@@ -120,6 +123,7 @@ where
         access,
         Signals {
             overflowed: &overflowed,
+            deleted: &deleted,
             stop: &stop,
         },
         &config,
@@ -164,6 +168,8 @@ where
 struct Signals<'a> {
     /// The document found the session's send queue full.
     overflowed: &'a CancellationToken,
+    /// The document was deleted.
+    deleted: &'a CancellationToken,
     /// The node drains.
     stop: &'a CancellationToken,
 }
@@ -179,7 +185,11 @@ async fn read_loop<R>(
 where
     R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
 {
-    let Signals { overflowed, stop } = signals;
+    let Signals {
+        overflowed,
+        deleted,
+        stop,
+    } = signals;
     let mut acks = FuturesUnordered::new();
     let mut deadline = Instant::now() + config.heartbeat_timeout;
     let mut idle_deadline = Instant::now() + config.idle_timeout;
@@ -192,6 +202,9 @@ where
             }
             () = overflowed.cancelled() => {
                 return Some(Closing::new(close_code::TRY_AGAIN_LATER, close_reason::SEND_QUEUE_FULL));
+            }
+            () = deleted.cancelled() => {
+                return Some(document_deleted());
             }
             Some(acked) = acks.next(), if !acks.is_empty() => {
                 if let Err(failure) = acked {
@@ -272,7 +285,13 @@ async fn handle_message(message: WsMessage, session: &Session, policy: Policy<'_
     };
     match decoded {
         Message::Sync(SyncMessage::SyncStep1(client_state)) => {
-            reply(session, session.answer_sync_step1(&client_state))
+            match session.answer_sync_step1(&client_state) {
+                Ok(frame) => reply(session, frame),
+                Err(_) => {
+                    info!("client holds history of a deleted document; refused");
+                    Handled::Close(Some(document_deleted()))
+                }
+            }
         }
         Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
             if policy.access == Access::Read {
@@ -298,6 +317,10 @@ async fn handle_message(message: WsMessage, session: &Session, policy: Policy<'_
                         close_code::INVALID_PAYLOAD,
                         "invalid update",
                     )))
+                }
+                Err(SyncError::Deleted) => {
+                    info!("update builds on a deleted document's history; refused");
+                    Handled::Close(Some(document_deleted()))
                 }
                 Err(_) => Handled::Close(Some(Closing::new(
                     close_code::SERVICE_RESTART,
@@ -338,6 +361,15 @@ fn reply(session: &Session, frame: Outbound) -> Handled {
             close_reason::SEND_QUEUE_FULL,
         )))
     }
+}
+
+/// The close of a session whose document was deleted, or whose client
+/// holds a deleted document's history.
+pub(crate) const fn document_deleted() -> Closing {
+    Closing::new(
+        close_code::DOCUMENT_DELETED,
+        close_code::DOCUMENT_DELETED_REASON,
+    )
 }
 
 pub(crate) fn closing_for_publish(failure: &PublishError) -> Closing {

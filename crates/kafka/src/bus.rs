@@ -576,7 +576,7 @@ fn to_delivery(
     }
     let on_updates_topic = message.topic() == config.topic;
     let expected_topic = match decoded.record.kind {
-        RecordKind::Update => on_updates_topic,
+        RecordKind::Update | RecordKind::Delete => on_updates_topic,
         RecordKind::Awareness | RecordKind::Heartbeat | RecordKind::Stateless => !on_updates_topic,
     };
     if !expected_topic || (decoded.record.kind == RecordKind::Heartbeat) != key.is_none() {

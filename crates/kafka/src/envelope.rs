@@ -66,6 +66,7 @@ pub fn decode(value: &[u8], key: Option<&str>) -> Result<Decoded, EnvelopeError>
         Ok(proto::Kind::Awareness) => RecordKind::Awareness,
         Ok(proto::Kind::Heartbeat) => RecordKind::Heartbeat,
         Ok(proto::Kind::Stateless) => RecordKind::Stateless,
+        Ok(proto::Kind::Delete) => RecordKind::Delete,
         Ok(proto::Kind::Unspecified) | Err(_) => {
             return Err(EnvelopeError::UnknownKind(envelope.kind));
         }
@@ -96,6 +97,7 @@ fn kind_to_proto(kind: RecordKind) -> proto::Kind {
         RecordKind::Awareness => proto::Kind::Awareness,
         RecordKind::Heartbeat => proto::Kind::Heartbeat,
         RecordKind::Stateless => proto::Kind::Stateless,
+        RecordKind::Delete => proto::Kind::Delete,
     }
 }
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::warn;
 use weft_sync::store::TopicSnapshot;
+use weft_sync::tombstone::TombstoneState;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact};
 
@@ -61,6 +62,13 @@ struct FoldedDoc {
     unstored: u64,
     dirty_since: Instant,
     last_change: Instant,
+    /// The document's latest deletion, carried into every snapshot; updates
+    /// that build on deleted history are not folded.
+    tombstone: Option<TombstoneState>,
+    /// A deletion is waiting to be written: write at once, no debounce (a
+    /// node loading the document meanwhile replays the delete record, but
+    /// the store should stop serving the deleted snapshot soon).
+    deletion_unstored: bool,
 }
 
 impl std::fmt::Debug for FoldedDoc {
@@ -124,12 +132,14 @@ impl Fold {
     ) {
         let ydoc = Doc::new();
         let mut covered = -1;
+        let mut tombstone = None;
         if let Some(snapshot) = snapshot {
             if let Err(error) = weft_sync::ycheck::apply_contained(&ydoc, &snapshot.state) {
                 warn!(doc, error = %error, "stored snapshot does not apply; folding from empty");
             } else if snapshot.partition == partition {
                 covered = snapshot.covers_offset;
             }
+            tombstone = snapshot.tombstone.as_ref().map(TombstoneState::from_stored);
         }
         self.partitions.entry(partition).or_default().docs.insert(
             Arc::from(doc),
@@ -140,8 +150,58 @@ impl Fold {
                 unstored: 0,
                 dirty_since: now,
                 last_change: now,
+                tombstone,
+                deletion_unstored: false,
             },
         );
+    }
+
+    /// Takes the deletion of `doc` at `offset` of `partition` (the document
+    /// must have its base): the folded state is dropped and replaced by the
+    /// empty document with a tombstone naming everything deleted (the
+    /// record's state vector, what was folded before it, any earlier
+    /// tombstone). Returns whether it was applied (not already covered).
+    pub fn delete(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        doc: &str,
+        deleted_state_vector: &[u8],
+        now: Instant,
+    ) -> bool {
+        let fold = self.partitions.entry(partition).or_default();
+        fold.next_offset = Some(
+            fold.next_offset
+                .map_or(offset + 1, |next| next.max(offset + 1)),
+        );
+        let Some(folded) = fold.docs.get_mut(doc) else {
+            debug_assert!(false, "delete before insert_base");
+            return false;
+        };
+        if offset <= folded.last_applied {
+            return false;
+        }
+        let mut deleted = weft_sync::tombstone::decode_state_vector(deleted_state_vector);
+        weft_sync::tombstone::merge(&mut deleted, &folded.ydoc.transact().state_vector());
+        if let Some(previous) = &folded.tombstone {
+            weft_sync::tombstone::merge(&mut deleted, &previous.state_vector);
+        }
+        folded.ydoc = Doc::new();
+        folded.tombstone = Some(TombstoneState {
+            state_vector: deleted,
+            position: offset,
+            deleted_at_ms: unix_millis(),
+        });
+        if folded.first_unstored.is_none() {
+            folded.first_unstored = Some(offset);
+            folded.dirty_since = now;
+            folded.unstored = 0;
+        }
+        folded.deletion_unstored = true;
+        folded.last_applied = offset;
+        folded.unstored += 1;
+        folded.last_change = now;
+        true
     }
 
     /// Takes the record at `offset` of `partition`. `update` is `None` for a
@@ -170,7 +230,14 @@ impl Fold {
         if offset <= folded.last_applied {
             return false;
         }
-        if let Err(error) = weft_sync::ycheck::apply_contained(&folded.ydoc, update) {
+        if let Some(tombstone) = &folded.tombstone
+            && builds_on_deleted_history(tombstone, update)
+        {
+            warn!(
+                doc,
+                partition, offset, "record builds on deleted history; not folded"
+            );
+        } else if let Err(error) = weft_sync::ycheck::apply_contained(&folded.ydoc, update) {
             // Logged and skipped like a node does: the record stays in the
             // log, and refusing the document would lose everything else.
             warn!(doc, partition, offset, error = %error, "record does not apply; skipped");
@@ -200,6 +267,7 @@ impl Fold {
                     continue;
                 }
                 let due = all
+                    || folded.deletion_unstored
                     || now.duration_since(folded.last_change) >= self.config.debounce
                     || now.duration_since(folded.dirty_since) >= self.config.max_delay
                     || folded.unstored >= self.config.max_updates;
@@ -214,6 +282,7 @@ impl Fold {
                         state_vector: txn.state_vector().encode_v1(),
                         partition: *partition,
                         covers_offset: folded.last_applied,
+                        tombstone: folded.tombstone.as_ref().map(TombstoneState::to_stored),
                     },
                 });
             }
@@ -232,6 +301,14 @@ impl Fold {
         else {
             return;
         };
+        if job
+            .snapshot
+            .tombstone
+            .as_ref()
+            .is_some_and(|tombstone| tombstone.position <= job.snapshot.covers_offset)
+        {
+            folded.deletion_unstored = false;
+        }
         if folded.last_applied <= job.snapshot.covers_offset {
             folded.first_unstored = None;
             folded.unstored = 0;
@@ -283,6 +360,21 @@ impl Fold {
     pub fn documents(&self) -> usize {
         self.partitions.values().map(|fold| fold.docs.len()).sum()
     }
+}
+
+/// Whether a record's update creates or deletes content of a deleted
+/// client (a stale client's edit that reached the log after the deletion).
+fn builds_on_deleted_history(tombstone: &TombstoneState, update: &[u8]) -> bool {
+    tombstone.refuses_update_v1(update)
+}
+
+/// Milliseconds since the Unix epoch, for a tombstone's time.
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 #[cfg(test)]
@@ -420,5 +512,36 @@ mod tests {
         fold.stored(&job);
         fold.evict_idle(now + Duration::from_secs(120));
         assert_eq!(fold.documents(), 0);
+    }
+
+    #[test]
+    fn a_deletion_empties_the_document_is_written_at_once_and_keeps_its_tombstone() {
+        let now = Instant::now();
+        let mut fold = Fold::new(config());
+        fold.insert_base(0, "doc", None, now);
+        fold.apply(0, 1, Some(("doc", &insert(1, "old"))), now);
+        assert!(fold.delete(0, 2, "doc", &[0], now));
+        assert!(!fold.delete(0, 2, "doc", &[0], now), "already covered");
+        fold.apply(0, 3, Some(("doc", &insert(1, "stale"))), now);
+        fold.apply(0, 4, Some(("doc", &insert(2, "new"))), now);
+        let job = fold
+            .due(now, false, None)
+            .pop()
+            .expect("due without debounce");
+        assert_eq!(text_of(&job.snapshot), "new", "nothing deleted or stale");
+        let tombstone = job.snapshot.tombstone.clone().expect("tombstone");
+        assert_eq!(tombstone.position, 2);
+        let deleted = weft_sync::tombstone::decode_state_vector(&tombstone.state_vector);
+        assert_eq!(deleted.get(&yrs::block::ClientID::new(1)), 3);
+        fold.stored(&job);
+        assert_eq!(fold.commit_offsets(), vec![(0, 5)]);
+
+        // A restarted worker keeps refusing the deleted client.
+        let mut restarted = Fold::new(config());
+        restarted.insert_base(0, "doc", Some(&job.snapshot), now);
+        restarted.apply(0, 5, Some(("doc", &insert(1, "again"))), now);
+        let again = restarted.due(now, true, None).pop().expect("written");
+        assert_eq!(text_of(&again.snapshot), "new");
+        assert_eq!(again.snapshot.tombstone, job.snapshot.tombstone);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Until the persistence worker writes snapshots, a node loads a document
 //! by reading its partition from the beginning, keeping the records keyed
-//! by the document, until the consumer reports the partition's end. That end
+//! by the document (updates and deletions), until the consumer reports the partition's end. That end
 //! is at least the high watermark when the replay started, which is after
 //! the document was registered for live delivery: every record below it is
 //! read here, every record at or past it arrives live (see
@@ -116,13 +116,18 @@ pub(crate) fn replay_partition(
             continue;
         }
         match envelope::decode(message.payload().unwrap_or_default(), Some(doc)) {
-            Ok(decoded) if decoded.record.kind == RecordKind::Update => replayed.push(Replayed {
-                position: Position {
-                    partition,
-                    offset: message.offset(),
-                },
-                update: decoded.record.payload,
-            }),
+            Ok(decoded)
+                if matches!(decoded.record.kind, RecordKind::Update | RecordKind::Delete) =>
+            {
+                replayed.push(Replayed {
+                    position: Position {
+                        partition,
+                        offset: message.offset(),
+                    },
+                    kind: decoded.record.kind,
+                    update: decoded.record.payload,
+                });
+            }
             Ok(_) => counters.malformed("replayed record", &"not an update"),
             Err(error) => counters.malformed("replayed record", &error),
         }

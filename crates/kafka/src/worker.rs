@@ -409,7 +409,9 @@ impl Worker {
                 )
             });
         let (doc, record) = match decoded {
-            Some((doc, Ok(decoded))) if decoded.record.kind == RecordKind::Update => {
+            Some((doc, Ok(decoded)))
+                if matches!(decoded.record.kind, RecordKind::Update | RecordKind::Delete) =>
+            {
                 (doc.to_owned(), decoded.record)
             }
             _ => {
@@ -444,10 +446,15 @@ impl Worker {
                 }
             }
         }
-        if self
-            .fold
-            .apply(partition, offset, Some((&doc, &record.payload)), now)
-        {
+        let folded = if record.kind == RecordKind::Delete {
+            info!(doc, partition, offset, "document deleted");
+            self.fold
+                .delete(partition, offset, &doc, &record.payload, now)
+        } else {
+            self.fold
+                .apply(partition, offset, Some((&doc, &record.payload)), now)
+        };
+        if folded {
             self.status.folded.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -16,7 +16,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
-use weft_sync::store::{NewUpdate, SnapshotWrite, TopicSnapshot};
+use weft_sync::store::{
+    EMPTY_STATE_VECTOR_V1, EMPTY_UPDATE_V1, ListedDoc, NewUpdate, SnapshotWrite, Tombstone,
+    TopicSnapshot,
+};
 use weft_sync::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
 
 use crate::{OpenError, unix_millis};
@@ -73,7 +76,7 @@ impl DocStore for PostgresStore {
             .await
             .map_err(|error| StoreError::new("begin load", error))?;
         let snapshot_row = sqlx::query(
-            "SELECT state, state_vector, covers_seq FROM weft_snapshots WHERE doc = $1",
+            "SELECT state, state_vector, covers_seq, tombstone_sv, deleted_position, deleted_at FROM weft_snapshots WHERE doc = $1",
         )
         .bind(doc)
         .fetch_optional(&mut *txn)
@@ -83,6 +86,7 @@ impl DocStore for PostgresStore {
             state: row.get("state"),
             state_vector: row.get("state_vector"),
             covers_seq: row.get("covers_seq"),
+            tombstone: tombstone_from_row(&row),
         });
         let after = snapshot.as_ref().map_or(0, |snapshot| snapshot.covers_seq);
         let update_rows = sqlx::query(
@@ -103,7 +107,11 @@ impl DocStore for PostgresStore {
                 update: row.get("data"),
             })
             .collect();
-        Ok(StoredDoc { snapshot, updates })
+        Ok(StoredDoc {
+            snapshot,
+            updates,
+            deletions: Vec::new(),
+        })
     }
 
     async fn append(&self, updates: &[NewUpdate]) -> Result<Vec<LogSeq>, StoreError> {
@@ -143,13 +151,17 @@ impl DocStore for PostgresStore {
             .map_err(|error| StoreError::new("begin snapshot", error))?;
         // The WHERE clause is the fence.
         let written = sqlx::query(
-            "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at,
+                 tombstone_sv, deleted_position, deleted_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (doc) DO UPDATE SET
                  state = excluded.state,
                  state_vector = excluded.state_vector,
                  covers_seq = excluded.covers_seq,
-                 updated_at = excluded.updated_at
+                 updated_at = excluded.updated_at,
+                 tombstone_sv = excluded.tombstone_sv,
+                 deleted_position = excluded.deleted_position,
+                 deleted_at = excluded.deleted_at
              WHERE excluded.covers_seq > weft_snapshots.covers_seq",
         )
         .bind(doc)
@@ -157,6 +169,24 @@ impl DocStore for PostgresStore {
         .bind(&snapshot.state_vector)
         .bind(snapshot.covers_seq)
         .bind(unix_millis())
+        .bind(
+            snapshot
+                .tombstone
+                .as_ref()
+                .map(|tombstone| &tombstone.state_vector),
+        )
+        .bind(
+            snapshot
+                .tombstone
+                .as_ref()
+                .map(|tombstone| tombstone.position),
+        )
+        .bind(
+            snapshot
+                .tombstone
+                .as_ref()
+                .map(|tombstone| tombstone.deleted_at_ms),
+        )
         .execute(&mut *txn)
         .await
         .map_err(|error| StoreError::new("write snapshot", error))?
@@ -179,13 +209,118 @@ impl DocStore for PostgresStore {
         Ok(SnapshotWrite::Written)
     }
 
+    async fn delete_document(
+        &self,
+        doc: &str,
+        tombstone_state_vector: &[u8],
+        deleted_at_ms: i64,
+    ) -> Result<LogSeq, StoreError> {
+        let mut txn = self
+            .pool
+            .begin()
+            .await
+            .map_err(|error| StoreError::new("begin delete", error))?;
+        let seq: LogSeq =
+            sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('weft_updates', 'seq'))")
+                .fetch_one(&mut *txn)
+                .await
+                .map_err(|error| StoreError::new("take deletion position", error))?;
+        sqlx::query("DELETE FROM weft_updates WHERE doc = $1 AND seq <= $2")
+            .bind(doc)
+            .bind(seq)
+            .execute(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("prune deleted document", error))?;
+        // Unconditional: the position is the newest there is.
+        sqlx::query(
+            "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at,
+                 tombstone_sv, deleted_position, deleted_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $4, $7)
+             ON CONFLICT (doc) DO UPDATE SET
+                 state = excluded.state,
+                 state_vector = excluded.state_vector,
+                 covers_seq = excluded.covers_seq,
+                 updated_at = excluded.updated_at,
+                 tombstone_sv = excluded.tombstone_sv,
+                 deleted_position = excluded.deleted_position,
+                 deleted_at = excluded.deleted_at",
+        )
+        .bind(doc)
+        .bind(EMPTY_UPDATE_V1)
+        .bind(EMPTY_STATE_VECTOR_V1)
+        .bind(seq)
+        .bind(unix_millis())
+        .bind(tombstone_state_vector)
+        .bind(deleted_at_ms)
+        .execute(&mut *txn)
+        .await
+        .map_err(|error| StoreError::new("write tombstone", error))?;
+        txn.commit()
+            .await
+            .map_err(|error| StoreError::new("commit deletion", error))?;
+        Ok(seq)
+    }
+
+    async fn list_documents(
+        &self,
+        topic: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<ListedDoc>, StoreError> {
+        let rows = match topic {
+            // A document whose snapshot is its deletion is listed only once
+            // something was logged after it.
+            None => sqlx::query(
+                "SELECT doc, MAX(snapshot_bytes) AS snapshot_bytes, MAX(snapshot_at) AS snapshot_at
+                 FROM (
+                     SELECT doc, octet_length(state)::BIGINT AS snapshot_bytes, updated_at AS snapshot_at
+                     FROM weft_snapshots
+                     WHERE deleted_position IS NULL OR covers_seq > deleted_position
+                     UNION ALL
+                     SELECT DISTINCT doc, 0::BIGINT, NULL::BIGINT FROM weft_updates
+                 ) AS documents
+                 WHERE doc COLLATE \"C\" > $1
+                 GROUP BY doc
+                 ORDER BY doc COLLATE \"C\"
+                 LIMIT $2",
+            )
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await,
+            Some(topic) => sqlx::query(
+                "SELECT doc, octet_length(state)::BIGINT AS snapshot_bytes, updated_at AS snapshot_at
+                 FROM weft_topic_snapshots
+                 WHERE topic = $1 AND doc COLLATE \"C\" > $2
+                   AND (deleted_position IS NULL OR covers_offset > deleted_position)
+                 ORDER BY doc COLLATE \"C\"
+                 LIMIT $3",
+            )
+            .bind(topic)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await,
+        }
+        .map_err(|error| StoreError::new("list documents", error))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ListedDoc {
+                name: row.get("doc"),
+                snapshot_bytes: row.get::<Option<i64>, _>("snapshot_bytes").unwrap_or(0),
+                snapshot_at_ms: row.get("snapshot_at"),
+            })
+            .collect())
+    }
+
     async fn load_topic_snapshot(
         &self,
         topic: &str,
         doc: &str,
     ) -> Result<Option<TopicSnapshot>, StoreError> {
         let row = sqlx::query(
-            "SELECT state, state_vector, partition_id, covers_offset
+            "SELECT state, state_vector, partition_id, covers_offset,
+                    tombstone_sv, deleted_position, deleted_at
              FROM weft_topic_snapshots WHERE topic = $1 AND doc = $2",
         )
         .bind(topic)
@@ -198,6 +333,7 @@ impl DocStore for PostgresStore {
             state_vector: row.get("state_vector"),
             partition: row.get("partition_id"),
             covers_offset: row.get("covers_offset"),
+            tombstone: tombstone_from_row(&row),
         }))
     }
 
@@ -211,14 +347,18 @@ impl DocStore for PostgresStore {
         // the row lock of ON CONFLICT serialises two writers of one document.
         let written = sqlx::query(
             "INSERT INTO weft_topic_snapshots
-                 (topic, doc, state, state_vector, partition_id, covers_offset, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 (topic, doc, state, state_vector, partition_id, covers_offset, updated_at,
+                  tombstone_sv, deleted_position, deleted_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (topic, doc) DO UPDATE SET
                  state = excluded.state,
                  state_vector = excluded.state_vector,
                  partition_id = excluded.partition_id,
                  covers_offset = excluded.covers_offset,
-                 updated_at = excluded.updated_at
+                 updated_at = excluded.updated_at,
+                 tombstone_sv = excluded.tombstone_sv,
+                 deleted_position = excluded.deleted_position,
+                 deleted_at = excluded.deleted_at
              WHERE excluded.partition_id <> weft_topic_snapshots.partition_id
                 OR excluded.covers_offset > weft_topic_snapshots.covers_offset",
         )
@@ -229,6 +369,24 @@ impl DocStore for PostgresStore {
         .bind(snapshot.partition)
         .bind(snapshot.covers_offset)
         .bind(unix_millis())
+        .bind(
+            snapshot
+                .tombstone
+                .as_ref()
+                .map(|tombstone| &tombstone.state_vector),
+        )
+        .bind(
+            snapshot
+                .tombstone
+                .as_ref()
+                .map(|tombstone| tombstone.position),
+        )
+        .bind(
+            snapshot
+                .tombstone
+                .as_ref()
+                .map(|tombstone| tombstone.deleted_at_ms),
+        )
         .execute(&self.pool)
         .await
         .map_err(|error| StoreError::new("write topic snapshot", error))?
@@ -247,4 +405,16 @@ impl DocStore for PostgresStore {
             .map_err(|error| StoreError::new("check store", error))?;
         Ok(())
     }
+}
+
+/// The tombstone columns of a snapshot row (all NULL: never deleted).
+fn tombstone_from_row(row: &sqlx::postgres::PgRow) -> Option<Tombstone> {
+    let state_vector: Option<Vec<u8>> = row.get("tombstone_sv");
+    let position: Option<i64> = row.get("deleted_position");
+    let deleted_at_ms: Option<i64> = row.get("deleted_at");
+    Some(Tombstone {
+        state_vector: state_vector?,
+        position: position?,
+        deleted_at_ms: deleted_at_ms.unwrap_or(0),
+    })
 }

@@ -15,7 +15,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use weft_sync::store::{NewUpdate, SnapshotWrite, TopicSnapshot};
+use weft_sync::store::{
+    EMPTY_STATE_VECTOR_V1, EMPTY_UPDATE_V1, ListedDoc, NewUpdate, SnapshotWrite, Tombstone,
+    TopicSnapshot,
+};
 use weft_sync::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
 
 use crate::{OpenError, unix_millis};
@@ -83,7 +86,7 @@ impl DocStore for SqliteStore {
             .await
             .map_err(|error| StoreError::new("begin load", error))?;
         let snapshot_row =
-            sqlx::query("SELECT state, state_vector, covers_seq FROM weft_snapshots WHERE doc = ?")
+            sqlx::query("SELECT state, state_vector, covers_seq, tombstone_sv, deleted_position, deleted_at FROM weft_snapshots WHERE doc = ?")
                 .bind(doc)
                 .fetch_optional(&mut *txn)
                 .await
@@ -92,6 +95,7 @@ impl DocStore for SqliteStore {
             state: row.get("state"),
             state_vector: row.get("state_vector"),
             covers_seq: row.get("covers_seq"),
+            tombstone: tombstone_from_row(&row),
         });
         let after = snapshot.as_ref().map_or(0, |snapshot| snapshot.covers_seq);
         let update_rows = sqlx::query(
@@ -112,7 +116,11 @@ impl DocStore for SqliteStore {
                 update: row.get("data"),
             })
             .collect();
-        Ok(StoredDoc { snapshot, updates })
+        Ok(StoredDoc {
+            snapshot,
+            updates,
+            deletions: Vec::new(),
+        })
     }
 
     async fn append(&self, updates: &[NewUpdate]) -> Result<Vec<LogSeq>, StoreError> {
@@ -152,13 +160,17 @@ impl DocStore for SqliteStore {
         // The WHERE clause is the fence: a snapshot never replaces one that
         // covers the same or a later position.
         let written = sqlx::query(
-            "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at)
-             VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at,
+                 tombstone_sv, deleted_position, deleted_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (doc) DO UPDATE SET
                  state = excluded.state,
                  state_vector = excluded.state_vector,
                  covers_seq = excluded.covers_seq,
-                 updated_at = excluded.updated_at
+                 updated_at = excluded.updated_at,
+                 tombstone_sv = excluded.tombstone_sv,
+                 deleted_position = excluded.deleted_position,
+                 deleted_at = excluded.deleted_at
              WHERE excluded.covers_seq > weft_snapshots.covers_seq",
         )
         .bind(doc)
@@ -166,6 +178,24 @@ impl DocStore for SqliteStore {
         .bind(&snapshot.state_vector)
         .bind(snapshot.covers_seq)
         .bind(unix_millis())
+        .bind(
+            snapshot
+                .tombstone
+                .as_ref()
+                .map(|tombstone| &tombstone.state_vector),
+        )
+        .bind(
+            snapshot
+                .tombstone
+                .as_ref()
+                .map(|tombstone| tombstone.position),
+        )
+        .bind(
+            snapshot
+                .tombstone
+                .as_ref()
+                .map(|tombstone| tombstone.deleted_at_ms),
+        )
         .execute(&mut *txn)
         .await
         .map_err(|error| StoreError::new("write snapshot", error))?
@@ -188,13 +218,125 @@ impl DocStore for SqliteStore {
         Ok(SnapshotWrite::Written)
     }
 
+    async fn delete_document(
+        &self,
+        doc: &str,
+        tombstone_state_vector: &[u8],
+        deleted_at_ms: i64,
+    ) -> Result<LogSeq, StoreError> {
+        let mut txn = self
+            .pool
+            .begin()
+            .await
+            .map_err(|error| StoreError::new("begin delete", error))?;
+        // A new position: AUTOINCREMENT never hands a sequence number out
+        // twice, even once its row is gone.
+        let seq: LogSeq = sqlx::query_scalar(
+            "INSERT INTO weft_updates (doc, data) VALUES (?, x'') RETURNING seq",
+        )
+        .bind(doc)
+        .fetch_one(&mut *txn)
+        .await
+        .map_err(|error| StoreError::new("take deletion position", error))?;
+        sqlx::query("DELETE FROM weft_updates WHERE doc = ? AND seq <= ?")
+            .bind(doc)
+            .bind(seq)
+            .execute(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("prune deleted document", error))?;
+        // Unconditional: the position is the newest there is.
+        sqlx::query(
+            "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at,
+                 tombstone_sv, deleted_position, deleted_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (doc) DO UPDATE SET
+                 state = excluded.state,
+                 state_vector = excluded.state_vector,
+                 covers_seq = excluded.covers_seq,
+                 updated_at = excluded.updated_at,
+                 tombstone_sv = excluded.tombstone_sv,
+                 deleted_position = excluded.deleted_position,
+                 deleted_at = excluded.deleted_at",
+        )
+        .bind(doc)
+        .bind(EMPTY_UPDATE_V1)
+        .bind(EMPTY_STATE_VECTOR_V1)
+        .bind(seq)
+        .bind(unix_millis())
+        .bind(tombstone_state_vector)
+        .bind(seq)
+        .bind(deleted_at_ms)
+        .execute(&mut *txn)
+        .await
+        .map_err(|error| StoreError::new("write tombstone", error))?;
+        txn.commit()
+            .await
+            .map_err(|error| StoreError::new("commit deletion", error))?;
+        Ok(seq)
+    }
+
+    async fn list_documents(
+        &self,
+        topic: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<ListedDoc>, StoreError> {
+        let rows = match topic {
+            // A document whose snapshot is its deletion is listed only once
+            // something was logged after it.
+            None => sqlx::query(
+                "SELECT doc, MAX(snapshot_bytes) AS snapshot_bytes, MAX(snapshot_at) AS snapshot_at
+                 FROM (
+                     SELECT doc, length(state) AS snapshot_bytes, updated_at AS snapshot_at
+                     FROM weft_snapshots
+                     WHERE deleted_position IS NULL OR covers_seq > deleted_position
+                     UNION ALL
+                     SELECT DISTINCT doc, 0, NULL FROM weft_updates
+                 ) AS documents
+                 WHERE doc > ?
+                 GROUP BY doc
+                 ORDER BY doc
+                 LIMIT ?",
+            )
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await,
+            Some(topic) => {
+                sqlx::query(
+                    "SELECT doc, length(state) AS snapshot_bytes, updated_at AS snapshot_at
+                 FROM weft_topic_snapshots
+                 WHERE topic = ? AND doc > ?
+                   AND (deleted_position IS NULL OR covers_offset > deleted_position)
+                 ORDER BY doc
+                 LIMIT ?",
+                )
+                .bind(topic)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(|error| StoreError::new("list documents", error))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ListedDoc {
+                name: row.get("doc"),
+                snapshot_bytes: row.get::<Option<i64>, _>("snapshot_bytes").unwrap_or(0),
+                snapshot_at_ms: row.get("snapshot_at"),
+            })
+            .collect())
+    }
+
     async fn load_topic_snapshot(
         &self,
         topic: &str,
         doc: &str,
     ) -> Result<Option<TopicSnapshot>, StoreError> {
         let row = sqlx::query(
-            "SELECT state, state_vector, partition_id, covers_offset
+            "SELECT state, state_vector, partition_id, covers_offset,
+                    tombstone_sv, deleted_position, deleted_at
              FROM weft_topic_snapshots WHERE topic = ? AND doc = ?",
         )
         .bind(topic)
@@ -207,6 +349,7 @@ impl DocStore for SqliteStore {
             state_vector: row.get("state_vector"),
             partition: row.get("partition_id"),
             covers_offset: row.get("covers_offset"),
+            tombstone: tombstone_from_row(&row),
         }))
     }
 
@@ -219,14 +362,18 @@ impl DocStore for SqliteStore {
         // The WHERE clause is the fence (see DocStore::save_topic_snapshot).
         let written = sqlx::query(
             "INSERT INTO weft_topic_snapshots
-                 (topic, doc, state, state_vector, partition_id, covers_offset, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+                 (topic, doc, state, state_vector, partition_id, covers_offset, updated_at,
+                  tombstone_sv, deleted_position, deleted_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (topic, doc) DO UPDATE SET
                  state = excluded.state,
                  state_vector = excluded.state_vector,
                  partition_id = excluded.partition_id,
                  covers_offset = excluded.covers_offset,
-                 updated_at = excluded.updated_at
+                 updated_at = excluded.updated_at,
+                 tombstone_sv = excluded.tombstone_sv,
+                 deleted_position = excluded.deleted_position,
+                 deleted_at = excluded.deleted_at
              WHERE excluded.partition_id <> weft_topic_snapshots.partition_id
                 OR excluded.covers_offset > weft_topic_snapshots.covers_offset",
         )
@@ -237,6 +384,24 @@ impl DocStore for SqliteStore {
         .bind(snapshot.partition)
         .bind(snapshot.covers_offset)
         .bind(unix_millis())
+        .bind(
+            snapshot
+                .tombstone
+                .as_ref()
+                .map(|tombstone| &tombstone.state_vector),
+        )
+        .bind(
+            snapshot
+                .tombstone
+                .as_ref()
+                .map(|tombstone| tombstone.position),
+        )
+        .bind(
+            snapshot
+                .tombstone
+                .as_ref()
+                .map(|tombstone| tombstone.deleted_at_ms),
+        )
         .execute(&self.pool)
         .await
         .map_err(|error| StoreError::new("write topic snapshot", error))?
@@ -255,4 +420,16 @@ impl DocStore for SqliteStore {
             .map_err(|error| StoreError::new("check store", error))?;
         Ok(())
     }
+}
+
+/// The tombstone columns of a snapshot row (all NULL: never deleted).
+fn tombstone_from_row(row: &sqlx::sqlite::SqliteRow) -> Option<Tombstone> {
+    let state_vector: Option<Vec<u8>> = row.get("tombstone_sv");
+    let position: Option<i64> = row.get("deleted_position");
+    let deleted_at_ms: Option<i64> = row.get("deleted_at");
+    Some(Tombstone {
+        state_vector: state_vector?,
+        position: position?,
+        deleted_at_ms: deleted_at_ms.unwrap_or(0),
+    })
 }

@@ -72,6 +72,7 @@ async fn sequence_numbers_are_not_reused_after_pruning() {
         state: vec![0],
         state_vector: vec![0],
         covers_seq: first[0],
+        tombstone: None,
     };
     store
         .save_snapshot("doc", &snapshot)

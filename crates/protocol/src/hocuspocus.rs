@@ -142,6 +142,17 @@ pub fn encode_sync_status(address: &str, applied: bool) -> Vec<u8> {
     buf
 }
 
+/// `CLOSE` for one document: the provider detaches that document (its
+/// `close` event carries `reason`); the socket and its other documents
+/// stay open.
+pub fn encode_close(address: &str, reason: &str) -> Vec<u8> {
+    let mut buf = Vec::new();
+    buf.write_string(address);
+    buf.write_var(HOCUS_CLOSE);
+    buf.write_string(reason);
+    buf
+}
+
 /// A stateless message without its address: what a document broadcasts to
 /// the Hocuspocus sessions it holds, each of which puts its address in
 /// front ([`encode_addressed`]).

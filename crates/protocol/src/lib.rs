@@ -27,8 +27,8 @@ pub mod message;
 pub use error::DecodeError;
 pub use message::{
     AuthMessage, MSG_AUTH, MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_SYNC, MSG_SYNC_STEP_1,
-    MSG_SYNC_STEP_2, MSG_SYNC_UPDATE, Message, SyncMessage, check_update_v1, decode_frame,
-    encode_update_frame,
+    MSG_SYNC_STEP_2, MSG_SYNC_UPDATE, Message, SyncMessage, check_state_vector_v1, check_update_v1,
+    decode_frame, encode_update_frame,
 };
 pub use yrs::StateVector;
 pub use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};

@@ -294,6 +294,12 @@ fn check_state_vector(payload: &[u8]) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// The same walk, for a v1 state vector read from elsewhere than a frame
+/// (a stored tombstone, a delete record).
+pub fn check_state_vector_v1(payload: &[u8]) -> Result<(), DecodeError> {
+    check_state_vector(payload)
+}
+
 /// Like [`check_state_vector`], for an awareness update (entries of client
 /// id, clock and a JSON string: at least three bytes each); each state
 /// must be valid JSON.

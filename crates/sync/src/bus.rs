@@ -54,6 +54,11 @@ pub enum RecordKind {
     /// A stateless message (Hocuspocus) for a document's other clients:
     /// ephemeral, UTF-8 payload.
     Stateless,
+    /// The document was deleted: durable, ordered with the document's
+    /// updates. Every record of the document before it is gone; the payload
+    /// is the v1 state vector of the deleted content (the tombstone), whose
+    /// `(client, clock)` ranges may never come back.
+    Delete,
 }
 
 /// One process lifetime of one node. The incarnation changes on every start,
@@ -120,12 +125,14 @@ pub struct Delivery {
     pub position: Option<Position>,
 }
 
-/// A document update read back from the log.
+/// A document record read back from the log: an update or a deletion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replayed {
     /// Its position.
     pub position: Position,
-    /// A Yjs v1 update.
+    /// [`RecordKind::Update`] or [`RecordKind::Delete`].
+    pub kind: RecordKind,
+    /// A Yjs v1 update, or (a deletion) the deleted state vector.
     pub update: Bytes,
 }
 
@@ -188,8 +195,9 @@ pub trait MessageBus: Send + Sync + Debug + 'static {
     /// This node's identity, as stamped on what it publishes.
     fn origin(&self) -> &Origin;
 
-    /// Publishes document updates durably: each result is `Ok` once the log
-    /// acknowledged that record. Records of one document keep their order.
+    /// Publishes document updates and deletions durably: each result is
+    /// `Ok` once the log acknowledged that record. Records of one document
+    /// keep their order.
     async fn publish(&self, records: &[Record]) -> Vec<Result<Position, BusError>>;
 
     /// Publishes an awareness change or heartbeat without waiting. It may be
@@ -206,8 +214,8 @@ pub trait MessageBus: Send + Sync + Debug + 'static {
         interest: Arc<dyn Interest>,
     ) -> Result<mpsc::Receiver<Delivery>, BusError>;
 
-    /// The document's updates after `after` (all of them for `None`), in
-    /// log order, up to the log's end when the call started.
+    /// The document's updates and deletions after `after` (all of them for
+    /// `None`), in log order, up to the log's end when the call started.
     async fn replay(&self, doc: &str, after: Option<Position>) -> Result<Vec<Replayed>, BusError>;
 
     /// Answers whether the log is reachable (readiness).

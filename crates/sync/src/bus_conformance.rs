@@ -69,6 +69,7 @@ pub async fn run_all(a: &dyn MessageBus, b: &dyn MessageBus) {
     wanted_records_of_other_nodes_are_delivered(a, &wanted_by_b, &mut at_b).await;
     own_records_are_not_delivered_back(&mut at_a).await;
     replay_returns_a_documents_updates_after_a_position(a, b).await;
+    deletions_are_durable_and_ordered_with_updates(a, b, &wanted_by_b, &mut at_b).await;
 }
 
 async fn publish_acknowledges_in_order(a: &dyn MessageBus) {
@@ -157,6 +158,7 @@ async fn wanted_records_of_other_nodes_are_delivered(
             RecordKind::Awareness => awareness = Some(delivery),
             RecordKind::Heartbeat => heartbeat = Some(delivery),
             RecordKind::Stateless => stateless = Some(delivery),
+            RecordKind::Delete => panic!("no deletion was published: {delivery:?}"),
         }
     }
     let Some(stateless) = stateless else {
@@ -233,5 +235,84 @@ async fn replay_returns_a_documents_updates_after_a_position(
             .await
             .expect("replay unknown")
             .is_empty()
+    );
+}
+
+async fn deletions_are_durable_and_ordered_with_updates(
+    a: &dyn MessageBus,
+    b: &dyn MessageBus,
+    wanted_by_b: &Wanted,
+    at_b: &mut mpsc::Receiver<Delivery>,
+) {
+    let doc = "conformance/delete";
+    wanted_by_b.add(doc);
+    // A v1 state vector: one client (1) at clock 1.
+    let deleted_state_vector: &[u8] = &[1, 1, 1];
+    let before = a.publish(&[update(doc, b"before", 3)]).await;
+    let deletion = a
+        .publish(&[Record {
+            doc: Arc::from(doc),
+            kind: RecordKind::Delete,
+            payload: Bytes::from_static(deleted_state_vector),
+            origin_session: 3,
+            span: tracing::Span::none(),
+        }])
+        .await;
+    let after = a.publish(&[update(doc, b"after", 3)]).await;
+    let before = before[0].as_ref().expect("published").to_owned();
+    let deletion = deletion[0].as_ref().expect("deletion published").to_owned();
+    let after = after[0].as_ref().expect("published").to_owned();
+    assert!(
+        before.partition == deletion.partition
+            && deletion.partition == after.partition
+            && before.offset < deletion.offset
+            && deletion.offset < after.offset,
+        "a deletion is ordered with the document's updates: {before:?} {deletion:?} {after:?}"
+    );
+
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        let delivery = next(at_b, "the update, the deletion, the update").await;
+        if delivery.record.doc.as_ref() != doc {
+            continue;
+        }
+        if delivery.record.kind == RecordKind::Delete {
+            assert_eq!(delivery.position, Some(deletion));
+            assert_eq!(delivery.record.payload.as_ref(), deleted_state_vector);
+        }
+        kinds.push(delivery.record.kind);
+    }
+    assert_eq!(
+        kinds,
+        vec![RecordKind::Update, RecordKind::Delete, RecordKind::Update],
+        "delivered in log order"
+    );
+
+    // A replay holds the deletion where it was published; what follows it
+    // is after it (a log may drop what precedes it).
+    let replayed = b.replay(doc, None).await.expect("replay");
+    let at = replayed
+        .iter()
+        .position(|record| record.kind == RecordKind::Delete)
+        .expect("the deletion is replayed");
+    assert_eq!(replayed[at].position, deletion);
+    assert_eq!(replayed[at].update.as_ref(), deleted_state_vector);
+    assert!(
+        replayed[at + 1..]
+            .iter()
+            .all(|record| record.kind == RecordKind::Update && record.position >= deletion)
+    );
+    assert!(
+        replayed
+            .iter()
+            .any(|record| record.position == after && record.update.as_ref() == b"after"),
+        "the update after the deletion is replayed"
+    );
+    let from_deletion = b.replay(doc, Some(deletion)).await.expect("replay");
+    assert!(
+        from_deletion
+            .iter()
+            .all(|record| record.kind == RecordKind::Update && record.position > deletion),
+        "nothing at or before a position is replayed after it"
     );
 }

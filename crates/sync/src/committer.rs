@@ -60,6 +60,9 @@ impl Default for CommitterConfig {
 #[derive(Debug)]
 pub(crate) struct Submission {
     pub(crate) doc: DocName,
+    /// [`RecordKind::Update`] or [`RecordKind::Delete`].
+    pub(crate) kind: RecordKind,
+    /// The Yjs update, or (a deletion) the deleted state vector.
     pub(crate) update: Bytes,
     pub(crate) origin: SessionId,
     pub(crate) done: oneshot::Sender<Result<LogSeq, PublishError>>,
@@ -102,6 +105,7 @@ impl Committer {
     pub(crate) async fn submit(
         &self,
         doc: DocName,
+        kind: RecordKind,
         update: Bytes,
         origin: SessionId,
         span: Span,
@@ -109,6 +113,7 @@ impl Committer {
         let (done, receiver) = oneshot::channel();
         let submission = Submission {
             doc,
+            kind,
             update,
             origin,
             done,
@@ -169,19 +174,25 @@ async fn commit_batch(
     metrics: &SyncMetrics,
     batch: &mut Vec<Submission>,
 ) {
-    let records: Vec<Record> = batch
+    let mut records: Vec<Record> = batch
         .iter()
-        .map(|submission| Record {
+        .enumerate()
+        .map(|(index, submission)| Record {
             doc: submission.doc.clone(),
-            kind: RecordKind::Update,
-            payload: submission.update.clone(),
+            kind: submission.kind,
+            payload: match submission.kind {
+                RecordKind::Delete => deletion_payload(documents, &batch[..index], submission),
+                _ => submission.update.clone(),
+            },
             origin_session: submission.origin.raw(),
             span: debug_span!(parent: &submission.span, "publish", doc = %submission.doc, batch = batch.len()),
         })
         .collect();
     let started = std::time::Instant::now();
     let mut results = bus.publish(&records).await;
-    drop(records); // ends the publish spans
+    for record in &mut records {
+        record.span = Span::none(); // ends its publish span
+    }
     metrics
         .publish_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -197,8 +208,16 @@ async fn commit_batch(
     }
     let mut results = results.into_iter();
     let mut failed = 0_usize;
-    for submission in batch.drain(..) {
+    for (index, submission) in batch.drain(..).enumerate() {
         match results.next() {
+            Some(Ok(position)) if submission.kind == RecordKind::Delete => {
+                documents.delete(
+                    &submission.doc,
+                    position.offset,
+                    &record_payload(&records, index),
+                );
+                let _submitter_may_be_gone = submission.done.send(Ok(position.offset));
+            }
             Some(Ok(position)) => {
                 let _update = submission.span.enter();
                 documents.deliver(
@@ -227,4 +246,33 @@ async fn commit_batch(
     if failed > 1 {
         warn!(failed, "more updates of the batch failed to publish");
     }
+}
+
+/// The state vector a deletion publishes, computed when it is committed so
+/// that it names everything committed before it: the deleter's view, the
+/// loaded document (every earlier batch is applied to it) and the updates
+/// of the same document earlier in this batch.
+fn deletion_payload(documents: &Documents, earlier: &[Submission], deletion: &Submission) -> Bytes {
+    use yrs::updates::decoder::Decode;
+    use yrs::updates::encoder::Encode;
+    let mut deleted = crate::tombstone::decode_state_vector(&deletion.update);
+    if let Some(document) = documents.loaded_document(&deletion.doc) {
+        crate::tombstone::merge(&mut deleted, &document.deletion_state_vector());
+    }
+    for submission in earlier {
+        if submission.doc == deletion.doc
+            && submission.kind == RecordKind::Update
+            && let Ok(update) = yrs::Update::decode_v1(&submission.update)
+        {
+            crate::tombstone::include_update(&mut deleted, &update);
+        }
+    }
+    Bytes::from(deleted.encode_v1())
+}
+
+fn record_payload(records: &[Record], index: usize) -> Bytes {
+    records
+        .get(index)
+        .map(|record| record.payload.clone())
+        .unwrap_or_default()
 }

@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 
-use crate::store::{DocStore, NewUpdate, Snapshot, SnapshotWrite, TopicSnapshot};
+use crate::store::{
+    DocStore, EMPTY_UPDATE_V1, NewUpdate, Snapshot, SnapshotWrite, Tombstone, TopicSnapshot,
+};
 
 fn new_update(doc: &str, byte: u8) -> NewUpdate {
     NewUpdate {
@@ -21,6 +23,9 @@ pub async fn run_all(store: &dyn DocStore) {
     documents_do_not_see_each_other(store).await;
     topic_snapshots_round_trip_and_are_fenced(store).await;
     topic_snapshots_are_apart_per_topic_and_from_embedded_ones(store).await;
+    deletion_leaves_a_tombstone_that_fences_old_snapshots(store).await;
+    listing_is_by_name_and_skips_deleted_documents(store).await;
+    topic_tombstones_round_trip_and_are_not_listed(store).await;
     store
         .check()
         .await
@@ -67,6 +72,7 @@ async fn snapshot_prunes_the_log_up_to_its_position(store: &dyn DocStore) {
         state: vec![9, 9],
         state_vector: vec![0],
         covers_seq: seqs[1],
+        tombstone: None,
     };
     let written = store
         .save_snapshot(doc, &snapshot)
@@ -93,11 +99,13 @@ async fn stale_snapshot_is_superseded(store: &dyn DocStore) {
         state: vec![2],
         state_vector: vec![0],
         covers_seq: seqs[1],
+        tombstone: None,
     };
     let older = Snapshot {
         state: vec![1],
         state_vector: vec![0],
         covers_seq: seqs[0],
+        tombstone: None,
     };
     assert_eq!(
         store.save_snapshot(doc, &newer).await.expect("save"),
@@ -127,6 +135,7 @@ async fn documents_do_not_see_each_other(store: &dyn DocStore) {
         state: vec![1],
         state_vector: vec![0],
         covers_seq: seqs[1],
+        tombstone: None,
     };
     store
         .save_snapshot("conformance/a", &snapshot)
@@ -147,6 +156,7 @@ fn topic_snapshot(byte: u8, partition: i32, covers_offset: i64) -> TopicSnapshot
         state_vector: vec![byte],
         partition,
         covers_offset,
+        tombstone: None,
     }
 }
 
@@ -226,5 +236,225 @@ async fn topic_snapshots_are_apart_per_topic_and_from_embedded_ones(store: &dyn 
     assert!(
         embedded.snapshot.is_none() && embedded.updates.is_empty(),
         "a topic snapshot is not an embedded one"
+    );
+}
+
+async fn deletion_leaves_a_tombstone_that_fences_old_snapshots(store: &dyn DocStore) {
+    let doc = "conformance/deleted";
+    let seqs = store
+        .append(&[new_update(doc, 1), new_update(doc, 2)])
+        .await
+        .expect("append");
+    let old = Snapshot {
+        state: vec![1],
+        state_vector: vec![0],
+        covers_seq: seqs[0],
+        tombstone: None,
+    };
+    assert_eq!(
+        store.save_snapshot(doc, &old).await.expect("save"),
+        SnapshotWrite::Written
+    );
+    let deleted_state_vector = [1_u8, 5, 3];
+    let position = store
+        .delete_document(doc, &deleted_state_vector, 1234)
+        .await
+        .expect("delete");
+    assert!(position > seqs[1], "a deletion takes a new log position");
+    let tombstone = Tombstone {
+        state_vector: deleted_state_vector.to_vec(),
+        position,
+        deleted_at_ms: 1234,
+    };
+    let loaded = store.load(doc).await.expect("load");
+    let snapshot = loaded.snapshot.expect("a deletion is a snapshot");
+    assert_eq!(snapshot.state, EMPTY_UPDATE_V1, "the empty document");
+    assert_eq!(snapshot.covers_seq, position);
+    assert_eq!(snapshot.tombstone, Some(tombstone.clone()));
+    assert!(loaded.updates.is_empty(), "the log before it is pruned");
+
+    let late = Snapshot {
+        covers_seq: seqs[1],
+        ..old.clone()
+    };
+    assert_eq!(
+        store.save_snapshot(doc, &late).await.expect("save"),
+        SnapshotWrite::Superseded,
+        "a writer still holding the old content cannot bring it back"
+    );
+    assert!(
+        !listed_names(store, None, "conformance/deleted")
+            .await
+            .contains(&doc.to_owned()),
+        "a deleted document is not listed"
+    );
+
+    // Written again: the document exists anew and keeps its tombstone.
+    let again = store.append(&[new_update(doc, 3)]).await.expect("append");
+    assert!(again[0] > position);
+    let loaded = store.load(doc).await.expect("load");
+    assert_eq!(loaded.updates.len(), 1, "updates after the deletion stay");
+    assert!(
+        listed_names(store, None, "conformance/deleted")
+            .await
+            .contains(&doc.to_owned()),
+        "written after its deletion, it is listed again"
+    );
+    let carried = Snapshot {
+        state: vec![3],
+        state_vector: vec![0],
+        covers_seq: again[0],
+        tombstone: Some(tombstone.clone()),
+    };
+    assert_eq!(
+        store.save_snapshot(doc, &carried).await.expect("save"),
+        SnapshotWrite::Written
+    );
+    let loaded = store.load(doc).await.expect("load");
+    assert_eq!(loaded.snapshot, Some(carried), "later snapshots carry it");
+    assert!(loaded.updates.is_empty());
+
+    // Deleted twice: the later tombstone replaces the earlier one.
+    let second = store
+        .delete_document(doc, &[2, 5, 3, 9, 1], 5678)
+        .await
+        .expect("delete again");
+    assert!(second > again[0]);
+    let loaded = store.load(doc).await.expect("load");
+    let tombstone = loaded
+        .snapshot
+        .and_then(|snapshot| snapshot.tombstone)
+        .expect("tombstone");
+    assert_eq!(tombstone.position, second);
+    assert_eq!(tombstone.state_vector, vec![2, 5, 3, 9, 1]);
+}
+
+/// The names a listing after `prefix` returns that start with it.
+async fn listed_names(store: &dyn DocStore, topic: Option<&str>, prefix: &str) -> Vec<String> {
+    let before_prefix = prefix.strip_suffix(|_: char| true).unwrap_or("");
+    store
+        .list_documents(topic, before_prefix, 10_000)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|doc| doc.name)
+        .filter(|name| name.starts_with(prefix))
+        .collect()
+}
+
+async fn listing_is_by_name_and_skips_deleted_documents(store: &dyn DocStore) {
+    let seqs = store
+        .append(&[
+            new_update("conformance/list/c", 1),
+            new_update("conformance/list/a", 1),
+            new_update("conformance/list/a", 2),
+        ])
+        .await
+        .expect("append");
+    store
+        .save_snapshot(
+            "conformance/list/b",
+            &Snapshot {
+                state: vec![7; 10],
+                state_vector: vec![0],
+                covers_seq: seqs[2],
+                tombstone: None,
+            },
+        )
+        .await
+        .expect("save");
+    store
+        .append(&[new_update("conformance/list/d", 1)])
+        .await
+        .expect("append");
+    store
+        .delete_document("conformance/list/d", &[0], 1)
+        .await
+        .expect("delete");
+    let all = store
+        .list_documents(None, "conformance/list/", 10)
+        .await
+        .expect("list");
+    let names: Vec<&str> = all.iter().map(|doc| doc.name.as_str()).collect();
+    assert_eq!(
+        &names[..3],
+        [
+            "conformance/list/a",
+            "conformance/list/b",
+            "conformance/list/c"
+        ],
+        "by name, once each, without the deleted one"
+    );
+    assert!(!names.contains(&"conformance/list/d"));
+    let b = &all[1];
+    assert_eq!(b.snapshot_bytes, 10, "a snapshot's size is listed");
+    let page = store
+        .list_documents(None, "conformance/list/", 1)
+        .await
+        .expect("list");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].name, "conformance/list/a");
+    let next = store
+        .list_documents(None, "conformance/list/a", 1)
+        .await
+        .expect("list");
+    assert_eq!(next[0].name, "conformance/list/b", "`after` is exclusive");
+    assert!(
+        listed_names(store, Some("conformance-list-topic"), "conformance/list/")
+            .await
+            .is_empty(),
+        "embedded documents are not in a topic's listing"
+    );
+}
+
+async fn topic_tombstones_round_trip_and_are_not_listed(store: &dyn DocStore) {
+    let topic = "conformance-tombstones";
+    let (live, deleted) = ("conformance/topic/live", "conformance/topic/deleted");
+    store
+        .save_topic_snapshot(topic, live, &topic_snapshot(1, 2, 7))
+        .await
+        .expect("save");
+    store
+        .save_topic_snapshot(topic, deleted, &topic_snapshot(1, 2, 8))
+        .await
+        .expect("save");
+    let tombstone = Tombstone {
+        state_vector: vec![1, 4, 2],
+        position: 9,
+        deleted_at_ms: 42,
+    };
+    let deletion = TopicSnapshot {
+        state: EMPTY_UPDATE_V1.to_vec(),
+        state_vector: vec![0],
+        partition: 2,
+        covers_offset: 9,
+        tombstone: Some(tombstone.clone()),
+    };
+    assert_eq!(
+        store
+            .save_topic_snapshot(topic, deleted, &deletion)
+            .await
+            .expect("save"),
+        SnapshotWrite::Written
+    );
+    assert_eq!(
+        store
+            .save_topic_snapshot(topic, deleted, &topic_snapshot(1, 2, 8))
+            .await
+            .expect("save"),
+        SnapshotWrite::Superseded,
+        "a late worker's older snapshot does not undo the deletion"
+    );
+    assert_eq!(
+        store
+            .load_topic_snapshot(topic, deleted)
+            .await
+            .expect("load"),
+        Some(deletion)
+    );
+    assert_eq!(
+        listed_names(store, Some(topic), "conformance/topic/").await,
+        vec![live.to_owned()],
+        "a topic's listing skips its deleted documents"
     );
 }

@@ -10,6 +10,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tracing::{debug, debug_span, error, info, warn};
 use weft_protocol::{AwarenessUpdate, Message, StateVector, SyncMessage};
+use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, Transact};
 
@@ -17,12 +18,22 @@ use crate::DocName;
 use crate::awareness::{AwarenessTable, Owner};
 use crate::session::{Outbound, SessionId, SessionOutbox, frame, update_frame};
 use crate::store::{DocStore, LogSeq, Snapshot, StoreError, StoredDoc};
+use crate::tombstone::TombstoneState;
 
-/// A committed update that arrived while the document was still loading.
+/// A committed record that arrived while the document was still loading.
 #[derive(Debug)]
 struct PendingUpdate {
     seq: LogSeq,
-    update: Vec<u8>,
+    record: LoadedRecord,
+}
+
+/// A record a loading document applies in order.
+#[derive(Debug)]
+enum LoadedRecord {
+    /// A Yjs v1 update (or a snapshot's state).
+    Update(Vec<u8>),
+    /// A deletion: the deleted state vector (v1) and when (ms, 0 unknown).
+    Delete(Vec<u8>, i64),
 }
 
 /// Changes not yet covered by a stored snapshot.
@@ -58,6 +69,24 @@ struct DocState {
     dirty: Option<Dirty>,
     /// When the last session left; `None` while any session is here.
     idle_since: Option<Instant>,
+    /// The document's latest deletion, if it was ever deleted: clients
+    /// holding what it names are refused.
+    tombstone: Option<TombstoneState>,
+    /// This instance was deleted and dropped from the registry: its
+    /// sessions were told, and nothing more is applied to it.
+    deleted: bool,
+}
+
+/// A document's content as a reader (the REST API) sees it.
+#[derive(Debug, Clone)]
+pub struct ReadState {
+    /// The whole document as one Yjs v1 update.
+    pub state: Vec<u8>,
+    /// Whether the document holds anything (its state vector is not empty).
+    pub has_content: bool,
+    /// When it was last deleted (ms since the Unix epoch; 0 if unknown), if
+    /// it ever was.
+    pub deleted_at_ms: Option<i64>,
 }
 
 /// A loaded document.
@@ -84,6 +113,8 @@ impl Document {
                 snapshot_seq: 0,
                 dirty: None,
                 idle_since: Some(Instant::now()),
+                tombstone: None,
+                deleted: false,
             }),
             loaded: OnceCell::new(),
             snapshotting: tokio::sync::Mutex::new(()),
@@ -120,29 +151,53 @@ impl Document {
 
     fn finish_load(&self, stored: StoredDoc) {
         let mut state = self.state.lock();
-        let mut applied_seq = 0;
         let mut snapshot_seq = 0;
-        let mut updates: Vec<(LogSeq, &[u8])> = Vec::with_capacity(stored.updates.len() + 1);
-        if let Some(snapshot) = &stored.snapshot {
+        let mut records: Vec<(LogSeq, LoadedRecord)> =
+            Vec::with_capacity(stored.updates.len() + stored.deletions.len() + 2);
+        if let Some(snapshot) = stored.snapshot {
             snapshot_seq = snapshot.covers_seq;
-            applied_seq = snapshot.covers_seq;
-            updates.push((snapshot.covers_seq, &snapshot.state));
+            if let Some(tombstone) = snapshot.tombstone {
+                records.push((
+                    tombstone.position,
+                    LoadedRecord::Delete(tombstone.state_vector, tombstone.deleted_at_ms),
+                ));
+            }
+            records.push((snapshot.covers_seq, LoadedRecord::Update(snapshot.state)));
         }
-        for logged in &stored.updates {
-            updates.push((logged.seq, &logged.update));
+        for deletion in stored.deletions {
+            records.push((
+                deletion.position,
+                LoadedRecord::Delete(deletion.state_vector, deletion.deleted_at_ms),
+            ));
         }
-        let pending = state.pending.take().unwrap_or_default();
-        for waiting in &pending {
-            updates.push((waiting.seq, &waiting.update));
+        for logged in stored.updates {
+            records.push((logged.seq, LoadedRecord::Update(logged.update)));
         }
+        for waiting in state.pending.take().unwrap_or_default() {
+            records.push((waiting.seq, waiting.record));
+        }
+        let tombstone = tombstone_of(&records);
+        let mut applied_seq = snapshot_seq;
         let mut log_updates = 0_u64;
-        for (seq, update) in updates {
-            apply_to(&state.ydoc, &self.name, seq, update);
-            if seq > applied_seq {
-                applied_seq = seq;
+        for (seq, record) in &records {
+            let LoadedRecord::Update(update) = record else {
+                continue;
+            };
+            if let Some(tombstone) = &tombstone
+                && (*seq < tombstone.position || refused_by(tombstone, &self.name, *seq, update))
+            {
+                continue;
+            }
+            apply_to(&state.ydoc, &self.name, *seq, update);
+            if *seq > applied_seq {
+                applied_seq = *seq;
                 log_updates += 1;
             }
         }
+        if let Some(tombstone) = &tombstone {
+            applied_seq = applied_seq.max(tombstone.position);
+        }
+        state.tombstone = tombstone;
         state.applied_seq = applied_seq;
         state.snapshot_seq = snapshot_seq;
         if applied_seq > snapshot_seq {
@@ -150,7 +205,7 @@ impl Document {
             state.dirty = Some(Dirty {
                 since: now,
                 last: now,
-                updates: log_updates,
+                updates: log_updates.max(1),
             });
         }
     }
@@ -167,8 +222,19 @@ impl Document {
         if let Some(pending) = state.pending.as_mut() {
             pending.push(PendingUpdate {
                 seq,
-                update: update.to_vec(),
+                record: LoadedRecord::Update(update.to_vec()),
             });
+            return;
+        }
+        if state.deleted {
+            return;
+        }
+        if let Some(tombstone) = &state.tombstone
+            && (seq < tombstone.position || refused_by(tombstone, &self.name, seq, update))
+        {
+            // Before the deletion in the log (positions of one document
+            // are in one partition, so comparable), or built on deleted
+            // history: gone.
             return;
         }
         debug_span!("apply", doc = %self.name, seq, bytes = update.len())
@@ -185,6 +251,90 @@ impl Document {
         let outbound = update_frame(update);
         debug_span!("broadcast", doc = %self.name, sessions = state.sessions.len())
             .in_scope(|| broadcast(&self.name, &mut state.sessions, &outbound, origin));
+    }
+
+    /// A durable deletion at `seq`. A loading document keeps it in order
+    /// with its other records and stays; a loaded one tells its sessions
+    /// (they close with "document deleted"), stops applying anything, and
+    /// returns `true`: the registry drops it, and the next join loads the
+    /// document afresh (the empty document and its tombstone).
+    pub(crate) fn delete(&self, seq: LogSeq, deleted_state_vector: &[u8]) -> bool {
+        let mut state = self.state.lock();
+        if let Some(pending) = state.pending.as_mut() {
+            pending.push(PendingUpdate {
+                seq,
+                record: LoadedRecord::Delete(deleted_state_vector.to_vec(), crate::unix_millis()),
+            });
+            return false;
+        }
+        state.deleted = true;
+        // The outboxes stay until each session leaves: dropping them here
+        // would end the gateway's writers before the close frame is sent.
+        for outbox in state.sessions.values() {
+            outbox.deleted.cancel();
+        }
+        state.dirty = None;
+        state.idle_since = Some(Instant::now());
+        info!(doc = %self.name, seq, "document deleted; its sessions are closed");
+        true
+    }
+
+    /// Whether a client with this state vector must be refused: the
+    /// document was deleted and the client holds deleted history (or this
+    /// instance itself was deleted).
+    pub(crate) fn refuses_state(&self, client_state: &StateVector) -> bool {
+        let state = self.state.lock();
+        state.deleted
+            || state
+                .tombstone
+                .as_ref()
+                .is_some_and(|tombstone| tombstone.refuses_state(client_state))
+    }
+
+    /// Whether an update must be refused (see [`Document::refuses_state`]).
+    pub(crate) fn refuses_update(&self, update: &yrs::Update) -> bool {
+        let state = self.state.lock();
+        state.deleted
+            || state
+                .tombstone
+                .as_ref()
+                .is_some_and(|tombstone| tombstone.refuses_update(update))
+    }
+
+    /// The document as a reader sees it.
+    pub(crate) fn read_state(&self) -> ReadState {
+        let state = self.state.lock();
+        let txn = state.ydoc.transact();
+        ReadState {
+            state: txn.encode_state_as_update_v1(&StateVector::default()),
+            has_content: !txn.state_vector().is_empty(),
+            deleted_at_ms: state
+                .tombstone
+                .as_ref()
+                .map(|tombstone| tombstone.deleted_at_ms),
+        }
+    }
+
+    /// What a deletion of this document must name: its state vector and
+    /// any earlier tombstone's.
+    pub(crate) fn deletion_state_vector(&self) -> StateVector {
+        let state = self.state.lock();
+        let mut deleted = state.ydoc.transact().state_vector();
+        if let Some(tombstone) = &state.tombstone {
+            crate::tombstone::merge(&mut deleted, &tombstone.state_vector);
+        }
+        deleted
+    }
+
+    /// Whether the document holds anything (a non-empty state vector).
+    pub(crate) fn has_content(&self) -> bool {
+        let state = self.state.lock();
+        !state.ydoc.transact().state_vector().is_empty()
+    }
+
+    /// Whether this instance was deleted (and dropped from the registry).
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.state.lock().deleted
     }
 
     pub(crate) fn add_session(&self, id: SessionId, outbox: SessionOutbox) {
@@ -342,8 +492,57 @@ impl Document {
             state: txn.encode_state_as_update_v1(&StateVector::default()),
             state_vector: txn.state_vector().encode_v1(),
             covers_seq: state.applied_seq,
+            tombstone: state.tombstone.as_ref().map(TombstoneState::to_stored),
         })
     }
+}
+
+/// The latest deletion among a loading document's records, with a state
+/// vector naming everything deleted: every deletion's own, plus whatever
+/// the records before the latest one insert (a record this node read only
+/// after the deletion was published, from another node).
+fn tombstone_of(records: &[(LogSeq, LoadedRecord)]) -> Option<TombstoneState> {
+    let (position, deleted_at_ms) = records
+        .iter()
+        .filter_map(|(seq, record)| match record {
+            LoadedRecord::Delete(_, at) => Some((*seq, *at)),
+            LoadedRecord::Update(_) => None,
+        })
+        .max_by_key(|(seq, _)| *seq)?;
+    let mut state_vector = StateVector::default();
+    for (seq, record) in records {
+        match record {
+            LoadedRecord::Delete(deleted, _) => {
+                crate::tombstone::merge(
+                    &mut state_vector,
+                    &crate::tombstone::decode_state_vector(deleted),
+                );
+            }
+            LoadedRecord::Update(update) if *seq < position => {
+                if weft_protocol::check_update_v1(update).is_ok()
+                    && let Ok(decoded) = yrs::Update::decode_v1(update)
+                {
+                    crate::tombstone::include_update(&mut state_vector, &decoded);
+                }
+            }
+            LoadedRecord::Update(_) => {}
+        }
+    }
+    Some(TombstoneState {
+        state_vector,
+        position,
+        deleted_at_ms,
+    })
+}
+
+/// Whether a stored or delivered update builds on deleted history (logged:
+/// it reached the log, yet no client may see it).
+fn refused_by(tombstone: &TombstoneState, name: &str, seq: LogSeq, update: &[u8]) -> bool {
+    let refused = tombstone.refuses_update_v1(update);
+    if refused {
+        info!(doc = %name, seq, "update builds on deleted history; not applied");
+    }
+    refused
 }
 
 /// Applies one stored or committed update, logging (not propagating) a

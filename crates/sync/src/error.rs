@@ -28,6 +28,13 @@ pub enum SyncError {
     /// The registry is shutting down and takes no new work.
     #[error("shutting down")]
     ShuttingDown,
+    /// The document was deleted and the peer holds (or builds on) deleted
+    /// history; the session must be closed with "document deleted".
+    #[error("document deleted")]
+    Deleted,
+    /// The update or deletion was not made durable.
+    #[error("publish")]
+    Publish(#[from] PublishError),
 }
 
 /// Why a peer's bytes are not an acceptable Yjs update.

@@ -34,10 +34,15 @@
 //! - [`registry`]: loaded documents by name, loading, unloading, snapshots,
 //!   shutdown.
 //! - [`session`]: what a gateway session holds and calls.
+//! - [`admin`]: what the REST API asks of the registry: read a document,
+//!   apply a service's update, delete, list.
+//! - [`tombstone`]: deleted documents: which state vectors and updates a
+//!   tombstone refuses.
 //! - [`ycheck`]: containing `yrs` panics on input from the network.
 //! - `conformance` and `bus_conformance` (feature `test-util`): the suites
 //!   every store and every bus pass.
 
+pub mod admin;
 pub mod awareness;
 pub mod bus;
 #[cfg(any(test, feature = "test-util"))]
@@ -55,8 +60,10 @@ pub mod registry;
 mod registry_tests;
 pub mod session;
 pub mod store;
+pub mod tombstone;
 pub mod ycheck;
 
+pub use admin::{DeleteOutcome, DocumentRead, ListedDocument, RootKind, read_roots};
 pub use bus::{
     BusError, BusStats, Delivery, Interest, MessageBus, Origin, PartitionLag, Position, Record,
     RecordKind, Replayed,
@@ -69,7 +76,18 @@ pub use memory_store::MemoryStore;
 pub use metrics::SyncMetrics;
 pub use registry::{NodeMode, Registry, RegistryConfig};
 pub use session::{Outbound, Session, SessionId, SessionOutbox};
-pub use store::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
+pub use store::{
+    DocStore, ListedDoc, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc, Tombstone,
+};
 
 /// A document's name, as the client gave it (URL-decoded).
 pub type DocName = std::sync::Arc<str>;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}

@@ -8,8 +8,11 @@
 //! multi-node paths without a broker.
 //!
 //! Replay reads the store: the latest snapshot stands for the log it
-//! compacted (as a compacted Kafka topic would), followed by the log after
-//! it.
+//! compacted (as a compacted Kafka topic would), preceded by its deletion
+//! if it carries a tombstone, followed by the log after it.
+//!
+//! A deletion is [`DocStore::delete_document`]: the tombstone, the pruned
+//! log and the new position in one transaction.
 
 use std::sync::Arc;
 
@@ -18,6 +21,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use crate::LogSeq;
 use crate::bus::{
     BusError, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind, Replayed,
 };
@@ -76,26 +80,7 @@ impl LogBus {
         }
     }
 
-    /// The other subscribers, cloned out of the lock so no lock is held
-    /// while a send waits.
-    fn others(&self) -> Vec<Arc<Subscriber>> {
-        self.hub
-            .subscribers
-            .lock()
-            .iter()
-            .filter(|subscriber| subscriber.origin != self.origin)
-            .cloned()
-            .collect()
-    }
-}
-
-#[async_trait]
-impl MessageBus for LogBus {
-    fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    async fn publish(&self, records: &[Record]) -> Vec<Result<Position, BusError>> {
+    async fn publish_updates(&self, records: &[Record]) -> Vec<Result<Position, BusError>> {
         let updates: Vec<NewUpdate> = records
             .iter()
             .map(|record| NewUpdate {
@@ -124,25 +109,82 @@ impl MessageBus for LogBus {
                     .collect();
             }
         };
-        let others = self.others();
         let mut results = Vec::with_capacity(records.len());
         for (record, seq) in records.iter().zip(seqs) {
-            let position = Position {
-                partition: LOG_PARTITION,
-                offset: seq,
-            };
-            for subscriber in &others {
-                if subscriber.interest.wants(&record.doc) {
-                    let delivery = Delivery {
-                        record: record.clone(),
-                        origin: self.origin.clone(),
-                        position: Some(position),
-                    };
-                    // A subscriber that is gone has stopped consuming.
-                    let _gone = subscriber.sender.send(delivery).await;
-                }
+            results.push(Ok(self.deliver_to_others(record, seq).await));
+        }
+        results
+    }
+
+    /// A deletion: the store prunes the document and keeps its tombstone
+    /// in one transaction, at a new log position.
+    async fn publish_deletion(&self, record: &Record) -> Result<Position, BusError> {
+        let seq = self
+            .hub
+            .store
+            .delete_document(&record.doc, &record.payload, crate::unix_millis())
+            .await
+            .map_err(|error| {
+                BusError::Publish(format!("{error}: {}", error_chain(&error)).into())
+            })?;
+        Ok(self.deliver_to_others(record, seq).await)
+    }
+
+    async fn deliver_to_others(&self, record: &Record, seq: LogSeq) -> Position {
+        let position = Position {
+            partition: LOG_PARTITION,
+            offset: seq,
+        };
+        for subscriber in self.others() {
+            if subscriber.interest.wants(&record.doc) {
+                let delivery = Delivery {
+                    record: record.clone(),
+                    origin: self.origin.clone(),
+                    position: Some(position),
+                };
+                // A subscriber that is gone has stopped consuming.
+                let _gone = subscriber.sender.send(delivery).await;
             }
-            results.push(Ok(position));
+        }
+        position
+    }
+
+    /// The other subscribers, cloned out of the lock so no lock is held
+    /// while a send waits.
+    fn others(&self) -> Vec<Arc<Subscriber>> {
+        self.hub
+            .subscribers
+            .lock()
+            .iter()
+            .filter(|subscriber| subscriber.origin != self.origin)
+            .cloned()
+            .collect()
+    }
+}
+
+#[async_trait]
+impl MessageBus for LogBus {
+    fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    async fn publish(&self, records: &[Record]) -> Vec<Result<Position, BusError>> {
+        // Runs of updates are appended in one transaction each; a deletion
+        // is its own transaction, in order between them.
+        let mut results = Vec::with_capacity(records.len());
+        let mut start = 0;
+        while start < records.len() {
+            if records[start].kind == RecordKind::Delete {
+                results.push(self.publish_deletion(&records[start]).await);
+                start += 1;
+                continue;
+            }
+            let end = records[start..]
+                .iter()
+                .position(|record| record.kind == RecordKind::Delete)
+                .map_or(records.len(), |offset| start + offset);
+            results.extend(self.publish_updates(&records[start..end]).await);
+            start = end;
         }
         results
     }
@@ -183,15 +225,28 @@ impl MessageBus for LogBus {
     async fn replay(&self, doc: &str, after: Option<Position>) -> Result<Vec<Replayed>, BusError> {
         let after_offset = after.map_or(i64::MIN, |position| position.offset);
         let stored = self.hub.store.load(doc).await?;
-        let mut replayed = Vec::with_capacity(stored.updates.len() + 1);
+        let mut replayed = Vec::with_capacity(stored.updates.len() + 2);
         if let Some(snapshot) = stored.snapshot
             && snapshot.covers_seq > after_offset
         {
+            if let Some(tombstone) = snapshot.tombstone
+                && tombstone.position > after_offset
+            {
+                replayed.push(Replayed {
+                    position: Position {
+                        partition: LOG_PARTITION,
+                        offset: tombstone.position,
+                    },
+                    kind: RecordKind::Delete,
+                    update: Bytes::from(tombstone.state_vector),
+                });
+            }
             replayed.push(Replayed {
                 position: Position {
                     partition: LOG_PARTITION,
                     offset: snapshot.covers_seq,
                 },
+                kind: RecordKind::Update,
                 update: Bytes::from(snapshot.state),
             });
         }
@@ -202,6 +257,7 @@ impl MessageBus for LogBus {
                         partition: LOG_PARTITION,
                         offset: logged.seq,
                     },
+                    kind: RecordKind::Update,
                     update: Bytes::from(logged.update),
                 });
             }

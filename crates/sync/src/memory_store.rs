@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::store::{
-    DocStore, LogSeq, LoggedUpdate, NewUpdate, Snapshot, SnapshotWrite, StoreError, StoredDoc,
-    TopicSnapshot,
+    DocStore, EMPTY_STATE_VECTOR_V1, EMPTY_UPDATE_V1, ListedDoc, LogSeq, LoggedUpdate, NewUpdate,
+    Snapshot, SnapshotWrite, StoreError, StoredDoc, Tombstone, TopicSnapshot,
 };
 
 /// Keeps the log and snapshots in process memory.
@@ -52,7 +52,11 @@ impl DocStore for MemoryStore {
                 update: update.clone(),
             })
             .collect();
-        Ok(StoredDoc { snapshot, updates })
+        Ok(StoredDoc {
+            snapshot,
+            updates,
+            deletions: Vec::new(),
+        })
     }
 
     async fn append(&self, updates: &[NewUpdate]) -> Result<Vec<LogSeq>, StoreError> {
@@ -87,6 +91,84 @@ impl DocStore for MemoryStore {
         Ok(SnapshotWrite::Written)
     }
 
+    async fn delete_document(
+        &self,
+        doc: &str,
+        tombstone_state_vector: &[u8],
+        deleted_at_ms: i64,
+    ) -> Result<LogSeq, StoreError> {
+        let mut state = self.inner.lock();
+        state.next_seq += 1;
+        let seq = state.next_seq;
+        state.snapshots.insert(
+            doc.to_owned(),
+            Snapshot {
+                state: EMPTY_UPDATE_V1.to_vec(),
+                state_vector: EMPTY_STATE_VECTOR_V1.to_vec(),
+                covers_seq: seq,
+                tombstone: Some(Tombstone {
+                    state_vector: tombstone_state_vector.to_vec(),
+                    position: seq,
+                    deleted_at_ms,
+                }),
+            },
+        );
+        state
+            .log
+            .retain(|(logged, name, _)| name != doc || *logged > seq);
+        Ok(seq)
+    }
+
+    async fn list_documents(
+        &self,
+        topic: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<ListedDoc>, StoreError> {
+        let state = self.inner.lock();
+        // (name, snapshot bytes): snapshots first, then names only logged.
+        let mut candidates: Vec<(&str, usize)> = Vec::new();
+        match topic {
+            None => {
+                for (name, snapshot) in &state.snapshots {
+                    if !is_deletion(snapshot.covers_seq, snapshot.tombstone.as_ref()) {
+                        candidates.push((name, snapshot.state.len()));
+                    }
+                }
+                for (_, name, _) in &state.log {
+                    candidates.push((name, 0));
+                }
+            }
+            Some(topic) => {
+                for ((snapshot_topic, name), snapshot) in &state.topic_snapshots {
+                    if snapshot_topic == topic
+                        && !is_deletion(snapshot.covers_offset, snapshot.tombstone.as_ref())
+                    {
+                        candidates.push((name, snapshot.state.len()));
+                    }
+                }
+            }
+        }
+        let mut listed: std::collections::BTreeMap<String, ListedDoc> = Default::default();
+        for (name, bytes) in candidates {
+            if name <= after || listed.contains_key(name) {
+                continue;
+            }
+            listed.insert(
+                name.to_owned(),
+                ListedDoc {
+                    name: name.to_owned(),
+                    snapshot_bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+                    snapshot_at_ms: None,
+                },
+            );
+        }
+        Ok(listed
+            .into_values()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect())
+    }
+
     async fn load_topic_snapshot(
         &self,
         topic: &str,
@@ -117,6 +199,11 @@ impl DocStore for MemoryStore {
     async fn check(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// Whether a snapshot is a deletion with nothing written after it.
+fn is_deletion(covers: LogSeq, tombstone: Option<&Tombstone>) -> bool {
+    tombstone.is_some_and(|tombstone| tombstone.position >= covers)
 }
 
 #[cfg(test)]

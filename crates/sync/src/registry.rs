@@ -36,7 +36,7 @@ use crate::document::{Dirty, Document};
 use crate::log_bus::LogBus;
 use crate::metrics::SyncMetrics;
 use crate::session::{Session, SessionId, SessionOutbox};
-use crate::store::{DocStore, LoggedUpdate, Snapshot, StoredDoc};
+use crate::store::{DocStore, LoggedUpdate, Snapshot, StoredDoc, Tombstone};
 use crate::{DocName, LogSeq, SyncError};
 
 /// How this node relates to others.
@@ -132,12 +132,35 @@ impl Documents {
         }
     }
 
+    /// A durable deletion of `doc` at `seq`: a loaded document closes its
+    /// sessions and is dropped (the next join loads it afresh); a loading
+    /// one keeps the deletion in order with its other records.
+    pub(crate) fn delete(&self, doc: &str, seq: LogSeq, deleted_state_vector: &[u8]) {
+        let mut loaded = self.loaded.lock();
+        let Some(document) = loaded.get(doc).cloned() else {
+            return;
+        };
+        if document.delete(seq, deleted_state_vector) {
+            loaded.remove(doc);
+        }
+    }
+
+    /// The document named `doc`, if loaded (or loading).
+    pub(crate) fn loaded_document(&self, doc: &str) -> Option<Arc<Document>> {
+        self.get(doc)
+    }
+
     fn get(&self, doc: &str) -> Option<Arc<Document>> {
         self.loaded.lock().get(doc).cloned()
     }
 
+    /// The names of the documents in memory.
+    pub(crate) fn names(&self) -> Vec<DocName> {
+        self.loaded.lock().keys().cloned().collect()
+    }
+
     /// The loaded document, or a new one if fewer than `max` are loaded.
-    fn get_or_insert(&self, name: &str, max: usize) -> Option<Arc<Document>> {
+    pub(crate) fn get_or_insert(&self, name: &str, max: usize) -> Option<Arc<Document>> {
         let mut loaded = self.loaded.lock();
         if let Some(document) = loaded.get(name) {
             return Some(document.clone());
@@ -185,10 +208,10 @@ pub(crate) struct RegistryInner {
     /// answered). Joins wait briefly for it, then are refused.
     subscribed: tokio::sync::watch::Sender<bool>,
     pub(crate) committer: Committer,
-    config: RegistryConfig,
-    next_session: AtomicU64,
+    pub(crate) config: RegistryConfig,
+    pub(crate) next_session: AtomicU64,
     /// Stops the housekeeping task and refuses new sessions.
-    closing: CancellationToken,
+    pub(crate) closing: CancellationToken,
     /// Stops the committer once sessions are gone.
     committer_stop: CancellationToken,
     tracker: TaskTracker,
@@ -199,7 +222,7 @@ pub(crate) struct RegistryInner {
 /// The document registry of one node.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    inner: Arc<RegistryInner>,
+    pub(crate) inner: Arc<RegistryInner>,
 }
 
 impl Registry {
@@ -278,7 +301,7 @@ impl Registry {
 
     /// Waits (briefly: the embedded bus subscribes at once, a broker may
     /// take long) for the bus subscription.
-    async fn wait_subscribed(&self) -> Result<(), SyncError> {
+    pub(crate) async fn wait_subscribed(&self) -> Result<(), SyncError> {
         let mut subscribed = self.inner.subscribed.subscribe();
         match tokio::time::timeout(JOIN_WAITS_FOR_BUS, subscribed.wait_for(|live| *live)).await {
             Ok(Ok(_)) => Ok(()),
@@ -437,7 +460,7 @@ impl RegistryInner {
     /// What a loading document starts from: embedded, the store's snapshot
     /// and the log after it (one read); cluster, the worker's topic
     /// snapshot and the document's records after it, replayed from the bus.
-    async fn load(&self, doc: &str) -> Result<StoredDoc, SyncError> {
+    pub(crate) async fn load(&self, doc: &str) -> Result<StoredDoc, SyncError> {
         let started = std::time::Instant::now();
         let loaded = self
             .load_inner(doc)
@@ -468,20 +491,30 @@ impl RegistryInner {
             .replay(doc, after)
             .await
             .map_err(SyncError::Replay)?;
-        let updates = replayed
-            .into_iter()
-            .map(|record| LoggedUpdate {
-                seq: record.position.offset,
-                update: record.update.to_vec(),
-            })
-            .collect();
+        let mut updates = Vec::with_capacity(replayed.len());
+        let mut deletions = Vec::new();
+        for record in replayed {
+            match record.kind {
+                RecordKind::Delete => deletions.push(Tombstone {
+                    state_vector: record.update.to_vec(),
+                    position: record.position.offset,
+                    deleted_at_ms: 0,
+                }),
+                _ => updates.push(LoggedUpdate {
+                    seq: record.position.offset,
+                    update: record.update.to_vec(),
+                }),
+            }
+        }
         Ok(StoredDoc {
             snapshot: snapshot.map(|snapshot| Snapshot {
                 state: snapshot.state,
                 state_vector: snapshot.state_vector,
                 covers_seq: snapshot.covers_offset,
+                tombstone: snapshot.tombstone,
             }),
             updates,
+            deletions,
         })
     }
 
@@ -630,6 +663,15 @@ fn handle_delivery(inner: &RegistryInner, peers: &mut Peers, delivery: Delivery)
                 Ok(payload) => document.broadcast_stateless(payload, None),
                 Err(_) => debug!(doc = %record.doc, "stateless record is not UTF-8; skipped"),
             }
+        }
+        RecordKind::Delete => {
+            let Some(position) = position else {
+                debug!(doc = %record.doc, "delete record without a log position; skipped");
+                return;
+            };
+            inner
+                .documents
+                .delete(&record.doc, position.offset, &record.payload);
         }
         RecordKind::Heartbeat => {}
     }

@@ -21,17 +21,20 @@ struct Client {
     session: Session,
     frames: mpsc::Receiver<Outbound>,
     overflowed: CancellationToken,
+    deleted: CancellationToken,
 }
 
 async fn join(registry: &Registry, doc: &str, queue: usize) -> Client {
     let (frames, receiver) = mpsc::channel(queue);
     let overflowed = CancellationToken::new();
+    let deleted = CancellationToken::new();
     let session = registry
         .join(
             doc,
             SessionOutbox {
                 frames,
                 overflowed: overflowed.clone(),
+                deleted: deleted.clone(),
             },
         )
         .await
@@ -40,6 +43,7 @@ async fn join(registry: &Registry, doc: &str, queue: usize) -> Client {
         session,
         frames: receiver,
         overflowed,
+        deleted,
     }
 }
 
@@ -67,7 +71,10 @@ fn text_of(updates: &[Vec<u8>]) -> String {
 
 /// The whole document as seen by a client answering the server's greeting.
 fn server_text(client: &Client) -> String {
-    let frame = client.session.answer_sync_step1(&StateVector::default());
+    let frame = client
+        .session
+        .answer_sync_step1(&StateVector::default())
+        .unwrap();
     let Ok(Message::Sync(SyncMessage::SyncStep2(update))) = decode_frame(&frame) else {
         panic!("not a SyncStep2");
     };
@@ -166,6 +173,7 @@ async fn load_is_snapshot_plus_the_log_after_it() {
         state: first,
         state_vector: vec![0],
         covers_seq: seqs[0],
+        tombstone: None,
     };
     assert_eq!(
         store.save_snapshot("doc", &snapshot).await.unwrap(),
@@ -328,6 +336,24 @@ impl DocStore for FlakyStore {
     ) -> Result<SnapshotWrite, StoreError> {
         self.inner.save_snapshot(doc, snapshot).await
     }
+    async fn delete_document(
+        &self,
+        doc: &str,
+        tombstone_state_vector: &[u8],
+        deleted_at_ms: i64,
+    ) -> Result<LogSeq, StoreError> {
+        self.inner
+            .delete_document(doc, tombstone_state_vector, deleted_at_ms)
+            .await
+    }
+    async fn list_documents(
+        &self,
+        topic: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<crate::store::ListedDoc>, StoreError> {
+        self.inner.list_documents(topic, after, limit).await
+    }
     async fn load_topic_snapshot(
         &self,
         topic: &str,
@@ -436,6 +462,7 @@ async fn past_max_documents_a_new_document_is_refused_until_one_unloads() {
             SessionOutbox {
                 frames,
                 overflowed: CancellationToken::new(),
+                deleted: CancellationToken::new(),
             },
         )
         .await;
@@ -583,6 +610,7 @@ async fn a_cluster_node_loads_the_topic_snapshot_then_the_records_after_it() {
                 state_vector: Vec::new(),
                 partition: 0,
                 covers_offset: positions[0],
+                tombstone: None,
             },
         )
         .await
@@ -598,4 +626,145 @@ async fn a_cluster_node_loads_the_topic_snapshot_then_the_records_after_it() {
     );
     assert!(text.contains("one "), "{text:?}");
     assert_eq!(text.len(), "one two snap ".len(), "nothing twice: {text:?}");
+}
+
+/// The state vector of a client holding every update given.
+fn state_of(updates: &[&[u8]]) -> StateVector {
+    let doc = Doc::new();
+    for update in updates {
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(update).unwrap())
+            .unwrap();
+    }
+    doc.transact().state_vector()
+}
+
+fn read_text(read: &crate::DocumentRead) -> String {
+    text_of(std::slice::from_ref(&read.state))
+}
+
+#[tokio::test(start_paused = true)]
+async fn deletion_closes_sessions_refuses_old_history_and_survives_a_restart() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Registry::embedded(store.clone(), test_config());
+    let alice = join(&registry, "doc", 64).await;
+    let old = text_update(1, "secret");
+    alice
+        .session
+        .submit_update(old.clone())
+        .await
+        .unwrap()
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let read = registry.read("doc").await.unwrap();
+    assert!(read.has_content);
+    assert_eq!(read_text(&read), "secret");
+    assert_eq!(read.deleted_at_ms, None);
+    assert_eq!(
+        registry.delete("never-written").await.unwrap(),
+        crate::DeleteOutcome::NotFound
+    );
+
+    assert_eq!(
+        registry.delete("doc").await.unwrap(),
+        crate::DeleteOutcome::Deleted
+    );
+    assert!(alice.deleted.is_cancelled(), "alice's session is told");
+    let read = registry.read("doc").await.unwrap();
+    assert!(!read.has_content, "nothing is left");
+    assert!(read.deleted_at_ms.is_some());
+    assert!(
+        registry.list("", 100).await.unwrap().is_empty(),
+        "a deleted document is not listed"
+    );
+
+    // A client that still holds the old history is refused, by its state
+    // and by its updates; a fresh one starts the name again.
+    let bob = join(&registry, "doc", 64).await;
+    let old_state = state_of(&[&old]);
+    assert!(matches!(
+        bob.session.answer_sync_step1(&old_state),
+        Err(crate::SyncError::Deleted)
+    ));
+    assert!(matches!(
+        bob.session.submit_update(old.clone()).await,
+        Err(crate::SyncError::Deleted)
+    ));
+    assert!(matches!(
+        registry.apply_update("doc", old.clone()).await,
+        Err(crate::SyncError::Deleted)
+    ));
+    bob.session
+        .submit_update(text_update(2, "fresh"))
+        .await
+        .unwrap()
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    registry
+        .apply_update("doc", text_update(3, "api "))
+        .await
+        .unwrap();
+    assert_eq!(read_text(&registry.read("doc").await.unwrap()), "freshapi ");
+    assert_eq!(
+        registry
+            .list("", 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|doc| doc.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["doc"]
+    );
+    drop(bob);
+    registry.shutdown().await;
+
+    // A restart: the tombstone is in the store.
+    let restarted = Registry::embedded(store.clone(), test_config());
+    assert_eq!(
+        read_text(&restarted.read("doc").await.unwrap()),
+        "freshapi "
+    );
+    let carol = join(&restarted, "doc", 64).await;
+    assert!(matches!(
+        carol.session.answer_sync_step1(&old_state),
+        Err(crate::SyncError::Deleted)
+    ));
+    assert!(
+        carol
+            .session
+            .answer_sync_step1(&StateVector::default())
+            .is_ok()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deletion_on_one_node_reaches_the_others() {
+    let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+    let bus_a = crate::LogBus::new(store.clone(), "a");
+    let bus_b = bus_a.join("b");
+    let node_a = Registry::start(store.clone(), Arc::new(bus_a), cluster_config());
+    let node_b = Registry::start(store.clone(), Arc::new(bus_b), cluster_config());
+    let old = text_update(1, "old");
+    node_a.apply_update("doc", old.clone()).await.unwrap();
+    let bob = join(&node_b, "doc", 64).await;
+    assert_eq!(server_text(&bob), "old");
+
+    assert_eq!(
+        node_a.delete("doc").await.unwrap(),
+        crate::DeleteOutcome::Deleted
+    );
+    tokio::time::timeout(Duration::from_secs(5), bob.deleted.cancelled())
+        .await
+        .expect("node b closes its session");
+    let read = node_b.read("doc").await.unwrap();
+    assert!(!read.has_content, "node b reads it empty");
+    let carol = join(&node_b, "doc", 64).await;
+    assert!(matches!(
+        carol.session.answer_sync_step1(&state_of(&[&old])),
+        Err(crate::SyncError::Deleted)
+    ));
 }

@@ -12,6 +12,7 @@ use weft_protocol::{AwarenessUpdate, Message, StateVector};
 use yrs::Update;
 use yrs::updates::decoder::Decode;
 
+use crate::bus::RecordKind;
 use crate::document::Document;
 use crate::registry::RegistryInner;
 use crate::{InvalidUpdate, LogSeq, PublishError, SyncError};
@@ -54,6 +55,9 @@ pub struct SessionOutbox {
     pub frames: mpsc::Sender<Outbound>,
     /// Cancelled when the session fell behind and must be disconnected.
     pub overflowed: CancellationToken,
+    /// Cancelled when the document was deleted: the gateway closes the
+    /// session with "document deleted" (the client must drop its copy).
+    pub deleted: CancellationToken,
 }
 
 /// Resolves once a submitted update is durable and applied.
@@ -61,6 +65,10 @@ pub struct SessionOutbox {
 pub struct PendingAck(oneshot::Receiver<Result<LogSeq, PublishError>>);
 
 impl PendingAck {
+    pub(crate) fn new(receiver: oneshot::Receiver<Result<LogSeq, PublishError>>) -> Self {
+        Self(receiver)
+    }
+
     /// Waits for the update to be committed (or to fail).
     pub async fn wait(self) -> Result<LogSeq, PublishError> {
         self.0.await.unwrap_or(Err(PublishError::Stopped))
@@ -110,9 +118,14 @@ impl Session {
         frames
     }
 
-    /// Answers a client's SyncStep1 with the SyncStep2 it lacks.
-    pub fn answer_sync_step1(&self, client_state: &StateVector) -> Outbound {
-        self.document.sync_step2_frame(client_state)
+    /// Answers a client's SyncStep1 with the SyncStep2 it lacks, or
+    /// refuses ([`SyncError::Deleted`]) a client whose state names content
+    /// of a deleted document: it holds history that must not come back.
+    pub fn answer_sync_step1(&self, client_state: &StateVector) -> Result<Outbound, SyncError> {
+        if self.document.refuses_state(client_state) {
+            return Err(SyncError::Deleted);
+        }
+        Ok(self.document.sync_step2_frame(client_state))
     }
 
     /// Queues a frame for this session's own client (a reply). Returns
@@ -154,7 +167,8 @@ impl Session {
     /// Submits a client's update (from a SyncStep2 or an Update message).
     ///
     /// Refuses bytes that are not a Yjs update, leaving the document
-    /// untouched. An empty update (what a client sends when it lacks
+    /// untouched, and ([`SyncError::Deleted`]) an update that builds on
+    /// content of a deleted document. An empty update (what a client sends when it lacks
     /// nothing) needs no commit and yields `None`. Otherwise the returned
     /// [`PendingAck`] resolves once the update is durable, applied, and
     /// broadcast to the other sessions.
@@ -163,10 +177,10 @@ impl Session {
         // to the session's span.
         let span = debug_span!(parent: None, "update", doc = %self.document.name(), bytes = update.len(), session = %self.id);
         span.follows_from(tracing::Span::current());
-        weft_protocol::check_update_v1(&update)
-            .map_err(|error| SyncError::InvalidUpdate(error.into()))?;
-        let decoded =
-            Update::decode_v1(&update).map_err(|error| SyncError::InvalidUpdate(error.into()))?;
+        let decoded = decode_client_update(&update)?;
+        if self.document.refuses_update(&decoded) {
+            return Err(SyncError::Deleted);
+        }
         if decoded.is_empty() {
             return Ok(None);
         }
@@ -175,7 +189,13 @@ impl Session {
         let receiver = self
             .registry
             .committer
-            .submit(self.document.name_arc(), Bytes::from(update), self.id, span)
+            .submit(
+                self.document.name_arc(),
+                RecordKind::Update,
+                Bytes::from(update),
+                self.id,
+                span,
+            )
             .await;
         Ok(Some(PendingAck(receiver)))
     }
@@ -188,6 +208,15 @@ impl Drop for Session {
                 .publish_awareness(&self.document.name_arc(), &removal, self.id);
         }
     }
+}
+
+/// Decodes an update from outside (a client, a service): refused
+/// ([`SyncError::InvalidUpdate`]) if its header is implausible or it does
+/// not decode.
+pub(crate) fn decode_client_update(update: &[u8]) -> Result<Update, SyncError> {
+    weft_protocol::check_update_v1(update)
+        .map_err(|error| SyncError::InvalidUpdate(error.into()))?;
+    Update::decode_v1(update).map_err(|error| SyncError::InvalidUpdate(error.into()))
 }
 
 /// Encodes a message as the frame it travels in.

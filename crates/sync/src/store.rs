@@ -11,6 +11,17 @@
 //! They live apart from the embedded snapshots, so one database can serve an
 //! embedded node and clusters of several topics without their positions
 //! ever being compared.
+//!
+//! # Deleted documents
+//!
+//! A deletion is a snapshot too: the empty document, covering the
+//! deletion's log position, carrying a [`Tombstone`] (the state vector of
+//! what was deleted). Writing it prunes the log before it like any
+//! snapshot, and the snapshot fence (a snapshot never replaces one covering
+//! a later position) keeps a late writer holding the old content from
+//! bringing it back. Later snapshots of the document carry the tombstone
+//! forward, so a client that still holds deleted history is refused for
+//! as long as the document exists.
 
 use std::fmt::Debug;
 
@@ -61,6 +72,39 @@ pub struct LoggedUpdate {
     pub update: Vec<u8>,
 }
 
+/// The v1 encoding of an empty Yjs update (no structs, no deletions): the
+/// state of a deleted document.
+pub const EMPTY_UPDATE_V1: &[u8] = &[0, 0];
+/// The v1 encoding of an empty state vector.
+pub const EMPTY_STATE_VECTOR_V1: &[u8] = &[0];
+
+/// What a deletion leaves behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The v1 state vector of the deleted content: a client whose state or
+    /// update holds a `(client, clock)` below it is refused.
+    pub state_vector: Vec<u8>,
+    /// Where the deletion sits in the log (embedded: its sequence number;
+    /// a topic: its offset in the snapshot's partition). Every record of
+    /// the document before it is gone.
+    pub position: LogSeq,
+    /// When it was deleted, in milliseconds since the Unix epoch (0 when
+    /// only the log record is known, which carries no time).
+    pub deleted_at_ms: i64,
+}
+
+/// A document as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedDoc {
+    /// Its name.
+    pub name: String,
+    /// Bytes of its stored snapshot (0 if it has none yet).
+    pub snapshot_bytes: i64,
+    /// When its snapshot was last written (ms since the Unix epoch), if it
+    /// has one.
+    pub snapshot_at_ms: Option<i64>,
+}
+
 /// The compacted state of a document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -72,6 +116,9 @@ pub struct Snapshot {
     /// Every logged update of the document up to and including this
     /// sequence number is contained in `state`.
     pub covers_seq: LogSeq,
+    /// The latest deletion of the document, if it was ever deleted
+    /// (`position` at or below `covers_seq`).
+    pub tombstone: Option<Tombstone>,
 }
 
 /// What the store holds for one document.
@@ -81,6 +128,10 @@ pub struct StoredDoc {
     pub snapshot: Option<Snapshot>,
     /// Logged updates after the snapshot, in log order.
     pub updates: Vec<LoggedUpdate>,
+    /// Deletions read back with the updates (cluster mode: delete records
+    /// replayed from the topic after the snapshot), in log order. Stores
+    /// leave it empty: a stored deletion is the snapshot's tombstone.
+    pub deletions: Vec<Tombstone>,
 }
 
 /// A document folded from a Kafka topic by the persistence worker.
@@ -95,6 +146,9 @@ pub struct TopicSnapshot {
     /// Every record of the document in `partition` up to and including this
     /// offset is contained in `state`.
     pub covers_offset: i64,
+    /// The latest deletion of the document, if any (`position` is an
+    /// offset in `partition`, at or below `covers_offset`).
+    pub tombstone: Option<Tombstone>,
 }
 
 /// Whether a snapshot write took effect.
@@ -129,6 +183,29 @@ pub trait DocStore: Send + Sync + Debug + 'static {
         doc: &str,
         snapshot: &Snapshot,
     ) -> Result<SnapshotWrite, StoreError>;
+
+    /// Deletes `doc` (embedded mode), atomically: takes the next log
+    /// position, stores the empty document at it with a [`Tombstone`]
+    /// holding `tombstone_state_vector` (it replaces any snapshot), and
+    /// prunes the document's log up to it. Returns that position.
+    async fn delete_document(
+        &self,
+        doc: &str,
+        tombstone_state_vector: &[u8],
+        deleted_at_ms: i64,
+    ) -> Result<LogSeq, StoreError>;
+
+    /// Documents the store holds, by name, after `after` (exclusive), at
+    /// most `limit` of them. `topic: None` lists the embedded documents
+    /// (a snapshot or logged updates); `Some(topic)` the topic snapshots of
+    /// that cluster. A document whose latest write is its deletion is not
+    /// listed.
+    async fn list_documents(
+        &self,
+        topic: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<ListedDoc>, StoreError>;
 
     /// Reads the topic snapshot of `doc` folded from `topic`, if any.
     async fn load_topic_snapshot(

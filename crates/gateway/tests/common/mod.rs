@@ -59,6 +59,15 @@ impl TestServer {
 
     /// A server in front of `registry`.
     pub(crate) async fn with_registry(registry: Registry, config: GatewayConfig) -> Self {
+        Self::with_auth(registry, config, weft_gateway::auth::Authenticator::Open).await
+    }
+
+    /// A server in front of `registry` that authenticates with `auth`.
+    pub(crate) async fn with_auth(
+        registry: Registry,
+        config: GatewayConfig,
+        auth: weft_gateway::auth::Authenticator,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -68,7 +77,7 @@ impl TestServer {
             registry,
             lifecycle: Lifecycle::new(),
             config: Arc::new(config),
-            auth: weft_gateway::auth::Authenticator::Open,
+            auth,
             admission: weft_gateway::limits::Admission::new(weft_gateway::limits::LimitsConfig {
                 max_connections: 10_000,
                 max_connections_per_ip: 10_000,

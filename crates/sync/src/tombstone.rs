@@ -1,0 +1,168 @@
+//! Deleted documents: what a tombstone refuses.
+//!
+//! Deleting a document keeps the v1 state vector of everything it held: the
+//! tombstone. Yjs identifies every change by `(client, clock)`, and a client
+//! id is chosen at random per `Y.Doc`, so content made after the deletion
+//! (by a fresh `Y.Doc`) never carries a client id the tombstone names. A
+//! client that still holds the deleted history does: its state vector
+//! (SyncStep1) names those clients, and so does any update it builds on
+//! that history. Both are refused, which is what keeps deleted content from
+//! coming back through a client that was offline during the deletion.
+//!
+//! The check is by client id rather than by clock range: a client that
+//! held deleted content and keeps editing produces clocks above the
+//! tombstone's, but its changes still point at deleted items, so they are
+//! refused too.
+
+use yrs::updates::decoder::Decode;
+use yrs::{StateVector, Update};
+
+use crate::store::Tombstone;
+
+/// A tombstone, decoded for checks.
+#[derive(Debug, Clone, Default)]
+pub struct TombstoneState {
+    /// Every deleted `(client, clock)` is below this.
+    pub state_vector: StateVector,
+    /// The deletion's log position.
+    pub position: crate::LogSeq,
+    /// When it happened (ms since the Unix epoch; 0 if unknown).
+    pub deleted_at_ms: i64,
+}
+
+impl TombstoneState {
+    /// Decodes a stored tombstone; a state vector that does not decode
+    /// (it was written by this code, so it should) counts as empty.
+    pub fn from_stored(stored: &Tombstone) -> Self {
+        Self {
+            state_vector: decode_state_vector(&stored.state_vector),
+            position: stored.position,
+            deleted_at_ms: stored.deleted_at_ms,
+        }
+    }
+
+    /// The stored form.
+    pub fn to_stored(&self) -> Tombstone {
+        use yrs::updates::encoder::Encode;
+        Tombstone {
+            state_vector: self.state_vector.encode_v1(),
+            position: self.position,
+            deleted_at_ms: self.deleted_at_ms,
+        }
+    }
+
+    /// Whether a client with this state vector holds deleted history.
+    pub fn refuses_state(&self, client_state: &StateVector) -> bool {
+        refuses_state(&self.state_vector, client_state)
+    }
+
+    /// Whether an update creates or deletes anything of a deleted client.
+    pub fn refuses_update(&self, update: &Update) -> bool {
+        refuses_update(&self.state_vector, update)
+    }
+
+    /// [`TombstoneState::refuses_update`] on encoded (v1) bytes; bytes
+    /// that do not decode are not refused here (applying them fails and is
+    /// logged where they are applied).
+    pub fn refuses_update_v1(&self, update: &[u8]) -> bool {
+        weft_protocol::check_update_v1(update).is_ok()
+            && Update::decode_v1(update).is_ok_and(|decoded| self.refuses_update(&decoded))
+    }
+}
+
+/// Decodes a v1 state vector, empty if it does not decode.
+pub fn decode_state_vector(bytes: &[u8]) -> StateVector {
+    if weft_protocol::check_state_vector_v1(bytes).is_err() {
+        return StateVector::default();
+    }
+    StateVector::decode_v1(bytes).unwrap_or_default()
+}
+
+/// Whether `client_state` names a client the tombstone `deleted` names.
+pub fn refuses_state(deleted: &StateVector, client_state: &StateVector) -> bool {
+    client_state
+        .iter()
+        .any(|(client, clock)| *clock > 0 && deleted.get(client) > 0)
+}
+
+/// Whether `update` inserts or deletes anything of a client `deleted`
+/// names.
+pub fn refuses_update(deleted: &StateVector, update: &Update) -> bool {
+    if deleted.is_empty() {
+        return false;
+    }
+    let named = |client: yrs::block::ClientID| deleted.get(&client) > 0;
+    update.insertions(true).client_ids().any(named) || update.delete_set().client_ids().any(named)
+}
+
+/// Adds to `into` every `(client, clock)` that `update` inserts, so a
+/// tombstone covers content that was never applied anywhere (a record
+/// before the deletion that a node read only afterwards).
+pub fn include_update(into: &mut StateVector, update: &Update) {
+    for (client, ranges) in update.insertions(true).iter() {
+        for range in ranges.iter() {
+            into.set_max(*client, range.end);
+        }
+    }
+}
+
+/// The union (per client, the larger clock) of two state vectors.
+pub fn merge(into: &mut StateVector, other: &StateVector) {
+    for (client, clock) in other.iter() {
+        into.set_max(*client, *clock);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use yrs::updates::encoder::Encode;
+    use yrs::{Doc, ReadTxn, Text, Transact};
+
+    use super::*;
+
+    fn edit(client: u64, text: &str) -> Doc {
+        let doc = Doc::with_client_id(client);
+        let root = doc.get_or_insert_text("t");
+        root.insert(&mut doc.transact_mut(), 0, text);
+        doc
+    }
+
+    #[test]
+    fn refuses_the_deleted_history_and_nothing_else() {
+        let old = edit(1, "old");
+        let deleted = old.transact().state_vector();
+        assert!(refuses_state(&deleted, &old.transact().state_vector()));
+        let fresh = edit(2, "new");
+        assert!(!refuses_state(&deleted, &fresh.transact().state_vector()));
+        assert!(!refuses_state(&deleted, &StateVector::default()));
+
+        // The old client keeps editing: clocks above the tombstone's, same
+        // client: refused.
+        let root = old.get_or_insert_text("t");
+        let before = old.transact().state_vector();
+        root.insert(&mut old.transact_mut(), 0, "more");
+        let more = old.transact().encode_state_as_update_v1(&before);
+        assert!(refuses_update(&deleted, &Update::decode_v1(&more).unwrap()));
+        let fresh_update = fresh
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        assert!(!refuses_update(
+            &deleted,
+            &Update::decode_v1(&fresh_update).unwrap()
+        ));
+    }
+
+    #[test]
+    fn an_update_adds_what_it_inserts_to_a_tombstone() {
+        let doc = edit(7, "hello");
+        let update = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let mut tombstone = StateVector::default();
+        include_update(&mut tombstone, &Update::decode_v1(&update).unwrap());
+        assert_eq!(tombstone.get(&yrs::block::ClientID::new(7)), 5);
+        let round_trip = decode_state_vector(&tombstone.encode_v1());
+        assert_eq!(round_trip.get(&yrs::block::ClientID::new(7)), 5);
+        assert!(decode_state_vector(b"\xff\xff\xff\xff\xff").is_empty());
+    }
+}
