@@ -129,7 +129,11 @@ where
         &config,
         &metrics,
     );
+    // Reader first: when the document drops a session's outbox (its send
+    // queue overflowed), the writer ends too, but the reader knows why
+    // (1013), so its answer must win over the writer's "connection lost".
     let closing = tokio::select! {
+        biased;
         closing = reader => closing,
         () = &mut writer => Some(Closing::new(close_code::GOING_AWAY, "connection lost")),
     };
