@@ -214,12 +214,17 @@ impl KafkaBus {
         let awareness_name = self.config.awareness_topic();
         let replication = self.config.replication_factor;
         let max_record_bytes = self.config.max_record_bytes.to_string();
+        let retention_ms = self.config.retention.map_or_else(
+            || "-1".to_owned(),
+            |retention| retention.as_millis().to_string(),
+        );
         let updates = NewTopic::new(
             &self.config.topic,
             self.config.partitions,
             TopicReplication::Fixed(replication),
         )
-        .set("max.message.bytes", &max_record_bytes);
+        .set("max.message.bytes", &max_record_bytes)
+        .set("retention.ms", &retention_ms);
         let awareness = NewTopic::new(
             &awareness_name,
             self.config.partitions,

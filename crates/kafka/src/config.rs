@@ -38,6 +38,11 @@ pub struct KafkaConfig {
     /// SyncStep2 can carry a whole document edited offline, so this must
     /// hold the largest WebSocket message a node accepts, plus the envelope.
     pub max_record_bytes: usize,
+    /// `retention.ms` of the updates topic when Weft creates it; `None`
+    /// keeps every record (-1). Records a node needs to load a document must
+    /// outlive the persistence worker's lag, or they are lost: bound it
+    /// only with a worker running.
+    pub retention: Option<Duration>,
     /// Any other librdkafka property (`--kafka-option key=value`), applied
     /// last, so it overrides the above.
     pub options: Vec<(String, String)>,

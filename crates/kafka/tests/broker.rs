@@ -29,6 +29,7 @@ fn config(brokers: &str, topic: &str, node: &str) -> KafkaConfig {
         fetch_wait: Duration::from_millis(10),
         publish_timeout: Duration::from_secs(10),
         max_record_bytes: 17 * 1024 * 1024,
+        retention: None,
         options: Vec::new(),
     }
 }

@@ -35,6 +35,7 @@ fn kafka_config(brokers: &str, topic: &str, node: &str) -> KafkaConfig {
         fetch_wait: Duration::from_millis(10),
         publish_timeout: Duration::from_secs(30),
         max_record_bytes: 17 * 1024 * 1024,
+        retention: None,
         options: Vec::new(),
     }
 }

@@ -234,6 +234,13 @@ pub(crate) struct KafkaArgs {
     #[arg(long, env = "WEFT_KAFKA_MAX_RECORD_BYTES", default_value_t = 17 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024 * 1024..=1024 * 1024 * 1024))]
     pub(crate) kafka_max_record_bytes: u64,
 
+    /// `retention.ms` of the updates topic when Weft creates it: a duration
+    /// (`7d`, `72h`) or `infinite`. In a cluster the topic is the log of
+    /// record: bound it only with a persistence worker running, and longer
+    /// than the worker may ever lag. An existing topic keeps its setting.
+    #[arg(long, env = "WEFT_KAFKA_RETENTION", default_value = "infinite", value_parser = parse_retention)]
+    pub(crate) kafka_retention: Retention,
+
     /// Any librdkafka property, `key=value`, repeatable (separated by `;`
     /// in the environment variable, since librdkafka values may hold
     /// commas), e.g. `security.protocol=ssl`. Applied last, so it overrides
@@ -297,6 +304,21 @@ pub(crate) struct LimitArgs {
     pub(crate) allowed_origins: Vec<String>,
 }
 
+/// A topic retention: `None` keeps every record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retention(pub(crate) Option<Duration>);
+
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    if text.trim().eq_ignore_ascii_case("infinite") {
+        return Ok(Retention(None));
+    }
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_secs(60) {
+        return Err("a retention under a minute would delete records nodes still need; use a duration like 7d, or infinite".to_owned());
+    }
+    Ok(Retention(Some(duration)))
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|error| format!("{error} (examples: 500ms, 2s, 1m)"))
 }
@@ -313,6 +335,24 @@ pub(crate) fn redacted_url(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use std::time::Duration;
+
+    use super::parse_retention;
+
+    #[test]
+    fn retention_is_a_duration_or_infinite() {
+        assert_eq!(parse_retention("infinite").map(|r| r.0), Ok(None));
+        assert_eq!(
+            parse_retention("7d").map(|r| r.0),
+            Ok(Some(Duration::from_secs(7 * 86_400)))
+        );
+        assert!(parse_retention("5s").is_err(), "too short to be safe");
+        assert!(parse_retention("forever").is_err());
     }
 }
 

@@ -263,6 +263,7 @@ pub(crate) fn kafka_config(args: &KafkaArgs) -> anyhow::Result<Option<weft_kafka
         max_record_bytes: usize::try_from(args.kafka_max_record_bytes).context(
             "--kafka-max-record-bytes / WEFT_KAFKA_MAX_RECORD_BYTES does not fit this platform",
         )?,
+        retention: args.kafka_retention.0,
         options: args.kafka_options.clone(),
     };
     config
