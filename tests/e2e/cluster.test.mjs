@@ -122,6 +122,58 @@ e2e('cluster: a node that loads a document after others edited it sees everythin
   })
 })
 
+/** The partitions a node's live consumer reads, from its consumer-lag metric. */
+async function assignedPartitions (node, topic) {
+  const res = await fetch(`${node.httpUrl}/metrics`, { signal: AbortSignal.timeout(5000) })
+  const text = await res.text()
+  const found = { updates: new Set(), awareness: new Set() }
+  for (const match of text.matchAll(/^weft_bus_consumer_lag\{topic="([^"]+)",partition="(\d+)"\} \S+$/gm)) {
+    if (match[1] === topic) found.updates.add(Number(match[2]))
+    else if (match[1] === `${topic}-awareness`) found.awareness.add(Number(match[2]))
+  }
+  return found
+}
+
+/**
+ * Poll the consumer-lag metric (librdkafka reports every 5 s; no event to
+ * wait on) until `predicate` holds: every 250 ms, at most `timeout` ms.
+ */
+async function eventuallyAssigned (node, topic, predicate, what, timeout = 20000) {
+  let last = null
+  for (let attempt = 0; attempt <= timeout / 250; attempt++) {
+    last = await assignedPartitions(node, topic)
+    if (predicate(last)) return last
+    await sleep(250)
+  }
+  throw new Error(`${what}: partitions never matched within ${timeout} ms (updates ${[...last.updates]}, awareness ${[...last.awareness]})`)
+}
+
+e2e('cluster: a node reads only the partitions of the documents it holds, adds one when a client lands on it, releases it after', { skip, timeout: 120000 }, async (t) => {
+  const { nodes, topic } = await startCluster(t, 2, { extraArgs: ['--doc-unload-grace', '1s'] })
+  const doc = 'cluster/held'
+  const writer = createClient(t, nodes[0], doc, { name: 'w@node-0' })
+  await waitSynced(writer)
+  writer.doc.getArray('array').push(['before'])
+  // node-1 holds nothing: only the heartbeats' partition of the awareness topic.
+  const idle = await eventuallyAssigned(nodes[1], topic, (p) => p.awareness.size > 0, 'node-1 before any document')
+  assert.deepEqual([...idle.updates], [], 'no partition of the updates topic')
+  assert.deepEqual([...idle.awareness], [0], 'the heartbeats\' partition only')
+  const atNode0 = await eventuallyAssigned(nodes[0], topic, (p) => p.updates.size === 1, 'node-0 holding one document')
+  // A client of the same document lands on node-1: it still works, both ways.
+  const reader = createClient(t, nodes[1], doc, { name: 'r@node-1' })
+  await waitSynced(reader)
+  await waitFor(() => reader.doc.getArray('array').toJSON().includes('before'), { on: reader, what: 'the replayed edit' })
+  writer.doc.getArray('array').push(['live'])
+  await waitFor(() => reader.doc.getArray('array').toJSON().includes('live'), { on: reader, what: 'a live edit from node-0' })
+  reader.doc.getArray('array').push(['back'])
+  await waitFor(() => writer.doc.getArray('array').toJSON().includes('back'), { on: writer, what: 'a live edit from node-1' })
+  const holding = await eventuallyAssigned(nodes[1], topic, (p) => p.updates.size === 1, 'node-1 holding the document')
+  assert.deepEqual([...holding.updates], [...atNode0.updates], 'the document\'s partition, the same on both nodes')
+  // The client leaves; after the unload grace node-1 reads that partition no more.
+  reader.destroy()
+  await eventuallyAssigned(nodes[1], topic, (p) => p.updates.size === 0 && p.awareness.size > 0, 'node-1 after the document unloaded')
+})
+
 e2e('cluster: cross-node latency, writer on node-0, reader on node-1', { skip, timeout: 60000 }, async (t) => {
   const { nodes } = await startCluster(t, 2)
   const writer = createClient(t, nodes[0], 'cluster/latency', { name: 'writer' })
@@ -245,13 +297,13 @@ e2e('cluster: awareness crosses nodes, and a SIGKILLed node\'s clients disappear
  * `tansu cat produce` writes the key as JSON, so the key of a string `k` is
  * `"k"`, quotes included: the document under test is named that way.
  */
-function produceGarbage (topic, key, partitions) {
+function produceGarbage (topic, key, partition, count) {
   const tansu = process.env.WEFT_TANSU_BIN
   assert.ok(tansu, 'WEFT_TANSU_BIN names the broker binary (make test sets it)')
-  for (let partition = 0; partition < partitions; partition++) {
+  for (let i = 0; i < count; i++) {
     const produced = spawnSync(tansu, [
       'cat', 'produce', topic, '--broker', `tcp://${BROKER}`, '--partition', String(partition)
-    ], { input: JSON.stringify({ key, value: `not an envelope ${partition}` }) + '\n', timeout: 20000 })
+    ], { input: JSON.stringify({ key, value: `not an envelope ${i}` }) + '\n', timeout: 20000 })
     assert.equal(produced.status, 0, `tansu cat produce: ${produced.stderr}`)
   }
 }
@@ -265,8 +317,10 @@ e2e('cluster: a malformed record in the topic is skipped; nodes keep serving and
   await waitSynced([a, b])
   a.doc.getArray('array').push(['before'])
   await waitConverged([a, b], { types: TYPES })
-  // Both nodes have the document loaded, so the live consumers decode it.
-  produceGarbage(topic, key, 4)
+  // Both nodes have the document loaded, so their live consumers read its
+  // partition (the one its records go to) and decode what lands there.
+  const held = await eventuallyAssigned(nodes[0], topic, (p) => p.updates.size === 1, 'node-0 holding the document')
+  produceGarbage(topic, key, [...held.updates][0], 2)
   b.doc.getArray('array').push(['after'])
   await waitConverged([a, b], { types: TYPES, what: 'edits after the malformed records' })
   for (const node of nodes) assert.ok(node.running, `${node.name} still running`)

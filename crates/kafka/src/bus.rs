@@ -21,6 +21,7 @@ use weft_sync::{
 use crate::config::{KafkaConfig, KafkaConfigError};
 use crate::context::{LagTable, WeftContext};
 use crate::envelope::{self, partition_for};
+use crate::live::{ConsumeScope, Live};
 use crate::trace;
 
 /// How long one metadata or watermark request may take.
@@ -84,6 +85,7 @@ pub struct KafkaBus {
     subscribed: AtomicBool,
     counters: Arc<Counters>,
     lag: Arc<LagTable>,
+    live: Arc<Live>,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -113,6 +115,7 @@ impl KafkaBus {
             subscribed: AtomicBool::new(false),
             counters: Arc::new(Counters::default()),
             lag: Arc::default(),
+            live: Arc::default(),
         })
     }
 
@@ -153,6 +156,23 @@ impl KafkaBus {
         );
         // Dropping a producer flushes it, which may block: not on the runtime.
         tokio::task::spawn_blocking(move || drop(old));
+    }
+
+    /// The partitions (updates and awareness) of `doc` the live consumer
+    /// must read while the document is held; `None` in `All` scope.
+    fn held_partitions(&self, doc: &str, topics: Topics) -> Option<Vec<(String, i32)>> {
+        (self.config.consume == ConsumeScope::Held).then(|| {
+            vec![
+                (
+                    self.config.topic.clone(),
+                    partition_for(doc, topics.updates),
+                ),
+                (
+                    self.config.awareness_topic(),
+                    partition_for(doc, topics.awareness),
+                ),
+            ]
+        })
     }
 
     /// Records skipped because they did not decode.
@@ -263,10 +283,15 @@ impl KafkaBus {
             .consumer("live", self.config.fetch_wait)
             .create_with_context(WeftContext::with_lag(self.lag.clone()))
             .map_err(|error| BusError::Check(Box::new(error)))?;
-        let names = [
-            (self.config.topic.clone(), topics.updates),
-            (self.config.awareness_topic(), topics.awareness),
-        ];
+        // Held scope: only the heartbeats' partition until documents load
+        // (see `live`).
+        let names = match self.config.consume {
+            ConsumeScope::All => vec![
+                (self.config.topic.clone(), topics.updates),
+                (self.config.awareness_topic(), topics.awareness),
+            ],
+            ConsumeScope::Held => vec![(self.config.awareness_topic(), 1)],
+        };
         tokio::task::spawn_blocking(move || {
             let mut assignment = TopicPartitionList::new();
             for (name, partitions) in &names {
@@ -393,10 +418,12 @@ impl MessageBus for KafkaBus {
                 return Err(error);
             }
         };
+        let consumer = Arc::new(consumer);
+        self.live.start(consumer.clone(), positions);
         let (sender, receiver) = mpsc::channel(DELIVERY_CAPACITY);
         tokio::spawn(consume(
             consumer,
-            positions,
+            self.live.clone(),
             interest,
             sender,
             self.config.clone(),
@@ -417,7 +444,15 @@ impl MessageBus for KafkaBus {
         let config = self.config.clone();
         let counters = self.counters.clone();
         let doc = doc.to_owned();
+        let live = self.live.clone();
+        let held = self.held_partitions(&doc, topics);
         tokio::task::spawn_blocking(move || {
+            // First the live consumer reads the partition (from its end
+            // now), then the replay reads up to the end: no gap between.
+            if let Some(held) = held {
+                live.hold(&doc, &held)
+                    .map_err(|error| BusError::Replay(Box::new(error)))?;
+            }
             crate::replay::replay_partition(&config, partition, &doc, after, &counters)
         })
         .await
@@ -450,6 +485,19 @@ impl MessageBus for KafkaBus {
         .map_err(|error| BusError::Check(error.into()))?
     }
 
+    fn release(&self, doc: &str) {
+        let Some(topics) = self.topics.get().copied() else {
+            return;
+        };
+        let Some(held) = self.held_partitions(doc, topics) else {
+            return;
+        };
+        let live = self.live.clone();
+        let doc = doc.to_owned();
+        let heartbeats = (self.config.awareness_topic(), 0);
+        tokio::task::spawn_blocking(move || live.release(&doc, &held, &heartbeats));
+    }
+
     fn consumer_lag(&self) -> Vec<PartitionLag> {
         self.lag
             .lock()
@@ -472,8 +520,8 @@ impl MessageBus for KafkaBus {
 /// requests). The replacement resumes exactly where the old one was, so no
 /// record is skipped.
 async fn consume(
-    consumer: StreamConsumer<WeftContext>,
-    mut positions: TopicPartitionList,
+    consumer: Arc<StreamConsumer<WeftContext>>,
+    live: Arc<Live>,
     interest: Arc<dyn Interest>,
     sender: mpsc::Sender<Delivery>,
     config: Arc<KafkaConfig>,
@@ -491,7 +539,7 @@ async fn consume(
         };
         let Some(received) = received else {
             warn!(stalled = ?CONSUMER_STALL, "live consumer received nothing, not even this node's heartbeats; replacing it at its positions");
-            match resume_consumer(&config, &positions, &lag) {
+            match live.replace_with(|positions| resume_consumer(&config, positions, &lag)) {
                 Ok(replacement) => {
                     consumer = replacement;
                     counters.consumers_replaced.fetch_add(1, Ordering::Relaxed);
@@ -506,13 +554,7 @@ async fn consume(
         let delivery = match received {
             Ok(message) => {
                 last_received = tokio::time::Instant::now();
-                if let Err(error) = positions.set_partition_offset(
-                    message.topic(),
-                    message.partition(),
-                    Offset::Offset(message.offset() + 1),
-                ) {
-                    debug!(error = %error, "track consumer position");
-                }
+                live.advance(message.topic(), message.partition(), message.offset() + 1);
                 let Some(delivery) = to_delivery(&message, interest.as_ref(), &config, &counters)
                 else {
                     continue;

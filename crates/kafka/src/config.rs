@@ -43,6 +43,8 @@ pub struct KafkaConfig {
     /// outlive the persistence worker's lag, or they are lost: bound it
     /// only with a worker running.
     pub retention: Option<Duration>,
+    /// Which partitions the live consumer reads (`--kafka-consume`).
+    pub consume: crate::ConsumeScope,
     /// Any other librdkafka property (`--kafka-option key=value`), applied
     /// last, so it overrides the above.
     pub options: Vec<(String, String)>,

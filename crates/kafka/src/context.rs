@@ -67,6 +67,8 @@ impl ClientContext for WeftContext {
     fn stats(&self, statistics: Statistics) {
         let Some(lag) = &self.lag else { return };
         let mut table = lag.lock();
+        // Each report covers the whole assignment: released partitions go.
+        table.clear();
         for (topic, stats) in statistics.topics {
             for (partition, stats) in stats.partitions {
                 // librdkafka's own `consumer_lag` counts from the committed
@@ -80,7 +82,8 @@ impl ClientContext for WeftContext {
                 } else {
                     stats.next_offset
                 };
-                if partition < 0 || stats.hi_offset < 0 || position < 0 {
+                // Statistics also list partitions no longer assigned.
+                if partition < 0 || !stats.desired || stats.hi_offset < 0 || position < 0 {
                     continue;
                 }
                 let behind = (stats.hi_offset - position).max(0);

@@ -30,6 +30,7 @@ fn config(brokers: &str, topic: &str, node: &str) -> KafkaConfig {
         publish_timeout: Duration::from_secs(10),
         max_record_bytes: 17 * 1024 * 1024,
         retention: None,
+        consume: weft_kafka::ConsumeScope::Held,
         options: Vec::new(),
     }
 }
@@ -62,7 +63,10 @@ async fn next(deliveries: &mut mpsc::Receiver<Delivery>) -> Delivery {
 async fn malformed_records_are_counted_and_skipped() {
     let Some(brokers) = broker() else { return };
     let topic = fresh_topic("malformed");
-    let node = KafkaBus::new(config(&brokers, &topic, "node")).expect("bus");
+    // Every partition: this checks decoding, not which partitions are read.
+    let mut node_config = config(&brokers, &topic, "node");
+    node_config.consume = weft_kafka::ConsumeScope::All;
+    let node = KafkaBus::new(node_config).expect("bus");
     let writer = KafkaBus::new(config(&brokers, &topic, "writer")).expect("bus");
     let mut deliveries = node.subscribe(Arc::new(All)).await.expect("subscribe");
     // Connect the writer (creates nothing new: the topics exist).

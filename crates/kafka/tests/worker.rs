@@ -36,6 +36,7 @@ fn kafka_config(brokers: &str, topic: &str, node: &str) -> KafkaConfig {
         publish_timeout: Duration::from_secs(30),
         max_record_bytes: 17 * 1024 * 1024,
         retention: None,
+        consume: weft_kafka::ConsumeScope::Held,
         options: Vec::new(),
     }
 }

@@ -241,6 +241,12 @@ pub(crate) struct KafkaArgs {
     #[arg(long, env = "WEFT_KAFKA_RETENTION", default_value = "infinite", value_parser = parse_retention)]
     pub(crate) kafka_retention: Retention,
 
+    /// Which partitions a node reads: `held`, those of the documents it
+    /// holds (with an ingress that routes each document to one node, each
+    /// node reads its share of the topic), or `all`, every partition.
+    #[arg(long, env = "WEFT_KAFKA_CONSUME", value_enum, default_value_t = ConsumeArg::Held)]
+    pub(crate) kafka_consume: ConsumeArg,
+
     /// Any librdkafka property, `key=value`, repeatable (separated by `;`
     /// in the environment variable, since librdkafka values may hold
     /// commas), e.g. `security.protocol=ssl`. Applied last, so it overrides
@@ -302,6 +308,15 @@ pub(crate) struct LimitArgs {
     /// Origin header, e.g. https://app.example.com). Unset: any origin.
     #[arg(long, env = "WEFT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub(crate) allowed_origins: Vec<String>,
+}
+
+/// `--kafka-consume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ConsumeArg {
+    /// The partitions of the documents this node holds.
+    Held,
+    /// Every partition.
+    All,
 }
 
 /// A topic retention: `None` keeps every record.

@@ -264,6 +264,10 @@ pub(crate) fn kafka_config(args: &KafkaArgs) -> anyhow::Result<Option<weft_kafka
             "--kafka-max-record-bytes / WEFT_KAFKA_MAX_RECORD_BYTES does not fit this platform",
         )?,
         retention: args.kafka_retention.0,
+        consume: match args.kafka_consume {
+            crate::cli::ConsumeArg::Held => weft_kafka::ConsumeScope::Held,
+            crate::cli::ConsumeArg::All => weft_kafka::ConsumeScope::All,
+        },
         options: args.kafka_options.clone(),
     };
     config

@@ -221,6 +221,10 @@ pub trait MessageBus: Send + Sync + Debug + 'static {
     /// Answers whether the log is reachable (readiness).
     async fn check(&self) -> Result<(), BusError>;
 
+    /// The node no longer holds `doc` (it was unloaded): a bus that reads
+    /// only what held documents need may stop reading its records.
+    fn release(&self, _doc: &str) {}
+
     /// How far the live subscription is behind, per partition, as last
     /// measured (empty for a bus with nothing to lag behind).
     fn consumer_lag(&self) -> Vec<PartitionLag> {

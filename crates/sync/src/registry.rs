@@ -400,7 +400,9 @@ async fn housekeeping(inner: Arc<RegistryInner>) {
                 if let Some(idle_since) = document.idle_since()
                     && now.duration_since(idle_since) >= inner.config.unload_grace
                 {
-                    inner.documents.remove_if_idle(&document, idle_since);
+                    if inner.documents.remove_if_idle(&document, idle_since) {
+                        inner.bus.release(document.name());
+                    }
                 }
                 continue;
             }
@@ -412,6 +414,7 @@ async fn housekeeping(inner: Arc<RegistryInner>) {
                 if let (true, Some(since)) = (unload_due, idle_since)
                     && inner.documents.remove_if_idle(&document, since)
                 {
+                    inner.bus.release(document.name());
                     debug!(doc = %document.name(), "document unloaded");
                 }
                 continue;
@@ -444,6 +447,7 @@ async fn housekeeping(inner: Arc<RegistryInner>) {
                 && document.dirty().is_none()
                 && inner.documents.remove_if_idle(&document, since)
             {
+                inner.bus.release(document.name());
                 debug!(doc = %document.name(), "document unloaded");
             }
         }
