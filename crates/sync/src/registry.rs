@@ -399,10 +399,9 @@ async fn housekeeping(inner: Arc<RegistryInner>) {
                 // retries or leaves; an abandoned one is dropped when idle.
                 if let Some(idle_since) = document.idle_since()
                     && now.duration_since(idle_since) >= inner.config.unload_grace
+                    && inner.documents.remove_if_idle(&document, idle_since)
                 {
-                    if inner.documents.remove_if_idle(&document, idle_since) {
-                        inner.bus.release(document.name());
-                    }
+                    inner.bus.release(document.name());
                 }
                 continue;
             }
