@@ -7,6 +7,8 @@
 //! type 2 auth:      varuint(0) varstring(token) [varstring(provider version)]
 //!                   (server to client: 1 varstring(reason) permission denied,
 //!                    2 varstring("read-write" | "readonly") authenticated)
+//! type 4 sync reply: a sync message, like type 0 (Hocuspocus servers accept
+//!        it from clients as a reply that needs no SyncStep1 back)
 //! type 5 stateless: varstring(payload)
 //! type 7 close:     varstring(reason), the client detaches this document
 //! type 8 sync status (server to client): varuint(1 applied | 0 not)
@@ -24,6 +26,8 @@ use crate::message::{Message, decode_frame_from, read_buf, read_var};
 
 /// Type of an auth message.
 pub const HOCUS_AUTH: u32 = 2;
+/// Type of a sync reply (a sync message; Weft treats it as type 0).
+pub const HOCUS_SYNC_REPLY: u32 = 4;
 /// Type of a stateless message.
 pub const HOCUS_STATELESS: u32 = 5;
 /// Type of a close message.
@@ -97,6 +101,13 @@ pub fn decode_hocus_frame(frame: &[u8]) -> Result<(String, HocusMessage), Decode
             }
             ensure_consumed(frame, &cursor)?;
             HocusMessage::Close
+        }
+        HOCUS_SYNC_REPLY => {
+            // The y-websocket sync tag (0) in front of the same payload.
+            let mut sync = Vec::with_capacity(frame.len() - cursor.next + 1);
+            sync.push(0);
+            sync.extend_from_slice(&frame[cursor.next..]);
+            HocusMessage::Yjs(decode_frame_from(&sync)?)
         }
         _ => HocusMessage::Yjs(decode_frame_from(&frame[rest_start..])?),
     };
@@ -228,6 +239,24 @@ mod tests {
             decode_hocus_frame(&query).unwrap().1,
             HocusMessage::Yjs(Message::QueryAwareness)
         );
+    }
+
+    #[test]
+    fn a_sync_reply_is_a_sync_message() {
+        let update = Message::Sync(SyncMessage::Update(vec![0, 0]));
+        let encoded = update.encode();
+        let mut reply = Vec::new();
+        reply.write_string("d");
+        reply.write_var(HOCUS_SYNC_REPLY);
+        reply.extend_from_slice(&encoded[1..]); // the sync payload after tag 0
+        assert_eq!(
+            decode_hocus_frame(&reply).unwrap(),
+            ("d".to_owned(), HocusMessage::Yjs(update))
+        );
+        let mut truncated = Vec::new();
+        truncated.write_string("d");
+        truncated.write_var(HOCUS_SYNC_REPLY);
+        assert!(decode_hocus_frame(&truncated).is_err());
     }
 
     #[test]
