@@ -208,7 +208,7 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
         "\n## 1. Cross-node latency\n\n{} writers on node A, {} readers on node B, one document, a steady total rate for {} s; \
          latency is from the writer's send to the reader's receipt, in ms. y-websocket-server has no clustering, so the peer is \
          Hocuspocus as two nodes with its Redis extension. Weft's two nodes share a Tansu broker, which answers a fetch only after \
-         the full fetch wait (here {} ms).\n",
+         the full fetch wait (here {} ms). Server CPU is both nodes' (not the broker's or Redis's).\n",
         sizes.latency_writers,
         sizes.latency_readers,
         sizes.latency_seconds,

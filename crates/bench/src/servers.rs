@@ -141,16 +141,29 @@ pub(crate) fn start(
         work_dir: work_dir.clone(),
         keep_work_dir: false,
     };
+    if let Err(error) = launch(kind, programs, &work_dir, &mut server) {
+        let logs = server.keep_logs().display().to_string();
+        return Err(error.context(format!("start {} (logs in {logs})", kind.label())));
+    }
+    Ok(server)
+}
+
+fn launch(
+    kind: ServerKind,
+    programs: &Programs,
+    work_dir: &Path,
+    server: &mut RunningServer,
+) -> anyhow::Result<()> {
     match kind {
         ServerKind::Weft => {
             let port = free_port()?;
-            let command = weft_command(programs, &work_dir, port, &[]);
+            let command = weft_command(programs, work_dir, port, &[]);
             server.add(
                 spawn_logged(command, &work_dir.join("weft.log"))?,
                 port,
                 Dialect::YWebsocket,
             );
-            wait_weft_ready(loopback(port), &mut server)?;
+            wait_weft_ready(loopback(port), server)?;
         }
         ServerKind::WeftCluster => {
             let tansu = programs.tansu.as_ref().context("no tansu binary given")?;
@@ -158,14 +171,14 @@ pub(crate) fn start(
             let mut broker = Command::new(tansu);
             let listener = format!("tcp://127.0.0.1:{broker_port}");
             broker
-                .current_dir(&work_dir)
+                .current_dir(work_dir)
                 .args(["broker", "--listener-url", &listener])
                 .args(["--advertised-listener-url", &listener])
                 .args(["--storage-engine", "memory://tansu/"]);
             server
                 .children
                 .push(spawn_logged(broker, &work_dir.join("tansu.log"))?);
-            wait_tcp(loopback(broker_port), &mut server)?;
+            wait_tcp(loopback(broker_port), server)?;
             let brokers = format!("127.0.0.1:{broker_port}");
             let fetch_wait = programs.kafka_fetch_wait_ms.to_string();
             for node in ["a", "b"] {
@@ -181,13 +194,16 @@ pub(crate) fn start(
                     "--node-id",
                     node_id.as_str(),
                 ];
-                let command = weft_command(programs, &work_dir, port, &extra);
+                // Each node its own SQLite file: two processes creating
+                // one fresh database at once race on its migrations.
+                let node_dir = work_dir.join(node);
+                let command = weft_command(programs, &node_dir, port, &extra);
                 let log = work_dir.join(format!("weft-{node}.log"));
                 server.add(spawn_logged(command, &log)?, port, Dialect::YWebsocket);
             }
             for index in 0..2 {
                 let addr = server.endpoints[index].addr;
-                wait_weft_ready(addr, &mut server)?;
+                wait_weft_ready(addr, server)?;
             }
         }
         ServerKind::YWebsocket => {
@@ -206,7 +222,7 @@ pub(crate) fn start(
                 port,
                 Dialect::YWebsocket,
             );
-            wait_tcp(loopback(port), &mut server)?;
+            wait_tcp(loopback(port), server)?;
         }
         ServerKind::Hocuspocus => {
             let port = free_port()?;
@@ -216,7 +232,7 @@ pub(crate) fn start(
                 port,
                 Dialect::Hocuspocus,
             );
-            wait_tcp(loopback(port), &mut server)?;
+            wait_tcp(loopback(port), server)?;
         }
         ServerKind::HocuspocusRedis => {
             let redis = programs
@@ -226,13 +242,13 @@ pub(crate) fn start(
             let redis_port = free_port()?;
             let mut command = Command::new(redis);
             command
-                .current_dir(&work_dir)
+                .current_dir(work_dir)
                 .args(["--bind", "127.0.0.1", "--port", &redis_port.to_string()])
                 .args(["--save", "", "--appendonly", "no"]);
             server
                 .children
                 .push(spawn_logged(command, &work_dir.join("redis.log"))?);
-            wait_tcp(loopback(redis_port), &mut server)?;
+            wait_tcp(loopback(redis_port), server)?;
             for node in ["a", "b"] {
                 let port = free_port()?;
                 let command = hocuspocus_command(programs, port, Some(redis_port), node);
@@ -241,11 +257,11 @@ pub(crate) fn start(
             }
             for index in 0..2 {
                 let addr = server.endpoints[index].addr;
-                wait_tcp(addr, &mut server)?;
+                wait_tcp(addr, server)?;
             }
         }
     }
-    Ok(server)
+    Ok(())
 }
 
 impl RunningServer {
