@@ -20,6 +20,10 @@ pub(crate) struct Record {
     pub(crate) x: f64,
     pub(crate) repeat: u32,
     pub(crate) ok: bool,
+    /// The run failed only because updates were still arriving at its
+    /// deadline (saturation), not because of a failed check.
+    #[serde(default)]
+    pub(crate) saturated: bool,
     pub(crate) error: Option<String>,
     pub(crate) metrics: Metrics,
 }
@@ -147,9 +151,10 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
                 for &x in &xs {
                     let record =
                         run_one(scenario, server, x, repeat, &sizes, &programs, args).await;
-                    let status = match &record.error {
-                        None => "ok".to_owned(),
-                        Some(error) => format!("FAILED: {error}"),
+                    let status = match (&record.error, record.saturated) {
+                        (None, _) => "ok".to_owned(),
+                        (Some(error), true) => format!("SATURATED: {error}"),
+                        (Some(error), false) => format!("FAILED: {error}"),
                     };
                     eprintln!(
                         "{scenario:<10} {:<28} x={x:<7} #{repeat} {status} {:?}",
@@ -204,9 +209,14 @@ async fn run_one(
         })
     }
     .await;
-    let (ok, error, metrics) = match outcome {
-        Ok(metrics) => (true, None, metrics),
-        Err(error) => (false, Some(format!("{error:#}")), Metrics::new()),
+    let (ok, saturated, error, metrics) = match outcome {
+        Ok(metrics) => (true, false, None, metrics),
+        Err(error) => {
+            let saturated = error
+                .downcast_ref::<crate::session::DidNotKeepUp>()
+                .is_some();
+            (false, saturated, Some(format!("{error:#}")), Metrics::new())
+        }
     };
     Record {
         scenario: scenario.to_owned(),
@@ -214,6 +224,7 @@ async fn run_one(
         x,
         repeat,
         ok,
+        saturated,
         error,
         metrics,
     }

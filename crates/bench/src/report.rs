@@ -59,7 +59,7 @@ fn number(value: f64) -> String {
 
 fn cell(spread: Option<Spread>) -> String {
     match spread {
-        None => "failed".to_owned(),
+        None => "—".to_owned(),
         Some(s) if s.min == s.max => number(s.median),
         Some(s) => format!("{} ({}–{})", number(s.median), number(s.min), number(s.max)),
     }
@@ -336,11 +336,20 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
     out.push_str(crate::report_text::MISSING);
     let failures: Vec<&Record> = records.iter().filter(|record| !record.ok).collect();
     if !failures.is_empty() {
-        out.push_str("\n## Failed runs\n\n");
+        out.push_str(
+            "\n## Failed and saturated runs\n\nA saturated run is one whose updates were still arriving at its deadline (the \
+             offered rate was more than the server, or the driver, could deliver): a result, not a failed check. Any other \
+             entry is a failed check and fails `make bench`.\n\n",
+        );
         for record in failures {
             let _ = writeln!(
                 out,
-                "- {} against {} at {} (run {}): {}",
+                "- {}{} against {} at {} (run {}): {}",
+                if record.saturated {
+                    "saturated: "
+                } else {
+                    "**failed**: "
+                },
                 record.scenario,
                 record.server.label(),
                 record.x,

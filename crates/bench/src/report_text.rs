@@ -69,6 +69,27 @@ fn largest_x(records: &[Record], scenario: &str) -> Option<f64> {
         .max_by(f64::total_cmp)
 }
 
+/// The largest size at which both servers completed: `(x, a, b)` medians.
+fn largest_common(
+    records: &[Record],
+    scenario: &str,
+    metric: &str,
+    servers: (ServerKind, ServerKind),
+) -> Option<(f64, f64, f64)> {
+    let mut xs: Vec<f64> = records
+        .iter()
+        .filter(|r| r.scenario == scenario)
+        .map(|r| r.x)
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    xs.into_iter().rev().find_map(|x| {
+        let a = median(records, scenario, servers.0, Some(x), metric)?;
+        let b = median(records, scenario, servers.1, Some(x), metric)?;
+        Some((x, a, b))
+    })
+}
+
 fn verdict(met: Option<bool>) -> &'static str {
     match met {
         Some(true) => "met",
@@ -82,78 +103,60 @@ pub(crate) fn targets(records: &[Record]) -> String {
     let mut out =
         String::from("\n## Targets\n\n| target | measured | verdict |\n| --- | --- | --- |\n");
     // Cross-node p99: at the highest rate both completed.
-    let rate = largest_x(records, "latency");
-    let weft = rate.and_then(|x| {
-        median(
-            records,
-            "latency",
-            ServerKind::WeftCluster,
-            Some(x),
-            "p99_ms",
-        )
-    });
-    let peer = rate.and_then(|x| {
-        median(
-            records,
-            "latency",
-            ServerKind::HocuspocusRedis,
-            Some(x),
-            "p99_ms",
-        )
-    });
-    let (text, met) = match (weft, peer, rate) {
-        (Some(w), Some(p), Some(x)) => (
+    let servers = (ServerKind::WeftCluster, ServerKind::HocuspocusRedis);
+    let (text, met) = match largest_common(records, "latency", "p99_ms", servers) {
+        Some((x, w, p)) => (
             format!(
                 "at {x} updates/s: Weft {w:.2} ms, Hocuspocus + Redis {p:.2} ms (ratio {:.2})",
                 w / p
             ),
             Some(w <= p / 2.0),
         ),
-        _ => ("incomplete".to_owned(), None),
+        None => ("incomplete".to_owned(), None),
     };
     let _ = writeln!(
         out,
         "| cross-node p99 ≤ ½ of Hocuspocus + Redis at the same load | {text} | {} |",
         verdict(met)
     );
-    // Fan-out capacity.
-    let readers_x = largest_x(records, "fanout");
-    let weft = readers_x.and_then(|x| {
-        median(
-            records,
-            "fanout",
-            ServerKind::Weft,
-            Some(x),
-            "deliveries_per_cpu_s",
-        )
-    });
-    let peer = readers_x.and_then(|x| {
-        median(
-            records,
-            "fanout",
-            ServerKind::Hocuspocus,
-            Some(x),
-            "deliveries_per_cpu_s",
-        )
-    });
-    let (text, met) = match (weft, peer) {
-        (Some(w), Some(p)) => (
+    // Fan-out capacity: at the highest rate both completed.
+    let servers = (ServerKind::Weft, ServerKind::Hocuspocus);
+    let (text, met) = match largest_common(records, "fanout", "deliveries_per_cpu_s", servers) {
+        Some((x, w, p)) => (
             format!(
-                "deliveries per server CPU second: Weft {w:.0}, Hocuspocus {p:.0} ({:.1}×)",
+                "deliveries per server CPU second at {x} updates/s: Weft {w:.0}, Hocuspocus {p:.0} ({:.1}×)",
                 w / p
             ),
             Some(w >= 5.0 * p),
         ),
-        _ => ("incomplete".to_owned(), None),
+        None => ("incomplete".to_owned(), None),
     };
     let _ = writeln!(
         out,
         "| same-node fan-out ≥ 5× Hocuspocus | {text} | {} |",
         verdict(met)
     );
-    let (text, met) = match weft {
+    let mut rates: Vec<f64> = records
+        .iter()
+        .filter(|r| r.scenario == "fanout")
+        .map(|r| r.x)
+        .collect();
+    rates.dedup();
+    let weft_best = rates
+        .into_iter()
+        .filter_map(|x| {
+            median(
+                records,
+                "fanout",
+                ServerKind::Weft,
+                Some(x),
+                "deliveries_per_cpu_s",
+            )
+        })
+        .max_by(f64::total_cmp);
+    let (text, met) = match weft_best {
         Some(w) => (
-            format!("{w:.0} deliveries per server CPU second"),
+            format!("{w:.0} deliveries per server CPU second (best median over the rates)"),
             Some(w >= 100_000.0),
         ),
         None => ("incomplete".to_owned(), None),
