@@ -183,6 +183,12 @@ fn chart(
         x_label,
         metric.1,
         &series,
+        // Latency spans orders of magnitude once a server saturates.
+        if scenario == "latency" {
+            plot::YScale::Log
+        } else {
+            plot::YScale::Linear
+        },
     )
 }
 
