@@ -28,6 +28,7 @@ ADVISORY_DIR := $(WEFT_CACHE)/advisory-dbs/advisory-db-3157b0e258782691
 ARGS ?=
 
 include deploy/deploy.mk
+include bench/bench.mk
 
 .PHONY: help
 help: ## list targets

@@ -1,0 +1,138 @@
+//! `weft-bench`: the load driver behind `make bench`.
+//!
+//! It starts each server under test fresh (Weft, `@y/websocket-server`,
+//! Hocuspocus alone and as two nodes over Redis), drives it with clients
+//! that speak y-sync themselves (Rust, so the driver is not the
+//! bottleneck), checks every run (every update delivered once and in order,
+//! all replicas and a fresh client converge) and writes the results as JSON
+//! and as `docs/BENCHMARKS.md` with SVG plots.
+//!
+//! Layout:
+//! - `client`: one simulated editor (socket, yrs doc, both dialects);
+//! - `session`: a timed session among many clients and its check;
+//! - `scenarios`: the scenarios, each a function to named metrics;
+//! - `servers`: starting and stopping the servers under test;
+//! - `plan`: which scenario runs against which server at which sizes;
+//! - `report`, `plot`: the markdown and the SVGs;
+//! - `procstat`, `clock`: CPU, RSS and the driver's one clock.
+
+mod client;
+mod clock;
+mod plan;
+mod plot;
+mod procstat;
+mod report;
+mod report_text;
+mod scenarios;
+mod servers;
+mod session;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Command-line interface.
+#[derive(Debug, Parser)]
+#[command(name = "weft-bench", about = "Benchmarks Weft against its peers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the scenarios, write the results JSON, then the report.
+    Run(Box<RunArgs>),
+    /// Write the report from an existing results JSON.
+    Report(ReportArgs),
+}
+
+/// Sizes: `short` is what CI can afford (a minute or two), `full` is the
+/// published run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Mode {
+    Short,
+    Full,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[arg(long, value_enum, default_value_t = Mode::Short)]
+    mode: Mode,
+    /// Runs of each scenario against each server (default: 1 short, 3 full).
+    #[arg(long)]
+    repeats: Option<u32>,
+    /// The weft binary (a release build).
+    #[arg(long)]
+    weft: PathBuf,
+    /// Node.js, for the peers.
+    #[arg(long, default_value = "node")]
+    node: PathBuf,
+    /// The folder where `npm ci` installed the peers (bench/peers).
+    #[arg(long)]
+    peers_dir: PathBuf,
+    /// A Tansu broker binary, for Weft's two-node runs.
+    #[arg(long)]
+    tansu: Option<PathBuf>,
+    /// redis-server, for Hocuspocus's two-node runs.
+    #[arg(long)]
+    redis_server: Option<PathBuf>,
+    /// Weft's `--kafka-fetch-wait-ms` in two-node runs.
+    #[arg(long, default_value_t = 1)]
+    kafka_fetch_wait_ms: u32,
+    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Only these servers (comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    servers: Vec<servers::ServerKind>,
+    /// Where servers keep their files and logs during a run.
+    #[arg(long, default_value = "target/bench/work")]
+    scratch: PathBuf,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ReportArgs {
+    /// The results JSON (written by `run`, read by `report`).
+    #[arg(long, default_value = "target/bench/results.json")]
+    results: PathBuf,
+    /// The markdown report.
+    #[arg(long, default_value = "docs/BENCHMARKS.md")]
+    markdown: PathBuf,
+    /// Folder of the SVG plots (linked relative to the markdown).
+    #[arg(long, default_value = "docs/bench")]
+    plots: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("build runtime")?;
+            let results = runtime.block_on(plan::run_all(&args))?;
+            // Saturation is a result; a failed check is not.
+            let failed = results
+                .records
+                .iter()
+                .filter(|record| !record.ok && !record.saturated)
+                .count();
+            report::write(&results, &args.report)?;
+            if failed > 0 {
+                anyhow::bail!("{failed} runs failed their check; see the report and the log above");
+            }
+            Ok(())
+        }
+        Command::Report(args) => {
+            let text = std::fs::read_to_string(&args.results)
+                .with_context(|| format!("read {}", args.results.display()))?;
+            let results = serde_json::from_str(&text).context("parse results")?;
+            report::write(&results, &args)
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Which scenario runs against which server, at which sizes, how often; and
+//! the results file every run is appended to.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::scenarios::{self, Metrics};
+use crate::servers::{self, Programs, ServerKind};
+use crate::{Mode, RunArgs};
+
+/// One scenario at one size against one server, once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) scenario: String,
+    pub(crate) server: ServerKind,
+    /// The size varied along the x axis (rate, readers, sessions...).
+    pub(crate) x: f64,
+    pub(crate) repeat: u32,
+    pub(crate) ok: bool,
+    /// The run failed only because updates were still arriving at its
+    /// deadline (saturation), not because of a failed check.
+    #[serde(default)]
+    pub(crate) saturated: bool,
+    pub(crate) error: Option<String>,
+    pub(crate) metrics: Metrics,
+}
+
+/// Everything a report needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Results {
+    pub(crate) mode: Mode,
+    pub(crate) repeats: u32,
+    pub(crate) conditions: Vec<(String, String)>,
+    pub(crate) sizes: Sizes,
+    pub(crate) records: Vec<Record>,
+}
+
+/// The sizes of one mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Sizes {
+    pub(crate) latency_writers: usize,
+    pub(crate) latency_readers: usize,
+    pub(crate) latency_rates: Vec<f64>,
+    pub(crate) latency_seconds: f64,
+    pub(crate) fanout_readers: usize,
+    pub(crate) fanout_rates: Vec<f64>,
+    pub(crate) fanout_seconds: f64,
+    pub(crate) throughput_docs: usize,
+    pub(crate) throughput_rates: Vec<f64>,
+    pub(crate) throughput_seconds: f64,
+    pub(crate) idle_sessions: Vec<usize>,
+    pub(crate) kafka_fetch_wait_ms: u32,
+}
+
+impl Sizes {
+    fn for_mode(mode: Mode, kafka_fetch_wait_ms: u32) -> Sizes {
+        match mode {
+            Mode::Short => Sizes {
+                latency_writers: 2,
+                latency_readers: 2,
+                latency_rates: vec![50.0, 200.0],
+                latency_seconds: 3.0,
+                fanout_readers: 100,
+                fanout_rates: vec![50.0],
+                fanout_seconds: 3.0,
+                throughput_docs: 10,
+                throughput_rates: vec![500.0],
+                throughput_seconds: 3.0,
+                idle_sessions: vec![1_000],
+                kafka_fetch_wait_ms,
+            },
+            Mode::Full => Sizes {
+                latency_writers: 4,
+                latency_readers: 4,
+                latency_rates: vec![100.0, 500.0, 1_000.0, 2_000.0, 4_000.0],
+                latency_seconds: 10.0,
+                fanout_readers: 1_000,
+                fanout_rates: vec![20.0, 100.0, 200.0],
+                fanout_seconds: 10.0,
+                throughput_docs: 50,
+                throughput_rates: vec![1_000.0, 4_000.0],
+                throughput_seconds: 10.0,
+                // 50k sessions need more than the 20,000 descriptors a
+                // process may open on the measuring machine (hard limit).
+                idle_sessions: vec![1_000, 10_000],
+                kafka_fetch_wait_ms,
+            },
+        }
+    }
+}
+
+/// The scenarios and the servers each is run against.
+fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
+    match scenario {
+        // Cross-node: y-websocket-server has no clustering.
+        "latency" => &[ServerKind::WeftCluster, ServerKind::HocuspocusRedis],
+        _ => &[
+            ServerKind::Weft,
+            ServerKind::YWebsocket,
+            ServerKind::Hocuspocus,
+        ],
+    }
+}
+
+const SCENARIOS: [&str; 4] = ["latency", "fanout", "throughput", "idle"];
+
+/// Runs every selected scenario against every server `repeats` times,
+/// rewriting the results file after each run.
+pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
+    let repeats = args.repeats.unwrap_or(match args.mode {
+        Mode::Short => 1,
+        Mode::Full => 3,
+    });
+    let programs = Programs {
+        weft: args.weft.clone(),
+        node: args.node.clone(),
+        peers_dir: args.peers_dir.clone(),
+        tansu: args.tansu.clone(),
+        redis_server: args.redis_server.clone(),
+        kafka_fetch_wait_ms: args.kafka_fetch_wait_ms,
+    };
+    let sizes = Sizes::for_mode(args.mode, args.kafka_fetch_wait_ms);
+    let mut results = Results {
+        mode: args.mode,
+        repeats,
+        conditions: conditions(&programs, args.mode, repeats),
+        sizes: sizes.clone(),
+        records: Vec::new(),
+    };
+    std::fs::create_dir_all(&args.scratch).context("create scratch dir")?;
+    for scenario in SCENARIOS {
+        if !args.only.is_empty() && !args.only.iter().any(|name| name == scenario) {
+            continue;
+        }
+        let xs: Vec<f64> = match scenario {
+            "latency" => sizes.latency_rates.clone(),
+            "fanout" => sizes.fanout_rates.clone(),
+            "throughput" => sizes.throughput_rates.clone(),
+            _ => sizes.idle_sessions.iter().map(|n| *n as f64).collect(),
+        };
+        // Repeats outermost, so a burst of noise on the machine spreads
+        // over servers instead of hitting one server's every run.
+        for repeat in 0..repeats {
+            for &server in scenario_servers(scenario) {
+                if !args.servers.is_empty() && !args.servers.contains(&server) {
+                    continue;
+                }
+                for &x in &xs {
+                    let record =
+                        run_one(scenario, server, x, repeat, &sizes, &programs, args).await;
+                    let status = match (&record.error, record.saturated) {
+                        (None, _) => "ok".to_owned(),
+                        (Some(error), true) => format!("SATURATED: {error}"),
+                        (Some(error), false) => format!("FAILED: {error}"),
+                    };
+                    eprintln!(
+                        "{scenario:<10} {:<28} x={x:<7} #{repeat} {status} {:?}",
+                        server.label(),
+                        record.metrics
+                    );
+                    results.records.push(record);
+                    save(&results, &args.report.results)?;
+                }
+            }
+        }
+    }
+    Ok(results)
+}
+
+async fn run_one(
+    scenario: &str,
+    server_kind: ServerKind,
+    x: f64,
+    repeat: u32,
+    sizes: &Sizes,
+    programs: &Programs,
+    args: &RunArgs,
+) -> Record {
+    let outcome = async {
+        let mut server = servers::start(server_kind, programs, &args.scratch)?;
+        let measured = match scenario {
+            "latency" => {
+                scenarios::latency(
+                    &server,
+                    sizes.latency_writers,
+                    sizes.latency_readers,
+                    x,
+                    sizes.latency_seconds,
+                )
+                .await
+            }
+            "fanout" => {
+                scenarios::fanout(&server, sizes.fanout_readers, x, sizes.fanout_seconds).await
+            }
+            "throughput" => {
+                scenarios::throughput(&server, sizes.throughput_docs, x, sizes.throughput_seconds)
+                    .await
+            }
+            _ => scenarios::idle(&server, x as usize).await,
+        };
+        measured.map_err(|error| {
+            error.context(format!(
+                "server logs kept in {}",
+                server.keep_logs().display()
+            ))
+        })
+    }
+    .await;
+    let (ok, saturated, error, metrics) = match outcome {
+        Ok(metrics) => (true, false, None, metrics),
+        Err(error) => {
+            let saturated = error
+                .downcast_ref::<crate::session::DidNotKeepUp>()
+                .is_some();
+            (false, saturated, Some(format!("{error:#}")), Metrics::new())
+        }
+    };
+    Record {
+        scenario: scenario.to_owned(),
+        server: server_kind,
+        x,
+        repeat,
+        ok,
+        saturated,
+        error,
+        metrics,
+    }
+}
+
+fn save(results: &Results, path: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).context("create results dir")?;
+    }
+    let text = serde_json::to_string_pretty(results).context("encode results")?;
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+}
+
+/// The exact conditions of the run, for the report.
+fn conditions(programs: &Programs, mode: Mode, repeats: u32) -> Vec<(String, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let peer_version = |package: &str| {
+        let path = programs
+            .peers_dir
+            .join("node_modules")
+            .join(package)
+            .join("package.json");
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|json| json["version"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "not installed".to_owned())
+    };
+    let fd_limit = command_output("sh", &["-c", "ulimit -n"]);
+    vec![
+        (
+            "date (UTC)".into(),
+            command_output("date", &["-u", "+%Y-%m-%d %H:%M"]),
+        ),
+        (
+            "mode".into(),
+            format!("{mode:?} ({repeats} run(s) of each cell)"),
+        ),
+        ("CPU".into(), cpu_model),
+        ("cores".into(), cores.to_string()),
+        ("kernel".into(), kernel.trim().to_owned()),
+        ("open files limit".into(), fd_limit),
+        (
+            "Weft".into(),
+            command_output(&programs.weft.to_string_lossy(), &["--version"]),
+        ),
+        (
+            "Node.js".into(),
+            command_output(&programs.node.to_string_lossy(), &["--version"]),
+        ),
+        (
+            "@y/websocket-server".into(),
+            peer_version("@y/websocket-server"),
+        ),
+        (
+            "@hocuspocus/server".into(),
+            peer_version("@hocuspocus/server"),
+        ),
+        (
+            "@hocuspocus/extension-redis".into(),
+            peer_version("@hocuspocus/extension-redis"),
+        ),
+        (
+            "redis-server".into(),
+            programs
+                .redis_server
+                .as_ref()
+                .map_or("not given".into(), |path| {
+                    command_output(&path.to_string_lossy(), &["--version"])
+                }),
+        ),
+        (
+            "Kafka-API broker".into(),
+            programs.tansu.as_ref().map_or("not given".into(), |path| {
+                let version = command_output(&path.to_string_lossy(), &["--version"]);
+                format!("Tansu ({version}), memory storage")
+            }),
+        ),
+        (
+            "Weft --kafka-fetch-wait-ms".into(),
+            programs.kafka_fetch_wait_ms.to_string(),
+        ),
+    ]
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    match Command::new(program).args(args).output() {
+        Ok(output) => String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        Err(error) => format!("unavailable ({error})"),
+    }
+}

@@ -1,0 +1,373 @@
+//! `docs/BENCHMARKS.md` from the results: per scenario a table of medians
+//! with the min–max spread of the repeats, ratios Weft / peer, a plot, and
+//! the targets of issue 9 with what was measured against them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::ReportArgs;
+use crate::plan::{Record, Results};
+use crate::plot::{self, Series};
+use crate::servers::ServerKind;
+
+/// A metric shown in a table: key, heading.
+type Column = (&'static str, &'static str);
+
+/// Median, minimum and maximum of the successful repeats.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn spread(values: &[f64]) -> Option<Spread> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 {
+        sorted[middle]
+    } else {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    };
+    Some(Spread {
+        median,
+        min: sorted[0],
+        max: sorted[sorted.len() - 1],
+    })
+}
+
+/// Three significant digits, no exponent for everyday magnitudes.
+fn number(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude >= 100.0 {
+        format!("{value:.0}")
+    } else if magnitude >= 10.0 {
+        format!("{value:.1}")
+    } else if magnitude >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+fn cell(spread: Option<Spread>) -> String {
+    match spread {
+        None => "—".to_owned(),
+        Some(s) if s.min == s.max => number(s.median),
+        Some(s) => format!("{} ({}–{})", number(s.median), number(s.min), number(s.max)),
+    }
+}
+
+/// `(x, server)` → the successful values of `metric`.
+fn values(
+    records: &[Record],
+    scenario: &str,
+    metric: &str,
+) -> BTreeMap<(u64, ServerKind), Vec<f64>> {
+    let mut map: BTreeMap<(u64, ServerKind), Vec<f64>> = BTreeMap::new();
+    for record in records.iter().filter(|record| record.scenario == scenario) {
+        let entry = map.entry((record.x as u64, record.server)).or_default();
+        if let (true, Some(value)) = (record.ok, record.metrics.get(metric)) {
+            entry.push(*value);
+        }
+    }
+    map
+}
+
+fn server_order(kind: ServerKind) -> u8 {
+    match kind {
+        ServerKind::Weft => 0,
+        ServerKind::WeftCluster => 1,
+        ServerKind::YWebsocket => 2,
+        ServerKind::Hocuspocus => 3,
+        ServerKind::HocuspocusRedis => 4,
+    }
+}
+
+/// A table of `columns` per (x, server), then ratios of `ratio_metric`.
+fn table(
+    out: &mut String,
+    records: &[Record],
+    scenario: &str,
+    x_heading: &str,
+    columns: &[Column],
+    ratio: Column,
+) {
+    let mut rows: Vec<(u64, ServerKind)> = values(records, scenario, columns[0].0)
+        .into_keys()
+        .collect();
+    rows.sort_by_key(|(x, kind)| (*x, server_order(*kind)));
+    let _ = write!(out, "| {x_heading} | server |");
+    for (_, heading) in columns {
+        let _ = write!(out, " {heading} |");
+    }
+    let _ = write!(out, "\n| ---: | --- |");
+    for _ in columns {
+        out.push_str(" ---: |");
+    }
+    out.push('\n');
+    let per_column: Vec<_> = columns
+        .iter()
+        .map(|(key, _)| values(records, scenario, key))
+        .collect();
+    for row in &rows {
+        let _ = write!(out, "| {} | {} |", row.0, row.1.label());
+        for column in &per_column {
+            let _ = write!(out, " {} |", cell(column.get(row).and_then(|v| spread(v))));
+        }
+        out.push('\n');
+    }
+    let ratios = values(records, scenario, ratio.0);
+    let mut lines = Vec::new();
+    let xs: std::collections::BTreeSet<u64> = rows.iter().map(|(x, _)| *x).collect();
+    for x in xs {
+        let weft = ratios
+            .iter()
+            .find(|((rx, kind), _)| *rx == x && kind.is_weft())
+            .and_then(|(_, v)| spread(v));
+        let Some(weft) = weft else { continue };
+        for ((rx, kind), peer_values) in &ratios {
+            if *rx != x || kind.is_weft() {
+                continue;
+            }
+            if let Some(peer) = spread(peer_values)
+                && peer.median != 0.0
+            {
+                lines.push(format!(
+                    "{x_heading} {x}: Weft / {} = {}",
+                    kind.label(),
+                    number(weft.median / peer.median)
+                ));
+            }
+        }
+    }
+    if !lines.is_empty() {
+        let _ = writeln!(out, "\nRatios of medians, {}:\n", ratio.1);
+        for line in lines {
+            let _ = writeln!(out, "- {line}");
+        }
+    }
+    out.push('\n');
+}
+
+fn chart(
+    records: &[Record],
+    scenario: &str,
+    metric: Column,
+    x_label: &str,
+    file: &Path,
+) -> anyhow::Result<()> {
+    let mut by_server: BTreeMap<u8, Series> = BTreeMap::new();
+    for ((x, kind), values) in values(records, scenario, metric.0) {
+        let Some(s) = spread(&values) else { continue };
+        by_server
+            .entry(server_order(kind))
+            .or_insert_with(|| Series {
+                label: kind.label().to_owned(),
+                points: Vec::new(),
+            })
+            .points
+            .push((x as f64, s.median, s.min, s.max));
+    }
+    let series: Vec<Series> = by_server.into_values().collect();
+    plot::line_chart(
+        file,
+        &format!("{scenario}: {}", metric.1),
+        x_label,
+        metric.1,
+        &series,
+        // Latency spans orders of magnitude once a server saturates.
+        if scenario == "latency" {
+            plot::YScale::Log
+        } else {
+            plot::YScale::Linear
+        },
+    )
+}
+
+/// Writes the markdown and the plots.
+pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.plots).context("create plots dir")?;
+    let plots_link = args
+        .plots
+        .file_name()
+        .map_or("bench".into(), |name| name.to_string_lossy().into_owned());
+    let records = &results.records;
+    let sizes = &results.sizes;
+    let mut out = String::new();
+    out.push_str(crate::report_text::INTRO);
+    out.push_str("\n## Conditions\n\n| | |\n| --- | --- |\n");
+    for (key, value) in &results.conditions {
+        let _ = writeln!(out, "| {key} | {} |", value.replace('|', "/"));
+    }
+    out.push_str(&crate::report_text::targets(records));
+
+    let _ = writeln!(
+        out,
+        "\n## 1. Cross-node latency\n\n{} writers on node A, {} readers on node B, one document, a steady total rate for {} s; \
+         latency is from the writer's send to the reader's receipt, in ms. y-websocket-server has no clustering, so the peer is \
+         Hocuspocus as two nodes with its Redis extension. Weft's two nodes share a Tansu broker, which answers a fetch only after \
+         the full fetch wait (here {} ms). Server CPU is both nodes' (not the broker's or Redis's). Weft applies and forwards an \
+         update only once it is durable (the 2 ms group-commit window, then `acks=all` at the broker, then node B's fetch), so \
+         its latency has a floor of a few milliseconds that Hocuspocus, which forwards through Redis pub/sub before storing \
+         anything, does not pay.\n",
+        sizes.latency_writers,
+        sizes.latency_readers,
+        sizes.latency_seconds,
+        sizes.kafka_fetch_wait_ms
+    );
+    let latency_columns = [
+        ("p50_ms", "p50 ms"),
+        ("p90_ms", "p90 ms"),
+        ("p99_ms", "p99 ms"),
+        ("max_ms", "max ms"),
+        ("cpu_us_per_update", "server CPU µs / update"),
+    ];
+    table(
+        &mut out,
+        records,
+        "latency",
+        "updates/s",
+        &latency_columns,
+        ("p99_ms", "p99 (lower is better)"),
+    );
+    chart(
+        records,
+        "latency",
+        ("p99_ms", "p99 ms"),
+        "updates per second",
+        &args.plots.join("latency-p99.svg"),
+    )?;
+    let _ = writeln!(out, "![cross-node p99]({plots_link}/latency-p99.svg)\n");
+
+    let _ = writeln!(
+        out,
+        "## 2. Same-node fan-out\n\nOne writer, {} readers of one document on one node, for {} s at each rate. Deliveries per second \
+         are the updates readers received over the session's length (the writer's rate times the readers while the server keeps \
+         up). Driver CPU is the load driver's own, to show it was not the bottleneck. Since the rate is offered, the capacity \
+         comparison is deliveries per CPU second of the server (the server's user + system time from /proc).\n",
+        sizes.fanout_readers, sizes.fanout_seconds
+    );
+    let fanout_columns = [
+        ("deliveries_per_s", "deliveries/s"),
+        ("p99_ms", "p99 ms"),
+        ("max_ms", "max ms"),
+        ("deliveries_per_cpu_s", "deliveries / server CPU s"),
+        ("driver_cpu_s", "driver CPU s"),
+    ];
+    table(
+        &mut out,
+        records,
+        "fanout",
+        "updates/s",
+        &fanout_columns,
+        (
+            "deliveries_per_cpu_s",
+            "deliveries per server CPU second (higher is better)",
+        ),
+    );
+    chart(
+        records,
+        "fanout",
+        ("deliveries_per_cpu_s", "deliveries per server CPU s"),
+        "writer updates per second",
+        &args.plots.join("fanout-per-cpu.svg"),
+    )?;
+    let _ = writeln!(
+        out,
+        "![fan-out per CPU second]({plots_link}/fanout-per-cpu.svg)\n"
+    );
+
+    let _ = writeln!(
+        out,
+        "## 3. Throughput\n\n{} documents, each with one writer and one reader, the total rate spread over them, for {} s. Weft makes \
+         every update durable (SQLite, group commit) before it is applied; neither peer persists anything in this setup (no \
+         persistence extension), so their CPU per update excludes storage.\n",
+        sizes.throughput_docs, sizes.throughput_seconds
+    );
+    let throughput_columns = [
+        ("updates_per_s", "updates/s"),
+        ("cpu_us_per_update", "server CPU µs / update"),
+        ("p99_ms", "p99 ms"),
+    ];
+    table(
+        &mut out,
+        records,
+        "throughput",
+        "offered/s",
+        &throughput_columns,
+        (
+            "cpu_us_per_update",
+            "server CPU per update (lower is better)",
+        ),
+    );
+    chart(
+        records,
+        "throughput",
+        ("cpu_us_per_update", "server CPU µs per update"),
+        "offered updates per second",
+        &args.plots.join("throughput-cpu.svg"),
+    )?;
+    let _ = writeln!(out, "![CPU per update]({plots_link}/throughput-cpu.svg)\n");
+
+    out.push_str(
+        "## 4. Idle sessions\n\nSessions spread over 10 documents (each loaded first by one session that wrote one update), every \
+         one synced, then nothing; the server's RSS before and after, 2 s after the last connect.\n\n",
+    );
+    let idle_columns = [
+        ("kib_per_session", "KiB / session"),
+        ("rss_before_mib", "RSS before MiB"),
+        ("rss_after_mib", "RSS after MiB"),
+    ];
+    table(
+        &mut out,
+        records,
+        "idle",
+        "sessions",
+        &idle_columns,
+        ("kib_per_session", "KiB per session (lower is better)"),
+    );
+    chart(
+        records,
+        "idle",
+        ("kib_per_session", "KiB per idle session"),
+        "sessions",
+        &args.plots.join("idle-rss.svg"),
+    )?;
+    let _ = writeln!(out, "![RSS per idle session]({plots_link}/idle-rss.svg)\n");
+
+    out.push_str(crate::report_text::MISSING);
+    let failures: Vec<&Record> = records.iter().filter(|record| !record.ok).collect();
+    if !failures.is_empty() {
+        out.push_str(
+            "\n## Failed and saturated runs\n\nA saturated run is one whose updates were still arriving at its deadline (the \
+             offered rate was more than the server, or the driver, could deliver): a result, not a failed check. Any other \
+             entry is a failed check and fails `make bench`.\n\n",
+        );
+        for record in failures {
+            let _ = writeln!(
+                out,
+                "- {}{} against {} at {} (run {}): {}",
+                if record.saturated {
+                    "saturated: "
+                } else {
+                    "**failed**: "
+                },
+                record.scenario,
+                record.server.label(),
+                record.x,
+                record.repeat + 1,
+                record.error.as_deref().unwrap_or("?").replace('\n', " ")
+            );
+        }
+    }
+    std::fs::write(&args.markdown, out)
+        .with_context(|| format!("write {}", args.markdown.display()))
+}

@@ -1,0 +1,378 @@
+//! Starting and stopping the servers under test, each fresh for every run.
+//!
+//! Every server listens on a free port of 127.0.0.1, writes its log to the
+//! run's work directory, and is killed (by its own pid) when the
+//! [`RunningServer`] is dropped. Readiness is awaited, bounded in time:
+//! Weft's `/readyz` (which in cluster mode also means the broker answered),
+//! a TCP accept for the others.
+
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::client::{Dialect, Endpoint};
+
+/// How long a server may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Poll period while waiting for readiness (a timer, not a stand-in for an
+/// event: a process that has not bound yet offers nothing to await).
+const READY_POLL: Duration = Duration::from_millis(50);
+
+/// The servers measured.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+pub(crate) enum ServerKind {
+    /// One Weft node, embedded SQLite store.
+    Weft,
+    /// Two Weft nodes over a Kafka-API broker (Tansu).
+    WeftCluster,
+    /// `@y/websocket-server`, the reference server (no clustering).
+    YWebsocket,
+    /// One `@hocuspocus/server` node.
+    Hocuspocus,
+    /// Two `@hocuspocus/server` nodes with `@hocuspocus/extension-redis`.
+    HocuspocusRedis,
+}
+
+impl ServerKind {
+    /// The name used in tables.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ServerKind::Weft => "Weft",
+            ServerKind::WeftCluster => "Weft (2 nodes, Kafka API)",
+            ServerKind::YWebsocket => "y-websocket-server",
+            ServerKind::Hocuspocus => "Hocuspocus",
+            ServerKind::HocuspocusRedis => "Hocuspocus + Redis (2 nodes)",
+        }
+    }
+
+    /// Whether this is Weft (the numerator of every ratio).
+    pub(crate) fn is_weft(self) -> bool {
+        matches!(self, ServerKind::Weft | ServerKind::WeftCluster)
+    }
+}
+
+/// Where the programs are.
+#[derive(Debug, Clone)]
+pub(crate) struct Programs {
+    pub(crate) weft: PathBuf,
+    pub(crate) node: PathBuf,
+    pub(crate) peers_dir: PathBuf,
+    pub(crate) tansu: Option<PathBuf>,
+    pub(crate) redis_server: Option<PathBuf>,
+    /// Weft's `--kafka-fetch-wait-ms` in cluster runs (Tansu always waits
+    /// it out, so it bounds cross-node latency from below).
+    pub(crate) kafka_fetch_wait_ms: u32,
+}
+
+/// A started server: its client endpoints and the pids whose CPU and memory
+/// the scenario reads (the serving processes, not brokers).
+#[derive(Debug)]
+pub(crate) struct RunningServer {
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) server_pids: Vec<u32>,
+    children: Vec<Child>,
+    work_dir: PathBuf,
+    /// Keep the work directory (logs) after the server stops.
+    keep_work_dir: bool,
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        // Servers first, then the services they use.
+        for child in self.children.iter_mut().rev() {
+            let _already_gone = child.kill();
+            let _reaped = child.wait();
+        }
+        if !self.keep_work_dir {
+            let _leftover = std::fs::remove_dir_all(&self.work_dir);
+        }
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released; the server binds it next).
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("bind a free port")?;
+    Ok(listener.local_addr().context("local addr")?.port())
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn spawn_logged(mut command: Command, log: &Path) -> anyhow::Result<Child> {
+    let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
+    let err = out.try_clone().context("clone log handle")?;
+    command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("spawn {command:?}"))
+}
+
+/// Starts `kind` fresh in a new directory under `scratch`.
+pub(crate) fn start(
+    kind: ServerKind,
+    programs: &Programs,
+    scratch: &Path,
+) -> anyhow::Result<RunningServer> {
+    let work_dir = scratch.join(format!("{kind:?}-{}", crate::clock::nanos()));
+    std::fs::create_dir_all(&work_dir).context("create work dir")?;
+    let mut server = RunningServer {
+        endpoints: Vec::new(),
+        server_pids: Vec::new(),
+        children: Vec::new(),
+        work_dir: work_dir.clone(),
+        keep_work_dir: false,
+    };
+    if let Err(error) = launch(kind, programs, &work_dir, &mut server) {
+        let logs = server.keep_logs().display().to_string();
+        return Err(error.context(format!("start {} (logs in {logs})", kind.label())));
+    }
+    Ok(server)
+}
+
+fn launch(
+    kind: ServerKind,
+    programs: &Programs,
+    work_dir: &Path,
+    server: &mut RunningServer,
+) -> anyhow::Result<()> {
+    match kind {
+        ServerKind::Weft => {
+            let port = free_port()?;
+            let command = weft_command(programs, work_dir, port, &[]);
+            server.add(
+                spawn_logged(command, &work_dir.join("weft.log"))?,
+                port,
+                Dialect::YWebsocket,
+            );
+            wait_weft_ready(loopback(port), server)?;
+        }
+        ServerKind::WeftCluster => {
+            let tansu = programs.tansu.as_ref().context("no tansu binary given")?;
+            let broker_port = free_port()?;
+            let mut broker = Command::new(tansu);
+            let listener = format!("tcp://127.0.0.1:{broker_port}");
+            broker
+                .current_dir(work_dir)
+                .args(["broker", "--listener-url", &listener])
+                .args(["--advertised-listener-url", &listener])
+                .args(["--storage-engine", "memory://tansu/"]);
+            server
+                .children
+                .push(spawn_logged(broker, &work_dir.join("tansu.log"))?);
+            wait_tcp(loopback(broker_port), server)?;
+            let brokers = format!("127.0.0.1:{broker_port}");
+            let fetch_wait = programs.kafka_fetch_wait_ms.to_string();
+            for node in ["a", "b"] {
+                let port = free_port()?;
+                let node_id = format!("bench-{node}");
+                let extra = [
+                    "--kafka-brokers",
+                    brokers.as_str(),
+                    "--kafka-fetch-wait-ms",
+                    fetch_wait.as_str(),
+                    "--kafka-partitions",
+                    "2",
+                    "--node-id",
+                    node_id.as_str(),
+                ];
+                // Each node its own SQLite file: two processes creating
+                // one fresh database at once race on its migrations.
+                let node_dir = work_dir.join(node);
+                let command = weft_command(programs, &node_dir, port, &extra);
+                let log = work_dir.join(format!("weft-{node}.log"));
+                server.add(spawn_logged(command, &log)?, port, Dialect::YWebsocket);
+            }
+            for index in 0..2 {
+                let addr = server.endpoints[index].addr;
+                wait_weft_ready(addr, server)?;
+            }
+        }
+        ServerKind::YWebsocket => {
+            let port = free_port()?;
+            let mut command = Command::new(&programs.node);
+            command
+                .arg(
+                    programs
+                        .peers_dir
+                        .join("node_modules/@y/websocket-server/src/server.js"),
+                )
+                .env("HOST", "127.0.0.1")
+                .env("PORT", port.to_string());
+            server.add(
+                spawn_logged(command, &work_dir.join("y-websocket.log"))?,
+                port,
+                Dialect::YWebsocket,
+            );
+            wait_tcp(loopback(port), server)?;
+        }
+        ServerKind::Hocuspocus => {
+            let port = free_port()?;
+            let command = hocuspocus_command(programs, port, None, "solo");
+            server.add(
+                spawn_logged(command, &work_dir.join("hocuspocus.log"))?,
+                port,
+                Dialect::Hocuspocus,
+            );
+            wait_tcp(loopback(port), server)?;
+        }
+        ServerKind::HocuspocusRedis => {
+            let redis = programs
+                .redis_server
+                .as_ref()
+                .context("no redis-server given")?;
+            let redis_port = free_port()?;
+            let mut command = Command::new(redis);
+            command
+                .current_dir(work_dir)
+                .args(["--bind", "127.0.0.1", "--port", &redis_port.to_string()])
+                .args(["--save", "", "--appendonly", "no"]);
+            server
+                .children
+                .push(spawn_logged(command, &work_dir.join("redis.log"))?);
+            wait_tcp(loopback(redis_port), server)?;
+            for node in ["a", "b"] {
+                let port = free_port()?;
+                let command = hocuspocus_command(programs, port, Some(redis_port), node);
+                let log = work_dir.join(format!("hocuspocus-{node}.log"));
+                server.add(spawn_logged(command, &log)?, port, Dialect::Hocuspocus);
+            }
+            for index in 0..2 {
+                let addr = server.endpoints[index].addr;
+                wait_tcp(addr, server)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl RunningServer {
+    fn add(&mut self, child: Child, port: u16, dialect: Dialect) {
+        self.server_pids.push(child.id());
+        self.children.push(child);
+        self.endpoints.push(Endpoint {
+            addr: loopback(port),
+            dialect,
+        });
+    }
+
+    /// Keeps the logs for a post-mortem; returns where they are.
+    pub(crate) fn keep_logs(&mut self) -> &Path {
+        self.keep_work_dir = true;
+        &self.work_dir
+    }
+
+    /// Fails if a process of this server has exited (with its log's tail).
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        for child in &mut self.children {
+            if let Some(status) = child.try_wait().context("poll child")? {
+                bail!(
+                    "a server process exited early ({status}); logs in {}",
+                    self.work_dir.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The sum of CPU seconds of the serving processes.
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let mut total = 0.0;
+        for pid in &self.server_pids {
+            total += crate::procstat::cpu_seconds(*pid)?;
+        }
+        Ok(total)
+    }
+}
+
+/// Weft with the limits that would otherwise refuse a load test from one
+/// host (per-address sessions and upgrades, per-session update rate).
+fn weft_command(programs: &Programs, work_dir: &Path, port: u16, extra: &[&str]) -> Command {
+    let mut command = Command::new(&programs.weft);
+    let store = format!("sqlite://{}", work_dir.join("store/weft.db").display());
+    command
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--store", &store])
+        .args(["--max-connections", "100000"])
+        .args(["--max-connections-per-ip", "100000"])
+        .args(["--max-upgrades-per-ip-per-second", "100000"])
+        .args(["--max-updates-per-second", "0"])
+        .args(["--log", "warn"])
+        .args(extra);
+    command
+}
+
+fn hocuspocus_command(
+    programs: &Programs,
+    port: u16,
+    redis_port: Option<u16>,
+    node: &str,
+) -> Command {
+    let mut command = Command::new(&programs.node);
+    command
+        .arg(programs.peers_dir.join("hocuspocus.mjs"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("NODE_NAME", node);
+    if let Some(redis_port) = redis_port {
+        command.env("REDIS_PORT", redis_port.to_string());
+    }
+    command
+}
+
+fn wait_tcp(addr: SocketAddr, server: &mut RunningServer) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while Instant::now() < deadline {
+        server.check_alive()?;
+        if TcpStream::connect_timeout(&addr, READY_POLL).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(READY_POLL);
+    }
+    bail!("{addr} did not accept within {READY_TIMEOUT:?}")
+}
+
+fn wait_weft_ready(addr: SocketAddr, server: &mut RunningServer) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while Instant::now() < deadline {
+        server.check_alive()?;
+        if http_status(addr, "/readyz").ok() == Some(200) {
+            return Ok(());
+        }
+        std::thread::sleep(READY_POLL);
+    }
+    bail!("weft at {addr} not ready within {READY_TIMEOUT:?}")
+}
+
+/// The status code of a plain `GET` (enough HTTP for a readiness probe).
+fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, READY_POLL)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0_u8; 12];
+    stream.read_exact(&mut head)?;
+    let text = std::str::from_utf8(&head[9..12])?;
+    Ok(text.parse()?)
+}
