@@ -20,6 +20,15 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process's start-up lock could not be waited for.
+    #[error("lock {path} for the migrations")]
+    Lock {
+        /// The lock file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The database could not be opened.
     #[error("open database")]
     Connect(#[source] sqlx::Error),

@@ -51,6 +51,10 @@ impl SqliteStore {
         {
             create_dir(directory)?;
         }
+        // Two processes opening one new database at once would both run
+        // the first migration, and the second would fail on a table the
+        // first just created: they take turns through a lock file beside it.
+        let _turn = migration_lock(options.get_filename()).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -68,6 +72,37 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// An exclusive lock on `<database>.lock`, held until dropped; `None` for an
+/// in-memory database.
+async fn migration_lock(database: &Path) -> Result<Option<std::fs::File>, OpenError> {
+    let name = database.as_os_str();
+    if name.is_empty() || name == ":memory:" {
+        return Ok(None);
+    }
+    let mut path = database.as_os_str().to_owned();
+    path.push(".lock");
+    let path = std::path::PathBuf::from(path);
+    let display = path.display().to_string();
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.lock()?; // waits for the other process's migrations
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|join| OpenError::Lock {
+        path: display.clone(),
+        source: std::io::Error::other(join),
+    })?;
+    locked.map(Some).map_err(|source| OpenError::Lock {
+        path: display,
+        source,
+    })
 }
 
 fn create_dir(directory: &Path) -> Result<(), OpenError> {

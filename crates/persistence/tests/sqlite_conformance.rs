@@ -101,3 +101,17 @@ async fn unknown_scheme_is_refused() {
         .expect_err("no mysql store");
     assert!(format!("{error}").contains("mysql"));
 }
+
+/// Two processes (here: two pools) opening one new database at once both
+/// start: the migrations take turns instead of the second failing on a
+/// table the first just created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_opens_of_a_new_database_at_once_both_succeed() {
+    for round in 0..5 {
+        let dir = TempDir::new(&format!("concurrent-open-{round}"));
+        let url = dir.url();
+        let (first, second) = tokio::join!(SqliteStore::open(&url), SqliteStore::open(&url));
+        first.expect("first open");
+        second.expect("second open");
+    }
+}
