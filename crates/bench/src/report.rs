@@ -389,7 +389,9 @@ fn trace_section(out: &mut String, results: &Results) {
          `Y.Text` and sends it as one update, staying at most {} inserted characters ahead of a reader connected from \
          the start; the replay ends when the reader's text is the trace's end (checked, as is the writer's). Server CPU is \
          over the replay. Document size is the writer's document encoded as one update (v1). Warm load: a fresh client's \
-         connect-to-synced time against the still-running server, its text checked. Cold load: Weft is stopped with \
+         connect-to-synced time against the still-running server, its text checked, while the writer and the reader are \
+         still connected (Hocuspocus unloads a document when its last connection closes, and without persistence that \
+         loses it). Cold load: Weft is stopped with \
          SIGTERM and started again on the same SQLite store, so the document is loaded from its snapshot and log; restart \
          is the time from the signal to ready. The peers keep documents in memory only (no persistence extension \
          configured), so a restarted peer has lost the document: no cold load for them.\n",

@@ -266,6 +266,7 @@ pub(crate) async fn trace_replay(
     trace: &crate::trace::Trace,
 ) -> anyhow::Result<Metrics> {
     use crate::trace::{TEXT_NAME, apply_txn, char_offset_doc, text_of};
+    use futures::FutureExt as _;
     use yrs::{ReadTxn, StateVector, Transact};
 
     ensure!(
@@ -324,13 +325,23 @@ pub(crate) async fn trace_replay(
             let update = apply_txn(&writer.doc, &text, txn);
             let frame = weft_protocol::SyncMessage::Update(update).encode_frame();
             writer.send_yjs(&frame).await?;
+            // Servers may echo the writer's own updates back (the reference
+            // server does): read what has arrived, so that no server finds
+            // the writer a slow consumer. The writer has it all already.
+            while let Some(frame) = writer.next_frame().now_or_never() {
+                let _echo = frame?;
+            }
             let clock = writer.state_vector().get(&writer_id);
             let floor = clock.saturating_sub(TRACE_WINDOW);
             while *progress_rx.borrow_and_update() < floor {
-                progress_rx
-                    .changed()
-                    .await
-                    .context("reader stopped during the replay")?;
+                tokio::select! {
+                    changed = progress_rx.changed() => {
+                        changed.context("reader stopped during the replay")?;
+                    }
+                    frame = writer.next_frame() => {
+                        let _echo = frame?;
+                    }
+                }
             }
         }
         let final_clock = writer.state_vector().get(&writer_id);
@@ -372,8 +383,6 @@ pub(crate) async fn trace_replay(
         .transact()
         .encode_state_as_update_v1(&StateVector::default())
         .len();
-    reader.close().await;
-    writer.close().await;
 
     let mut metrics = Metrics::new();
     metrics.insert("edits".into(), edits as f64);
@@ -384,8 +393,13 @@ pub(crate) async fn trace_replay(
     metrics.insert("doc_kib".into(), doc_bytes as f64 / 1024.0);
     metrics.insert("end_chars".into(), trace.end_content.chars().count() as f64);
 
+    // The writer and the reader stay connected during the warm load:
+    // Hocuspocus unloads a document when its last connection closes, and
+    // without persistence that loses it.
     let warm_ms = timed_load(&server.endpoints[0], &doc_name, trace).await?;
     metrics.insert("warm_load_ms".into(), warm_ms);
+    reader.close().await;
+    writer.close().await;
 
     if server.kind() == crate::servers::ServerKind::Weft {
         let restart = server.restart_weft(programs)?;

@@ -15,6 +15,9 @@ use anyhow::{Context, ensure};
 use serde::Deserialize;
 use yrs::{Doc, GetString, OffsetKind, Options, Text, TextRef, Transact};
 
+/// The replaying writer's client id (see [`char_offset_doc`]).
+const WRITER_CLIENT_ID: yrs::block::ClientID = yrs::block::ClientID::new(3_141_592_653);
+
 /// Name of the root text the trace is replayed into.
 pub(crate) const TEXT_NAME: &str = "text";
 
@@ -122,8 +125,14 @@ pub(crate) fn apply_plain(start: &str, txns: &[Txn]) -> anyhow::Result<String> {
 /// A document whose text offsets count UTF-16 units, which for the traces
 /// [`Trace::parse`] accepts (Basic Multilingual Plane only) are the
 /// trace's character offsets.
+///
+/// Its client id is fixed: ids are written as varints wherever an item
+/// names its neighbours, so a random one (1 to 8 bytes) would make the
+/// document's encoded size vary from run to run. This one is 32 bits, the
+/// size Yjs gives its random ids.
 pub(crate) fn char_offset_doc() -> Doc {
     Doc::with_options(Options {
+        client_id: WRITER_CLIENT_ID,
         offset_kind: OffsetKind::Utf16,
         ..Options::default()
     })
