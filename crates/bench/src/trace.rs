@@ -264,8 +264,9 @@ mod tests {
         assert_eq!(trace.edits(), 4);
     }
 
-    /// The real trace, when `BENCH_TRACE` names it: yrs reaches its
-    /// `endContent`, and a prefix agrees with the plain application.
+    /// The real trace, when `BENCH_TRACE` names it (an absolute path, or
+    /// one relative to crates/bench, where `cargo test` runs): yrs reaches
+    /// its `endContent`, and a prefix agrees with the plain application.
     #[test]
     fn real_trace_when_given() {
         let Some(path) = std::env::var_os("BENCH_TRACE") else {
