@@ -15,6 +15,11 @@ BENCH_REPEATS ?=
 # after the full wait, so this is a floor under cross-node latency.
 BENCH_KAFKA_FETCH_WAIT_MS ?= 1
 REDIS_SERVER ?= $(shell command -v redis-server)
+# Scenario 5's editing trace (automerge-paper, gzip JSON in the
+# editing-traces format). By default the copy beside the repository, if
+# there is one; without a trace, scenario 5 is skipped (and says so in the
+# report), the rest of the bench runs.
+BENCH_TRACE ?= $(wildcard ../shared/data/traces/automerge-paper.json.gz)
 BENCH_PEERS_BUILT := bench/peers/node_modules/.weft-bench-lock
 
 $(BENCH_PEERS_BUILT): bench/peers/package.json bench/peers/package-lock.json
@@ -33,5 +38,6 @@ bench: web/.built $(TANSU) $(BENCH_PEERS_BUILT) ## Weft vs its peers -> docs/BEN
 	  --weft ./target/release/weft --peers-dir bench/peers \
 	  --tansu $(TANSU) --redis-server $(REDIS_SERVER) \
 	  --kafka-fetch-wait-ms $(BENCH_KAFKA_FETCH_WAIT_MS) \
+	  $(if $(BENCH_TRACE),--trace $(BENCH_TRACE)) \
 	  --results target/bench/results-$(BENCH_MODE).json \
 	  --markdown docs/BENCHMARKS.md --plots docs/bench

@@ -12,6 +12,7 @@
 //! - `session`: a timed session among many clients and its check;
 //! - `scenarios`: the scenarios, each a function to named metrics;
 //! - `servers`: starting and stopping the servers under test;
+//! - `trace`: scenario 5's editing trace (parse, prefix, apply);
 //! - `plan`: which scenario runs against which server at which sizes;
 //! - `report`, `plot`: the markdown and the SVGs;
 //! - `procstat`, `clock`: CPU, RSS and the driver's one clock.
@@ -26,6 +27,7 @@ mod report_text;
 mod scenarios;
 mod servers;
 mod session;
+mod trace;
 
 use std::path::PathBuf;
 
@@ -81,12 +83,16 @@ struct RunArgs {
     /// Weft's `--kafka-fetch-wait-ms` in two-node runs.
     #[arg(long, default_value_t = 1)]
     kafka_fetch_wait_ms: u32,
-    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle).
+    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,trace).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these servers (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     servers: Vec<servers::ServerKind>,
+    /// Scenario 5's editing trace (gzip JSON, the editing-traces format);
+    /// without it, or if it is missing, scenario 5 is skipped.
+    #[arg(long)]
+    trace: Option<PathBuf>,
     /// Where servers keep their files and logs during a run.
     #[arg(long, default_value = "target/bench/work")]
     scratch: PathBuf,

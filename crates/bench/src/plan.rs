@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::scenarios::{self, Metrics};
 use crate::servers::{self, Programs, ServerKind};
+use crate::trace::Trace;
 use crate::{Mode, RunArgs};
 
 /// One scenario at one size against one server, once.
@@ -36,6 +37,27 @@ pub(crate) struct Results {
     pub(crate) conditions: Vec<(String, String)>,
     pub(crate) sizes: Sizes,
     pub(crate) records: Vec<Record>,
+    /// Scenario 5's trace, or why it was skipped (`None` in results written
+    /// before scenario 5 existed).
+    #[serde(default)]
+    pub(crate) trace: Option<TraceInfo>,
+}
+
+/// What scenario 5 replayed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TraceInfo {
+    /// The trace's file name (not its path).
+    pub(crate) file: String,
+    /// Edits replayed (a prefix in short mode).
+    pub(crate) edits: usize,
+    /// Transactions replayed (one update each).
+    pub(crate) txns: usize,
+    /// Edits in the whole trace.
+    pub(crate) total_edits: usize,
+    /// Characters of the replayed prefix's final text.
+    pub(crate) end_chars: usize,
+    /// Why scenario 5 did not run, if it did not.
+    pub(crate) skipped: Option<String>,
 }
 
 /// The sizes of one mode.
@@ -53,6 +75,10 @@ pub(crate) struct Sizes {
     pub(crate) throughput_seconds: f64,
     pub(crate) idle_sessions: Vec<usize>,
     pub(crate) kafka_fetch_wait_ms: u32,
+    /// Scenario 5 replays at most this many edits of the trace (`None`:
+    /// all of it).
+    #[serde(default)]
+    pub(crate) trace_max_edits: Option<usize>,
 }
 
 impl Sizes {
@@ -71,6 +97,7 @@ impl Sizes {
                 throughput_seconds: 3.0,
                 idle_sessions: vec![1_000],
                 kafka_fetch_wait_ms,
+                trace_max_edits: Some(20_000),
             },
             Mode::Full => Sizes {
                 latency_writers: 4,
@@ -87,6 +114,7 @@ impl Sizes {
                 // process may open on the measuring machine (hard limit).
                 idle_sessions: vec![1_000, 10_000],
                 kafka_fetch_wait_ms,
+                trace_max_edits: None,
             },
         }
     }
@@ -105,7 +133,51 @@ fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
     }
 }
 
-const SCENARIOS: [&str; 4] = ["latency", "fanout", "throughput", "idle"];
+const SCENARIOS: [&str; 5] = ["latency", "fanout", "throughput", "idle", "trace"];
+
+/// Message of a skipped scenario 5 when no trace file was found.
+pub(crate) const TRACE_NOT_FOUND: &str = "trace not found; set BENCH_TRACE";
+
+/// Loads scenario 5's trace (a prefix of it in short mode). Never fails:
+/// a missing or unreadable trace skips the scenario, with the reason.
+fn load_trace(path: Option<&Path>, max_edits: Option<usize>) -> (Option<Trace>, TraceInfo) {
+    let file = path
+        .and_then(Path::file_name)
+        .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+    let skipped = |reason: String| TraceInfo {
+        file: file.clone(),
+        edits: 0,
+        txns: 0,
+        total_edits: 0,
+        end_chars: 0,
+        skipped: Some(reason),
+    };
+    let Some(path) = path.filter(|path| path.is_file()) else {
+        return (None, skipped(TRACE_NOT_FOUND.to_owned()));
+    };
+    let loaded = Trace::load(path).and_then(|whole| {
+        let total = whole.edits();
+        let replayed = match max_edits {
+            Some(max) => whole.prefix(max)?,
+            None => whole,
+        };
+        Ok((total, replayed))
+    });
+    match loaded {
+        Ok((total_edits, trace)) => {
+            let info = TraceInfo {
+                file: file.clone(),
+                edits: trace.edits(),
+                txns: trace.txns.len(),
+                total_edits,
+                end_chars: trace.end_content.chars().count(),
+                skipped: None,
+            };
+            (Some(trace), info)
+        }
+        Err(error) => (None, skipped(format!("trace unreadable: {error:#}"))),
+    }
+}
 
 /// Runs every selected scenario against every server `repeats` times,
 /// rewriting the results file after each run.
@@ -129,16 +201,38 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
         conditions: conditions(&programs, args.mode, repeats),
         sizes: sizes.clone(),
         records: Vec::new(),
+        trace: None,
     };
+    let selected =
+        |scenario: &str| args.only.is_empty() || args.only.iter().any(|name| name == scenario);
+    let mut trace = None;
+    if selected("trace") {
+        let (loaded, info) = load_trace(args.trace.as_deref(), sizes.trace_max_edits);
+        if let Some(reason) = &info.skipped {
+            eprintln!("trace      skipped: {reason}");
+        }
+        trace = loaded;
+        results.trace = Some(info);
+    }
     std::fs::create_dir_all(&args.scratch).context("create scratch dir")?;
+    let setup = Setup {
+        sizes: &sizes,
+        programs: &programs,
+        args,
+        trace: trace.as_ref(),
+    };
     for scenario in SCENARIOS {
-        if !args.only.is_empty() && !args.only.iter().any(|name| name == scenario) {
+        if !selected(scenario) {
             continue;
         }
         let xs: Vec<f64> = match scenario {
             "latency" => sizes.latency_rates.clone(),
             "fanout" => sizes.fanout_rates.clone(),
             "throughput" => sizes.throughput_rates.clone(),
+            "trace" => match &trace {
+                Some(trace) => vec![trace.edits() as f64],
+                None => continue,
+            },
             _ => sizes.idle_sessions.iter().map(|n| *n as f64).collect(),
         };
         // Repeats outermost, so a burst of noise on the machine spreads
@@ -149,8 +243,7 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
                     continue;
                 }
                 for &x in &xs {
-                    let record =
-                        run_one(scenario, server, x, repeat, &sizes, &programs, args).await;
+                    let record = run_one(scenario, server, x, repeat, &setup).await;
                     let status = match (&record.error, record.saturated) {
                         (None, _) => "ok".to_owned(),
                         (Some(error), true) => format!("SATURATED: {error}"),
@@ -170,15 +263,28 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
     Ok(results)
 }
 
+/// What every run shares.
+#[derive(Clone, Copy)]
+struct Setup<'a> {
+    sizes: &'a Sizes,
+    programs: &'a Programs,
+    args: &'a RunArgs,
+    trace: Option<&'a Trace>,
+}
+
 async fn run_one(
     scenario: &str,
     server_kind: ServerKind,
     x: f64,
     repeat: u32,
-    sizes: &Sizes,
-    programs: &Programs,
-    args: &RunArgs,
+    setup: &Setup<'_>,
 ) -> Record {
+    let Setup {
+        sizes,
+        programs,
+        args,
+        trace,
+    } = *setup;
     let outcome = async {
         let mut server = servers::start(server_kind, programs, &args.scratch)?;
         let measured = match scenario {
@@ -199,7 +305,11 @@ async fn run_one(
                 scenarios::throughput(&server, sizes.throughput_docs, x, sizes.throughput_seconds)
                     .await
             }
-            _ => scenarios::idle(&server, x as usize).await,
+            "idle" => scenarios::idle(&server, x as usize).await,
+            _ => match trace {
+                Some(trace) => scenarios::trace_replay(&mut server, programs, trace).await,
+                None => Err(anyhow::anyhow!("no trace loaded")),
+            },
         };
         measured.map_err(|error| {
             error.context(format!(

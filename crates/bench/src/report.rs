@@ -343,6 +343,8 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
     )?;
     let _ = writeln!(out, "![RSS per idle session]({plots_link}/idle-rss.svg)\n");
 
+    trace_section(&mut out, results);
+
     out.push_str(crate::report_text::MISSING);
     let failures: Vec<&Record> = records.iter().filter(|record| !record.ok).collect();
     if !failures.is_empty() {
@@ -370,4 +372,78 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
     }
     std::fs::write(&args.markdown, out)
         .with_context(|| format!("write {}", args.markdown.display()))
+}
+
+/// Scenario 5: a table per server, or the reason it was skipped.
+fn trace_section(out: &mut String, results: &Results) {
+    let Some(info) = &results.trace else { return };
+    out.push_str("## 5. Large document (a real editing trace)\n\n");
+    if let Some(reason) = &info.skipped {
+        let _ = writeln!(out, "Skipped: {reason}.\n");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "The editing trace `{}` (the LaTeX source of a paper typed character by character; CC BY 4.0), its first {} of \
+         {} edits in {} transactions, ending with a text of {} characters. One writer applies each transaction to a yrs \
+         `Y.Text` and sends it as one update, staying at most {} inserted characters ahead of a reader connected from \
+         the start; the replay ends when the reader's text is the trace's end (checked, as is the writer's). Server CPU is \
+         over the replay. Document size is the writer's document encoded as one update (v1). Warm load: a fresh client's \
+         connect-to-synced time against the still-running server, its text checked, while the writer and the reader are \
+         still connected (Hocuspocus unloads a document when its last connection closes, and without persistence that \
+         loses it). Cold load: Weft is stopped with \
+         SIGTERM and started again on the same SQLite store, so the document is loaded from its snapshot and log; restart \
+         is the time from the signal to ready. The peers keep documents in memory only (no persistence extension \
+         configured), so a restarted peer has lost the document: no cold load for them.\n",
+        info.file,
+        info.edits,
+        info.total_edits,
+        info.txns,
+        info.end_chars,
+        crate::scenarios::TRACE_WINDOW,
+    );
+    let columns: [Column; 6] = [
+        ("edits_per_s", "edits/s"),
+        ("replay_s", "replay s"),
+        ("server_cpu_s", "server CPU s"),
+        ("doc_kib", "document KiB"),
+        ("warm_load_ms", "warm load ms"),
+        ("cold_load_ms", "cold load ms"),
+    ];
+    out.push_str("| server |");
+    for (_, heading) in &columns {
+        let _ = write!(out, " {heading} |");
+    }
+    out.push_str(" restart s |\n| --- |");
+    for _ in 0..=columns.len() {
+        out.push_str(" ---: |");
+    }
+    out.push('\n');
+    let records = &results.records;
+    let per_column: Vec<_> = columns
+        .iter()
+        .map(|(key, _)| values(records, "trace", key))
+        .collect();
+    let restarts = values(records, "trace", "restart_s");
+    let mut rows: Vec<(u64, ServerKind)> = per_column[0].keys().copied().collect();
+    rows.sort_by_key(|(x, kind)| (*x, server_order(*kind)));
+    for row in &rows {
+        let _ = write!(out, "| {} |", row.1.label());
+        for (index, column) in per_column.iter().enumerate() {
+            let is_cold = index == columns.len() - 1;
+            let text = if is_cold && !row.1.is_weft() {
+                "not applicable (no persistence)".to_owned()
+            } else {
+                cell(column.get(row).and_then(|v| spread(v)))
+            };
+            let _ = write!(out, " {text} |");
+        }
+        let restart = if row.1.is_weft() {
+            cell(restarts.get(row).and_then(|v| spread(v)))
+        } else {
+            "—".to_owned()
+        };
+        let _ = writeln!(out, " {restart} |");
+    }
+    out.push('\n');
 }

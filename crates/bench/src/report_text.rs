@@ -30,9 +30,11 @@ server processes, from /proc/PID/stat) over the absolute numbers.
 /// What the report does not cover yet.
 pub(crate) const MISSING: &str = "## Not measured yet
 
-- Scenario 5 (the automerge-paper editing trace, warm and cold load) and
-  scenario 6 (a reconnect storm after killing a node) are not implemented in
-  the driver yet.
+- Scenario 6 (a reconnect storm after killing a node) is not implemented
+  in the driver yet.
+- Scenario 5 has no cold load for the peers: they would need a persistence
+  extension (Hocuspocus's database extension, y-leveldb), which this setup
+  does not configure.
 - 50,000 idle sessions: the measuring machine allows a process at most
   20,000 open files (hard limit, not raisable without CAP_SYS_RESOURCE), so
   neither the server nor the driver can hold them.

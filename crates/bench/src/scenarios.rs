@@ -7,6 +7,7 @@
 //! | fan-out | one writer, many readers of one document, one node | deliveries/s, p99, deliveries per server CPU second |
 //! | throughput | one writer and one reader per document, many documents, one node | updates/s, server CPU µs per update |
 //! | idle | many synced sessions doing nothing | server RSS per session |
+//! | trace | one writer replays a real editing trace, one reader follows; then fresh clients load it (warm, and cold after a restart) | edits/s, server CPU, document size, load times |
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -240,4 +241,193 @@ async fn hold(mut client: crate::client::Client, mut stop: watch::Receiver<bool>
             }
         }
     }
+}
+
+/// Edits the writer may be ahead of the reader in scenario 5 (counted in
+/// inserted characters, the writer's clock): the replay goes as fast as the
+/// server delivers, without an unbounded queue in front of it.
+pub(crate) const TRACE_WINDOW: u32 = 2_000;
+/// Deadline of a replay: a base plus a per-edit allowance (2 ms, many times
+/// what any measured server needs; reaching it means the server stalled).
+const TRACE_BASE_DEADLINE: Duration = Duration::from_secs(30);
+const TRACE_PER_EDIT: Duration = Duration::from_millis(2);
+/// Time a fresh client gets to connect and load the replayed document.
+const TRACE_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Scenario 5: one writer replays `trace` (one update per transaction)
+/// into a fresh document while a reader connected from the start follows;
+/// then a fresh client loads the result from the running server (warm) and,
+/// for Weft, from a restarted one (cold: SIGTERM, then start again on the
+/// same store). The peers keep nothing across a restart without a
+/// persistence extension, so they have no cold load.
+pub(crate) async fn trace_replay(
+    server: &mut RunningServer,
+    programs: &crate::servers::Programs,
+    trace: &crate::trace::Trace,
+) -> anyhow::Result<Metrics> {
+    use crate::trace::{TEXT_NAME, apply_txn, char_offset_doc, text_of};
+    use futures::FutureExt as _;
+    use yrs::{ReadTxn, StateVector, Transact};
+
+    ensure!(
+        server.server_pids.len() == 1,
+        "the trace is replayed on one node"
+    );
+    let endpoint = server.endpoints[0].clone();
+    let doc_name = format!("trace-{}", crate::clock::nanos());
+    let edits = trace.edits();
+    let deadline = TRACE_BASE_DEADLINE + TRACE_PER_EDIT * u32::try_from(edits).unwrap_or(u32::MAX);
+    let connect_timeout = Duration::from_secs(10);
+    let mut reader =
+        crate::client::Client::connect(&endpoint, &doc_name, None, connect_timeout).await?;
+    let mut writer =
+        crate::client::Client::connect(&endpoint, &doc_name, None, connect_timeout).await?;
+    // The document is new and empty: the writer's replica becomes one whose
+    // offsets count characters, as the trace's do.
+    writer.doc = char_offset_doc();
+    let writer_id = writer.doc.client_id();
+    let text = writer.doc.get_or_insert_text(TEXT_NAME);
+
+    // The reader publishes how far it is (the writer's clock it has seen)
+    // and finishes when its text is the expected one.
+    let (progress_tx, mut progress_rx) = watch::channel(0_u32);
+    let (final_tx, final_rx) = watch::channel::<Option<u32>>(None);
+    let expected = trace.end_content.clone();
+    let cpu_before = server.cpu_seconds()?;
+    let started = std::time::Instant::now();
+    let reader_task = tokio::spawn(async move {
+        let mut final_rx = final_rx;
+        loop {
+            let target = *final_rx.borrow_and_update();
+            if let Some(target) = target
+                && reader.state_vector().get(&writer_id) >= target
+                && text_of(&reader.doc) == expected
+            {
+                return anyhow::Ok(reader);
+            }
+            tokio::select! {
+                changed = final_rx.changed() => {
+                    changed.context("the writer stopped")?;
+                }
+                frame = reader.next_frame() => {
+                    if reader.handle_frame(&frame?).await?.is_none() {
+                        continue;
+                    }
+                    let clock = reader.state_vector().get(&writer_id);
+                    let _no_writer_left = progress_tx.send(clock);
+                }
+            }
+        }
+    });
+    let abort_reader = reader_task.abort_handle();
+    let replay = async {
+        for txn in &trace.txns {
+            let update = apply_txn(&writer.doc, &text, txn);
+            let frame = weft_protocol::SyncMessage::Update(update).encode_frame();
+            writer.send_yjs(&frame).await?;
+            // Servers may echo the writer's own updates back (the reference
+            // server does): read what has arrived, so that no server finds
+            // the writer a slow consumer. The writer has it all already.
+            while let Some(frame) = writer.next_frame().now_or_never() {
+                let _echo = frame?;
+            }
+            let clock = writer.state_vector().get(&writer_id);
+            let floor = clock.saturating_sub(TRACE_WINDOW);
+            while *progress_rx.borrow_and_update() < floor {
+                tokio::select! {
+                    changed = progress_rx.changed() => {
+                        changed.context("reader stopped during the replay")?;
+                    }
+                    frame = writer.next_frame() => {
+                        let _echo = frame?;
+                    }
+                }
+            }
+        }
+        let final_clock = writer.state_vector().get(&writer_id);
+        final_tx
+            .send(Some(final_clock))
+            .context("reader stopped before the end")?;
+        anyhow::Ok(())
+    };
+    let reader_done = async {
+        tokio::time::timeout(deadline, async {
+            replay.await?;
+            reader_task.await.context("reader task")?
+        })
+        .await
+        .with_context(|| format!("the reader did not have the replayed text within {deadline:?}"))?
+    };
+    let reader = match reader_done.await {
+        Ok(reader) => reader,
+        Err(error) => {
+            abort_reader.abort();
+            return Err(error);
+        }
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = server.cpu_seconds()? - cpu_before;
+    let writer_text = text_of(&writer.doc);
+    ensure!(
+        writer_text == trace.end_content,
+        "the writer's text is not the trace's end ({} vs {} characters)",
+        writer_text.chars().count(),
+        trace.end_content.chars().count()
+    );
+    ensure!(
+        text_of(&reader.doc) == writer_text,
+        "the reader's text differs from the writer's"
+    );
+    let doc_bytes = writer
+        .doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default())
+        .len();
+
+    let mut metrics = Metrics::new();
+    metrics.insert("edits".into(), edits as f64);
+    metrics.insert("txns".into(), trace.txns.len() as f64);
+    metrics.insert("replay_s".into(), elapsed);
+    metrics.insert("edits_per_s".into(), edits as f64 / elapsed);
+    metrics.insert("server_cpu_s".into(), cpu);
+    metrics.insert("doc_kib".into(), doc_bytes as f64 / 1024.0);
+    metrics.insert("end_chars".into(), trace.end_content.chars().count() as f64);
+
+    // The writer and the reader stay connected during the warm load:
+    // Hocuspocus unloads a document when its last connection closes, and
+    // without persistence that loses it.
+    let warm_ms = timed_load(&server.endpoints[0], &doc_name, trace).await?;
+    metrics.insert("warm_load_ms".into(), warm_ms);
+    reader.close().await;
+    writer.close().await;
+
+    if server.kind() == crate::servers::ServerKind::Weft {
+        let restart = server.restart_weft(programs)?;
+        metrics.insert("restart_s".into(), restart.as_secs_f64());
+        let cold_ms = timed_load(&server.endpoints[0], &doc_name, trace).await?;
+        metrics.insert("cold_load_ms".into(), cold_ms);
+    }
+    Ok(metrics)
+}
+
+/// A fresh client's time to synced (connect, handshake, the server's
+/// SyncStep2 applied) in ms, checked against the trace's end.
+async fn timed_load(
+    endpoint: &crate::client::Endpoint,
+    doc_name: &str,
+    trace: &crate::trace::Trace,
+) -> anyhow::Result<f64> {
+    let started = std::time::Instant::now();
+    let client =
+        crate::client::Client::connect(endpoint, doc_name, None, TRACE_LOAD_TIMEOUT).await?;
+    let ms = started.elapsed().as_secs_f64() * 1_000.0;
+    let text = crate::trace::text_of(&client.doc);
+    ensure!(
+        text == trace.end_content,
+        "a fresh client loaded {} characters, not the trace's end ({})",
+        text.chars().count(),
+        trace.end_content.chars().count()
+    );
+    client.close().await;
+    Ok(ms)
 }

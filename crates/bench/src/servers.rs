@@ -19,6 +19,8 @@ use crate::client::{Dialect, Endpoint};
 
 /// How long a server may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Poll period while waiting for readiness (a timer, not a stand-in for an
 /// event: a process that has not bound yet offers nothing to await).
 const READY_POLL: Duration = Duration::from_millis(50);
@@ -84,6 +86,7 @@ pub(crate) struct Programs {
 /// the scenario reads (the serving processes, not brokers).
 #[derive(Debug)]
 pub(crate) struct RunningServer {
+    kind: ServerKind,
     pub(crate) endpoints: Vec<Endpoint>,
     pub(crate) server_pids: Vec<u32>,
     children: Vec<Child>,
@@ -135,6 +138,7 @@ pub(crate) fn start(
     let work_dir = scratch.join(format!("{kind:?}-{}", crate::clock::nanos()));
     std::fs::create_dir_all(&work_dir).context("create work dir")?;
     let mut server = RunningServer {
+        kind,
         endpoints: Vec::new(),
         server_pids: Vec::new(),
         children: Vec::new(),
@@ -272,6 +276,48 @@ impl RunningServer {
             addr: loopback(port),
             dialect,
         });
+    }
+
+    /// Which server this is.
+    pub(crate) fn kind(&self) -> ServerKind {
+        self.kind
+    }
+
+    /// Stops a single Weft node with SIGTERM (a clean shutdown, bounded in
+    /// time) and starts it again on the same store and a new port, so that
+    /// it loads documents from its snapshots and log. Returns the time from
+    /// the signal to ready.
+    pub(crate) fn restart_weft(&mut self, programs: &Programs) -> anyhow::Result<Duration> {
+        anyhow::ensure!(
+            self.kind == ServerKind::Weft && self.children.len() == 1,
+            "only a single Weft node is restarted"
+        );
+        let started = Instant::now();
+        let pid = self.server_pids[0];
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .context("run kill -TERM")?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        let deadline = started + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.children[0].try_wait().context("poll weft")? {
+                anyhow::ensure!(status.success(), "weft exited with {status} after SIGTERM");
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("weft did not exit within {STOP_TIMEOUT:?} of SIGTERM");
+            }
+            std::thread::sleep(READY_POLL);
+        }
+        let port = free_port()?;
+        let command = weft_command(programs, &self.work_dir.clone(), port, &[]);
+        let child = spawn_logged(command, &self.work_dir.join("weft-restarted.log"))?;
+        self.server_pids[0] = child.id();
+        self.children[0] = child;
+        self.endpoints[0].addr = loopback(port);
+        wait_weft_ready(loopback(port), self)?;
+        Ok(started.elapsed())
     }
 
     /// Keeps the logs for a post-mortem; returns where they are.
