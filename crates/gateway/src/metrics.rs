@@ -152,11 +152,11 @@ impl Metrics {
     /// Records a session close sent with `code`.
     pub fn closed(&self, code: u16, reason: &str) {
         self.closes.get_or_create(&CodeLabel { code }).inc();
-        match reason {
-            crate::error::close_reason::SEND_QUEUE_FULL => self.send_queue_overflows.inc(),
-            crate::error::close_reason::UPDATE_RATE => self.rate_limit_closes.inc(),
-            _ => 0,
-        };
+        if reason == crate::error::close_reason::SEND_QUEUE_FULL {
+            self.send_queue_overflows.inc();
+        } else if reason == crate::error::close_reason::UPDATE_RATE {
+            self.rate_limit_closes.inc();
+        }
     }
 
     /// The Prometheus text exposition of every metric.

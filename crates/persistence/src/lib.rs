@@ -45,6 +45,19 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn DocStore>, OpenError> {
 }
 
 /// Milliseconds since the Unix epoch, for the stores' `updated_at` columns.
+/// The nullable columns a snapshot row keeps its tombstone in (state
+/// vector, position, time), `NULL` for a document never deleted. Shared by
+/// both stores' snapshot writes.
+pub(crate) fn tombstone_columns(
+    tombstone: Option<&weft_sync::store::Tombstone>,
+) -> (Option<&[u8]>, Option<i64>, Option<i64>) {
+    (
+        tombstone.map(|tombstone| tombstone.state_vector.as_slice()),
+        tombstone.map(|tombstone| tombstone.position),
+        tombstone.map(|tombstone| tombstone.deleted_at_ms),
+    )
+}
+
 pub(crate) fn unix_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

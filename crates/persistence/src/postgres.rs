@@ -22,7 +22,7 @@ use weft_sync::store::{
 };
 use weft_sync::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
 
-use crate::{OpenError, unix_millis};
+use crate::{OpenError, tombstone_columns, unix_millis};
 
 /// Connections per process: loads, appends and snapshot writes of one node
 /// or worker; PostgreSQL's own limit is shared by every process.
@@ -150,6 +150,8 @@ impl DocStore for PostgresStore {
             .await
             .map_err(|error| StoreError::new("begin snapshot", error))?;
         // The WHERE clause is the fence.
+        let (tombstone_sv, deleted_position, deleted_at) =
+            tombstone_columns(snapshot.tombstone.as_ref());
         let written = sqlx::query(
             "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at,
                  tombstone_sv, deleted_position, deleted_at)
@@ -169,24 +171,9 @@ impl DocStore for PostgresStore {
         .bind(&snapshot.state_vector)
         .bind(snapshot.covers_seq)
         .bind(unix_millis())
-        .bind(
-            snapshot
-                .tombstone
-                .as_ref()
-                .map(|tombstone| &tombstone.state_vector),
-        )
-        .bind(
-            snapshot
-                .tombstone
-                .as_ref()
-                .map(|tombstone| tombstone.position),
-        )
-        .bind(
-            snapshot
-                .tombstone
-                .as_ref()
-                .map(|tombstone| tombstone.deleted_at_ms),
-        )
+        .bind(tombstone_sv)
+        .bind(deleted_position)
+        .bind(deleted_at)
         .execute(&mut *txn)
         .await
         .map_err(|error| StoreError::new("write snapshot", error))?
@@ -345,6 +332,8 @@ impl DocStore for PostgresStore {
     ) -> Result<SnapshotWrite, StoreError> {
         // The WHERE clause is the fence (see DocStore::save_topic_snapshot);
         // the row lock of ON CONFLICT serialises two writers of one document.
+        let (tombstone_sv, deleted_position, deleted_at) =
+            tombstone_columns(snapshot.tombstone.as_ref());
         let written = sqlx::query(
             "INSERT INTO weft_topic_snapshots
                  (topic, doc, state, state_vector, partition_id, covers_offset, updated_at,
@@ -369,24 +358,9 @@ impl DocStore for PostgresStore {
         .bind(snapshot.partition)
         .bind(snapshot.covers_offset)
         .bind(unix_millis())
-        .bind(
-            snapshot
-                .tombstone
-                .as_ref()
-                .map(|tombstone| &tombstone.state_vector),
-        )
-        .bind(
-            snapshot
-                .tombstone
-                .as_ref()
-                .map(|tombstone| tombstone.position),
-        )
-        .bind(
-            snapshot
-                .tombstone
-                .as_ref()
-                .map(|tombstone| tombstone.deleted_at_ms),
-        )
+        .bind(tombstone_sv)
+        .bind(deleted_position)
+        .bind(deleted_at)
         .execute(&self.pool)
         .await
         .map_err(|error| StoreError::new("write topic snapshot", error))?

@@ -21,7 +21,7 @@ use weft_sync::store::{
 };
 use weft_sync::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
 
-use crate::{OpenError, unix_millis};
+use crate::{OpenError, tombstone_columns, unix_millis};
 
 /// How long a statement waits for SQLite's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -194,6 +194,8 @@ impl DocStore for SqliteStore {
             .map_err(|error| StoreError::new("begin snapshot", error))?;
         // The WHERE clause is the fence: a snapshot never replaces one that
         // covers the same or a later position.
+        let (tombstone_sv, deleted_position, deleted_at) =
+            tombstone_columns(snapshot.tombstone.as_ref());
         let written = sqlx::query(
             "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at,
                  tombstone_sv, deleted_position, deleted_at)
@@ -213,24 +215,9 @@ impl DocStore for SqliteStore {
         .bind(&snapshot.state_vector)
         .bind(snapshot.covers_seq)
         .bind(unix_millis())
-        .bind(
-            snapshot
-                .tombstone
-                .as_ref()
-                .map(|tombstone| &tombstone.state_vector),
-        )
-        .bind(
-            snapshot
-                .tombstone
-                .as_ref()
-                .map(|tombstone| tombstone.position),
-        )
-        .bind(
-            snapshot
-                .tombstone
-                .as_ref()
-                .map(|tombstone| tombstone.deleted_at_ms),
-        )
+        .bind(tombstone_sv)
+        .bind(deleted_position)
+        .bind(deleted_at)
         .execute(&mut *txn)
         .await
         .map_err(|error| StoreError::new("write snapshot", error))?
@@ -395,6 +382,8 @@ impl DocStore for SqliteStore {
         snapshot: &TopicSnapshot,
     ) -> Result<SnapshotWrite, StoreError> {
         // The WHERE clause is the fence (see DocStore::save_topic_snapshot).
+        let (tombstone_sv, deleted_position, deleted_at) =
+            tombstone_columns(snapshot.tombstone.as_ref());
         let written = sqlx::query(
             "INSERT INTO weft_topic_snapshots
                  (topic, doc, state, state_vector, partition_id, covers_offset, updated_at,
@@ -419,24 +408,9 @@ impl DocStore for SqliteStore {
         .bind(snapshot.partition)
         .bind(snapshot.covers_offset)
         .bind(unix_millis())
-        .bind(
-            snapshot
-                .tombstone
-                .as_ref()
-                .map(|tombstone| &tombstone.state_vector),
-        )
-        .bind(
-            snapshot
-                .tombstone
-                .as_ref()
-                .map(|tombstone| tombstone.position),
-        )
-        .bind(
-            snapshot
-                .tombstone
-                .as_ref()
-                .map(|tombstone| tombstone.deleted_at_ms),
-        )
+        .bind(tombstone_sv)
+        .bind(deleted_position)
+        .bind(deleted_at)
         .execute(&self.pool)
         .await
         .map_err(|error| StoreError::new("write topic snapshot", error))?

@@ -45,14 +45,7 @@ pub(crate) async fn run(args: PersistArgs) -> anyhow::Result<()> {
     let Some(kafka) = crate::serve::kafka_config(&args.kafka)? else {
         bail!("--kafka-brokers / WEFT_KAFKA_BROKERS is required: the worker folds the Kafka topic");
     };
-    let store = weft_persistence::open_store(&args.store)
-        .await
-        .with_context(|| {
-            format!(
-                "--store / WEFT_STORE `{}`",
-                crate::cli::redacted_url(&args.store)
-            )
-        })?;
+    let store = crate::serve::open_store(&args.store).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen / WEFT_PERSIST_LISTEN {}: bind", args.listen))?;

@@ -52,14 +52,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )?,
         upgrades_per_ip_per_second: args.limits.max_upgrades_per_ip_per_second,
     });
-    let store = weft_persistence::open_store(&args.store)
-        .await
-        .with_context(|| {
-            format!(
-                "--store / WEFT_STORE `{}`",
-                crate::cli::redacted_url(&args.store)
-            )
-        })?;
+    let store = crate::serve::open_store(&args.store).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("--listen / WEFT_LISTEN {}: bind", args.listen))?;
@@ -289,6 +282,14 @@ fn check_heartbeats(args: &ServeArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The store `--store` names; an error names the setting, never the
+/// password the URL may hold.
+pub(crate) async fn open_store(url: &str) -> anyhow::Result<Arc<dyn weft_sync::DocStore>> {
+    weft_persistence::open_store(url)
+        .await
+        .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))
 }
 
 /// `--node-id`, else the host name, else `weft`.
