@@ -211,11 +211,13 @@ async fn commit_batch(
     for (index, submission) in batch.drain(..).enumerate() {
         match results.next() {
             Some(Ok(position)) if submission.kind == RecordKind::Delete => {
-                documents.delete(
+                if documents.delete(
                     &submission.doc,
                     position.offset,
                     &record_payload(&records, index),
-                );
+                ) {
+                    bus.release(&submission.doc);
+                }
                 let _submitter_may_be_gone = submission.done.send(Ok(position.offset));
             }
             Some(Ok(position)) => {

@@ -134,15 +134,18 @@ impl Documents {
 
     /// A durable deletion of `doc` at `seq`: a loaded document closes its
     /// sessions and is dropped (the next join loads it afresh); a loading
-    /// one keeps the deletion in order with its other records.
-    pub(crate) fn delete(&self, doc: &str, seq: LogSeq, deleted_state_vector: &[u8]) {
+    /// one keeps the deletion in order with its other records. Returns
+    /// whether the document left memory (the bus may then release it).
+    pub(crate) fn delete(&self, doc: &str, seq: LogSeq, deleted_state_vector: &[u8]) -> bool {
         let mut loaded = self.loaded.lock();
         let Some(document) = loaded.get(doc).cloned() else {
-            return;
+            return false;
         };
-        if document.delete(seq, deleted_state_vector) {
+        let dropped = document.delete(seq, deleted_state_vector);
+        if dropped {
             loaded.remove(doc);
         }
+        dropped
     }
 
     /// The document named `doc`, if loaded (or loading).
@@ -672,9 +675,12 @@ fn handle_delivery(inner: &RegistryInner, peers: &mut Peers, delivery: Delivery)
                 debug!(doc = %record.doc, "delete record without a log position; skipped");
                 return;
             };
-            inner
+            if inner
                 .documents
-                .delete(&record.doc, position.offset, &record.payload);
+                .delete(&record.doc, position.offset, &record.payload)
+            {
+                inner.bus.release(&record.doc);
+            }
         }
         RecordKind::Heartbeat => {}
     }
