@@ -74,6 +74,9 @@ pub(crate) struct Sizes {
     pub(crate) throughput_rates: Vec<f64>,
     pub(crate) throughput_seconds: f64,
     pub(crate) idle_sessions: Vec<usize>,
+    /// Why a size of `idle_sessions` was lowered (the open files limit).
+    #[serde(default)]
+    pub(crate) idle_capped: Option<String>,
     pub(crate) kafka_fetch_wait_ms: u32,
     /// Scenario 5 replays at most this many edits of the trace (`None`:
     /// all of it).
@@ -96,6 +99,7 @@ impl Sizes {
                 throughput_rates: vec![500.0],
                 throughput_seconds: 3.0,
                 idle_sessions: vec![1_000],
+                idle_capped: None,
                 kafka_fetch_wait_ms,
                 trace_max_edits: Some(20_000),
             },
@@ -110,13 +114,50 @@ impl Sizes {
                 throughput_docs: 50,
                 throughput_rates: vec![1_000.0, 4_000.0],
                 throughput_seconds: 10.0,
-                // 50k sessions need more than the 20,000 descriptors a
-                // process may open on the measuring machine (hard limit).
-                idle_sessions: vec![1_000, 10_000],
+                // Capped by the open files limit when run (see
+                // `Sizes::fit_idle_to_fd_limit`).
+                idle_sessions: vec![1_000, 10_000, 50_000],
+                idle_capped: None,
                 kafka_fetch_wait_ms,
                 trace_max_edits: None,
             },
         }
+    }
+}
+
+/// Open files the idle scenario leaves for everything but its sessions
+/// (the server's listeners, store and logs; the driver's runtime).
+const IDLE_FD_MARGIN: u64 = 1_000;
+
+impl Sizes {
+    /// Lowers idle session counts the open files limit cannot hold: the
+    /// server holds one descriptor per session, and so does the driver. A
+    /// lowered size becomes the largest whole thousand that fits, and
+    /// `idle_capped` says why, for the report.
+    fn fit_idle_to_fd_limit(&mut self, fd_limit: u64) {
+        let fits = fd_limit.saturating_sub(IDLE_FD_MARGIN) / 1_000 * 1_000;
+        let fits = usize::try_from(fits).unwrap_or(usize::MAX);
+        let wanted: Vec<usize> = self.idle_sessions.clone();
+        let mut capped: Vec<usize> = wanted
+            .iter()
+            .map(|&n| n.min(fits))
+            .filter(|&n| n > 0)
+            .collect();
+        capped.dedup();
+        if capped != wanted {
+            let lowered: Vec<String> = wanted
+                .iter()
+                .filter(|&&n| n > fits)
+                .map(usize::to_string)
+                .collect();
+            self.idle_capped = Some(format!(
+                "{} sessions need that many open files in one server process (and in the driver); \
+                 the open files limit here is {fd_limit} (`ulimit -Hn`; raising it needs CAP_SYS_RESOURCE), \
+                 so the largest run is {fits} sessions",
+                lowered.join(", ")
+            ));
+        }
+        self.idle_sessions = capped;
     }
 }
 
@@ -194,7 +235,11 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
         redis_server: args.redis_server.clone(),
         kafka_fetch_wait_ms: args.kafka_fetch_wait_ms,
     };
-    let sizes = Sizes::for_mode(args.mode, args.kafka_fetch_wait_ms);
+    let mut sizes = Sizes::for_mode(args.mode, args.kafka_fetch_wait_ms);
+    sizes.fit_idle_to_fd_limit(crate::procstat::open_files_limit()?);
+    if let Some(reason) = &sizes.idle_capped {
+        eprintln!("idle       capped: {reason}");
+    }
     let mut results = Results {
         mode: args.mode,
         repeats,
@@ -431,5 +476,31 @@ fn command_output(program: &str, args: &[&str]) -> String {
     match Command::new(program).args(args).output() {
         Ok(output) => String::from_utf8_lossy(&output.stdout).trim().to_owned(),
         Err(error) => format!("unavailable ({error})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Mode, Sizes};
+
+    #[test]
+    fn idle_sizes_fit_the_open_files_limit() {
+        let mut sizes = Sizes::for_mode(Mode::Full, 1);
+        sizes.fit_idle_to_fd_limit(20_000);
+        assert_eq!(sizes.idle_sessions, vec![1_000, 10_000, 19_000]);
+        let reason = sizes.idle_capped.as_deref().expect("a reason");
+        assert!(
+            reason.contains("50000") && reason.contains("20000"),
+            "{reason}"
+        );
+
+        let mut roomy = Sizes::for_mode(Mode::Full, 1);
+        roomy.fit_idle_to_fd_limit(100_000);
+        assert_eq!(roomy.idle_sessions, vec![1_000, 10_000, 50_000]);
+        assert!(roomy.idle_capped.is_none());
+
+        let mut tight = Sizes::for_mode(Mode::Full, 1);
+        tight.fit_idle_to_fd_limit(5_000);
+        assert_eq!(tight.idle_sessions, vec![1_000, 4_000]);
     }
 }

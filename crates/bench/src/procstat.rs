@@ -1,5 +1,6 @@
 //! What a server process costs, read from `/proc/<pid>`: CPU time (user +
-//! system, from `stat`) and resident memory (`VmRSS`, from `status`).
+//! system, from `stat`) and resident memory (`VmRSS`, from `status`); and
+//! how many files this process may open (`limits`).
 
 use anyhow::Context;
 
@@ -34,4 +35,45 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         }
     }
     anyhow::bail!("no VmRSS in /proc/{pid}/status")
+}
+
+/// This process's limit on open files (the soft limit, which `make bench`
+/// raises to the hard one; servers it starts inherit it).
+pub(crate) fn open_files_limit() -> anyhow::Result<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").context("read /proc/self/limits")?;
+    parse_open_files_limit(&limits).context("no 'Max open files' in /proc/self/limits")
+}
+
+fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
+    match soft {
+        "unlimited" => Some(u64::MAX),
+        number => number.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_open_files_limit;
+
+    #[test]
+    fn reads_the_soft_open_files_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             unlimited            unlimited            processes \n\
+                      Max open files            20000                20000                files     \n";
+        assert_eq!(parse_open_files_limit(limits), Some(20_000));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_files_limit(unlimited), Some(u64::MAX));
+        assert_eq!(
+            parse_open_files_limit("Max processes 10 10 processes\n"),
+            None
+        );
+    }
 }

@@ -214,7 +214,7 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
         "\n## 1. Cross-node latency\n\n{} writers on node A, {} readers on node B, one document, a steady total rate for {} s; \
          latency is from the writer's send to the reader's receipt, in ms. y-websocket-server has no clustering, so the peer is \
          Hocuspocus as two nodes with its Redis extension. Weft's two nodes share a Tansu broker, which answers a fetch only after \
-         the full fetch wait (here {} ms). Server CPU is both nodes' (not the broker's or Redis's). Weft applies and forwards an \
+         the full fetch wait (here {} ms). Server CPU is both nodes' (not the broker's or Redis's), while updates flowed (connecting and the final check left out). Weft applies and forwards an \
          update only once it is durable (the 2 ms group-commit window, then `acks=all` at the broker, then node B's fetch), so \
          its latency has a floor of a few milliseconds that Hocuspocus, which forwards through Redis pub/sub before storing \
          anything, does not pay.\n",
@@ -252,7 +252,8 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
         "## 2. Same-node fan-out\n\nOne writer, {} readers of one document on one node, for {} s at each rate. Deliveries per second \
          are the updates readers received over the session's length (the writer's rate times the readers while the server keeps \
          up). Driver CPU is the load driver's own, to show it was not the bottleneck. Since the rate is offered, the capacity \
-         comparison is deliveries per CPU second of the server (the server's user + system time from /proc).\n",
+         comparison is deliveries per CPU second of the server (the server's user + system time from /proc, from every client \
+         synced to the last reader done: connecting and the final check are left out).\n",
         sizes.fanout_readers, sizes.fanout_seconds
     );
     let fanout_columns = [
@@ -321,6 +322,9 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
         "## 4. Idle sessions\n\nSessions spread over 10 documents (each loaded first by one session that wrote one update), every \
          one synced, then nothing; the server's RSS before and after, 2 s after the last connect.\n\n",
     );
+    if let Some(reason) = &results.sizes.idle_capped {
+        let _ = writeln!(out, "Not measured as asked: {reason}.\n");
+    }
     let idle_columns = [
         ("kib_per_session", "KiB / session"),
         ("rss_before_mib", "RSS before MiB"),

@@ -71,9 +71,8 @@ pub(crate) async fn latency(
         total_rate: rate,
         deadline: deadline_for(updates_per_writer, writers, rate),
     };
-    let cpu_before = server.cpu_seconds()?;
-    let outcome = session::run(&server.endpoints, &plan).await?;
-    let cpu = server.cpu_seconds()? - cpu_before;
+    let (outcome, cpu) =
+        session::run_measured(&server.endpoints, &plan, || server.cpu_seconds()).await?;
     let mut metrics = Metrics::new();
     latency_metrics(&outcome, &mut metrics);
     let updates = f64::from(updates_per_writer) * writers as f64;
@@ -100,10 +99,9 @@ pub(crate) async fn fanout(
         total_rate: rate,
         deadline: deadline_for(updates, 1, rate),
     };
-    let cpu_before = server.cpu_seconds()?;
     let driver_before = crate::procstat::cpu_seconds(std::process::id())?;
-    let outcome = session::run(&server.endpoints, &plan).await?;
-    let cpu = server.cpu_seconds()? - cpu_before;
+    let (outcome, cpu) =
+        session::run_measured(&server.endpoints, &plan, || server.cpu_seconds()).await?;
     let driver_cpu = crate::procstat::cpu_seconds(std::process::id())? - driver_before;
     let mut metrics = Metrics::new();
     latency_metrics(&outcome, &mut metrics);

@@ -107,10 +107,25 @@ pub(crate) async fn connect_many(
 
 /// Runs `plan` against `endpoints` and checks it.
 pub(crate) async fn run(endpoints: &[Endpoint], plan: &Plan) -> anyhow::Result<Outcome> {
+    run_measured(endpoints, plan, || Ok(0.0))
+        .await
+        .map(|(outcome, _)| outcome)
+}
+
+/// [`run`], also returning the server CPU seconds (read by `server_cpu`)
+/// spent while updates flowed: from every client synced to the last reader
+/// done. Connecting and the final check are left out, so the CPU measured
+/// is that of the updates alone.
+pub(crate) async fn run_measured(
+    endpoints: &[Endpoint],
+    plan: &Plan,
+    server_cpu: impl Fn() -> anyhow::Result<f64>,
+) -> anyhow::Result<(Outcome, f64)> {
     let writer_endpoint = &endpoints[plan.writer_endpoint];
     let reader_endpoint = &endpoints[plan.reader_endpoint];
     let writers = connect_many(writer_endpoint, &plan.doc, plan.writers, 0).await?;
     let readers = connect_many(reader_endpoint, &plan.doc, plan.readers, plan.writers).await?;
+    let cpu_before = server_cpu()?;
 
     let period = Duration::from_secs_f64(plan.writers as f64 / plan.total_rate);
     let started = Instant::now();
@@ -145,6 +160,7 @@ pub(crate) async fn run(endpoints: &[Endpoint], plan: &Plan) -> anyhow::Result<O
         }
     }
     let elapsed = started.elapsed();
+    let cpu = server_cpu()? - cpu_before;
     if let Some((first, _)) = failures.first() {
         let too_slow = failures.iter().filter(|(_, slow)| *slow).count();
         let summary = format!(
@@ -161,11 +177,12 @@ pub(crate) async fn run(endpoints: &[Endpoint], plan: &Plan) -> anyhow::Result<O
     for client in clients {
         client.close().await;
     }
-    Ok(Outcome {
+    let outcome = Outcome {
         deliveries: latency_us.len(),
         latency_us,
         elapsed,
-    })
+    };
+    Ok((outcome, cpu))
 }
 
 /// One client's part: send (if a writer) and apply until it has every

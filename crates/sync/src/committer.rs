@@ -153,12 +153,26 @@ async fn commit_loop(
     debug!("committer drained and stopped");
 }
 
-/// Adds submissions to `batch` until the window closes or the batch is full.
+/// Adds every submission already queued to `batch`, then keeps collecting
+/// until the window closes or the batch is full.
+///
+/// With a zero window this is "smart batching": a lone update is published
+/// at once, and whatever arrives while a batch is being published forms the
+/// next one, so batches grow with the load and no update waits for a timer.
 async fn collect_batch(
     receiver: &mut mpsc::Receiver<Submission>,
     batch: &mut Vec<Submission>,
     config: &CommitterConfig,
 ) {
+    while batch.len() < config.max_batch {
+        match receiver.try_recv() {
+            Ok(submission) => batch.push(submission),
+            Err(_) => break,
+        }
+    }
+    if config.window.is_zero() {
+        return;
+    }
     let deadline = Instant::now() + config.window;
     while batch.len() < config.max_batch {
         match tokio::time::timeout_at(deadline, receiver.recv()).await {
