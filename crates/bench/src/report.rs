@@ -344,6 +344,7 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
     let _ = writeln!(out, "![RSS per idle session]({plots_link}/idle-rss.svg)\n");
 
     trace_section(&mut out, results);
+    storm_section(&mut out, results);
 
     out.push_str(crate::report_text::MISSING);
     let failures: Vec<&Record> = records.iter().filter(|record| !record.ok).collect();
@@ -444,6 +445,111 @@ fn trace_section(out: &mut String, results: &Results) {
             "—".to_owned()
         };
         let _ = writeln!(out, " {restart} |");
+    }
+    out.push('\n');
+}
+
+/// Scenario 6: the storm table, the ratios Weft / peer, and the checks.
+fn storm_section(out: &mut String, results: &Results) {
+    let records = &results.records;
+    if !records.iter().any(|record| record.scenario == "storm") {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## 6. Reconnect storm\n\n{} clients over {} documents ({} each) connect to node A; each appends one unique string \
+         to its document's shared array, and the storm starts once every client holds every edit of its document (so \
+         the server accepted and broadcast each one). Node A is then killed with SIGKILL. For the two-node servers \
+         every client reconnects to node B, as a load balancer would send it. `@y/websocket-server` and Hocuspocus \
+         alone have no clustering: they are started again on the same port right after the kill, and the clients \
+         reconnect there (their time includes the process start). A client keeps its replica (as a browser's provider \
+         does), tries at once and then backs off (50 ms doubling to 1 s, at most 20 attempts within 60 s); it is \
+         re-synced when it has applied the new server's SyncStep2 and its replica holds every edit of its document. \
+         Storm is the time from the kill until the last client re-synced; p50/p99 are per client, from the kill. \
+         Checked (a failure fails the run): every client's array holds each edit of its document exactly once (nothing \
+         lost, nothing duplicated), and a fresh client of the serving node loads the same. Weft's node B loads each \
+         document from the log (Tansu); the peers keep documents in memory only, so their new node starts empty and \
+         is filled again by the clients' replies to its SyncStep1 (the fresh client waits, up to 10 s, for those). \
+         Memory is the serving node's RSS: before (node B idle before the kill; for a restarted peer, the first \
+         process freshly started), the peak sampled every 20 ms during the storm, and after the clients closed and \
+         the documents unloaded (Weft: `--doc-unload-grace 1s` and its `weft_documents_loaded` gauge at 0; the peers \
+         unload a document when its last connection closes), plus 2 s; after / before near 1 is memory back to \
+         normal.\n",
+        results.sizes.storm_clients,
+        results.sizes.storm_docs,
+        results
+            .sizes
+            .storm_clients
+            .checked_div(results.sizes.storm_docs)
+            .unwrap_or(0),
+    );
+    let columns = [
+        ("storm_s", "storm s"),
+        ("resync_p50_ms", "p50 ms"),
+        ("resync_p99_ms", "p99 ms"),
+        ("max_attempts", "max attempts"),
+        ("rss_before_mib", "RSS before MiB"),
+        ("rss_peak_mib", "RSS peak MiB"),
+        ("rss_after_mib", "RSS after MiB"),
+        ("rss_after_ratio", "after / before"),
+    ];
+    table(
+        out,
+        records,
+        "storm",
+        "clients",
+        &columns,
+        (
+            "storm_s",
+            "time until every client re-synced (lower is better)",
+        ),
+    );
+    let ratio_metrics = [
+        ("resync_p99_ms", "p99"),
+        ("rss_peak_mib", "RSS peak"),
+        ("rss_after_ratio", "RSS after / before"),
+    ];
+    for (metric, heading) in ratio_metrics {
+        let medians = values(records, "storm", metric);
+        let weft = medians
+            .iter()
+            .find(|((_, kind), _)| kind.is_weft())
+            .and_then(|(_, v)| spread(v));
+        let Some(weft) = weft else { continue };
+        let peers: Vec<String> = medians
+            .iter()
+            .filter(|((_, kind), _)| !kind.is_weft())
+            .filter_map(|((_, kind), v)| {
+                let peer = spread(v)?;
+                (peer.median != 0.0)
+                    .then(|| format!("{} {}", kind.label(), number(weft.median / peer.median)))
+            })
+            .collect();
+        if !peers.is_empty() {
+            let _ = writeln!(out, "- {heading}, Weft / peer: {}", peers.join(", "));
+        }
+    }
+    out.push_str("\nChecks (runs that passed every check / runs):\n\n");
+    let mut by_server: BTreeMap<u8, (ServerKind, usize, usize)> = BTreeMap::new();
+    for record in records.iter().filter(|record| record.scenario == "storm") {
+        let entry = by_server
+            .entry(server_order(record.server))
+            .or_insert((record.server, 0, 0));
+        entry.1 += usize::from(record.ok);
+        entry.2 += 1;
+    }
+    for (kind, passed, runs) in by_server.into_values() {
+        let edits = values(records, "storm", "edits_checked")
+            .into_iter()
+            .find(|((_, k), _)| *k == kind)
+            .and_then(|(_, v)| v.first().copied())
+            .unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "- {}: {passed} / {runs} (each: {edits:.0} edits found exactly once in the clients' replicas, and every \
+             document's edits exactly once in a fresh client)",
+            kind.label()
+        );
     }
     out.push('\n');
 }
