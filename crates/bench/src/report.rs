@@ -471,7 +471,7 @@ fn storm_section(out: &mut String, results: &Results) {
          document from the log (Tansu); the peers keep documents in memory only, so their new node starts empty and \
          is filled again by the clients' replies to its SyncStep1 (the fresh client waits, up to 10 s, for those). \
          Memory is the serving node's RSS: before (node B idle before the kill; for a restarted peer, the first \
-         process freshly started), the peak sampled every 20 ms during the storm, and after the clients closed and \
+         process freshly started), the peak sampled every 20 ms from the kill to the last re-sync, and after the clients closed and \
          the documents unloaded (Weft: `--doc-unload-grace 1s` and its `weft_documents_loaded` gauge at 0; the peers \
          unload a document when its last connection closes), plus 2 s; after / before near 1 is memory back to \
          normal.\n",
@@ -546,8 +546,8 @@ fn storm_section(out: &mut String, results: &Results) {
             .unwrap_or(0.0);
         let _ = writeln!(
             out,
-            "- {}: {passed} / {runs} (each: {edits:.0} edits found exactly once in the clients' replicas, and every \
-             document's edits exactly once in a fresh client)",
+            "- {}: {passed} / {runs} (each run: every client's replica holds its document's edits exactly once, \
+             {edits:.0} entries checked; a fresh client of each document holds them exactly once too)",
             kind.label()
         );
     }
