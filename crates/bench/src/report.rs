@@ -462,7 +462,8 @@ fn storm_section(out: &mut String, results: &Results) {
          the server accepted and broadcast each one). Node A is then killed with SIGKILL. For the two-node servers \
          every client reconnects to node B, as a load balancer would send it. `@y/websocket-server` and Hocuspocus \
          alone have no clustering: they are started again on the same port right after the kill, and the clients \
-         reconnect there (their time includes the process start). A client keeps its replica (as a browser's provider \
+         reconnect there (their time includes the process start); so is Weft alone (one node, SQLite), which loads \
+         the documents from its store. A client keeps its replica (as a browser's provider \
          does), tries at once and then backs off (50 ms doubling to 1 s, at most 20 attempts within 60 s); it is \
          re-synced when it has applied the new server's SyncStep2 and its replica holds every edit of its document. \
          Storm is the time from the kill until the last client re-synced; p50/p99 are per client, from the kill. \
@@ -493,40 +494,53 @@ fn storm_section(out: &mut String, results: &Results) {
         ("rss_after_mib", "RSS after MiB"),
         ("rss_after_ratio", "after / before"),
     ];
-    table(
-        out,
-        records,
-        "storm",
-        "clients",
-        &columns,
-        (
-            "storm_s",
-            "time until every client re-synced (lower is better)",
-        ),
-    );
+    // No ratio lines from `table`: the pairs below compare like with like.
+    table(out, records, "storm", "clients", &columns, ("", ""));
+    let pairs = [
+        (ServerKind::WeftCluster, ServerKind::HocuspocusRedis),
+        (ServerKind::Weft, ServerKind::YWebsocket),
+        (ServerKind::Weft, ServerKind::Hocuspocus),
+    ];
     let ratio_metrics = [
+        ("storm_s", "storm"),
         ("resync_p99_ms", "p99"),
         ("rss_peak_mib", "RSS peak"),
         ("rss_after_ratio", "RSS after / before"),
     ];
-    for (metric, heading) in ratio_metrics {
-        let medians = values(records, "storm", metric);
-        let weft = medians
-            .iter()
-            .find(|((_, kind), _)| kind.is_weft())
-            .and_then(|(_, v)| spread(v));
-        let Some(weft) = weft else { continue };
-        let peers: Vec<String> = medians
-            .iter()
-            .filter(|((_, kind), _)| !kind.is_weft())
-            .filter_map(|((_, kind), v)| {
-                let peer = spread(v)?;
-                (peer.median != 0.0)
-                    .then(|| format!("{} {}", kind.label(), number(weft.median / peer.median)))
-            })
-            .collect();
-        if !peers.is_empty() {
-            let _ = writeln!(out, "- {heading}, Weft / peer: {}", peers.join(", "));
+    let mut lines = Vec::new();
+    for (weft, peer) in pairs {
+        let mut cells = Vec::new();
+        for (metric, heading) in ratio_metrics {
+            let medians = values(records, "storm", metric);
+            let median_of = |kind: ServerKind| {
+                medians
+                    .iter()
+                    .find(|((_, k), _)| *k == kind)
+                    .and_then(|(_, v)| spread(v))
+                    .map(|s| s.median)
+            };
+            if let (Some(w), Some(p)) = (median_of(weft), median_of(peer))
+                && p != 0.0
+            {
+                cells.push(format!("{heading} {}", number(w / p)));
+            }
+        }
+        if !cells.is_empty() {
+            lines.push(format!(
+                "- {} / {}: {}",
+                weft.label(),
+                peer.label(),
+                cells.join(", ")
+            ));
+        }
+    }
+    if !lines.is_empty() {
+        out.push_str(
+            "Ratios of medians, Weft / peer (failover against failover, restart against restart; \
+             lower is better):\n\n",
+        );
+        for line in lines {
+            let _ = writeln!(out, "{line}");
         }
     }
     out.push_str("\nChecks (runs that passed every check / runs):\n\n");

@@ -10,9 +10,10 @@
 //!    each edit was accepted and broadcast by the server before the kill
 //!    (Weft broadcasts an update only once the broker has acknowledged it);
 //! 2. node A is killed. Two-node servers: the clients go to node B
-//!    (endpoint 1). A single-process server (the reference server,
-//!    Hocuspocus alone; neither has clustering) is started again on the same
-//!    port and the clients go back there;
+//!    (endpoint 1). A single-process server (Weft alone on its SQLite
+//!    store; the reference server and Hocuspocus alone, which have no
+//!    clustering) is started again on the same port and the clients go back
+//!    there;
 //! 3. each client, which keeps its replica as a browser's provider does,
 //!    reconnects (immediately, then with a bounded exponential backoff, a
 //!    bounded number of times) and is re-synced when it has applied the
@@ -544,6 +545,7 @@ async fn wait_unloaded(addr: SocketAddr) -> anyhow::Result<()> {
 pub(crate) const SERVERS: &[ServerKind] = &[
     ServerKind::WeftCluster,
     ServerKind::HocuspocusRedis,
+    ServerKind::Weft,
     ServerKind::YWebsocket,
     ServerKind::Hocuspocus,
 ];
