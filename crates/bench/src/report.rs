@@ -471,7 +471,7 @@ fn storm_section(out: &mut String, results: &Results) {
          lost, nothing duplicated), and a fresh client of the serving node loads the same. Weft's node B loads each \
          document from the log (Tansu); the peers keep documents in memory only, so their new node starts empty and \
          is filled again by the clients' replies to its SyncStep1 (the fresh client waits, up to 10 s, for those). \
-         Memory is the serving node's RSS: before (node B idle before the kill; for a restarted peer, the first \
+         Memory is the serving node's RSS: before (node B idle before the kill; for a restarted server, the first \
          process freshly started), the peak sampled every 20 ms from the kill to the last re-sync, and after the clients closed and \
          the documents unloaded (Weft: `--doc-unload-grace 1s` and its `weft_documents_loaded` gauge at 0; the peers \
          unload a document when its last connection closes), plus 2 s; after / before near 1 is memory back to \
