@@ -85,15 +85,32 @@ impl Client {
         source: Option<std::net::IpAddr>,
         timeout: Duration,
     ) -> anyhow::Result<Client> {
-        tokio::time::timeout(timeout, Self::connect_inner(endpoint, doc_name, source))
-            .await
-            .with_context(|| format!("connect and sync {doc_name} within {timeout:?}"))?
+        Self::connect_with_doc(endpoint, doc_name, source, timeout, Doc::new()).await
+    }
+
+    /// Like [`Client::connect`], with a replica the client already holds:
+    /// a reconnecting editor keeps its document, as a browser's provider
+    /// does, and syncs it with the server it reaches.
+    pub(crate) async fn connect_with_doc(
+        endpoint: &Endpoint,
+        doc_name: &str,
+        source: Option<std::net::IpAddr>,
+        timeout: Duration,
+        doc: Doc,
+    ) -> anyhow::Result<Client> {
+        tokio::time::timeout(
+            timeout,
+            Self::connect_inner(endpoint, doc_name, source, doc),
+        )
+        .await
+        .with_context(|| format!("connect and sync {doc_name} within {timeout:?}"))?
     }
 
     async fn connect_inner(
         endpoint: &Endpoint,
         doc_name: &str,
         source: Option<std::net::IpAddr>,
+        doc: Doc,
     ) -> anyhow::Result<Client> {
         let tcp_socket = TcpSocket::new_v4().context("create socket")?;
         if let Some(ip) = source {
@@ -120,7 +137,7 @@ impl Client {
         .context("WebSocket upgrade")?;
         let mut client = Client {
             socket,
-            doc: Doc::new(),
+            doc,
             doc_name: doc_name.to_owned(),
             dialect: endpoint.dialect,
         };

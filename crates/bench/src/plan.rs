@@ -82,6 +82,12 @@ pub(crate) struct Sizes {
     /// all of it).
     #[serde(default)]
     pub(crate) trace_max_edits: Option<usize>,
+    /// Scenario 6: clients connected to the node that is killed, and the
+    /// documents they spread over (0 in results written before it existed).
+    #[serde(default)]
+    pub(crate) storm_clients: usize,
+    #[serde(default)]
+    pub(crate) storm_docs: usize,
 }
 
 impl Sizes {
@@ -102,6 +108,8 @@ impl Sizes {
                 idle_capped: None,
                 kafka_fetch_wait_ms,
                 trace_max_edits: Some(20_000),
+                storm_clients: 100,
+                storm_docs: 10,
             },
             Mode::Full => Sizes {
                 latency_writers: 4,
@@ -120,6 +128,8 @@ impl Sizes {
                 idle_capped: None,
                 kafka_fetch_wait_ms,
                 trace_max_edits: None,
+                storm_clients: 1_000,
+                storm_docs: 100,
             },
         }
     }
@@ -166,6 +176,7 @@ fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
     match scenario {
         // Cross-node: y-websocket-server has no clustering.
         "latency" => &[ServerKind::WeftCluster, ServerKind::HocuspocusRedis],
+        "storm" => crate::storm::SERVERS,
         _ => &[
             ServerKind::Weft,
             ServerKind::YWebsocket,
@@ -174,7 +185,7 @@ fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
     }
 }
 
-const SCENARIOS: [&str; 5] = ["latency", "fanout", "throughput", "idle", "trace"];
+const SCENARIOS: [&str; 6] = ["latency", "fanout", "throughput", "idle", "trace", "storm"];
 
 /// Message of a skipped scenario 5 when no trace file was found.
 pub(crate) const TRACE_NOT_FOUND: &str = "trace not found; set BENCH_TRACE";
@@ -234,6 +245,7 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
         tansu: args.tansu.clone(),
         redis_server: args.redis_server.clone(),
         kafka_fetch_wait_ms: args.kafka_fetch_wait_ms,
+        weft_extra_args: Vec::new(),
     };
     let mut sizes = Sizes::for_mode(args.mode, args.kafka_fetch_wait_ms);
     sizes.fit_idle_to_fd_limit(crate::procstat::open_files_limit()?);
@@ -278,6 +290,7 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
                 Some(trace) => vec![trace.edits() as f64],
                 None => continue,
             },
+            "storm" => vec![sizes.storm_clients as f64],
             _ => sizes.idle_sessions.iter().map(|n| *n as f64).collect(),
         };
         // Repeats outermost, so a burst of noise on the machine spreads
@@ -330,6 +343,13 @@ async fn run_one(
         args,
         trace,
     } = *setup;
+    let storm_programs;
+    let programs = if scenario == "storm" {
+        storm_programs = crate::storm::programs(programs);
+        &storm_programs
+    } else {
+        programs
+    };
     let outcome = async {
         let mut server = servers::start(server_kind, programs, &args.scratch)?;
         let measured = match scenario {
@@ -351,6 +371,9 @@ async fn run_one(
                     .await
             }
             "idle" => scenarios::idle(&server, x as usize).await,
+            "storm" => {
+                crate::storm::storm(&mut server, programs, x as usize, sizes.storm_docs).await
+            }
             _ => match trace {
                 Some(trace) => scenarios::trace_replay(&mut server, programs, trace).await,
                 None => Err(anyhow::anyhow!("no trace loaded")),

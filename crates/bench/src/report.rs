@@ -348,6 +348,7 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
     let _ = writeln!(out, "![RSS per idle session]({plots_link}/idle-rss.svg)\n");
 
     trace_section(&mut out, results);
+    storm_section(&mut out, results);
 
     out.push_str(crate::report_text::MISSING);
     let failures: Vec<&Record> = records.iter().filter(|record| !record.ok).collect();
@@ -448,6 +449,125 @@ fn trace_section(out: &mut String, results: &Results) {
             "—".to_owned()
         };
         let _ = writeln!(out, " {restart} |");
+    }
+    out.push('\n');
+}
+
+/// Scenario 6: the storm table, the ratios Weft / peer, and the checks.
+fn storm_section(out: &mut String, results: &Results) {
+    let records = &results.records;
+    if !records.iter().any(|record| record.scenario == "storm") {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## 6. Reconnect storm\n\n{} clients over {} documents ({} each) connect to node A; each appends one unique string \
+         to its document's shared array, and the storm starts once every client holds every edit of its document (so \
+         the server accepted and broadcast each one). Node A is then killed with SIGKILL. For the two-node servers \
+         every client reconnects to node B, as a load balancer would send it. `@y/websocket-server` and Hocuspocus \
+         alone have no clustering: they are started again on the same port right after the kill, and the clients \
+         reconnect there (their time includes the process start); so is Weft alone (one node, SQLite), which loads \
+         the documents from its store. A client keeps its replica (as a browser's provider \
+         does), tries at once and then backs off (50 ms doubling to 1 s, at most 20 attempts within 60 s); it is \
+         re-synced when it has applied the new server's SyncStep2 and its replica holds every edit of its document. \
+         Storm is the time from the kill until the last client re-synced; p50/p99 are per client, from the kill. \
+         Checked (a failure fails the run): every client's array holds each edit of its document exactly once (nothing \
+         lost, nothing duplicated), and a fresh client of the serving node loads the same. Weft's node B loads each \
+         document from the log (Tansu); the peers keep documents in memory only, so their new node starts empty and \
+         is filled again by the clients' replies to its SyncStep1 (the fresh client waits, up to 10 s, for those). \
+         Memory is the serving node's RSS: before (node B idle before the kill; for a restarted server, the first \
+         process freshly started), the peak sampled every 20 ms from the kill to the last re-sync, and after the clients closed and \
+         the documents unloaded (Weft: `--doc-unload-grace 1s` and its `weft_documents_loaded` gauge at 0; the peers \
+         unload a document when its last connection closes), plus 2 s; after / before near 1 is memory back to \
+         normal.\n",
+        results.sizes.storm_clients,
+        results.sizes.storm_docs,
+        results
+            .sizes
+            .storm_clients
+            .checked_div(results.sizes.storm_docs)
+            .unwrap_or(0),
+    );
+    let columns = [
+        ("storm_s", "storm s"),
+        ("resync_p50_ms", "p50 ms"),
+        ("resync_p99_ms", "p99 ms"),
+        ("max_attempts", "max attempts"),
+        ("rss_before_mib", "RSS before MiB"),
+        ("rss_peak_mib", "RSS peak MiB"),
+        ("rss_after_mib", "RSS after MiB"),
+        ("rss_after_ratio", "after / before"),
+    ];
+    // No ratio lines from `table`: the pairs below compare like with like.
+    table(out, records, "storm", "clients", &columns, ("", ""));
+    let pairs = [
+        (ServerKind::WeftCluster, ServerKind::HocuspocusRedis),
+        (ServerKind::Weft, ServerKind::YWebsocket),
+        (ServerKind::Weft, ServerKind::Hocuspocus),
+    ];
+    let ratio_metrics = [
+        ("storm_s", "storm"),
+        ("resync_p99_ms", "p99"),
+        ("rss_peak_mib", "RSS peak"),
+        ("rss_after_ratio", "RSS after / before"),
+    ];
+    let mut lines = Vec::new();
+    for (weft, peer) in pairs {
+        let mut cells = Vec::new();
+        for (metric, heading) in ratio_metrics {
+            let medians = values(records, "storm", metric);
+            let median_of = |kind: ServerKind| {
+                medians
+                    .iter()
+                    .find(|((_, k), _)| *k == kind)
+                    .and_then(|(_, v)| spread(v))
+                    .map(|s| s.median)
+            };
+            if let (Some(w), Some(p)) = (median_of(weft), median_of(peer))
+                && p != 0.0
+            {
+                cells.push(format!("{heading} {}", number(w / p)));
+            }
+        }
+        if !cells.is_empty() {
+            lines.push(format!(
+                "- {} / {}: {}",
+                weft.label(),
+                peer.label(),
+                cells.join(", ")
+            ));
+        }
+    }
+    if !lines.is_empty() {
+        out.push_str(
+            "Ratios of medians, Weft / peer (failover against failover, restart against restart; \
+             lower is better):\n\n",
+        );
+        for line in lines {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out.push_str("\nChecks (runs that passed every check / runs):\n\n");
+    let mut by_server: BTreeMap<u8, (ServerKind, usize, usize)> = BTreeMap::new();
+    for record in records.iter().filter(|record| record.scenario == "storm") {
+        let entry = by_server
+            .entry(server_order(record.server))
+            .or_insert((record.server, 0, 0));
+        entry.1 += usize::from(record.ok);
+        entry.2 += 1;
+    }
+    for (kind, passed, runs) in by_server.into_values() {
+        let edits = values(records, "storm", "edits_checked")
+            .into_iter()
+            .find(|((_, k), _)| *k == kind)
+            .and_then(|(_, v)| v.first().copied())
+            .unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "- {}: {passed} / {runs} (each run: every client's replica holds its document's edits exactly once, \
+             {edits:.0} entries checked; a fresh client of each document holds them exactly once too)",
+            kind.label()
+        );
     }
     out.push('\n');
 }

@@ -30,8 +30,10 @@ server processes, from /proc/PID/stat) over the absolute numbers.
 /// What the report does not cover yet.
 pub(crate) const MISSING: &str = "## Not measured yet
 
-- Scenario 6 (a reconnect storm after killing a node) is not implemented
-  in the driver yet.
+- Scenario 6 against the peers measures recovery from the clients'
+  replicas: without a persistence extension a peer's new node starts
+  empty, so a peer deployment that must survive a crash with no client
+  online would lose the documents; Weft's node B loads them from the log.
 - Scenario 5 has no cold load for the peers: they would need a persistence
   extension (Hocuspocus's database extension, y-leveldb), which this setup
   does not configure.

@@ -80,6 +80,9 @@ pub(crate) struct Programs {
     /// Weft's `--kafka-fetch-wait-ms` in cluster runs (Tansu always waits
     /// it out, so it bounds cross-node latency from below).
     pub(crate) kafka_fetch_wait_ms: u32,
+    /// Extra arguments of every `weft serve` (a scenario's own settings,
+    /// such as scenario 6's short unload grace).
+    pub(crate) weft_extra_args: Vec<String>,
 }
 
 /// A started server: its client endpoints and the pids whose CPU and memory
@@ -212,15 +215,7 @@ fn launch(
         }
         ServerKind::YWebsocket => {
             let port = free_port()?;
-            let mut command = Command::new(&programs.node);
-            command
-                .arg(
-                    programs
-                        .peers_dir
-                        .join("node_modules/@y/websocket-server/src/server.js"),
-                )
-                .env("HOST", "127.0.0.1")
-                .env("PORT", port.to_string());
+            let command = y_websocket_command(programs, port);
             server.add(
                 spawn_logged(command, &work_dir.join("y-websocket.log"))?,
                 port,
@@ -320,6 +315,54 @@ impl RunningServer {
         Ok(started.elapsed())
     }
 
+    /// Kills the serving process of endpoint `index` with SIGKILL (a crash:
+    /// no shutdown, no goodbye to clients or the cluster) and reaps it.
+    pub(crate) fn kill_node(&mut self, index: usize) -> anyhow::Result<()> {
+        let pid = *self
+            .server_pids
+            .get(index)
+            .with_context(|| format!("no server process {index}"))?;
+        let child = self
+            .children
+            .iter_mut()
+            .find(|child| child.id() == pid)
+            .with_context(|| format!("no child with pid {pid}"))?;
+        child.kill().with_context(|| format!("SIGKILL {pid}"))?;
+        child.wait().with_context(|| format!("reap {pid}"))?;
+        Ok(())
+    }
+
+    /// Starts a single-process server again on its old port after
+    /// [`RunningServer::kill_node`], without waiting for it: its clients'
+    /// reconnect attempts find out when it accepts. Returns the new pid.
+    pub(crate) fn respawn_same_port(&mut self, programs: &Programs) -> anyhow::Result<u32> {
+        anyhow::ensure!(
+            self.server_pids.len() == 1 && self.children.len() == 1,
+            "only a single-process server is started again in place"
+        );
+        let port = self.endpoints[0].addr.port();
+        let (command, log) = match self.kind {
+            ServerKind::Weft => (
+                weft_command(programs, &self.work_dir.clone(), port, &[]),
+                "weft-respawned.log",
+            ),
+            ServerKind::YWebsocket => (
+                y_websocket_command(programs, port),
+                "y-websocket-respawned.log",
+            ),
+            ServerKind::Hocuspocus => (
+                hocuspocus_command(programs, port, None, "solo"),
+                "hocuspocus-respawned.log",
+            ),
+            kind => bail!("{} is not a single-process server", kind.label()),
+        };
+        let child = spawn_logged(command, &self.work_dir.join(log))?;
+        let pid = child.id();
+        self.server_pids[0] = pid;
+        self.children[0] = child;
+        Ok(pid)
+    }
+
     /// Keeps the logs for a post-mortem; returns where they are.
     pub(crate) fn keep_logs(&mut self) -> &Path {
         self.keep_work_dir = true;
@@ -363,7 +406,21 @@ fn weft_command(programs: &Programs, work_dir: &Path, port: u16, extra: &[&str])
         .args(["--max-upgrades-per-ip-per-second", "100000"])
         .args(["--max-updates-per-second", "0"])
         .args(["--log", "warn"])
-        .args(extra);
+        .args(extra)
+        .args(&programs.weft_extra_args);
+    command
+}
+
+fn y_websocket_command(programs: &Programs, port: u16) -> Command {
+    let mut command = Command::new(&programs.node);
+    command
+        .arg(
+            programs
+                .peers_dir
+                .join("node_modules/@y/websocket-server/src/server.js"),
+        )
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string());
     command
 }
 
