@@ -143,6 +143,19 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "WEFT_COMMIT_WINDOW", default_value = "2ms", value_parser = parse_duration)]
     pub(crate) commit_window: Duration,
 
+    /// Broadcast batching: a document with at least
+    /// --broadcast-batch-min-sessions sessions whose last update broadcast
+    /// was less than this long ago holds the next updates and sends them as
+    /// one merged update at the end of the window (one frame per reader
+    /// instead of one per edit). A lone edit is never delayed. 0 turns it off.
+    #[arg(long, env = "WEFT_BROADCAST_BATCH_WINDOW", default_value = "16ms", value_parser = parse_duration)]
+    pub(crate) broadcast_batch_window: Duration,
+
+    /// Documents with fewer sessions than this broadcast every update at
+    /// once (see --broadcast-batch-window).
+    #[arg(long, env = "WEFT_BROADCAST_BATCH_MIN_SESSIONS", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) broadcast_batch_min_sessions: u64,
+
     /// Largest WebSocket message accepted; larger closes the session (1009).
     #[arg(long, env = "WEFT_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
     pub(crate) max_message_bytes: u64,

@@ -233,9 +233,31 @@ fn registry_config(args: &ServeArgs) -> anyhow::Result<RegistryConfig> {
         } else {
             NodeMode::Embedded
         },
+        broadcast_batching: broadcast_batching(args)?,
         heartbeat_interval: args.node_heartbeat_interval,
         peer_timeout: args.node_timeout,
         ..RegistryConfig::default()
+    })
+}
+
+/// Longest broadcast batching window accepted: beyond it readers would see
+/// edits arrive in visible jumps.
+const MAX_BROADCAST_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn broadcast_batching(args: &ServeArgs) -> anyhow::Result<weft_sync::BroadcastBatching> {
+    if args.broadcast_batch_window > MAX_BROADCAST_BATCH_WINDOW {
+        anyhow::bail!(
+            "--broadcast-batch-window / WEFT_BROADCAST_BATCH_WINDOW: {:?} is longer than the most allowed, {:?}",
+            args.broadcast_batch_window,
+            MAX_BROADCAST_BATCH_WINDOW
+        );
+    }
+    Ok(weft_sync::BroadcastBatching {
+        window: args.broadcast_batch_window,
+        min_sessions: to_usize(
+            args.broadcast_batch_min_sessions,
+            "--broadcast-batch-min-sessions / WEFT_BROADCAST_BATCH_MIN_SESSIONS",
+        )?,
     })
 }
 

@@ -5,6 +5,8 @@
 //! out to the sessions' bounded queues are all short and synchronous.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -47,6 +49,52 @@ pub(crate) struct Dirty {
     pub(crate) updates: u64,
 }
 
+/// When a busy document's update broadcasts are batched.
+///
+/// Sending a frame costs a system call per session, nearly all of it in
+/// the kernel's TCP stack, so a document with many readers spends its CPU
+/// per frame, not per byte. Like Nagle's algorithm, a document with at
+/// least `min_sessions` sessions broadcasts an update at once if its last
+/// broadcast was at least `window` ago; otherwise it holds the update and,
+/// at the end of the window, sends everything held as one merged update
+/// (one frame per session). A lone edit is never delayed; a stream of edits
+/// to a big room is delayed by at most `window`, and each reader gets one
+/// frame per window instead of one per edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BroadcastBatching {
+    /// Longest an update is held back; zero turns batching off.
+    pub window: Duration,
+    /// Documents with fewer sessions always broadcast at once.
+    pub min_sessions: usize,
+}
+
+impl BroadcastBatching {
+    /// No batching: every update is broadcast as it is applied.
+    pub const OFF: Self = Self {
+        window: Duration::ZERO,
+        min_sessions: usize::MAX,
+    };
+
+    fn holds(self, sessions: usize, last_broadcast: Option<Instant>, now: Instant) -> bool {
+        !self.window.is_zero()
+            && sessions >= self.min_sessions
+            && last_broadcast.is_some_and(|last| now < last + self.window)
+    }
+}
+
+impl Default for BroadcastBatching {
+    fn default() -> Self {
+        Self::OFF
+    }
+}
+
+/// An applied update whose broadcast is held (see [`BroadcastBatching`]).
+#[derive(Debug)]
+struct HeldUpdate {
+    update: Vec<u8>,
+    origin: Option<SessionId>,
+}
+
 #[derive(Debug)]
 struct DocState {
     ydoc: Doc,
@@ -75,6 +123,11 @@ struct DocState {
     /// This instance was deleted and dropped from the registry: its
     /// sessions were told, and nothing more is applied to it.
     deleted: bool,
+    /// When an update was last broadcast.
+    last_broadcast: Option<Instant>,
+    /// Applied updates waiting for the end of the batching window; a flush
+    /// is scheduled whenever this is not empty.
+    held: Vec<HeldUpdate>,
 }
 
 /// A document's content as a reader (the REST API) sees it.
@@ -93,6 +146,7 @@ pub struct ReadState {
 #[derive(Debug)]
 pub struct Document {
     name: DocName,
+    batching: BroadcastBatching,
     state: parking_lot::Mutex<DocState>,
     loaded: OnceCell<()>,
     /// Serialises snapshot writes of this document.
@@ -100,9 +154,10 @@ pub struct Document {
 }
 
 impl Document {
-    pub(crate) fn new(name: DocName) -> Self {
+    pub(crate) fn new(name: DocName, batching: BroadcastBatching) -> Self {
         Self {
             name,
+            batching,
             state: parking_lot::Mutex::new(DocState {
                 ydoc: Doc::new(),
                 pending: Some(Vec::new()),
@@ -115,6 +170,8 @@ impl Document {
                 idle_since: Some(Instant::now()),
                 tombstone: None,
                 deleted: false,
+                last_broadcast: None,
+                held: Vec::new(),
             }),
             loaded: OnceCell::new(),
             snapshotting: tokio::sync::Mutex::new(()),
@@ -217,7 +274,10 @@ impl Document {
     /// a node applies its own records on acknowledgement and other nodes'
     /// on consumption, so positions interleave, and Yjs updates are
     /// idempotent and commutative.
-    pub(crate) fn deliver(&self, seq: LogSeq, update: &[u8], origin: Option<SessionId>) {
+    ///
+    /// The broadcast may be held for a moment and merged with the next
+    /// updates ([`BroadcastBatching`]).
+    pub(crate) fn deliver(self: &Arc<Self>, seq: LogSeq, update: &[u8], origin: Option<SessionId>) {
         let mut state = self.state.lock();
         if let Some(pending) = state.pending.as_mut() {
             pending.push(PendingUpdate {
@@ -248,9 +308,64 @@ impl Document {
         });
         dirty.last = now;
         dirty.updates += 1;
+        if !state.held.is_empty()
+            || self
+                .batching
+                .holds(state.sessions.len(), state.last_broadcast, now)
+        {
+            if state.held.is_empty() {
+                let flush_at = state.last_broadcast.unwrap_or(now) + self.batching.window;
+                let document = Arc::clone(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(flush_at).await;
+                    document.flush_held();
+                });
+            }
+            state.held.push(HeldUpdate {
+                update: update.to_vec(),
+                origin,
+            });
+            return;
+        }
+        state.last_broadcast = Some(now);
         let outbound = update_frame(update);
         debug_span!("broadcast", doc = %self.name, sessions = state.sessions.len())
             .in_scope(|| broadcast(&self.name, &mut state.sessions, &outbound, origin));
+    }
+
+    /// Broadcasts the held updates as one merged update: every session gets
+    /// all of them but its own.
+    fn flush_held(&self) {
+        let mut state = self.state.lock();
+        let held = std::mem::take(&mut state.held);
+        if held.is_empty() || state.deleted {
+            return;
+        }
+        state.last_broadcast = Some(Instant::now());
+        let origins: std::collections::HashSet<SessionId> =
+            held.iter().filter_map(|held| held.origin).collect();
+        let _span =
+            debug_span!("broadcast", doc = %self.name, sessions = state.sessions.len(), updates = held.len())
+                .entered();
+        for frame in merged_frames(&self.name, held.iter()) {
+            broadcast_to(&self.name, &mut state.sessions, &frame, None, |id| {
+                !origins.contains(id)
+            });
+        }
+        for origin in origins {
+            if !state.sessions.contains_key(&origin) {
+                continue;
+            }
+            let others = held.iter().filter(|held| held.origin != Some(origin));
+            if others.clone().next().is_none() {
+                continue;
+            }
+            for frame in merged_frames(&self.name, others) {
+                broadcast_to(&self.name, &mut state.sessions, &frame, None, |id| {
+                    *id == origin
+                });
+            }
+        }
     }
 
     /// A durable deletion at `seq`. A loading document keeps it in order
@@ -560,6 +675,23 @@ fn apply_to(ydoc: &Doc, name: &str, seq: LogSeq, update: &[u8]) {
         }
         Err(failure) => {
             warn!(doc = %name, seq, error = %failure, "update failed to apply; skipped")
+        }
+    }
+}
+
+/// The frames that carry every update of `held`: one merged update, or
+/// (if merging failed, which updates that applied should never make it) each
+/// update in its own frame, so nothing is lost either way.
+fn merged_frames<'a>(name: &str, held: impl Iterator<Item = &'a HeldUpdate>) -> Vec<Outbound> {
+    let updates: Vec<&[u8]> = held.map(|held| held.update.as_slice()).collect();
+    if let [only] = updates.as_slice() {
+        return vec![update_frame(only)];
+    }
+    match yrs::merge_updates_v1(&updates) {
+        Ok(merged) => vec![update_frame(&merged)],
+        Err(failure) => {
+            warn!(doc = %name, error = %failure, updates = updates.len(), "merging held updates failed; sending them one by one");
+            updates.into_iter().map(update_frame).collect()
         }
     }
 }

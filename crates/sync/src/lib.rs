@@ -69,7 +69,7 @@ pub use bus::{
     RecordKind, Replayed,
 };
 pub use committer::{Committer, CommitterConfig};
-pub use document::Document;
+pub use document::{BroadcastBatching, Document};
 pub use error::{InvalidUpdate, PublishError, SyncError};
 pub use log_bus::LogBus;
 pub use memory_store::MemoryStore;

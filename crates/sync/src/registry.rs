@@ -32,7 +32,7 @@ use yrs::updates::decoder::Decode;
 use crate::awareness::Owner;
 use crate::bus::{BusError, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind};
 use crate::committer::{Committer, CommitterConfig};
-use crate::document::{Dirty, Document};
+use crate::document::{BroadcastBatching, Dirty, Document};
 use crate::log_bus::LogBus;
 use crate::metrics::SyncMetrics;
 use crate::session::{Session, SessionId, SessionOutbox};
@@ -91,6 +91,8 @@ pub struct RegistryConfig {
     pub max_documents: usize,
     /// Embedded or cluster.
     pub mode: NodeMode,
+    /// When a busy document batches its update broadcasts.
+    pub broadcast_batching: BroadcastBatching,
     /// How often this node tells the others it is alive.
     pub heartbeat_interval: Duration,
     /// A node silent this long is taken for dead: its clients' awareness
@@ -110,6 +112,7 @@ impl Default for RegistryConfig {
             tick: Duration::from_millis(250),
             max_documents: 10_000,
             mode: NodeMode::Embedded,
+            broadcast_batching: BroadcastBatching::OFF,
             heartbeat_interval: Duration::from_secs(1),
             peer_timeout: Duration::from_secs(5),
         }
@@ -121,6 +124,8 @@ impl Default for RegistryConfig {
 #[derive(Debug, Default)]
 pub(crate) struct Documents {
     loaded: parking_lot::Mutex<HashMap<DocName, Arc<Document>>>,
+    /// Every document's broadcast batching.
+    batching: BroadcastBatching,
 }
 
 impl Documents {
@@ -172,7 +177,7 @@ impl Documents {
             return None;
         }
         let name: DocName = Arc::from(name);
-        let document = Arc::new(Document::new(name.clone()));
+        let document = Arc::new(Document::new(name.clone(), self.batching));
         loaded.insert(name, document.clone());
         Some(document)
     }
@@ -248,7 +253,10 @@ impl Registry {
         bus: Arc<dyn MessageBus>,
         config: RegistryConfig,
     ) -> Self {
-        let documents = Arc::new(Documents::default());
+        let documents = Arc::new(Documents {
+            loaded: parking_lot::Mutex::default(),
+            batching: config.broadcast_batching,
+        });
         let committer_tracker = TaskTracker::new();
         let committer_stop = CancellationToken::new();
         let metrics = Arc::new(SyncMetrics::default());

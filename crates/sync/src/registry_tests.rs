@@ -768,3 +768,67 @@ async fn a_deletion_on_one_node_reaches_the_others() {
         Err(crate::SyncError::Deleted)
     ));
 }
+
+/// The text (root "t") one broadcast frame carries, its characters sorted:
+/// the tests' updates are independent inserts, so order is not theirs.
+fn frame_chars(frame: &Outbound) -> String {
+    let Ok(Message::Sync(SyncMessage::Update(update))) = decode_frame(frame) else {
+        panic!("expected an update frame");
+    };
+    let mut chars: Vec<char> = text_of(&[update]).chars().collect();
+    chars.sort_unstable();
+    chars.into_iter().collect()
+}
+
+async fn commit(client: &Client, update: Vec<u8>) {
+    let ack = client.session.submit_update(update).await.unwrap();
+    ack.expect("not empty").wait().await.expect("committed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_document_batches_its_broadcasts_and_skips_each_origin() {
+    let config = RegistryConfig {
+        broadcast_batching: crate::BroadcastBatching {
+            window: Duration::from_millis(50),
+            min_sessions: 3,
+        },
+        ..test_config()
+    };
+    let registry = Registry::embedded(Arc::new(MemoryStore::new()), config);
+    let mut alice = join(&registry, "doc", 16).await;
+    let mut bob = join(&registry, "doc", 16).await;
+
+    // Two sessions: under the threshold, every update goes out at once.
+    commit(&alice, text_update(1, "x")).await;
+    commit(&alice, text_update(2, "y")).await;
+    assert_eq!(frame_chars(&bob.frames.try_recv().unwrap()), "x");
+    assert_eq!(frame_chars(&bob.frames.try_recv().unwrap()), "y");
+
+    let mut carol = join(&registry, "doc", 16).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    // The first update after a quiet window goes out at once...
+    commit(&alice, text_update(3, "a")).await;
+    assert_eq!(frame_chars(&bob.frames.try_recv().unwrap()), "a");
+    assert_eq!(frame_chars(&carol.frames.try_recv().unwrap()), "a");
+    // ...the next ones within the window are held...
+    commit(&alice, text_update(4, "b")).await;
+    commit(&bob, text_update(5, "c")).await;
+    assert!(
+        carol.frames.try_recv().is_err(),
+        "held until the window ends"
+    );
+    assert!(bob.frames.try_recv().is_err());
+    assert!(alice.frames.try_recv().is_err());
+
+    // ...and then sent as one merged update, without each origin's own.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(frame_chars(&carol.frames.try_recv().unwrap()), "bc");
+    assert_eq!(frame_chars(&bob.frames.try_recv().unwrap()), "b");
+    assert_eq!(frame_chars(&alice.frames.try_recv().unwrap()), "c");
+    for client in [&mut alice, &mut bob, &mut carol] {
+        assert!(client.frames.try_recv().is_err(), "one frame per window");
+    }
+    let mut all: Vec<char> = server_text(&carol).chars().collect();
+    all.sort_unstable();
+    assert_eq!(all.into_iter().collect::<String>(), "abcxy");
+}
