@@ -41,6 +41,8 @@ const cases = [
   { name: 'heartbeat timeout not above interval', args: ['--heartbeat-interval', '10s', '--heartbeat-timeout', '5s'], names: '--heartbeat-timeout' },
   { name: 'unsupported store scheme', args: ['--store', 'mysql://localhost/weft'], names: '--store' },
   { name: 'store directory that cannot be created', args: ['--store', 'sqlite:///proc/weft-no/weft.db'], names: '--store' },
+  { name: 'broadcast batching window too long', args: ['--broadcast-batch-window', '5s'], names: '--broadcast-batch-window' },
+  { name: 'broadcast batching threshold of zero', args: ['--broadcast-batch-min-sessions', '0'], names: '--broadcast-batch-min-sessions' },
   { name: 'environment twin is validated too', args: [], env: { WEFT_SNAPSHOT_DEBOUNCE: 'often' }, names: 'snapshot-debounce' }
 ]
 
