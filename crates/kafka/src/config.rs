@@ -21,8 +21,8 @@ pub struct KafkaConfig {
     /// This node.
     pub origin: Origin,
     /// `linger.ms`: how long the producer waits to batch records. Weft's
-    /// committer already batches what arrives within its commit window, so
-    /// a small value suffices; larger trades latency for fewer requests.
+    /// committer already batches what arrives while a batch is in flight,
+    /// so a small value suffices; larger trades latency for fewer requests.
     pub linger: Duration,
     /// `fetch.wait.max.ms`: how long the broker may hold a fetch with no
     /// new data. A real Kafka broker answers as soon as data arrives, so
@@ -121,6 +121,9 @@ impl KafkaConfig {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", format!("weft-{}", self.origin.node))
+            // Requests are small and latency-bound (every update waits for
+            // its acknowledgement): send them without Nagle's delay.
+            .set("socket.nagle.disable", "true")
             // A broker that goes away is retried with librdkafka's backoff.
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "5000");

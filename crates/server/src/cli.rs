@@ -138,9 +138,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "WEFT_SNAPSHOT_MAX_UPDATES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) snapshot_max_updates: u64,
 
-    /// Group commit: how long the committer collects updates into one
-    /// transaction after the first arrives. Adds at most this much latency.
-    #[arg(long, env = "WEFT_COMMIT_WINDOW", default_value = "2ms", value_parser = parse_duration)]
+    /// Group commit: how long the committer keeps collecting updates into
+    /// one transaction after taking every update already waiting. Adds at
+    /// most this much latency. At 0 (the default) a lone update is committed
+    /// at once and the updates that arrive during a commit form the next.
+    #[arg(long, env = "WEFT_COMMIT_WINDOW", default_value = "0ms", value_parser = parse_duration)]
     pub(crate) commit_window: Duration,
 
     /// Broadcast batching: a document with at least

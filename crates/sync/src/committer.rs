@@ -3,9 +3,10 @@
 //! On stop, the queue is closed to new submissions and drained: everything
 //! already submitted is committed before the loop ends.
 //!
-//! Sessions submit updates through a bounded channel. One task takes the
-//! first waiting submission, keeps collecting for at most
-//! [`CommitterConfig::window`] (or until [`CommitterConfig::max_batch`]),
+//! Sessions submit updates through a bounded channel. One task takes every
+//! waiting submission, keeps collecting for at most
+//! [`CommitterConfig::window`] (zero by default: what arrives during a
+//! publish forms the next batch) or until [`CommitterConfig::max_batch`],
 //! publishes the batch to the [`MessageBus`] (embedded: one SQLite
 //! transaction; Kafka: every record acknowledged with `acks=all`), and then,
 //! in order, hands each durable update to the [`Documents`] (apply and
@@ -49,7 +50,7 @@ pub struct CommitterConfig {
 impl Default for CommitterConfig {
     fn default() -> Self {
         Self {
-            window: Duration::from_millis(2),
+            window: Duration::ZERO,
             max_batch: 1024,
             queue_capacity: 4096,
         }

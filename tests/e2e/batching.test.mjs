@@ -1,0 +1,57 @@
+// Broadcast batching: a document with many sessions sends a stream of edits
+// to each reader as merged updates, one frame per window, and every reader
+// still ends with exactly the writer's text.
+
+import assert from 'node:assert/strict'
+import { e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, report, now } from '../lib/harness.mjs'
+
+function parseMetrics (text) {
+  const metrics = new Map()
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#') || line.trim() === '') continue
+    const at = line.lastIndexOf(' ')
+    metrics.set(line.slice(0, at), Number(line.slice(at + 1)))
+  }
+  return metrics
+}
+
+async function messagesSent (server) {
+  const res = await fetch(`${server.httpUrl}/metrics`, { signal: AbortSignal.timeout(5000) })
+  assert.equal(res.status, 200)
+  return parseMetrics(await res.text()).get('weft_messages_sent_total')
+}
+
+const EDITS = 60
+const READERS = 3
+
+e2e('a busy document batches its broadcasts: fewer frames, same text everywhere', async (t) => {
+  // Four sessions reach the threshold of three; a long window makes the
+  // batching visible whatever the machine's speed.
+  const server = await startWeft(t, { args: ['--broadcast-batch-window', '300ms', '--broadcast-batch-min-sessions', '3'] })
+  const writer = createClient(t, server, 'batching/room', { name: 'writer' })
+  const readers = Array.from({ length: READERS }, (_, i) => createClient(t, server, 'batching/room', { name: `reader-${i}` }))
+  await waitSynced([writer, ...readers])
+  // Presence has settled once every client sees every other's state.
+  await waitFor(() => readers.every(r => r.provider.awareness.getStates().size === READERS + 1), { on: writer, what: 'presence to settle' })
+
+  const before = await messagesSent(server)
+  const started = now()
+  const text = writer.doc.getText('text')
+  for (let i = 0; i < EDITS; i++) {
+    text.insert(text.length, String.fromCharCode(97 + (i % 26))) // one update each
+  }
+  const expected = text.toString()
+  for (const reader of readers) {
+    await waitFor(() => reader.doc.getText('text').toString() === expected, {
+      on: reader, what: 'the reader to hold every edit', detail: () => `has ${JSON.stringify(reader.doc.getText('text').toString())}`
+    })
+  }
+  report(`${EDITS} edits reached ${READERS} batched readers`, now() - started)
+  await waitConverged([writer, ...readers])
+  const sent = (await messagesSent(server)) - before
+  // One update frame per edit per reader would be EDITS * READERS (180);
+  // batched, each reader gets the first edit at once, then one merged frame
+  // per 300 ms window. The writer is sent nothing: no echo of its own edits.
+  assert.ok(sent < EDITS, `frames sent during the burst: ${sent} (unbatched would be ${EDITS * READERS})`)
+  assert.ok(sent >= READERS, `every reader got at least one frame: ${sent}`)
+})
