@@ -31,8 +31,6 @@ e2e('a busy document batches its broadcasts: fewer frames, same text everywhere'
   const writer = createClient(t, server, 'batching/room', { name: 'writer' })
   const readers = Array.from({ length: READERS }, (_, i) => createClient(t, server, 'batching/room', { name: `reader-${i}` }))
   await waitSynced([writer, ...readers])
-  // Presence has settled once every client sees every other's state.
-  await waitFor(() => readers.every(r => r.provider.awareness.getStates().size === READERS + 1), { on: writer, what: 'presence to settle' })
 
   const before = await messagesSent(server)
   const started = now()
@@ -52,6 +50,8 @@ e2e('a busy document batches its broadcasts: fewer frames, same text everywhere'
   // One update frame per edit per reader would be EDITS * READERS (180);
   // batched, each reader gets the first edit at once, then one merged frame
   // per 300 ms window. The writer is sent nothing: no echo of its own edits.
+  // (Presence frames of the clients' first announcements may fall in the
+  // burst too: at most a dozen.)
   assert.ok(sent < EDITS, `frames sent during the burst: ${sent} (unbatched would be ${EDITS * READERS})`)
   assert.ok(sent >= READERS, `every reader got at least one frame: ${sent}`)
 })
