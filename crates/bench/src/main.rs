@@ -13,6 +13,7 @@
 //! - `scenarios`: the scenarios, each a function to named metrics;
 //! - `servers`: starting and stopping the servers under test;
 //! - `trace`: scenario 5's editing trace (parse, prefix, apply);
+//! - `scale`: scenario 6, 1 to 4 Weft nodes under one load (run, report);
 //! - `plan`: which scenario runs against which server at which sizes;
 //! - `report`, `plot`: the markdown and the SVGs;
 //! - `procstat`, `clock`: CPU, RSS and the driver's one clock.
@@ -24,6 +25,7 @@ mod plot;
 mod procstat;
 mod report;
 mod report_text;
+mod scale;
 mod scenarios;
 mod servers;
 mod session;
@@ -83,7 +85,7 @@ struct RunArgs {
     /// Weft's `--kafka-fetch-wait-ms` in two-node runs.
     #[arg(long, default_value_t = 1)]
     kafka_fetch_wait_ms: u32,
-    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,trace).
+    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,trace,scale).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these servers (comma-separated; default: all).
