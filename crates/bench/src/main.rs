@@ -13,7 +13,7 @@
 //! - `scenarios`: the scenarios, each a function to named metrics;
 //! - `servers`: starting and stopping the servers under test;
 //! - `trace`: scenario 5's editing trace (parse, prefix, apply);
-//! - `scale`: scenario 6, 1 to 4 Weft nodes under one load (run, report);
+//! - `scale`: the scaling-out scenario, 1 to 4 Weft nodes under one load;
 //! - `plan`: which scenario runs against which server at which sizes;
 //! - `report`, `plot`: the markdown and the SVGs;
 //! - `procstat`, `clock`: CPU, RSS and the driver's one clock.

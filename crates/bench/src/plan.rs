@@ -27,7 +27,7 @@ pub(crate) struct Record {
     pub(crate) saturated: bool,
     pub(crate) error: Option<String>,
     pub(crate) metrics: Metrics,
-    /// Scenario 6's consume mode and routing (`None` elsewhere).
+    /// The `scale` scenario's consume mode and routing (`None` elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) variant: Option<crate::scale::Variant>,
 }
@@ -44,7 +44,7 @@ pub(crate) struct Results {
     /// before scenario 5 existed).
     #[serde(default)]
     pub(crate) trace: Option<TraceInfo>,
-    /// Scenario 6's sizes (`None` in results written before it existed).
+    /// The `scale` scenario's sizes (`None` in results written before it existed).
     #[serde(default)]
     pub(crate) scale: Option<crate::scale::ScaleSizes>,
 }

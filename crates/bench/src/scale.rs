@@ -1,7 +1,7 @@
-//! Scenario 6, scaling out: the same total load on 1 to 4 Weft nodes over
-//! one broker, with each node's live consumer reading every partition
-//! (`--kafka-consume all`) or only those of the documents it holds
-//! (`held`), and what each node pays for it.
+//! The scaling-out scenario (`scale`): the same total load on 1 to 4
+//! Weft nodes over one broker, with each node's live consumer reading
+//! every partition (`--kafka-consume all`) or only those of the documents
+//! it holds (`held`), and what each node pays for it.
 //!
 //! Every document has one writer and one reader, both on the node a sticky
 //! ingress would pick for it. Two pickers:
@@ -50,7 +50,7 @@ const WRONG_NODE_CHECKS: usize = 4;
 /// How long one metrics scrape may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The sizes of scenario 6 in one mode.
+/// The sizes of the `scale` scenario in one mode.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ScaleSizes {
     pub(crate) nodes: Vec<usize>,
@@ -324,7 +324,13 @@ async fn measure(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu_after = node_cpu(server)?;
+    // The wait for librdkafka's report doubles as an idle measurement: the
+    // sessions are closed, the nodes still hold the documents and poll the
+    // broker (the floor under every node's CPU, whatever its load).
+    let quiet = std::time::Instant::now();
     tokio::time::sleep(STATS_SETTLE).await;
+    let cpu_quiet = node_cpu(server)?;
+    let quiet_seconds = quiet.elapsed().as_secs_f64();
     let after = scrape_all(server)?;
     let rss = node_rss_mib(server)?;
 
@@ -339,6 +345,7 @@ async fn measure(
     let mut cpu = Vec::new();
     let mut fetched_mib = Vec::new();
     let mut share = Vec::new();
+    let mut idle_cpu = Vec::new();
     for node in 0..nodes {
         let own_docs = homes.iter().filter(|home| **home == node).count();
         let own_updates = f64::from(updates_per_doc) * own_docs as f64;
@@ -365,6 +372,9 @@ async fn measure(
         metrics.insert(format!("{prefix}partitions"), after[node].partitions as f64);
         metrics.insert(format!("{prefix}rss_mib"), rss[node]);
         metrics.insert(format!("{prefix}rss_start_mib"), rss_start[node]);
+        let idle = (cpu_quiet[node] - cpu_after[node]) / quiet_seconds;
+        idle_cpu.push(idle);
+        metrics.insert(format!("{prefix}idle_cpu_per_s"), idle);
         metrics.insert(format!("{prefix}documents_loaded"), after[node].documents);
     }
     let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
@@ -375,6 +385,13 @@ async fn measure(
     metrics.insert("fetched_mib_mean".into(), mean(&fetched_mib));
     metrics.insert("fetched_mib_max".into(), max(&fetched_mib));
     metrics.insert("fetched_share_mean".into(), mean(&share));
+    metrics.insert("idle_cpu_per_s_mean".into(), mean(&idle_cpu));
+    // CPU above that floor, per update, all nodes together.
+    let floor: f64 = idle_cpu.iter().sum::<f64>() * elapsed;
+    metrics.insert(
+        "cpu_us_per_update_above_idle".into(),
+        (cpu.iter().sum::<f64>() - floor).max(0.0) * 1e6 / updates,
+    );
     metrics.insert("rss_mib_mean".into(), mean(&rss));
     metrics.insert("rss_start_mib_mean".into(), mean(&rss_start));
     // What the documents and their sessions added, per document (each
@@ -474,7 +491,7 @@ pub(crate) fn section(
     if scale.is_empty() {
         return Ok(());
     }
-    out.push_str("## 6. Scaling out\n\n");
+    out.push_str("## Scaling out\n\n");
     if let Some(sizes) = sizes {
         let _ = writeln!(
             out,
@@ -482,19 +499,20 @@ pub(crate) fn section(
              on the node its router picks, {} updates/s in total for {} s, topics of {} partitions. The node's live consumer \
              reads every partition (`all`) or only its held documents' (`held`); clients pick their node by a hash of the \
              document name (an ingress hashing the path) or by the document's Kafka partition. Per node: CPU seconds over the \
-             load, MiB and share of the topic's records its live consumer fetched (`weft_bus_fetched_*`), updates-topic \
-             partitions assigned, RSS at the end. Median (min–max) of the repeats; \"× 1 node\" is the per-node mean over the \
+             load, its idle CPU (seconds per second over the {:.1} s after the load, documents still held), MiB and share of the \
+             topic's records its live consumer fetched (`weft_bus_fetched_*`), updates-topic partitions assigned, RSS at the end. Median (min–max) of the repeats; \"× 1 node\" is the per-node mean over the \
              one-node `all` median.\n",
             sizes.nodes.iter().max().unwrap_or(&1),
             sizes.docs,
             sizes.rate,
             sizes.seconds,
-            sizes.partitions
+            sizes.partitions,
+            STATS_SETTLE.as_secs_f64()
         );
     }
     out.push_str(
-        "| nodes | consume, routing | CPU s / node | max CPU s | × 1 node | fetched MiB / node | share of records | partitions / node | RSS MiB / node |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| nodes | consume, routing | CPU s / node | max CPU s | × 1 node | idle CPU s/s / node | fetched MiB / node | share of records | partitions / node | RSS MiB / node |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let metric = |nodes: usize, variant: Variant, key: &str| {
         let values: Vec<f64> = scale
@@ -522,10 +540,11 @@ pub(crate) fn section(
             });
             let _ = writeln!(
                 out,
-                "| {nodes} | {} | {} | {} | {ratio} | {} | {} | {} | {} |",
+                "| {nodes} | {} | {} | {} | {ratio} | {} | {} | {} | {} | {} |",
                 variant.label(),
                 cell(Some(cpu)),
                 cell(metric(nodes, variant, "cpu_s_max")),
+                cell(metric(nodes, variant, "idle_cpu_per_s_mean")),
                 cell(metric(nodes, variant, "fetched_mib_mean")),
                 cell(metric(nodes, variant, "fetched_share_mean")),
                 cell(metric(nodes, variant, "partitions_mean")),
