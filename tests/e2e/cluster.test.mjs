@@ -134,6 +134,17 @@ async function assignedPartitions (node, topic) {
   return found
 }
 
+/** What a node's live consumer fetched from `topic` so far: { bytes, records } (0 before librdkafka's first report). */
+async function fetchedFrom (node, topic) {
+  const res = await fetch(`${node.httpUrl}/metrics`, { signal: AbortSignal.timeout(5000) })
+  const text = await res.text()
+  const read = (name) => {
+    const match = text.match(new RegExp(`^weft_bus_${name}_total\\{topic="${topic}"\\} (\\S+)$`, 'm'))
+    return match ? Number(match[1]) : 0
+  }
+  return { bytes: read('fetched_bytes'), records: read('fetched_records') }
+}
+
 /**
  * Poll the consumer-lag metric (librdkafka reports every 5 s; no event to
  * wait on) until `predicate` holds: every 250 ms, at most `timeout` ms.
@@ -169,6 +180,21 @@ e2e('cluster: a node reads only the partitions of the documents it holds, adds o
   await waitFor(() => writer.doc.getArray('array').toJSON().includes('back'), { on: writer, what: 'a live edit from node-1' })
   const holding = await eventuallyAssigned(nodes[1], topic, (p) => p.updates.size === 1, 'node-1 holding the document')
   assert.deepEqual([...holding.updates], [...atNode0.updates], 'the document\'s partition, the same on both nodes')
+  // node-1 received node-0's live edit through the log: its fetch counters
+  // for the updates topic grow (librdkafka reports every 5 s; poll, bounded).
+  let fetched = await fetchedFrom(nodes[1], topic)
+  for (let attempt = 0; attempt < 60 && fetched.records < 1; attempt++) {
+    await sleep(250)
+    fetched = await fetchedFrom(nodes[1], topic)
+  }
+  assert.ok(fetched.records >= 1, `node-1 fetched node-0's record (records ${fetched.records})`)
+  assert.ok(fetched.bytes > doc.length, `node-1 fetched its bytes, at least the key's (bytes ${fetched.bytes})`)
+  let atNode0Fetched = await fetchedFrom(nodes[0], topic)
+  for (let attempt = 0; attempt < 60 && atNode0Fetched.records < 1; attempt++) {
+    await sleep(250)
+    atNode0Fetched = await fetchedFrom(nodes[0], topic)
+  }
+  assert.ok(atNode0Fetched.records >= 1, `node-0 fetched node-1's record (records ${atNode0Fetched.records})`)
   // The client leaves; after the unload grace node-1 reads that partition no more.
   reader.destroy()
   await eventuallyAssigned(nodes[1], topic, (p) => p.updates.size === 0 && p.awareness.size > 0, 'node-1 after the document unloaded')

@@ -14,6 +14,7 @@
 //! - `servers`: starting and stopping the servers under test;
 //! - `trace`: scenario 5's editing trace (parse, prefix, apply);
 //! - `storm`: scenario 6, the reconnect storm after a node is killed;
+//! - `scale`: the scaling-out scenario, 1 to 4 Weft nodes under one load;
 //! - `plan`: which scenario runs against which server at which sizes;
 //! - `report`, `plot`: the markdown and the SVGs;
 //! - `procstat`, `clock`: CPU, RSS and the driver's one clock.
@@ -25,6 +26,7 @@ mod plot;
 mod procstat;
 mod report;
 mod report_text;
+mod scale;
 mod scenarios;
 mod servers;
 mod session;
@@ -85,7 +87,7 @@ struct RunArgs {
     /// Weft's `--kafka-fetch-wait-ms` in two-node runs.
     #[arg(long, default_value_t = 1)]
     kafka_fetch_wait_ms: u32,
-    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,trace,storm).
+    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,trace,storm,scale).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these servers (comma-separated; default: all).

@@ -27,6 +27,9 @@ pub(crate) struct Record {
     pub(crate) saturated: bool,
     pub(crate) error: Option<String>,
     pub(crate) metrics: Metrics,
+    /// The `scale` scenario's consume mode and routing (`None` elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) variant: Option<crate::scale::Variant>,
 }
 
 /// Everything a report needs.
@@ -41,6 +44,9 @@ pub(crate) struct Results {
     /// before scenario 5 existed).
     #[serde(default)]
     pub(crate) trace: Option<TraceInfo>,
+    /// The `scale` scenario's sizes (`None` in results written before it existed).
+    #[serde(default)]
+    pub(crate) scale: Option<crate::scale::ScaleSizes>,
 }
 
 /// What scenario 5 replayed.
@@ -185,7 +191,15 @@ fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
     }
 }
 
-const SCENARIOS: [&str; 6] = ["latency", "fanout", "throughput", "idle", "trace", "storm"];
+const SCENARIOS: [&str; 7] = [
+    "latency",
+    "fanout",
+    "throughput",
+    "idle",
+    "trace",
+    "storm",
+    "scale",
+];
 
 /// Message of a skipped scenario 5 when no trace file was found.
 pub(crate) const TRACE_NOT_FOUND: &str = "trace not found; set BENCH_TRACE";
@@ -259,6 +273,7 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
         sizes: sizes.clone(),
         records: Vec::new(),
         trace: None,
+        scale: None,
     };
     let selected =
         |scenario: &str| args.only.is_empty() || args.only.iter().any(|name| name == scenario);
@@ -280,6 +295,35 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
     };
     for scenario in SCENARIOS {
         if !selected(scenario) {
+            continue;
+        }
+        if scenario == "scale" {
+            let scale_sizes = crate::scale::ScaleSizes::for_mode(args.mode);
+            results.scale = Some(scale_sizes.clone());
+            for repeat in 0..repeats {
+                for cell in crate::scale::cells(&scale_sizes) {
+                    let record = crate::scale::run_cell(
+                        cell,
+                        repeat,
+                        &scale_sizes,
+                        &programs,
+                        &args.scratch,
+                    )
+                    .await;
+                    let status = record
+                        .error
+                        .as_deref()
+                        .map_or("ok".to_owned(), |error| format!("FAILED: {error}"));
+                    eprintln!(
+                        "scale      {} nodes, {:<16} #{repeat} {status} {:?}",
+                        cell.nodes,
+                        cell.variant.label(),
+                        record.metrics
+                    );
+                    results.records.push(record);
+                    save(&results, &args.report.results)?;
+                }
+            }
             continue;
         }
         let xs: Vec<f64> = match scenario {
@@ -405,6 +449,7 @@ async fn run_one(
         saturated,
         error,
         metrics,
+        variant: None,
     }
 }
 

@@ -18,13 +18,13 @@ type Column = (&'static str, &'static str);
 
 /// Median, minimum and maximum of the successful repeats.
 #[derive(Debug, Clone, Copy)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
+pub(crate) struct Spread {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
 }
 
-fn spread(values: &[f64]) -> Option<Spread> {
+pub(crate) fn spread(values: &[f64]) -> Option<Spread> {
     if values.is_empty() {
         return None;
     }
@@ -57,7 +57,7 @@ fn number(value: f64) -> String {
     }
 }
 
-fn cell(spread: Option<Spread>) -> String {
+pub(crate) fn cell(spread: Option<Spread>) -> String {
     match spread {
         None => "—".to_owned(),
         Some(s) if s.min == s.max => number(s.median),
@@ -349,6 +349,13 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
 
     trace_section(&mut out, results);
     storm_section(&mut out, results);
+    crate::scale::section(
+        &mut out,
+        records,
+        results.scale.as_ref(),
+        &args.plots,
+        &plots_link,
+    )?;
 
     out.push_str(crate::report_text::MISSING);
     let failures: Vec<&Record> = records.iter().filter(|record| !record.ok).collect();

@@ -173,45 +173,7 @@ fn launch(
             wait_weft_ready(loopback(port), server)?;
         }
         ServerKind::WeftCluster => {
-            let tansu = programs.tansu.as_ref().context("no tansu binary given")?;
-            let broker_port = free_port()?;
-            let mut broker = Command::new(tansu);
-            let listener = format!("tcp://127.0.0.1:{broker_port}");
-            broker
-                .current_dir(work_dir)
-                .args(["broker", "--listener-url", &listener])
-                .args(["--advertised-listener-url", &listener])
-                .args(["--storage-engine", "memory://tansu/"]);
-            server
-                .children
-                .push(spawn_logged(broker, &work_dir.join("tansu.log"))?);
-            wait_tcp(loopback(broker_port), server)?;
-            let brokers = format!("127.0.0.1:{broker_port}");
-            let fetch_wait = programs.kafka_fetch_wait_ms.to_string();
-            for node in ["a", "b"] {
-                let port = free_port()?;
-                let node_id = format!("bench-{node}");
-                let extra = [
-                    "--kafka-brokers",
-                    brokers.as_str(),
-                    "--kafka-fetch-wait-ms",
-                    fetch_wait.as_str(),
-                    "--kafka-partitions",
-                    "2",
-                    "--node-id",
-                    node_id.as_str(),
-                ];
-                // Each node its own SQLite file: two processes creating
-                // one fresh database at once race on its migrations.
-                let node_dir = work_dir.join(node);
-                let command = weft_command(programs, &node_dir, port, &extra);
-                let log = work_dir.join(format!("weft-{node}.log"));
-                server.add(spawn_logged(command, &log)?, port, Dialect::YWebsocket);
-            }
-            for index in 0..2 {
-                let addr = server.endpoints[index].addr;
-                wait_weft_ready(addr, server)?;
-            }
+            launch_weft_cluster(&ClusterSpec::TWO_NODES, programs, work_dir, server)?;
         }
         ServerKind::YWebsocket => {
             let port = free_port()?;
@@ -261,6 +223,112 @@ fn launch(
         }
     }
     Ok(())
+}
+
+/// A Weft cluster: `nodes` nodes over one fresh Tansu broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClusterSpec {
+    pub(crate) nodes: usize,
+    /// `--kafka-partitions` of the topics the first node creates.
+    pub(crate) partitions: u32,
+    /// `--kafka-consume` (`held` or `all`); `None` leaves Weft's default.
+    pub(crate) consume: Option<&'static str>,
+}
+
+impl ClusterSpec {
+    /// Scenario 1's cluster.
+    const TWO_NODES: ClusterSpec = ClusterSpec {
+        nodes: 2,
+        partitions: 2,
+        consume: None,
+    };
+}
+
+/// Starts the Weft cluster `spec` fresh in a new directory under `scratch`
+/// (kind [`ServerKind::WeftCluster`], one endpoint per node).
+pub(crate) fn start_weft_cluster(
+    spec: &ClusterSpec,
+    programs: &Programs,
+    scratch: &Path,
+) -> anyhow::Result<RunningServer> {
+    let kind = ServerKind::WeftCluster;
+    let work_dir = scratch.join(format!("{kind:?}-{}-{}", spec.nodes, crate::clock::nanos()));
+    std::fs::create_dir_all(&work_dir).context("create work dir")?;
+    let mut server = RunningServer {
+        kind,
+        endpoints: Vec::new(),
+        server_pids: Vec::new(),
+        children: Vec::new(),
+        work_dir: work_dir.clone(),
+        keep_work_dir: false,
+    };
+    if let Err(error) = launch_weft_cluster(spec, programs, &work_dir, &mut server) {
+        let logs = server.keep_logs().display().to_string();
+        return Err(error.context(format!("start {} Weft nodes (logs in {logs})", spec.nodes)));
+    }
+    Ok(server)
+}
+
+fn launch_weft_cluster(
+    spec: &ClusterSpec,
+    programs: &Programs,
+    work_dir: &Path,
+    server: &mut RunningServer,
+) -> anyhow::Result<()> {
+    let tansu = programs.tansu.as_ref().context("no tansu binary given")?;
+    let broker_port = free_port()?;
+    let mut broker = Command::new(tansu);
+    let listener = format!("tcp://127.0.0.1:{broker_port}");
+    broker
+        .current_dir(work_dir)
+        .args(["broker", "--listener-url", &listener])
+        .args(["--advertised-listener-url", &listener])
+        .args(["--storage-engine", "memory://tansu/"]);
+    server
+        .children
+        .push(spawn_logged(broker, &work_dir.join("tansu.log"))?);
+    wait_tcp(loopback(broker_port), server)?;
+    let brokers = format!("127.0.0.1:{broker_port}");
+    let fetch_wait = programs.kafka_fetch_wait_ms.to_string();
+    let partitions = spec.partitions.to_string();
+    for index in 0..spec.nodes {
+        // Nodes a, b, c...: the two-node cluster's names stay what they were.
+        let node = node_name(index);
+        let port = free_port()?;
+        let node_id = format!("bench-{node}");
+        let mut extra = vec![
+            "--kafka-brokers",
+            brokers.as_str(),
+            "--kafka-fetch-wait-ms",
+            fetch_wait.as_str(),
+            "--kafka-partitions",
+            partitions.as_str(),
+            "--node-id",
+            node_id.as_str(),
+        ];
+        if let Some(consume) = spec.consume {
+            extra.extend(["--kafka-consume", consume]);
+        }
+        // Each node its own SQLite file: two processes creating one fresh
+        // database at once race on its migrations.
+        let node_dir = work_dir.join(&node);
+        let command = weft_command(programs, &node_dir, port, &extra);
+        let log = work_dir.join(format!("weft-{node}.log"));
+        server.add(spawn_logged(command, &log)?, port, Dialect::YWebsocket);
+    }
+    for index in 0..spec.nodes {
+        let addr = server.endpoints[index].addr;
+        wait_weft_ready(addr, server)?;
+    }
+    Ok(())
+}
+
+/// The `index`-th node's name: a, b, ..., z, then n26, n27...
+fn node_name(index: usize) -> String {
+    match u8::try_from(index) {
+        Ok(small) if small < 26 => char::from(b'a' + small).to_string(),
+        _ => format!("n{index}"),
+    }
 }
 
 impl RunningServer {

@@ -215,6 +215,9 @@ impl Collector for ScrapeTime {
                 counter.metric_type(),
             )?)?;
         }
+        if let Some(fetched) = self.documents.bus_fetched() {
+            encode_fetched(&fetched, &mut encoder)?;
+        }
         let lags = self.documents.consumer_lag();
         if !lags.is_empty() {
             let mut family = encoder.encode_descriptor(
@@ -233,6 +236,44 @@ impl Collector for ScrapeTime {
         }
         Ok(())
     }
+}
+
+/// A cluster node's fetch totals: what its live consumer pulled from the
+/// log, the number that `--kafka-consume held` and sticky routing shrink.
+fn encode_fetched(
+    fetched: &weft_sync::FetchTotals,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    for (name, help, pick) in [
+        (
+            "bus_fetched_bytes",
+            "Key and value bytes of the records this node's live consumer fetched, per topic (librdkafka statistics, every 5 s)",
+            (|counts: &weft_sync::Fetched| counts.bytes) as fn(&weft_sync::Fetched) -> u64,
+        ),
+        (
+            "bus_fetched_records",
+            "Records this node's live consumer fetched, per topic, wanted or not (librdkafka statistics, every 5 s)",
+            |counts: &weft_sync::Fetched| counts.records,
+        ),
+    ] {
+        let mut family = encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (topic, counts) in &fetched.topics {
+            let labels = [("topic", topic.clone())];
+            ConstCounter::new(pick(counts)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let received = ConstCounter::new(fetched.received_bytes);
+    received.encode(encoder.encode_descriptor(
+        "bus_received_bytes",
+        "Bytes the brokers sent this node's live consumer, framing and empty fetches included (librdkafka statistics, every 5 s)",
+        None,
+        received.metric_type(),
+    )?)
 }
 
 /// Shared handle.

@@ -14,12 +14,12 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, debug_span, info, warn};
 use weft_sync::{
-    BusError, BusStats, Delivery, Interest, MessageBus, Origin, PartitionLag, Position, Record,
-    RecordKind, Replayed,
+    BusError, BusStats, Delivery, FetchTotals, Interest, MessageBus, Origin, PartitionLag,
+    Position, Record, RecordKind, Replayed,
 };
 
 use crate::config::{KafkaConfig, KafkaConfigError};
-use crate::context::{LagTable, WeftContext};
+use crate::context::{LiveStats, WeftContext};
 use crate::envelope::{self, partition_for};
 use crate::live::{ConsumeScope, Live};
 use crate::trace;
@@ -84,7 +84,7 @@ pub struct KafkaBus {
     topics: OnceLock<Topics>,
     subscribed: AtomicBool,
     counters: Arc<Counters>,
-    lag: Arc<LagTable>,
+    live_stats: Arc<LiveStats>,
     live: Arc<Live>,
 }
 
@@ -114,7 +114,7 @@ impl KafkaBus {
             topics: OnceLock::new(),
             subscribed: AtomicBool::new(false),
             counters: Arc::new(Counters::default()),
-            lag: Arc::default(),
+            live_stats: Arc::default(),
             live: Arc::default(),
         })
     }
@@ -281,7 +281,7 @@ impl KafkaBus {
         let consumer: StreamConsumer<WeftContext> = self
             .config
             .consumer("live", self.config.fetch_wait)
-            .create_with_context(WeftContext::with_lag(self.lag.clone()))
+            .create_with_context(WeftContext::for_live_consumer(self.live_stats.clone()))
             .map_err(|error| BusError::Check(Box::new(error)))?;
         // Held scope: only the heartbeats' partition until documents load
         // (see `live`).
@@ -428,7 +428,7 @@ impl MessageBus for KafkaBus {
             sender,
             self.config.clone(),
             self.counters.clone(),
-            self.lag.clone(),
+            self.live_stats.clone(),
         ));
         Ok(receiver)
     }
@@ -498,8 +498,13 @@ impl MessageBus for KafkaBus {
         tokio::task::spawn_blocking(move || live.release(&doc, &held, &heartbeats));
     }
 
+    fn fetched(&self) -> Option<FetchTotals> {
+        Some(self.live_stats.fetched.lock().clone())
+    }
+
     fn consumer_lag(&self) -> Vec<PartitionLag> {
-        self.lag
+        self.live_stats
+            .lag
             .lock()
             .iter()
             .map(|((topic, partition), lag)| PartitionLag {
@@ -526,7 +531,7 @@ async fn consume(
     sender: mpsc::Sender<Delivery>,
     config: Arc<KafkaConfig>,
     counters: Arc<Counters>,
-    lag: Arc<LagTable>,
+    live_stats: Arc<LiveStats>,
 ) {
     let mut consumer = consumer;
     let mut consumer_errors = 0_u64;
@@ -539,7 +544,7 @@ async fn consume(
         };
         let Some(received) = received else {
             warn!(stalled = ?CONSUMER_STALL, "live consumer received nothing, not even this node's heartbeats; replacing it at its positions");
-            match live.replace_with(|positions| resume_consumer(&config, positions, &lag)) {
+            match live.replace_with(|positions| resume_consumer(&config, positions, &live_stats)) {
                 Ok(replacement) => {
                     consumer = replacement;
                     counters.consumers_replaced.fetch_add(1, Ordering::Relaxed);
@@ -580,11 +585,11 @@ async fn consume(
 fn resume_consumer(
     config: &KafkaConfig,
     positions: &TopicPartitionList,
-    lag: &Arc<LagTable>,
+    live_stats: &Arc<LiveStats>,
 ) -> Result<StreamConsumer<WeftContext>, KafkaError> {
     let consumer: StreamConsumer<WeftContext> = config
         .consumer("live", config.fetch_wait)
-        .create_with_context(WeftContext::with_lag(lag.clone()))?;
+        .create_with_context(WeftContext::for_live_consumer(live_stats.clone()))?;
     consumer.assign(positions)?;
     Ok(consumer)
 }

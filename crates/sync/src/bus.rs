@@ -21,6 +21,7 @@
 //! Kafka bus in the `weft-kafka` crate. Both pass one conformance suite
 //! (`bus_conformance`, feature `test-util`).
 
+use std::collections::BTreeMap;
 use std::fmt::{self, Debug};
 use std::sync::Arc;
 
@@ -189,6 +190,27 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
+/// What a bus's live consumer has fetched from the log since the node
+/// started (every consumer it created, replacements included), for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchTotals {
+    /// Per topic: the records fetched and their bytes.
+    pub topics: BTreeMap<String, Fetched>,
+    /// Every byte the brokers sent the live consumer: fetch responses with
+    /// their framing (empty ones too), metadata, group and offset replies.
+    pub received_bytes: u64,
+}
+
+/// Records fetched from one topic and their bytes (keys and values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// Key and value bytes of the records fetched (headers and the
+    /// protocol's framing not included).
+    pub bytes: u64,
+    /// Records fetched, whether or not the node wanted them.
+    pub records: u64,
+}
+
 /// The log every node of a cluster shares. Safe to call from many tasks.
 #[async_trait]
 pub trait MessageBus: Send + Sync + Debug + 'static {
@@ -229,6 +251,12 @@ pub trait MessageBus: Send + Sync + Debug + 'static {
     /// measured (empty for a bus with nothing to lag behind).
     fn consumer_lag(&self) -> Vec<PartitionLag> {
         Vec::new()
+    }
+
+    /// What the live subscription has fetched from a remote log (`None`
+    /// for a bus that fetches nothing over the network).
+    fn fetched(&self) -> Option<FetchTotals> {
+        None
     }
 
     /// The bus's counters (zero for a bus that keeps none).

@@ -65,8 +65,8 @@ pub mod ycheck;
 
 pub use admin::{DeleteOutcome, DocumentRead, ListedDocument, RootKind, read_roots};
 pub use bus::{
-    BusError, BusStats, Delivery, Interest, MessageBus, Origin, PartitionLag, Position, Record,
-    RecordKind, Replayed,
+    BusError, BusStats, Delivery, FetchTotals, Fetched, Interest, MessageBus, Origin, PartitionLag,
+    Position, Record, RecordKind, Replayed,
 };
 pub use committer::{Committer, CommitterConfig};
 pub use document::{BroadcastBatching, Document};

@@ -359,6 +359,12 @@ impl Registry {
         self.inner.bus.consumer_lag()
     }
 
+    /// What the live subscription has fetched (see
+    /// [`MessageBus::fetched`]).
+    pub fn bus_fetched(&self) -> Option<crate::bus::FetchTotals> {
+        self.inner.bus.fetched()
+    }
+
     /// The sync layer's metrics (publish, load, snapshot).
     pub fn metrics(&self) -> &SyncMetrics {
         &self.inner.metrics
