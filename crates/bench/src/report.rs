@@ -215,7 +215,7 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
          latency is from the writer's send to the reader's receipt, in ms. y-websocket-server has no clustering, so the peer is \
          Hocuspocus as two nodes with its Redis extension. Weft's two nodes share a Tansu broker, which answers a fetch only after \
          the full fetch wait (here {} ms). Server CPU is both nodes' (not the broker's or Redis's), while updates flowed (connecting and the final check left out). Weft applies and forwards an \
-         update only once it is durable (the produce with `acks=all` to the broker, then node B's fetch), so \
+         update only once it is durable (the 2 ms group-commit window, then `acks=all` at the broker, then node B's fetch), so \
          its latency has a floor of a few milliseconds that Hocuspocus, which forwards through Redis pub/sub before storing \
          anything, does not pay.\n",
         sizes.latency_writers,

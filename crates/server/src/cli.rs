@@ -140,9 +140,11 @@ pub(crate) struct ServeArgs {
 
     /// Group commit: how long the committer keeps collecting updates into
     /// one transaction after taking every update already waiting. Adds at
-    /// most this much latency. At 0 (the default) a lone update is committed
-    /// at once and the updates that arrive during a commit form the next.
-    #[arg(long, env = "WEFT_COMMIT_WINDOW", default_value = "0ms", value_parser = parse_duration)]
+    /// most this much latency. At 0 a lone update is committed at once and
+    /// the updates that arrive during a commit form the next: lower median
+    /// latency at low load, but more, smaller commits and a longer tail
+    /// from 500 updates/s up (measured against a Kafka-API broker).
+    #[arg(long, env = "WEFT_COMMIT_WINDOW", default_value = "2ms", value_parser = parse_duration)]
     pub(crate) commit_window: Duration,
 
     /// Broadcast batching: a document with at least

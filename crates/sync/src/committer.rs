@@ -5,8 +5,9 @@
 //!
 //! Sessions submit updates through a bounded channel. One task takes every
 //! waiting submission, keeps collecting for at most
-//! [`CommitterConfig::window`] (zero by default: what arrives during a
-//! publish forms the next batch) or until [`CommitterConfig::max_batch`],
+//! [`CommitterConfig::window`] (2 ms by default; at zero, what arrives
+//! during a publish forms the next batch) or until
+//! [`CommitterConfig::max_batch`],
 //! publishes the batch to the [`MessageBus`] (embedded: one SQLite
 //! transaction; Kafka: every record acknowledged with `acks=all`), and then,
 //! in order, hands each durable update to the [`Documents`] (apply and
@@ -50,7 +51,7 @@ pub struct CommitterConfig {
 impl Default for CommitterConfig {
     fn default() -> Self {
         Self {
-            window: Duration::ZERO,
+            window: Duration::from_millis(2),
             max_batch: 1024,
             queue_capacity: 4096,
         }
