@@ -32,6 +32,41 @@ pub(crate) struct Record {
     pub(crate) variant: Option<crate::scale::Variant>,
 }
 
+impl Record {
+    /// The record of one run: its metrics, or why it has none. A run that
+    /// only failed to keep up ([`crate::session::DidNotKeepUp`]) is
+    /// saturated, not failed.
+    pub(crate) fn from_outcome(
+        scenario: &str,
+        server: ServerKind,
+        x: f64,
+        repeat: u32,
+        variant: Option<crate::scale::Variant>,
+        outcome: anyhow::Result<Metrics>,
+    ) -> Record {
+        let (ok, saturated, error, metrics) = match outcome {
+            Ok(metrics) => (true, false, None, metrics),
+            Err(error) => {
+                let saturated = error
+                    .downcast_ref::<crate::session::DidNotKeepUp>()
+                    .is_some();
+                (false, saturated, Some(format!("{error:#}")), Metrics::new())
+            }
+        };
+        Record {
+            scenario: scenario.to_owned(),
+            server,
+            x,
+            repeat,
+            ok,
+            saturated,
+            error,
+            metrics,
+            variant,
+        }
+    }
+}
+
 /// Everything a report needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Results {
@@ -423,34 +458,10 @@ async fn run_one(
                 None => Err(anyhow::anyhow!("no trace loaded")),
             },
         };
-        measured.map_err(|error| {
-            error.context(format!(
-                "server logs kept in {}",
-                server.keep_logs().display()
-            ))
-        })
+        server.with_logs(measured)
     }
     .await;
-    let (ok, saturated, error, metrics) = match outcome {
-        Ok(metrics) => (true, false, None, metrics),
-        Err(error) => {
-            let saturated = error
-                .downcast_ref::<crate::session::DidNotKeepUp>()
-                .is_some();
-            (false, saturated, Some(format!("{error:#}")), Metrics::new())
-        }
-    };
-    Record {
-        scenario: scenario.to_owned(),
-        server: server_kind,
-        x,
-        repeat,
-        ok,
-        saturated,
-        error,
-        metrics,
-        variant: None,
-    }
+    Record::from_outcome(scenario, server_kind, x, repeat, None, outcome)
 }
 
 fn save(results: &Results, path: &Path) -> anyhow::Result<()> {

@@ -180,34 +180,18 @@ pub(crate) async fn run_cell(
             consume: Some(cell.variant.consume()),
         };
         let mut server = servers::start_weft_cluster(&spec, programs, scratch)?;
-        measure(&server, cell, sizes).await.map_err(|error| {
-            error.context(format!(
-                "server logs kept in {}",
-                server.keep_logs().display()
-            ))
-        })
+        let measured = measure(&server, cell, sizes).await;
+        server.with_logs(measured)
     }
     .await;
-    let (ok, saturated, error, metrics) = match outcome {
-        Ok(metrics) => (true, false, None, metrics),
-        Err(error) => {
-            let saturated = error
-                .downcast_ref::<crate::session::DidNotKeepUp>()
-                .is_some();
-            (false, saturated, Some(format!("{error:#}")), Metrics::new())
-        }
-    };
-    Record {
-        scenario: "scale".to_owned(),
-        server: ServerKind::WeftCluster,
-        x: cell.nodes as f64,
+    Record::from_outcome(
+        "scale",
+        ServerKind::WeftCluster,
+        cell.nodes as f64,
         repeat,
-        ok,
-        saturated,
-        error,
-        metrics,
-        variant: Some(cell.variant),
-    }
+        Some(cell.variant),
+        outcome,
+    )
 }
 
 /// What one node's `/metrics` says about its bus.

@@ -139,15 +139,7 @@ pub(crate) fn start(
     scratch: &Path,
 ) -> anyhow::Result<RunningServer> {
     let work_dir = scratch.join(format!("{kind:?}-{}", crate::clock::nanos()));
-    std::fs::create_dir_all(&work_dir).context("create work dir")?;
-    let mut server = RunningServer {
-        kind,
-        endpoints: Vec::new(),
-        server_pids: Vec::new(),
-        children: Vec::new(),
-        work_dir: work_dir.clone(),
-        keep_work_dir: false,
-    };
+    let mut server = RunningServer::empty(kind, &work_dir)?;
     if let Err(error) = launch(kind, programs, &work_dir, &mut server) {
         let logs = server.keep_logs().display().to_string();
         return Err(error.context(format!("start {} (logs in {logs})", kind.label())));
@@ -253,15 +245,7 @@ pub(crate) fn start_weft_cluster(
 ) -> anyhow::Result<RunningServer> {
     let kind = ServerKind::WeftCluster;
     let work_dir = scratch.join(format!("{kind:?}-{}-{}", spec.nodes, crate::clock::nanos()));
-    std::fs::create_dir_all(&work_dir).context("create work dir")?;
-    let mut server = RunningServer {
-        kind,
-        endpoints: Vec::new(),
-        server_pids: Vec::new(),
-        children: Vec::new(),
-        work_dir: work_dir.clone(),
-        keep_work_dir: false,
-    };
+    let mut server = RunningServer::empty(kind, &work_dir)?;
     if let Err(error) = launch_weft_cluster(spec, programs, &work_dir, &mut server) {
         let logs = server.keep_logs().display().to_string();
         return Err(error.context(format!("start {} Weft nodes (logs in {logs})", spec.nodes)));
@@ -332,6 +316,31 @@ fn node_name(index: usize) -> String {
 }
 
 impl RunningServer {
+    /// A server of `kind` with nothing started yet, its work directory
+    /// created.
+    fn empty(kind: ServerKind, work_dir: &Path) -> anyhow::Result<RunningServer> {
+        std::fs::create_dir_all(work_dir).context("create work dir")?;
+        Ok(RunningServer {
+            kind,
+            endpoints: Vec::new(),
+            server_pids: Vec::new(),
+            children: Vec::new(),
+            work_dir: work_dir.to_owned(),
+            keep_work_dir: false,
+        })
+    }
+
+    /// `result`, with a failure saying where this server's logs are kept
+    /// (and keeping them).
+    pub(crate) fn with_logs<T>(&mut self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        result.map_err(|error| {
+            error.context(format!(
+                "server logs kept in {}",
+                self.keep_logs().display()
+            ))
+        })
+    }
+
     fn add(&mut self, child: Child, port: u16, dialect: Dialect) {
         self.server_pids.push(child.id());
         self.children.push(child);
