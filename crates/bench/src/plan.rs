@@ -158,7 +158,7 @@ impl Sizes {
                 latency_rates: vec![100.0, 500.0, 1_000.0, 2_000.0, 4_000.0],
                 latency_seconds: 10.0,
                 fanout_readers: 1_000,
-                fanout_rates: vec![20.0, 100.0, 200.0],
+                fanout_rates: vec![20.0, 100.0, 200.0, 400.0, 800.0],
                 fanout_seconds: 10.0,
                 throughput_docs: 50,
                 throughput_rates: vec![1_000.0, 4_000.0],
@@ -379,8 +379,27 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
                 if !args.servers.is_empty() && !args.servers.contains(&server) {
                     continue;
                 }
+                // Rates ascend: once a server saturated at one, a higher one
+                // would only wait out its deadline, so it is not run.
+                let mut saturated_at: Option<f64> = None;
                 for &x in &xs {
-                    let record = run_one(scenario, server, x, repeat, &setup).await;
+                    let record = match saturated_at {
+                        Some(lower) if rated(scenario) => Record::from_outcome(
+                            scenario,
+                            server,
+                            x,
+                            repeat,
+                            None,
+                            Err(crate::session::DidNotKeepUp(format!(
+                                "not run: saturated at {lower} updates/s in this repeat"
+                            ))
+                            .into()),
+                        ),
+                        _ => run_one(scenario, server, x, repeat, &setup).await,
+                    };
+                    if record.saturated && saturated_at.is_none() {
+                        saturated_at = Some(x);
+                    }
                     let status = match (&record.error, record.saturated) {
                         (None, _) => "ok".to_owned(),
                         (Some(error), true) => format!("SATURATED: {error}"),
@@ -398,6 +417,11 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
         }
     }
     Ok(results)
+}
+
+/// Scenarios whose x is an offered rate, run in ascending order.
+fn rated(scenario: &str) -> bool {
+    matches!(scenario, "latency" | "fanout" | "throughput")
 }
 
 /// What every run shares.

@@ -86,6 +86,8 @@ pub struct KafkaBus {
     counters: Arc<Counters>,
     live_stats: Arc<LiveStats>,
     live: Arc<Live>,
+    /// Bounds the replays running at once (see [`MAX_CONCURRENT_REPLAYS`]).
+    replays: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -116,6 +118,7 @@ impl KafkaBus {
             counters: Arc::new(Counters::default()),
             live_stats: Arc::default(),
             live: Arc::default(),
+            replays: tokio::sync::Semaphore::new(MAX_CONCURRENT_REPLAYS),
         })
     }
 
@@ -337,6 +340,20 @@ impl KafkaBus {
     }
 }
 
+/// Replays running at once. Each is a librdkafka consumer of its own
+/// (threads, buffers) on a blocking thread; when a node takes over hundreds
+/// of documents at once (a reconnect storm after another node died), an
+/// unbounded number of them left the process's memory several times its
+/// size before the storm once it was over (glibc keeps what many threads
+/// freed). The rest wait their turn; each replay takes milliseconds.
+const MAX_CONCURRENT_REPLAYS: usize = 8;
+
+/// Publish batches awaiting the broker's acknowledgement at once: enough
+/// that a batch never waits for the previous one's round trip, few enough
+/// to bound what a broker outage leaves pending (1,024 updates a batch at
+/// most).
+const PUBLISH_DEPTH: usize = 8;
+
 #[async_trait]
 impl MessageBus for KafkaBus {
     fn origin(&self) -> &Origin {
@@ -387,6 +404,13 @@ impl MessageBus for KafkaBus {
             self.renew_producer(producer.generation);
         }
         results
+    }
+
+    /// `publish` hands every record to librdkafka's queue before it first
+    /// waits, and the idempotent producer keeps a partition's order across
+    /// requests, so batches can be in flight together.
+    fn publish_depth(&self) -> usize {
+        PUBLISH_DEPTH
     }
 
     fn publish_ephemeral(&self, record: Record) {
@@ -446,6 +470,11 @@ impl MessageBus for KafkaBus {
         let doc = doc.to_owned();
         let live = self.live.clone();
         let held = self.held_partitions(&doc, topics);
+        let _permit = self
+            .replays
+            .acquire()
+            .await
+            .map_err(|error| BusError::Replay(Box::new(error)))?;
         tokio::task::spawn_blocking(move || {
             // First the live consumer reads the partition (from its end
             // now), then the replay reads up to the end: no gap between.

@@ -138,14 +138,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "WEFT_SNAPSHOT_MAX_UPDATES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) snapshot_max_updates: u64,
 
-    /// Group commit: how long the committer keeps collecting updates into
-    /// one transaction after taking every update already waiting. Adds at
-    /// most this much latency. At 0 a lone update is committed at once and
-    /// the updates that arrive during a commit form the next: lower median
-    /// latency at low load, but more, smaller commits and a longer tail
-    /// from 500 updates/s up (measured against a Kafka-API broker).
-    #[arg(long, env = "WEFT_COMMIT_WINDOW", default_value = "2ms", value_parser = parse_duration)]
-    pub(crate) commit_window: Duration,
+    /// Group commit: how long a batch of updates keeps collecting after its
+    /// first update before it is committed (one SQLite transaction; in a
+    /// cluster, one publish). Default: 2ms embedded, 0 in a cluster. In a
+    /// cluster several batches are in flight at once, a batch goes at once
+    /// when none is, and the window only bounds how long updates collect
+    /// while batches are in flight; the producer's --kafka-linger-ms batches
+    /// too. Embedded, 0 commits a lone update at once and what arrives
+    /// during a commit forms the next (more, smaller transactions).
+    #[arg(long, env = "WEFT_COMMIT_WINDOW", value_parser = parse_duration)]
+    pub(crate) commit_window: Option<Duration>,
 
     /// Broadcast batching: a document with at least
     /// --broadcast-batch-min-sessions sessions whose last update broadcast

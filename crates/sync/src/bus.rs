@@ -222,6 +222,16 @@ pub trait MessageBus: Send + Sync + Debug + 'static {
     /// keep their order.
     async fn publish(&self, records: &[Record]) -> Vec<Result<Position, BusError>>;
 
+    /// How many [`publish`](Self::publish) batches may await their
+    /// acknowledgements at once. More than one only for a bus whose
+    /// `publish` has handed every record, in order, to its log's send queue
+    /// by the time the future first returns `Pending` (Kafka: the
+    /// producer's queue): the committer then publishes the next batch while
+    /// earlier ones wait, and records keep their order across batches.
+    fn publish_depth(&self) -> usize {
+        1
+    }
+
     /// Publishes an awareness change or heartbeat without waiting. It may be
     /// lost (and is counted) if the bus is down or its queue is full.
     fn publish_ephemeral(&self, record: Record);

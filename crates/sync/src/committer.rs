@@ -3,30 +3,41 @@
 //! On stop, the queue is closed to new submissions and drained: everything
 //! already submitted is committed before the loop ends.
 //!
-//! Sessions submit updates through a bounded channel. One task takes every
-//! waiting submission, keeps collecting for at most
-//! [`CommitterConfig::window`] (2 ms by default; at zero, what arrives
-//! during a publish forms the next batch) or until
-//! [`CommitterConfig::max_batch`],
-//! publishes the batch to the [`MessageBus`] (embedded: one SQLite
-//! transaction; Kafka: every record acknowledged with `acks=all`), and then,
-//! in order, hands each durable update to the [`Documents`] (apply and
-//! broadcast) and resolves its submitter's acknowledgement.
+//! Sessions submit updates through a bounded channel. One task forms
+//! batches: a batch goes when [`CommitterConfig::window`] (2 ms by default)
+//! has passed since its first update, or when it holds
+//! [`CommitterConfig::max_batch`] updates; at a zero window, what arrives
+//! while a batch is being published forms the next. The batch is published
+//! to the [`MessageBus`] (embedded: one SQLite transaction; Kafka: every
+//! record acknowledged with `acks=all`), and then, in order, each durable
+//! update is handed to the [`Documents`] (apply and broadcast) and its
+//! submitter's acknowledgement resolves.
+//!
+//! A bus that keeps several batches in flight (Kafka, see
+//! [`MessageBus::publish_depth`]) is pipelined: a batch goes at once when
+//! nothing is in flight, and while batches are in flight the next one
+//! collects for at most the window; answers are still applied in the order
+//! the batches went.
 //!
 //! A record the bus did not acknowledge fails its submission: the session is
 //! closed and its client re-sends the update when it reconnects. Nothing is
 //! applied that the log does not hold, so no node shows what the cluster
 //! will not see.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Span, debug, debug_span, warn};
 
-use crate::bus::{MessageBus, Record, RecordKind};
+use crate::bus::{BusError, MessageBus, Position, Record, RecordKind};
 use crate::metrics::SyncMetrics;
 use crate::registry::Documents;
 use crate::session::SessionId;
@@ -136,61 +147,167 @@ async fn commit_loop(
     mut receiver: mpsc::Receiver<Submission>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut batch: Vec<Submission> = Vec::with_capacity(config.max_batch);
+    let depth = bus.publish_depth().max(1);
+    let mut forming = Forming::new(&config, depth);
+    let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+    let mut closed = false;
     loop {
-        let next = tokio::select! {
+        if forming.ready(in_flight.len(), closed) {
+            let batch = forming.take();
+            let records = batch_records(&documents, &batch);
+            let mut publishing = publish(Arc::clone(&bus), batch, records);
+            // The first poll hands the records to the bus's send queue,
+            // before the next batch is formed (see
+            // `MessageBus::publish_depth`).
+            match futures::poll!(&mut publishing) {
+                Poll::Ready(published) => {
+                    finish_batch(bus.as_ref(), &documents, &metrics, published);
+                }
+                Poll::Pending => in_flight.push_back(publishing),
+            }
+            continue;
+        }
+        if closed && forming.is_empty() && in_flight.is_empty() {
+            break;
+        }
+        let window_end = forming.window_end(in_flight.len());
+        tokio::select! {
             biased;
-            next = receiver.recv() => next,
+            Some(published) = in_flight.next(), if !in_flight.is_empty() => {
+                finish_batch(bus.as_ref(), &documents, &metrics, published);
+            }
+            next = receiver.recv(), if !closed && !forming.is_full() => match next {
+                Some(submission) => {
+                    forming.push(submission);
+                    while !forming.is_full() {
+                        match receiver.try_recv() {
+                            Ok(submission) => forming.push(submission),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => closed = true,
+            },
+            () = sleep_until_some(window_end), if window_end.is_some() => {}
             () = stop.cancelled(), if !receiver.is_closed() => {
                 // Refuse new submissions but commit every queued one.
                 receiver.close();
-                continue;
             }
-        };
-        let Some(first) = next else { break };
-        batch.push(first);
-        collect_batch(&mut receiver, &mut batch, &config).await;
-        commit_batch(bus.as_ref(), &documents, &metrics, &mut batch).await;
+        }
     }
     debug!("committer drained and stopped");
 }
 
-/// Adds every submission already queued to `batch`, then keeps collecting
-/// until the window closes or the batch is full.
-///
-/// With a zero window this is "smart batching": a lone update is published
-/// at once, and whatever arrives while a batch is being published forms the
-/// next one, so batches grow with the load and no update waits for a timer.
-async fn collect_batch(
-    receiver: &mut mpsc::Receiver<Submission>,
-    batch: &mut Vec<Submission>,
-    config: &CommitterConfig,
-) {
-    while batch.len() < config.max_batch {
-        match receiver.try_recv() {
-            Ok(submission) => batch.push(submission),
-            Err(_) => break,
-        }
-    }
-    if config.window.is_zero() {
-        return;
-    }
-    let deadline = Instant::now() + config.window;
-    while batch.len() < config.max_batch {
-        match tokio::time::timeout_at(deadline, receiver.recv()).await {
-            Ok(Some(submission)) => batch.push(submission),
-            Ok(None) | Err(_) => break,
-        }
+async fn sleep_until_some(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
     }
 }
 
-async fn commit_batch(
-    bus: &dyn MessageBus,
-    documents: &Documents,
-    metrics: &SyncMetrics,
-    batch: &mut Vec<Submission>,
-) {
-    let mut records: Vec<Record> = batch
+/// The batch being formed, and when it may go.
+///
+/// A batch goes when it is full, or once [`CommitterConfig::window`] has
+/// passed since its first update, and only while fewer than the bus's
+/// [`publish_depth`](MessageBus::publish_depth) batches are in flight.
+/// A pipelined bus (depth above one, Kafka) also takes a batch at once when
+/// nothing is in flight: a lone update never waits for a timer, and under
+/// load, batches go at most once per window while earlier ones are in
+/// flight. A batch holding a deletion waits until nothing is in flight,
+/// because the deletion names everything committed before it.
+struct Forming {
+    batch: Vec<Submission>,
+    since: Option<Instant>,
+    window: Duration,
+    max_batch: usize,
+    depth: usize,
+    has_deletion: bool,
+}
+
+impl Forming {
+    fn new(config: &CommitterConfig, depth: usize) -> Self {
+        Self {
+            batch: Vec::with_capacity(config.max_batch),
+            since: None,
+            window: config.window,
+            max_batch: config.max_batch.max(1),
+            depth,
+            has_deletion: false,
+        }
+    }
+
+    fn push(&mut self, submission: Submission) {
+        self.since.get_or_insert_with(Instant::now);
+        self.has_deletion |= submission.kind == RecordKind::Delete;
+        self.batch.push(submission);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.batch.len() >= self.max_batch
+    }
+
+    /// Whether the batch goes now, with `in_flight` batches awaiting their
+    /// acknowledgements; `closed`: no more submissions will come.
+    fn ready(&self, in_flight: usize, closed: bool) -> bool {
+        let Some(since) = self.since else {
+            return false;
+        };
+        if in_flight >= self.depth || (self.has_deletion && in_flight > 0) {
+            return false;
+        }
+        closed
+            || self.is_full()
+            || (self.depth > 1 && in_flight == 0)
+            || since.elapsed() >= self.window
+    }
+
+    /// When the window of the batch runs out, if the batch waits for it
+    /// (not if it waits for batches in flight: their answers wake the
+    /// loop).
+    fn window_end(&self, in_flight: usize) -> Option<Instant> {
+        if in_flight >= self.depth || (self.has_deletion && in_flight > 0) {
+            return None;
+        }
+        self.since.map(|since| since + self.window)
+    }
+
+    fn take(&mut self) -> Vec<Submission> {
+        self.since = None;
+        self.has_deletion = false;
+        std::mem::replace(&mut self.batch, Vec::with_capacity(self.max_batch))
+    }
+}
+
+/// A batch being published.
+type InFlight = Pin<Box<dyn Future<Output = Published> + Send>>;
+
+/// A batch the bus answered for.
+struct Published {
+    batch: Vec<Submission>,
+    records: Vec<Record>,
+    results: Vec<Result<Position, BusError>>,
+    started: std::time::Instant,
+}
+
+fn publish(bus: Arc<dyn MessageBus>, batch: Vec<Submission>, records: Vec<Record>) -> InFlight {
+    Box::pin(async move {
+        let started = std::time::Instant::now();
+        let results = bus.publish(&records).await;
+        Published {
+            batch,
+            records,
+            results,
+            started,
+        }
+    })
+}
+
+/// The records of `batch`, each with its publish span.
+fn batch_records(documents: &Documents, batch: &[Submission]) -> Vec<Record> {
+    batch
         .iter()
         .enumerate()
         .map(|(index, submission)| Record {
@@ -203,9 +320,23 @@ async fn commit_batch(
             origin_session: submission.origin.raw(),
             span: debug_span!(parent: &submission.span, "publish", doc = %submission.doc, batch = batch.len()),
         })
-        .collect();
-    let started = std::time::Instant::now();
-    let mut results = bus.publish(&records).await;
+        .collect()
+}
+
+/// Applies what the bus acknowledged, in order, and answers every
+/// submitter.
+fn finish_batch(
+    bus: &dyn MessageBus,
+    documents: &Documents,
+    metrics: &SyncMetrics,
+    published: Published,
+) {
+    let Published {
+        mut batch,
+        mut records,
+        mut results,
+        started,
+    } = published;
     for record in &mut records {
         record.span = Span::none(); // ends its publish span
     }

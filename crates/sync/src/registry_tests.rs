@@ -832,3 +832,136 @@ async fn a_busy_document_batches_its_broadcasts_and_skips_each_origin() {
     all.sort_unstable();
     assert_eq!(all.into_iter().collect::<String>(), "abcxy");
 }
+
+/// A bus that takes several batches at once (as Kafka does): it records
+/// what it was handed when a publish is first polled, then holds each batch
+/// until the test lets one through, then appends it to a real log.
+#[derive(Debug)]
+struct GatedBus {
+    inner: crate::LogBus,
+    handed: parking_lot::Mutex<Vec<Vec<u8>>>,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl crate::MessageBus for GatedBus {
+    fn origin(&self) -> &crate::Origin {
+        self.inner.origin()
+    }
+
+    async fn publish(
+        &self,
+        records: &[crate::Record],
+    ) -> Vec<Result<crate::Position, crate::BusError>> {
+        self.handed
+            .lock()
+            .extend(records.iter().map(|record| record.payload.to_vec()));
+        let Ok(permit) = self.gate.acquire().await else {
+            return records
+                .iter()
+                .map(|_| Err(crate::BusError::NotConnected))
+                .collect();
+        };
+        permit.forget();
+        self.inner.publish(records).await
+    }
+
+    fn publish_depth(&self) -> usize {
+        4
+    }
+
+    fn publish_ephemeral(&self, record: crate::Record) {
+        self.inner.publish_ephemeral(record);
+    }
+
+    async fn subscribe(
+        &self,
+        interest: Arc<dyn crate::Interest>,
+    ) -> Result<mpsc::Receiver<crate::Delivery>, crate::BusError> {
+        self.inner.subscribe(interest).await
+    }
+
+    async fn replay(
+        &self,
+        doc: &str,
+        after: Option<crate::Position>,
+    ) -> Result<Vec<crate::Replayed>, crate::BusError> {
+        self.inner.replay(doc, after).await
+    }
+
+    async fn check(&self) -> Result<(), crate::BusError> {
+        self.inner.check().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pipelined_bus_gets_the_next_batch_before_the_first_is_acknowledged() {
+    let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+    let bus = Arc::new(GatedBus {
+        inner: crate::LogBus::new(store.clone(), "a"),
+        handed: parking_lot::Mutex::new(Vec::new()),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let node = Registry::start(store.clone(), bus.clone(), cluster_config());
+    let alice = join(&node, "doc", 64).await;
+    let mut bob = join(&node, "doc", 64).await;
+    let handed = |count: usize| {
+        let bus = bus.clone();
+        async move {
+            for _ in 0..1_000 {
+                if bus.handed.lock().len() >= count {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("the bus was not handed {count} records");
+        }
+    };
+
+    let first = text_update(1, "a");
+    let second = text_update(2, "b");
+    let first_ack = alice
+        .session
+        .submit_update(first.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    handed(1).await;
+    let second_ack = alice
+        .session
+        .submit_update(second.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    handed(2).await;
+    assert_eq!(
+        *bus.handed.lock(),
+        vec![first.clone(), second.clone()],
+        "handed in order, the second before the first was acknowledged"
+    );
+    assert!(
+        bob.frames.try_recv().is_err(),
+        "nothing is broadcast before it is durable"
+    );
+
+    bus.gate.add_permits(2);
+    first_ack.wait().await.expect("first committed");
+    second_ack.wait().await.expect("second committed");
+    let mut received = Vec::new();
+    for _ in 0..2 {
+        received.push(
+            next_message(&mut bob, |message| match message {
+                Message::Sync(SyncMessage::Update(update)) => Some(update),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    assert_eq!(
+        received,
+        vec![first.clone(), second.clone()],
+        "applied and broadcast in order"
+    );
+    assert_eq!(server_text(&bob), text_of(&[first, second]));
+    node.shutdown().await;
+}
