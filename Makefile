@@ -57,7 +57,7 @@ build: $(WEB_BUILT) ## debug build of the weft binary
 	$(CARGO) build --locked -p weft-server
 
 .PHONY: test
-test: lint unit e2e e2e-python deploy-check deny ## everything: lints, unit and gateway tests, end-to-end with real clients, dependency checks
+test: lint unit e2e e2e-python bench-check deploy-check deny ## everything: lints, unit and gateway tests, end-to-end with real clients, the short benchmark, dependency checks
 
 .PHONY: lint
 lint: $(WEB_BUILT) ## rustfmt and clippy (warnings are errors)

@@ -14,7 +14,7 @@ BENCH_REPEATS ?=
 # Weft's --kafka-fetch-wait-ms in two-node runs: Tansu answers a fetch only
 # after the full wait, so this is a floor under cross-node latency.
 BENCH_KAFKA_FETCH_WAIT_MS ?= 1
-REDIS_SERVER ?= $(shell command -v redis-server)
+REDIS_SERVER ?= $(or $(shell command -v redis-server),/usr/bin/redis-server)
 # Scenario 5's editing trace (automerge-paper, gzip JSON in the
 # editing-traces format). By default the copy beside the repository, if
 # there is one; without a trace, scenario 5 is skipped (and says so in the
@@ -27,17 +27,35 @@ $(BENCH_PEERS_BUILT): bench/peers/package.json bench/peers/package-lock.json
 	cd bench/peers && npm ci --no-audit --no-fund --cache $(NPM_CACHE) --prefer-offline
 	touch $@
 
-.PHONY: bench
-# web/.built: the editor page the weft binary embeds (the Makefile defines
-# WEB_BUILT after this file is included, so it is named here).
-bench: web/.built $(TANSU) $(BENCH_PEERS_BUILT) ## Weft vs its peers -> docs/BENCHMARKS.md (BENCH_MODE=short|full)
-	@test -n "$(REDIS_SERVER)" || { echo "make bench needs redis-server (Debian package redis-server)"; exit 1; }
-	$(CARGO) build --release --locked -p weft-server -p weft-bench
-	ulimit -n "$$(ulimit -Hn)"; ./target/release/weft-bench run \
-	  --mode $(BENCH_MODE) $(if $(BENCH_REPEATS),--repeats $(BENCH_REPEATS)) \
+# The driver's command line, less where it writes.
+BENCH_RUN = ulimit -n "$$(ulimit -Hn)"; ./target/release/weft-bench run \
 	  --weft ./target/release/weft --peers-dir bench/peers \
 	  --tansu $(TANSU) --redis-server $(REDIS_SERVER) \
 	  --kafka-fetch-wait-ms $(BENCH_KAFKA_FETCH_WAIT_MS) \
-	  $(if $(BENCH_TRACE),--trace $(BENCH_TRACE)) \
+	  $(if $(BENCH_TRACE),--trace $(BENCH_TRACE))
+
+.PHONY: bench
+# web/.built: the editor page the weft binary embeds (the Makefile defines
+# WEB_BUILT after this file is included, so it is named here).
+bench: web/.built $(TANSU) $(BENCH_PEERS_BUILT) redis-server-bin ## Weft vs its peers -> docs/BENCHMARKS.md (BENCH_MODE=short|full)
+	$(CARGO) build --release --locked -p weft-server -p weft-bench
+	$(BENCH_RUN) --mode $(BENCH_MODE) $(if $(BENCH_REPEATS),--repeats $(BENCH_REPEATS)) \
 	  --results target/bench/results-$(BENCH_MODE).json \
 	  --markdown docs/BENCHMARKS.md --plots docs/bench
+
+.PHONY: bench-check
+# Part of `make test`: the short mode, every scenario against every server,
+# with each run's correctness check (every update delivered exactly once,
+# replicas equal). It fails if a run of Weft fails; the report goes under
+# target/, so the committed full report stays as it is.
+bench-check: web/.built $(TANSU) $(BENCH_PEERS_BUILT) redis-server-bin ## the short benchmark as a check; report in target/bench/check/
+	$(CARGO) build --release --locked -p weft-server -p weft-bench
+	$(BENCH_RUN) --mode short --scratch target/bench/check/work \
+	  --results target/bench/check/results.json \
+	  --markdown target/bench/check/BENCHMARKS.md --plots target/bench/check/bench
+
+.PHONY: redis-server-bin
+redis-server-bin: ## Debian's redis-server for Hocuspocus's two-node runs, unless REDIS_SERVER is there
+	@if [ ! -x "$(REDIS_SERVER)" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	fi

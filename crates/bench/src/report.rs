@@ -215,9 +215,9 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
          latency is from the writer's send to the reader's receipt, in ms. y-websocket-server has no clustering, so the peer is \
          Hocuspocus as two nodes with its Redis extension. Weft's two nodes share a Tansu broker, which answers a fetch only after \
          the full fetch wait (here {} ms). Server CPU is both nodes' (not the broker's or Redis's), while updates flowed (connecting and the final check left out). Weft applies and forwards an \
-         update only once it is durable (the 2 ms group-commit window, then `acks=all` at the broker, then node B's fetch), so \
-         its latency has a floor of a few milliseconds that Hocuspocus, which forwards through Redis pub/sub before storing \
-         anything, does not pay.\n",
+         update only once it is durable (published at once with up to 8 batches in flight, librdkafka's 1 ms linger, `acks=all` \
+         at the broker, then node B's fetch), so its latency has a floor of a few milliseconds that Hocuspocus, which forwards \
+         through Redis pub/sub before storing anything, does not pay.\n",
         sizes.latency_writers,
         sizes.latency_readers,
         sizes.latency_seconds,
@@ -253,7 +253,9 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
          are the updates readers received over the session's length (the writer's rate times the readers while the server keeps \
          up). Driver CPU is the load driver's own, to show it was not the bottleneck. Since the rate is offered, the capacity \
          comparison is deliveries per CPU second of the server (the server's user + system time from /proc, from every client \
-         synced to the last reader done: connecting and the final check are left out).\n",
+         synced to the last reader done: connecting and the final check are left out). The driver runs on the same two cores: \
+         where its CPU seconds approach twice the session's length, the machine, not the server, sets the latency. A server that \
+         saturated at one rate is not run at higher ones in the same repeat.\n",
         sizes.fanout_readers, sizes.fanout_seconds
     );
     let fanout_columns = [
@@ -363,7 +365,7 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
         out.push_str(
             "\n## Failed and saturated runs\n\nA saturated run is one whose updates were still arriving at its deadline (the \
              offered rate was more than the server, or the driver, could deliver): a result, not a failed check. Any other \
-             entry is a failed check and fails `make bench`.\n\n",
+             entry is a failed check; one of Weft fails `make bench`, one of a peer is reported here only.\n\n",
         );
         for record in failures {
             let _ = writeln!(

@@ -8,8 +8,9 @@ use crate::servers::ServerKind;
 /// The report's opening: what was run and how to run it again.
 pub(crate) const INTRO: &str = "# Benchmarks
 
-Written by `make bench` (`BENCH_MODE=short`, the default, takes a minute or
-two and is what CI can run; `BENCH_MODE=full` is the published run, by hand).
+Written by `make bench` (`BENCH_MODE=short`, the default, takes a few
+minutes; `make test` runs it as `make bench-check`, writing under `target/`;
+`BENCH_MODE=full` is the published run, by hand).
 Do not edit by hand: run it again.
 
 The load driver is `weft-bench` (crates/bench), a Rust binary that speaks
@@ -18,7 +19,7 @@ receives. Writers stamp each update with its send time, so readers measure
 latency. **Every run is checked**: every reader received every update once
 and in order, all replicas' state vectors are equal, and a fresh client of
 every node loads the same state; a run that fails its check is listed under
-Failed runs and fails `make bench`. Every server is started fresh for every
+Failed runs, and a failed run of Weft fails `make bench` (a peer's only warns). Every server is started fresh for every
 run, on 127.0.0.1.
 
 Cells are the median over the repeats, with the minimum–maximum in brackets
