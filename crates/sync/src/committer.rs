@@ -226,7 +226,7 @@ struct Forming {
 impl Forming {
     fn new(config: &CommitterConfig, depth: usize) -> Self {
         Self {
-            batch: Vec::with_capacity(config.max_batch),
+            batch: Vec::new(),
             since: None,
             window: config.window,
             max_batch: config.max_batch.max(1),
@@ -255,7 +255,7 @@ impl Forming {
         let Some(since) = self.since else {
             return false;
         };
-        if in_flight >= self.depth || (self.has_deletion && in_flight > 0) {
+        if self.waits_for_in_flight(in_flight) {
             return false;
         }
         closed
@@ -268,16 +268,24 @@ impl Forming {
     /// (not if it waits for batches in flight: their answers wake the
     /// loop).
     fn window_end(&self, in_flight: usize) -> Option<Instant> {
-        if in_flight >= self.depth || (self.has_deletion && in_flight > 0) {
+        if self.waits_for_in_flight(in_flight) {
             return None;
         }
         self.since.map(|since| since + self.window)
     }
 
+    /// Whether the batch cannot go until a batch in flight is answered: the
+    /// pipeline is full, or the batch holds a deletion.
+    fn waits_for_in_flight(&self, in_flight: usize) -> bool {
+        in_flight >= self.depth || (self.has_deletion && in_flight > 0)
+    }
+
     fn take(&mut self) -> Vec<Submission> {
         self.since = None;
         self.has_deletion = false;
-        std::mem::replace(&mut self.batch, Vec::with_capacity(self.max_batch))
+        // The batch moves into its publish; a fresh one grows with the load
+        // instead of reserving `max_batch` slots for every lone update.
+        std::mem::take(&mut self.batch)
     }
 }
 

@@ -839,8 +839,22 @@ async fn a_busy_document_batches_its_broadcasts_and_skips_each_origin() {
 #[derive(Debug)]
 struct GatedBus {
     inner: crate::LogBus,
-    handed: parking_lot::Mutex<Vec<Vec<u8>>>,
+    handed: tokio::sync::watch::Sender<Vec<Vec<u8>>>,
     gate: tokio::sync::Semaphore,
+}
+
+impl GatedBus {
+    /// Waits until the bus was handed `count` records.
+    async fn handed(&self, count: usize) {
+        let mut handed = self.handed.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            handed.wait_for(|records| records.len() >= count),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the bus was not handed {count} records"))
+        .expect("the bus is alive");
+    }
 }
 
 #[async_trait]
@@ -853,9 +867,9 @@ impl crate::MessageBus for GatedBus {
         &self,
         records: &[crate::Record],
     ) -> Vec<Result<crate::Position, crate::BusError>> {
-        self.handed
-            .lock()
-            .extend(records.iter().map(|record| record.payload.to_vec()));
+        self.handed.send_modify(|handed| {
+            handed.extend(records.iter().map(|record| record.payload.to_vec()));
+        });
         let Ok(permit) = self.gate.acquire().await else {
             return records
                 .iter()
@@ -899,24 +913,12 @@ async fn a_pipelined_bus_gets_the_next_batch_before_the_first_is_acknowledged() 
     let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
     let bus = Arc::new(GatedBus {
         inner: crate::LogBus::new(store.clone(), "a"),
-        handed: parking_lot::Mutex::new(Vec::new()),
+        handed: tokio::sync::watch::Sender::new(Vec::new()),
         gate: tokio::sync::Semaphore::new(0),
     });
     let node = Registry::start(store.clone(), bus.clone(), cluster_config());
     let alice = join(&node, "doc", 64).await;
     let mut bob = join(&node, "doc", 64).await;
-    let handed = |count: usize| {
-        let bus = bus.clone();
-        async move {
-            for _ in 0..1_000 {
-                if bus.handed.lock().len() >= count {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            panic!("the bus was not handed {count} records");
-        }
-    };
 
     let first = text_update(1, "a");
     let second = text_update(2, "b");
@@ -926,16 +928,16 @@ async fn a_pipelined_bus_gets_the_next_batch_before_the_first_is_acknowledged() 
         .await
         .unwrap()
         .unwrap();
-    handed(1).await;
+    bus.handed(1).await;
     let second_ack = alice
         .session
         .submit_update(second.clone())
         .await
         .unwrap()
         .unwrap();
-    handed(2).await;
+    bus.handed(2).await;
     assert_eq!(
-        *bus.handed.lock(),
+        *bus.handed.borrow(),
         vec![first.clone(), second.clone()],
         "handed in order, the second before the first was acknowledged"
     );
