@@ -1,8 +1,8 @@
 # `make bench`: Weft against its peers, written to docs/BENCHMARKS.md.
 #
-# BENCH_MODE=short (default): small sizes, one run of each cell, a minute or
-# two; what CI could afford. BENCH_MODE=full: the published sizes, three runs
-# of each cell (BENCH_REPEATS overrides), by hand.
+# BENCH_MODE=short (default): small sizes, one run of each cell, two to three
+# minutes; `make test` runs it as bench-check. BENCH_MODE=full: the published
+# sizes, three runs of each cell (BENCH_REPEATS overrides), by hand.
 #
 # The peers (@y/websocket-server, @hocuspocus/server, its Redis extension)
 # are installed from npm into bench/peers, pinned by its package-lock.json.

@@ -54,7 +54,7 @@ enum Command {
     Report(ReportArgs),
 }
 
-/// Sizes: `short` is what CI can afford (a minute or two), `full` is the
+/// Sizes: `short` is what CI can afford (two to three minutes), `full` is the
 /// published run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Mode {
