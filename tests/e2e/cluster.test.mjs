@@ -347,21 +347,38 @@ e2e('cluster: a malformed record in the topic is skipped; nodes keep serving and
   // partition (the one its records go to) and decode what lands there.
   const held = await eventuallyAssigned(nodes[0], topic, (p) => p.updates.size === 1, 'node-0 holding the document')
   produceGarbage(topic, key, [...held.updates][0], 2)
+  // Both nodes read the two records and skip them before anything else is
+  // written to the partition. The broker's own producer may acknowledge
+  // before its records are readable; a record written after them could then
+  // be fetched first and move a consumer past them, so wait here (bounded;
+  // the counter is not an event source).
+  for (const node of nodes) {
+    let skipped = 0
+    for (let attempt = 0; attempt < 200 && skipped < 2; attempt++) {
+      skipped = await malformedCount(node)
+      if (skipped < 2) await sleep(100)
+    }
+    assert.equal(skipped, 2, `${node.name} counted both malformed records`)
+    assert.match(node.logs(), /malformed record skipped/, `${node.name} logged the skip`)
+  }
   b.doc.getArray('array').push(['after'])
   await waitConverged([a, b], { types: TYPES, what: 'edits after the malformed records' })
   for (const node of nodes) assert.ok(node.running, `${node.name} still running`)
-  // A restarted node replays the partition, malformed record included.
+  // A restarted node loads its snapshot and replays the partition after it.
   await nodes[1].stop()
   await nodes[1].restart()
   const fresh = createClient(t, nodes[1], doc, { name: 'fresh@node-1' })
   await waitSynced(fresh, { timeout: 20000 })
   assert.deepEqual(fresh.doc.getArray('array').toJSON(), ['before', 'after'])
-  // The broker's own producer may acknowledge before the records are
-  // readable, so node-0's skip can come after the edits above: wait for
-  // it (bounded; its log is not an event source).
-  for (let attempt = 0; attempt < 100 && !/malformed record skipped/.test(nodes[0].logs()); attempt++) await sleep(100)
-  assert.match(nodes[0].logs(), /malformed record skipped/, 'node-0 logged the skip')
 })
+
+/** A node's count of bus records it skipped because they did not decode. */
+async function malformedCount (node) {
+  const res = await fetch(`${node.httpUrl}/metrics`, { signal: AbortSignal.timeout(5000) })
+  const match = (await res.text()).match(/^weft_bus_records_malformed_total (\S+)$/m)
+  assert.ok(match, 'the metric weft_bus_records_malformed_total is exported')
+  return Number(match[1])
+}
 
 e2e('cluster: a node is not ready until its broker answers, then serves without a restart', { skip, timeout: 60000 }, async (t) => {
   const brokerPort = await freePort()
