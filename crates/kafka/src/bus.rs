@@ -22,6 +22,7 @@ use crate::config::{KafkaConfig, KafkaConfigError};
 use crate::context::{LiveStats, WeftContext};
 use crate::envelope::{self, partition_for};
 use crate::live::{ConsumeScope, Live};
+use crate::replay::Replays;
 use crate::trace;
 
 /// How long one metadata or watermark request may take.
@@ -65,6 +66,8 @@ pub(crate) struct Counters {
     pub(crate) producers_replaced: AtomicU64,
     /// Live consumers replaced after they stalled.
     pub(crate) consumers_replaced: AtomicU64,
+    /// Passes over a partition that replayed documents.
+    pub(crate) replay_passes: AtomicU64,
 }
 
 impl Counters {
@@ -86,8 +89,8 @@ pub struct KafkaBus {
     counters: Arc<Counters>,
     live_stats: Arc<LiveStats>,
     live: Arc<Live>,
-    /// Bounds the replays running at once (see [`MAX_CONCURRENT_REPLAYS`]).
-    replays: tokio::sync::Semaphore,
+    /// Replays, coalesced per partition (see [`crate::replay`]).
+    replays: Arc<Replays>,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -118,7 +121,7 @@ impl KafkaBus {
             counters: Arc::new(Counters::default()),
             live_stats: Arc::default(),
             live: Arc::default(),
-            replays: tokio::sync::Semaphore::new(MAX_CONCURRENT_REPLAYS),
+            replays: Arc::default(),
         })
     }
 
@@ -181,6 +184,12 @@ impl KafkaBus {
     /// Records skipped because they did not decode.
     pub fn malformed_records(&self) -> u64 {
         self.counters.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Passes over a partition that replayed documents so far (several
+    /// documents of one partition loading at once share one).
+    pub fn replay_passes(&self) -> u64 {
+        self.counters.replay_passes.load(Ordering::Relaxed)
     }
 
     /// Awareness records and heartbeats that could not be handed to the
@@ -340,14 +349,6 @@ impl KafkaBus {
     }
 }
 
-/// Replays running at once. Each is a librdkafka consumer of its own
-/// (threads, buffers) on a blocking thread; when a node takes over hundreds
-/// of documents at once (a reconnect storm after another node died), an
-/// unbounded number of them left the process's memory several times its
-/// size before the storm once it was over (glibc keeps what many threads
-/// freed). The rest wait their turn; each replay takes milliseconds.
-const MAX_CONCURRENT_REPLAYS: usize = 8;
-
 /// Publish batches awaiting the broker's acknowledgement at once: enough
 /// that a batch never waits for the previous one's round trip, few enough
 /// to bound what a broker outage leaves pending (1,024 updates a batch at
@@ -465,27 +466,26 @@ impl MessageBus for KafkaBus {
         let after = after
             .filter(|position| position.partition == partition)
             .map(|position| position.offset);
-        let config = self.config.clone();
-        let counters = self.counters.clone();
         let doc = doc.to_owned();
-        let live = self.live.clone();
-        let held = self.held_partitions(&doc, topics);
-        let _permit = self
-            .replays
-            .acquire()
-            .await
-            .map_err(|error| BusError::Replay(Box::new(error)))?;
-        tokio::task::spawn_blocking(move || {
+        if let Some(held) = self.held_partitions(&doc, topics) {
             // First the live consumer reads the partition (from its end
             // now), then the replay reads up to the end: no gap between.
-            if let Some(held) = held {
-                live.hold(&doc, &held)
-                    .map_err(|error| BusError::Replay(Box::new(error)))?;
-            }
-            crate::replay::replay_partition(&config, partition, &doc, after, &counters)
-        })
-        .await
-        .map_err(|error| BusError::Replay(error.into()))?
+            let live = self.live.clone();
+            let holder = doc.clone();
+            tokio::task::spawn_blocking(move || live.hold(&holder, &held))
+                .await
+                .map_err(|error| BusError::Replay(error.into()))?
+                .map_err(|error| BusError::Replay(Box::new(error)))?;
+        }
+        self.replays
+            .replay(
+                self.config.clone(),
+                self.counters.clone(),
+                partition,
+                doc,
+                after,
+            )
+            .await
     }
 
     fn stats(&self) -> BusStats {

@@ -1,4 +1,12 @@
-//! Reading one document's updates back from its partition.
+//! Reading documents' updates back from their partition.
+//!
+//! Replays of one partition are coalesced: while a pass over a partition
+//! runs (or waits for one of the [`MAX_CONCURRENT_PASSES`] slots), the
+//! documents that ask for the same partition queue up, and the next pass
+//! serves all of them, reading from the earliest offset any of them needs.
+//! A node that takes over hundreds of documents at once (the clients of a
+//! dead node reconnecting) so reads each partition a few times instead of
+//! once per document.
 //!
 //! Until the persistence worker writes snapshots, a node loads a document
 //! by reading its partition from the beginning, keeping the records keyed
@@ -17,11 +25,17 @@
 //! nothing also ends the replay when the position is at or past a freshly
 //! read watermark.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::{Semaphore, oneshot};
 use tracing::{debug, warn};
 use weft_sync::{BusError, Position, RecordKind, Replayed};
 
@@ -39,16 +53,141 @@ const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
 /// between polls.
 const POLL_SLICE: Duration = Duration::from_millis(100);
 
-/// The document's updates in `partition` after offset `after` (from the
-/// partition's start for `None`), up to the partition's end.
-pub(crate) fn replay_partition(
+/// Passes over partitions running at once. Each is a librdkafka consumer
+/// of its own (threads, buffers) on a blocking thread; when a node took
+/// over hundreds of documents at once, an unbounded number of them left
+/// the process's memory several times its size before (glibc keeps what
+/// many threads freed). Coalescing keeps the queue short.
+const MAX_CONCURRENT_PASSES: usize = 8;
+
+/// One document waiting for a pass over its partition.
+struct Request {
+    doc: String,
+    after: Option<i64>,
+    reply: oneshot::Sender<Result<Vec<Replayed>, BusError>>,
+}
+
+/// The node's replays: the slots for passes, and per partition the
+/// documents waiting for the next pass. A partition is a key of `waiting`
+/// exactly while a driver task serves it.
+pub(crate) struct Replays {
+    passes: Semaphore,
+    waiting: Mutex<HashMap<i32, Vec<Request>>>,
+}
+
+impl Default for Replays {
+    fn default() -> Self {
+        Self {
+            passes: Semaphore::new(MAX_CONCURRENT_PASSES),
+            waiting: Mutex::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Replays {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Replays").finish_non_exhaustive()
+    }
+}
+
+impl Replays {
+    /// `doc`'s updates in `partition` after offset `after` (from the
+    /// partition's start for `None`), up to the partition's end when its
+    /// pass runs. Call it only once the live consumer reads the partition
+    /// (no gap between the two).
+    pub(crate) async fn replay(
+        self: &Arc<Self>,
+        config: Arc<KafkaConfig>,
+        counters: Arc<Counters>,
+        partition: i32,
+        doc: String,
+        after: Option<i64>,
+    ) -> Result<Vec<Replayed>, BusError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request { doc, after, reply };
+        let start_driver = match self.waiting.lock().entry(partition) {
+            Entry::Occupied(mut waiting) => {
+                waiting.get_mut().push(request);
+                false
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(vec![request]);
+                true
+            }
+        };
+        if start_driver {
+            tokio::spawn(self.clone().drive(config, counters, partition));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(BusError::Replay("the replay was dropped".into())))
+    }
+
+    /// Runs passes over `partition` until nobody waits for one.
+    async fn drive(
+        self: Arc<Self>,
+        config: Arc<KafkaConfig>,
+        counters: Arc<Counters>,
+        partition: i32,
+    ) {
+        loop {
+            // Requests keep queueing while this waits for a slot.
+            let Ok(_slot) = self.passes.acquire().await else {
+                return;
+            };
+            let batch = {
+                let mut waiting = self.waiting.lock();
+                match waiting.get_mut(&partition) {
+                    Some(requests) if !requests.is_empty() => std::mem::take(requests),
+                    _ => {
+                        waiting.remove(&partition);
+                        return;
+                    }
+                }
+            };
+            let wanted: Vec<(String, Option<i64>)> = batch
+                .iter()
+                .map(|request| (request.doc.clone(), request.after))
+                .collect();
+            let (config, counters) = (config.clone(), counters.clone());
+            let pass = tokio::task::spawn_blocking(move || {
+                replay_partition(&config, partition, &wanted, &counters)
+            })
+            .await;
+            match pass {
+                Ok(Ok(per_doc)) => {
+                    for (request, replayed) in batch.into_iter().zip(per_doc) {
+                        let _ = request.reply.send(Ok(replayed));
+                    }
+                }
+                Ok(Err(error)) => fail_all(batch, &error),
+                Err(error) => fail_all(batch, &error),
+            }
+        }
+    }
+}
+
+fn fail_all(batch: Vec<Request>, error: &dyn std::fmt::Display) {
+    let message = error.to_string();
+    for request in batch {
+        let _ = request
+            .reply
+            .send(Err(BusError::Replay(message.clone().into())));
+    }
+}
+
+/// One pass over `partition` for the documents `wanted` (name, and the
+/// offset after which its records are needed; `None` from the partition's
+/// start): each one's updates, in `wanted`'s order, up to the partition's
+/// end.
+fn replay_partition(
     config: &KafkaConfig,
     partition: i32,
-    doc: &str,
-    after: Option<i64>,
+    wanted: &[(String, Option<i64>)],
     counters: &Counters,
-) -> Result<Vec<Replayed>, BusError> {
+) -> Result<Vec<Vec<Replayed>>, BusError> {
     let started = Instant::now();
+    counters.replay_passes.fetch_add(1, Ordering::Relaxed);
     let consumer: BaseConsumer<WeftContext> = config
         .consumer("replay", REPLAY_FETCH_WAIT)
         .set("enable.partition.eof", "true")
@@ -57,22 +196,33 @@ pub(crate) fn replay_partition(
     let (low, high) = consumer
         .fetch_watermarks(&config.topic, partition, BROKER_REQUEST_TIMEOUT)
         .map_err(|error| BusError::Replay(Box::new(error)))?;
-    let wanted_start = after.map_or(low, |offset| offset + 1);
-    if wanted_start < low {
-        warn!(
-            doc,
-            partition,
-            wanted_start,
-            low,
-            "records the document needs were deleted by retention; keep the topic's retention longer than the persistence worker's lag"
-        );
+    // Where each document's records start, and which documents a key is.
+    let mut starts = Vec::with_capacity(wanted.len());
+    let mut by_key: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    for (index, (doc, after)) in wanted.iter().enumerate() {
+        let wanted_start = after.map_or(low, |offset| offset + 1);
+        if wanted_start < low {
+            warn!(
+                doc,
+                partition,
+                wanted_start,
+                low,
+                "records the document needs were deleted by retention; keep the topic's retention longer than the persistence worker's lag"
+            );
+        }
+        starts.push(wanted_start);
+        by_key.entry(doc.as_bytes()).or_default().push(index);
     }
+    let wanted_start = starts.iter().copied().min().unwrap_or(low);
     // Never start past the reported high watermark: a broker that reports
     // it short (see above) would call that offset out of range. Records at
-    // or below `after` that this re-reads are skipped below.
+    // or below a document's `after` that this re-reads are skipped below.
     let start = wanted_start.min(high).max(low);
-    debug!(doc, partition, wanted_start, start, low, high, "replaying");
-    let mut replayed = Vec::new();
+    debug!(
+        docs = wanted.len(),
+        partition, wanted_start, start, low, high, "replaying"
+    );
+    let mut replayed: Vec<Vec<Replayed>> = wanted.iter().map(|_| Vec::new()).collect();
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset(&config.topic, partition, Offset::Offset(start))
@@ -112,35 +262,39 @@ pub(crate) fn replay_partition(
         };
         next = message.offset() + 1;
         read += 1;
-        if message.offset() < wanted_start || message.key() != Some(doc.as_bytes()) {
+        let Some(docs) = message.key().and_then(|key| by_key.get(key)) else {
+            continue;
+        };
+        let offset = message.offset();
+        if docs.iter().all(|&index| offset < starts[index]) {
             continue;
         }
+        let doc = wanted[docs[0]].0.as_str();
         match envelope::decode(message.payload().unwrap_or_default(), Some(doc)) {
             Ok(decoded)
                 if matches!(decoded.record.kind, RecordKind::Update | RecordKind::Delete) =>
             {
-                replayed.push(Replayed {
-                    position: Position {
-                        partition,
-                        offset: message.offset(),
-                    },
-                    kind: decoded.record.kind,
-                    update: decoded.record.payload,
-                });
+                for &index in docs.iter().filter(|&&index| offset >= starts[index]) {
+                    replayed[index].push(Replayed {
+                        position: Position { partition, offset },
+                        kind: decoded.record.kind,
+                        update: decoded.record.payload.clone(),
+                    });
+                }
             }
             Ok(_) => counters.malformed("replayed record", &"not an update"),
             Err(error) => counters.malformed("replayed record", &error),
         }
     }
     debug!(
-        doc,
+        docs = wanted.len(),
         partition,
         start,
         high_watermark = high,
         read,
-        kept = replayed.len(),
+        kept = replayed.iter().map(Vec::len).sum::<usize>(),
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "document replayed"
+        "partition replayed"
     );
     Ok(replayed)
 }

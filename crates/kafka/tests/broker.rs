@@ -151,3 +151,62 @@ fn bad_settings_name_the_flag() {
     let error = KafkaBus::new(bad).expect_err("no brokers");
     assert!(error.to_string().contains("--kafka-brokers"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_loading_at_once_share_passes_over_their_partition() {
+    let Some(brokers) = broker() else { return };
+    let topic = fresh_topic("coalesced");
+    let writer = KafkaBus::new(config(&brokers, &topic, "writer")).expect("bus");
+    let reader = Arc::new(KafkaBus::new(config(&brokers, &topic, "reader")).expect("bus"));
+    let _writer_deliveries = writer.subscribe(Arc::new(All)).await.expect("subscribe");
+    let _reader_deliveries = reader.subscribe(Arc::new(All)).await.expect("subscribe");
+    const DOCS: usize = 30;
+    let docs: Vec<String> = (0..DOCS)
+        .map(|index| format!("storm/doc-{index}"))
+        .collect();
+    // Two updates per document, interleaved across documents.
+    let records: Vec<Record> = (0..2)
+        .flat_map(|round| {
+            docs.iter().map(move |doc| Record {
+                doc: Arc::from(doc.as_str()),
+                kind: RecordKind::Update,
+                payload: bytes::Bytes::from(format!("{doc}#{round}")),
+                origin_session: 1,
+                span: tracing::Span::none(),
+            })
+        })
+        .collect();
+    for result in writer.publish(&records).await {
+        result.expect("published");
+    }
+    // Every document loads at once, as when a dead node's clients arrive.
+    let mut loads = tokio::task::JoinSet::new();
+    for doc in docs.clone() {
+        let reader = reader.clone();
+        loads.spawn(async move {
+            let replayed = reader.replay(&doc, None).await;
+            (doc, replayed)
+        });
+    }
+    let mut loaded = 0;
+    while let Some(joined) = loads.join_next().await {
+        let (doc, replayed) = joined.expect("load task");
+        let updates: Vec<String> = replayed
+            .expect("replayed")
+            .iter()
+            .map(|record| String::from_utf8(record.update.to_vec()).expect("UTF-8"))
+            .collect();
+        assert_eq!(
+            updates,
+            [format!("{doc}#0"), format!("{doc}#1")],
+            "{doc}: its own updates, in order, once"
+        );
+        loaded += 1;
+    }
+    assert_eq!(loaded, DOCS);
+    let passes = reader.replay_passes();
+    assert!(
+        passes <= DOCS as u64 / 2,
+        "{passes} passes over 3 partitions for {DOCS} documents: replays were not shared"
+    );
+}
