@@ -53,8 +53,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         upgrades_per_ip_per_second: args.limits.max_upgrades_per_ip_per_second,
     });
     let store = crate::serve::open_store(&args.store).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = bind_listener(args.listen)
         .with_context(|| format!("--listen / WEFT_LISTEN {}: bind", args.listen))?;
     let local_addr = listener.local_addr().context("read the bound address")?;
     let metrics_listener =
@@ -346,4 +345,25 @@ pub(crate) fn host_name() -> String {
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "weft".to_owned())
+}
+
+/// Connections the kernel queues for the WebSocket listener before they
+/// are accepted (capped by `net.core.somaxconn`, 4096 on recent Linux).
+/// When a node dies, its clients all reconnect to the others at once: with
+/// tokio's default of 1,024, a storm of 1,000 reconnects overflowed the
+/// queue of the node taking them over, and each dropped connection waited
+/// for TCP's 1 s SYN retry.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// A listener on `address`, as `TcpListener::bind` makes one (address
+/// reuse on Unix) but with [`LISTEN_BACKLOG`].
+pub(crate) fn bind_listener(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
