@@ -3,23 +3,7 @@
 // still ends with exactly the writer's text.
 
 import assert from 'node:assert/strict'
-import { e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, report, now } from '../lib/harness.mjs'
-
-function parseMetrics (text) {
-  const metrics = new Map()
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#') || line.trim() === '') continue
-    const at = line.lastIndexOf(' ')
-    metrics.set(line.slice(0, at), Number(line.slice(at + 1)))
-  }
-  return metrics
-}
-
-async function messagesSent (server) {
-  const res = await fetch(`${server.httpUrl}/metrics`, { signal: AbortSignal.timeout(5000) })
-  assert.equal(res.status, 200)
-  return parseMetrics(await res.text()).get('weft_messages_sent_total')
-}
+import { e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, report, now, metric } from '../lib/harness.mjs'
 
 const EDITS = 60
 const READERS = 3
@@ -32,7 +16,7 @@ e2e('a busy document batches its broadcasts: fewer frames, same text everywhere'
   const readers = Array.from({ length: READERS }, (_, i) => createClient(t, server, 'batching/room', { name: `reader-${i}` }))
   await waitSynced([writer, ...readers])
 
-  const before = await messagesSent(server)
+  const before = await metric(server, 'weft_messages_sent_total')
   const started = now()
   const text = writer.doc.getText('text')
   for (let i = 0; i < EDITS; i++) {
@@ -46,7 +30,7 @@ e2e('a busy document batches its broadcasts: fewer frames, same text everywhere'
   }
   report(`${EDITS} edits reached ${READERS} batched readers`, now() - started)
   await waitConverged([writer, ...readers])
-  const sent = (await messagesSent(server)) - before
+  const sent = (await metric(server, 'weft_messages_sent_total')) - before
   // One update frame per edit per reader would be EDITS * READERS (180);
   // batched, each reader gets the first edit at once, then one merged frame
   // per 300 ms window. The writer is sent nothing: no echo of its own edits.

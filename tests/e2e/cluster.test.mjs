@@ -10,7 +10,7 @@ import os from 'node:os'
 import path from 'node:path'
 import {
   e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report,
-  prng, testSeed, Y, WeftServer, freePort, HOST, startOwnBroker, assertTokensOnce
+  prng, testSeed, Y, WeftServer, freePort, HOST, startOwnBroker, assertTokensOnce, metric
 } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
@@ -355,7 +355,7 @@ e2e('cluster: a malformed record in the topic is skipped; nodes keep serving and
     let skipped = 0
     const logged = () => /malformed record skipped/.test(node.logs())
     for (let attempt = 0; attempt < 200 && (skipped < 2 || !logged()); attempt++) {
-      skipped = await malformedCount(node)
+      skipped = await metric(node, 'weft_bus_records_malformed_total')
       if (skipped < 2 || !logged()) await sleep(100)
     }
     assert.equal(skipped, 2, `${node.name} counted both malformed records`)
@@ -371,14 +371,6 @@ e2e('cluster: a malformed record in the topic is skipped; nodes keep serving and
   await waitSynced(fresh, { timeout: 20000 })
   assert.deepEqual(fresh.doc.getArray('array').toJSON(), ['before', 'after'])
 })
-
-/** A node's count of bus records it skipped because they did not decode. */
-async function malformedCount (node) {
-  const res = await fetch(`${node.httpUrl}/metrics`, { signal: AbortSignal.timeout(5000) })
-  const match = (await res.text()).match(/^weft_bus_records_malformed_total (\S+)$/m)
-  assert.ok(match, 'the metric weft_bus_records_malformed_total is exported')
-  return Number(match[1])
-}
 
 e2e('cluster: a node is not ready until its broker answers, then serves without a restart', { skip, timeout: 60000 }, async (t) => {
   const brokerPort = await freePort()

@@ -18,7 +18,7 @@ import path from 'node:path'
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider'
 import {
   e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, rawUpgrade, assertRefusal,
-  signJwt, jwtClaims, freePort, within, sleep, now, report, HOST, REPO_ROOT, Y, WebSocket
+  signJwt, jwtClaims, freePort, within, sleep, now, report, metric, HOST, REPO_ROOT, Y, WebSocket
 } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
@@ -175,16 +175,6 @@ async function eventually (predicate, { timeout = 10000, interval = 50, what = '
     await sleep(interval)
   }
   throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
-}
-
-/** A node's metric (the first series matching `name{labels}`), or 0 if absent. */
-async function metric (node, series) {
-  const res = await fetch(`${node.httpUrl}/metrics`, { signal: AbortSignal.timeout(5000) })
-  assert.equal(res.status, 200)
-  const text = await res.text()
-  const escaped = series.replace(/[{}"=]/g, c => `\\${c}`)
-  const match = text.match(new RegExp(`^${escaped} (\\S+)$`, 'm'))
-  return match ? Number(match[1]) : 0
 }
 
 const ACCEPTED = 'weft_upgrades_total{status="101"}'

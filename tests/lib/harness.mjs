@@ -610,6 +610,19 @@ export function testSeed () {
 /** Format a millisecond figure for logs. */
 export const fmtMs = (ms) => `${ms.toFixed(1)} ms`
 
+/**
+ * A server's metric: the first sample of `series` (`name` or
+ * `name{labels}`, as exported) on its /metrics, or 0 if absent.
+ */
+export async function metric (server, series) {
+  const res = await fetch(`${server.httpUrl}/metrics`, { signal: AbortSignal.timeout(5000) })
+  assert.equal(res.status, 200)
+  const text = await res.text()
+  const escaped = series.replace(/[{}"=]/g, c => `\\${c}`)
+  const match = text.match(new RegExp(`^${escaped} (\\S+)$`, 'm'))
+  return match ? Number(match[1]) : 0
+}
+
 /** Log a measurement line in a uniform, greppable format. */
 export function report (label, ms) {
   console.log(`[measure] ${label}: ${fmtMs(ms)}`)

@@ -64,8 +64,11 @@ const MAX_CONCURRENT_PASSES: usize = 8;
 struct Request {
     doc: String,
     after: Option<i64>,
-    reply: oneshot::Sender<Result<Vec<Replayed>, BusError>>,
+    reply: Reply,
 }
+
+/// Where a document's replayed updates (or the pass's failure) go.
+type Reply = oneshot::Sender<Result<Vec<Replayed>, BusError>>;
 
 /// The node's replays: the slots for passes, and per partition the
 /// documents waiting for the next pass. A partition is a key of `waiting`
@@ -81,12 +84,6 @@ impl Default for Replays {
             passes: Semaphore::new(MAX_CONCURRENT_PASSES),
             waiting: Mutex::default(),
         }
-    }
-}
-
-impl std::fmt::Debug for Replays {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("Replays").finish_non_exhaustive()
     }
 }
 
@@ -145,10 +142,10 @@ impl Replays {
                     }
                 }
             };
-            let wanted: Vec<(String, Option<i64>)> = batch
-                .iter()
-                .map(|request| (request.doc.clone(), request.after))
-                .collect();
+            let (wanted, replies): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .map(|request| ((request.doc, request.after), request.reply))
+                .unzip();
             let (config, counters) = (config.clone(), counters.clone());
             let pass = tokio::task::spawn_blocking(move || {
                 replay_partition(&config, partition, &wanted, &counters)
@@ -156,23 +153,21 @@ impl Replays {
             .await;
             match pass {
                 Ok(Ok(per_doc)) => {
-                    for (request, replayed) in batch.into_iter().zip(per_doc) {
-                        let _ = request.reply.send(Ok(replayed));
+                    for (reply, replayed) in replies.into_iter().zip(per_doc) {
+                        let _ = reply.send(Ok(replayed));
                     }
                 }
-                Ok(Err(error)) => fail_all(batch, &error),
-                Err(error) => fail_all(batch, &error),
+                Ok(Err(error)) => fail_all(replies, &error),
+                Err(error) => fail_all(replies, &error),
             }
         }
     }
 }
 
-fn fail_all(batch: Vec<Request>, error: &dyn std::fmt::Display) {
+fn fail_all(replies: Vec<Reply>, error: &dyn std::fmt::Display) {
     let message = error.to_string();
-    for request in batch {
-        let _ = request
-            .reply
-            .send(Err(BusError::Replay(message.clone().into())));
+    for reply in replies {
+        let _ = reply.send(Err(BusError::Replay(message.clone().into())));
     }
 }
 
