@@ -935,34 +935,77 @@ export function procMemory (pid) {
 }
 
 // ---------------------------------------------------------------------------
-// A Kafka-API broker of a test's own
+// Apache Kafka clusters of a test's own
+
+/** The launcher for Apache Kafka brokers (jars from Maven Central, cached). */
+export const KAFKA_SH = path.join(REPO_ROOT, 'tests', 'kafka', 'kafka.sh')
 
 /**
- * Start a Tansu broker (WEFT_TANSU_BIN) of test `t`'s own on `port`, in
- * directory `dir` (its storage URL is relative to it), stopped after the
- * test. Returns `{ child, exited }`.
- *
- * @param {import('node:test').TestContext} t
- * @param {number} port
- * @param {{ dir: string, storage?: string }} opts
+ * An Apache Kafka cluster (KRaft, 1 or 3 nodes) of a test's own, started by
+ * tests/kafka/kafka.sh on free loopback ports in a directory of its own.
+ * Node numbers are 1-based, as in the brokers' `node.id`.
  */
-export function startOwnBroker (t, port, { dir, storage = 'memory://tansu/' }) {
-  const tansu = process.env.WEFT_TANSU_BIN
-  assert.ok(tansu, 'WEFT_TANSU_BIN names the broker binary (make test sets it)')
-  const url = `tcp://${HOST}:${port}`
-  const log = fs.openSync(path.join(dir, 'broker.log'), 'a')
-  const child = spawn(tansu, ['broker', '--listener-url', url, '--advertised-listener-url', url, '--storage-engine', storage], {
-    cwd: dir, stdio: ['ignore', log, log]
+export class KafkaCluster {
+  /** @param {string} dir @param {number} nodes @param {string} bootstrap */
+  constructor (dir, nodes, bootstrap) {
+    this.dir = dir
+    this.nodes = nodes
+    /** `host:port,...` of every node. */
+    this.bootstrap = bootstrap
+  }
+
+  /**
+   * Format and start a cluster of `nodes` brokers, stopped after test `t`.
+   * @param {import('node:test').TestContext} t
+   * @param {{ nodes?: number }} opts
+   */
+  static async start (t, { nodes = 1 } = {}) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-kafka-'))
+    const cluster = new KafkaCluster(dir, nodes, '')
+    t.after(async () => {
+      await cluster.down()
+      fs.rmSync(dir, { recursive: true, force: true })
+    })
+    cluster.bootstrap = (await runKafkaSh(['up', dir, String(nodes)], 180000)).trim()
+    return cluster
+  }
+
+  /** The process id of node `n`. */
+  pid (n) { return Number(fs.readFileSync(path.join(this.dir, `n${n}`, 'pid'), 'utf8')) }
+
+  /** `127.0.0.1:port` of node `n`'s client listener. */
+  address (n) { return `${HOST}:${fs.readFileSync(path.join(this.dir, `n${n}`, 'port'), 'utf8').trim()}` }
+
+  /** Send `signal` ('SIGKILL', 'SIGSTOP', 'SIGCONT', 'SIGTERM') to node `n`; SIGKILL waits until it is gone. */
+  async signal (n, signal) { await runKafkaSh(['signal', this.dir, String(n), signal.replace(/^SIG/, '')], 30000) }
+
+  /** (Re)start node `n` with its data and wait until it serves clients. */
+  async start (n) { await runKafkaSh(['start', this.dir, String(n)], 180000) }
+
+  /** Stop every node (TERM, then KILL after a grace period). */
+  async down () { await runKafkaSh(['down', this.dir], 60000).catch(() => {}) }
+
+  /** The last lines of node `n`'s log. */
+  log (n, lines = 40) {
+    try {
+      return fs.readFileSync(path.join(this.dir, `n${n}`, 'broker.log'), 'utf8').split('\n').slice(-lines).join('\n')
+    } catch { return '' }
+  }
+}
+
+/** Run kafka.sh with `args`, bounded by `timeout` ms; resolves with its stdout. */
+function runKafkaSh (args, timeout) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(KAFKA_SH, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => { out += d })
+    child.stderr.on('data', (d) => { err += d })
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeout)
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer)
+      if (code === 0) resolve(out)
+      else reject(new Error(`kafka.sh ${args.join(' ')}: ${signal ?? `exit ${code}`}\n${err}`))
+    })
   })
-  fs.closeSync(log)
-  liveChildren.add(child)
-  const exited = new Promise(resolve => child.once('exit', (code, signal) => {
-    liveChildren.delete(child)
-    resolve({ code, signal })
-  }))
-  t.after(async () => {
-    child.kill('SIGKILL')
-    await exited
-  })
-  return { child, exited }
 }
