@@ -193,7 +193,7 @@ e2e('persist: readiness and metrics of a worker', { skip, timeout: 60000 }, asyn
   assert.equal(stopped.code, 0)
 })
 
-e2e('persist: a large document (200,000 operations, a few MB) syncs across nodes, is snapshotted, and loads from snapshot + replay faster than from the whole log', { skip, timeout: 240000 }, async (t) => {
+e2e('persist: a large document (200,000 operations, a few MB) syncs across nodes, is snapshotted, and fresh nodes load it from snapshot + replay and from the whole log', { skip, timeout: 240000 }, async (t) => {
   const store = freshDatabase(t)
   const emptyStore = freshDatabase(t)
   const topic = `persist-large-${crypto.randomUUID()}`
