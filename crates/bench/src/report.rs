@@ -85,9 +85,10 @@ fn server_order(kind: ServerKind) -> u8 {
     match kind {
         ServerKind::Weft => 0,
         ServerKind::WeftCluster => 1,
-        ServerKind::YWebsocket => 2,
-        ServerKind::Hocuspocus => 3,
-        ServerKind::HocuspocusRedis => 4,
+        ServerKind::WeftClusterReplicated => 2,
+        ServerKind::YWebsocket => 3,
+        ServerKind::Hocuspocus => 4,
+        ServerKind::HocuspocusRedis => 5,
     }
 }
 
@@ -212,16 +213,21 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
     let _ = writeln!(
         out,
         "\n## 1. Cross-node latency\n\n{} writers on node A, {} readers on node B, one document, a steady total rate for {} s; \
-         latency is from the writer's send to the reader's receipt, in ms. y-websocket-server has no clustering, so the peer is \
-         Hocuspocus as two nodes with its Redis extension. Weft's two nodes share a Tansu broker, which answers a fetch only after \
-         the full fetch wait (here {} ms). Server CPU is both nodes' (not the broker's or Redis's), while updates flowed (connecting and the final check left out). Weft applies and forwards an \
+         latency is from the writer's send to the reader's receipt, in ms. Every server is started fresh for each run and \
+         first sent to for 3 s on another document, unmeasured (at the run's rate, at most 500 updates/s), so that each \
+         is warm (a Kafka broker's JVM has compiled its produce and fetch paths) when the clock starts. y-websocket-server has no clustering, so the peer is \
+         Hocuspocus as two nodes with its Redis extension. Weft's two nodes share one Apache Kafka broker, or a cluster of three with \
+         the topics replicated three times (RF 3, `min.insync.replicas=2`: a record is acknowledged once two brokers \
+         hold it); Kafka answers a waiting fetch as soon as a record is readable (Weft's fetch wait: {}). Server CPU is both nodes' (not the broker's or Redis's), while updates flowed (connecting and the final check left out). Weft applies and forwards an \
          update only once it is durable (published at once with up to 8 batches in flight, librdkafka's 1 ms linger, `acks=all` \
          at the broker, then node B's fetch), so its latency has a floor of a few milliseconds that Hocuspocus, which forwards \
          through Redis pub/sub before storing anything, does not pay.\n",
         sizes.latency_writers,
         sizes.latency_readers,
         sizes.latency_seconds,
-        sizes.kafka_fetch_wait_ms
+        sizes
+            .kafka_fetch_wait_ms
+            .map_or_else(|| "its default".to_owned(), |ms| format!("{ms} ms"))
     );
     let latency_columns = [
         ("p50_ms", "p50 ms"),
@@ -482,7 +488,7 @@ fn storm_section(out: &mut String, results: &Results) {
          Storm is the time from the kill until the last client re-synced; p50/p99 are per client, from the kill. \
          Checked (a failure fails the run): every client's array holds each edit of its document exactly once (nothing \
          lost, nothing duplicated), and a fresh client of the serving node loads the same. Weft's node B loads each \
-         document from the log (Tansu); the peers keep documents in memory only, so their new node starts empty and \
+         document from the log (Apache Kafka); the peers keep documents in memory only, so their new node starts empty and \
          is filled again by the clients' replies to its SyncStep1 (the fresh client waits, up to 10 s, for those). \
          Memory is the serving node's RSS: before (node B idle before the kill; for a restarted server, the first \
          process freshly started), the peak sampled every 20 ms from the kill to the last re-sync, and after the clients closed and \

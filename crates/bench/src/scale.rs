@@ -176,6 +176,7 @@ pub(crate) async fn run_cell(
     let outcome = async {
         let spec = ClusterSpec {
             nodes: cell.nodes,
+            brokers: 1,
             partitions: sizes.partitions,
             consume: Some(cell.variant.consume()),
         };
@@ -479,7 +480,7 @@ pub(crate) fn section(
     if let Some(sizes) = sizes {
         let _ = writeln!(
             out,
-            "The same total load on 1 to {} Weft nodes over one Tansu broker: {} documents, each with one writer and one reader \
+            "The same total load on 1 to {} Weft nodes over one Apache Kafka broker: {} documents, each with one writer and one reader \
              on the node its router picks, {} updates/s in total for {} s, topics of {} partitions. The node's live consumer \
              reads every partition (`all`) or only its held documents' (`held`); clients pick their node by a hash of the \
              document name (an ingress hashing the path) or by the document's Kafka partition. Per node: CPU seconds over the \

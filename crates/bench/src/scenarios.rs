@@ -50,9 +50,19 @@ fn latency_metrics(outcome: &session::Outcome, metrics: &mut Metrics) {
     );
 }
 
+/// How long scenario 1 sends to a document of its own before measuring,
+/// unmeasured. Every server is started fresh for each run; this lets each
+/// one reach the state a deployment serving traffic is in (the JVM of a
+/// Kafka broker compiles its produce and fetch paths; Node.js its
+/// handlers; connections and consumers are set up) before the clock starts.
+const LATENCY_WARMUP_SECONDS: f64 = 3.0;
+/// The warm-up's rate: the measured rate, at most this.
+const LATENCY_WARMUP_MAX_RATE: f64 = 500.0;
+
 /// Scenario 1 (and, with one endpoint, a same-node latency curve):
 /// `writers` writers on the first endpoint, `readers` readers on the last,
-/// `rate` updates per second in total for `seconds`.
+/// `rate` updates per second in total for `seconds`, after an unmeasured
+/// warm-up on another document.
 pub(crate) async fn latency(
     server: &RunningServer,
     writers: usize,
@@ -60,6 +70,23 @@ pub(crate) async fn latency(
     rate: f64,
     seconds: f64,
 ) -> anyhow::Result<Metrics> {
+    let warmup_rate = rate.min(LATENCY_WARMUP_MAX_RATE);
+    let warmup_per_writer = ((warmup_rate * LATENCY_WARMUP_SECONDS) / writers as f64)
+        .ceil()
+        .max(1.0) as u32;
+    let warmup = Plan {
+        doc: format!("warmup-{}", crate::clock::nanos()),
+        writers,
+        readers,
+        writer_endpoint: 0,
+        reader_endpoint: server.endpoints.len() - 1,
+        updates_per_writer: warmup_per_writer,
+        total_rate: warmup_rate,
+        deadline: deadline_for(warmup_per_writer, writers, warmup_rate),
+    };
+    session::run(&server.endpoints, &warmup)
+        .await
+        .context("warm-up")?;
     let updates_per_writer = ((rate * seconds) / writers as f64).ceil().max(1.0) as u32;
     let plan = Plan {
         doc: format!("latency-{}", crate::clock::nanos()),
