@@ -24,6 +24,7 @@ mod clock;
 mod plan;
 mod plot;
 mod procstat;
+mod prom;
 mod report;
 mod report_text;
 mod scale;

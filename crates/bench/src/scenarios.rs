@@ -98,6 +98,15 @@ pub(crate) async fn latency(
         total_rate: rate,
         deadline: deadline_for(updates_per_writer, writers, rate),
     };
+    // Weft's writer node says how long its part took (the peers have no
+    // such figures).
+    let writer_node = server.endpoints[0].addr;
+    let weft = server.kind().is_weft();
+    let before = if weft {
+        Some(crate::prom::scrape(writer_node)?)
+    } else {
+        None
+    };
     let (outcome, cpu) =
         session::run_measured(&server.endpoints, &plan, || server.cpu_seconds()).await?;
     let mut metrics = Metrics::new();
@@ -105,6 +114,27 @@ pub(crate) async fn latency(
     let updates = f64::from(updates_per_writer) * writers as f64;
     metrics.insert("server_cpu_s".into(), cpu);
     metrics.insert("cpu_us_per_update".into(), cpu * 1e6 / updates);
+    if let Some(before) = before {
+        let after = crate::prom::scrape(writer_node)?;
+        let mean_ms = |name: &str| {
+            crate::prom::histogram_mean_between(&before, &after, name).map(|s| s * 1_000.0)
+        };
+        // Client frame to durable acknowledgement on the writer's node...
+        if let Some(commit) = mean_ms("weft_update_commit_seconds") {
+            metrics.insert("commit_mean_ms".into(), commit);
+        }
+        // ...of which the produce request to the broker's acks=all answer.
+        if let Some(publish) = mean_ms("weft_publish_seconds") {
+            metrics.insert("publish_mean_ms".into(), publish);
+        }
+        if let Some(batch) = crate::prom::histogram_mean_between(
+            &before,
+            &after,
+            "weft_publish_batch_updates",
+        ) {
+            metrics.insert("publish_batch_mean".into(), batch);
+        }
+    }
     Ok(metrics)
 }
 
