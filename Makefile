@@ -14,10 +14,6 @@ CARGO ?= cargo
 NPM_CACHE := $(WEFT_CACHE)/npm
 CARGO_DENY := $(TOOLS)/bin/cargo-deny
 CARGO_DENY_VERSION := 0.20.2
-# Tansu (a Kafka-API broker built from the crates registry, 7-11 minutes
-# cold on 2 cores, then cached): only the benchmarks still use it.
-TANSU := $(TOOLS)/bin/tansu
-TANSU_VERSION := 0.6.0
 # The tests' broker: Apache Kafka (KRaft), jars from Maven Central resolved
 # once by tests/kafka/kafka.sh and cached, run with Java 17+.
 KAFKA_SH := $(CURDIR)/tests/kafka/kafka.sh
@@ -121,9 +117,6 @@ $(PY_VENV)/.installed: $(PY_REQUIREMENTS)
 .PHONY: e2e-python
 e2e-python: build tests/node_modules/.weft-lock $(PY_VENV)/.installed kafka postgres-server ## end-to-end: unmodified pycrdt clients (and a y-websocket peer) against the weft binary
 	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(WITH_SERVICES) $(PY_VENV)/bin/python -m pytest -q python
-
-$(TANSU):
-	$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql --root $(TOOLS)
 
 $(CARGO_DENY):
 	$(CARGO) install cargo-deny --version $(CARGO_DENY_VERSION) --locked --root $(TOOLS)
