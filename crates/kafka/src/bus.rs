@@ -681,31 +681,46 @@ fn to_delivery(
 /// partitions' leader, a moment later, and until then answers metadata
 /// without the topic and offset requests with "not leader". A node that
 /// starts with other nodes, or loads a document at once, must not see that.
+/// Partitions still unserved at the deadline (every replica down) do not
+/// stop the node: it connects, warns, and only their documents fail to load.
 fn wait_until_served(
     probe: &BaseConsumer<WeftContext>,
     names: &[String; 2],
 ) -> Result<[i32; 2], BusError> {
     let deadline = Instant::now() + TOPICS_SERVED_TIMEOUT;
     let mut pause = Duration::from_millis(10);
+    // The partition counts the metadata listed on any attempt (the last
+    // attempt's requests may time out at the deadline).
+    let mut counts = None;
     loop {
         let not_served = match served(probe, names, deadline) {
             Ok(counts) => return Ok(counts),
             Err(not_served) => not_served,
         };
-        let now = Instant::now();
-        if now + pause >= deadline {
-            return Err(BusError::Check(
-                format!(
-                    "{not_served} (waited {} ms)",
-                    TOPICS_SERVED_TIMEOUT.as_millis()
-                )
-                .into(),
-            ));
+        counts = not_served.counts.or(counts);
+        if Instant::now() + pause >= deadline {
+            let waited_ms = TOPICS_SERVED_TIMEOUT.as_millis() as u64;
+            return match counts {
+                Some(counts) => {
+                    warn!(reason = %not_served.reason, waited_ms, "connecting although some partitions are not served; their documents fail to load until they are");
+                    Ok(counts)
+                }
+                None => Err(BusError::Check(
+                    format!("{} (waited {waited_ms} ms)", not_served.reason).into(),
+                )),
+            };
         }
-        debug!(reason = %not_served, "topics not served yet");
+        debug!(reason = %not_served.reason, "topics not served yet");
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(500));
     }
+}
+
+/// Why the topics are not served yet, and their partition counts if the
+/// metadata already lists them.
+struct NotServed {
+    counts: Option<[i32; 2]>,
+    reason: String,
 }
 
 /// The partition counts of `names` if every partition's leader answers an
@@ -714,48 +729,64 @@ fn served(
     probe: &BaseConsumer<WeftContext>,
     names: &[String; 2],
     deadline: Instant,
-) -> Result<[i32; 2], String> {
+) -> Result<[i32; 2], NotServed> {
     let remaining = || deadline.saturating_duration_since(Instant::now());
+    let unknown = |reason: String| NotServed {
+        counts: None,
+        reason,
+    };
     let mut counts = [0_i32; 2];
+    let mut leaderless = None;
     let mut partitions = TopicPartitionList::new();
     for (count, name) in counts.iter_mut().zip(names) {
         let metadata = probe
             .fetch_metadata(Some(name), remaining())
-            .map_err(|error| format!("metadata of topic {name}: {error}"))?;
+            .map_err(|error| unknown(format!("metadata of topic {name}: {error}")))?;
         let Some(topic) = metadata.topics().iter().find(|topic| topic.name() == name) else {
-            return Err(format!("topic {name} is not in the broker's metadata yet"));
+            return Err(unknown(format!(
+                "topic {name} is not in the broker's metadata yet"
+            )));
         };
         if let Some(error) = topic.error() {
-            return Err(format!("topic {name}: {}", RDKafkaErrorCode::from(error)));
+            return Err(unknown(format!(
+                "topic {name}: {}",
+                RDKafkaErrorCode::from(error)
+            )));
         }
         if topic.partitions().is_empty() {
-            return Err(format!("topic {name} has no partitions yet"));
+            return Err(unknown(format!("topic {name} has no partitions yet")));
         }
         for partition in topic.partitions() {
             if partition.error().is_some() || partition.leader() < 0 {
-                return Err(format!(
-                    "partition {} of topic {name} has no leader yet",
-                    partition.id()
-                ));
+                leaderless.get_or_insert_with(|| {
+                    format!("partition {} of topic {name} has no leader", partition.id())
+                });
             }
             partitions
                 .add_partition_offset(name, partition.id(), Offset::End)
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| unknown(error.to_string()))?;
         }
         *count = i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX);
+    }
+    let known = |reason: String| NotServed {
+        counts: Some(counts),
+        reason,
+    };
+    if let Some(reason) = leaderless {
+        return Err(known(reason));
     }
     // One offset request per leader for every partition at once (the
     // "latest" timestamp): each leader serves its partitions.
     let answered = probe
         .offsets_for_times(partitions, remaining())
-        .map_err(|error| format!("offsets of the topics' partitions: {error}"))?;
+        .map_err(|error| known(format!("offsets of the topics' partitions: {error}")))?;
     for element in answered.elements() {
         if let Err(error) = element.error() {
-            return Err(format!(
+            return Err(known(format!(
                 "partition {} of topic {}: {error}",
                 element.partition(),
                 element.topic()
-            ));
+            )));
         }
     }
     Ok(counts)
