@@ -60,6 +60,9 @@ mod tests {
         let after = "weft_publish_seconds_sum 3.5\nweft_publish_seconds_count 20\nother 4\n";
         let mean = histogram_mean_between(before, after, "weft_publish_seconds");
         assert_eq!(mean, Some(0.2));
-        assert_eq!(histogram_mean_between(after, after, "weft_publish_seconds"), None);
+        assert_eq!(
+            histogram_mean_between(after, after, "weft_publish_seconds"),
+            None
+        );
     }
 }

@@ -213,19 +213,11 @@ pub(crate) fn targets(records: &[Record]) -> String {
         };
         // Rates where the peer saturated and Weft kept up meet the target too
         // (the peer's p99 there is unbounded).
-        let peer_saturated: Vec<f64> = saturated_sizes(records, "latency", ServerKind::HocuspocusRedis)
-            .into_iter()
-            .filter(|&x| {
-                median(
-                    records,
-                    "latency",
-                    weft,
-                    Some(x),
-                    "p99_ms",
-                )
-                .is_some()
-            })
-            .collect();
+        let peer_saturated: Vec<f64> =
+            saturated_sizes(records, "latency", ServerKind::HocuspocusRedis)
+                .into_iter()
+                .filter(|&x| median(records, "latency", weft, Some(x), "p99_ms").is_some())
+                .collect();
         let text = if peer_saturated.is_empty() {
             text
         } else {

@@ -127,11 +127,9 @@ pub(crate) async fn latency(
         if let Some(publish) = mean_ms("weft_publish_seconds") {
             metrics.insert("publish_mean_ms".into(), publish);
         }
-        if let Some(batch) = crate::prom::histogram_mean_between(
-            &before,
-            &after,
-            "weft_publish_batch_updates",
-        ) {
+        if let Some(batch) =
+            crate::prom::histogram_mean_between(&before, &after, "weft_publish_batch_updates")
+        {
             metrics.insert("publish_batch_mean".into(), batch);
         }
     }
