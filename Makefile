@@ -147,6 +147,10 @@ measure-idle: tests/node_modules/.weft-lock ## server RSS per idle synced connec
 	$(CARGO) build --release --locked -p weft-server
 	cd tests && WEFT_BIN=$(CURDIR)/target/release/weft node measure/idle-rss.mjs
 
+.PHONY: test-fault
+test-fault: build tests/node_modules/.weft-lock postgres-server ## broker faults: three Apache Kafka brokers (RF 3), three nodes, two workers, clients editing through a leader kill, a stopped broker, a rolling restart, a lost quorum and a worker kill (about 5 minutes; WEFT_FAULT_LONG=1 for the long plan, WEFT_FAULT_REPORT=FILE for the table as JSON)
+	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(CURDIR)/tests/with-postgres.sh node --test --test-concurrency=1 --test-force-exit fault/faults.test.mjs
+
 .PHONY: clean
 clean:
 	$(CARGO) clean

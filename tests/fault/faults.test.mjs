@@ -28,8 +28,9 @@
 // set): per fault the edits made, lost and duplicated (both must be 0),
 // the longest a Hocuspocus edit waited for its acknowledgement (from the
 // edit until the provider next reported no unsynced change: an upper bound
-// on its own wait), and the recovery time (fault end to every replica
-// converged).
+// on its own wait), the recovery time (fault end to every replica
+// converged), and the longest any node's `/readyz` was not 200 during the
+// phase, with the reasons it gave.
 //
 // Environment:
 //   WEFT_TEST_POSTGRES_URL  admin URL of a PostgreSQL (tests/with-postgres.sh sets it)
@@ -166,8 +167,9 @@ function freshDatabase (t) {
 }
 
 // ---------------------------------------------------------------------------
-// Sockets that say how they ended: server close codes of sockets that were
-// open, HTTP refusals of upgrades (a node that is not ready answers 503).
+// Sockets that say how they ended: close codes of open sockets the server
+// closed (the client did not), HTTP refusals of upgrades (a node that is
+// not ready answers 503).
 
 function trackingWebSocket (record) {
   return class extends WebSocket {
@@ -181,10 +183,19 @@ function trackingWebSocket (record) {
         if (match) refused = Number(match[1])
       })
       this.on('close', (code) => {
-        if (opened) record.close(code)
-        else if (refused !== null) record.refused(refused)
-        else record.refused('no connection')
+        if (opened) {
+          if (!this.closedByClient) record.close(code)
+        } else {
+          record.refused(refused ?? 'no connection')
+        }
       })
+    }
+
+    close (...args) {
+      // ws answers a server's close frame through close() too (after
+      // setting _closeFrameReceived): that is not the client's own close.
+      if (!this._closeFrameReceived) this.closedByClient = true
+      return super.close(...args)
     }
   }
 }
@@ -364,12 +375,50 @@ async function eventually (predicate, { timeout, every = 250, what }) {
   throw new Error(`timed out after ${timeout} ms waiting for ${what}${typeof last === 'string' ? `: ${last}` : ''}`)
 }
 
+/**
+ * Watches `/readyz` of every node (polled every 500 ms: no event) until
+ * `stop()`, which returns per node how long it was not ready in total and
+ * the reasons it gave.
+ */
+function watchReadiness (nodes) {
+  const seen = new Map(nodes.map((node) => [node.name, { notReadyMs: 0, since: null, reasons: new Set() }]))
+  let running = true
+  const loop = (async () => {
+    while (running) {
+      for (const node of nodes) {
+        const answer = await readyz(node)
+        const state = seen.get(node.name)
+        const at = now()
+        if (answer.status === 200) {
+          if (state.since !== null) state.notReadyMs += at - state.since
+          state.since = null
+        } else {
+          state.since ??= at
+          state.reasons.add(answer.body?.error?.details?.replace(/\d+ s\b/, 'N s') ?? `HTTP ${answer.status}`)
+        }
+      }
+      await sleep(500)
+    }
+  })()
+  return {
+    async stop () {
+      running = false
+      await loop
+      const at = now()
+      return Object.fromEntries([...seen].map(([name, state]) => [name, {
+        notReadyMs: Math.round(state.notReadyMs + (state.since === null ? 0 : at - state.since)),
+        reasons: [...state.reasons]
+      }]))
+    }
+  }
+}
+
 const fmt = (ms) => (ms === null || ms === undefined ? '-' : `${(ms / 1000).toFixed(1)} s`)
 
 function printTable (rows) {
-  const head = ['fault', 'edits', 'lost', 'duplicated', 'longest ack wait', 'recovery', 'server closes', 'refused upgrades']
+  const head = ['fault', 'edits', 'lost', 'duplicated', 'longest ack wait', 'recovery', 'not ready', 'server closes', 'refused upgrades']
   const body = rows.map((r) => [
-    r.fault, String(r.edits), String(r.lost), String(r.duplicated), fmt(r.maxAckWaitMs), fmt(r.recoveryMs),
+    r.fault, String(r.edits), String(r.lost), String(r.duplicated), fmt(r.maxAckWaitMs), fmt(r.recoveryMs), fmt(r.notReadyMs),
     Object.entries(r.closes).map(([c, n]) => `${c}x${n}`).join(' ') || '-',
     Object.entries(r.refused).map(([c, n]) => `${c}x${n}`).join(' ') || '-'
   ])
@@ -377,6 +426,7 @@ function printTable (rows) {
   const line = (cells) => '| ' + cells.map((c, i) => c.padEnd(widths[i])).join(' | ') + ' |'
   console.log(['', line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n'))
   for (const r of rows) if (r.notes.length) console.log(`[fault] ${r.fault}: ${r.notes.join('; ')}`)
+  for (const r of rows) if (r.notReadyReasons?.length) console.log(`[fault] ${r.fault}: /readyz said ${r.notReadyReasons.map((reason) => JSON.stringify(reason)).join(', ')}`)
 }
 
 // ---------------------------------------------------------------------------
@@ -559,6 +609,7 @@ e2e(`faults: three brokers (RF 3, min ISR 2), three nodes, two workers; leader k
   async function fault (name, inject) {
     await waitInSync(`before ${name}`)
     outcomes.phase = name
+    const readiness = watchReadiness(nodes)
     const started = now()
     for (const e of editors) e.start(name)
     await sleep(PLAN.warmup)
@@ -569,6 +620,7 @@ e2e(`faults: three brokers (RF 3, min ISR 2), three nodes, two workers; leader k
     for (const e of editors) e.stop()
     const edits = editors.reduce((sum, e) => sum + e.made.filter((m) => m.phase === name).length, 0)
     const result = await verify(name)
+    const notReady = await readiness.stop()
     const { closes, refused } = outcomes.of(name)
     const row = {
       fault: name,
@@ -578,6 +630,8 @@ e2e(`faults: three brokers (RF 3, min ISR 2), three nodes, two workers; leader k
       maxAckWaitMs: Editor.maxWait.has(name) ? Math.round(Editor.maxWait.get(name)) : null,
       recoveryMs: result.convergedAt === null ? null : Math.round(result.convergedAt - faultEnd),
       phaseMs: Math.round(faultEnd - started),
+      notReadyMs: Math.max(...Object.values(notReady).map((r) => r.notReadyMs)),
+      notReadyReasons: [...new Set(Object.values(notReady).flatMap((r) => r.reasons))],
       replicasChecked: result.replicas,
       closes,
       refused,
@@ -768,6 +822,7 @@ e2e(`faults: three brokers (RF 3, min ISR 2), three nodes, two workers; leader k
       duplicated,
       maxAckWaitMs: null,
       recoveryMs: Math.round(now() - restarted),
+      notReadyMs: null,
       closes: {},
       refused: {},
       notes: [`brokers, workers and nodes started again in ${fmt(startedMs)}; ${docs.length} documents x ${NODES} nodes x 2 client kinds`]
