@@ -26,9 +26,8 @@
 //
 // The suite prints a table (and writes it as JSON to WEFT_FAULT_REPORT if
 // set): per fault the edits made, lost and duplicated (both must be 0),
-// the longest a Hocuspocus edit waited for its acknowledgement (from the
-// edit until the provider next reported no unsynced change: an upper bound
-// on its own wait), the recovery time (fault end to every replica
+// the longest a Hocuspocus edit waited for its acknowledgement (the
+// provider's sync status; see `Editor`), the recovery time (fault end to every replica
 // converged), and the longest any node's `/readyz` was not 200 during the
 // phase, with the reasons it gave.
 //
@@ -60,7 +59,7 @@ const skip = POSTGRES ? false : 'set WEFT_TEST_POSTGRES_URL (tests/with-postgres
 const LONG = Boolean(process.env.WEFT_FAULT_LONG)
 /** Sizes and durations (ms). */
 const PLAN = LONG
-  ? { docs: 4, editEvery: 120, warmup: 5000, leaderDown: 20000, stopped: 60000, outage: 45000, workerBrokerDown: 30000, limit: 1500000 }
+  ? { docs: 4, editEvery: 150, warmup: 5000, leaderDown: 20000, stopped: 60000, outage: 45000, workerBrokerDown: 30000, limit: 1500000 }
   : { docs: 2, editEvery: 250, warmup: 2000, leaderDown: 5000, stopped: 20000, outage: 15000, workerBrokerDown: 10000, limit: 600000 }
 const NODES = 3
 const BROKERS = 3
@@ -259,8 +258,16 @@ function ywsClient (t, node, docName, name, outcomes) {
 
 /**
  * An editing client: pushes a unique token every `PLAN.editEvery` ms while
- * editing is on, remembers each token's phase, and (Hocuspocus) how long
- * each edit waited until the provider reported no unsynced change.
+ * editing is on, and remembers each token's phase.
+ *
+ * For a Hocuspocus client it also measures how long each edit waited for
+ * its acknowledgement. Each edit is one update message (the provider's
+ * `unsyncedChanges` goes up by one) and Weft answers a socket's updates of
+ * a document in commit order with one sync status each (down by one), so
+ * acknowledgements pair with pending edits first in, first out. On every
+ * (re)connection the provider resets the count to 1 and sends its whole
+ * state as one SyncStep2: the edits still pending then are acknowledged
+ * together with that message, as one group.
  */
 class Editor {
   constructor (client, node) {
@@ -269,26 +276,62 @@ class Editor {
     this.count = 0
     /** @type {{ token: string, phase: string, at: number }[]} */
     this.made = []
-    this.waiting = [] // Hocuspocus: edits not yet acknowledged
+    /** Hocuspocus: groups of edits awaiting one acknowledgement each, oldest first. */
+    this.pending = []
     this.timer = null
     if (client.kind === 'hocuspocus') {
-      client.provider.on('unsyncedChanges', ({ number }) => {
-        if (number !== 0) return
-        const at = now()
-        for (const edit of this.waiting.splice(0)) Editor.recordWait(edit.phase, at - edit.at)
+      const provider = client.provider
+      let previous = provider.unsyncedChanges
+      let resetting = false
+      const reset = provider.resetUnsyncedChanges.bind(provider)
+      provider.resetUnsyncedChanges = () => {
+        resetting = true
+        reset()
+      }
+      provider.on('unsyncedChanges', ({ number }) => {
+        if (resetting) {
+          resetting = false
+          // Everything pending goes again in the SyncStep2 that answers the
+          // server's SyncStep1: one acknowledgement for all of it (an empty
+          // SyncStep2 is acknowledged too).
+          this.pending = [this.pending.flat()]
+        } else if (number < previous) {
+          const at = now()
+          for (let acknowledged = previous - number; acknowledged > 0 && this.pending.length; acknowledged--) {
+            for (const edit of this.pending.shift()) Editor.recordWait(edit.phase, at - edit.at)
+          }
+        }
+        if (number === 0) {
+          const at = now()
+          for (const edit of this.pending.flat()) Editor.recordWait(edit.phase, at - edit.at)
+          this.pending = []
+        }
+        previous = number
       })
     }
   }
 
   static recordWait (phase, ms) {
-    Editor.maxWait.set(phase, Math.max(Editor.maxWait.get(phase) || 0, ms))
+    if (!Editor.waits.has(phase)) Editor.waits.set(phase, [])
+    Editor.waits.get(phase).push(ms)
+  }
+
+  /** The longest and the median acknowledgement wait of a phase's Hocuspocus edits. */
+  static waitsOf (phase) {
+    const waits = [...(Editor.waits.get(phase) || [])].sort((a, b) => a - b)
+    if (!waits.length) return { maxAckWaitMs: null, medianAckWaitMs: null, acknowledged: 0 }
+    return {
+      maxAckWaitMs: Math.round(waits[waits.length - 1]),
+      medianAckWaitMs: Math.round(waits[Math.floor(waits.length / 2)]),
+      acknowledged: waits.length
+    }
   }
 
   edit (phase) {
     const token = `${this.client.name}#${this.count++}`
     const edit = { token, phase, at: now() }
     this.made.push(edit)
-    if (this.client.kind === 'hocuspocus') this.waiting.push(edit)
+    if (this.client.kind === 'hocuspocus') this.pending.push([edit])
     this.client.doc.getArray('array').push([token])
   }
 
@@ -307,7 +350,8 @@ class Editor {
     this.timer = null
   }
 }
-Editor.maxWait = new Map()
+/** Per phase, every acknowledged Hocuspocus edit's wait (ms). */
+Editor.waits = new Map()
 
 // ---------------------------------------------------------------------------
 // Replicas and their comparison
@@ -611,23 +655,28 @@ e2e(`faults: three brokers (RF 3, min ISR 2), three nodes, two workers; leader k
     outcomes.phase = name
     const readiness = watchReadiness(nodes)
     const started = now()
-    for (const e of editors) e.start(name)
-    await sleep(PLAN.warmup)
     const notes = []
     let endedAt = null
-    const extra = await inject(notes, () => { endedAt = now() })
-    const faultEnd = endedAt ?? now()
-    for (const e of editors) e.stop()
+    let extra, faultEnd, result, notReady
+    try {
+      for (const e of editors) e.start(name)
+      await sleep(PLAN.warmup)
+      extra = await inject(notes, () => { endedAt = now() })
+      faultEnd = endedAt ?? now()
+      for (const e of editors) e.stop()
+      result = await verify(name)
+    } finally {
+      for (const e of editors) e.stop()
+      notReady = await readiness.stop()
+    }
     const edits = editors.reduce((sum, e) => sum + e.made.filter((m) => m.phase === name).length, 0)
-    const result = await verify(name)
-    const notReady = await readiness.stop()
     const { closes, refused } = outcomes.of(name)
     const row = {
       fault: name,
       edits,
       lost: result.lost,
       duplicated: result.duplicated,
-      maxAckWaitMs: Editor.maxWait.has(name) ? Math.round(Editor.maxWait.get(name)) : null,
+      ...Editor.waitsOf(name),
       recoveryMs: result.convergedAt === null ? null : Math.round(result.convergedAt - faultEnd),
       phaseMs: Math.round(faultEnd - started),
       notReadyMs: Math.max(...Object.values(notReady).map((r) => r.notReadyMs)),
@@ -704,9 +753,12 @@ e2e(`faults: three brokers (RF 3, min ISR 2), three nodes, two workers; leader k
         await sleep(500)
       }
     })()
-    await sleep(PLAN.outage - 1000)
-    polling = false
-    await poller
+    try {
+      await sleep(PLAN.outage - 1000)
+    } finally {
+      polling = false
+      await poller
+    }
     // No edit made since the quorum was lost reached anyone but its author.
     const afterLoss = new Map()
     for (const e of editors) {
