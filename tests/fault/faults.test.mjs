@@ -590,8 +590,15 @@ e2e(`faults: three brokers (RF 3, min ISR 2), three nodes, two workers; leader k
     const expected = new Map(docs.map((doc) => [doc, expectedOf(doc)]))
     const problems = []
     let convergedAt = null
+    // When each client first held every edit (and had its own acknowledged).
+    const doneAt = new Map()
+    const done = (c) => {
+      const ok = c.doc.getArray('array').length === expected.get(c.docName).size && c.synced()
+      if (ok && !doneAt.has(c.name)) doneAt.set(c.name, now())
+      return ok
+    }
     try {
-      await waitFor(() => clients.every((c) => c.doc.getArray('array').length === expected.get(c.docName).size && c.synced()), {
+      await waitFor(() => clients.map(done).every(Boolean), {
         on: waitOn,
         timeout: CONVERGE_TIMEOUT,
         what: `${label}: every client to converge`,
@@ -641,7 +648,8 @@ e2e(`faults: three brokers (RF 3, min ISR 2), three nodes, two workers; leader k
         problems.push(`${r.name}: ${missing.length} missing (${missing.slice(0, 5)}), ${twice.length} doubled (${twice.slice(0, 5)}), ${unexpected.length} unexpected (${unexpected.slice(0, 5)})`)
       }
     }
-    return { lost: lost.size, duplicated: duplicated.size, convergedAt, problems, replicas: replicas.length }
+    const [lastClient, lastAt] = [...doneAt].sort((a, b) => b[1] - a[1])[0] ?? [null, null]
+    return { lost: lost.size, duplicated: duplicated.size, convergedAt, problems, replicas: replicas.length, lastClient, lastAt }
   }
 
   /**
@@ -687,6 +695,7 @@ e2e(`faults: three brokers (RF 3, min ISR 2), three nodes, two workers; leader k
       ...extra,
       notes
     }
+    if (result.lastClient) notes.push(`last client to converge: ${result.lastClient}, ${fmt(result.lastAt - faultEnd)} after the fault ended`)
     rows.push(row)
     console.log(`[fault] ${name}: ${edits} edits, lost ${row.lost}, duplicated ${row.duplicated}, longest ack wait ${fmt(row.maxAckWaitMs)}, recovered in ${fmt(row.recoveryMs)}; closes ${JSON.stringify(closes)}, refused ${JSON.stringify(refused)}`)
     assert.deepEqual(result.problems, [], `${name}: every replica holds every edit exactly once`)
@@ -899,4 +908,63 @@ e2e(`faults: three brokers (RF 3, min ISR 2), three nodes, two workers; leader k
       assert.ok((allowed.get(s.partition) || []).includes(s.start), `${s.node} replayed partition ${s.partition} from ${s.start}, right after a snapshot (${JSON.stringify([...allowed])})`)
     }
   })()
+})
+
+// ---------------------------------------------------------------------------
+// Known bug (a todo: reported, not failing the run; long plan only). A
+// publish that times out while the brokers have no quorum can still be
+// committed: the partition's leader appended the record and, once its
+// followers return, the record is in the log. The writing node failed the
+// update (its session closed with 1011) and never applied it, and its live
+// consumer skips the node's own records, so if the client does not come
+// back to re-send the update, that node's replica lacks a record the log,
+// the other nodes and the workers' snapshots have, until it unloads the
+// document. Later updates that build on the missing one wait in its yrs
+// document as well.
+
+e2e('faults (known bug): an update whose publish timed out without a quorum but was committed later reaches every node, its author gone', {
+  skip: skip || (LONG ? false : 'long plan only (WEFT_FAULT_LONG=1)'),
+  todo: 'the writing node skips its own records, so it never applies one it had failed',
+  timeout: 300000
+}, async (t) => {
+  const kafka = await KafkaCluster.start(t, { nodes: BROKERS })
+  const admin = await TopicAdmin.start(t, kafka.bootstrap)
+  const topic = `ghost-${crypto.randomUUID()}`
+  const args = (id) => [
+    '--kafka-brokers', kafka.bootstrap, '--kafka-topic', topic, '--kafka-partitions', '1',
+    '--kafka-replication-factor', String(BROKERS), '--node-id', id, '--kafka-publish-timeout', '3s'
+  ]
+  const a = await startWeft(t, { name: 'node-a', args: args('node-a'), ready: { timeout: 60000 } })
+  const b = await startWeft(t, { name: 'node-b', args: args('node-b'), ready: { timeout: 60000 } })
+  const doc = 'ghost/doc'
+  const author = createClient(t, a, doc, { name: 'author@a', maxBackoffTime: 60000 })
+  const reader = createClient(t, b, doc, { name: 'reader@b' })
+  await waitSynced([author, reader], { timeout: 30000 })
+  author.doc.getArray('array').push(['before'])
+  await waitFor(() => reader.doc.getArray('array').length === 1, { on: reader, timeout: 20000, what: 'the first edit on node-b' })
+  const inSync = async () => {
+    const d = await admin.describe(topic)
+    return d.ok && d.partitions[0].isr.length === BROKERS ? d.partitions[0] : `${d.error ?? JSON.stringify(d.partitions)}`
+  }
+  let partition
+  await eventually(async () => { partition = await inSync(); return typeof partition === 'object' }, { timeout: 60000, every: 500, what: 'the partition in sync' })
+  // The partition's leader survives; its followers die: it appends what it
+  // is sent but cannot commit it.
+  const victims = [1, 2, 3].filter((n) => n !== partition.leader)
+  for (const n of victims) await kafka.signal(n, 'SIGKILL')
+  author.doc.getArray('array').push(['ghost'])
+  await waitFor(() => author.closeCodes.length > 0, { on: author, timeout: 20000, what: 'the author\'s session to close (publish timeout)' })
+  author.provider.shouldConnect = false
+  assert.deepEqual(author.closeCodes, [1011])
+  author.destroy()
+  assert.deepEqual(reader.doc.getArray('array').toJSON(), ['before'], 'nothing unacknowledged was shown')
+  await Promise.all(victims.map((n) => kafka.start(n)))
+  await eventually(async () => typeof (await inSync()) === 'object', { timeout: 90000, every: 500, what: 'the partition in sync again' })
+  // The log has the record (the worker's snapshots would too): node-b
+  // applies it from the topic.
+  const committed = await waitFor(() => reader.doc.getArray('array').toJSON().includes('ghost'), { on: reader, timeout: 30000, what: 'the committed record on node-b' })
+    .then(() => true, () => false)
+  const replicas = { 'node-a': await nodeArray(a, doc), 'node-b': await nodeArray(b, doc) }
+  console.log(`[fault] known bug: record committed after its publish failed: ${committed}; replicas ${JSON.stringify(replicas)}`)
+  assert.deepEqual(replicas['node-a'], replicas['node-b'], 'both nodes hold the same document')
 })
