@@ -14,12 +14,11 @@ CARGO ?= cargo
 NPM_CACHE := $(WEFT_CACHE)/npm
 CARGO_DENY := $(TOOLS)/bin/cargo-deny
 CARGO_DENY_VERSION := 0.20.2
-# The Kafka-API broker the tests run against (Tansu, Apache-2.0, built from
-# the crates registry once: 7-11 minutes cold on 2 cores, then cached).
-TANSU := $(TOOLS)/bin/tansu
-TANSU_VERSION := 0.6.0
-# The services the tests run against: a Kafka-API broker and PostgreSQL.
-WITH_SERVICES := WEFT_TANSU_BIN=$(TANSU) $(CURDIR)/tests/with-postgres.sh $(CURDIR)/tests/with-broker.sh
+# The tests' broker: Apache Kafka (KRaft), jars from Maven Central resolved
+# once by tests/kafka/kafka.sh and cached, run with Java 17+.
+KAFKA_SH := $(CURDIR)/tests/kafka/kafka.sh
+# The services the tests run against: an Apache Kafka broker and PostgreSQL.
+WITH_SERVICES := $(CURDIR)/tests/with-postgres.sh $(CURDIR)/tests/with-broker.sh
 ADVISORY_URL := https://github.com/RustSec/advisory-db
 # Where cargo-deny looks for that database given deny.toml's db-path.
 ADVISORY_DIR := $(WEFT_CACHE)/advisory-dbs/advisory-db-3157b0e258782691
@@ -65,7 +64,7 @@ lint: $(WEB_BUILT) ## rustfmt and clippy (warnings are errors)
 	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 .PHONY: unit
-unit: $(WEB_BUILT) $(TANSU) postgres-server ## unit, property, store, gateway and bus tests (against a Kafka-API broker and PostgreSQL)
+unit: $(WEB_BUILT) kafka postgres-server ## unit, property, store, gateway and bus tests (against an Apache Kafka broker and PostgreSQL)
 	$(WITH_SERVICES) $(CARGO) test --locked --workspace --all-features
 
 tests/node_modules/.weft-lock: tests/package-lock.json
@@ -74,7 +73,7 @@ tests/node_modules/.weft-lock: tests/package-lock.json
 	cp tests/package-lock.json $@
 
 .PHONY: e2e
-e2e: build tests/node_modules/.weft-lock chromium nginx $(TANSU) postgres-server ## end-to-end: the weft binary with unmodified npm Yjs clients and the editor page in Chromium, one node and clusters over a real broker
+e2e: build tests/node_modules/.weft-lock chromium nginx kafka postgres-server ## end-to-end: the weft binary with unmodified npm Yjs clients and the editor page in Chromium, one node and clusters over a real broker
 	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(WITH_SERVICES) node --test --test-concurrency=1 --test-force-exit e2e/
 
 .PHONY: chromium
@@ -84,9 +83,20 @@ chromium: ## Debian's Chromium for the editor page's browser tests, unless one i
 	fi
 
 .PHONY: screenshot
-screenshot: build tests/node_modules/.weft-lock chromium $(TANSU) postgres-server ## retake docs/editor.png: two editor pages on two nodes of a cluster
+screenshot: build tests/node_modules/.weft-lock chromium kafka postgres-server ## retake docs/editor.png: two editor pages on two nodes of a cluster
 	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft WEFT_SCREENSHOT=$(CURDIR)/docs/editor.png $(WITH_SERVICES) \
 	  node --test --test-force-exit --test-name-pattern 'two pages on two nodes' e2e/editor.test.mjs
+
+.PHONY: kafka
+kafka: ## Apache Kafka's jars for the test brokers (Maven resolves them from Maven Central once; cached), checking Java 17+ and mvn
+	@command -v java >/dev/null || { echo "make kafka: the test broker (Apache Kafka 4) runs on Java 17 or later, and no 'java' is on PATH (Debian: apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+	@java_version=$$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p'); \
+	  if [ -z "$$java_version" ] || [ "$${java_version%%.*}" -lt 17 ]; then \
+	    echo "make kafka: the test broker (Apache Kafka 4) needs Java 17 or later; 'java' is $${java_version:-of an unknown version}" >&2; exit 1; \
+	  fi
+	@command -v mvn >/dev/null || ls $(WEFT_CACHE)/kafka-*/lib/.complete >/dev/null 2>&1 || { \
+	  echo "make kafka: Maven (mvn) is needed once to resolve Apache Kafka's jars from Maven Central (Debian: apt-get install maven)" >&2; exit 1; }
+	@jars=$$($(KAFKA_SH) classpath); echo "test broker: Apache Kafka $$($(KAFKA_SH) version), jars in $$jars"
 
 .PHONY: postgres-server
 postgres-server: ## PostgreSQL server binaries for the tests (Debian package), unless a server already answers on 127.0.0.1:5432
@@ -105,11 +115,8 @@ $(PY_VENV)/.installed: $(PY_REQUIREMENTS)
 	touch $@
 
 .PHONY: e2e-python
-e2e-python: build tests/node_modules/.weft-lock $(PY_VENV)/.installed $(TANSU) postgres-server ## end-to-end: unmodified pycrdt clients (and a y-websocket peer) against the weft binary
+e2e-python: build tests/node_modules/.weft-lock $(PY_VENV)/.installed kafka postgres-server ## end-to-end: unmodified pycrdt clients (and a y-websocket peer) against the weft binary
 	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(WITH_SERVICES) $(PY_VENV)/bin/python -m pytest -q python
-
-$(TANSU):
-	$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql --root $(TOOLS)
 
 $(CARGO_DENY):
 	$(CARGO) install cargo-deny --version $(CARGO_DENY_VERSION) --locked --root $(TOOLS)

@@ -7,13 +7,17 @@
 # The peers (@y/websocket-server, @hocuspocus/server, its Redis extension)
 # are installed from npm into bench/peers, pinned by its package-lock.json.
 # Hocuspocus's two-node runs start their own redis-server (Debian's
-# `redis-server`) on a free loopback port; Weft's start a Tansu broker.
+# `redis-server`) on a free loopback port; Weft's start Apache Kafka brokers
+# (tests/kafka/kafka.sh: jars from Maven Central, cached), fresh for each run.
 
 BENCH_MODE ?= short
 BENCH_REPEATS ?=
-# Weft's --kafka-fetch-wait-ms in two-node runs: Tansu answers a fetch only
-# after the full wait, so this is a floor under cross-node latency.
-BENCH_KAFKA_FETCH_WAIT_MS ?= 1
+# Weft's --kafka-fetch-wait-ms in cluster runs; empty keeps Weft's default
+# (Kafka answers a waiting fetch as soon as a record is readable).
+BENCH_KAFKA_FETCH_WAIT_MS ?=
+# The brokers' heap in benchmarks: what Kafka's own start script gives a
+# broker, so numbers compare with a stock broker's.
+BENCH_KAFKA_HEAP ?= -Xms1g -Xmx1g
 REDIS_SERVER ?= $(or $(shell command -v redis-server),/usr/bin/redis-server)
 # Scenario 5's editing trace (automerge-paper, gzip JSON in the
 # editing-traces format). By default the copy beside the repository, if
@@ -28,16 +32,16 @@ $(BENCH_PEERS_BUILT): bench/peers/package.json bench/peers/package-lock.json
 	touch $@
 
 # The driver's command line, less where it writes.
-BENCH_RUN = ulimit -n "$$(ulimit -Hn)"; ./target/release/weft-bench run \
+BENCH_RUN = ulimit -n "$$(ulimit -Hn)"; KAFKA_HEAP_OPTS="$(BENCH_KAFKA_HEAP)" ./target/release/weft-bench run \
 	  --weft ./target/release/weft --peers-dir bench/peers \
-	  --tansu $(TANSU) --redis-server $(REDIS_SERVER) \
-	  --kafka-fetch-wait-ms $(BENCH_KAFKA_FETCH_WAIT_MS) \
+	  --kafka $(CURDIR)/tests/kafka/kafka.sh --redis-server $(REDIS_SERVER) \
+	  $(if $(BENCH_KAFKA_FETCH_WAIT_MS),--kafka-fetch-wait-ms $(BENCH_KAFKA_FETCH_WAIT_MS)) \
 	  $(if $(BENCH_TRACE),--trace $(BENCH_TRACE))
 
 .PHONY: bench
 # web/.built: the editor page the weft binary embeds (the Makefile defines
 # WEB_BUILT after this file is included, so it is named here).
-bench: web/.built $(TANSU) $(BENCH_PEERS_BUILT) redis-server-bin ## Weft vs its peers -> docs/BENCHMARKS.md (BENCH_MODE=short|full)
+bench: web/.built kafka $(BENCH_PEERS_BUILT) redis-server-bin ## Weft vs its peers -> docs/BENCHMARKS.md (BENCH_MODE=short|full)
 	$(CARGO) build --release --locked -p weft-server -p weft-bench
 	$(BENCH_RUN) --mode $(BENCH_MODE) $(if $(BENCH_REPEATS),--repeats $(BENCH_REPEATS)) \
 	  --results target/bench/results-$(BENCH_MODE).json \
@@ -48,7 +52,7 @@ bench: web/.built $(TANSU) $(BENCH_PEERS_BUILT) redis-server-bin ## Weft vs its 
 # with each run's correctness check (every update delivered exactly once,
 # replicas equal). It fails if a run of Weft fails; the report goes under
 # target/, so the committed full report stays as it is.
-bench-check: web/.built $(TANSU) $(BENCH_PEERS_BUILT) redis-server-bin ## the short benchmark as a check; report in target/bench/check/
+bench-check: web/.built kafka $(BENCH_PEERS_BUILT) redis-server-bin ## the short benchmark as a check; report in target/bench/check/
 	$(CARGO) build --release --locked -p weft-server -p weft-bench
 	$(BENCH_RUN) --mode short --scratch target/bench/check/work \
 	  --results target/bench/check/results.json \

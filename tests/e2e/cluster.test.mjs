@@ -1,16 +1,18 @@
-// Clusters: three `weft serve` nodes sharing a real Kafka-API broker (the
-// Tansu that `make test` starts, named by WEFT_TEST_KAFKA), with the same
-// unmodified y-websocket clients. Every test uses a fresh topic.
+// Clusters: three `weft serve` nodes sharing a real Apache Kafka broker (the
+// one `make test` starts, named by WEFT_TEST_KAFKA), with the same
+// unmodified y-websocket clients. Every test uses a fresh topic; tests that
+// kill, restart or replicate brokers start an Apache Kafka cluster of their
+// own (KafkaCluster).
 
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import {
   e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report,
-  prng, testSeed, Y, WeftServer, freePort, HOST, startOwnBroker, assertTokensOnce, metric
+  prng, testSeed, Y, WeftServer, freePort, KafkaCluster, KAFKA_SH, assertTokensOnce, metric
 } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
@@ -19,7 +21,7 @@ if (!BROKER && process.env.CI) {
 }
 const skip = BROKER ? false : 'set WEFT_TEST_KAFKA=host:port (make test does)'
 
-/** The fetch wait the nodes use; latency figures are bounded by it (Tansu waits it out). */
+/** The fetch wait the nodes use (Kafka answers a fetch as soon as data arrives: it bounds idle polling). */
 const FETCH_WAIT_MS = 10
 const HEARTBEAT = '200ms'
 const NODE_TIMEOUT_MS = 1500
@@ -318,26 +320,40 @@ e2e('cluster: awareness crosses nodes, and a SIGKILLed node\'s clients disappear
 })
 
 /**
- * Produce a record that is not a Weft envelope, with a document's key, into
- * every partition of `topic`, through Tansu's own producer (not Weft's).
- * `tansu cat produce` writes the key as JSON, so the key of a string `k` is
- * `"k"`, quotes included: the document under test is named that way.
+ * Produce `count` records that are not Weft envelopes, keyed `key` (raw
+ * bytes, as any Kafka producer writes them), into `partition` of `topic`,
+ * through Apache Kafka's own Java producer (tests/kafka/ProduceRaw.java),
+ * not Weft's. Returns once the broker acknowledged them (acks=all).
  */
-function produceGarbage (topic, key, partition, count) {
-  const tansu = process.env.WEFT_TANSU_BIN
-  assert.ok(tansu, 'WEFT_TANSU_BIN names the broker binary (make test sets it)')
-  for (let i = 0; i < count; i++) {
-    const produced = spawnSync(tansu, [
-      'cat', 'produce', topic, '--broker', `tcp://${BROKER}`, '--partition', String(partition)
-    ], { input: JSON.stringify({ key, value: `not an envelope ${i}` }) + '\n', timeout: 20000 })
-    assert.equal(produced.status, 0, `tansu cat produce: ${produced.stderr}`)
-  }
+async function produceGarbage (topic, key, partition, count) {
+  const values = Array.from({ length: count }, (_, i) => `not an envelope ${i}`)
+  await kafkaJava('ProduceRaw.java', [BROKER, topic, String(partition), key, ...values])
+}
+
+/** The node id of the broker leading `partition` of `topic` (-1: none now), from Kafka's own admin client. */
+async function partitionLeader (bootstrap, topic, partition) {
+  return Number((await kafkaJava('PartitionLeader.java', [bootstrap, topic, String(partition)])).trim())
+}
+
+/** Run one of tests/kafka's single-file Java programs against the cached Kafka jars; resolves with its stdout. */
+async function kafkaJava (file, args) {
+  const classpath = (await run(KAFKA_SH, ['classpath'], 600000)).trim()
+  return run('java', ['-cp', `${classpath}/*`, path.join(path.dirname(KAFKA_SH), file), ...args], 60000)
+}
+
+/** Run `command` (not blocking the clients' event loop), bounded by `timeout` ms; resolves with its stdout. */
+function run (command, args, timeout) {
+  return new Promise((resolve, reject) => {
+    execFile(command, args, { timeout, killSignal: 'SIGKILL' }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`${path.basename(command)} ${args.slice(-6).join(' ')}: ${error.message}\n${stderr}`))
+      else resolve(stdout)
+    })
+  })
 }
 
 e2e('cluster: a malformed record in the topic is skipped; nodes keep serving and replaying', { skip, timeout: 120000 }, async (t) => {
   const { nodes, topic } = await startCluster(t, 2)
-  const key = 'cluster/poisoned'
-  const doc = JSON.stringify(key)
+  const doc = 'cluster/poisoned'
   const a = createClient(t, nodes[0], doc, { name: 'a@node-0' })
   const b = createClient(t, nodes[1], doc, { name: 'b@node-1' })
   await waitSynced([a, b])
@@ -346,11 +362,10 @@ e2e('cluster: a malformed record in the topic is skipped; nodes keep serving and
   // Both nodes have the document loaded, so their live consumers read its
   // partition (the one its records go to) and decode what lands there.
   const held = await eventuallyAssigned(nodes[0], topic, (p) => p.updates.size === 1, 'node-0 holding the document')
-  produceGarbage(topic, key, [...held.updates][0], 2)
+  await produceGarbage(topic, doc, [...held.updates][0], 2)
   // Both nodes read the two records, count them and say so in their log.
-  // The broker's own producer may acknowledge before its records are
-  // readable, and the counter goes up just before the warning is written:
-  // wait for both (bounded; neither is an event source).
+  // The counter goes up just before the warning is written: wait for both
+  // (bounded; neither is an event source).
   for (const node of nodes) {
     let skipped = 0
     const logged = () => /malformed record skipped/.test(node.logs())
@@ -372,16 +387,19 @@ e2e('cluster: a malformed record in the topic is skipped; nodes keep serving and
   assert.deepEqual(fresh.doc.getArray('array').toJSON(), ['before', 'after'])
 })
 
-e2e('cluster: a node is not ready until its broker answers, then serves without a restart', { skip, timeout: 60000 }, async (t) => {
-  const brokerPort = await freePort()
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-e2e-broker-'))
+e2e('cluster: a node is not ready until its broker answers, then serves without a restart', { skip, timeout: 120000 }, async (t) => {
+  // A broker of the test's own, killed before the node starts: its address
+  // is known, and nothing answers there until it is started again.
+  const kafka = await KafkaCluster.start(t)
+  await kafka.signal(1, 'SIGKILL')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-e2e-late-broker-'))
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
   const port = await freePort()
   const node = new WeftServer({
     port,
     storeDir: path.join(dir, 'store'),
     name: 'node-waiting',
-    args: ['--kafka-brokers', `${HOST}:${brokerPort}`, '--kafka-topic', 'late-broker', '--node-id', 'waiting']
+    args: ['--kafka-brokers', kafka.bootstrap, '--kafka-topic', 'late-broker', '--node-id', 'waiting']
   })
   t.after(() => node.cleanup({ removeStore: false }))
   node.spawn()
@@ -400,10 +418,10 @@ e2e('cluster: a node is not ready until its broker answers, then serves without 
   assert.equal(answer.status, 503)
   assert.match(answer.body.error.details, /message bus/)
   // The broker appears; the node connects by itself (backoff retries).
-  const started = now()
-  startOwnBroker(t, brokerPort, { dir })
+  await kafka.start(1)
+  const served = now()
   await node.waitReady({ timeout: 20000 })
-  report('cluster: node ready after its broker came up (retry backoff up to 5 s)', now() - started)
+  report('cluster: node ready after its broker came up (retry backoff up to 5 s)', now() - served)
   const a = createClient(t, node, 'late-broker/doc', { name: 'a' })
   const b = createClient(t, node, 'late-broker/doc', { name: 'b' })
   await waitSynced([a, b], { timeout: 15000 })
@@ -411,17 +429,14 @@ e2e('cluster: a node is not ready until its broker answers, then serves without 
   await waitConverged([a, b], { types: TYPES })
 })
 
-e2e('cluster: the broker dies; an unacknowledged edit closes its session and reaches nobody, the client keeps it, readiness goes 503', { skip, timeout: 60000 }, async (t) => {
-  const brokerPort = await freePort()
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-e2e-broker-'))
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const broker = startOwnBroker(t, brokerPort, { dir })
+e2e('cluster: the broker dies; an unacknowledged edit closes its session and reaches nobody, the client keeps it, readiness goes 503', { skip, timeout: 120000 }, async (t) => {
+  const kafka = await KafkaCluster.start(t)
   const nodes = []
   for (let i = 0; i < 2; i++) {
     nodes.push(await startWeft(t, {
       name: `node-${i}`,
       args: [
-        '--kafka-brokers', `${HOST}:${brokerPort}`, '--kafka-topic', 'broker-death', '--node-id', `node-${i}`,
+        '--kafka-brokers', kafka.bootstrap, '--kafka-topic', 'broker-death', '--node-id', `node-${i}`,
         '--kafka-fetch-wait-ms', String(FETCH_WAIT_MS), '--kafka-publish-timeout', '2s'
       ]
     }))
@@ -433,8 +448,7 @@ e2e('cluster: the broker dies; an unacknowledged edit closes its session and rea
   a.doc.getArray('array').push(['acknowledged'])
   await waitConverged([a, b], { types: TYPES, what: 'the first edit to cross' })
 
-  broker.child.kill('SIGKILL')
-  await broker.exited
+  await kafka.signal(1, 'SIGKILL')
   const killed = now()
   a.doc.getArray('array').push(['unacknowledged'])
   await waitFor(() => a.closeCodes.includes(1011), {
@@ -474,23 +488,11 @@ e2e('cluster: a document edited offline arrives as one update over 1 MB (Kafka\'
   assert.deepEqual(offline.closeCodes, [], 'the writer was never disconnected')
 })
 
-e2e('cluster: the broker restarts (durable storage); nodes recover by themselves and nothing acknowledged or re-sent is lost', { skip, timeout: 150000 }, async (t) => {
-  const brokerPort = await freePort()
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-e2e-broker-'))
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
-  // Tansu's durable engine: an SQLite file in its working directory.
-  const storage = 'sqlite://tansu.db'
-  let broker = startOwnBroker(t, brokerPort, { dir, storage })
+e2e('cluster: the broker restarts on its data; nodes recover by themselves and nothing acknowledged or re-sent is lost', { skip, timeout: 150000 }, async (t) => {
+  const kafka = await KafkaCluster.start(t)
   const args = (i) => [
-    '--kafka-brokers', `${HOST}:${brokerPort}`, '--kafka-topic', 'broker-restart', '--node-id', `node-${i}`,
-    '--kafka-fetch-wait-ms', String(FETCH_WAIT_MS), '--kafka-publish-timeout', '2s',
-    // Tansu 0.6 restarted on its durable engine times out every idempotent
-    // produce, even from new producers (its producer-id state does not
-    // survive the restart; Kafka's does). Duplicate records are harmless to
-    // Weft (Yjs updates are idempotent), so this test runs without producer
-    // idempotence to exercise what Weft itself must do: replace the failed
-    // producer, replace the stalled consumers, lose nothing.
-    '--kafka-option', 'enable.idempotence=false'
+    '--kafka-brokers', kafka.bootstrap, '--kafka-topic', 'broker-restart', '--node-id', `node-${i}`,
+    '--kafka-fetch-wait-ms', String(FETCH_WAIT_MS), '--kafka-publish-timeout', '2s'
   ]
   const nodes = [await startWeft(t, { name: 'node-0', args: args(0) }), await startWeft(t, { name: 'node-1', args: args(1) })]
   const doc = 'broker-restart/doc'
@@ -500,14 +502,15 @@ e2e('cluster: the broker restarts (durable storage); nodes recover by themselves
   a.doc.getArray('array').push(['acknowledged'])
   await waitConverged([a, b], { types: TYPES, what: 'the first edit to cross' })
 
-  broker.child.kill('SIGKILL')
-  await broker.exited
+  await kafka.signal(1, 'SIGKILL')
   a.doc.getArray('array').push(['while-down'])
   await waitFor(() => a.closeCodes.includes(1011), {
     on: a, timeout: 15000, what: 'the session with an unacknowledged edit to close with 1011'
   })
+  const restarting = now()
+  await kafka.start(1)
   const restarted = now()
-  broker = startOwnBroker(t, brokerPort, { dir, storage })
+  report('cluster: broker restarted on its data (start to serving clients)', restarted - restarting)
   await waitFor(() => b.doc.getArray('array').toJSON().includes('while-down'), {
     on: [a, b], timeout: 60000, what: 'the re-sent edit to reach node-1 after the broker restart'
   })
@@ -523,4 +526,68 @@ e2e('cluster: the broker restarts (durable storage); nodes recover by themselves
   const reader = createClient(t, fresh, doc, { name: 'reader@node-2' })
   await waitSynced(reader, { timeout: 20000 })
   assert.deepEqual(reader.doc.getArray('array').toJSON().sort(), all)
+})
+
+e2e('cluster: on three brokers (replication factor 3), the leader of a document\'s partition SIGKILLed mid-edit and restarted; every edit present exactly once, and a fresh node replays them all', { skip, timeout: 240000 }, async (t) => {
+  const kafka = await KafkaCluster.start(t, { nodes: 3 })
+  const topic = `e2e-replicated-${crypto.randomUUID()}`
+  const args = (i) => [
+    '--kafka-brokers', kafka.bootstrap, '--kafka-topic', topic, '--kafka-partitions', '4',
+    '--kafka-replication-factor', '3', '--node-id', `node-${i}`, '--kafka-fetch-wait-ms', String(FETCH_WAIT_MS)
+  ]
+  const nodes = [await startWeft(t, { name: 'node-0', args: args(0) }), await startWeft(t, { name: 'node-1', args: args(1) })]
+  const doc = 'cluster/replicated'
+  const writers = [0, 1, 1].map((n, i) => createClient(t, nodes[n], doc, { name: `w${i}@node-${n}`, maxBackoffTime: 200 }))
+  await waitSynced(writers, { timeout: 30000 })
+  const held = await eventuallyAssigned(nodes[0], topic, (p) => p.updates.size === 1, 'node-0 holding the document')
+  const partition = [...held.updates][0]
+  const leader = await partitionLeader(kafka.bootstrap, topic, partition)
+  assert.ok(leader >= 1 && leader <= 3, `partition ${partition} has a leader (${leader})`)
+  const expected = []
+  let issued = 0
+  let chaosDone = false
+  const chaos = (async () => {
+    try {
+      const before = issued
+      await waitFor(() => issued >= before + 30, { on: writers, timeout: 60000, what: 'edits before the leader is killed' })
+      const killed = now()
+      await kafka.signal(leader, 'SIGKILL')
+      // Another broker takes the partition over once the controller misses
+      // the dead one (broker.session.timeout.ms: 3 s). Polled: no event.
+      let next = leader
+      for (let attempt = 0; attempt < 30 && (next === leader || next < 0); attempt++) {
+        next = await partitionLeader(kafka.bootstrap, topic, partition)
+        if (next === leader || next < 0) await sleep(250)
+      }
+      assert.ok(next !== leader && next >= 1, `partition ${partition} moved from broker ${leader} (now ${next})`)
+      report(`cluster: partition leader (broker ${leader} of 3) SIGKILLed under writers; broker ${next} leads`, now() - killed)
+      const down = issued
+      await waitFor(() => issued >= down + 100, { on: writers, timeout: 60000, what: `edits while broker ${leader} is down` })
+      await kafka.start(leader)
+      report(`cluster: broker ${leader} of 3 restarted on its data under writers (from its kill)`, now() - killed)
+      const back = issued
+      await waitFor(() => issued >= back + 30, { on: writers, timeout: 60000, what: 'edits after the restart' })
+    } finally {
+      chaosDone = true
+    }
+  })()
+  // Until the broker is back (20 inserts/s per writer; at most 200 s).
+  const MAX_INSERTS = 4000
+  const writing = Promise.all(writers.map(async (w) => {
+    for (let i = 0; i < MAX_INSERTS && !chaosDone; i++) {
+      const token = `${w.name}-${i}`
+      expected.push(token)
+      w.doc.getArray('array').push([token])
+      issued++
+      await sleep(50)
+    }
+  }))
+  await Promise.all([writing, chaos])
+  const ms = await waitConverged(writers, { types: TYPES, timeout: 60000, what: 'writers to converge after the leader\'s kill' })
+  report(`cluster: ${writers.length} writers (${expected.length} inserts) converged after their last insert (partition leader killed)`, ms)
+  for (const w of writers) assertTokensOnce(w, expected)
+  const fresh = await startWeft(t, { name: 'node-2', args: args(2) })
+  const reader = createClient(t, fresh, doc, { name: 'reader@node-2' })
+  await waitSynced(reader, { timeout: 60000 })
+  assertTokensOnce(reader, expected)
 })

@@ -24,6 +24,7 @@ mod clock;
 mod plan;
 mod plot;
 mod procstat;
+mod prom;
 mod report;
 mod report_text;
 mod scale;
@@ -78,15 +79,16 @@ struct RunArgs {
     /// The folder where `npm ci` installed the peers (bench/peers).
     #[arg(long)]
     peers_dir: PathBuf,
-    /// A Tansu broker binary, for Weft's two-node runs.
+    /// The Apache Kafka launcher (tests/kafka/kafka.sh), for Weft's
+    /// cluster runs: it starts fresh brokers for each run.
     #[arg(long)]
-    tansu: Option<PathBuf>,
+    kafka: Option<PathBuf>,
     /// redis-server, for Hocuspocus's two-node runs.
     #[arg(long)]
     redis_server: Option<PathBuf>,
-    /// Weft's `--kafka-fetch-wait-ms` in two-node runs.
-    #[arg(long, default_value_t = 1)]
-    kafka_fetch_wait_ms: u32,
+    /// Weft's `--kafka-fetch-wait-ms` in cluster runs (default: Weft's own).
+    #[arg(long)]
+    kafka_fetch_wait_ms: Option<u32>,
     /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,trace,storm,scale).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

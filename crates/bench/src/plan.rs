@@ -118,7 +118,8 @@ pub(crate) struct Sizes {
     /// Why a size of `idle_sessions` was lowered (the open files limit).
     #[serde(default)]
     pub(crate) idle_capped: Option<String>,
-    pub(crate) kafka_fetch_wait_ms: u32,
+    /// Weft's `--kafka-fetch-wait-ms` in cluster runs (`None`: its default).
+    pub(crate) kafka_fetch_wait_ms: Option<u32>,
     /// Scenario 5 replays at most this many edits of the trace (`None`:
     /// all of it).
     #[serde(default)]
@@ -132,7 +133,7 @@ pub(crate) struct Sizes {
 }
 
 impl Sizes {
-    fn for_mode(mode: Mode, kafka_fetch_wait_ms: u32) -> Sizes {
+    fn for_mode(mode: Mode, kafka_fetch_wait_ms: Option<u32>) -> Sizes {
         match mode {
             Mode::Short => Sizes {
                 latency_writers: 2,
@@ -216,7 +217,11 @@ impl Sizes {
 fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
     match scenario {
         // Cross-node: y-websocket-server has no clustering.
-        "latency" => &[ServerKind::WeftCluster, ServerKind::HocuspocusRedis],
+        "latency" => &[
+            ServerKind::WeftCluster,
+            ServerKind::WeftClusterReplicated,
+            ServerKind::HocuspocusRedis,
+        ],
         "storm" => crate::storm::SERVERS,
         _ => &[
             ServerKind::Weft,
@@ -291,7 +296,7 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
         weft: args.weft.clone(),
         node: args.node.clone(),
         peers_dir: args.peers_dir.clone(),
-        tansu: args.tansu.clone(),
+        kafka: args.kafka.clone(),
         redis_server: args.redis_server.clone(),
         kafka_fetch_wait_ms: args.kafka_fetch_wait_ms,
         weft_extra_args: Vec::new(),
@@ -561,18 +566,38 @@ fn conditions(programs: &Programs, mode: Mode, repeats: u32) -> Vec<(String, Str
                     command_output(&path.to_string_lossy(), &["--version"])
                 }),
         ),
-        (
-            "Kafka-API broker".into(),
-            programs.tansu.as_ref().map_or("not given".into(), |path| {
-                let version = command_output(&path.to_string_lossy(), &["--version"]);
-                format!("Tansu ({version}), memory storage")
-            }),
-        ),
+        ("Kafka broker".into(), kafka_broker(programs)),
         (
             "Weft --kafka-fetch-wait-ms".into(),
-            programs.kafka_fetch_wait_ms.to_string(),
+            programs
+                .kafka_fetch_wait_ms
+                .map_or_else(|| "Weft's default".to_owned(), |ms| ms.to_string()),
         ),
     ]
+}
+
+/// The broker Weft's cluster runs use, as the conditions name it.
+fn kafka_broker(programs: &Programs) -> String {
+    let Some(launcher) = &programs.kafka else {
+        return "not given".into();
+    };
+    let version = command_output(&launcher.to_string_lossy(), &["version"]);
+    let java = Command::new("java")
+        .arg("-version")
+        .output()
+        .map(|output| {
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .unwrap_or_else(|error| format!("unavailable ({error})"));
+    format!(
+        "Apache Kafka {version} (KRaft, combined broker and controller; jars from Maven Central) on {java}; \
+         one broker, or three with topics at RF 3 and min.insync.replicas=2; producer acks=all, idempotent; \
+         data on the local disk, no fsync per append (Kafka's default); broker settings in tests/kafka/kafka.sh"
+    )
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {
@@ -588,7 +613,7 @@ mod tests {
 
     #[test]
     fn idle_sizes_fit_the_open_files_limit() {
-        let mut sizes = Sizes::for_mode(Mode::Full, 1);
+        let mut sizes = Sizes::for_mode(Mode::Full, None);
         sizes.fit_idle_to_fd_limit(20_000);
         assert_eq!(sizes.idle_sessions, vec![1_000, 10_000, 19_000]);
         let reason = sizes.idle_capped.as_deref().expect("a reason");
@@ -597,12 +622,12 @@ mod tests {
             "{reason}"
         );
 
-        let mut roomy = Sizes::for_mode(Mode::Full, 1);
+        let mut roomy = Sizes::for_mode(Mode::Full, None);
         roomy.fit_idle_to_fd_limit(100_000);
         assert_eq!(roomy.idle_sessions, vec![1_000, 10_000, 50_000]);
         assert!(roomy.idle_capped.is_none());
 
-        let mut tight = Sizes::for_mode(Mode::Full, 1);
+        let mut tight = Sizes::for_mode(Mode::Full, None);
         tight.fit_idle_to_fd_limit(5_000);
         assert_eq!(tight.idle_sessions, vec![1_000, 4_000]);
     }

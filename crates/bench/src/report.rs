@@ -81,13 +81,54 @@ fn values(
     map
 }
 
+/// Where a cross-node update's time goes in Weft: the writer's node
+/// reports its share (client frame to durable acknowledgement, and the
+/// produce request to the broker's `acks=all` answer within it); the rest
+/// of the end-to-end p50 is the other node's fetch and its frames to the
+/// readers.
+fn latency_breakdown(out: &mut String, records: &[Record]) {
+    let p50 = values(records, "latency", "p50_ms");
+    let commit = values(records, "latency", "commit_mean_ms");
+    let publish = values(records, "latency", "publish_mean_ms");
+    let batch = values(records, "latency", "publish_batch_mean");
+    if commit.is_empty() {
+        return;
+    }
+    out.push_str(
+        "Where Weft's time goes (medians of the runs). The writer's node reports the mean time from a client's update \
+         frame to its durable acknowledgement (its `weft_update_commit_seconds`), and within it the produce request \
+         to the broker's `acks=all` answer (`weft_publish_seconds`: the broker's append, and with RF 3 one follower's \
+         fetch of the record); the rest of the end-to-end time is the reading node's fetch (the broker answers it \
+         once the record is committed) and the frames to its readers.\n\n\
+         | server | updates/s | end-to-end p50 ms | frame → durable ack, mean ms | produce → acks=all, mean ms | updates per produce |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for (key, commits) in &commit {
+        let median_of = |map: &BTreeMap<(u64, ServerKind), Vec<f64>>| {
+            cell(map.get(key).and_then(|values| spread(values)))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            key.1.label(),
+            key.0,
+            median_of(&p50),
+            cell(spread(commits)),
+            median_of(&publish),
+            median_of(&batch),
+        );
+    }
+    out.push('\n');
+}
+
 fn server_order(kind: ServerKind) -> u8 {
     match kind {
         ServerKind::Weft => 0,
         ServerKind::WeftCluster => 1,
-        ServerKind::YWebsocket => 2,
-        ServerKind::Hocuspocus => 3,
-        ServerKind::HocuspocusRedis => 4,
+        ServerKind::WeftClusterReplicated => 2,
+        ServerKind::YWebsocket => 3,
+        ServerKind::Hocuspocus => 4,
+        ServerKind::HocuspocusRedis => 5,
     }
 }
 
@@ -212,16 +253,21 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
     let _ = writeln!(
         out,
         "\n## 1. Cross-node latency\n\n{} writers on node A, {} readers on node B, one document, a steady total rate for {} s; \
-         latency is from the writer's send to the reader's receipt, in ms. y-websocket-server has no clustering, so the peer is \
-         Hocuspocus as two nodes with its Redis extension. Weft's two nodes share a Tansu broker, which answers a fetch only after \
-         the full fetch wait (here {} ms). Server CPU is both nodes' (not the broker's or Redis's), while updates flowed (connecting and the final check left out). Weft applies and forwards an \
+         latency is from the writer's send to the reader's receipt, in ms. Every server is started fresh for each run and \
+         first sent to for 3 s on another document, unmeasured (at the run's rate, at most 500 updates/s), so that each \
+         is warm (a Kafka broker's JVM has compiled its produce and fetch paths) when the clock starts. y-websocket-server has no clustering, so the peer is \
+         Hocuspocus as two nodes with its Redis extension. Weft's two nodes share one Apache Kafka broker, or a cluster of three with \
+         the topics replicated three times (RF 3, `min.insync.replicas=2`: a record is acknowledged once two brokers \
+         hold it); Kafka answers a waiting fetch as soon as a record is readable (Weft's fetch wait: {}). Server CPU is both nodes' (not the broker's or Redis's), while updates flowed (connecting and the final check left out). Weft applies and forwards an \
          update only once it is durable (published at once with up to 8 batches in flight, librdkafka's 1 ms linger, `acks=all` \
          at the broker, then node B's fetch), so its latency has a floor of a few milliseconds that Hocuspocus, which forwards \
          through Redis pub/sub before storing anything, does not pay.\n",
         sizes.latency_writers,
         sizes.latency_readers,
         sizes.latency_seconds,
-        sizes.kafka_fetch_wait_ms
+        sizes
+            .kafka_fetch_wait_ms
+            .map_or_else(|| "its default".to_owned(), |ms| format!("{ms} ms"))
     );
     let latency_columns = [
         ("p50_ms", "p50 ms"),
@@ -246,6 +292,7 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
         &args.plots.join("latency-p99.svg"),
     )?;
     let _ = writeln!(out, "![cross-node p99]({plots_link}/latency-p99.svg)\n");
+    latency_breakdown(&mut out, records);
 
     let _ = writeln!(
         out,
@@ -482,7 +529,7 @@ fn storm_section(out: &mut String, results: &Results) {
          Storm is the time from the kill until the last client re-synced; p50/p99 are per client, from the kill. \
          Checked (a failure fails the run): every client's array holds each edit of its document exactly once (nothing \
          lost, nothing duplicated), and a fresh client of the serving node loads the same. Weft's node B loads each \
-         document from the log (Tansu); the peers keep documents in memory only, so their new node starts empty and \
+         document from the log (Apache Kafka); the peers keep documents in memory only, so their new node starts empty and \
          is filled again by the clients' replies to its SyncStep1 (the fresh client waits, up to 10 s, for those). \
          Memory is the serving node's RSS: before (node B idle before the kill; for a restarted server, the first \
          process freshly started), the peak sampled every 20 ms from the kill to the last re-sync, and after the clients closed and \

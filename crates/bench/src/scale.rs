@@ -23,8 +23,6 @@
 //! on a node that does not hold them (a client on the wrong node works).
 
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -47,8 +45,6 @@ const STATS_SETTLE: Duration = Duration::from_millis(6_500);
 const DRAIN_ALLOWANCE: Duration = Duration::from_secs(20);
 /// Documents loaded by a client on a node the picker did not choose.
 const WRONG_NODE_CHECKS: usize = 4;
-/// How long one metrics scrape may take.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The sizes of the `scale` scenario in one mode.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +172,7 @@ pub(crate) async fn run_cell(
     let outcome = async {
         let spec = ClusterSpec {
             nodes: cell.nodes,
+            brokers: 1,
             partitions: sizes.partitions,
             consume: Some(cell.variant.consume()),
         };
@@ -229,35 +226,11 @@ fn parse_reading(text: &str) -> BusReading {
     reading
 }
 
-/// `GET /metrics` of a node.
-fn scrape(addr: SocketAddr) -> anyhow::Result<BusReading> {
-    let mut stream = TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT)
-        .with_context(|| format!("connect {addr} for /metrics"))?;
-    stream.set_read_timeout(Some(SCRAPE_TIMEOUT))?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .context("read /metrics")?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("no end of headers in /metrics")?;
-    ensure!(
-        head.starts_with("HTTP/1.1 200"),
-        "/metrics answered {}",
-        head.lines().next().unwrap_or("")
-    );
-    Ok(parse_reading(body))
-}
-
 fn scrape_all(server: &RunningServer) -> anyhow::Result<Vec<BusReading>> {
     server
         .endpoints
         .iter()
-        .map(|endpoint| scrape(endpoint.addr))
+        .map(|endpoint| crate::prom::scrape(endpoint.addr).map(|page| parse_reading(&page)))
         .collect()
 }
 
@@ -479,7 +452,7 @@ pub(crate) fn section(
     if let Some(sizes) = sizes {
         let _ = writeln!(
             out,
-            "The same total load on 1 to {} Weft nodes over one Tansu broker: {} documents, each with one writer and one reader \
+            "The same total load on 1 to {} Weft nodes over one Apache Kafka broker: {} documents, each with one writer and one reader \
              on the node its router picks, {} updates/s in total for {} s, topics of {} partitions. The node's live consumer \
              reads every partition (`all`) or only its held documents' (`held`); clients pick their node by a hash of the \
              document name (an ingress hashing the path) or by the document's Kafka partition. Per node: CPU seconds over the \

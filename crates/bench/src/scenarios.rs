@@ -50,9 +50,19 @@ fn latency_metrics(outcome: &session::Outcome, metrics: &mut Metrics) {
     );
 }
 
+/// How long scenario 1 sends to a document of its own before measuring,
+/// unmeasured. Every server is started fresh for each run; this lets each
+/// one reach the state a deployment serving traffic is in (the JVM of a
+/// Kafka broker compiles its produce and fetch paths; Node.js its
+/// handlers; connections and consumers are set up) before the clock starts.
+const LATENCY_WARMUP_SECONDS: f64 = 3.0;
+/// The warm-up's rate: the measured rate, at most this.
+const LATENCY_WARMUP_MAX_RATE: f64 = 500.0;
+
 /// Scenario 1 (and, with one endpoint, a same-node latency curve):
 /// `writers` writers on the first endpoint, `readers` readers on the last,
-/// `rate` updates per second in total for `seconds`.
+/// `rate` updates per second in total for `seconds`, after an unmeasured
+/// warm-up on another document.
 pub(crate) async fn latency(
     server: &RunningServer,
     writers: usize,
@@ -60,6 +70,23 @@ pub(crate) async fn latency(
     rate: f64,
     seconds: f64,
 ) -> anyhow::Result<Metrics> {
+    let warmup_rate = rate.min(LATENCY_WARMUP_MAX_RATE);
+    let warmup_per_writer = ((warmup_rate * LATENCY_WARMUP_SECONDS) / writers as f64)
+        .ceil()
+        .max(1.0) as u32;
+    let warmup = Plan {
+        doc: format!("warmup-{}", crate::clock::nanos()),
+        writers,
+        readers,
+        writer_endpoint: 0,
+        reader_endpoint: server.endpoints.len() - 1,
+        updates_per_writer: warmup_per_writer,
+        total_rate: warmup_rate,
+        deadline: deadline_for(warmup_per_writer, writers, warmup_rate),
+    };
+    session::run(&server.endpoints, &warmup)
+        .await
+        .context("warm-up")?;
     let updates_per_writer = ((rate * seconds) / writers as f64).ceil().max(1.0) as u32;
     let plan = Plan {
         doc: format!("latency-{}", crate::clock::nanos()),
@@ -71,6 +98,15 @@ pub(crate) async fn latency(
         total_rate: rate,
         deadline: deadline_for(updates_per_writer, writers, rate),
     };
+    // Weft's writer node says how long its part took (the peers have no
+    // such figures).
+    let writer_node = server.endpoints[0].addr;
+    let weft = server.kind().is_weft();
+    let before = if weft {
+        Some(crate::prom::scrape(writer_node)?)
+    } else {
+        None
+    };
     let (outcome, cpu) =
         session::run_measured(&server.endpoints, &plan, || server.cpu_seconds()).await?;
     let mut metrics = Metrics::new();
@@ -78,6 +114,27 @@ pub(crate) async fn latency(
     let updates = f64::from(updates_per_writer) * writers as f64;
     metrics.insert("server_cpu_s".into(), cpu);
     metrics.insert("cpu_us_per_update".into(), cpu * 1e6 / updates);
+    if let Some(before) = before {
+        let after = crate::prom::scrape(writer_node)?;
+        let mean_ms = |name: &str| {
+            crate::prom::histogram_mean_between(&before, &after, name).map(|s| s * 1_000.0)
+        };
+        // Client frame to durable acknowledgement on the writer's node...
+        if let Some(commit) = mean_ms("weft_update_commit_seconds") {
+            metrics.insert("commit_mean_ms".into(), commit);
+        }
+        // ...of which the produce request to the broker's acks=all answer.
+        if let Some(publish) = mean_ms("weft_publish_seconds") {
+            metrics.insert("publish_mean_ms".into(), publish);
+        }
+        if let Some(batch) = crate::prom::histogram_mean_between(
+            &before,
+            &after,
+            "weft_publish_batch_updates",
+        ) {
+            metrics.insert("publish_batch_mean".into(), batch);
+        }
+    }
     Ok(metrics)
 }
 

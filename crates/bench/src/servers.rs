@@ -41,8 +41,12 @@ const READY_POLL: Duration = Duration::from_millis(50);
 pub(crate) enum ServerKind {
     /// One Weft node, embedded SQLite store.
     Weft,
-    /// Two Weft nodes over a Kafka-API broker (Tansu).
+    /// Two Weft nodes over one Apache Kafka broker.
     WeftCluster,
+    /// Two Weft nodes over a three-broker Apache Kafka cluster: topics
+    /// replicated three times, `min.insync.replicas=2`, so every
+    /// acknowledged update is on two brokers at least.
+    WeftClusterReplicated,
     /// `@y/websocket-server`, the reference server (no clustering).
     YWebsocket,
     /// One `@hocuspocus/server` node.
@@ -56,7 +60,8 @@ impl ServerKind {
     pub(crate) fn label(self) -> &'static str {
         match self {
             ServerKind::Weft => "Weft",
-            ServerKind::WeftCluster => "Weft (2 nodes, Kafka API)",
+            ServerKind::WeftCluster => "Weft (2 nodes, Kafka)",
+            ServerKind::WeftClusterReplicated => "Weft (2 nodes, Kafka RF 3)",
             ServerKind::YWebsocket => "y-websocket-server",
             ServerKind::Hocuspocus => "Hocuspocus",
             ServerKind::HocuspocusRedis => "Hocuspocus + Redis (2 nodes)",
@@ -65,7 +70,10 @@ impl ServerKind {
 
     /// Whether this is Weft (the numerator of every ratio).
     pub(crate) fn is_weft(self) -> bool {
-        matches!(self, ServerKind::Weft | ServerKind::WeftCluster)
+        matches!(
+            self,
+            ServerKind::Weft | ServerKind::WeftCluster | ServerKind::WeftClusterReplicated
+        )
     }
 }
 
@@ -75,11 +83,13 @@ pub(crate) struct Programs {
     pub(crate) weft: PathBuf,
     pub(crate) node: PathBuf,
     pub(crate) peers_dir: PathBuf,
-    pub(crate) tansu: Option<PathBuf>,
+    /// The Apache Kafka launcher (tests/kafka/kafka.sh), for Weft's
+    /// cluster runs.
+    pub(crate) kafka: Option<PathBuf>,
     pub(crate) redis_server: Option<PathBuf>,
-    /// Weft's `--kafka-fetch-wait-ms` in cluster runs (Tansu always waits
-    /// it out, so it bounds cross-node latency from below).
-    pub(crate) kafka_fetch_wait_ms: u32,
+    /// Weft's `--kafka-fetch-wait-ms` in cluster runs; `None` keeps Weft's
+    /// default.
+    pub(crate) kafka_fetch_wait_ms: Option<u32>,
     /// Extra arguments of every `weft serve` (a scenario's own settings,
     /// such as scenario 6's short unload grace).
     pub(crate) weft_extra_args: Vec<String>,
@@ -93,9 +103,61 @@ pub(crate) struct RunningServer {
     pub(crate) endpoints: Vec<Endpoint>,
     pub(crate) server_pids: Vec<u32>,
     children: Vec<Child>,
+    /// The Kafka brokers of a Weft cluster, stopped after its nodes.
+    brokers: Option<Brokers>,
     work_dir: PathBuf,
     /// Keep the work directory (logs) after the server stops.
     keep_work_dir: bool,
+}
+
+/// Apache Kafka brokers started by the launcher in a directory of their
+/// own. They are not this process's children (the launcher detaches them),
+/// so they are stopped through the launcher, by the pids it recorded.
+#[derive(Debug)]
+struct Brokers {
+    launcher: PathBuf,
+    dir: PathBuf,
+}
+
+impl Brokers {
+    /// Formats and starts `count` brokers (1 or 3) in `dir`; returns them
+    /// and their bootstrap servers. The launcher waits for every broker to
+    /// serve clients, bounded in time.
+    fn start(launcher: &Path, dir: &Path, count: usize) -> anyhow::Result<(Brokers, String)> {
+        let brokers = Brokers {
+            launcher: launcher.to_owned(),
+            dir: dir.to_owned(),
+        };
+        let output = Command::new(launcher)
+            .arg("up")
+            .arg(dir)
+            .arg(count.to_string())
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("run {}", launcher.display()))?;
+        anyhow::ensure!(
+            output.status.success(),
+            "starting {count} Kafka broker(s) failed ({}); logs under {}",
+            output.status,
+            dir.display()
+        );
+        let bootstrap = String::from_utf8(output.stdout)
+            .context("bootstrap servers")?
+            .trim()
+            .to_owned();
+        Ok((brokers, bootstrap))
+    }
+}
+
+impl Drop for Brokers {
+    fn drop(&mut self) {
+        let _stopped = Command::new(&self.launcher)
+            .arg("down")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .status();
+    }
 }
 
 impl Drop for RunningServer {
@@ -167,6 +229,13 @@ fn launch(
         ServerKind::WeftCluster => {
             launch_weft_cluster(&ClusterSpec::TWO_NODES, programs, work_dir, server)?;
         }
+        ServerKind::WeftClusterReplicated => {
+            let spec = ClusterSpec {
+                brokers: 3,
+                ..ClusterSpec::TWO_NODES
+            };
+            launch_weft_cluster(&spec, programs, work_dir, server)?;
+        }
         ServerKind::YWebsocket => {
             let port = free_port()?;
             let command = y_websocket_command(programs, port);
@@ -217,10 +286,12 @@ fn launch(
     Ok(())
 }
 
-/// A Weft cluster: `nodes` nodes over one fresh Tansu broker.
+/// A Weft cluster: `nodes` nodes over fresh Apache Kafka brokers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClusterSpec {
     pub(crate) nodes: usize,
+    /// Kafka brokers: 1, or 3 with the topics replicated three times.
+    pub(crate) brokers: usize,
     /// `--kafka-partitions` of the topics the first node creates.
     pub(crate) partitions: u32,
     /// `--kafka-consume` (`held` or `all`); `None` leaves Weft's default.
@@ -231,6 +302,7 @@ impl ClusterSpec {
     /// Scenario 1's cluster.
     const TWO_NODES: ClusterSpec = ClusterSpec {
         nodes: 2,
+        brokers: 1,
         partitions: 2,
         consume: None,
     };
@@ -259,22 +331,15 @@ fn launch_weft_cluster(
     work_dir: &Path,
     server: &mut RunningServer,
 ) -> anyhow::Result<()> {
-    let tansu = programs.tansu.as_ref().context("no tansu binary given")?;
-    let broker_port = free_port()?;
-    let mut broker = Command::new(tansu);
-    let listener = format!("tcp://127.0.0.1:{broker_port}");
-    broker
-        .current_dir(work_dir)
-        .args(["broker", "--listener-url", &listener])
-        .args(["--advertised-listener-url", &listener])
-        .args(["--storage-engine", "memory://tansu/"]);
-    server
-        .children
-        .push(spawn_logged(broker, &work_dir.join("tansu.log"))?);
-    wait_tcp(loopback(broker_port), server)?;
-    let brokers = format!("127.0.0.1:{broker_port}");
-    let fetch_wait = programs.kafka_fetch_wait_ms.to_string();
+    let launcher = programs
+        .kafka
+        .as_ref()
+        .context("no Kafka launcher given (--kafka)")?;
+    let (started, brokers) = Brokers::start(launcher, &work_dir.join("kafka"), spec.brokers)?;
+    server.brokers = Some(started);
+    let fetch_wait = programs.kafka_fetch_wait_ms.map(|ms| ms.to_string());
     let partitions = spec.partitions.to_string();
+    let replication = spec.brokers.min(3).to_string();
     for index in 0..spec.nodes {
         // Nodes a, b, c...: the two-node cluster's names stay what they were.
         let node = node_name(index);
@@ -283,13 +348,16 @@ fn launch_weft_cluster(
         let mut extra = vec![
             "--kafka-brokers",
             brokers.as_str(),
-            "--kafka-fetch-wait-ms",
-            fetch_wait.as_str(),
             "--kafka-partitions",
             partitions.as_str(),
+            "--kafka-replication-factor",
+            replication.as_str(),
             "--node-id",
             node_id.as_str(),
         ];
+        if let Some(fetch_wait) = &fetch_wait {
+            extra.extend(["--kafka-fetch-wait-ms", fetch_wait.as_str()]);
+        }
         if let Some(consume) = spec.consume {
             extra.extend(["--kafka-consume", consume]);
         }
@@ -325,6 +393,7 @@ impl RunningServer {
             endpoints: Vec::new(),
             server_pids: Vec::new(),
             children: Vec::new(),
+            brokers: None,
             work_dir: work_dir.to_owned(),
             keep_work_dir: false,
         })

@@ -2,11 +2,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
@@ -28,6 +28,8 @@ use crate::trace;
 
 /// How long one metadata or watermark request may take.
 pub(crate) const BROKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting waits for new topics' partitions to be served.
+const TOPICS_SERVED_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a readiness check waits for the broker.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Deliveries buffered between the consumer and the registry; past it the
@@ -202,37 +204,22 @@ impl KafkaBus {
         self.counters.ephemeral_lost.load(Ordering::Relaxed)
     }
 
-    /// Creates the topics if missing and learns their partition counts.
+    /// Creates the topics if missing, waits until their partitions are
+    /// served, and learns their partition counts.
     async fn connect(&self) -> Result<Topics, BusError> {
         if let Some(topics) = self.topics.get() {
             return Ok(*topics);
         }
         self.create_topics().await?;
-        let producer = self.producer().client;
+        let probe: BaseConsumer<WeftContext> = self
+            .config
+            .consumer("connect", self.config.fetch_wait)
+            .create_with_context(WeftContext::default())
+            .map_err(|error| BusError::Check(Box::new(error)))?;
         let names = [self.config.topic.clone(), self.config.awareness_topic()];
-        let counts = tokio::task::spawn_blocking(move || {
-            let mut counts = [0_i32; 2];
-            for (count, name) in counts.iter_mut().zip(&names) {
-                let metadata = producer
-                    .client()
-                    .fetch_metadata(Some(name), BROKER_REQUEST_TIMEOUT)
-                    .map_err(|error| BusError::Check(error.into()))?;
-                let partitions = metadata
-                    .topics()
-                    .iter()
-                    .find(|topic| topic.name() == name)
-                    .map_or(0, |topic| topic.partitions().len());
-                if partitions == 0 {
-                    return Err(BusError::Check(
-                        format!("topic {name} has no partitions yet").into(),
-                    ));
-                }
-                *count = i32::try_from(partitions).unwrap_or(i32::MAX);
-            }
-            Ok(counts)
-        })
-        .await
-        .map_err(|error| BusError::Check(error.into()))??;
+        let counts = tokio::task::spawn_blocking(move || wait_until_served(&probe, &names))
+            .await
+            .map_err(|error| BusError::Check(error.into()))??;
         let topics = Topics {
             updates: counts[0],
             awareness: counts[1],
@@ -718,6 +705,124 @@ fn to_delivery(
         origin: decoded.origin,
         position,
     })
+}
+
+/// Waits (at most [`TOPICS_SERVED_TIMEOUT`]) until every partition of the
+/// topics `names` has a leader that answers offset requests, and returns
+/// their partition counts. Kafka acknowledges a topic's creation once its
+/// controller recorded it; each broker learns of it, and becomes its
+/// partitions' leader, a moment later, and until then answers metadata
+/// without the topic and offset requests with "not leader". A node that
+/// starts with other nodes, or loads a document at once, must not see that.
+/// Partitions still unserved at the deadline (every replica down) do not
+/// stop the node: it connects, warns, and only their documents fail to load.
+fn wait_until_served(
+    probe: &BaseConsumer<WeftContext>,
+    names: &[String; 2],
+) -> Result<[i32; 2], BusError> {
+    let deadline = Instant::now() + TOPICS_SERVED_TIMEOUT;
+    let mut pause = Duration::from_millis(10);
+    // The partition counts the metadata listed on any attempt (the last
+    // attempt's requests may time out at the deadline).
+    let mut counts = None;
+    loop {
+        let not_served = match served(probe, names, deadline) {
+            Ok(counts) => return Ok(counts),
+            Err(not_served) => not_served,
+        };
+        counts = not_served.counts.or(counts);
+        if Instant::now() + pause >= deadline {
+            let waited_ms = TOPICS_SERVED_TIMEOUT.as_millis() as u64;
+            return match counts {
+                Some(counts) => {
+                    warn!(reason = %not_served.reason, waited_ms, "connecting although some partitions are not served; their documents fail to load until they are");
+                    Ok(counts)
+                }
+                None => Err(BusError::Check(
+                    format!("{} (waited {waited_ms} ms)", not_served.reason).into(),
+                )),
+            };
+        }
+        debug!(reason = %not_served.reason, "topics not served yet");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Why the topics are not served yet, and their partition counts if the
+/// metadata already lists them.
+struct NotServed {
+    counts: Option<[i32; 2]>,
+    reason: String,
+}
+
+/// The partition counts of `names` if every partition's leader answers an
+/// offset request; otherwise why not.
+fn served(
+    probe: &BaseConsumer<WeftContext>,
+    names: &[String; 2],
+    deadline: Instant,
+) -> Result<[i32; 2], NotServed> {
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    let unknown = |reason: String| NotServed {
+        counts: None,
+        reason,
+    };
+    let mut counts = [0_i32; 2];
+    let mut leaderless = None;
+    let mut partitions = TopicPartitionList::new();
+    for (count, name) in counts.iter_mut().zip(names) {
+        let metadata = probe
+            .fetch_metadata(Some(name), remaining())
+            .map_err(|error| unknown(format!("metadata of topic {name}: {error}")))?;
+        let Some(topic) = metadata.topics().iter().find(|topic| topic.name() == name) else {
+            return Err(unknown(format!(
+                "topic {name} is not in the broker's metadata yet"
+            )));
+        };
+        if let Some(error) = topic.error() {
+            return Err(unknown(format!(
+                "topic {name}: {}",
+                RDKafkaErrorCode::from(error)
+            )));
+        }
+        if topic.partitions().is_empty() {
+            return Err(unknown(format!("topic {name} has no partitions yet")));
+        }
+        for partition in topic.partitions() {
+            if partition.error().is_some() || partition.leader() < 0 {
+                leaderless.get_or_insert_with(|| {
+                    format!("partition {} of topic {name} has no leader", partition.id())
+                });
+            }
+            partitions
+                .add_partition_offset(name, partition.id(), Offset::End)
+                .map_err(|error| unknown(error.to_string()))?;
+        }
+        *count = i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX);
+    }
+    let known = |reason: String| NotServed {
+        counts: Some(counts),
+        reason,
+    };
+    if let Some(reason) = leaderless {
+        return Err(known(reason));
+    }
+    // One offset request per leader for every partition at once (the
+    // "latest" timestamp): each leader serves its partitions.
+    let answered = probe
+        .offsets_for_times(partitions, remaining())
+        .map_err(|error| known(format!("offsets of the topics' partitions: {error}")))?;
+    for element in answered.elements() {
+        if let Err(error) = element.error() {
+            return Err(known(format!(
+                "partition {} of topic {}: {error}",
+                element.partition(),
+                element.topic()
+            )));
+        }
+    }
+    Ok(counts)
 }
 
 fn new_producer(config: &KafkaConfig) -> Result<FutureProducer<WeftContext>, KafkaConfigError> {

@@ -1,6 +1,6 @@
-//! The Kafka bus against a real Kafka-API broker.
+//! The Kafka bus against a real Apache Kafka broker.
 //!
-//! `make test` starts one (Tansu) and sets `WEFT_TEST_KAFKA` to its
+//! `make test` starts one (Apache Kafka) and sets `WEFT_TEST_KAFKA` to its
 //! address; each test uses fresh topics. Without the variable the tests
 //! are skipped locally and fail under CI, so a missing broker cannot pass
 //! for a green run.
