@@ -155,7 +155,7 @@ measure-idle: tests/node_modules/.weft-lock ## server RSS per idle synced connec
 	cd tests && WEFT_BIN=$(CURDIR)/target/release/weft node measure/idle-rss.mjs
 
 .PHONY: test-fault
-test-fault: build tests/node_modules/.weft-lock postgres-server ## broker faults under editing clients: leader kill, stopped broker, rolling restart, lost quorum, worker kill (about 5 min; WEFT_FAULT_LONG=1, WEFT_FAULT_REPORT=FILE)
+test-fault: build tests/node_modules/.weft-lock kafka postgres-server ## broker faults under editing clients: leader kill, stopped broker, rolling restart, lost quorum, worker kill (about 5 min; WEFT_FAULT_LONG=1, WEFT_FAULT_REPORT=FILE)
 	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(CURDIR)/tests/with-postgres.sh node --test --test-concurrency=1 --test-force-exit fault/faults.test.mjs
 
 .PHONY: clean
