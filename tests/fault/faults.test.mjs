@@ -27,13 +27,14 @@
 // The suite prints a table (and writes it as JSON to WEFT_FAULT_REPORT if
 // set): per fault the edits made, lost and duplicated (both must be 0),
 // the longest a Hocuspocus edit waited for its acknowledgement (the
-// provider's sync status; see `Editor`), the recovery time (fault end to every replica
-// converged), and the longest any node's `/readyz` was not 200 during the
-// phase, with the reasons it gave.
+// provider's sync status; see `Editor`), the recovery time (fault end to
+// every replica converged), and the longest any node's `/readyz` was not
+// 200 during the phase, with the reasons it gave.
 //
 // Environment:
 //   WEFT_TEST_POSTGRES_URL  admin URL of a PostgreSQL (tests/with-postgres.sh sets it)
-//   WEFT_FAULT_LONG=1       longer outages, more documents, faster edits (about 10 minutes)
+//   WEFT_FAULT_LONG=1       longer outages, more documents, faster edits, and the
+//                           known-bug reproduction at the end (about 10 minutes)
 //   WEFT_FAULT_REPORT       write the fault table as JSON to this file
 
 import assert from 'node:assert/strict'
