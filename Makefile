@@ -154,6 +154,10 @@ measure-idle: tests/node_modules/.weft-lock ## server RSS per idle synced connec
 	$(CARGO) build --release --locked -p weft-server
 	cd tests && WEFT_BIN=$(CURDIR)/target/release/weft node measure/idle-rss.mjs
 
+.PHONY: test-fault
+test-fault: build tests/node_modules/.weft-lock kafka postgres-server ## broker faults under editing clients: leader kill, stopped broker, rolling restart, lost quorum, worker kill (about 5 min; WEFT_FAULT_LONG=1, WEFT_FAULT_REPORT=FILE)
+	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(CURDIR)/tests/with-postgres.sh node --test --test-concurrency=1 --test-force-exit fault/faults.test.mjs
+
 .PHONY: clean
 clean:
 	$(CARGO) clean

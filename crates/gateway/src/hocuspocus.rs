@@ -44,7 +44,7 @@ use crate::config::{CLOSE_GRACE, MAX_DOC_NAME_BYTES, MAX_UPDATES_IN_FLIGHT};
 use crate::error::{close_code, close_reason};
 use crate::limits::{ConnectionPermit, UpdateRateLimiter};
 use crate::metrics::Metrics;
-use crate::session::{Closing, closing_for_publish};
+use crate::session::{Closing, closing_for_publish, discard_until_close};
 
 /// Most documents one Hocuspocus socket may hold at once.
 const MAX_DOCUMENTS_PER_SOCKET: usize = 256;
@@ -197,8 +197,16 @@ async fn drive(socket: WebSocket, parts: HocusParts) -> Option<Closing> {
             code: closing.code,
             reason: closing.reason.into(),
         };
-        let _peer_may_be_gone =
-            tokio::time::timeout(CLOSE_GRACE, sink.send(WsMessage::Close(Some(frame)))).await;
+        // Keep reading (and discarding) while the close frame goes out,
+        // until the peer answers it, as on the y-websocket path: dropping a
+        // socket with unread input makes the kernel reset the connection,
+        // and a provider still sending updates would see 1006 instead of
+        // the close code.
+        let linger = futures::future::join(
+            sink.send(WsMessage::Close(Some(frame))),
+            discard_until_close(&mut stream),
+        );
+        let _peer_may_be_gone = tokio::time::timeout(CLOSE_GRACE, linger).await;
     }
     drop(permit);
     closing

@@ -157,7 +157,7 @@ const READ_ONLY_REASON: &str = "read-only: updates from this session are not app
 
 /// Reads and drops frames until the peer's close frame or the end of the
 /// stream (bounded in time by the caller).
-async fn discard_until_close<R>(stream: &mut R)
+pub(crate) async fn discard_until_close<R>(stream: &mut R)
 where
     R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
 {

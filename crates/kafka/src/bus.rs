@@ -18,6 +18,7 @@ use weft_sync::{
     Position, Record, RecordKind, Replayed,
 };
 
+use crate::acks::{AckWatch, HEARTBEAT_ACK_STALL};
 use crate::config::{KafkaConfig, KafkaConfigError};
 use crate::context::{LiveStats, WeftContext};
 use crate::envelope::{self, partition_for};
@@ -93,6 +94,8 @@ pub struct KafkaBus {
     live: Arc<Live>,
     /// Replays, coalesced per partition (see [`crate::replay`]).
     replays: Arc<Replays>,
+    /// Whether the brokers acknowledge this node's heartbeats (readiness).
+    heartbeat_acks: Arc<AckWatch>,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -124,6 +127,7 @@ impl KafkaBus {
             live_stats: Arc::default(),
             live: Arc::default(),
             replays: Arc::default(),
+            heartbeat_acks: Arc::default(),
         })
     }
 
@@ -327,12 +331,26 @@ impl KafkaBus {
                 .payload(&value)
                 .partition(partition_for(&record.doc, topics.awareness))
         };
-        // The delivery future is dropped: nobody waits for presence.
-        self.producer()
+        let delivery = self
+            .producer()
             .client
             .send_result(future_record)
-            .map(drop)
-            .map_err(|(error, _)| error)
+            .map_err(|(error, _)| error)?;
+        // Nobody waits for presence. A heartbeat's acknowledgement is
+        // watched (off the caller's path) to tell whether the brokers still
+        // make records durable; awareness deliveries are dropped.
+        if record.kind == RecordKind::Heartbeat
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            self.heartbeat_acks.sent(std::time::Instant::now());
+            let watch = self.heartbeat_acks.clone();
+            runtime.spawn(async move {
+                if let Ok(Ok(_)) = delivery.await {
+                    watch.acknowledged();
+                }
+            });
+        }
+        Ok(())
     }
 }
 
@@ -484,9 +502,24 @@ impl MessageBus for KafkaBus {
         }
     }
 
+    /// Not healthy while the brokers leave this node's heartbeats
+    /// unacknowledged (see [`crate::acks`]), or do not answer metadata.
     async fn check(&self) -> Result<(), BusError> {
         if self.topics.get().is_none() {
             return Err(BusError::NotConnected);
+        }
+        if let Some(waiting) = self
+            .heartbeat_acks
+            .unacknowledged_for(std::time::Instant::now())
+            && waiting >= HEARTBEAT_ACK_STALL
+        {
+            return Err(BusError::Check(
+                format!(
+                    "the brokers have not acknowledged this node's heartbeats for {} s (acks=all: too few in-sync replicas, or brokers down)",
+                    waiting.as_secs()
+                )
+                .into(),
+            ));
         }
         let producer = self.producer().client;
         let topic = self.config.topic.clone();

@@ -31,11 +31,14 @@
 //! - [`config`]: [`KafkaConfig`] and the librdkafka settings derived from it.
 //! - [`context`]: how librdkafka's client errors are logged.
 //! - [`bus`]: [`KafkaBus`]: connecting, publishing, the live consumer.
+//! - `acks`: whether the brokers acknowledge the node's heartbeats
+//!   (readiness).
 //! - [`replay`]: reading one document's records back from its partition.
 //! - [`envelope`]: the protobuf records and the partitioner.
 //! - [`fold`]: the persistence worker's folded documents and its commit
 //!   rule; [`worker`]: the worker's consumer group loop.
 
+mod acks;
 pub mod bus;
 pub mod config;
 pub mod context;

@@ -23,7 +23,13 @@
 //! closed and its client re-sends the update when it reconnects. Nothing is
 //! applied that the log does not hold, so no node shows what the cluster
 //! will not see.
+//!
+//! The committer also tells how long its oldest publish has been waiting
+//! for the bus ([`Committer::unanswered_for`]): readiness turns false when
+//! the log stops acknowledging (a broker quorum lost), while the updates
+//! wait.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -88,6 +94,8 @@ pub(crate) struct Submission {
 #[derive(Debug, Clone)]
 pub struct Committer {
     submissions: mpsc::Sender<Submission>,
+    /// When the oldest batch still awaiting the bus's answer went out.
+    oldest_unanswered: Arc<parking_lot::Mutex<Option<Instant>>>,
 }
 
 impl Committer {
@@ -102,6 +110,7 @@ impl Committer {
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
         let (submissions, receiver) = mpsc::channel(config.queue_capacity);
+        let oldest_unanswered = Arc::default();
         tracker.spawn(commit_loop(
             bus,
             documents,
@@ -109,8 +118,22 @@ impl Committer {
             config.clone(),
             receiver,
             stop,
+            Arc::clone(&oldest_unanswered),
         ));
-        Self { submissions }
+        Self {
+            submissions,
+            oldest_unanswered,
+        }
+    }
+
+    /// How long the oldest batch handed to the bus has been waiting for its
+    /// answer; `None` when no batch is in flight. A log that answers (even
+    /// with a failure) keeps this short; a broker that holds updates
+    /// without acknowledging them (too few in-sync replicas) makes it grow
+    /// until `--kafka-publish-timeout`.
+    pub(crate) fn unanswered_for(&self) -> Option<Duration> {
+        let oldest = *self.oldest_unanswered.lock();
+        oldest.map(|since| since.elapsed())
     }
 
     /// Queues an update; the returned receiver resolves once it is durable
@@ -146,15 +169,19 @@ async fn commit_loop(
     config: CommitterConfig,
     mut receiver: mpsc::Receiver<Submission>,
     stop: tokio_util::sync::CancellationToken,
+    oldest_unanswered: Arc<parking_lot::Mutex<Option<Instant>>>,
 ) {
     let depth = bus.publish_depth().max(1);
     let mut forming = Forming::new(&config, depth);
     let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+    // When each batch in flight went, in the same order.
+    let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(depth);
     let mut closed = false;
     loop {
         if forming.ready(in_flight.len(), closed) {
             let batch = forming.take();
             let records = batch_records(&documents, &batch);
+            let sent = Instant::now();
             let mut publishing = publish(Arc::clone(&bus), batch, records);
             // The first poll hands the records to the bus's send queue,
             // before the next batch is formed (see
@@ -163,7 +190,11 @@ async fn commit_loop(
                 Poll::Ready(published) => {
                     finish_batch(bus.as_ref(), &documents, &metrics, published);
                 }
-                Poll::Pending => in_flight.push_back(publishing),
+                Poll::Pending => {
+                    in_flight.push_back(publishing);
+                    sent_at.push_back(sent);
+                    *oldest_unanswered.lock() = sent_at.front().copied();
+                }
             }
             continue;
         }
@@ -174,6 +205,8 @@ async fn commit_loop(
         tokio::select! {
             biased;
             Some(published) = in_flight.next(), if !in_flight.is_empty() => {
+                sent_at.pop_front();
+                *oldest_unanswered.lock() = sent_at.front().copied();
                 finish_batch(bus.as_ref(), &documents, &metrics, published);
             }
             next = receiver.recv(), if !closed && !forming.is_full() => match next {

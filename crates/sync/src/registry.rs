@@ -68,6 +68,13 @@ const BUS_RETRY_MIN: Duration = Duration::from_millis(100);
 const JOIN_WAITS_FOR_BUS: Duration = Duration::from_secs(1);
 /// Longest wait between bus subscription attempts.
 const BUS_RETRY_MAX: Duration = Duration::from_secs(5);
+/// A node whose oldest publish has waited this long for the bus's answer
+/// is not ready. A healthy broker answers in milliseconds and a leader
+/// fails over in a few seconds; past this the brokers cannot make updates
+/// durable (in Kafka: fewer in-sync replicas than `min.insync.replicas`,
+/// or no controller quorum to shrink the in-sync set), and the updates
+/// wait until they can or until `--kafka-publish-timeout` fails them.
+pub const PUBLISH_STALL_NOT_READY: Duration = Duration::from_secs(5);
 
 /// When documents are snapshotted and unloaded.
 #[derive(Debug, Clone)]
@@ -321,18 +328,29 @@ impl Registry {
     }
 
     /// Whether the node can take sessions: the bus is subscribed (cluster:
-    /// the broker answered) and answers, and the store answers. `Err` says
-    /// which part is not ready.
-    pub async fn check_ready(&self) -> Result<(), &'static str> {
+    /// the broker answered), acknowledges what it is given and answers, and
+    /// the store answers. `Err` says which part is not ready.
+    pub async fn check_ready(&self) -> Result<(), String> {
         if !*self.inner.subscribed.borrow() {
-            return Err("the message bus is not connected yet");
+            return Err("the message bus is not connected yet".to_owned());
+        }
+        if let Some(waiting) = self.inner.committer.unanswered_for()
+            && waiting >= PUBLISH_STALL_NOT_READY
+        {
+            return Err(format!(
+                "the message bus has not acknowledged updates for {} s; they wait (cluster: brokers down, or fewer in sync than the topic requires)",
+                waiting.as_secs()
+            ));
         }
         if let Err(error) = self.inner.bus.check().await {
             warn!(error = %error, error.source = ?std::error::Error::source(&error), "bus check failed");
-            return Err("the message bus does not answer");
+            return Err(match error {
+                BusError::Check(cause) => format!("the message bus does not answer: {cause}"),
+                _ => "the message bus does not answer".to_owned(),
+            });
         }
         if !self.check_store().await {
-            return Err("the document store does not answer");
+            return Err("the document store does not answer".to_owned());
         }
         Ok(())
     }

@@ -967,3 +967,57 @@ async fn a_pipelined_bus_gets_the_next_batch_before_the_first_is_acknowledged() 
     assert_eq!(server_text(&bob), text_of(&[first, second]));
     node.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_node_whose_updates_wait_for_the_bus_is_not_ready_until_they_are_acknowledged() {
+    let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+    let bus = Arc::new(GatedBus {
+        inner: crate::LogBus::new(store.clone(), "a"),
+        handed: tokio::sync::watch::Sender::new(Vec::new()),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let node = Registry::start(store.clone(), bus.clone(), cluster_config());
+    let alice = join(&node, "doc", 64).await;
+    let mut bob = join(&node, "doc", 64).await;
+    node.check_ready()
+        .await
+        .expect("ready before anything waits");
+
+    let update = text_update(1, "a");
+    let ack = alice
+        .session
+        .submit_update(update.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    bus.handed(1).await;
+    // A broker that holds the update without acknowledging it: a short
+    // wait is a failover, not a reason to leave the load balancer.
+    tokio::time::sleep(crate::registry::PUBLISH_STALL_NOT_READY / 2).await;
+    node.check_ready()
+        .await
+        .expect("still ready after a short wait");
+    tokio::time::sleep(crate::registry::PUBLISH_STALL_NOT_READY).await;
+    let reason = node.check_ready().await.expect_err("not ready");
+    assert!(
+        reason.contains("has not acknowledged updates for 7 s"),
+        "{reason}"
+    );
+    assert!(
+        bob.frames.try_recv().is_err(),
+        "nothing is broadcast before it is durable"
+    );
+
+    // The broker comes back: the waiting update goes through, readiness
+    // returns.
+    bus.gate.add_permits(1);
+    ack.wait().await.expect("committed once the bus answers");
+    node.check_ready().await.expect("ready again");
+    let received = next_message(&mut bob, |message| match message {
+        Message::Sync(SyncMessage::Update(update)) => Some(update),
+        _ => None,
+    })
+    .await;
+    assert_eq!(received, update);
+    node.shutdown().await;
+}
