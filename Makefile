@@ -60,7 +60,7 @@ build: $(WEB_BUILT) ## debug build of the weft binary
 	$(CARGO) build --locked -p weft-server
 
 .PHONY: test
-test: lint unit e2e e2e-python bench-check deploy-check deny ## everything: lints, unit and gateway tests, end-to-end with real clients, the short benchmark, dependency checks
+test: lint unit e2e fault e2e-python bench-check deploy-check deny ## everything: lints, unit and gateway tests, end-to-end with real clients, the short benchmark, dependency checks
 
 .PHONY: lint
 lint: $(WEB_BUILT) ## rustfmt and clippy (warnings are errors)
@@ -79,6 +79,14 @@ tests/node_modules/.weft-lock: tests/package-lock.json
 .PHONY: e2e
 e2e: build tests/node_modules/.weft-lock chromium nginx kafka postgres-server ## end-to-end: the weft binary with unmodified npm Yjs clients and the editor page in Chromium, one node and clusters over a real broker
 	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(WITH_SERVICES) node --test --test-concurrency=1 --test-force-exit e2e/
+
+.PHONY: fault
+fault: build tests/node_modules/.weft-lock kafka ## convergence under load: 3 nodes, 30 documents of 12 partitions, a fresh Apache Kafka broker per run (WEFT_STRESS_RUNS, default 3; every third run 3 brokers at RF 3)
+	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft node --test --test-concurrency=1 --test-force-exit fault/
+
+.PHONY: fault-long
+fault-long: ## the convergence stress test's long mode: 50 runs (about 30-60 minutes)
+	$(MAKE) fault WEFT_STRESS_RUNS=$${WEFT_STRESS_RUNS:-50}
 
 .PHONY: chromium
 chromium: ## Debian's Chromium for the editor page's browser tests, unless one is there (WEFT_CHROMIUM names another)
