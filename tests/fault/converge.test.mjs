@@ -21,6 +21,10 @@
 //   WEFT_STRESS_DOCS        documents (default 30)
 //   WEFT_STRESS_EDITS       edits per client (default 40)
 //   WEFT_STRESS_CONSUME     --kafka-consume of the nodes: held (default) or all
+//   WEFT_STRESS_PAUSE_MS    longest pause between two edits of a client (default 40)
+//   WEFT_STRESS_STAGGER_MS  spread of the clients' connection times (default 1500)
+//   WEFT_STRESS_BROKER_PAUSE_MS  in runs on 3 brokers, pause one (SIGSTOP) this long while the nodes load (default 0: never)
+//   WEFT_STRESS_BROKER      host:port of a broker to use instead of a fresh one per run (fresh topics)
 //   WEFT_E2E_SEED           replay a seed printed by a run
 
 import assert from 'node:assert/strict'
@@ -38,6 +42,10 @@ const CONSUME = process.env.WEFT_STRESS_CONSUME || 'held'
 /** Longest pause between two edits of a client, and the spread of the clients' connection times (ms). */
 const PAUSE_MS = Number(process.env.WEFT_STRESS_PAUSE_MS || 40)
 const STAGGER_MS = Number(process.env.WEFT_STRESS_STAGGER_MS || 1500)
+/** In runs on 3 brokers, one broker is paused (SIGSTOP) this long while the nodes load (0: never). */
+const BROKER_PAUSE_MS = Number(process.env.WEFT_STRESS_BROKER_PAUSE_MS ?? 0)
+/** A broker to use instead of a fresh one per run (a fresh topic per run), e.g. another Kafka-API broker. */
+const SHARED_BROKER = process.env.WEFT_STRESS_BROKER || ''
 const NODES = 3
 const PARTITIONS = 12
 
@@ -146,7 +154,7 @@ async function busCounts (nodes) {
 }
 
 for (let run = 1; run <= RUNS; run++) {
-  const brokers = RF3_EVERY > 0 && run % RF3_EVERY === 0 ? 3 : 1
+  const brokers = !SHARED_BROKER && RF3_EVERY > 0 && run % RF3_EVERY === 0 ? 3 : 1
   const title = `converge: run ${run}/${RUNS}, ${NODES} nodes, ${brokers} broker${brokers > 1 ? 's (RF 3)' : ''}, ${DOCS} documents of ${PARTITIONS} partitions, ${EDITS} edits per client`
   e2e(title, { timeout: brokers > 1 ? 420000 : 300000 }, async (t) => {
     const seed = testSeed()
@@ -159,8 +167,8 @@ for (let run = 1; run <= RUNS; run++) {
     }
 
     let started = now()
-    const cluster = await KafkaCluster.start(t, { nodes: brokers })
-    phase(`${brokers} broker(s) up`, started)
+    const cluster = SHARED_BROKER ? { bootstrap: SHARED_BROKER } : await KafkaCluster.start(t, { nodes: brokers })
+    phase(SHARED_BROKER ? 'shared broker' : `${brokers} broker(s) up`, started)
 
     started = now()
     const topic = `converge-${crypto.randomUUID()}`
@@ -200,6 +208,17 @@ for (let run = 1; run <= RUNS; run++) {
       client.provider.connect()
       await editLoop(client, own)
     }))
+    if (brokers > 1 && BROKER_PAUSE_MS > 0) {
+      // A broker that stops answering for longer than its session timeout
+      // (a long GC pause, a starved machine): its partitions get new
+      // leaders while documents load and records stream.
+      const paused = 1 + rand.int(brokers)
+      await sleep(rand.int(STAGGER_MS + 1))
+      await cluster.signal(paused, 'SIGSTOP')
+      console.log(`[converge] run ${run}: broker ${paused} paused for ${BROKER_PAUSE_MS} ms`)
+      await sleep(BROKER_PAUSE_MS)
+      await cluster.signal(paused, 'SIGCONT')
+    }
     await waitSynced(all, { timeout: SYNC_TIMEOUT, what: `sync of all ${all.length} clients` })
     phase(`${all.length} clients synced (editing meanwhile)`, started)
     await editing
