@@ -56,7 +56,7 @@ build: $(WEB_BUILT) ## debug build of the weft binary
 	$(CARGO) build --locked -p weft-server
 
 .PHONY: test
-test: lint unit e2e e2e-python bench-check deploy-check deny ## everything: lints, unit and gateway tests, end-to-end with real clients, the short benchmark, dependency checks
+test: lint unit e2e fault e2e-python bench-check deploy-check deny ## everything: lints, unit and gateway tests, end-to-end with real clients, the short benchmark, dependency checks
 
 .PHONY: lint
 lint: $(WEB_BUILT) ## rustfmt and clippy (warnings are errors)
@@ -75,6 +75,14 @@ tests/node_modules/.weft-lock: tests/package-lock.json
 .PHONY: e2e
 e2e: build tests/node_modules/.weft-lock chromium nginx kafka postgres-server ## end-to-end: the weft binary with unmodified npm Yjs clients and the editor page in Chromium, one node and clusters over a real broker
 	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(WITH_SERVICES) node --test --test-concurrency=1 --test-force-exit e2e/
+
+.PHONY: fault
+fault: build tests/node_modules/.weft-lock kafka postgres-server ## Apache Kafka under stress and faults (short): convergence of 3 nodes loading 30 documents at once (WEFT_STRESS_RUNS, default 3), then broker faults on 3 brokers at RF 3 under editing clients (leader kill, stopped broker, rolling restart, lost quorum, worker kill; WEFT_FAULT_REPORT=FILE)
+	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(CURDIR)/tests/with-postgres.sh node --test --test-concurrency=1 --test-force-exit fault/
+
+.PHONY: test-long
+test-long: ## the long stress and fault runs in full: 50 convergence runs, the faults at full length (about 45-75 minutes)
+	$(MAKE) fault WEFT_STRESS_RUNS=$${WEFT_STRESS_RUNS:-50} WEFT_FAULT_LONG=1
 
 .PHONY: chromium
 chromium: ## Debian's Chromium for the editor page's browser tests, unless one is there (WEFT_CHROMIUM names another)
@@ -154,9 +162,6 @@ measure-idle: tests/node_modules/.weft-lock ## server RSS per idle synced connec
 	$(CARGO) build --release --locked -p weft-server
 	cd tests && WEFT_BIN=$(CURDIR)/target/release/weft node measure/idle-rss.mjs
 
-.PHONY: test-fault
-test-fault: build tests/node_modules/.weft-lock kafka postgres-server ## broker faults under editing clients: leader kill, stopped broker, rolling restart, lost quorum, worker kill (about 5 min; WEFT_FAULT_LONG=1, WEFT_FAULT_REPORT=FILE)
-	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(CURDIR)/tests/with-postgres.sh node --test --test-concurrency=1 --test-force-exit fault/faults.test.mjs
 
 .PHONY: clean
 clean:

@@ -54,7 +54,7 @@ import {
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const POSTGRES = process.env.WEFT_TEST_POSTGRES_URL
-if (!POSTGRES && process.env.CI) throw new Error('WEFT_TEST_POSTGRES_URL is not set: run under tests/with-postgres.sh (make test-fault does)')
+if (!POSTGRES && process.env.CI) throw new Error('WEFT_TEST_POSTGRES_URL is not set: run under tests/with-postgres.sh (make fault does)')
 const skip = POSTGRES ? false : 'set WEFT_TEST_POSTGRES_URL (tests/with-postgres.sh does)'
 
 const LONG = Boolean(process.env.WEFT_FAULT_LONG)

@@ -206,6 +206,16 @@ impl Collector for ScrapeTime {
                 "Live consumers replaced after they stalled",
                 stats.consumers_replaced,
             ),
+            (
+                "bus_live_gaps",
+                "Ranges of offsets the live consumer skipped, read again and delivered",
+                stats.live_gaps,
+            ),
+            (
+                "bus_replay_passes",
+                "Passes over a partition that replayed documents being loaded or repaired",
+                stats.replay_passes,
+            ),
         ] {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(

@@ -23,7 +23,7 @@ use crate::config::{KafkaConfig, KafkaConfigError};
 use crate::context::{LiveStats, WeftContext};
 use crate::envelope::{self, partition_for};
 use crate::live::{ConsumeScope, Live};
-use crate::replay::Replays;
+use crate::replay::{AssignedPartition, PassEnd, Replays, Wanted, pass_consumer, read_partition};
 use crate::trace;
 
 /// How long one metadata or watermark request may take.
@@ -41,6 +41,8 @@ const AWARENESS_RETENTION_MS: &str = "60000";
 /// A live consumer that received nothing (its own node's heartbeats
 /// included) for this long is replaced.
 const CONSUMER_STALL: Duration = Duration::from_secs(10);
+/// How long re-reading skipped offsets may take.
+const SKIPPED_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Log one in this many malformed records (the first always).
 const MALFORMED_LOG_EVERY: u64 = 100;
 
@@ -71,6 +73,8 @@ pub(crate) struct Counters {
     pub(crate) consumers_replaced: AtomicU64,
     /// Passes over a partition that replayed documents.
     pub(crate) replay_passes: AtomicU64,
+    /// Ranges of offsets the live consumer skipped (and that were re-read).
+    pub(crate) live_gaps: AtomicU64,
 }
 
 impl Counters {
@@ -96,6 +100,8 @@ pub struct KafkaBus {
     replays: Arc<Replays>,
     /// Whether the brokers acknowledge this node's heartbeats (readiness).
     heartbeat_acks: Arc<AckWatch>,
+    /// What the node wants (its loaded documents), once subscribed.
+    interest: OnceLock<Arc<dyn Interest>>,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -128,6 +134,7 @@ impl KafkaBus {
             live: Arc::default(),
             replays: Arc::default(),
             heartbeat_acks: Arc::default(),
+            interest: OnceLock::new(),
         })
     }
 
@@ -449,6 +456,7 @@ impl MessageBus for KafkaBus {
             }
         };
         let consumer = Arc::new(consumer);
+        let _first_subscription = self.interest.set(interest.clone());
         self.live.start(consumer.clone(), positions);
         let (sender, receiver) = mpsc::channel(DELIVERY_CAPACITY);
         tokio::spawn(consume(
@@ -472,23 +480,36 @@ impl MessageBus for KafkaBus {
             .filter(|position| position.partition == partition)
             .map(|position| position.offset);
         let doc = doc.to_owned();
-        if let Some(held) = self.held_partitions(&doc, topics) {
-            // First the live consumer reads the partition (from its end
-            // now), then the replay reads up to the end: no gap between.
-            let live = self.live.clone();
-            let holder = doc.clone();
-            tokio::task::spawn_blocking(move || live.hold(&holder, &held))
-                .await
-                .map_err(|error| BusError::Replay(error.into()))?
-                .map_err(|error| BusError::Replay(Box::new(error)))?;
+        // First the live consumer reads the partition (held scope: from its
+        // end now, if no other document needs it already), then the pass
+        // reads at least up to where the live consumer is: every record
+        // below that was processed before the document was registered (or
+        // is delivered live), every record from it on is delivered live.
+        let live = self.live.clone();
+        let held = self.held_partitions(&doc, topics);
+        let holder = doc.clone();
+        let topic = self.config.topic.clone();
+        let until = tokio::task::spawn_blocking(move || {
+            if let Some(held) = held {
+                live.hold(&holder, &held)?;
+            }
+            Ok::<_, KafkaError>(live.position(&topic, partition))
+        })
+        .await
+        .map_err(|error| BusError::Replay(error.into()))?
+        .map_err(|error| BusError::Replay(Box::new(error)))?;
+        if until.is_none() {
+            debug!(
+                doc,
+                partition, "no live position for the partition; replaying to its reported end"
+            );
         }
         self.replays
             .replay(
                 self.config.clone(),
                 self.counters.clone(),
                 partition,
-                doc,
-                after,
+                Wanted { doc, after, until },
             )
             .await
     }
@@ -499,6 +520,8 @@ impl MessageBus for KafkaBus {
             ephemeral_lost: self.counters.ephemeral_lost.load(Ordering::Relaxed),
             producers_replaced: self.counters.producers_replaced.load(Ordering::Relaxed),
             consumers_replaced: self.counters.consumers_replaced.load(Ordering::Relaxed),
+            live_gaps: self.counters.live_gaps.load(Ordering::Relaxed),
+            replay_passes: self.counters.replay_passes.load(Ordering::Relaxed),
         }
     }
 
@@ -544,7 +567,14 @@ impl MessageBus for KafkaBus {
         let live = self.live.clone();
         let doc = doc.to_owned();
         let heartbeats = (self.config.awareness_topic(), 0);
-        tokio::task::spawn_blocking(move || live.release(&doc, &held, &heartbeats));
+        let interest = self.interest.get().cloned();
+        tokio::task::spawn_blocking(move || {
+            live.release(&doc, &held, &heartbeats, |doc| {
+                interest
+                    .as_ref()
+                    .is_some_and(|interest| interest.wants(doc))
+            });
+        });
     }
 
     fn fetched(&self) -> Option<FetchTotals> {
@@ -608,7 +638,23 @@ async fn consume(
         let delivery = match received {
             Ok(message) => {
                 last_received = tokio::time::Instant::now();
-                live.advance(message.topic(), message.partition(), message.offset() + 1);
+                let expected = live.advance(message.topic(), message.partition(), message.offset());
+                if message.topic() == config.topic
+                    && let Some(expected) = expected
+                    && message.offset() > expected
+                {
+                    repair_skipped(
+                        Skipped {
+                            partition: message.partition(),
+                            from: expected,
+                            to: message.offset(),
+                        },
+                        interest.clone(),
+                        sender.clone(),
+                        config.clone(),
+                        counters.clone(),
+                    );
+                }
                 let Some(delivery) = to_delivery(&message, interest.as_ref(), &config, &counters)
                 else {
                     continue;
@@ -628,6 +674,96 @@ async fn consume(
         }
     }
     debug!("live consumer stopped");
+}
+
+/// Offsets of the updates topic the live consumer skipped: it received
+/// the record at `to` when it expected the one at `from`.
+#[derive(Debug, Clone, Copy)]
+struct Skipped {
+    partition: i32,
+    from: i64,
+    to: i64,
+}
+
+/// Re-reads offsets the live consumer skipped and delivers what the node
+/// wants of them, as the live consumer would have (late, so possibly after
+/// later records: Yjs updates integrate in any order).
+///
+/// A partition's offsets are consecutive (Weft's topic is not compacted and
+/// its producers are not transactional), so a jump means records were never
+/// processed: a consumer whose position was reset (librdkafka's
+/// `auto.offset.reset` after an out-of-range answer), or a broker that
+/// served them to nobody. Without this, a node would hold such a record's
+/// document without its update until the document is loaded again.
+fn repair_skipped(
+    skipped: Skipped,
+    interest: Arc<dyn Interest>,
+    sender: mpsc::Sender<Delivery>,
+    config: Arc<KafkaConfig>,
+    counters: Arc<Counters>,
+) {
+    counters.live_gaps.fetch_add(1, Ordering::Relaxed);
+    warn!(
+        partition = skipped.partition,
+        from = skipped.from,
+        to = skipped.to,
+        "the live consumer skipped offsets; re-reading them"
+    );
+    tokio::spawn(async move {
+        let read = tokio::task::spawn_blocking(move || {
+            read_skipped(&config, skipped, interest.as_ref(), &counters)
+        })
+        .await;
+        let deliveries = match read {
+            Ok(Ok(deliveries)) => deliveries,
+            Ok(Err(error)) => {
+                warn!(partition = skipped.partition, from = skipped.from, to = skipped.to, error = %error, "could not re-read skipped offsets");
+                return;
+            }
+            Err(error) => {
+                warn!(partition = skipped.partition, error = %error, "re-reading skipped offsets failed");
+                return;
+            }
+        };
+        info!(
+            partition = skipped.partition,
+            from = skipped.from,
+            to = skipped.to,
+            delivered = deliveries.len(),
+            "skipped offsets re-read"
+        );
+        for delivery in deliveries {
+            if sender.send(delivery).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// The deliveries among the skipped records (blocking).
+fn read_skipped(
+    config: &KafkaConfig,
+    skipped: Skipped,
+    interest: &dyn Interest,
+    counters: &Counters,
+) -> Result<Vec<Delivery>, BusError> {
+    let consumer = pass_consumer(config)?;
+    let source = AssignedPartition::assign(config, &consumer, skipped.partition, skipped.from)?;
+    let mut deliveries = Vec::new();
+    read_partition(
+        &source,
+        skipped.from,
+        PassEnd::exactly(skipped.to),
+        std::time::Instant::now() + SKIPPED_READ_TIMEOUT,
+        |message| {
+            if message.offset() < skipped.to
+                && let Some(delivery) = to_delivery(message, interest, config, counters)
+            {
+                deliveries.push(delivery);
+            }
+        },
+    )?;
+    Ok(deliveries)
 }
 
 /// A new live consumer assigned at `positions`.

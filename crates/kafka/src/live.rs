@@ -72,11 +72,34 @@ impl Live {
         state.positions = positions;
     }
 
-    /// The next offset to read on a partition, after a record was received.
-    pub(crate) fn advance(&self, topic: &str, partition: i32, next: i64) {
+    /// The record at `offset` of a partition was received: the next offset
+    /// to read is the one after it. Returns the offset the consumer was
+    /// expected to receive (its position before this record), if the
+    /// partition is assigned at a known offset: a record past it means the
+    /// records in between were skipped.
+    pub(crate) fn advance(&self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
         let state = self.state.lock();
-        if let Some(mut element) = state.positions.find_partition(topic, partition) {
-            let _ = element.set_offset(Offset::Offset(next));
+        let mut element = state.positions.find_partition(topic, partition)?;
+        let expected = match element.offset() {
+            Offset::Offset(expected) => Some(expected),
+            _ => None,
+        };
+        // Never backwards: a replay's end is this position (see
+        // `position`), so it must not drop below a record processed.
+        let next = expected.map_or(offset + 1, |expected| expected.max(offset + 1));
+        let _ = element.set_offset(Offset::Offset(next));
+        expected
+    }
+
+    /// The next offset the live consumer processes on a partition, if it
+    /// reads the partition. Every record below it has been processed (asked
+    /// whether its document is wanted) or is being processed now; every
+    /// record at or past it is processed later.
+    pub(crate) fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        let state = self.state.lock();
+        match state.positions.find_partition(topic, partition)?.offset() {
+            Offset::Offset(position) => Some(position),
+            _ => None,
         }
     }
 
@@ -135,8 +158,30 @@ impl Live {
 
     /// `doc` is no longer held: partitions no held document needs any more
     /// leave the assignment, except those in `keep`.
-    pub(crate) fn release(&self, doc: &str, partitions: &[(String, i32)], keep: &(String, i32)) {
+    ///
+    /// Unless `wanted_again` says the document is wanted again: a release
+    /// runs on a blocking thread after the registry dropped the document,
+    /// and a client may have loaded it again meanwhile, its `hold` finding
+    /// the partitions still assigned (and this document among their
+    /// holders). Releasing them then would leave the new instance without
+    /// its live records for as long as it stays loaded. Asked under the
+    /// lock that `hold` takes, so a load that registers the document after
+    /// this answer holds (and assigns) only after the release is done.
+    pub(crate) fn release(
+        &self,
+        doc: &str,
+        partitions: &[(String, i32)],
+        keep: &(String, i32),
+        wanted_again: impl Fn(&str) -> bool,
+    ) {
         let mut state = self.state.lock();
+        if wanted_again(doc) {
+            debug!(
+                doc,
+                "document loaded again before its release; keeping its partitions"
+            );
+            return;
+        }
         let mut removed = TopicPartitionList::new();
         for key in partitions {
             let Some(docs) = state.held.get_mut(key) else {
@@ -178,5 +223,81 @@ impl Live {
             released = removed.count(),
             "live consumer released partitions"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live_at(topic: &str, partition: i32, offset: i64) -> Live {
+        let live = Live::default();
+        live.state
+            .lock()
+            .positions
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .expect("a position");
+        live
+    }
+
+    #[test]
+    fn advancing_reports_where_the_consumer_was_expected_to_be() {
+        let live = live_at("updates", 3, 10);
+        assert_eq!(live.advance("updates", 3, 10), Some(10), "in order");
+        assert_eq!(live.position("updates", 3), Some(11));
+        assert_eq!(
+            live.advance("updates", 3, 13),
+            Some(11),
+            "records 11 and 12 were skipped"
+        );
+        assert_eq!(live.position("updates", 3), Some(14));
+    }
+
+    #[test]
+    fn the_position_never_goes_back() {
+        let live = live_at("updates", 0, 20);
+        live.advance("updates", 0, 25);
+        assert_eq!(live.advance("updates", 0, 21), Some(26));
+        assert_eq!(
+            live.position("updates", 0),
+            Some(26),
+            "a replay's end is this position: it must cover every record processed"
+        );
+    }
+
+    fn held_by(live: &Live, doc: &str, key: (&str, i32)) {
+        live.state
+            .lock()
+            .held
+            .entry((key.0.to_owned(), key.1))
+            .or_default()
+            .insert(doc.to_owned());
+    }
+
+    #[test]
+    fn a_released_document_that_is_wanted_again_keeps_its_partition() {
+        // The registry dropped the document, then a client loaded it again
+        // before the release ran: the new instance's hold found the
+        // partition assigned, held by this name.
+        let live = live_at("updates", 2, 40);
+        held_by(&live, "doc", ("updates", 2));
+        let partitions = [("updates".to_owned(), 2)];
+        let heartbeats = ("awareness".to_owned(), 0);
+        live.release("doc", &partitions, &heartbeats, |_| true);
+        assert_eq!(
+            live.position("updates", 2),
+            Some(40),
+            "still read: the document loaded again needs its live records"
+        );
+        live.release("doc", &partitions, &heartbeats, |_| false);
+        assert_eq!(live.position("updates", 2), None, "released");
+    }
+
+    #[test]
+    fn a_partition_not_read_has_no_position() {
+        let live = live_at("updates", 0, 0);
+        assert_eq!(live.advance("updates", 1, 5), None);
+        assert_eq!(live.position("updates", 1), None);
+        assert_eq!(live.position("other", 0), None);
     }
 }

@@ -177,6 +177,10 @@ pub struct BusStats {
     pub producers_replaced: u64,
     /// Live consumers replaced after they stalled.
     pub consumers_replaced: u64,
+    /// Ranges of records the live subscription skipped and read again.
+    pub live_gaps: u64,
+    /// Passes over the log that replayed documents.
+    pub replay_passes: u64,
 }
 
 /// How far a live consumer is behind the end of one partition.

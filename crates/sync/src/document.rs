@@ -128,6 +128,55 @@ struct DocState {
     /// Applied updates waiting for the end of the batching window; a flush
     /// is scheduled whenever this is not empty.
     held: Vec<HeldUpdate>,
+    /// Since when `ydoc` holds updates it cannot integrate (yrs keeps them
+    /// pending until what they build on arrives), if it does.
+    missing_since: Option<Instant>,
+    /// Reading the document again from the log, to find what they lack.
+    reread: Reread,
+}
+
+/// When a document that holds updates it cannot integrate is read again
+/// from the log.
+///
+/// A replica applies every record it receives, and yrs keeps an update
+/// whose dependencies it lacks pending until they arrive. For a moment that
+/// is normal: a node applies its own records on acknowledgement and other
+/// nodes' on consumption, so another node's edit of this node's edit can
+/// come first. For longer, the replica missed a record that the log holds:
+/// nothing else would ever bring it, and every client of this node would
+/// lack it too. So after [`MISSING_GRACE`] the document's records are read
+/// again (snapshot and log, as when it loads) and whatever they add is
+/// applied and broadcast. A document whose missing dependency the log does
+/// not hold either (a client sent an update built on something it never
+/// sent) is read again at growing intervals, up to [`REREAD_MAX_WAIT`].
+#[derive(Debug, Default)]
+struct Reread {
+    /// A re-read is running.
+    running: bool,
+    /// No re-read before this (after one that found nothing to integrate).
+    not_before: Option<Instant>,
+    /// The wait after the next re-read that finds nothing.
+    wait: Duration,
+}
+
+/// How long a document may hold updates it cannot integrate before it is
+/// read again from the log. Longer than a publish's round trip (the normal
+/// cause), short enough that a user does not wait for a missing edit.
+pub(crate) const MISSING_GRACE: Duration = Duration::from_secs(2);
+/// The first wait after a re-read that did not resolve them; doubled each
+/// time up to [`REREAD_MAX_WAIT`].
+const REREAD_FIRST_WAIT: Duration = Duration::from_secs(5);
+/// The longest wait between re-reads of one document.
+const REREAD_MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// What reading a document again from the log did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RereadOutcome {
+    /// The log held updates the document lacked; they were applied and
+    /// broadcast to its sessions.
+    pub(crate) gained: bool,
+    /// The document still holds updates it cannot integrate.
+    pub(crate) still_missing: bool,
 }
 
 /// A document's content as a reader (the REST API) sees it.
@@ -172,6 +221,8 @@ impl Document {
                 deleted: false,
                 last_broadcast: None,
                 held: Vec::new(),
+                missing_since: None,
+                reread: Reread::default(),
             }),
             loaded: OnceCell::new(),
             snapshotting: tokio::sync::Mutex::new(()),
@@ -257,6 +308,7 @@ impl Document {
         state.tombstone = tombstone;
         state.applied_seq = applied_seq;
         state.snapshot_seq = snapshot_seq;
+        note_missing(&mut state, Instant::now());
         if applied_seq > snapshot_seq {
             let now = Instant::now();
             state.dirty = Some(Dirty {
@@ -301,6 +353,7 @@ impl Document {
             .in_scope(|| apply_to(&state.ydoc, &self.name, seq, update));
         state.applied_seq = state.applied_seq.max(seq);
         let now = Instant::now();
+        note_missing(&mut state, now);
         let dirty = state.dirty.get_or_insert(Dirty {
             since: now,
             last: now,
@@ -366,6 +419,106 @@ impl Document {
                 });
             }
         }
+    }
+
+    /// Whether the document has held updates it cannot integrate for
+    /// `grace` and may be read again from the log now; if so, the re-read
+    /// is the caller's to run (and to finish with [`Document::reread`] or
+    /// [`Document::reread_failed`]).
+    pub(crate) fn claim_reread(&self, now: Instant, grace: Duration) -> bool {
+        let mut state = self.state.lock();
+        let due = state.pending.is_none()
+            && !state.deleted
+            && !state.reread.running
+            && state
+                .missing_since
+                .is_some_and(|since| now.duration_since(since) >= grace)
+            && state
+                .reread
+                .not_before
+                .is_none_or(|not_before| now >= not_before);
+        if due {
+            state.reread.running = true;
+        }
+        due
+    }
+
+    /// Applies what a re-read from the log (`stored`, as a load reads it)
+    /// holds that the document lacks, and broadcasts that to every session.
+    pub(crate) fn reread(&self, stored: StoredDoc) -> RereadOutcome {
+        let mut state = self.state.lock();
+        state.reread.running = false;
+        if state.deleted || state.pending.is_some() {
+            return RereadOutcome {
+                gained: false,
+                still_missing: false,
+            };
+        }
+        let (state_vector_before, missing_before) = {
+            let txn = state.ydoc.transact();
+            (txn.state_vector(), txn.has_missing_updates())
+        };
+        let mut records: Vec<(LogSeq, &[u8])> = Vec::with_capacity(stored.updates.len() + 1);
+        if let Some(snapshot) = &stored.snapshot {
+            records.push((snapshot.covers_seq, &snapshot.state));
+        }
+        for logged in &stored.updates {
+            records.push((logged.seq, &logged.update));
+        }
+        for (seq, update) in records {
+            if let Some(tombstone) = &state.tombstone
+                && (seq < tombstone.position || refused_by(tombstone, &self.name, seq, update))
+            {
+                continue;
+            }
+            apply_to(&state.ydoc, &self.name, seq, update);
+            state.applied_seq = state.applied_seq.max(seq);
+        }
+        let (changed, diff, still_missing) = {
+            let txn = state.ydoc.transact();
+            let still_missing = txn.has_missing_updates();
+            let changed =
+                txn.state_vector() != state_vector_before || missing_before != still_missing;
+            let diff = changed.then(|| txn.encode_state_as_update_v1(&state_vector_before));
+            (changed, diff, still_missing)
+        };
+        let now = Instant::now();
+        note_missing(&mut state, now);
+        if still_missing && !changed {
+            let wait = if state.reread.wait.is_zero() {
+                REREAD_FIRST_WAIT
+            } else {
+                (state.reread.wait * 2).min(REREAD_MAX_WAIT)
+            };
+            state.reread.wait = wait;
+            state.reread.not_before = Some(now + wait);
+        } else {
+            state.reread = Reread::default();
+        }
+        if let Some(diff) = diff {
+            let dirty = state.dirty.get_or_insert(Dirty {
+                since: now,
+                last: now,
+                updates: 0,
+            });
+            dirty.last = now;
+            dirty.updates += 1;
+            state.last_broadcast = Some(now);
+            broadcast(&self.name, &mut state.sessions, &update_frame(&diff), None);
+        }
+        RereadOutcome {
+            gained: changed,
+            still_missing,
+        }
+    }
+
+    /// A re-read could not read the log: it is tried again after the
+    /// usual wait.
+    pub(crate) fn reread_failed(&self) {
+        let mut state = self.state.lock();
+        state.reread.running = false;
+        let wait = state.reread.wait.max(REREAD_FIRST_WAIT);
+        state.reread.not_before = Some(Instant::now() + wait);
     }
 
     /// A durable deletion at `seq`. A loading document keeps it in order
@@ -609,6 +762,17 @@ impl Document {
             covers_seq: state.applied_seq,
             tombstone: state.tombstone.as_ref().map(TombstoneState::to_stored),
         })
+    }
+}
+
+/// Records whether the document holds updates it cannot integrate (see
+/// [`Reread`]): since when, if it does.
+fn note_missing(state: &mut DocState, now: Instant) {
+    let missing = state.ydoc.transact().has_missing_updates();
+    match (missing, state.missing_since) {
+        (true, None) => state.missing_since = Some(now),
+        (false, Some(_)) => state.missing_since = None,
+        _ => {}
     }
 }
 

@@ -2,6 +2,7 @@
 //! The gateway registers these beside its own and serves them at
 //! `/metrics`.
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry as MetricsRegistry;
 
@@ -19,6 +20,11 @@ pub struct SyncMetrics {
     pub snapshot_seconds: Histogram,
     /// Bytes of each snapshot written.
     pub snapshot_bytes: Histogram,
+    /// Documents read again from the log because they held updates they
+    /// could not integrate (see `Document::missing_since`).
+    pub documents_reread: Counter,
+    /// Of those, the ones the log gave something the document lacked.
+    pub documents_repaired: Counter,
 }
 
 impl Default for SyncMetrics {
@@ -32,6 +38,8 @@ impl Default for SyncMetrics {
             snapshot_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             // 256 B quadrupling to 1 GiB.
             snapshot_bytes: Histogram::new(exponential_buckets(256.0, 4.0, 12)),
+            documents_reread: Counter::default(),
+            documents_repaired: Counter::default(),
         }
     }
 }
@@ -63,6 +71,16 @@ impl SyncMetrics {
             "snapshot_bytes",
             "Bytes of each document snapshot written",
             self.snapshot_bytes.clone(),
+        );
+        registry.register(
+            "documents_reread",
+            "Documents read again from the log because they held updates whose dependencies they lacked",
+            self.documents_reread.clone(),
+        );
+        registry.register(
+            "documents_repaired",
+            "Documents that reading the log again gave updates they lacked (a replica had fallen behind)",
+            self.documents_repaired.clone(),
         );
     }
 }

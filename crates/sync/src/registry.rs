@@ -32,7 +32,7 @@ use yrs::updates::decoder::Decode;
 use crate::awareness::Owner;
 use crate::bus::{BusError, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind};
 use crate::committer::{Committer, CommitterConfig};
-use crate::document::{BroadcastBatching, Dirty, Document};
+use crate::document::{BroadcastBatching, Dirty, Document, MISSING_GRACE};
 use crate::log_bus::LogBus;
 use crate::metrics::SyncMetrics;
 use crate::session::{Session, SessionId, SessionOutbox};
@@ -429,6 +429,9 @@ async fn housekeeping(inner: Arc<RegistryInner>) {
         }
         let now = Instant::now();
         for document in inner.documents.all() {
+            if document.is_loaded() && document.claim_reread(now, MISSING_GRACE) {
+                inner.tracker.spawn(reread(inner.clone(), document.clone()));
+            }
             if !document.is_loaded() {
                 // A load in progress or failed: the joiner that holds it
                 // retries or leaves; an abandoned one is dropped when idle.
@@ -484,6 +487,34 @@ async fn housekeeping(inner: Arc<RegistryInner>) {
                 inner.bus.release(document.name());
                 debug!(doc = %document.name(), "document unloaded");
             }
+        }
+    }
+}
+
+/// Reads a document that holds updates it cannot integrate again from the
+/// log, as a load would, and applies what it lacked (see
+/// `document::Reread`).
+async fn reread(inner: Arc<RegistryInner>, document: Arc<Document>) {
+    inner.metrics.documents_reread.inc();
+    let name = document.name().to_owned();
+    let stored = inner
+        .load_inner(&name)
+        .instrument(debug_span!(parent: None, "reread", doc = %name))
+        .await;
+    match stored {
+        Ok(stored) => {
+            let records = stored.updates.len();
+            let outcome = document.reread(stored);
+            if outcome.gained {
+                inner.metrics.documents_repaired.inc();
+                warn!(doc = %name, records, still_missing = outcome.still_missing, "document lacked updates the log holds (its replica had missed records); applied and sent to its sessions");
+            } else {
+                info!(doc = %name, records, still_missing = outcome.still_missing, "document holds updates whose dependencies the log lacks too; will read it again later");
+            }
+        }
+        Err(error) => {
+            document.reread_failed();
+            warn!(doc = %name, error = %error, error.source = ?std::error::Error::source(&error), "reading a document with missing updates again failed; will retry");
         }
     }
 }

@@ -1021,3 +1021,75 @@ async fn a_node_whose_updates_wait_for_the_bus_is_not_ready_until_they_are_ackno
     assert_eq!(received, update);
     node.shutdown().await;
 }
+
+/// Two updates of one client, the second building on the first.
+fn chained_updates(client_id: u64) -> (Vec<u8>, Vec<u8>) {
+    let doc = Doc::with_client_id(client_id);
+    let root = doc.get_or_insert_text("t");
+    let first = {
+        let mut txn = doc.transact_mut();
+        root.insert(&mut txn, 0, "a");
+        txn.encode_update_v1()
+    };
+    let second = {
+        let mut txn = doc.transact_mut();
+        root.insert(&mut txn, 1, "b");
+        txn.encode_update_v1()
+    };
+    (first, second)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_missed_a_record_reads_its_log_again_and_tells_its_sessions() {
+    let store = Arc::new(MemoryStore::new());
+    let bus = crate::LogBus::new(store.clone(), "a");
+    let registry = Registry::start(store.clone(), Arc::new(bus), cluster_config());
+    let alice = join(&registry, "doc", 64).await;
+    let mut bob = join(&registry, "doc", 64).await;
+    let (first, second) = chained_updates(9);
+    // The log holds the first update (another node's), but this node's
+    // replica never got it: a record it missed.
+    store
+        .append(&[NewUpdate {
+            doc: Arc::from("doc"),
+            update: bytes::Bytes::from(first),
+        }])
+        .await
+        .unwrap();
+    // The second arrives normally and cannot integrate without the first.
+    commit(&alice, second).await;
+    assert_eq!(
+        server_text(&alice),
+        "",
+        "the second update waits for the first"
+    );
+    while bob.frames.try_recv().is_ok() {}
+
+    // After the grace the document reads its log again and sends what it
+    // gained to every session.
+    let gained = next_message(&mut bob, |message| match message {
+        Message::Sync(SyncMessage::Update(update)) => Some(update),
+        _ => None,
+    })
+    .await;
+    assert_eq!(text_of(&[gained]), "ab", "bob gets both updates");
+    assert_eq!(server_text(&alice), "ab");
+    assert_eq!(registry.metrics().documents_repaired.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_update_whose_dependency_the_log_lacks_too_is_read_again_at_growing_intervals() {
+    let store = Arc::new(MemoryStore::new());
+    let bus = crate::LogBus::new(store.clone(), "a");
+    let registry = Registry::start(store.clone(), Arc::new(bus), cluster_config());
+    let alice = join(&registry, "doc", 64).await;
+    let (_never_sent, second) = chained_updates(9);
+    commit(&alice, second).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let rereads = registry.metrics().documents_reread.get();
+    assert!(
+        (2..=6).contains(&rereads),
+        "{rereads} re-reads in a minute: backing off (5 s, 10 s, 20 s...)"
+    );
+    assert_eq!(registry.metrics().documents_repaired.get(), 0);
+}
