@@ -23,7 +23,7 @@ lib=$cache/kafka-$kafka_version-$(sha256sum "$pom" | cut -c1-8)/lib
 java=${JAVA:-java}
 # The time a node gets to open its client port (the broker's own
 # registration timeout is 60 s; three JVMs starting on two cores are slow).
-ready_timeout_s=${WEFT_KAFKA_READY_TIMEOUT_S:-120}
+ready_timeout_s=${WEFT_KAFKA_READY_TIMEOUT_S:-180}
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
 

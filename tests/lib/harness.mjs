@@ -966,7 +966,7 @@ export class KafkaCluster {
       await cluster.down()
       fs.rmSync(dir, { recursive: true, force: true })
     })
-    cluster.bootstrap = (await runKafkaSh(['up', dir, String(nodes)], 180000)).trim()
+    cluster.bootstrap = (await runKafkaSh(['up', dir, String(nodes)], 300000)).trim()
     return cluster
   }
 
@@ -980,7 +980,7 @@ export class KafkaCluster {
   async signal (n, signal) { await runKafkaSh(['signal', this.dir, String(n), signal.replace(/^SIG/, '')], 30000) }
 
   /** (Re)start node `n` with its data and wait until it serves clients. */
-  async start (n) { await runKafkaSh(['start', this.dir, String(n)], 180000) }
+  async start (n) { await runKafkaSh(['start', this.dir, String(n)], 240000) }
 
   /** Stop every node (TERM, then KILL after a grace period). */
   async down () { await runKafkaSh(['down', this.dir], 60000).catch(() => {}) }
