@@ -9,21 +9,27 @@
 //! once per document.
 //!
 //! Until the persistence worker writes snapshots, a node loads a document
-//! by reading its partition from the beginning, keeping the records keyed
-//! by the document (updates and deletions), until the consumer reports the partition's end. That end
-//! is at least the high watermark when the replay started, which is after
-//! the document was registered for live delivery: every record below it is
-//! read here, every record at or past it arrives live (see
-//! `docs/ARCHITECTURE.md`, "Loading a document without a gap"). Duplicates
-//! between the two are harmless; there is no gap.
+//! by reading its partition from the beginning (else from the snapshot's
+//! offset), keeping the records keyed by the document (updates and
+//! deletions), until it has read every record below the live consumer's
+//! position on the partition, taken after the document was registered for
+//! live delivery ([`Wanted::until`]): every record below it is read here,
+//! every record at or past it arrives live (see `docs/ARCHITECTURE.md`,
+//! "Loading a document without a gap"). Duplicates between the two are
+//! harmless; there is no gap.
 //!
-//! The replay reads to the end-of-partition event rather than to a high
-//! watermark read up front: some Kafka-API brokers (Tansu 0.6) report a
-//! high watermark one past the *first* record of the last produce batch,
-//! not the last, while serving every record. Such a broker never sends the
-//! event once the position passes its watermark, so a poll that brings
-//! nothing also ends the replay when the position is at or past a freshly
-//! read watermark.
+//! What the broker reports as the partition's end does not end a pass
+//! below that position ([`PassEnd`]): some Kafka-API brokers (Tansu 0.6)
+//! report a high watermark one past the *first* record of the last produce
+//! batch, not the last, while serving every record, and a partition's new
+//! leader may report a high watermark its predecessor had passed. Such a
+//! broker never sends the end-of-partition event once the position passes
+//! its watermark, so where a pass reads to the reported end (a document
+//! without a live position), a poll that brings nothing also ends it when
+//! the position is at or past a freshly read watermark.
+//!
+//! The same reading loop ([`read_partition`]) re-reads offsets the live
+//! consumer skipped (see `bus`).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -63,11 +69,7 @@ const MAX_CONCURRENT_PASSES: usize = 8;
 
 /// One document waiting for a pass over its partition.
 struct Request {
-    doc: String,
-    after: Option<i64>,
-    /// The live consumer's position on the partition once the document was
-    /// registered: the pass reads at least up to it (see [`Wanted`]).
-    until: Option<i64>,
+    wanted: Wanted,
     reply: Reply,
 }
 
@@ -83,8 +85,11 @@ struct Request {
 /// to the partition's end as the broker reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Wanted {
+    /// The document.
     pub(crate) doc: String,
+    /// The offset its records are needed after (a topic snapshot's).
     pub(crate) after: Option<i64>,
+    /// The live consumer's position once the document was registered.
     pub(crate) until: Option<i64>,
 }
 
@@ -121,13 +126,7 @@ impl Replays {
         wanted: Wanted,
     ) -> Result<Vec<Replayed>, BusError> {
         let (reply, answer) = oneshot::channel();
-        let Wanted { doc, after, until } = wanted;
-        let request = Request {
-            doc,
-            after,
-            until,
-            reply,
-        };
+        let request = Request { wanted, reply };
         let start_driver = match self.waiting.lock().entry(partition) {
             Entry::Occupied(mut waiting) => {
                 waiting.get_mut().push(request);
@@ -170,14 +169,7 @@ impl Replays {
             };
             let (wanted, replies): (Vec<_>, Vec<_>) = batch
                 .into_iter()
-                .map(|request| {
-                    let wanted = Wanted {
-                        doc: request.doc,
-                        after: request.after,
-                        until: request.until,
-                    };
-                    (wanted, request.reply)
-                })
+                .map(|request| (request.wanted, request.reply))
                 .unzip();
             let (config, counters) = (config.clone(), counters.clone());
             let pass = tokio::task::spawn_blocking(move || {

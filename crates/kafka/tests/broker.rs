@@ -210,3 +210,78 @@ async fn documents_loading_at_once_share_passes_over_their_partition() {
         "{passes} passes over 3 partitions for {DOCS} documents: replays were not shared"
     );
 }
+
+/// The documents a test node has loaded.
+#[derive(Default)]
+struct Loaded(parking_lot::Mutex<std::collections::HashSet<String>>);
+
+impl Interest for Loaded {
+    fn wants(&self, doc: &str) -> bool {
+        self.0.lock().contains(doc)
+    }
+}
+
+fn update(doc: &str, payload: String) -> Record {
+    Record {
+        doc: Arc::from(doc),
+        kind: RecordKind::Update,
+        payload: bytes::Bytes::from(payload),
+        origin_session: 1,
+        span: tracing::Span::none(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_loaded_after_the_live_consumer_passed_its_records_gets_them_all() {
+    let Some(brokers) = broker() else { return };
+    let topic = fresh_topic("handover");
+    let writer = KafkaBus::new(config(&brokers, &topic, "writer")).expect("bus");
+    let mut reader_config = config(&brokers, &topic, "reader");
+    reader_config.consume = weft_kafka::ConsumeScope::All;
+    let reader = KafkaBus::new(reader_config).expect("bus");
+    let loaded = Arc::new(Loaded::default());
+    let _writer_deliveries = writer.subscribe(Arc::new(All)).await.expect("subscribe");
+    let mut deliveries = reader.subscribe(loaded.clone()).await.expect("subscribe");
+    // Two documents of one partition; the reader holds only the second.
+    let doc = "handover/late";
+    let partition = partition_for(doc, 3);
+    let marker = (0..)
+        .map(|index| format!("handover/marker-{index}"))
+        .find(|name| partition_for(name, 3) == partition)
+        .expect("a name in the same partition");
+    loaded.0.lock().insert(marker.clone());
+    let records: Vec<Record> = (0..5)
+        .map(|index| update(doc, format!("{doc}#{index}")))
+        .chain([update(&marker, "marker".to_owned())])
+        .collect();
+    for result in writer.publish(&records).await {
+        result.expect("published");
+    }
+    // Once the marker is delivered, the live consumer has processed (and
+    // skipped: not loaded) every record of the document before it.
+    let delivered = next(&mut deliveries).await;
+    assert_eq!(delivered.record.doc.as_ref(), marker.as_str());
+
+    // Loading: registered, then replayed. Only the replay can bring them.
+    loaded.0.lock().insert(doc.to_owned());
+    let replayed: Vec<String> = reader
+        .replay(doc, None)
+        .await
+        .expect("replayed")
+        .iter()
+        .map(|record| String::from_utf8(record.update.to_vec()).expect("UTF-8"))
+        .collect();
+    assert_eq!(
+        replayed,
+        (0..5)
+            .map(|index| format!("{doc}#{index}"))
+            .collect::<Vec<_>>()
+    );
+    // And live from here on.
+    for result in writer.publish(&[update(doc, "live".to_owned())]).await {
+        result.expect("published");
+    }
+    let live = next(&mut deliveries).await;
+    assert_eq!(live.record.payload.as_ref(), b"live");
+    assert_eq!(reader.stats().live_gaps, 0, "no offset skipped");
+}
