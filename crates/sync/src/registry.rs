@@ -505,11 +505,14 @@ async fn reread(inner: Arc<RegistryInner>, document: Arc<Document>) {
         Ok(stored) => {
             let records = stored.updates.len();
             let outcome = document.reread(stored);
-            if outcome.gained {
+            let waited_ms = outcome.waited.as_millis() as u64;
+            if !outcome.gained && !outcome.still_missing {
+                debug!(doc = %name, "updates waiting for their dependencies integrated while the log was read again");
+            } else if outcome.gained {
                 inner.metrics.documents_repaired.inc();
-                warn!(doc = %name, records, still_missing = outcome.still_missing, "document lacked updates the log holds (its replica had missed records); applied and sent to its sessions");
+                warn!(doc = %name, records, waited_ms, waited_for = ?outcome.waited_for, gained_at = ?outcome.gained_at, still_missing = outcome.still_missing, "document lacked updates the log holds (its replica had missed records); applied and sent to its sessions");
             } else {
-                info!(doc = %name, records, still_missing = outcome.still_missing, "document holds updates whose dependencies the log lacks too; will read it again later");
+                info!(doc = %name, records, waited_ms, waited_for = ?outcome.waited_for, still_missing = outcome.still_missing, "document holds updates whose dependencies the log lacks too; will read it again later");
             }
         }
         Err(error) => {

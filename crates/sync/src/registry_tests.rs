@@ -1067,6 +1067,7 @@ async fn a_replica_that_missed_a_record_reads_its_log_again_and_tells_its_sessio
 
     // After the grace the document reads its log again and sends what it
     // gained to every session.
+    tokio::time::sleep(Duration::from_secs(11)).await;
     let gained = next_message(&mut bob, |message| match message {
         Message::Sync(SyncMessage::Update(update)) => Some(update),
         _ => None,
@@ -1089,7 +1090,7 @@ async fn an_update_whose_dependency_the_log_lacks_too_is_read_again_at_growing_i
     let rereads = registry.metrics().documents_reread.get();
     assert!(
         (2..=6).contains(&rereads),
-        "{rereads} re-reads in a minute: backing off (5 s, 10 s, 20 s...)"
+        "{rereads} re-reads in a minute: after 10 s, then backing off (5 s, 10 s, 20 s...)"
     );
     assert_eq!(registry.metrics().documents_repaired.get(), 0);
 }
