@@ -139,6 +139,22 @@ async function converged (t, nodes, docName, clients) {
   return now() - started
 }
 
+/**
+ * A fresh cluster of `nodes` brokers. Starting one can fail for reasons of
+ * the machine, not of Weft (a free port taken by another process between
+ * kafka.sh picking and binding it): tried three times.
+ */
+async function startBrokers (t, nodes) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await KafkaCluster.start(t, { nodes })
+    } catch (err) {
+      if (attempt >= 3) throw err
+      console.log(`[converge] starting the brokers failed (attempt ${attempt}): ${String(err.message).split('\n')[0]}; again`)
+    }
+  }
+}
+
 /** Per node: replay passes, skipped offset ranges re-read, documents re-read and repaired. */
 async function busCounts (nodes) {
   const counts = []
@@ -167,7 +183,7 @@ for (let run = 1; run <= RUNS; run++) {
     }
 
     let started = now()
-    const cluster = SHARED_BROKER ? { bootstrap: SHARED_BROKER } : await KafkaCluster.start(t, { nodes: brokers })
+    const cluster = SHARED_BROKER ? { bootstrap: SHARED_BROKER } : await startBrokers(t, brokers)
     phase(SHARED_BROKER ? 'shared broker' : `${brokers} broker(s) up`, started)
 
     started = now()

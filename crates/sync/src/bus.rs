@@ -245,6 +245,11 @@ pub trait MessageBus: Send + Sync + Debug + 'static {
     /// record published after this returns is delivered (or, if `interest`
     /// did not want it when it was processed, is below any later replay's
     /// end). The channel is bounded: a slow receiver slows the consumer.
+    ///
+    /// A bus whose publish can fail for the publisher after the record
+    /// reached the log (a lost acknowledgement: Kafka) also delivers this
+    /// node's own updates, so the node applies what it never heard was
+    /// durable; its own ephemeral records and deletions never come back.
     async fn subscribe(
         &self,
         interest: Arc<dyn Interest>,

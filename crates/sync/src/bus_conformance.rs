@@ -192,7 +192,9 @@ async fn wanted_records_of_other_nodes_are_delivered(
 }
 
 async fn own_records_are_not_delivered_back(at_a: &mut mpsc::Receiver<Delivery>) {
-    // Everything above was published by `a`; nothing may come back to it.
+    // Everything above was published by `a`, which wants no document: no
+    // update may come back to it, and no ephemeral record ever does (its
+    // own updates may, for documents it wants: see `subscribe`).
     // Half a second is many fetch waits of any test configuration.
     let echoed = tokio::time::timeout(Duration::from_millis(500), at_a.recv()).await;
     assert!(

@@ -359,12 +359,18 @@ impl Document {
             // history: gone.
             return;
         }
-        debug_span!("apply", doc = %self.name, seq, bytes = update.len())
+        let news = debug_span!("apply", doc = %self.name, seq, bytes = update.len())
             .in_scope(|| apply_to(&state.ydoc, &self.name, seq, update));
         state.applied_seq = state.applied_seq.max(seq);
         let now = Instant::now();
         note_missing(&mut state, &self.name, now);
-        trace!(doc = %self.name, seq, own = origin.is_some(), missing = state.missing_since.is_some(), "update applied");
+        trace!(doc = %self.name, seq, own = origin.is_some(), news, missing = state.missing_since.is_some(), "update applied");
+        if !news {
+            // Held already (this node's own update read back from the log,
+            // a record both replayed and delivered): every session has it
+            // or got it when the document first did.
+            return;
+        }
         let dirty = state.dirty.get_or_insert(Dirty {
             since: now,
             last: now,
@@ -870,18 +876,27 @@ fn refused_by(tombstone: &TombstoneState, name: &str, seq: LogSeq, update: &[u8]
 /// Applies one stored or committed update, logging (not propagating) a
 /// failure: the update is already durable, and refusing the whole document
 /// because of one bad record would lose everything else.
-fn apply_to(ydoc: &Doc, name: &str, seq: LogSeq, update: &[u8]) {
+///
+/// Returns whether the update is news to the document's sessions: it
+/// inserted or deleted something, or the document now holds updates it
+/// cannot integrate yet (which may be this one: its sessions may hold what
+/// it waits for), or it did not apply (sent on as it is, as before).
+/// `false` only for an update the document held already.
+fn apply_to(ydoc: &Doc, name: &str, seq: LogSeq, update: &[u8]) -> bool {
     if let Err(error) = weft_protocol::check_update_v1(update) {
         warn!(doc = %name, seq, error = %error, "stored update is implausible; skipped");
-        return;
+        return true;
     }
-    match crate::ycheck::apply_contained(ydoc, update) {
-        Ok(()) => {}
+    match crate::ycheck::apply_contained_counting(ydoc, update) {
+        Ok(true) => true,
+        Ok(false) => ydoc.transact().has_missing_updates(),
         Err(crate::ycheck::ApplyFailure::Panicked) => {
             error!(doc = %name, seq, "yrs panicked applying a committed update; skipped");
+            true
         }
         Err(failure) => {
-            warn!(doc = %name, seq, error = %failure, "update failed to apply; skipped")
+            warn!(doc = %name, seq, error = %failure, "update failed to apply; skipped");
+            true
         }
     }
 }

@@ -700,7 +700,10 @@ fn handle_delivery(inner: &RegistryInner, peers: &mut Peers, delivery: Delivery)
         origin,
         position,
     } = delivery;
-    if let Some(replaced) = peers.saw(&origin, Instant::now()) {
+    // A bus may deliver this node's own updates back (see
+    // `MessageBus::subscribe`): they say nothing about peers.
+    let own = origin == *inner.bus.origin();
+    if !own && let Some(replaced) = peers.saw(&origin, Instant::now()) {
         info!(node = %origin.node, old = replaced, "peer node restarted; removing its old clients' awareness");
         for document in inner.documents.all() {
             document.remove_peer(&origin.node, Some(origin.incarnation));

@@ -1094,3 +1094,37 @@ async fn an_update_whose_dependency_the_log_lacks_too_is_read_again_at_growing_i
     );
     assert_eq!(registry.metrics().documents_repaired.get(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_update_a_document_holds_already_is_not_broadcast_again() {
+    let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
+    let bus_a = crate::LogBus::new(store.clone(), "a");
+    let bus_b = bus_a.join("b");
+    let node_a = Registry::start(store.clone(), Arc::new(bus_a), cluster_config());
+    let node_b = Registry::start(store.clone(), Arc::new(bus_b), cluster_config());
+    let alice = join(&node_a, "doc", 64).await;
+    let mut bob = join(&node_b, "doc", 64).await;
+    let update = text_update(1, "once");
+    commit(&alice, update.clone()).await;
+    let first = next_message(&mut bob, |message| match message {
+        Message::Sync(SyncMessage::Update(update)) => Some(update),
+        _ => None,
+    })
+    .await;
+    assert_eq!(first, update);
+    // The same update again (a client re-sending what it sent before a
+    // lost acknowledgement; this node's own update read back from the
+    // log): applied, and nothing sent.
+    commit(&alice, update.clone()).await;
+    commit(&alice, text_update(2, "then")).await;
+    let next = next_message(&mut bob, |message| match message {
+        Message::Sync(SyncMessage::Update(update)) => Some(update),
+        _ => None,
+    })
+    .await;
+    assert_eq!(text_of(&[next]), "then", "the duplicate was not sent");
+    assert_eq!(
+        server_text(&bob),
+        text_of(&[update, text_update(2, "then")])
+    );
+}

@@ -35,12 +35,21 @@ pub enum ApplyFailure {
 /// Applies `update` to `doc`, containing a panic of `yrs` (the persistence
 /// worker folds with it too).
 pub fn apply_contained(doc: &Doc, update: &[u8]) -> Result<(), ApplyFailure> {
+    apply_contained_counting(doc, update).map(drop)
+}
+
+/// [`apply_contained`], telling whether the update inserted or deleted
+/// anything the document did not hold (`false` for an update it held
+/// already, or one whose dependencies it lacks: yrs keeps that pending).
+pub(crate) fn apply_contained_counting(doc: &Doc, update: &[u8]) -> Result<bool, ApplyFailure> {
     let decoded = Update::decode_v1(update).map_err(ApplyFailure::Decode)?;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        doc.transact_mut().apply_update(decoded)
+        let mut txn = doc.transact_mut();
+        txn.apply_update(decoded)?;
+        Ok(!txn.insert_set().is_empty() || !txn.delete_set().is_empty())
     }));
     match outcome {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(added)) => Ok(added),
         Ok(Err(refused)) => Err(ApplyFailure::Refused(refused)),
         Err(_panic) => Err(ApplyFailure::Panicked),
     }
