@@ -59,8 +59,9 @@ build: $(WEB_BUILT) ## debug build of the weft binary
 test: lint unit e2e fault e2e-python bench-check deploy-check deny ## everything: lints, unit and gateway tests, end-to-end with real clients, the short benchmark, dependency checks
 
 .PHONY: lint
-lint: $(WEB_BUILT) ## rustfmt and clippy (warnings are errors)
+lint: $(WEB_BUILT) ## rustfmt, clippy (warnings are errors), and no module that imports one importing it back
 	$(CARGO) fmt --all -- --check
+	python3 tests/lint/module_cycles.py .
 	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 .PHONY: unit
