@@ -61,6 +61,7 @@ test: lint unit e2e fault e2e-python bench-check deploy-check deny ## everything
 .PHONY: lint
 lint: $(WEB_BUILT) ## rustfmt, clippy (warnings are errors), and no module that imports one importing it back
 	$(CARGO) fmt --all -- --check
+	python3 -m unittest -q tests/lint/test_module_cycles.py
 	python3 tests/lint/module_cycles.py .
 	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
 

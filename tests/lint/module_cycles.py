@@ -171,6 +171,10 @@ class Crate:
                     r"\b(?:crate|super|self)(?:::" + IDENT + ")+", code_without_use
                 )
             )
+            children = [p[-1] for p in self.files if len(p) == len(path) + 1 and p[:-1] == path]
+            for child in children:
+                for m in re.finditer(r"(?<![:\w])" + child + r"(?:::" + IDENT + ")+", code):
+                    names.append("self::" + m.group(0))
             targets = graph.setdefault(path, {})
             for name in names:
                 segs = [s for s in name.split("::") if s and s != "*"]
