@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use crate::Mode;
-use crate::servers::Programs;
+use crate::processes::Programs;
 
 /// The exact conditions of the run, for the report.
 pub(crate) fn conditions(programs: &Programs, mode: Mode, repeats: u32) -> Vec<(String, String)> {

@@ -11,7 +11,8 @@
 //! - `client`: one simulated editor (socket, yrs doc, both dialects);
 //! - `session`: a timed session among many clients and its check;
 //! - `scenarios`: the scenarios, each a function to named metrics;
-//! - `servers`: starting and stopping the servers under test;
+//! - `servers`: starting and stopping the servers under test; `processes`:
+//!   the programs, their command lines and readiness waits;
 //! - `trace`: scenario 5's editing trace (parse, prefix, apply);
 //! - `storm`: scenario 6, the reconnect storm after a node is killed;
 //! - `scale`: the scaling-out scenario, 1 to 4 Weft nodes under one load;
@@ -31,6 +32,7 @@ mod clock;
 mod conditions;
 mod plan;
 mod plot;
+mod processes;
 mod procstat;
 mod prom;
 mod report;

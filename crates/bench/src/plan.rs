@@ -6,10 +6,11 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::conditions::conditions;
+use crate::processes::Programs;
 use crate::results::{Record, Results, TraceInfo};
 use crate::scale_plan::{ScaleSizes, cells};
 use crate::scenarios;
-use crate::servers::{self, Programs, ServerKind};
+use crate::servers::{self, ServerKind};
 use crate::sizes::Sizes;
 use crate::trace::Trace;
 use crate::{Mode, RunArgs};

@@ -21,10 +21,11 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 
 use crate::client::{Client, read_stamps, stamp_count};
+use crate::processes::Programs;
 use crate::results::Record;
 use crate::scale_plan::{Cell, ScaleSizes};
 use crate::scenarios::Metrics;
-use crate::servers::{self, ClusterSpec, Programs, RunningServer, ServerKind};
+use crate::servers::{self, ClusterSpec, RunningServer, ServerKind};
 use crate::session::{self, Plan};
 
 /// Weft's default updates topic.

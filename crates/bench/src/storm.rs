@@ -45,8 +45,9 @@ use weft_protocol::SyncMessage;
 use yrs::{Array, Doc, Out, Transact};
 
 use crate::client::{Client, Endpoint};
+use crate::processes::Programs;
 use crate::scenarios::Metrics;
-use crate::servers::{Programs, RunningServer, ServerKind};
+use crate::servers::{RunningServer, ServerKind};
 use crate::session;
 
 /// The root array every client of a document appends its edit to (one
