@@ -15,6 +15,7 @@
 //!   the programs, their command lines and readiness waits;
 //! - `trace`: scenario 5's editing trace (parse, prefix, apply);
 //! - `storm`: scenario 6, the reconnect storm after a node is killed;
+//!   `storm_editor`: one client's side of it;
 //! - `scale`: the scaling-out scenario, 1 to 4 Weft nodes under one load;
 //!   `scale_plan`: its sizes, cells and node pickers;
 //! - `plan`: which scenario runs against which server at which sizes;
@@ -47,6 +48,7 @@ mod servers;
 mod session;
 mod sizes;
 mod storm;
+mod storm_editor;
 mod trace;
 
 use std::path::PathBuf;
