@@ -10,8 +10,7 @@ use std::path::Path;
 use crate::plot;
 use crate::report_table::{Column, cell, number, server_order, spread, table, values};
 use crate::results::{Record, Results};
-use crate::scale::STATS_SETTLE;
-use crate::scale_plan::{ScaleSizes, Variant};
+use crate::scale_plan::{STATS_SETTLE, ScaleSizes, Variant};
 use crate::servers::ServerKind;
 
 /// Scenario 5: a row per server, or the reason it was skipped.

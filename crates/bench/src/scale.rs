@@ -23,16 +23,13 @@ use anyhow::{Context, ensure};
 use crate::client::{Client, read_stamps, stamp_count};
 use crate::processes::Programs;
 use crate::results::Record;
-use crate::scale_plan::{Cell, ScaleSizes};
+use crate::scale_plan::{Cell, STATS_SETTLE, ScaleSizes};
 use crate::scenarios::Metrics;
 use crate::servers::{self, ClusterSpec, RunningServer, ServerKind};
 use crate::session::{self, Plan};
 
 /// Weft's default updates topic.
 const UPDATES_TOPIC: &str = "weft-updates";
-/// librdkafka reports statistics (and so the fetch counters) every 5 s;
-/// waiting a little longer after the load makes the last report cover it.
-pub(crate) const STATS_SETTLE: Duration = Duration::from_millis(6_500);
 /// Time beyond the sending time for the last updates to arrive.
 const DRAIN_ALLOWANCE: Duration = Duration::from_secs(20);
 /// Documents loaded by a client on a node the picker did not choose.

@@ -1,6 +1,7 @@
-//! The `scale` scenario's plan: its sizes in each mode, its cells (a node
-//! count and a variant), and how a variant picks the node that serves a
-//! document. The results file names the variant of every `scale` record.
+//! The `scale` scenario's plan: its sizes in each mode, its wait after the
+//! load, its cells (a node count and a variant), and how a variant picks
+//! the node that serves a document. The results file names the variant of
+//! every `scale` record; the report reads the sizes and the wait.
 //!
 //! Every document has one writer and one reader, both on the node a sticky
 //! ingress would pick for it. Two pickers:
@@ -13,9 +14,16 @@
 //!   count, so each node's documents share a fixed set of partitions (what
 //!   a partition-aware router would do).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::Mode;
+
+/// librdkafka reports statistics (and so the fetch counters) every 5 s;
+/// waiting a little longer after the load makes the last report cover it.
+/// The wait doubles as the idle CPU measurement the report describes.
+pub(crate) const STATS_SETTLE: Duration = Duration::from_millis(6_500);
 
 /// The sizes of the `scale` scenario in one mode.
 #[derive(Debug, Clone, Serialize, Deserialize)]
