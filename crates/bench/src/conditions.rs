@@ -105,6 +105,7 @@ fn kafka_broker(programs: &Programs) -> String {
     )
 }
 
+/// `program`'s trimmed stdout, or why it could not be run.
 fn command_output(program: &str, args: &[&str]) -> String {
     match Command::new(program).args(args).output() {
         Ok(output) => String::from_utf8_lossy(&output.stdout).trim().to_owned(),
