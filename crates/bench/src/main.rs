@@ -11,27 +11,44 @@
 //! - `client`: one simulated editor (socket, yrs doc, both dialects);
 //! - `session`: a timed session among many clients and its check;
 //! - `scenarios`: the scenarios, each a function to named metrics;
-//! - `servers`: starting and stopping the servers under test;
+//! - `servers`: starting and stopping the servers under test; `processes`:
+//!   the programs, their command lines and readiness waits;
 //! - `trace`: scenario 5's editing trace (parse, prefix, apply);
 //! - `storm`: scenario 6, the reconnect storm after a node is killed;
+//!   `storm_editor`: one client's side of it;
 //! - `scale`: the scaling-out scenario, 1 to 4 Weft nodes under one load;
+//!   `scale_plan`: its sizes, cells and node pickers;
 //! - `plan`: which scenario runs against which server at which sizes;
-//! - `report`, `plot`: the markdown and the SVGs;
+//!   `sizes`: the sizes of each mode; `conditions`: the machine and
+//!   versions a run names;
+//! - `results`: the results file's records, written by `plan`, read by
+//!   `report`;
+//! - `report`, `plot`: the markdown and the SVGs; `report_sections`,
+//!   `report_table`, `report_text`: its later sections, its tables' pieces
+//!   and its fixed prose;
 //! - `procstat`, `clock`: CPU, RSS and the driver's one clock.
 
 mod client;
 mod clock;
+mod conditions;
 mod plan;
 mod plot;
+mod processes;
 mod procstat;
 mod prom;
 mod report;
+mod report_sections;
+mod report_table;
 mod report_text;
+mod results;
 mod scale;
+mod scale_plan;
 mod scenarios;
 mod servers;
 mod session;
+mod sizes;
 mod storm;
+mod storm_editor;
 mod trace;
 
 use std::path::PathBuf;

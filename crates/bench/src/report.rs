@@ -1,6 +1,11 @@
 //! `docs/BENCHMARKS.md` from the results: per scenario a table of medians
 //! with the min–max spread of the repeats, ratios Weft / peer, a plot, and
 //! the targets of issue 9 with what was measured against them.
+//!
+//! This module writes the file: the conditions, scenarios 1 to 4 and the
+//! failed runs. `report_sections` has the sections of scenarios 5, 6 and
+//! scaling out, `report_table` the tables' pieces, `report_text` the fixed
+//! prose and the targets.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,77 +14,11 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::ReportArgs;
-use crate::plan::{Record, Results};
 use crate::plot::{self, Series};
+use crate::report_sections::{scale_section, storm_section, trace_section};
+use crate::report_table::{Column, cell, server_order, spread, table, values};
+use crate::results::{Record, Results};
 use crate::servers::ServerKind;
-
-/// A metric shown in a table: key, heading.
-type Column = (&'static str, &'static str);
-
-/// Median, minimum and maximum of the successful repeats.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Spread {
-    pub(crate) median: f64,
-    pub(crate) min: f64,
-    pub(crate) max: f64,
-}
-
-pub(crate) fn spread(values: &[f64]) -> Option<Spread> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    let median = if sorted.len() % 2 == 1 {
-        sorted[middle]
-    } else {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    };
-    Some(Spread {
-        median,
-        min: sorted[0],
-        max: sorted[sorted.len() - 1],
-    })
-}
-
-/// Three significant digits, no exponent for everyday magnitudes.
-fn number(value: f64) -> String {
-    let magnitude = value.abs();
-    if magnitude >= 100.0 {
-        format!("{value:.0}")
-    } else if magnitude >= 10.0 {
-        format!("{value:.1}")
-    } else if magnitude >= 1.0 {
-        format!("{value:.2}")
-    } else {
-        format!("{value:.3}")
-    }
-}
-
-pub(crate) fn cell(spread: Option<Spread>) -> String {
-    match spread {
-        None => "—".to_owned(),
-        Some(s) if s.min == s.max => number(s.median),
-        Some(s) => format!("{} ({}–{})", number(s.median), number(s.min), number(s.max)),
-    }
-}
-
-/// `(x, server)` → the successful values of `metric`.
-fn values(
-    records: &[Record],
-    scenario: &str,
-    metric: &str,
-) -> BTreeMap<(u64, ServerKind), Vec<f64>> {
-    let mut map: BTreeMap<(u64, ServerKind), Vec<f64>> = BTreeMap::new();
-    for record in records.iter().filter(|record| record.scenario == scenario) {
-        let entry = map.entry((record.x as u64, record.server)).or_default();
-        if let (true, Some(value)) = (record.ok, record.metrics.get(metric)) {
-            entry.push(*value);
-        }
-    }
-    map
-}
 
 /// Where a cross-node update's time goes in Weft: the writer's node
 /// reports its share (client frame to durable acknowledgement, and the
@@ -117,83 +56,6 @@ fn latency_breakdown(out: &mut String, records: &[Record]) {
             median_of(&publish),
             median_of(&batch),
         );
-    }
-    out.push('\n');
-}
-
-fn server_order(kind: ServerKind) -> u8 {
-    match kind {
-        ServerKind::Weft => 0,
-        ServerKind::WeftCluster => 1,
-        ServerKind::WeftClusterReplicated => 2,
-        ServerKind::YWebsocket => 3,
-        ServerKind::Hocuspocus => 4,
-        ServerKind::HocuspocusRedis => 5,
-    }
-}
-
-/// A table of `columns` per (x, server), then ratios of `ratio_metric`.
-fn table(
-    out: &mut String,
-    records: &[Record],
-    scenario: &str,
-    x_heading: &str,
-    columns: &[Column],
-    ratio: Column,
-) {
-    let mut rows: Vec<(u64, ServerKind)> = values(records, scenario, columns[0].0)
-        .into_keys()
-        .collect();
-    rows.sort_by_key(|(x, kind)| (*x, server_order(*kind)));
-    let _ = write!(out, "| {x_heading} | server |");
-    for (_, heading) in columns {
-        let _ = write!(out, " {heading} |");
-    }
-    let _ = write!(out, "\n| ---: | --- |");
-    for _ in columns {
-        out.push_str(" ---: |");
-    }
-    out.push('\n');
-    let per_column: Vec<_> = columns
-        .iter()
-        .map(|(key, _)| values(records, scenario, key))
-        .collect();
-    for row in &rows {
-        let _ = write!(out, "| {} | {} |", row.0, row.1.label());
-        for column in &per_column {
-            let _ = write!(out, " {} |", cell(column.get(row).and_then(|v| spread(v))));
-        }
-        out.push('\n');
-    }
-    let ratios = values(records, scenario, ratio.0);
-    let mut lines = Vec::new();
-    let xs: std::collections::BTreeSet<u64> = rows.iter().map(|(x, _)| *x).collect();
-    for x in xs {
-        let weft = ratios
-            .iter()
-            .find(|((rx, kind), _)| *rx == x && kind.is_weft())
-            .and_then(|(_, v)| spread(v));
-        let Some(weft) = weft else { continue };
-        for ((rx, kind), peer_values) in &ratios {
-            if *rx != x || kind.is_weft() {
-                continue;
-            }
-            if let Some(peer) = spread(peer_values)
-                && peer.median != 0.0
-            {
-                lines.push(format!(
-                    "{x_heading} {x}: Weft / {} = {}",
-                    kind.label(),
-                    number(weft.median / peer.median)
-                ));
-            }
-        }
-    }
-    if !lines.is_empty() {
-        let _ = writeln!(out, "\nRatios of medians, {}:\n", ratio.1);
-        for line in lines {
-            let _ = writeln!(out, "- {line}");
-        }
     }
     out.push('\n');
 }
@@ -398,7 +260,7 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
 
     trace_section(&mut out, results);
     storm_section(&mut out, results);
-    crate::scale::section(
+    scale_section(
         &mut out,
         records,
         results.scale.as_ref(),
@@ -433,197 +295,4 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
     }
     std::fs::write(&args.markdown, out)
         .with_context(|| format!("write {}", args.markdown.display()))
-}
-
-/// Scenario 5: a table per server, or the reason it was skipped.
-fn trace_section(out: &mut String, results: &Results) {
-    let Some(info) = &results.trace else { return };
-    out.push_str("## 5. Large document (a real editing trace)\n\n");
-    if let Some(reason) = &info.skipped {
-        let _ = writeln!(out, "Skipped: {reason}.\n");
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "The editing trace `{}` (the LaTeX source of a paper typed character by character; CC BY 4.0), its first {} of \
-         {} edits in {} transactions, ending with a text of {} characters. One writer applies each transaction to a yrs \
-         `Y.Text` and sends it as one update, staying at most {} inserted characters ahead of a reader connected from \
-         the start; the replay ends when the reader's text is the trace's end (checked, as is the writer's). Server CPU is \
-         over the replay. Document size is the writer's document encoded as one update (v1). Warm load: a fresh client's \
-         connect-to-synced time against the still-running server, its text checked, while the writer and the reader are \
-         still connected (Hocuspocus unloads a document when its last connection closes, and without persistence that \
-         loses it). Cold load: Weft is stopped with \
-         SIGTERM and started again on the same SQLite store, so the document is loaded from its snapshot and log; restart \
-         is the time from the signal to ready. The peers keep documents in memory only (no persistence extension \
-         configured), so a restarted peer has lost the document: no cold load for them.\n",
-        info.file,
-        info.edits,
-        info.total_edits,
-        info.txns,
-        info.end_chars,
-        crate::scenarios::TRACE_WINDOW,
-    );
-    let columns: [Column; 6] = [
-        ("edits_per_s", "edits/s"),
-        ("replay_s", "replay s"),
-        ("server_cpu_s", "server CPU s"),
-        ("doc_kib", "document KiB"),
-        ("warm_load_ms", "warm load ms"),
-        ("cold_load_ms", "cold load ms"),
-    ];
-    out.push_str("| server |");
-    for (_, heading) in &columns {
-        let _ = write!(out, " {heading} |");
-    }
-    out.push_str(" restart s |\n| --- |");
-    for _ in 0..=columns.len() {
-        out.push_str(" ---: |");
-    }
-    out.push('\n');
-    let records = &results.records;
-    let per_column: Vec<_> = columns
-        .iter()
-        .map(|(key, _)| values(records, "trace", key))
-        .collect();
-    let restarts = values(records, "trace", "restart_s");
-    let mut rows: Vec<(u64, ServerKind)> = per_column[0].keys().copied().collect();
-    rows.sort_by_key(|(x, kind)| (*x, server_order(*kind)));
-    for row in &rows {
-        let _ = write!(out, "| {} |", row.1.label());
-        for (index, column) in per_column.iter().enumerate() {
-            let is_cold = index == columns.len() - 1;
-            let text = if is_cold && !row.1.is_weft() {
-                "not applicable (no persistence)".to_owned()
-            } else {
-                cell(column.get(row).and_then(|v| spread(v)))
-            };
-            let _ = write!(out, " {text} |");
-        }
-        let restart = if row.1.is_weft() {
-            cell(restarts.get(row).and_then(|v| spread(v)))
-        } else {
-            "—".to_owned()
-        };
-        let _ = writeln!(out, " {restart} |");
-    }
-    out.push('\n');
-}
-
-/// Scenario 6: the storm table, the ratios Weft / peer, and the checks.
-fn storm_section(out: &mut String, results: &Results) {
-    let records = &results.records;
-    if !records.iter().any(|record| record.scenario == "storm") {
-        return;
-    }
-    let _ = writeln!(
-        out,
-        "## 6. Reconnect storm\n\n{} clients over {} documents ({} each) connect to node A; each appends one unique string \
-         to its document's shared array, and the storm starts once every client holds every edit of its document (so \
-         the server accepted and broadcast each one). Node A is then killed with SIGKILL. For the two-node servers \
-         every client reconnects to node B, as a load balancer would send it. `@y/websocket-server` and Hocuspocus \
-         alone have no clustering: they are started again on the same port right after the kill, and the clients \
-         reconnect there (their time includes the process start); so is Weft alone (one node, SQLite), which loads \
-         the documents from its store. A client keeps its replica (as a browser's provider \
-         does), tries at once and then backs off (50 ms doubling to 1 s, at most 20 attempts within 60 s); it is \
-         re-synced when it has applied the new server's SyncStep2 and its replica holds every edit of its document. \
-         Storm is the time from the kill until the last client re-synced; p50/p99 are per client, from the kill. \
-         Checked (a failure fails the run): every client's array holds each edit of its document exactly once (nothing \
-         lost, nothing duplicated), and a fresh client of the serving node loads the same. Weft's node B loads each \
-         document from the log (Apache Kafka); the peers keep documents in memory only, so their new node starts empty and \
-         is filled again by the clients' replies to its SyncStep1 (the fresh client waits, up to 10 s, for those). \
-         Memory is the serving node's RSS: before (node B idle before the kill; for a restarted server, the first \
-         process freshly started), the peak sampled every 20 ms from the kill to the last re-sync, and after the clients closed and \
-         the documents unloaded (Weft: `--doc-unload-grace 1s` and its `weft_documents_loaded` gauge at 0; the peers \
-         unload a document when its last connection closes), plus 2 s; after / before near 1 is memory back to \
-         normal.\n",
-        results.sizes.storm_clients,
-        results.sizes.storm_docs,
-        results
-            .sizes
-            .storm_clients
-            .checked_div(results.sizes.storm_docs)
-            .unwrap_or(0),
-    );
-    let columns = [
-        ("storm_s", "storm s"),
-        ("resync_p50_ms", "p50 ms"),
-        ("resync_p99_ms", "p99 ms"),
-        ("max_attempts", "max attempts"),
-        ("rss_before_mib", "RSS before MiB"),
-        ("rss_peak_mib", "RSS peak MiB"),
-        ("rss_after_mib", "RSS after MiB"),
-        ("rss_after_ratio", "after / before"),
-    ];
-    // No ratio lines from `table`: the pairs below compare like with like.
-    table(out, records, "storm", "clients", &columns, ("", ""));
-    let pairs = [
-        (ServerKind::WeftCluster, ServerKind::HocuspocusRedis),
-        (ServerKind::Weft, ServerKind::YWebsocket),
-        (ServerKind::Weft, ServerKind::Hocuspocus),
-    ];
-    let ratio_metrics = [
-        ("storm_s", "storm"),
-        ("resync_p99_ms", "p99"),
-        ("rss_peak_mib", "RSS peak"),
-        ("rss_after_ratio", "RSS after / before"),
-    ];
-    let mut lines = Vec::new();
-    for (weft, peer) in pairs {
-        let mut cells = Vec::new();
-        for (metric, heading) in ratio_metrics {
-            let medians = values(records, "storm", metric);
-            let median_of = |kind: ServerKind| {
-                medians
-                    .iter()
-                    .find(|((_, k), _)| *k == kind)
-                    .and_then(|(_, v)| spread(v))
-                    .map(|s| s.median)
-            };
-            if let (Some(w), Some(p)) = (median_of(weft), median_of(peer))
-                && p != 0.0
-            {
-                cells.push(format!("{heading} {}", number(w / p)));
-            }
-        }
-        if !cells.is_empty() {
-            lines.push(format!(
-                "- {} / {}: {}",
-                weft.label(),
-                peer.label(),
-                cells.join(", ")
-            ));
-        }
-    }
-    if !lines.is_empty() {
-        out.push_str(
-            "Ratios of medians, Weft / peer (failover against failover, restart against restart; \
-             lower is better):\n\n",
-        );
-        for line in lines {
-            let _ = writeln!(out, "{line}");
-        }
-    }
-    out.push_str("\nChecks (runs that passed every check / runs):\n\n");
-    let mut by_server: BTreeMap<u8, (ServerKind, usize, usize)> = BTreeMap::new();
-    for record in records.iter().filter(|record| record.scenario == "storm") {
-        let entry = by_server
-            .entry(server_order(record.server))
-            .or_insert((record.server, 0, 0));
-        entry.1 += usize::from(record.ok);
-        entry.2 += 1;
-    }
-    for (kind, passed, runs) in by_server.into_values() {
-        let edits = values(records, "storm", "edits_checked")
-            .into_iter()
-            .find(|((_, k), _)| *k == kind)
-            .and_then(|(_, v)| v.first().copied())
-            .unwrap_or(0.0);
-        let _ = writeln!(
-            out,
-            "- {}: {passed} / {runs} (each run: every client's replica holds its document's edits exactly once, \
-             {edits:.0} entries checked; a fresh client of each document holds them exactly once too)",
-            kind.label()
-        );
-    }
-    out.push('\n');
 }

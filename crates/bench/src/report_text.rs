@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::plan::Record;
+use crate::results::Record;
 use crate::servers::ServerKind;
 
 /// The report's opening: what was run and how to run it again.

@@ -315,7 +315,7 @@ const TRACE_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// persistence extension, so they have no cold load.
 pub(crate) async fn trace_replay(
     server: &mut RunningServer,
-    programs: &crate::servers::Programs,
+    programs: &crate::processes::Programs,
     trace: &crate::trace::Trace,
 ) -> anyhow::Result<Metrics> {
     use crate::trace::{TEXT_NAME, apply_txn, char_offset_doc, text_of};

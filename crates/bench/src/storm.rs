@@ -5,10 +5,11 @@
 //! The shape, for `clients` clients over `docs` documents:
 //!
 //! 1. every client connects to node A (endpoint 0) and appends one unique
-//!    string (its edit) to its document's root array [`EDITS_ARRAY`]; the
-//!    storm starts once every client holds every edit of its document, so
-//!    each edit was accepted and broadcast by the server before the kill
-//!    (Weft broadcasts an update only once the broker has acknowledged it);
+//!    string (its edit) to its document's root array
+//!    [`EDITS_ARRAY`](crate::storm_editor::EDITS_ARRAY); the storm starts
+//!    once every client holds every edit of its document, so each edit was
+//!    accepted and broadcast by the server before the kill (Weft broadcasts
+//!    an update only once the broker has acknowledged it);
 //! 2. node A is killed. Two-node servers: the clients go to node B
 //!    (endpoint 1). A single-process server (Weft alone on its SQLite
 //!    store; the reference server and Hocuspocus alone, which have no
@@ -31,9 +32,11 @@
 //! before (no clients, no documents: node B before the kill, or the
 //! single-process server freshly started, before the run), the peak sampled
 //! every [`RSS_SAMPLE`] from the kill to the last re-sync, and after.
+//!
+//! This module drives the storm and checks it; each client's side of it is
+//! [`crate::storm_editor`].
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,31 +44,17 @@ use anyhow::{Context, bail, ensure};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use weft_protocol::SyncMessage;
-use yrs::{Array, Doc, Out, Transact};
 
 use crate::client::{Client, Endpoint};
+use crate::processes::Programs;
 use crate::scenarios::Metrics;
-use crate::servers::{Programs, RunningServer, ServerKind};
+use crate::servers::{RunningServer, ServerKind};
 use crate::session;
+use crate::storm_editor::{Editor, Signals, edit_mismatch, edit_text, edits_of, holds_all};
 
-/// The root array every client of a document appends its edit to (one
-/// array shared by all, so a duplicated edit would show as a second entry).
-const EDITS_ARRAY: &str = "storm";
 /// Weft's `--doc-unload-grace` in this scenario, so that "after" is reached
 /// in seconds (the default keeps an idle document for 30 s).
 const WEFT_UNLOAD_GRACE: &str = "1s";
-/// How long the edits may take to reach every client before the kill.
-const VISIBLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// One reconnect attempt: connect, upgrade, the server's SyncStep2.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Reconnect attempts per client, and all of them together from the kill.
-const MAX_ATTEMPTS: u32 = 20;
-const RECONNECT_DEADLINE: Duration = Duration::from_secs(60);
-/// Backoff between failed attempts: doubling from the first, capped (the
-/// first attempt is immediate, as a client whose socket just closed would).
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Period of the RSS samples during the storm.
 const RSS_SAMPLE: Duration = Duration::from_millis(20);
 /// How long Weft may take to unload the documents once the clients left.
@@ -87,59 +76,6 @@ pub(crate) fn programs(base: &Programs) -> Programs {
         WEFT_UNLOAD_GRACE.to_owned(),
     ]);
     programs
-}
-
-/// Client `client`'s unique edit of document `doc`.
-fn edit_text(doc: usize, client: usize) -> String {
-    format!("doc{doc}-client{client}")
-}
-
-/// The strings in `doc`'s edits array, in document order.
-fn edits_of(doc: &Doc) -> Vec<String> {
-    let array = doc.get_or_insert_array(EDITS_ARRAY);
-    let txn = doc.transact();
-    array
-        .iter(&txn)
-        .map(|value| match value {
-            Out::Any(yrs::Any::String(text)) => text.to_string(),
-            other => format!("<not a string: {other:?}>"),
-        })
-        .collect()
-}
-
-/// Whether `found` holds every one of `expected` (at least once).
-fn holds_all(found: &[String], expected: &[String]) -> bool {
-    expected.iter().all(|edit| found.contains(edit))
-}
-
-/// Why `found` is not `expected` with each edit exactly once: the missing,
-/// duplicated and unexpected entries; `None` if it is.
-fn edit_mismatch(expected: &[String], found: &[String]) -> Option<String> {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for edit in found {
-        *counts.entry(edit.as_str()).or_default() += 1;
-    }
-    let missing: Vec<&str> = expected
-        .iter()
-        .map(String::as_str)
-        .filter(|edit| !counts.contains_key(edit))
-        .collect();
-    let duplicated: Vec<String> = counts
-        .iter()
-        .filter(|(_, count)| **count > 1)
-        .map(|(edit, count)| format!("{edit} x{count}"))
-        .collect();
-    let unexpected: Vec<&str> = counts
-        .keys()
-        .copied()
-        .filter(|edit| !expected.iter().any(|wanted| wanted == edit))
-        .collect();
-    if missing.is_empty() && duplicated.is_empty() && unexpected.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "missing {missing:?}, duplicated {duplicated:?}, unexpected {unexpected:?}"
-    ))
 }
 
 /// The `quantile` (0..=1) of `sorted` by nearest rank.
@@ -176,143 +112,6 @@ async fn weft_loaded_documents(addr: SocketAddr) -> anyhow::Result<f64> {
         .context("read metrics")?;
     let text = String::from_utf8_lossy(&response);
     gauge_value(&text, "weft_documents_loaded").context("no weft_documents_loaded in /metrics")
-}
-
-/// What one client saw.
-#[derive(Debug)]
-struct Resynced {
-    /// From the kill to re-synced.
-    after: Duration,
-    /// Connection attempts it took (1: the first).
-    attempts: u32,
-}
-
-/// One client's document and its part of the storm.
-#[derive(Debug)]
-struct Editor {
-    client: Client,
-    own_edit: String,
-    /// Every edit of its document.
-    expected: Arc<[String]>,
-    source: IpAddr,
-    /// Where it reconnects.
-    target: Endpoint,
-}
-
-/// The signals the driver gives every client.
-#[derive(Debug, Clone)]
-struct Signals {
-    /// The kill's instant, set just before the kill.
-    killed: watch::Receiver<Option<Instant>>,
-    /// Close and report the replica's edits.
-    stop: watch::Receiver<bool>,
-    ready: mpsc::Sender<()>,
-    resynced: mpsc::Sender<Resynced>,
-}
-
-impl Editor {
-    /// The whole life of one client; returns its edits array at the end.
-    async fn run(mut self, mut signals: Signals) -> anyhow::Result<Vec<String>> {
-        let update = {
-            let array = self.client.doc.get_or_insert_array(EDITS_ARRAY);
-            let mut txn = self.client.doc.transact_mut();
-            array.push_back(&mut txn, self.own_edit.clone());
-            txn.encode_update_v1()
-        };
-        let frame = SyncMessage::Update(update).encode_frame();
-        self.client.send_yjs(&frame).await?;
-        tokio::time::timeout(VISIBLE_TIMEOUT, async {
-            while !holds_all(&edits_of(&self.client.doc), &self.expected) {
-                let frame = self.client.next_frame().await?;
-                self.client.handle_frame(&frame).await?;
-            }
-            anyhow::Ok(())
-        })
-        .await
-        .with_context(|| format!("not every edit arrived within {VISIBLE_TIMEOUT:?}"))??;
-        signals
-            .ready
-            .send(())
-            .await
-            .context("the driver stopped before the kill")?;
-
-        // Serve the session (answering what the server sends) until the
-        // kill closes it.
-        loop {
-            let Ok(frame) = self.client.next_frame().await else {
-                break;
-            };
-            self.client.handle_frame(&frame).await?;
-        }
-        let killed_at =
-            (*signals.killed.borrow()).context("the server closed the session before the kill")?;
-
-        let (mut client, attempts) = self.reconnect(killed_at).await?;
-        let resynced_after = killed_at.elapsed();
-        let found = edits_of(&client.doc);
-        ensure!(
-            holds_all(&found, &self.expected),
-            "re-synced without every edit: {}",
-            edit_mismatch(&self.expected, &found).unwrap_or_default()
-        );
-        signals
-            .resynced
-            .send(Resynced {
-                after: resynced_after,
-                attempts,
-            })
-            .await
-            .context("the driver stopped during the storm")?;
-
-        loop {
-            tokio::select! {
-                changed = signals.stop.changed() => {
-                    let _driver_gone = changed;
-                    break;
-                }
-                frame = client.next_frame() => {
-                    let frame = frame.context("the new server closed a re-synced session")?;
-                    client.handle_frame(&frame).await?;
-                }
-            }
-        }
-        let found = edits_of(&client.doc);
-        client.close().await;
-        Ok(found)
-    }
-
-    /// Connects to the target with the replica, bounded in attempts and
-    /// time; returns the synced client and the attempts it took.
-    async fn reconnect(&self, killed_at: Instant) -> anyhow::Result<(Client, u32)> {
-        let deadline = killed_at + RECONNECT_DEADLINE;
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let outcome = Client::connect_with_doc(
-                &self.target,
-                &self.client.doc_name,
-                Some(self.source),
-                ATTEMPT_TIMEOUT.min(left),
-                self.client.doc.clone(),
-            )
-            .await;
-            let error = match outcome {
-                Ok(client) => return Ok((client, attempt)),
-                Err(error) => error,
-            };
-            if attempt >= MAX_ATTEMPTS || Instant::now() + backoff >= deadline {
-                return Err(error.context(format!(
-                    "no re-sync with {} after {attempt} attempts in {:?}",
-                    self.target.addr,
-                    killed_at.elapsed()
-                )));
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
 }
 
 /// Samples `pid`'s RSS until told to stop; returns the largest, KiB.
@@ -553,41 +352,6 @@ pub(crate) const SERVERS: &[ServerKind] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(items: &[&str]) -> Vec<String> {
-        items.iter().map(|item| (*item).to_owned()).collect()
-    }
-
-    #[test]
-    fn exactly_once_passes_in_any_order() {
-        let expected = strings(&["a", "b", "c"]);
-        assert_eq!(edit_mismatch(&expected, &strings(&["c", "a", "b"])), None);
-    }
-
-    #[test]
-    fn duplicated_missing_and_unexpected_edits_are_named() {
-        let expected = strings(&["a", "b", "c"]);
-        let mismatch =
-            edit_mismatch(&expected, &strings(&["a", "a", "c", "z"])).expect("not exactly once");
-        assert!(mismatch.contains("missing [\"b\"]"), "{mismatch}");
-        assert!(mismatch.contains("a x2"), "{mismatch}");
-        assert!(mismatch.contains("unexpected [\"z\"]"), "{mismatch}");
-        assert!(holds_all(&strings(&["a", "a", "b", "c"]), &expected));
-        assert!(!holds_all(&strings(&["a", "c"]), &expected));
-    }
-
-    #[test]
-    fn edits_read_back_from_a_replica() {
-        let doc = Doc::new();
-        let array = doc.get_or_insert_array(EDITS_ARRAY);
-        {
-            let mut txn = doc.transact_mut();
-            array.push_back(&mut txn, edit_text(0, 0));
-            array.push_back(&mut txn, edit_text(0, 1));
-        }
-        assert_eq!(edits_of(&doc), vec![edit_text(0, 0), edit_text(0, 1)]);
-        assert_ne!(edit_text(1, 0), edit_text(0, 1));
-    }
 
     #[test]
     fn percentiles_by_nearest_rank() {
