@@ -10,8 +10,8 @@
 //! while a batch is being published forms the next. The batch is published
 //! to the [`MessageBus`] (embedded: one SQLite transaction; Kafka: every
 //! record acknowledged with `acks=all`), and then, in order, each durable
-//! update is handed to the [`Documents`] (apply and broadcast) and its
-//! submitter's acknowledgement resolves.
+//! update is handed to the [`CommitTarget`] (the loaded documents: apply and
+//! broadcast) and its submitter's acknowledgement resolves.
 //!
 //! A bus that keeps several batches in flight (Kafka, see
 //! [`MessageBus::publish_depth`]) is pipelined: a batch goes at once when
@@ -28,6 +28,11 @@
 //! for the bus ([`Committer::unanswered_for`]): readiness turns false when
 //! the log stops acknowledging (a broker quorum lost), while the updates
 //! wait.
+//!
+//! The committer knows documents only through [`CommitTarget`]: what a
+//! deletion must name, and where an acknowledged record goes. It never
+//! decodes an update: a [`ClientUpdate`] arrives decoded and goes on to its
+//! document as a [`CommittedUpdate`].
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -43,11 +48,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Span, debug, debug_span, warn};
 
+use weft_protocol::StateVector;
+use yrs::updates::encoder::Encode;
+
 use crate::bus::{BusError, MessageBus, Position, Record, RecordKind};
+use crate::error::PublishError;
+use crate::frames::{DocName, SessionId};
 use crate::metrics::SyncMetrics;
-use crate::registry::Documents;
-use crate::session::SessionId;
-use crate::{DocName, LogSeq, PublishError};
+use crate::store::LogSeq;
+use crate::tombstone;
+use crate::update::{ClientUpdate, CommittedUpdate};
 
 /// How the committer batches.
 #[derive(Debug, Clone)]
@@ -75,14 +85,49 @@ impl Default for CommitterConfig {
     }
 }
 
-/// One submitted update.
+/// What a submission asks the log to hold.
+#[derive(Debug)]
+pub(crate) enum Submitted {
+    /// A client's update, checked and decoded at the door.
+    Update(ClientUpdate),
+    /// A deletion: the v1 state vector the deleter saw (the committer adds
+    /// what was committed before it).
+    Delete(Bytes),
+}
+
+impl Submitted {
+    fn kind(&self) -> RecordKind {
+        match self {
+            Self::Update(_) => RecordKind::Update,
+            Self::Delete(_) => RecordKind::Delete,
+        }
+    }
+}
+
+/// Where the committer hands what the log acknowledged: the loaded
+/// documents. The narrow interface keeps the committer from knowing the
+/// registry.
+pub(crate) trait CommitTarget: Send + Sync + std::fmt::Debug + 'static {
+    /// What a deletion of `doc` must name beyond the deleter's view: the
+    /// loaded document's state vector and earlier tombstone (`None` if it
+    /// is not loaded).
+    fn deletion_state_vector(&self, doc: &str) -> Option<StateVector>;
+
+    /// Applies a durable update to `doc`, if loaded, and broadcasts it to
+    /// every session but `origin`. A document that is not loaded reads it
+    /// from the log when it loads.
+    fn apply(&self, doc: &str, update: CommittedUpdate, origin: SessionId);
+
+    /// A durable deletion of `doc` at `position`. Returns whether the
+    /// document left memory (the bus may then release it).
+    fn delete(&self, doc: &str, position: LogSeq, deleted_state_vector: &[u8]) -> bool;
+}
+
+/// One submitted update or deletion.
 #[derive(Debug)]
 pub(crate) struct Submission {
     pub(crate) doc: DocName,
-    /// [`RecordKind::Update`] or [`RecordKind::Delete`].
-    pub(crate) kind: RecordKind,
-    /// The Yjs update, or (a deletion) the deleted state vector.
-    pub(crate) update: Bytes,
+    pub(crate) what: Submitted,
     pub(crate) origin: SessionId,
     pub(crate) done: oneshot::Sender<Result<LogSeq, PublishError>>,
     /// The update's span: publishing, applying and broadcasting are its
@@ -103,7 +148,7 @@ impl Committer {
     /// `Committer` handle is dropped and the queue is drained.
     pub(crate) fn spawn(
         bus: Arc<dyn MessageBus>,
-        documents: Arc<Documents>,
+        documents: Arc<dyn CommitTarget>,
         metrics: Arc<SyncMetrics>,
         config: &CommitterConfig,
         tracker: &tokio_util::task::TaskTracker,
@@ -136,21 +181,19 @@ impl Committer {
         oldest.map(|since| since.elapsed())
     }
 
-    /// Queues an update; the returned receiver resolves once it is durable
-    /// and applied (or failed).
+    /// Queues an update or a deletion; the returned receiver resolves once
+    /// it is durable and applied (or failed).
     pub(crate) async fn submit(
         &self,
         doc: DocName,
-        kind: RecordKind,
-        update: Bytes,
+        what: Submitted,
         origin: SessionId,
         span: Span,
     ) -> oneshot::Receiver<Result<LogSeq, PublishError>> {
         let (done, receiver) = oneshot::channel();
         let submission = Submission {
             doc,
-            kind,
-            update,
+            what,
             origin,
             done,
             span,
@@ -164,7 +207,7 @@ impl Committer {
 
 async fn commit_loop(
     bus: Arc<dyn MessageBus>,
-    documents: Arc<Documents>,
+    documents: Arc<dyn CommitTarget>,
     metrics: Arc<SyncMetrics>,
     config: CommitterConfig,
     mut receiver: mpsc::Receiver<Submission>,
@@ -180,7 +223,7 @@ async fn commit_loop(
     loop {
         if forming.ready(in_flight.len(), closed) {
             let batch = forming.take();
-            let records = batch_records(&documents, &batch);
+            let records = batch_records(documents.as_ref(), &batch);
             let sent = Instant::now();
             let mut publishing = publish(Arc::clone(&bus), batch, records);
             // The first poll hands the records to the bus's send queue,
@@ -188,7 +231,7 @@ async fn commit_loop(
             // `MessageBus::publish_depth`).
             match futures::poll!(&mut publishing) {
                 Poll::Ready(published) => {
-                    finish_batch(bus.as_ref(), &documents, &metrics, published);
+                    finish_batch(bus.as_ref(), documents.as_ref(), &metrics, published);
                 }
                 Poll::Pending => {
                     in_flight.push_back(publishing);
@@ -207,7 +250,7 @@ async fn commit_loop(
             Some(published) = in_flight.next(), if !in_flight.is_empty() => {
                 sent_at.pop_front();
                 *oldest_unanswered.lock() = sent_at.front().copied();
-                finish_batch(bus.as_ref(), &documents, &metrics, published);
+                finish_batch(bus.as_ref(), documents.as_ref(), &metrics, published);
             }
             next = receiver.recv(), if !closed && !forming.is_full() => match next {
                 Some(submission) => {
@@ -270,7 +313,7 @@ impl Forming {
 
     fn push(&mut self, submission: Submission) {
         self.since.get_or_insert_with(Instant::now);
-        self.has_deletion |= submission.kind == RecordKind::Delete;
+        self.has_deletion |= matches!(submission.what, Submitted::Delete(_));
         self.batch.push(submission);
     }
 
@@ -347,16 +390,18 @@ fn publish(bus: Arc<dyn MessageBus>, batch: Vec<Submission>, records: Vec<Record
 }
 
 /// The records of `batch`, each with its publish span.
-fn batch_records(documents: &Documents, batch: &[Submission]) -> Vec<Record> {
+fn batch_records(documents: &dyn CommitTarget, batch: &[Submission]) -> Vec<Record> {
     batch
         .iter()
         .enumerate()
         .map(|(index, submission)| Record {
             doc: submission.doc.clone(),
-            kind: submission.kind,
-            payload: match submission.kind {
-                RecordKind::Delete => deletion_payload(documents, &batch[..index], submission),
-                _ => submission.update.clone(),
+            kind: submission.what.kind(),
+            payload: match &submission.what {
+                Submitted::Update(update) => update.bytes().clone(),
+                Submitted::Delete(seen) => {
+                    deletion_payload(documents, &batch[..index], &submission.doc, seen)
+                }
             },
             origin_session: submission.origin.raw(),
             span: debug_span!(parent: &submission.span, "publish", doc = %submission.doc, batch = batch.len()),
@@ -368,7 +413,7 @@ fn batch_records(documents: &Documents, batch: &[Submission]) -> Vec<Record> {
 /// submitter.
 fn finish_batch(
     bus: &dyn MessageBus,
-    documents: &Documents,
+    documents: &dyn CommitTarget,
     metrics: &SyncMetrics,
     published: Published,
 ) {
@@ -397,37 +442,39 @@ fn finish_batch(
     let mut results = results.into_iter();
     let mut failed = 0_usize;
     for (index, submission) in batch.drain(..).enumerate() {
-        match results.next() {
-            Some(Ok(position)) if submission.kind == RecordKind::Delete => {
-                if documents.delete(
-                    &submission.doc,
-                    position.offset,
-                    &record_payload(&records, index),
-                ) {
-                    bus.release(&submission.doc);
+        let Submission {
+            doc,
+            what,
+            origin,
+            done,
+            span,
+        } = submission;
+        match (results.next(), what) {
+            (Some(Ok(position)), Submitted::Delete(_)) => {
+                if documents.delete(&doc, position.offset, &record_payload(&records, index)) {
+                    bus.release(&doc);
                 }
-                let _submitter_may_be_gone = submission.done.send(Ok(position.offset));
+                let _submitter_may_be_gone = done.send(Ok(position.offset));
             }
-            Some(Ok(position)) => {
-                let _update = submission.span.enter();
-                documents.deliver(
-                    &submission.doc,
-                    position.offset,
-                    &submission.update,
-                    Some(submission.origin),
+            (Some(Ok(position)), Submitted::Update(update)) => {
+                let _update = span.enter();
+                documents.apply(
+                    &doc,
+                    CommittedUpdate::committed(position.offset, update),
+                    origin,
                 );
-                let _submitter_may_be_gone = submission.done.send(Ok(position.offset));
+                let _submitter_may_be_gone = done.send(Ok(position.offset));
             }
-            Some(Err(error)) => {
+            (Some(Err(error)), _) => {
                 if failed == 0 {
                     warn!(error = %error, error.source = ?std::error::Error::source(&error), "publish update failed; closing its session");
                 }
                 failed += 1;
-                let _submitter_may_be_gone = submission.done.send(Err(PublishError::from(error)));
+                let _submitter_may_be_gone = done.send(Err(PublishError::from(error)));
             }
-            None => {
+            (None, _) => {
                 failed += 1;
-                let _submitter_may_be_gone = submission.done.send(Err(PublishError::Failed(
+                let _submitter_may_be_gone = done.send(Err(PublishError::Failed(
                     "no answer from the bus".to_owned(),
                 )));
             }
@@ -439,22 +486,25 @@ fn finish_batch(
 }
 
 /// The state vector a deletion publishes, computed when it is committed so
-/// that it names everything committed before it: the deleter's view, the
-/// loaded document (every earlier batch is applied to it) and the updates
-/// of the same document earlier in this batch.
-fn deletion_payload(documents: &Documents, earlier: &[Submission], deletion: &Submission) -> Bytes {
-    use yrs::updates::decoder::Decode;
-    use yrs::updates::encoder::Encode;
-    let mut deleted = crate::tombstone::decode_state_vector(&deletion.update);
-    if let Some(document) = documents.loaded_document(&deletion.doc) {
-        crate::tombstone::merge(&mut deleted, &document.deletion_state_vector());
+/// that it names everything committed before it: the deleter's view
+/// (`seen`), the loaded document (every earlier batch is applied to it) and
+/// the updates of the same document earlier in this batch (decoded at the
+/// door: nothing is decoded here).
+fn deletion_payload(
+    documents: &dyn CommitTarget,
+    earlier: &[Submission],
+    doc: &DocName,
+    seen: &[u8],
+) -> Bytes {
+    let mut deleted = tombstone::decode_state_vector(seen);
+    if let Some(loaded) = documents.deletion_state_vector(doc) {
+        tombstone::merge(&mut deleted, &loaded);
     }
     for submission in earlier {
-        if submission.doc == deletion.doc
-            && submission.kind == RecordKind::Update
-            && let Ok(update) = yrs::Update::decode_v1(&submission.update)
+        if submission.doc == *doc
+            && let Submitted::Update(update) = &submission.what
         {
-            crate::tombstone::include_update(&mut deleted, &update);
+            tombstone::include_update(&mut deleted, update.decoded());
         }
     }
     Bytes::from(deleted.encode_v1())
