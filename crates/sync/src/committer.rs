@@ -10,7 +10,7 @@
 //! while a batch is being published forms the next. The batch is published
 //! to the [`MessageBus`] (embedded: one SQLite transaction; Kafka: every
 //! record acknowledged with `acks=all`), and then, in order, each durable
-//! update is handed to the [`CommitTarget`] (the loaded documents: apply and
+//! update is handed to the `CommitTarget` (the loaded documents: apply and
 //! broadcast) and its submitter's acknowledgement resolves.
 //!
 //! A bus that keeps several batches in flight (Kafka, see
@@ -25,11 +25,11 @@
 //! will not see.
 //!
 //! The committer also tells how long its oldest publish has been waiting
-//! for the bus ([`Committer::unanswered_for`]): readiness turns false when
+//! for the bus (`Committer::unanswered_for`): readiness turns false when
 //! the log stops acknowledging (a broker quorum lost), while the updates
 //! wait.
 //!
-//! The committer knows documents only through [`CommitTarget`]: what a
+//! The committer knows documents only through `CommitTarget`: what a
 //! deletion must name, and where an acknowledged record goes. It never
 //! decodes an update: a [`ClientUpdate`] arrives decoded and goes on to its
 //! document as a [`CommittedUpdate`].
@@ -51,6 +51,7 @@ use tracing::{Span, debug, debug_span, warn};
 use weft_protocol::StateVector;
 use yrs::updates::encoder::Encode;
 
+use crate::batch::Forming;
 use crate::bus::{BusError, MessageBus, Position, Record, RecordKind};
 use crate::error::PublishError;
 use crate::frames::{DocName, SessionId};
@@ -215,7 +216,7 @@ async fn commit_loop(
     oldest_unanswered: Arc<parking_lot::Mutex<Option<Instant>>>,
 ) {
     let depth = bus.publish_depth().max(1);
-    let mut forming = Forming::new(&config, depth);
+    let mut forming = Forming::new(config.window, config.max_batch, depth);
     let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
     // When each batch in flight went, in the same order.
     let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(depth);
@@ -254,10 +255,10 @@ async fn commit_loop(
             }
             next = receiver.recv(), if !closed && !forming.is_full() => match next {
                 Some(submission) => {
-                    forming.push(submission);
+                    push(&mut forming, submission);
                     while !forming.is_full() {
                         match receiver.try_recv() {
-                            Ok(submission) => forming.push(submission),
+                            Ok(submission) => push(&mut forming, submission),
                             Err(_) => break,
                         }
                     }
@@ -274,94 +275,14 @@ async fn commit_loop(
     debug!("committer drained and stopped");
 }
 
+fn push(forming: &mut Forming<Submission>, submission: Submission) {
+    let deletion = matches!(submission.what, Submitted::Delete(_));
+    forming.push(submission, deletion);
+}
+
 async fn sleep_until_some(deadline: Option<Instant>) {
     if let Some(deadline) = deadline {
         tokio::time::sleep_until(deadline).await;
-    }
-}
-
-/// The batch being formed, and when it may go.
-///
-/// A batch goes when it is full, or once [`CommitterConfig::window`] has
-/// passed since its first update, and only while fewer than the bus's
-/// [`publish_depth`](MessageBus::publish_depth) batches are in flight.
-/// A pipelined bus (depth above one, Kafka) also takes a batch at once when
-/// nothing is in flight: a lone update never waits for a timer, and under
-/// load, batches go at most once per window while earlier ones are in
-/// flight. A batch holding a deletion waits until nothing is in flight,
-/// because the deletion names everything committed before it.
-struct Forming {
-    batch: Vec<Submission>,
-    since: Option<Instant>,
-    window: Duration,
-    max_batch: usize,
-    depth: usize,
-    has_deletion: bool,
-}
-
-impl Forming {
-    fn new(config: &CommitterConfig, depth: usize) -> Self {
-        Self {
-            batch: Vec::new(),
-            since: None,
-            window: config.window,
-            max_batch: config.max_batch.max(1),
-            depth,
-            has_deletion: false,
-        }
-    }
-
-    fn push(&mut self, submission: Submission) {
-        self.since.get_or_insert_with(Instant::now);
-        self.has_deletion |= matches!(submission.what, Submitted::Delete(_));
-        self.batch.push(submission);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.batch.is_empty()
-    }
-
-    fn is_full(&self) -> bool {
-        self.batch.len() >= self.max_batch
-    }
-
-    /// Whether the batch goes now, with `in_flight` batches awaiting their
-    /// acknowledgements; `closed`: no more submissions will come.
-    fn ready(&self, in_flight: usize, closed: bool) -> bool {
-        let Some(since) = self.since else {
-            return false;
-        };
-        if self.waits_for_in_flight(in_flight) {
-            return false;
-        }
-        closed
-            || self.is_full()
-            || (self.depth > 1 && in_flight == 0)
-            || since.elapsed() >= self.window
-    }
-
-    /// When the window of the batch runs out, if the batch waits for it
-    /// (not if it waits for batches in flight: their answers wake the
-    /// loop).
-    fn window_end(&self, in_flight: usize) -> Option<Instant> {
-        if self.waits_for_in_flight(in_flight) {
-            return None;
-        }
-        self.since.map(|since| since + self.window)
-    }
-
-    /// Whether the batch cannot go until a batch in flight is answered: the
-    /// pipeline is full, or the batch holds a deletion.
-    fn waits_for_in_flight(&self, in_flight: usize) -> bool {
-        in_flight >= self.depth || (self.has_deletion && in_flight > 0)
-    }
-
-    fn take(&mut self) -> Vec<Submission> {
-        self.since = None;
-        self.has_deletion = false;
-        // The batch moves into its publish; a fresh one grows with the load
-        // instead of reserving `max_batch` slots for every lone update.
-        std::mem::take(&mut self.batch)
     }
 }
 

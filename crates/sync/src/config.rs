@@ -60,7 +60,7 @@ pub struct RegistryConfig {
     /// Period of the housekeeping task.
     pub tick: Duration,
     /// Most documents held in memory at once; joining one more is refused
-    /// ([`SyncError::TooManyDocuments`]) until an idle one is unloaded.
+    /// ([`SyncError::TooManyDocuments`](crate::SyncError::TooManyDocuments)) until an idle one is unloaded.
     pub max_documents: usize,
     /// Embedded or cluster.
     pub mode: NodeMode,

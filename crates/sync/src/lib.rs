@@ -46,7 +46,8 @@
 //! - [`replica`]: the pure document state machine (apply, encode,
 //!   tombstone, positions, what a snapshot owes).
 //! - `fanout`, `batching`, `reread`: a document's outboxes, broadcast
-//!   batching, the re-read schedule.
+//!   batching, the re-read schedule; `batch`: when the committer's batch
+//!   goes.
 //! - [`document`]: one live document: a replica, its sessions, awareness.
 //! - [`committer`]: group commit, handing acknowledged records to a narrow
 //!   `CommitTarget`.
@@ -63,6 +64,7 @@
 
 pub mod admin;
 pub mod awareness;
+mod batch;
 mod batching;
 pub mod bus;
 #[cfg(any(test, feature = "test-util"))]

@@ -3,12 +3,12 @@
 //!
 //! Starting a registry starts three tasks: the committer
 //! ([`committer`](crate::committer)), housekeeping (snapshots, unloading,
-//! re-reads: [`housekeeping`](crate::housekeeping)) and the bus task (other
-//! nodes' records, heartbeats: [`bus_task`](crate::bus_task)).
+//! re-reads: `housekeeping`) and the bus task (other
+//! nodes' records, heartbeats: `bus_task`).
 //!
 //! In [`NodeMode::Cluster`] the registry never snapshots (the persistence
 //! worker does) and loads a document by replaying its records from the bus
-//! ([`loader`](crate::loader)).
+//! (`loader`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,5 @@
 //! What a gateway session holds: a [`Session`] handle that speaks to its
-//! document and, through the [`Publisher`], to the log.
+//! document and, through the publisher, to the log.
 
 use std::sync::Arc;
 

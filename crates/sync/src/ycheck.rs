@@ -5,7 +5,7 @@
 //! the committer for every document, and an update that panics on apply but
 //! is already in the log would make its document impossible to load. So:
 //!
-//! - before an update is committed, [`trial_apply`] applies it to a scratch
+//! - before an update is committed, `trial_apply` applies it to a scratch
 //!   document under `catch_unwind`; an update that panics there is refused
 //!   like one that does not decode (the session is closed, nothing is
 //!   stored);
