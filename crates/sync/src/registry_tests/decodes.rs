@@ -27,6 +27,24 @@ async fn a_client_update_is_decoded_at_the_door_only() {
     assert_eq!(in_all, 2, "the committer and the apply decode nothing");
     assert!(bob.frames.try_recv().is_ok(), "bob receives the update");
     assert_eq!(server_text(&alice), "hi");
+
+    // A document that was deleted checks every update against its
+    // tombstone: with the door's decoded form, not a decode of its own.
+    drop((alice, bob));
+    registry.delete("doc").await.expect("deleted");
+    let carol = join(&registry, "doc", 16).await;
+    let before = decode_count::get();
+    carol
+        .session
+        .submit_update(text_update(7, "new"))
+        .await
+        .unwrap()
+        .expect("not empty")
+        .wait()
+        .await
+        .expect("committed");
+    assert_eq!(decode_count::get() - before, 2, "a tombstone adds no decode");
+    assert_eq!(server_text(&carol), "new");
 }
 
 #[tokio::test(start_paused = true)]
