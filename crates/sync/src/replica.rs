@@ -463,3 +463,7 @@ fn tombstone_of(records: &mut [DocRecord]) -> Option<TombstoneState> {
         deleted_at_ms,
     })
 }
+
+#[cfg(test)]
+#[path = "replica_tests.rs"]
+mod tests;

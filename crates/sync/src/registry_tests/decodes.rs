@@ -43,7 +43,11 @@ async fn a_client_update_is_decoded_at_the_door_only() {
         .wait()
         .await
         .expect("committed");
-    assert_eq!(decode_count::get() - before, 2, "a tombstone adds no decode");
+    assert_eq!(
+        decode_count::get() - before,
+        2,
+        "a tombstone adds no decode"
+    );
     assert_eq!(server_text(&carol), "new");
 }
 
