@@ -24,78 +24,78 @@
 //! logged update up to sequence number S" is a simple watermark, which is what
 //! makes compaction (snapshot at S, then drop the log up to S) safe.
 //!
-//! What "an update" is called at each step is listed in [`update`].
+//! What "an update" is called at each step is listed in `update`.
 //!
 //! # Layout
 //!
 //! Each module imports only modules listed before it (leaves first), so no
 //! two modules import each other:
 //!
-//! - [`clock`], [`frames`] (document names, session ids, outboxes, frames),
-//!   [`ycheck`] (containing `yrs` panics), [`metrics`]: leaves.
+//! - `clock`, `frames` (document names, session ids, outboxes, frames),
+//!   [`ycheck`] (containing `yrs` panics), `metrics`: leaves.
 //! - [`store`]: the [`DocStore`] trait the persistence crate implements, and
-//!   [`MemoryStore`] ([`memory_store`]) for tests.
-//! - [`update`]: client and committed updates; the one decode.
+//!   [`MemoryStore`] (`memory_store`) for tests.
+//! - `update`: client and committed updates; the one decode.
 //! - [`tombstone`]: deleted documents: which state vectors and updates a
 //!   tombstone refuses.
-//! - [`snapshot_policy`]: when a snapshot is due.
+//! - `snapshot_policy`: when a snapshot is due.
 //! - [`bus`]: the [`MessageBus`] trait every node's log goes through, and
-//!   [`LogBus`] ([`log_bus`]), the embedded store's log as a bus.
-//! - [`error`]: the crate's errors.
-//! - [`awareness`]: the awareness (presence) table of one document.
-//! - [`replica`]: the pure document state machine (apply, encode,
+//!   [`LogBus`] (`log_bus`), the embedded store's log as a bus.
+//! - `error`: the crate's errors.
+//! - `awareness`: the awareness (presence) table of one document.
+//! - `replica`: the pure document state machine (apply, encode,
 //!   tombstone, positions, what a snapshot owes).
 //! - `fanout`, `batching`, `reread`: a document's outboxes, broadcast
 //!   batching, the re-read schedule; `batch`: when the committer's batch
 //!   goes.
-//! - [`document`]: one live document: a replica, its sessions, awareness.
-//! - [`committer`]: group commit, handing acknowledged records to a narrow
+//! - `document`: one live document: a replica, its sessions, awareness.
+//! - `committer`: group commit, handing acknowledged records to a narrow
 //!   `CommitTarget`.
 //! - `documents`: the map of loaded documents (the commit target).
 //! - `publisher`: what sessions and the API send towards the log.
 //! - [`session`]: what a gateway session holds and calls.
 //! - `config`, `loader`, `housekeeping`, `bus_task`: the registry's settings,
 //!   how a document's records are read, and its two background tasks.
-//! - [`registry`]: the facade: joining, readiness, shutdown.
-//! - [`admin`]: what the REST API asks of the registry (through its facade):
+//! - `registry`: the facade: joining, readiness, shutdown.
+//! - `admin`: what the REST API asks of the registry (through its facade):
 //!   read a document, apply a service's update, delete, list.
 //! - `conformance` and `bus_conformance` (feature `test-util`): the suites
 //!   every store and every bus pass.
 
-pub mod admin;
-pub mod awareness;
+mod admin;
+mod awareness;
 mod batch;
 mod batching;
 pub mod bus;
 #[cfg(any(test, feature = "test-util"))]
 pub mod bus_conformance;
 mod bus_task;
-pub mod clock;
-pub mod committer;
+mod clock;
+mod committer;
 mod config;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
-pub mod document;
+mod document;
 mod documents;
-pub mod error;
+mod error;
 mod fanout;
-pub mod frames;
+mod frames;
 mod housekeeping;
 mod loader;
-pub mod log_bus;
-pub mod memory_store;
-pub mod metrics;
+mod log_bus;
+mod memory_store;
+mod metrics;
 mod publisher;
-pub mod registry;
+mod registry;
 #[cfg(test)]
 mod registry_tests;
-pub mod replica;
+mod replica;
 mod reread;
 pub mod session;
-pub mod snapshot_policy;
+mod snapshot_policy;
 pub mod store;
 pub mod tombstone;
-pub mod update;
+mod update;
 pub mod ycheck;
 
 pub use admin::{DeleteOutcome, DocumentRead, ListedDocument, RootKind, read_roots};

@@ -21,7 +21,7 @@ use crate::bus::{BusError, BusStats, FetchTotals, MessageBus, PartitionLag};
 use crate::bus_task::{self, BusTask};
 use crate::committer::Committer;
 use crate::config::JOIN_WAITS_FOR_BUS;
-pub use crate::config::{NodeMode, PUBLISH_STALL_NOT_READY, RegistryConfig};
+use crate::config::{NodeMode, PUBLISH_STALL_NOT_READY, RegistryConfig};
 use crate::document::Document;
 use crate::documents::Documents;
 use crate::error::SyncError;

@@ -210,11 +210,11 @@ async fn a_node_whose_updates_wait_for_the_bus_is_not_ready_until_they_are_ackno
     bus.handed(1).await;
     // A broker that holds the update without acknowledging it: a short
     // wait is a failover, not a reason to leave the load balancer.
-    tokio::time::sleep(crate::registry::PUBLISH_STALL_NOT_READY / 2).await;
+    tokio::time::sleep(crate::PUBLISH_STALL_NOT_READY / 2).await;
     node.check_ready()
         .await
         .expect("still ready after a short wait");
-    tokio::time::sleep(crate::registry::PUBLISH_STALL_NOT_READY).await;
+    tokio::time::sleep(crate::PUBLISH_STALL_NOT_READY).await;
     let reason = node.check_ready().await.expect_err("not ready");
     assert!(
         reason.contains("has not acknowledged updates for 7 s"),
