@@ -18,12 +18,20 @@
 //! - A **committed update** ([`CommittedUpdate`]): a durable update with its
 //!   log position, on its way into a document: from the committer (decoded
 //!   already) or from the log (bytes, decoded once when applied).
+//! - A **document record** ([`DocRecord`](crate::DocRecord)): a committed
+//!   update or a deletion, in log order, as a loading document applies it
+//!   (what a document receives while it loads waits in this form).
+//! - A **held update** (`batching::HeldUpdate`): an applied update whose
+//!   broadcast waits for the end of a batching window.
 //!
 //! Decodes per client update: one at the door ([`ClientUpdate::decode`],
 //! whose result is applied to the document after the commit) and one by
 //! the trial apply ([`ClientUpdate::trial`]: `yrs` consumes what it
 //! applies, and the trial must happen before the commit). Both run on the
 //! submitting session's task; the committer and the apply decode nothing.
+//! (Before, the door, the trial and the apply each decoded the bytes, the
+//! apply once more on a document with a tombstone, and the committer once
+//! more for an update batched with its document's deletion.)
 
 use bytes::Bytes;
 use thiserror::Error;
