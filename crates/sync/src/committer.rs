@@ -417,17 +417,17 @@ fn deletion_payload(
     doc: &DocName,
     seen: &[u8],
 ) -> Bytes {
-    let mut deleted = tombstone::decode_state_vector(seen);
-    if let Some(loaded) = documents.deletion_state_vector(doc) {
-        tombstone::merge(&mut deleted, &loaded);
-    }
-    for submission in earlier {
-        if submission.doc == *doc
-            && let Submitted::Update(update) = &submission.what
-        {
-            tombstone::include_update(&mut deleted, update.decoded());
-        }
-    }
+    let earlier_updates = earlier
+        .iter()
+        .filter_map(|submission| match &submission.what {
+            Submitted::Update(update) if submission.doc == *doc => Some(update.decoded()),
+            _ => None,
+        });
+    let deleted = tombstone::deletion_state_vector(
+        &tombstone::decode_state_vector(seen),
+        documents.deletion_state_vector(doc).as_ref(),
+        earlier_updates,
+    );
     Bytes::from(deleted.encode_v1())
 }
 
