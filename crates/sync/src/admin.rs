@@ -8,21 +8,11 @@
 //! through the committer and the bus, and return once durable and applied.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
-use bytes::Bytes;
-use yrs::updates::encoder::Encode;
 
 use crate::bus::RecordKind;
-use crate::document::Document;
-use crate::registry::{NodeMode, Registry};
-use crate::session::{PendingAck, SessionId, decode_client_update};
-use crate::{InvalidUpdate, SyncError};
-
-/// How often a read retries when the document it loaded was deleted at
-/// that moment (it is then dropped and loaded afresh).
-const DELETED_WHILE_LOADING_RETRIES: usize = 2;
+use crate::error::SyncError;
+use crate::registry::Registry;
+use crate::update::ClientUpdate;
 
 /// A document as clients see it.
 #[derive(Debug, Clone)]
@@ -129,7 +119,7 @@ pub fn read_roots(state: &[u8], roots: &[(RootKind, String)]) -> Option<Vec<yrs:
 impl Registry {
     /// The document `name` as clients see it, loaded if needed.
     pub async fn read(&self, name: &str) -> Result<DocumentRead, SyncError> {
-        let document = self.loaded_for_api(name).await?;
+        let document = self.loaded(name).await?;
         let read = document.read_state();
         Ok(DocumentRead {
             state: read.state,
@@ -142,30 +132,37 @@ impl Registry {
     /// the committer and the bus. Returns once it is durable and applied
     /// (broadcast to every session of the document, on every node).
     pub async fn apply_update(&self, name: &str, update: Vec<u8>) -> Result<(), SyncError> {
-        let decoded = decode_client_update(&update)?;
-        let document = self.loaded_for_api(name).await?;
-        if document.refuses_update(&decoded) {
-            return Err(SyncError::Deleted);
+        let update = ClientUpdate::decode(update).map_err(SyncError::InvalidUpdate)?;
+        let document = self.loaded(name).await?;
+        // Its own trace, like a client's update; a child of the request's
+        // span if the caller has one.
+        let span = tracing::debug_span!("update", doc = %document.name(), bytes = update.bytes().len(), source = "api", kind = ?RecordKind::Update);
+        // A fresh id matches no session, so every session receives it.
+        let origin = self.fresh_session_id();
+        let pending = self
+            .publisher()
+            .submit_update(&document, update, origin, span)
+            .await?;
+        if let Some(pending) = pending {
+            pending.wait().await?;
         }
-        if decoded.is_empty() {
-            return Ok(());
-        }
-        crate::ycheck::trial_apply(&update)
-            .map_err(|failure| SyncError::InvalidUpdate(InvalidUpdate::Unappliable(failure)))?;
-        self.commit(&document, RecordKind::Update, Bytes::from(update))
-            .await
+        Ok(())
     }
 
     /// Deletes `name` on every node: a durable delete record through the
     /// committer and the bus. Every node closes the document's sessions;
     /// a client holding its old history is refused from then on.
     pub async fn delete(&self, name: &str) -> Result<DeleteOutcome, SyncError> {
-        let document = self.loaded_for_api(name).await?;
+        let document = self.loaded(name).await?;
         if !document.has_content() {
             return Ok(DeleteOutcome::NotFound);
         }
-        let deleted = document.deletion_state_vector().encode_v1();
-        self.commit(&document, RecordKind::Delete, Bytes::from(deleted))
+        let span = tracing::debug_span!("update", doc = %document.name(), source = "api", kind = ?RecordKind::Delete);
+        let origin = self.fresh_session_id();
+        self.publisher()
+            .submit_delete(&document, origin, span)
+            .await
+            .wait()
             .await?;
         Ok(DeleteOutcome::Deleted)
     }
@@ -175,16 +172,7 @@ impl Registry {
     /// persistence worker's snapshots) and those this node holds, minus
     /// those this node holds empty (deleted, not written since).
     pub async fn list(&self, after: &str, limit: u32) -> Result<Vec<ListedDocument>, SyncError> {
-        let topic = match &self.inner.config.mode {
-            NodeMode::Embedded => None,
-            NodeMode::Cluster { topic } => Some(topic.as_ref()),
-        };
-        let stored = self
-            .inner
-            .store
-            .list_documents(topic, after, limit)
-            .await
-            .map_err(SyncError::Load)?;
+        let stored = self.stored_documents(after, limit).await?;
         let mut listing: BTreeMap<String, ListedDocument> = BTreeMap::new();
         for doc in stored {
             listing.insert(
@@ -196,11 +184,11 @@ impl Registry {
                 },
             );
         }
-        for name in self.inner.documents.names() {
+        for name in self.loaded_names() {
             if name.as_ref() <= after {
                 continue;
             }
-            let Some(document) = self.inner.documents.loaded_document(&name) else {
+            let Some(document) = self.in_memory(&name) else {
                 continue;
             };
             if !document.is_loaded() {
@@ -223,48 +211,5 @@ impl Registry {
             .into_values()
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
             .collect())
-    }
-
-    /// The document loaded as a join loads it, without a session.
-    async fn loaded_for_api(&self, name: &str) -> Result<Arc<Document>, SyncError> {
-        if self.inner.closing.is_cancelled() {
-            return Err(SyncError::ShuttingDown);
-        }
-        self.wait_subscribed().await?;
-        let mut attempts = 0;
-        loop {
-            let Some(document) = self
-                .inner
-                .documents
-                .get_or_insert(name, self.inner.config.max_documents)
-            else {
-                return Err(SyncError::TooManyDocuments);
-            };
-            document.ensure_loaded(self.inner.load(name)).await?;
-            attempts += 1;
-            if !document.is_deleted() || attempts > DELETED_WHILE_LOADING_RETRIES {
-                return Ok(document);
-            }
-        }
-    }
-
-    async fn commit(
-        &self,
-        document: &Document,
-        kind: RecordKind,
-        payload: Bytes,
-    ) -> Result<(), SyncError> {
-        // A fresh id matches no session, so every session receives it.
-        let origin = SessionId::from_raw(self.inner.next_session.fetch_add(1, Ordering::Relaxed));
-        // Its own trace, like a client's update; a child of the request's
-        // span if the caller has one.
-        let span = tracing::debug_span!("update", doc = %document.name(), bytes = payload.len(), source = "api", kind = ?kind);
-        let receiver = self
-            .inner
-            .committer
-            .submit(document.name_arc(), kind, payload, origin, span)
-            .await;
-        PendingAck::new(receiver).wait().await?;
-        Ok(())
     }
 }

@@ -34,7 +34,7 @@ struct ClientEntry {
 /// Who set an awareness state: a session of this node, or another node
 /// (whose own sessions are its business: it publishes their removals).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Owner {
+pub(crate) enum Owner {
     /// A session of this node.
     Session(SessionId),
     /// Another node (one incarnation of it).
@@ -49,14 +49,14 @@ impl From<SessionId> for Owner {
 
 /// Latest awareness state per client id.
 #[derive(Debug, Default)]
-pub struct AwarenessTable {
+pub(crate) struct AwarenessTable {
     clients: HashMap<ClientID, ClientEntry>,
 }
 
 impl AwarenessTable {
     /// Merges an update received from `origin` and returns the entries that
     /// changed the table (what to relay), or `None` if nothing changed.
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         update: AwarenessUpdate,
         origin: impl Into<Owner>,
@@ -98,7 +98,7 @@ impl AwarenessTable {
     }
 
     /// Every present client's state, for a joining session.
-    pub fn snapshot(&self) -> Option<AwarenessUpdate> {
+    pub(crate) fn snapshot(&self) -> Option<AwarenessUpdate> {
         let clients: HashMap<ClientID, AwarenessUpdateEntry> = self
             .clients
             .iter()
@@ -122,13 +122,13 @@ impl AwarenessTable {
 
     /// Removes the states that `session` set and returns the removal to
     /// broadcast, or `None` if it set none.
-    pub fn remove_session(&mut self, session: SessionId) -> Option<AwarenessUpdate> {
+    pub(crate) fn remove_session(&mut self, session: SessionId) -> Option<AwarenessUpdate> {
         self.remove_where(|owner| *owner == Owner::Session(session))
     }
 
     /// Removes the states that incarnations of `node` other than `keep` set
     /// (all of them for `keep = None`): the node died or restarted.
-    pub fn remove_peer(&mut self, node: &str, keep: Option<u64>) -> Option<AwarenessUpdate> {
+    pub(crate) fn remove_peer(&mut self, node: &str, keep: Option<u64>) -> Option<AwarenessUpdate> {
         self.remove_where(|owner| {
             matches!(owner, Owner::Peer(origin)
                 if origin.node.as_ref() == node && Some(origin.incarnation) != keep)
@@ -159,7 +159,8 @@ impl AwarenessTable {
     }
 
     /// Number of clients with a present state.
-    pub fn present(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn present(&self) -> usize {
         self.clients
             .values()
             .filter(|entry| entry.state.is_some())

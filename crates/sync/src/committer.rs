@@ -10,8 +10,8 @@
 //! while a batch is being published forms the next. The batch is published
 //! to the [`MessageBus`] (embedded: one SQLite transaction; Kafka: every
 //! record acknowledged with `acks=all`), and then, in order, each durable
-//! update is handed to the [`Documents`] (apply and broadcast) and its
-//! submitter's acknowledgement resolves.
+//! update is handed to the `CommitTarget` (the loaded documents: apply and
+//! broadcast) and its submitter's acknowledgement resolves.
 //!
 //! A bus that keeps several batches in flight (Kafka, see
 //! [`MessageBus::publish_depth`]) is pipelined: a batch goes at once when
@@ -25,9 +25,14 @@
 //! will not see.
 //!
 //! The committer also tells how long its oldest publish has been waiting
-//! for the bus ([`Committer::unanswered_for`]): readiness turns false when
+//! for the bus (`Committer::unanswered_for`): readiness turns false when
 //! the log stops acknowledging (a broker quorum lost), while the updates
 //! wait.
+//!
+//! The committer knows documents only through `CommitTarget`: what a
+//! deletion must name, and where an acknowledged record goes. It never
+//! decodes an update: a [`ClientUpdate`] arrives decoded and goes on to its
+//! document as a [`CommittedUpdate`].
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -43,11 +48,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Span, debug, debug_span, warn};
 
+use weft_protocol::StateVector;
+use yrs::updates::encoder::Encode;
+
+use crate::batch::Forming;
 use crate::bus::{BusError, MessageBus, Position, Record, RecordKind};
+use crate::error::PublishError;
+use crate::frames::{DocName, SessionId};
 use crate::metrics::SyncMetrics;
-use crate::registry::Documents;
-use crate::session::SessionId;
-use crate::{DocName, LogSeq, PublishError};
+use crate::store::LogSeq;
+use crate::tombstone;
+use crate::update::{ClientUpdate, CommittedUpdate};
 
 /// How the committer batches.
 #[derive(Debug, Clone)]
@@ -75,14 +86,49 @@ impl Default for CommitterConfig {
     }
 }
 
-/// One submitted update.
+/// What a submission asks the log to hold.
+#[derive(Debug)]
+pub(crate) enum Submitted {
+    /// A client's update, checked and decoded at the door.
+    Update(ClientUpdate),
+    /// A deletion: the v1 state vector the deleter saw (the committer adds
+    /// what was committed before it).
+    Delete(Bytes),
+}
+
+impl Submitted {
+    fn kind(&self) -> RecordKind {
+        match self {
+            Self::Update(_) => RecordKind::Update,
+            Self::Delete(_) => RecordKind::Delete,
+        }
+    }
+}
+
+/// Where the committer hands what the log acknowledged: the loaded
+/// documents. The narrow interface keeps the committer from knowing the
+/// registry.
+pub(crate) trait CommitTarget: Send + Sync + std::fmt::Debug + 'static {
+    /// What a deletion of `doc` must name beyond the deleter's view: the
+    /// loaded document's state vector and earlier tombstone (`None` if it
+    /// is not loaded).
+    fn deletion_state_vector(&self, doc: &str) -> Option<StateVector>;
+
+    /// Applies a durable update to `doc`, if loaded, and broadcasts it to
+    /// every session but `origin`. A document that is not loaded reads it
+    /// from the log when it loads.
+    fn apply(&self, doc: &str, update: CommittedUpdate, origin: SessionId);
+
+    /// A durable deletion of `doc` at `position`. Returns whether the
+    /// document left memory (the bus may then release it).
+    fn delete(&self, doc: &str, position: LogSeq, deleted_state_vector: &[u8]) -> bool;
+}
+
+/// One submitted update or deletion.
 #[derive(Debug)]
 pub(crate) struct Submission {
     pub(crate) doc: DocName,
-    /// [`RecordKind::Update`] or [`RecordKind::Delete`].
-    pub(crate) kind: RecordKind,
-    /// The Yjs update, or (a deletion) the deleted state vector.
-    pub(crate) update: Bytes,
+    pub(crate) what: Submitted,
     pub(crate) origin: SessionId,
     pub(crate) done: oneshot::Sender<Result<LogSeq, PublishError>>,
     /// The update's span: publishing, applying and broadcasting are its
@@ -103,7 +149,7 @@ impl Committer {
     /// `Committer` handle is dropped and the queue is drained.
     pub(crate) fn spawn(
         bus: Arc<dyn MessageBus>,
-        documents: Arc<Documents>,
+        documents: Arc<dyn CommitTarget>,
         metrics: Arc<SyncMetrics>,
         config: &CommitterConfig,
         tracker: &tokio_util::task::TaskTracker,
@@ -136,21 +182,19 @@ impl Committer {
         oldest.map(|since| since.elapsed())
     }
 
-    /// Queues an update; the returned receiver resolves once it is durable
-    /// and applied (or failed).
+    /// Queues an update or a deletion; the returned receiver resolves once
+    /// it is durable and applied (or failed).
     pub(crate) async fn submit(
         &self,
         doc: DocName,
-        kind: RecordKind,
-        update: Bytes,
+        what: Submitted,
         origin: SessionId,
         span: Span,
     ) -> oneshot::Receiver<Result<LogSeq, PublishError>> {
         let (done, receiver) = oneshot::channel();
         let submission = Submission {
             doc,
-            kind,
-            update,
+            what,
             origin,
             done,
             span,
@@ -164,7 +208,7 @@ impl Committer {
 
 async fn commit_loop(
     bus: Arc<dyn MessageBus>,
-    documents: Arc<Documents>,
+    documents: Arc<dyn CommitTarget>,
     metrics: Arc<SyncMetrics>,
     config: CommitterConfig,
     mut receiver: mpsc::Receiver<Submission>,
@@ -172,7 +216,7 @@ async fn commit_loop(
     oldest_unanswered: Arc<parking_lot::Mutex<Option<Instant>>>,
 ) {
     let depth = bus.publish_depth().max(1);
-    let mut forming = Forming::new(&config, depth);
+    let mut forming = Forming::new(config.window, config.max_batch, depth);
     let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
     // When each batch in flight went, in the same order.
     let mut sent_at: VecDeque<Instant> = VecDeque::with_capacity(depth);
@@ -180,7 +224,7 @@ async fn commit_loop(
     loop {
         if forming.ready(in_flight.len(), closed) {
             let batch = forming.take();
-            let records = batch_records(&documents, &batch);
+            let records = batch_records(documents.as_ref(), &batch);
             let sent = Instant::now();
             let mut publishing = publish(Arc::clone(&bus), batch, records);
             // The first poll hands the records to the bus's send queue,
@@ -188,7 +232,7 @@ async fn commit_loop(
             // `MessageBus::publish_depth`).
             match futures::poll!(&mut publishing) {
                 Poll::Ready(published) => {
-                    finish_batch(bus.as_ref(), &documents, &metrics, published);
+                    finish_batch(bus.as_ref(), documents.as_ref(), &metrics, published);
                 }
                 Poll::Pending => {
                     in_flight.push_back(publishing);
@@ -207,14 +251,14 @@ async fn commit_loop(
             Some(published) = in_flight.next(), if !in_flight.is_empty() => {
                 sent_at.pop_front();
                 *oldest_unanswered.lock() = sent_at.front().copied();
-                finish_batch(bus.as_ref(), &documents, &metrics, published);
+                finish_batch(bus.as_ref(), documents.as_ref(), &metrics, published);
             }
             next = receiver.recv(), if !closed && !forming.is_full() => match next {
                 Some(submission) => {
-                    forming.push(submission);
+                    push(&mut forming, submission);
                     while !forming.is_full() {
                         match receiver.try_recv() {
-                            Ok(submission) => forming.push(submission),
+                            Ok(submission) => push(&mut forming, submission),
                             Err(_) => break,
                         }
                     }
@@ -231,94 +275,14 @@ async fn commit_loop(
     debug!("committer drained and stopped");
 }
 
+fn push(forming: &mut Forming<Submission>, submission: Submission) {
+    let deletion = matches!(submission.what, Submitted::Delete(_));
+    forming.push(submission, deletion);
+}
+
 async fn sleep_until_some(deadline: Option<Instant>) {
     if let Some(deadline) = deadline {
         tokio::time::sleep_until(deadline).await;
-    }
-}
-
-/// The batch being formed, and when it may go.
-///
-/// A batch goes when it is full, or once [`CommitterConfig::window`] has
-/// passed since its first update, and only while fewer than the bus's
-/// [`publish_depth`](MessageBus::publish_depth) batches are in flight.
-/// A pipelined bus (depth above one, Kafka) also takes a batch at once when
-/// nothing is in flight: a lone update never waits for a timer, and under
-/// load, batches go at most once per window while earlier ones are in
-/// flight. A batch holding a deletion waits until nothing is in flight,
-/// because the deletion names everything committed before it.
-struct Forming {
-    batch: Vec<Submission>,
-    since: Option<Instant>,
-    window: Duration,
-    max_batch: usize,
-    depth: usize,
-    has_deletion: bool,
-}
-
-impl Forming {
-    fn new(config: &CommitterConfig, depth: usize) -> Self {
-        Self {
-            batch: Vec::new(),
-            since: None,
-            window: config.window,
-            max_batch: config.max_batch.max(1),
-            depth,
-            has_deletion: false,
-        }
-    }
-
-    fn push(&mut self, submission: Submission) {
-        self.since.get_or_insert_with(Instant::now);
-        self.has_deletion |= submission.kind == RecordKind::Delete;
-        self.batch.push(submission);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.batch.is_empty()
-    }
-
-    fn is_full(&self) -> bool {
-        self.batch.len() >= self.max_batch
-    }
-
-    /// Whether the batch goes now, with `in_flight` batches awaiting their
-    /// acknowledgements; `closed`: no more submissions will come.
-    fn ready(&self, in_flight: usize, closed: bool) -> bool {
-        let Some(since) = self.since else {
-            return false;
-        };
-        if self.waits_for_in_flight(in_flight) {
-            return false;
-        }
-        closed
-            || self.is_full()
-            || (self.depth > 1 && in_flight == 0)
-            || since.elapsed() >= self.window
-    }
-
-    /// When the window of the batch runs out, if the batch waits for it
-    /// (not if it waits for batches in flight: their answers wake the
-    /// loop).
-    fn window_end(&self, in_flight: usize) -> Option<Instant> {
-        if self.waits_for_in_flight(in_flight) {
-            return None;
-        }
-        self.since.map(|since| since + self.window)
-    }
-
-    /// Whether the batch cannot go until a batch in flight is answered: the
-    /// pipeline is full, or the batch holds a deletion.
-    fn waits_for_in_flight(&self, in_flight: usize) -> bool {
-        in_flight >= self.depth || (self.has_deletion && in_flight > 0)
-    }
-
-    fn take(&mut self) -> Vec<Submission> {
-        self.since = None;
-        self.has_deletion = false;
-        // The batch moves into its publish; a fresh one grows with the load
-        // instead of reserving `max_batch` slots for every lone update.
-        std::mem::take(&mut self.batch)
     }
 }
 
@@ -347,16 +311,18 @@ fn publish(bus: Arc<dyn MessageBus>, batch: Vec<Submission>, records: Vec<Record
 }
 
 /// The records of `batch`, each with its publish span.
-fn batch_records(documents: &Documents, batch: &[Submission]) -> Vec<Record> {
+fn batch_records(documents: &dyn CommitTarget, batch: &[Submission]) -> Vec<Record> {
     batch
         .iter()
         .enumerate()
         .map(|(index, submission)| Record {
             doc: submission.doc.clone(),
-            kind: submission.kind,
-            payload: match submission.kind {
-                RecordKind::Delete => deletion_payload(documents, &batch[..index], submission),
-                _ => submission.update.clone(),
+            kind: submission.what.kind(),
+            payload: match &submission.what {
+                Submitted::Update(update) => update.bytes().clone(),
+                Submitted::Delete(seen) => {
+                    deletion_payload(documents, &batch[..index], &submission.doc, seen)
+                }
             },
             origin_session: submission.origin.raw(),
             span: debug_span!(parent: &submission.span, "publish", doc = %submission.doc, batch = batch.len()),
@@ -368,7 +334,7 @@ fn batch_records(documents: &Documents, batch: &[Submission]) -> Vec<Record> {
 /// submitter.
 fn finish_batch(
     bus: &dyn MessageBus,
-    documents: &Documents,
+    documents: &dyn CommitTarget,
     metrics: &SyncMetrics,
     published: Published,
 ) {
@@ -397,37 +363,39 @@ fn finish_batch(
     let mut results = results.into_iter();
     let mut failed = 0_usize;
     for (index, submission) in batch.drain(..).enumerate() {
-        match results.next() {
-            Some(Ok(position)) if submission.kind == RecordKind::Delete => {
-                if documents.delete(
-                    &submission.doc,
-                    position.offset,
-                    &record_payload(&records, index),
-                ) {
-                    bus.release(&submission.doc);
+        let Submission {
+            doc,
+            what,
+            origin,
+            done,
+            span,
+        } = submission;
+        match (results.next(), what) {
+            (Some(Ok(position)), Submitted::Delete(_)) => {
+                if documents.delete(&doc, position.offset, &record_payload(&records, index)) {
+                    bus.release(&doc);
                 }
-                let _submitter_may_be_gone = submission.done.send(Ok(position.offset));
+                let _submitter_may_be_gone = done.send(Ok(position.offset));
             }
-            Some(Ok(position)) => {
-                let _update = submission.span.enter();
-                documents.deliver(
-                    &submission.doc,
-                    position.offset,
-                    &submission.update,
-                    Some(submission.origin),
+            (Some(Ok(position)), Submitted::Update(update)) => {
+                let _update = span.enter();
+                documents.apply(
+                    &doc,
+                    CommittedUpdate::committed(position.offset, update),
+                    origin,
                 );
-                let _submitter_may_be_gone = submission.done.send(Ok(position.offset));
+                let _submitter_may_be_gone = done.send(Ok(position.offset));
             }
-            Some(Err(error)) => {
+            (Some(Err(error)), _) => {
                 if failed == 0 {
                     warn!(error = %error, error.source = ?std::error::Error::source(&error), "publish update failed; closing its session");
                 }
                 failed += 1;
-                let _submitter_may_be_gone = submission.done.send(Err(PublishError::from(error)));
+                let _submitter_may_be_gone = done.send(Err(PublishError::from(error)));
             }
-            None => {
+            (None, _) => {
                 failed += 1;
-                let _submitter_may_be_gone = submission.done.send(Err(PublishError::Failed(
+                let _submitter_may_be_gone = done.send(Err(PublishError::Failed(
                     "no answer from the bus".to_owned(),
                 )));
             }
@@ -439,24 +407,27 @@ fn finish_batch(
 }
 
 /// The state vector a deletion publishes, computed when it is committed so
-/// that it names everything committed before it: the deleter's view, the
-/// loaded document (every earlier batch is applied to it) and the updates
-/// of the same document earlier in this batch.
-fn deletion_payload(documents: &Documents, earlier: &[Submission], deletion: &Submission) -> Bytes {
-    use yrs::updates::decoder::Decode;
-    use yrs::updates::encoder::Encode;
-    let mut deleted = crate::tombstone::decode_state_vector(&deletion.update);
-    if let Some(document) = documents.loaded_document(&deletion.doc) {
-        crate::tombstone::merge(&mut deleted, &document.deletion_state_vector());
-    }
-    for submission in earlier {
-        if submission.doc == deletion.doc
-            && submission.kind == RecordKind::Update
-            && let Ok(update) = yrs::Update::decode_v1(&submission.update)
-        {
-            crate::tombstone::include_update(&mut deleted, &update);
-        }
-    }
+/// that it names everything committed before it: the deleter's view
+/// (`seen`), the loaded document (every earlier batch is applied to it) and
+/// the updates of the same document earlier in this batch (decoded at the
+/// door: nothing is decoded here).
+fn deletion_payload(
+    documents: &dyn CommitTarget,
+    earlier: &[Submission],
+    doc: &DocName,
+    seen: &[u8],
+) -> Bytes {
+    let earlier_updates = earlier
+        .iter()
+        .filter_map(|submission| match &submission.what {
+            Submitted::Update(update) if submission.doc == *doc => Some(update.decoded()),
+            _ => None,
+        });
+    let deleted = tombstone::deletion_state_vector(
+        &tombstone::decode_state_vector(seen),
+        documents.deletion_state_vector(doc).as_ref(),
+        earlier_updates,
+    );
     Bytes::from(deleted.encode_v1())
 }
 

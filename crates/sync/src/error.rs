@@ -2,8 +2,9 @@
 
 use thiserror::Error;
 
-use crate::StoreError;
 use crate::bus::BusError;
+use crate::store::StoreError;
+use crate::update::InvalidUpdate;
 
 /// What can go wrong when a session talks to its document.
 #[derive(Debug, Error)]
@@ -35,21 +36,6 @@ pub enum SyncError {
     /// The update or deletion was not made durable.
     #[error("publish")]
     Publish(#[from] PublishError),
-}
-
-/// Why a peer's bytes are not an acceptable Yjs update.
-#[derive(Debug, Error)]
-pub enum InvalidUpdate {
-    /// It declares more than its bytes can hold (refused before `yrs`
-    /// allocates for it).
-    #[error("implausible update header")]
-    Implausible(#[from] weft_protocol::DecodeError),
-    /// `yrs` could not decode it.
-    #[error("yrs could not decode it")]
-    Decode(#[from] yrs::encoding::read::Error),
-    /// `yrs` panics applying it (to an empty document).
-    #[error("yrs cannot apply it")]
-    Unappliable(#[source] crate::ycheck::ApplyFailure),
 }
 
 /// Why an update was not made durable. The submitting session must be

@@ -8,86 +8,117 @@
 //!
 //! # The path of one update
 //!
-//! 1. [`Session::submit_update`] checks that the bytes decode as a Yjs update
-//!    (a malformed one is refused and nothing is touched) and hands it to the
-//!    [`Committer`].
-//! 2. The committer batches the submissions of a few milliseconds and appends
-//!    them to the [`DocStore`]'s update log in one transaction (group commit).
-//! 3. Only after the commit, and in commit order, each update is applied to
-//!    its loaded [`Document`] and broadcast to the document's other sessions;
-//!    then the submitter's acknowledgement resolves.
+//! 1. [`Session::submit_update`] decodes the bytes once into a
+//!    [`ClientUpdate`] (a malformed one is refused and nothing is touched);
+//!    the publisher checks it against the document's tombstone and with a
+//!    trial apply, and hands it to the [`Committer`].
+//! 2. The committer batches the submissions of a few milliseconds and
+//!    publishes them to the [`MessageBus`] (embedded: the [`DocStore`]'s
+//!    update log, one transaction: group commit).
+//! 3. Only after the commit, and in commit order, each update goes as a
+//!    [`CommittedUpdate`] (still decoded) to its loaded [`Document`], whose
+//!    [`Replica`] applies it; the document broadcasts it to its other
+//!    sessions; then the submitter's acknowledgement resolves.
 //!
 //! Because application follows commit order, "the document has applied every
 //! logged update up to sequence number S" is a simple watermark, which is what
 //! makes compaction (snapshot at S, then drop the log up to S) safe.
 //!
+//! What "an update" is called at each step is listed in `update`.
+//!
 //! # Layout
 //!
+//! Each module imports only modules listed before it (leaves first), so no
+//! two modules import each other:
+//!
+//! - `clock`, `frames` (document names, session ids, outboxes, frames),
+//!   [`ycheck`] (containing `yrs` panics), `metrics`: leaves.
 //! - [`store`]: the [`DocStore`] trait the persistence crate implements, and
-//!   [`MemoryStore`] for tests.
-//! - [`bus`]: the [`MessageBus`] trait every node's log goes through, and
-//!   [`LogBus`] ([`log_bus`]), the embedded store's log as a bus.
-//! - [`committer`]: group commit of submitted updates.
-//! - [`document`]: one loaded document: the `yrs` doc, its sessions, its
-//!   awareness states, its compaction watermark.
-//! - [`awareness`]: the awareness (presence) table of one document.
-//! - [`registry`]: loaded documents by name, loading, unloading, snapshots,
-//!   shutdown.
-//! - [`session`]: what a gateway session holds and calls.
-//! - [`admin`]: what the REST API asks of the registry: read a document,
-//!   apply a service's update, delete, list.
+//!   [`MemoryStore`] (`memory_store`) for tests.
+//! - `update`: client and committed updates; the one decode.
 //! - [`tombstone`]: deleted documents: which state vectors and updates a
 //!   tombstone refuses.
-//! - [`ycheck`]: containing `yrs` panics on input from the network.
+//! - `snapshot_policy`: when a snapshot is due.
+//! - [`bus`]: the [`MessageBus`] trait every node's log goes through, and
+//!   [`LogBus`] (`log_bus`), the embedded store's log as a bus.
+//! - `error`: the crate's errors.
+//! - `awareness`: the awareness (presence) table of one document.
+//! - `replica`: the pure document state machine (apply, encode,
+//!   tombstone, positions, what a snapshot owes).
+//! - `fanout`, `batching`, `reread`: a document's outboxes, broadcast
+//!   batching, the re-read schedule; `batch`: when the committer's batch
+//!   goes.
+//! - `document`: one live document: a replica, its sessions, awareness.
+//! - `committer`: group commit, handing acknowledged records to a narrow
+//!   `CommitTarget`.
+//! - `documents`: the map of loaded documents (the commit target).
+//! - `publisher`: what sessions and the API send towards the log.
+//! - [`session`]: what a gateway session holds and calls.
+//! - `config`, `loader`, `housekeeping`, `bus_task`: the registry's settings,
+//!   how a document's records are read, and its two background tasks.
+//! - `registry`: the facade: joining, readiness, shutdown.
+//! - `admin`: what the REST API asks of the registry (through its facade):
+//!   read a document, apply a service's update, delete, list.
 //! - `conformance` and `bus_conformance` (feature `test-util`): the suites
 //!   every store and every bus pass.
 
-pub mod admin;
-pub mod awareness;
+mod admin;
+mod awareness;
+mod batch;
+mod batching;
 pub mod bus;
 #[cfg(any(test, feature = "test-util"))]
 pub mod bus_conformance;
-pub mod committer;
+mod bus_task;
+mod clock;
+mod committer;
+mod config;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
-pub mod document;
-pub mod error;
-pub mod log_bus;
-pub mod memory_store;
-pub mod metrics;
-pub mod registry;
+mod document;
+mod documents;
+mod error;
+mod fanout;
+mod frames;
+mod housekeeping;
+mod loader;
+mod log_bus;
+mod memory_store;
+mod metrics;
+mod publisher;
+mod registry;
 #[cfg(test)]
 mod registry_tests;
+mod replica;
+mod reread;
 pub mod session;
+mod snapshot_policy;
 pub mod store;
 pub mod tombstone;
+mod update;
 pub mod ycheck;
 
 pub use admin::{DeleteOutcome, DocumentRead, ListedDocument, RootKind, read_roots};
+pub use batching::BroadcastBatching;
 pub use bus::{
     BusError, BusStats, Delivery, FetchTotals, Fetched, Interest, MessageBus, Origin, PartitionLag,
     Position, Record, RecordKind, Replayed,
 };
+pub use clock::unix_millis;
 pub use committer::{Committer, CommitterConfig};
-pub use document::{BroadcastBatching, Document};
-pub use error::{InvalidUpdate, PublishError, SyncError};
+pub use config::{NodeMode, PUBLISH_STALL_NOT_READY, RegistryConfig};
+pub use document::Document;
+pub use error::{PublishError, SyncError};
+pub use frames::{DocName, Outbound, SessionId, SessionOutbox};
 pub use log_bus::LogBus;
 pub use memory_store::MemoryStore;
 pub use metrics::SyncMetrics;
-pub use registry::{NodeMode, Registry, RegistryConfig};
-pub use session::{Outbound, Session, SessionId, SessionOutbox};
+pub use publisher::PendingAck;
+pub use registry::Registry;
+pub use replica::{Applied, DocRecord, ReadState, Replica, RereadOutcome};
+pub use session::Session;
+pub use snapshot_policy::{Dirty, SnapshotPolicy};
 pub use store::{
     DocStore, ListedDoc, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc, Tombstone,
 };
-
-/// A document's name, as the client gave it (URL-decoded).
-pub type DocName = std::sync::Arc<str>;
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
+pub use update::{ClientUpdate, CommittedUpdate, InvalidUpdate};

@@ -21,7 +21,7 @@ pub struct SyncMetrics {
     /// Bytes of each snapshot written.
     pub snapshot_bytes: Histogram,
     /// Documents read again from the log because they held updates they
-    /// could not integrate (see `Document::missing_since`).
+    /// could not integrate (see `Replica::missing_since`).
     pub documents_reread: Counter,
     /// Of those, the ones the log gave something the document lacked.
     pub documents_repaired: Counter,

@@ -1,79 +1,17 @@
-//! What a gateway session holds: its id, its outbox, and a [`Session`]
-//! handle that speaks to the document.
+//! What a gateway session holds: a [`Session`] handle that speaks to its
+//! document and, through the publisher, to the log.
 
-use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 use tracing::debug_span;
-use weft_protocol::{AwarenessUpdate, Message, StateVector};
-use yrs::Update;
-use yrs::updates::decoder::Decode;
+use weft_protocol::{AwarenessUpdate, StateVector};
 
-use crate::bus::RecordKind;
 use crate::document::Document;
-use crate::registry::RegistryInner;
-use crate::{InvalidUpdate, LogSeq, PublishError, SyncError};
-
-/// Identifies one session (one client connection to one document) within
-/// this process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(u64);
-
-impl SessionId {
-    /// Wraps a raw id (the registry allocates them; tests name them).
-    pub const fn from_raw(raw: u64) -> Self {
-        Self(raw)
-    }
-
-    /// The raw id, as published in a record's `origin_session`.
-    pub const fn raw(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}", self.0)
-    }
-}
-
-/// One encoded frame on its way to a client.
-pub type Outbound = Bytes;
-
-/// The sending half a document uses to reach one session.
-///
-/// The queue is bounded. When a broadcast finds it full, the document trips
-/// `overflowed` and stops sending to the session; the gateway then closes
-/// the connection, and the client re-syncs when it reconnects. An update is
-/// never dropped while the session stays open.
-#[derive(Debug, Clone)]
-pub struct SessionOutbox {
-    /// Frames to write to the socket, in order.
-    pub frames: mpsc::Sender<Outbound>,
-    /// Cancelled when the session fell behind and must be disconnected.
-    pub overflowed: CancellationToken,
-    /// Cancelled when the document was deleted: the gateway closes the
-    /// session with "document deleted" (the client must drop its copy).
-    pub deleted: CancellationToken,
-}
-
-/// Resolves once a submitted update is durable and applied.
-#[derive(Debug)]
-pub struct PendingAck(oneshot::Receiver<Result<LogSeq, PublishError>>);
-
-impl PendingAck {
-    pub(crate) fn new(receiver: oneshot::Receiver<Result<LogSeq, PublishError>>) -> Self {
-        Self(receiver)
-    }
-
-    /// Waits for the update to be committed (or to fail).
-    pub async fn wait(self) -> Result<LogSeq, PublishError> {
-        self.0.await.unwrap_or(Err(PublishError::Stopped))
-    }
-}
+use crate::error::SyncError;
+pub use crate::frames::{Outbound, SessionId, SessionOutbox};
+pub use crate::publisher::PendingAck;
+use crate::publisher::Publisher;
+use crate::update::ClientUpdate;
 
 /// A client's membership in one document. Dropping it leaves the document:
 /// the client's awareness states are removed for everyone else, and the
@@ -82,19 +20,15 @@ impl PendingAck {
 pub struct Session {
     id: SessionId,
     document: Arc<Document>,
-    registry: Arc<RegistryInner>,
+    publisher: Publisher,
 }
 
 impl Session {
-    pub(crate) fn new(
-        id: SessionId,
-        document: Arc<Document>,
-        registry: Arc<RegistryInner>,
-    ) -> Self {
+    pub(crate) fn new(id: SessionId, document: Arc<Document>, publisher: Publisher) -> Self {
         Self {
             id,
             document,
-            registry,
+            publisher,
         }
     }
 
@@ -145,7 +79,7 @@ impl Session {
     /// document's other sessions.
     pub fn apply_awareness(&self, update: AwarenessUpdate) {
         if let Some(changed) = self.document.apply_awareness(update, self.id.into()) {
-            self.registry
+            self.publisher
                 .publish_awareness(&self.document.name_arc(), &changed, self.id);
         }
     }
@@ -160,7 +94,7 @@ impl Session {
     /// stored.
     pub fn relay_stateless(&self, payload: &str) {
         self.document.broadcast_stateless(payload, Some(self.id));
-        self.registry
+        self.publisher
             .publish_stateless(&self.document.name_arc(), payload, self.id);
     }
 
@@ -168,63 +102,27 @@ impl Session {
     ///
     /// Refuses bytes that are not a Yjs update, leaving the document
     /// untouched, and ([`SyncError::Deleted`]) an update that builds on
-    /// content of a deleted document. An empty update (what a client sends when it lacks
-    /// nothing) needs no commit and yields `None`. Otherwise the returned
-    /// [`PendingAck`] resolves once the update is durable, applied, and
-    /// broadcast to the other sessions.
+    /// content of a deleted document. An empty update (what a client sends
+    /// when it lacks nothing) needs no commit and yields `None`. Otherwise
+    /// the returned [`PendingAck`] resolves once the update is durable,
+    /// applied, and broadcast to the other sessions.
     pub async fn submit_update(&self, update: Vec<u8>) -> Result<Option<PendingAck>, SyncError> {
         // Each update is its own trace (a session's would never end), linked
         // to the session's span.
         let span = debug_span!(parent: None, "update", doc = %self.document.name(), bytes = update.len(), session = %self.id);
         span.follows_from(tracing::Span::current());
-        let decoded = decode_client_update(&update)?;
-        if self.document.refuses_update(&decoded) {
-            return Err(SyncError::Deleted);
-        }
-        if decoded.is_empty() {
-            return Ok(None);
-        }
-        crate::ycheck::trial_apply(&update)
-            .map_err(|failure| SyncError::InvalidUpdate(InvalidUpdate::Unappliable(failure)))?;
-        let receiver = self
-            .registry
-            .committer
-            .submit(
-                self.document.name_arc(),
-                RecordKind::Update,
-                Bytes::from(update),
-                self.id,
-                span,
-            )
-            .await;
-        Ok(Some(PendingAck(receiver)))
+        let update = ClientUpdate::decode(update).map_err(SyncError::InvalidUpdate)?;
+        self.publisher
+            .submit_update(&self.document, update, self.id, span)
+            .await
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         if let Some(removal) = self.document.remove_session(self.id) {
-            self.registry
+            self.publisher
                 .publish_awareness(&self.document.name_arc(), &removal, self.id);
         }
     }
-}
-
-/// Decodes an update from outside (a client, a service): refused
-/// ([`SyncError::InvalidUpdate`]) if its header is implausible or it does
-/// not decode.
-pub(crate) fn decode_client_update(update: &[u8]) -> Result<Update, SyncError> {
-    weft_protocol::check_update_v1(update)
-        .map_err(|error| SyncError::InvalidUpdate(error.into()))?;
-    Update::decode_v1(update).map_err(|error| SyncError::InvalidUpdate(error.into()))
-}
-
-/// Encodes a message as the frame it travels in.
-pub(crate) fn frame(message: &Message) -> Outbound {
-    Bytes::from(message.encode())
-}
-
-/// Encodes an update broadcast.
-pub(crate) fn update_frame(update: &[u8]) -> Outbound {
-    Bytes::from(weft_protocol::encode_update_frame(update))
 }

@@ -106,6 +106,25 @@ pub fn include_update(into: &mut StateVector, update: &Update) {
     }
 }
 
+/// The state vector a deletion names: what its deleter saw (`seen`), what
+/// the loaded document holds and its earlier tombstone names (`loaded`),
+/// and what the updates committed just before it insert (`earlier`, not
+/// applied anywhere yet).
+pub fn deletion_state_vector<'a>(
+    seen: &StateVector,
+    loaded: Option<&StateVector>,
+    earlier: impl Iterator<Item = &'a Update>,
+) -> StateVector {
+    let mut deleted = seen.clone();
+    if let Some(loaded) = loaded {
+        merge(&mut deleted, loaded);
+    }
+    for update in earlier {
+        include_update(&mut deleted, update);
+    }
+    deleted
+}
+
 /// The union (per client, the larger clock) of two state vectors.
 pub fn merge(into: &mut StateVector, other: &StateVector) {
     for (client, clock) in other.iter() {
@@ -150,6 +169,22 @@ mod tests {
             &deleted,
             &Update::decode_v1(&fresh_update).unwrap()
         ));
+    }
+
+    #[test]
+    fn a_deletion_names_what_was_seen_loaded_and_committed_before_it() {
+        let seen = edit(1, "a").transact().state_vector();
+        let loaded = edit(2, "bb").transact().state_vector();
+        let earlier = edit(3, "ccc")
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let earlier = Update::decode_v1(&earlier).unwrap();
+        let deleted = deletion_state_vector(&seen, Some(&loaded), std::iter::once(&earlier));
+        assert_eq!(deleted.get(&yrs::block::ClientID::new(1)), 1);
+        assert_eq!(deleted.get(&yrs::block::ClientID::new(2)), 2);
+        assert_eq!(deleted.get(&yrs::block::ClientID::new(3)), 3);
+        let alone = deletion_state_vector(&seen, None, std::iter::empty());
+        assert_eq!(alone, seen);
     }
 
     #[test]

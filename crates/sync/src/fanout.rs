@@ -1,0 +1,108 @@
+//! The sessions of one document as outboxes, and sending one frame to many
+//! of them.
+//!
+//! A session whose queue is full (or gone) is removed and its overflow
+//! token tripped, so the gateway disconnects it: the client re-syncs when
+//! it reconnects instead of silently missing a frame.
+
+use std::collections::{HashMap, HashSet};
+
+use tokio::sync::mpsc::error::TrySendError;
+use tracing::info;
+
+use crate::frames::{Outbound, SessionId, SessionOutbox};
+
+/// The outboxes of one document's sessions.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    outboxes: HashMap<SessionId, SessionOutbox>,
+    /// Sessions whose protocol carries stateless messages (Hocuspocus).
+    stateless: HashSet<SessionId>,
+}
+
+impl Sessions {
+    pub(crate) fn insert(&mut self, id: SessionId, outbox: SessionOutbox) {
+        self.outboxes.insert(id, outbox);
+    }
+
+    pub(crate) fn remove(&mut self, id: SessionId) {
+        self.outboxes.remove(&id);
+        self.stateless.remove(&id);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.outboxes.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.outboxes.is_empty()
+    }
+
+    pub(crate) fn contains(&self, id: SessionId) -> bool {
+        self.outboxes.contains_key(&id)
+    }
+
+    /// Marks a session as one that receives stateless messages.
+    pub(crate) fn want_stateless(&mut self, id: SessionId) {
+        self.stateless.insert(id);
+    }
+
+    /// Tells every session its document was deleted. The outboxes stay
+    /// until each session leaves: dropping them here would end the
+    /// gateway's writers before the close frame is sent.
+    pub(crate) fn tell_deleted(&self) {
+        for outbox in self.outboxes.values() {
+            outbox.deleted.cancel();
+        }
+    }
+
+    /// Queues a frame for one session; `false` if its outbox is full or
+    /// gone.
+    pub(crate) fn send_to(&self, id: SessionId, outbound: Outbound) -> bool {
+        self.outboxes
+            .get(&id)
+            .is_some_and(|outbox| outbox.frames.try_send(outbound).is_ok())
+    }
+
+    /// Offers a frame to every session but `except`.
+    pub(crate) fn broadcast(&mut self, doc: &str, outbound: &Outbound, except: Option<SessionId>) {
+        self.broadcast_to(doc, outbound, except, |_| true);
+    }
+
+    /// Offers a stateless message to every session that takes them but
+    /// `except`.
+    pub(crate) fn broadcast_stateless(
+        &mut self,
+        doc: &str,
+        outbound: &Outbound,
+        except: Option<SessionId>,
+    ) {
+        let stateless = std::mem::take(&mut self.stateless);
+        self.broadcast_to(doc, outbound, except, |id| stateless.contains(id));
+        self.stateless = stateless;
+    }
+
+    /// [`Sessions::broadcast`] to the sessions `wanted` accepts.
+    pub(crate) fn broadcast_to(
+        &mut self,
+        doc: &str,
+        outbound: &Outbound,
+        except: Option<SessionId>,
+        wanted: impl Fn(&SessionId) -> bool,
+    ) {
+        self.outboxes.retain(|id, outbox| {
+            if Some(*id) == except || !wanted(id) {
+                return true;
+            }
+            match outbox.frames.try_send(outbound.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    info!(doc = %doc, session = %id, "session send queue full; disconnecting it");
+                    outbox.overflowed.cancel();
+                    false
+                }
+                Err(TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+}
