@@ -54,14 +54,14 @@ const SERVICE_NAME: &str = "weft";
 
 /// What must be flushed when the process ends.
 #[derive(Debug)]
-pub(crate) struct Telemetry {
+pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
 
 impl Telemetry {
     /// Exports the spans still queued, waiting at most the exporter's
     /// timeout. Called last, after the node drained.
-    pub(crate) async fn shutdown(self) {
+    pub async fn shutdown(self) {
         let Some(provider) = self.provider else {
             return;
         };
@@ -79,7 +79,7 @@ impl Telemetry {
 /// tasks). `instance` is the node id (or the worker's host name).
 ///
 /// Fails, naming the variable, on an `OTEL_*` setting that cannot work.
-pub(crate) fn init(args: &LogArgs, instance: &str) -> anyhow::Result<Telemetry> {
+pub fn init(args: &LogArgs, instance: &str) -> anyhow::Result<Telemetry> {
     let text = args
         .filter
         .clone()
