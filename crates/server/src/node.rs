@@ -42,6 +42,10 @@ use crate::config::{NodeConfig, open_store};
 use crate::drain::{DrainPhase, DrainReport, DrainStep};
 use crate::listen::Listeners;
 
+/// How often [`NodeHandle::ready`] asks again: the bus connects within
+/// milliseconds embedded, within seconds in a cluster.
+pub const READY_POLL: Duration = Duration::from_millis(50);
+
 /// Starts nodes; see [`Node::start`].
 #[derive(Debug)]
 pub struct Node;
@@ -179,6 +183,25 @@ impl NodeHandle {
             return Err("this node is shutting down".to_owned());
         }
         self.registry.check_ready().await
+    }
+
+    /// Resolves once the node is ready (what `/readyz` answers 200 to);
+    /// fails if it starts draining first. The registry answers readiness
+    /// as a check rather than an event, so this asks again every
+    /// [`READY_POLL`]; bound it with a timeout.
+    pub async fn ready(&self) -> Result<(), String> {
+        let mut phases = self.phases();
+        loop {
+            match self.check_ready().await {
+                Ok(()) => return Ok(()),
+                Err(reason) if self.lifecycle.is_draining() => return Err(reason),
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = tokio::time::sleep(READY_POLL) => {}
+                _ = phases.changed() => {}
+            }
+        }
     }
 
     /// Sessions open now.

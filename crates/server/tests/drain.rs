@@ -88,9 +88,13 @@ async fn start_node(store_url: &str, extra: &[&str]) -> NodeHandle {
             .expect("bind 127.0.0.1:0"),
         metrics: None,
     };
-    bounded("the node to start", Node::start(config, listeners))
+    let node = bounded("the node to start", Node::start(config, listeners))
         .await
-        .expect("node starts")
+        .expect("node starts");
+    bounded("the node to be ready", node.ready())
+        .await
+        .expect("the node gets ready");
+    node
 }
 
 /// The status code of `GET path`, over a fresh connection.
