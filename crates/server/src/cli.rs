@@ -326,6 +326,8 @@ pub struct LimitArgs {
     /// Origins allowed to open sessions (comma-separated exact values of the
     /// Origin header, e.g. https://app.example.com). Unset: any origin.
     #[arg(long, env = "WEFT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    // The doc comment is `--help` text too, where a bare URL reads best.
+    #[allow(rustdoc::bare_urls)]
     pub allowed_origins: Vec<String>,
 }
 

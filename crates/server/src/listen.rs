@@ -38,7 +38,7 @@ impl Listeners {
 /// tokio's default of 1,024, a storm of 1,000 reconnects overflowed the
 /// queue of the node taking them over, and each dropped connection waited
 /// for TCP's 1 s SYN retry.
-const LISTEN_BACKLOG: u32 = 8192;
+pub const LISTEN_BACKLOG: u32 = 8192;
 
 /// A listener on `address`, as `TcpListener::bind` makes one (address
 /// reuse on Unix) but with [`LISTEN_BACKLOG`].
