@@ -11,15 +11,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Weft: a horizontally scalable backend for Yjs collaborative editors.
 #[derive(Debug, Parser)]
 #[command(name = "weft", version, about, long_about = None)]
-pub(crate) struct Cli {
+pub struct Cli {
     #[command(flatten)]
-    pub(crate) log: LogArgs,
+    pub log: LogArgs,
     #[command(subcommand)]
-    pub(crate) command: Command,
+    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum Command {
+pub enum Command {
     /// Run a node: WebSocket sessions for y-websocket clients, health and
     /// readiness. Alone on the embedded SQLite store by default; with
     /// `--kafka-brokers`, one node of a cluster sharing a Kafka topic.
@@ -33,10 +33,10 @@ pub(crate) enum Command {
 
 /// `weft persist`.
 #[derive(Debug, Args)]
-pub(crate) struct PersistArgs {
+pub struct PersistArgs {
     /// Address for the worker's own `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "WEFT_PERSIST_LISTEN", default_value = "127.0.0.1:9464")]
-    pub(crate) listen: SocketAddr,
+    pub listen: SocketAddr,
 
     /// Snapshot store URL (`postgres://...` in production; `sqlite://PATH`).
     #[arg(
@@ -44,52 +44,52 @@ pub(crate) struct PersistArgs {
         env = "WEFT_STORE",
         default_value = "sqlite://./weft-data/weft.db"
     )]
-    pub(crate) store: String,
+    pub store: String,
 
     /// The consumer group the workers of one cluster share.
     #[arg(long, env = "WEFT_PERSIST_GROUP", default_value = "weft-persist")]
-    pub(crate) group: String,
+    pub group: String,
 
     /// A changed document is written once it has been quiet this long.
     #[arg(long, env = "WEFT_SNAPSHOT_DEBOUNCE", default_value = "2s", value_parser = parse_duration)]
-    pub(crate) snapshot_debounce: Duration,
+    pub snapshot_debounce: Duration,
 
     /// A document that keeps changing is written at least this often.
     #[arg(long, env = "WEFT_SNAPSHOT_MAX_DELAY", default_value = "30s", value_parser = parse_duration)]
-    pub(crate) snapshot_max_delay: Duration,
+    pub snapshot_max_delay: Duration,
 
     /// ...or after this many records, whichever comes first.
     #[arg(long, env = "WEFT_SNAPSHOT_MAX_UPDATES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) snapshot_max_updates: u64,
+    pub snapshot_max_updates: u64,
 
     /// Readiness fails while more records than this are not yet inside a
     /// stored snapshot (the worker's lag).
     #[arg(long, env = "WEFT_PERSIST_MAX_LAG", default_value_t = 100_000, value_parser = clap::value_parser!(i64).range(1..))]
-    pub(crate) max_lag: i64,
+    pub max_lag: i64,
 
     /// How long SIGTERM may take: write every folded document, commit, exit.
     #[arg(long, env = "WEFT_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
-    pub(crate) shutdown_grace: Duration,
+    pub shutdown_grace: Duration,
 
     #[command(flatten)]
-    pub(crate) kafka: KafkaArgs,
+    pub kafka: KafkaArgs,
 }
 
 /// Logging.
 #[derive(Debug, Args)]
-pub(crate) struct LogArgs {
+pub struct LogArgs {
     /// Log filter, in `tracing` env-filter syntax (e.g. `info,weft_sync=debug`).
     /// Without it, `RUST_LOG` is used, then `info`.
     #[arg(long = "log", env = "WEFT_LOG", global = true)]
-    pub(crate) filter: Option<String>,
+    pub filter: Option<String>,
     /// Log line format.
     #[arg(long, env = "WEFT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
-    pub(crate) log_format: LogFormat,
+    pub log_format: LogFormat,
 }
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
     /// Human-readable lines.
     Pretty,
     /// One JSON object per line.
@@ -98,16 +98,16 @@ pub(crate) enum LogFormat {
 
 /// `weft serve`.
 #[derive(Debug, Args)]
-pub(crate) struct ServeArgs {
+pub struct ServeArgs {
     /// Address to listen on for WebSocket and HTTP.
     #[arg(long, env = "WEFT_LISTEN", default_value = "127.0.0.1:1234")]
-    pub(crate) listen: SocketAddr,
+    pub listen: SocketAddr,
 
     /// Also serve `GET /metrics` on this address of its own (e.g. a port
     /// that only the cluster's Prometheus reaches). `/metrics` stays on
     /// `--listen` too.
     #[arg(long, env = "WEFT_METRICS_LISTEN")]
-    pub(crate) metrics_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
 
     /// Document store URL. `sqlite://PATH` is the embedded store (its
     /// directory is created).
@@ -116,27 +116,27 @@ pub(crate) struct ServeArgs {
         env = "WEFT_STORE",
         default_value = "sqlite://./weft-data/weft.db"
     )]
-    pub(crate) store: String,
+    pub store: String,
 
     /// How long SIGTERM may take: close sessions, commit, snapshot, exit.
     #[arg(long, env = "WEFT_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
-    pub(crate) shutdown_grace: Duration,
+    pub shutdown_grace: Duration,
 
     /// How long a document nobody has open stays in memory.
     #[arg(long, env = "WEFT_DOC_UNLOAD_GRACE", default_value = "30s", value_parser = parse_duration)]
-    pub(crate) doc_unload_grace: Duration,
+    pub doc_unload_grace: Duration,
 
     /// A changed document is snapshotted once it has been quiet this long.
     #[arg(long, env = "WEFT_SNAPSHOT_DEBOUNCE", default_value = "2s", value_parser = parse_duration)]
-    pub(crate) snapshot_debounce: Duration,
+    pub snapshot_debounce: Duration,
 
     /// A document that keeps changing is snapshotted at least this often.
     #[arg(long, env = "WEFT_SNAPSHOT_MAX_DELAY", default_value = "30s", value_parser = parse_duration)]
-    pub(crate) snapshot_max_delay: Duration,
+    pub snapshot_max_delay: Duration,
 
     /// ...or after this many updates, whichever comes first.
     #[arg(long, env = "WEFT_SNAPSHOT_MAX_UPDATES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) snapshot_max_updates: u64,
+    pub snapshot_max_updates: u64,
 
     /// Group commit: how long a batch of updates keeps collecting after its
     /// first update before it is committed (one SQLite transaction; in a
@@ -147,7 +147,7 @@ pub(crate) struct ServeArgs {
     /// too. Embedded, 0 commits a lone update at once and what arrives
     /// during a commit forms the next (more, smaller transactions).
     #[arg(long, env = "WEFT_COMMIT_WINDOW", value_parser = parse_duration)]
-    pub(crate) commit_window: Option<Duration>,
+    pub commit_window: Option<Duration>,
 
     /// Broadcast batching: a document with at least
     /// --broadcast-batch-min-sessions sessions whose last update broadcast
@@ -155,123 +155,123 @@ pub(crate) struct ServeArgs {
     /// one merged update at the end of the window (one frame per reader
     /// instead of one per edit). A lone edit is never delayed. 0 turns it off.
     #[arg(long, env = "WEFT_BROADCAST_BATCH_WINDOW", default_value = "16ms", value_parser = parse_duration)]
-    pub(crate) broadcast_batch_window: Duration,
+    pub broadcast_batch_window: Duration,
 
     /// Documents with fewer sessions than this broadcast every update at
     /// once (see --broadcast-batch-window).
     #[arg(long, env = "WEFT_BROADCAST_BATCH_MIN_SESSIONS", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) broadcast_batch_min_sessions: u64,
+    pub broadcast_batch_min_sessions: u64,
 
     /// Largest WebSocket message accepted; larger closes the session (1009).
     #[arg(long, env = "WEFT_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
-    pub(crate) max_message_bytes: u64,
+    pub max_message_bytes: u64,
 
     /// Frames queued for one client before it is disconnected as too slow.
     #[arg(long, env = "WEFT_SEND_QUEUE_FRAMES", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
-    pub(crate) send_queue_frames: u64,
+    pub send_queue_frames: u64,
 
     /// How often an idle client is pinged.
     #[arg(long, env = "WEFT_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
-    pub(crate) heartbeat_interval: Duration,
+    pub heartbeat_interval: Duration,
 
     /// A client silent this long (no frame, no pong) is dropped. Must exceed
     /// the heartbeat interval.
     #[arg(long, env = "WEFT_HEARTBEAT_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
-    pub(crate) heartbeat_timeout: Duration,
+    pub heartbeat_timeout: Duration,
 
     /// A session that sends no message (pongs do not count) this long is closed.
     #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
-    pub(crate) idle_timeout: Duration,
+    pub idle_timeout: Duration,
 
     #[command(flatten)]
-    pub(crate) auth: AuthArgs,
+    pub auth: AuthArgs,
 
     #[command(flatten)]
-    pub(crate) limits: LimitArgs,
+    pub limits: LimitArgs,
 
     #[command(flatten)]
-    pub(crate) kafka: KafkaArgs,
+    pub kafka: KafkaArgs,
 
     /// How often this node tells its peers it is alive.
     #[arg(long, env = "WEFT_NODE_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
-    pub(crate) node_heartbeat_interval: Duration,
+    pub node_heartbeat_interval: Duration,
 
     /// A peer silent this long is taken for dead and its clients' cursors
     /// removed. Must exceed the heartbeat interval.
     #[arg(long, env = "WEFT_NODE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub(crate) node_timeout: Duration,
+    pub node_timeout: Duration,
 }
 
 /// Clustering through Kafka. Without `--kafka-brokers` the node runs alone
 /// on its embedded store.
 #[derive(Debug, Args)]
-pub(crate) struct KafkaArgs {
+pub struct KafkaArgs {
     /// Kafka bootstrap servers (`host:port[,host:port...]`). Set: this node
     /// joins the cluster that shares the topic; unset: embedded single node
     /// (`weft persist` requires it).
     #[arg(long, env = "WEFT_KAFKA_BROKERS")]
-    pub(crate) kafka_brokers: Option<String>,
+    pub kafka_brokers: Option<String>,
 
     /// The updates topic. Awareness and heartbeats use `<topic>-awareness`.
     #[arg(long, env = "WEFT_KAFKA_TOPIC", default_value = "weft-updates")]
-    pub(crate) kafka_topic: String,
+    pub kafka_topic: String,
 
     /// Partitions of the topics when Weft creates them (an existing topic
     /// keeps its count). Documents spread over partitions by key.
     #[arg(long, env = "WEFT_KAFKA_PARTITIONS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=10_000))]
-    pub(crate) kafka_partitions: i32,
+    pub kafka_partitions: i32,
 
     /// Replication factor of the topics when Weft creates them. Use 3 in
     /// production so `acks=all` means three copies.
     #[arg(long, env = "WEFT_KAFKA_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100))]
-    pub(crate) kafka_replication_factor: i32,
+    pub kafka_replication_factor: i32,
 
     /// This node's name in the cluster (records' origin, peers' liveness).
     /// Default: the host name (a pod's name on Kubernetes).
     #[arg(long, env = "WEFT_NODE_ID")]
-    pub(crate) node_id: Option<String>,
+    pub node_id: Option<String>,
 
     /// librdkafka `linger.ms`: how long the producer waits to batch. Lower
     /// is lower latency; higher, fewer and larger produce requests.
     #[arg(long, env = "WEFT_KAFKA_LINGER_MS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=10_000))]
-    pub(crate) kafka_linger_ms: u64,
+    pub kafka_linger_ms: u64,
 
     /// librdkafka `fetch.wait.max.ms`: the longest a fetch waits for data.
     /// Kafka answers early when data arrives, so this bounds idle polling;
     /// brokers that always wait it out (Tansu) add it to cross-node latency.
     #[arg(long, env = "WEFT_KAFKA_FETCH_WAIT_MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub(crate) kafka_fetch_wait_ms: u64,
+    pub kafka_fetch_wait_ms: u64,
 
     /// How long an update may wait for the broker's acknowledgement before
     /// it fails and its session is closed (1011; the client re-sends).
     #[arg(long, env = "WEFT_KAFKA_PUBLISH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub(crate) kafka_publish_timeout: Duration,
+    pub kafka_publish_timeout: Duration,
 
     /// Largest record Weft produces, and the `max.message.bytes` of the
     /// topics it creates. Must hold `--max-message-bytes` plus 64 KiB of
     /// envelope; the brokers' own limits must allow it too.
     #[arg(long, env = "WEFT_KAFKA_MAX_RECORD_BYTES", default_value_t = 17 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024 * 1024..=1024 * 1024 * 1024))]
-    pub(crate) kafka_max_record_bytes: u64,
+    pub kafka_max_record_bytes: u64,
 
     /// `retention.ms` of the updates topic when Weft creates it: a duration
     /// (`7d`, `72h`) or `infinite`. In a cluster the topic is the log of
     /// record: bound it only with a persistence worker running, and longer
     /// than the worker may ever lag. An existing topic keeps its setting.
     #[arg(long, env = "WEFT_KAFKA_RETENTION", default_value = "infinite", value_parser = parse_retention)]
-    pub(crate) kafka_retention: Retention,
+    pub kafka_retention: Retention,
 
     /// Which partitions a node reads: `held`, those of the documents it
     /// holds (with an ingress that routes each document to one node, each
     /// node reads its share of the topic), or `all`, every partition.
     #[arg(long, env = "WEFT_KAFKA_CONSUME", value_enum, default_value_t = ConsumeArg::Held)]
-    pub(crate) kafka_consume: ConsumeArg,
+    pub kafka_consume: ConsumeArg,
 
     /// Any librdkafka property, `key=value`, repeatable (separated by `;`
     /// in the environment variable, since librdkafka values may hold
     /// commas), e.g. `security.protocol=ssl`. Applied last, so it overrides
     /// Weft's own settings.
     #[arg(long = "kafka-option", env = "WEFT_KAFKA_OPTIONS", value_delimiter = ';', value_parser = parse_key_value)]
-    pub(crate) kafka_options: Vec<(String, String)>,
+    pub kafka_options: Vec<(String, String)>,
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -286,52 +286,54 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 /// Authentication of upgrades. Without a key, Weft runs open.
 #[derive(Debug, Args)]
 #[group(multiple = false)]
-pub(crate) struct AuthArgs {
+pub struct AuthArgs {
     /// Verify HS256 JWTs with this shared secret.
     #[arg(long, env = "WEFT_AUTH_JWT_SECRET", hide_env_values = true)]
-    pub(crate) auth_jwt_secret: Option<String>,
+    pub auth_jwt_secret: Option<String>,
 
     /// Verify JWTs with this PEM public key file (RSA: RS256, EC P-256:
     /// ES256, Ed25519: EdDSA).
     #[arg(long, env = "WEFT_AUTH_JWT_PUBLIC_KEY")]
-    pub(crate) auth_jwt_public_key: Option<PathBuf>,
+    pub auth_jwt_public_key: Option<PathBuf>,
 }
 
 /// Admission and rate limits.
 #[derive(Debug, Args)]
-pub(crate) struct LimitArgs {
+pub struct LimitArgs {
     /// Sessions this node holds at once; past it upgrades get 503.
     #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) max_connections: u64,
+    pub max_connections: u64,
 
     /// Sessions one client address holds at once; past it upgrades get 429.
     #[arg(long, env = "WEFT_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) max_connections_per_ip: u64,
+    pub max_connections_per_ip: u64,
 
     /// Upgrade attempts per second from one address (burst twice that);
     /// past it upgrades get 429 with Retry-After.
     #[arg(long, env = "WEFT_MAX_UPGRADES_PER_IP_PER_SECOND", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    pub(crate) max_upgrades_per_ip_per_second: u32,
+    pub max_upgrades_per_ip_per_second: u32,
 
     /// Updates one session may send per second (burst twice that); past it
     /// the session is closed with 1008 and re-syncs on reconnect. 0: no limit.
     #[arg(long, env = "WEFT_MAX_UPDATES_PER_SECOND", default_value_t = 200)]
-    pub(crate) max_updates_per_second: u32,
+    pub max_updates_per_second: u32,
 
     /// Documents held in memory at once; an upgrade that would load one more
     /// gets 503 with Retry-After.
     #[arg(long, env = "WEFT_MAX_DOCUMENTS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub(crate) max_documents: u64,
+    pub max_documents: u64,
 
     /// Origins allowed to open sessions (comma-separated exact values of the
     /// Origin header, e.g. https://app.example.com). Unset: any origin.
     #[arg(long, env = "WEFT_ALLOWED_ORIGINS", value_delimiter = ',')]
-    pub(crate) allowed_origins: Vec<String>,
+    // The doc comment is `--help` text too, where a bare URL reads best.
+    #[allow(rustdoc::bare_urls)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// `--kafka-consume`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum ConsumeArg {
+pub enum ConsumeArg {
     /// The partitions of the documents this node holds.
     Held,
     /// Every partition.
@@ -340,7 +342,7 @@ pub(crate) enum ConsumeArg {
 
 /// A topic retention: `None` keeps every record.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Retention(pub(crate) Option<Duration>);
+pub struct Retention(pub Option<Duration>);
 
 fn parse_retention(text: &str) -> Result<Retention, String> {
     if text.trim().eq_ignore_ascii_case("infinite") {
@@ -359,7 +361,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// `url` with its password (if any) replaced by `***`, for logs and error
 /// messages: a store URL may carry the database password.
-pub(crate) fn redacted_url(url: &str) -> String {
+pub fn redacted_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             if parsed.set_password(Some("***")).is_ok() {

@@ -1,15 +1,14 @@
 //! `weft`: the Weft binary. Thin on purpose: parse the command line, set up
-//! logging, run the chosen subcommand. Everything else lives in the crates.
+//! logging, bind, start the chosen subcommand and stop it on a signal.
+//! Everything else lives in the library and the crates under it.
 
-mod cli;
-mod persist;
-mod serve;
-mod shutdown;
-mod telemetry;
-
+use anyhow::Context;
 use clap::Parser;
-
-use crate::cli::{Cli, Command};
+use tracing::info;
+use weft_server::cli::{Cli, Command, PersistArgs, ServeArgs};
+use weft_server::{
+    Listeners, Node, NodeConfig, PersistConfig, Worker, config, shutdown, telemetry,
+};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -25,8 +24,8 @@ fn main() -> std::process::ExitCode {
     };
     let outcome = runtime.block_on(async {
         let instance = match &cli.command {
-            Command::Serve(args) => serve::node_id(&args.kafka),
-            Command::Persist(_) => serve::host_name(),
+            Command::Serve(args) => config::node_id(&args.kafka),
+            Command::Persist(_) => config::host_name(),
         };
         let telemetry = match telemetry::init(&cli.log, &instance) {
             Ok(telemetry) => telemetry,
@@ -36,8 +35,8 @@ fn main() -> std::process::ExitCode {
             }
         };
         let outcome = match cli.command {
-            Command::Serve(args) => serve::run(*args).await,
-            Command::Persist(args) => persist::run(*args).await,
+            Command::Serve(args) => serve(*args).await,
+            Command::Persist(args) => persist(*args).await,
         };
         telemetry.shutdown().await;
         outcome.map_err(Some)
@@ -51,4 +50,27 @@ fn main() -> std::process::ExitCode {
         }
         Err(None) => std::process::ExitCode::FAILURE,
     }
+}
+
+/// `weft serve`: validate, bind, start, wait for a signal, drain.
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = NodeConfig::from_args(&args)?;
+    let listeners = Listeners::bind(&args).await?;
+    let node = Node::start(config, listeners).await?;
+    let signal = shutdown::signal().await?;
+    info!(signal, grace = ?args.shutdown_grace, "draining");
+    node.shutdown(args.shutdown_grace).await?;
+    Ok(())
+}
+
+/// `weft persist`: the same for the persistence worker.
+async fn persist(args: PersistArgs) -> anyhow::Result<()> {
+    let config = PersistConfig::from_args(&args)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("--listen / WEFT_PERSIST_LISTEN {}: bind", args.listen))?;
+    let worker = Worker::start(config, listener).await?;
+    let signal = shutdown::signal().await?;
+    info!(signal, grace = ?args.shutdown_grace, "draining: writing folded documents and committing");
+    worker.shutdown(args.shutdown_grace).await
 }

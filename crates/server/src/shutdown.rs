@@ -3,7 +3,7 @@
 use anyhow::Context;
 
 /// Resolves on the first SIGTERM or SIGINT.
-pub(crate) async fn signal() -> anyhow::Result<&'static str> {
+pub async fn signal() -> anyhow::Result<&'static str> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("install SIGTERM handler")?;
     tokio::select! {

@@ -1,19 +1,12 @@
-//! `weft persist`: the persistence worker process.
-//!
-//! Runs the worker loop of `weft_kafka::worker` against the store named by
-//! `--store`, and serves its own `/healthz`, `/readyz` and `/metrics` on
-//! `--listen` (so several workers can share a host).
+//! The worker's own HTTP surface: `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Readiness: the consumer joined its group, the store answers, and the lag
 //! (records of owned partitions not yet inside a stored snapshot) is at
-//! most `--max-lag`. The topic must retain records for longer than the
-//! worker can lag; `docs/OPERATIONS.md` says how to size it.
+//! most `--max-lag`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
-use anyhow::{Context, bail};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,84 +16,27 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
-use weft_kafka::fold::FoldConfig;
-use weft_kafka::worker::{self, WorkerConfig, WorkerStatus};
+use tracing::warn;
+use weft_kafka::worker::WorkerStatus;
 use weft_sync::DocStore;
 
-use crate::cli::PersistArgs;
-
-/// How often the worker writes due snapshots and commits.
-const TICK: std::time::Duration = std::time::Duration::from_millis(250);
-
+/// What the worker's HTTP handlers share.
 #[derive(Clone)]
-struct HttpState {
-    status: Arc<WorkerStatus>,
-    store: Arc<dyn DocStore>,
-    max_lag: i64,
-    draining: CancellationToken,
+pub(super) struct HttpState {
+    pub(super) status: Arc<WorkerStatus>,
+    pub(super) store: Arc<dyn DocStore>,
+    pub(super) max_lag: i64,
+    /// The worker's stop token: cancelled, the worker is draining.
+    pub(super) draining: CancellationToken,
 }
 
-pub(crate) async fn run(args: PersistArgs) -> anyhow::Result<()> {
-    let Some(kafka) = crate::serve::kafka_config(&args.kafka)? else {
-        bail!("--kafka-brokers / WEFT_KAFKA_BROKERS is required: the worker folds the Kafka topic");
-    };
-    let store = crate::serve::open_store(&args.store).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("--listen / WEFT_PERSIST_LISTEN {}: bind", args.listen))?;
-    let status = Arc::new(WorkerStatus::default());
-    let stop = CancellationToken::new();
-    let http_stop = CancellationToken::new();
-    let state = HttpState {
-        status: status.clone(),
-        store: store.clone(),
-        max_lag: args.max_lag,
-        draining: stop.clone(),
-    };
-    let router = axum::Router::new()
+/// The worker's router.
+pub(super) fn router(state: HttpState) -> axum::Router {
+    axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state);
-    let http = tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-            .into_future(),
-    );
-    let config = WorkerConfig {
-        kafka,
-        group: args.group.clone(),
-        fold: FoldConfig {
-            debounce: args.snapshot_debounce,
-            max_delay: args.snapshot_max_delay,
-            max_updates: args.snapshot_max_updates,
-            ..FoldConfig::default()
-        },
-        tick: TICK,
-    };
-    info!(listen = %args.listen, store = %crate::cli::redacted_url(&args.store), group = %args.group, topic = %config.kafka.topic, "persistence worker starting");
-    let worker = tokio::spawn(worker::run(config, store, status, stop.clone()));
-
-    let signal = crate::shutdown::signal().await?;
-    info!(signal, grace = ?args.shutdown_grace, "draining: writing folded documents and committing");
-    let started = Instant::now();
-    stop.cancel();
-    let finished = tokio::time::timeout(args.shutdown_grace, worker).await;
-    http_stop.cancel();
-    let _http_done = http.await;
-    match finished {
-        Ok(Ok(Ok(()))) => {
-            info!(elapsed_ms = started.elapsed().as_millis() as u64, "stopped");
-            Ok(())
-        }
-        Ok(Ok(Err(error))) => Err(error).context("run the worker's consumer"),
-        Ok(Err(error)) => Err(error).context("join the worker"),
-        Err(_) => bail!(
-            "shutdown did not finish within --shutdown-grace ({:?}); uncommitted records are folded again by the next worker",
-            args.shutdown_grace
-        ),
-    }
+        .with_state(state)
 }
 
 async fn healthz() -> Response {

@@ -1,0 +1,277 @@
+//! A node as a library: [`Node::start`] on listeners the caller bound,
+//! [`NodeHandle::shutdown`] with a grace.
+//!
+//! # Shutdown is a tree
+//!
+//! One root [`CancellationToken`] per node. Its children are the gateway's
+//! draining token ([`Lifecycle::under`]: readiness, upgrades, and the
+//! sessions' 1012) and the HTTP servers' stop. The drain cancels them one
+//! at a time, in order; a drain that runs out of grace cancels the root,
+//! which stops whatever is left at once. Every task the node spawns is in
+//! one [`TaskTracker`] (the HTTP and metrics servers); session tasks are in
+//! the gateway's own tracker, because the drain waits for them as a step
+//! of its own before the servers stop.
+//!
+//! # Drain order
+//!
+//! [`NodeHandle::shutdown`], within its grace:
+//! 1. readiness goes false and new upgrades get 503; open sessions are told
+//!    to close with 1012 ([`DrainPhase::Draining`]);
+//! 2. every session task is awaited ([`DrainPhase::SessionsClosed`]);
+//! 3. the committer commits everything queued, then dirty documents are
+//!    snapshotted ([`DrainPhase::Flushed`]);
+//! 4. the HTTP servers stop and the node's tasks end
+//!    ([`DrainPhase::Stopped`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use weft_gateway::limits::Admission;
+use weft_gateway::{AppState, Lifecycle};
+use weft_sync::{LogBus, MessageBus, Registry};
+
+use crate::config::{NodeConfig, open_store};
+use crate::drain::{DrainPhase, DrainReport, DrainStep};
+use crate::listen::Listeners;
+
+/// How often [`NodeHandle::ready`] asks again: the bus connects within
+/// milliseconds embedded, within seconds in a cluster.
+pub const READY_POLL: Duration = Duration::from_millis(50);
+
+/// Starts nodes; see [`Node::start`].
+#[derive(Debug)]
+pub struct Node;
+
+/// A running node: its addresses, its phase, and the way to stop it.
+/// Dropping it without [`NodeHandle::shutdown`] cancels the node's root
+/// token: sessions and servers stop at once, nothing is flushed.
+#[derive(Debug)]
+pub struct NodeHandle {
+    /// The root of the node's cancellation tree.
+    root: CancellationToken,
+    /// Child of `root`: stops the HTTP servers (last step of the drain).
+    http_stop: CancellationToken,
+    /// Every task the node spawned.
+    tasks: TaskTracker,
+    lifecycle: Lifecycle,
+    registry: Registry,
+    /// The main HTTP server, whose outcome the drain reports.
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    phase: watch::Sender<DrainPhase>,
+}
+
+impl Node {
+    /// Opens the store, connects the bus (in the background: readiness
+    /// says when it is up), and serves on `listeners`. Fails, naming the
+    /// setting, if the store cannot be opened or the Kafka settings cannot
+    /// make a client; nothing is spawned then.
+    pub async fn start(config: NodeConfig, listeners: Listeners) -> anyhow::Result<NodeHandle> {
+        let store = open_store(&config.store_url).await?;
+        let local_addr = listeners
+            .http
+            .local_addr()
+            .context("read the bound address")?;
+        let metrics_addr = match &listeners.metrics {
+            Some(listener) => Some(
+                listener
+                    .local_addr()
+                    .context("read the bound metrics address")?,
+            ),
+            None => None,
+        };
+        let bus: Arc<dyn MessageBus> = match config.kafka {
+            Some(kafka) => {
+                info!(brokers = %kafka.brokers, topic = %kafka.topic, node = %kafka.origin, "cluster mode: updates go through Kafka");
+                Arc::new(weft_kafka::KafkaBus::new(kafka).context("--kafka-* settings")?)
+            }
+            None => Arc::new(LogBus::new(store.clone(), &config.node_id)),
+        };
+        let registry = Registry::start(store, bus, config.registry);
+
+        let root = CancellationToken::new();
+        let http_stop = root.child_token();
+        let tasks = TaskTracker::new();
+        let lifecycle = Lifecycle::under(&root);
+        let open = config.auth.is_open();
+        let state = AppState {
+            registry: registry.clone(),
+            lifecycle: lifecycle.clone(),
+            config: Arc::new(config.gateway),
+            auth: config.auth,
+            admission: Admission::new(config.limits),
+            metrics: Arc::new(weft_gateway::Metrics::new(registry.clone())),
+        };
+        if let (Some(listener), Some(address)) = (listeners.metrics, metrics_addr) {
+            let router = weft_gateway::metrics_router(state.metrics.clone());
+            let stop = http_stop.clone();
+            tasks.spawn(async move {
+                if let Err(error) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    warn!(error = %error, "metrics listener failed");
+                }
+            });
+            info!(listen = %address, "metrics listening");
+        }
+        // Yjs frames are small and latency-bound: without TCP_NODELAY, Nagle's
+        // algorithm and the peer's delayed ACK hold a frame back ~40 ms.
+        let listener = listeners.http.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %error, "set TCP_NODELAY");
+            }
+        });
+        let server = tasks.spawn(
+            axum::serve(
+                listener,
+                weft_gateway::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
+            .into_future(),
+        );
+        if open {
+            warn!(
+                "NO AUTHENTICATION: neither --auth-jwt-secret nor --auth-jwt-public-key is set, so any client can read and write every document"
+            );
+        }
+        info!(listen = %local_addr, store = %crate::cli::redacted_url(&config.store_url), "weft node listening");
+        Ok(NodeHandle {
+            root,
+            http_stop,
+            tasks,
+            lifecycle,
+            registry,
+            server: Some(server),
+            local_addr,
+            metrics_addr,
+            phase: watch::Sender::new(DrainPhase::Serving),
+        })
+    }
+}
+
+impl NodeHandle {
+    /// The address WebSocket and HTTP clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The address of the `/metrics`-only listener, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The node's phase, as it changes: `Serving` until a drain starts,
+    /// then each step of the drain in order.
+    pub fn phases(&self) -> watch::Receiver<DrainPhase> {
+        self.phase.subscribe()
+    }
+
+    /// What `/readyz` answers, without HTTP: `Err` says which part is not
+    /// ready (draining, the bus, the store).
+    pub async fn check_ready(&self) -> Result<(), String> {
+        if self.lifecycle.is_draining() {
+            return Err("this node is shutting down".to_owned());
+        }
+        self.registry.check_ready().await
+    }
+
+    /// Resolves once the node is ready (what `/readyz` answers 200 to);
+    /// fails if it starts draining first. The registry answers readiness
+    /// as a check rather than an event, so this asks again every
+    /// [`READY_POLL`]; bound it with a timeout.
+    pub async fn ready(&self) -> Result<(), String> {
+        let mut phases = self.phases();
+        loop {
+            match self.check_ready().await {
+                Ok(()) => return Ok(()),
+                Err(reason) if self.lifecycle.is_draining() => return Err(reason),
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = tokio::time::sleep(READY_POLL) => {}
+                _ = phases.changed() => {}
+            }
+        }
+    }
+
+    /// Sessions open now.
+    pub fn open_sessions(&self) -> usize {
+        self.lifecycle.open_sessions()
+    }
+
+    /// Drains the node (see the module documentation for the order) and
+    /// stops it. If the drain does not finish within `grace`, whatever is
+    /// left is cancelled and an error says so; everything committed is in
+    /// the log and is replayed by the next start.
+    pub async fn shutdown(mut self, grace: Duration) -> anyhow::Result<DrainReport> {
+        let started = Instant::now();
+        let drained = tokio::time::timeout(grace, self.drain(started)).await;
+        match drained {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.root.cancel();
+                bail!(
+                    "shutdown did not finish within --shutdown-grace ({grace:?}); committed updates are in the log and are replayed on the next start"
+                )
+            }
+        }
+    }
+
+    async fn drain(&mut self, started: Instant) -> anyhow::Result<DrainReport> {
+        let mut report = DrainReport::default();
+        self.lifecycle.start_draining();
+        self.reached(DrainPhase::Draining, started, &mut report);
+        self.lifecycle.sessions_closed().await;
+        info!(elapsed_ms = elapsed_ms(started), "sessions closed");
+        self.reached(DrainPhase::SessionsClosed, started, &mut report);
+        self.registry.shutdown().await;
+        info!(
+            elapsed_ms = elapsed_ms(started),
+            "updates committed and snapshots written"
+        );
+        self.reached(DrainPhase::Flushed, started, &mut report);
+        self.http_stop.cancel();
+        let served = match self.server.take() {
+            Some(server) => server.await,
+            None => Ok(Ok(())),
+        };
+        self.tasks.close();
+        self.tasks.wait().await;
+        match served {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error).context("serve HTTP"),
+            Err(error) => return Err(error).context("join the HTTP server task"),
+        }
+        info!(elapsed_ms = elapsed_ms(started), "stopped");
+        self.reached(DrainPhase::Stopped, started, &mut report);
+        Ok(report)
+    }
+
+    fn reached(&self, phase: DrainPhase, started: Instant, report: &mut DrainReport) {
+        report.steps.push(DrainStep {
+            phase,
+            elapsed: started.elapsed(),
+        });
+        self.phase.send_replace(phase);
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        self.root.cancel();
+    }
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,176 @@
+//! `weft persist`: the persistence worker as a library.
+//!
+//! [`Worker::start`] runs the worker loop of `weft_kafka::worker` against
+//! the store named by `--store`, and serves the worker's own `/healthz`,
+//! `/readyz` and `/metrics` on a listener the caller bound (so several
+//! workers can share a host). [`WorkerHandle::shutdown`] writes every
+//! folded document, commits, and stops.
+//!
+//! The topic must retain records for longer than the worker can lag;
+//! `docs/OPERATIONS.md` says how to size it.
+//!
+//! One root token: the worker's stop and the HTTP server's stop are its
+//! children, cancelled in that order; both tasks are in one tracker.
+
+mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+use weft_kafka::fold::FoldConfig;
+use weft_kafka::worker::{self, WorkerConfig, WorkerStatus};
+
+use crate::cli::PersistArgs;
+use crate::config::{kafka_config, open_store};
+
+/// How often the worker writes due snapshots and commits.
+const TICK: Duration = Duration::from_millis(250);
+
+/// A worker's validated settings.
+#[derive(Debug, Clone)]
+pub struct PersistConfig {
+    /// The snapshot store's URL.
+    pub store_url: String,
+    /// The consumer, the group, when folded documents are written.
+    pub worker: WorkerConfig,
+    /// Readiness fails above this lag, in records.
+    pub max_lag: i64,
+}
+
+impl PersistConfig {
+    /// Validates `weft persist`'s arguments.
+    pub fn from_args(args: &PersistArgs) -> anyhow::Result<Self> {
+        let Some(kafka) = kafka_config(&args.kafka)? else {
+            bail!(
+                "--kafka-brokers / WEFT_KAFKA_BROKERS is required: the worker folds the Kafka topic"
+            );
+        };
+        Ok(Self {
+            store_url: args.store.clone(),
+            worker: WorkerConfig {
+                kafka,
+                group: args.group.clone(),
+                fold: FoldConfig {
+                    debounce: args.snapshot_debounce,
+                    max_delay: args.snapshot_max_delay,
+                    max_updates: args.snapshot_max_updates,
+                    ..FoldConfig::default()
+                },
+                tick: TICK,
+            },
+            max_lag: args.max_lag,
+        })
+    }
+}
+
+/// Starts workers; see [`Worker::start`].
+#[derive(Debug)]
+pub struct Worker;
+
+/// A running worker. Dropping it without [`WorkerHandle::shutdown`]
+/// cancels its root token: the worker and its server stop.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    root: CancellationToken,
+    /// Child of `root`: the worker writes what it folded, commits, ends.
+    worker_stop: CancellationToken,
+    /// Child of `root`: the HTTP server stops (after the worker).
+    http_stop: CancellationToken,
+    tasks: TaskTracker,
+    worker: Option<JoinHandle<anyhow::Result<()>>>,
+    local_addr: SocketAddr,
+}
+
+impl Worker {
+    /// Opens the store and starts the worker and its HTTP server.
+    pub async fn start(
+        config: PersistConfig,
+        listener: TcpListener,
+    ) -> anyhow::Result<WorkerHandle> {
+        let store = open_store(&config.store_url).await?;
+        let local_addr = listener.local_addr().context("read the bound address")?;
+        let status = Arc::new(WorkerStatus::default());
+        let root = CancellationToken::new();
+        let worker_stop = root.child_token();
+        let http_stop = root.child_token();
+        let tasks = TaskTracker::new();
+        let router = http::router(http::HttpState {
+            status: status.clone(),
+            store: store.clone(),
+            max_lag: config.max_lag,
+            draining: worker_stop.clone(),
+        });
+        let stop = http_stop.clone();
+        tasks.spawn(async move {
+            if let Err(error) = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::warn!(error = %error, "worker HTTP listener failed");
+            }
+        });
+        info!(listen = %local_addr, store = %crate::cli::redacted_url(&config.store_url), group = %config.worker.group, topic = %config.worker.kafka.topic, "persistence worker starting");
+        let consume = worker::run(config.worker, store, status, worker_stop.clone());
+        let worker = tasks.spawn(async move { consume.await.context("run the worker's consumer") });
+        Ok(WorkerHandle {
+            root,
+            worker_stop,
+            http_stop,
+            tasks,
+            worker: Some(worker),
+            local_addr,
+        })
+    }
+}
+
+impl WorkerHandle {
+    /// The address of the worker's HTTP surface.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the worker (it writes every folded document and commits),
+    /// then its HTTP server. Fails if that takes longer than `grace`;
+    /// records not committed are folded again by the next worker.
+    pub async fn shutdown(mut self, grace: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        self.worker_stop.cancel();
+        let finished = match self.worker.take() {
+            Some(worker) => tokio::time::timeout(grace, worker).await,
+            None => Ok(Ok(Ok(()))),
+        };
+        self.http_stop.cancel();
+        self.tasks.close();
+        if finished.is_err() {
+            // The worker is stuck: stop everything, wait for nothing more.
+            self.root.cancel();
+        } else {
+            self.tasks.wait().await;
+        }
+        match finished {
+            Ok(Ok(Ok(()))) => {
+                let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                info!(elapsed_ms, "stopped");
+                Ok(())
+            }
+            Ok(Ok(Err(error))) => Err(error),
+            Ok(Err(error)) => Err(error).context("join the worker"),
+            Err(_) => bail!(
+                "shutdown did not finish within --shutdown-grace ({grace:?}); uncommitted records are folded again by the next worker"
+            ),
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.root.cancel();
+    }
+}
