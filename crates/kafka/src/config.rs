@@ -6,6 +6,19 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use weft_sync::Origin;
 
+/// How long one metadata or watermark request may take.
+pub(crate) const BROKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which partitions a node's live consumer reads (`--kafka-consume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsumeScope {
+    /// Every partition of both topics.
+    All,
+    /// The partitions of the documents the node holds (and the heartbeats').
+    #[default]
+    Held,
+}
+
 /// The Kafka bus settings (`--kafka-*` flags).
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -44,7 +57,7 @@ pub struct KafkaConfig {
     /// only with a worker running.
     pub retention: Option<Duration>,
     /// Which partitions the live consumer reads (`--kafka-consume`).
-    pub consume: crate::ConsumeScope,
+    pub consume: ConsumeScope,
     /// Any other librdkafka property (`--kafka-option key=value`), applied
     /// last, so it overrides the above.
     pub options: Vec<(String, String)>,

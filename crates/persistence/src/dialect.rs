@@ -15,7 +15,7 @@ use sqlx::{Database, Pool};
 use weft_sync::store::NewUpdate;
 use weft_sync::{LogSeq, StoreError};
 
-use crate::OpenError;
+use crate::error::OpenError;
 
 /// One database's side of the store. Implemented by zero-sized markers
 /// ([`Sqlite`](crate::sqlite::Sqlite), `Postgres`).

@@ -19,8 +19,9 @@ use weft_sync::store::NewUpdate;
 use weft_sync::{LogSeq, StoreError};
 
 use crate::dialect::Dialect;
+use crate::error::OpenError;
 use crate::sql::{list_documents, list_topic_documents};
-use crate::{OpenError, SqlStore};
+use crate::store::SqlStore;
 
 /// Connections per process: loads, appends and snapshot writes of one node
 /// or worker; PostgreSQL's own limit is shared by every process.

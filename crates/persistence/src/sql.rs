@@ -9,7 +9,8 @@
 //! `deleted_position`, `deleted_at`; all `NULL`: never deleted).
 
 /// A document's snapshot (`$1`: the document).
-pub(crate) const READ_SNAPSHOT: &str = "SELECT state, state_vector, covers_seq, tombstone_sv, deleted_position, deleted_at
+pub(crate) const READ_SNAPSHOT: &str =
+    "SELECT state, state_vector, covers_seq, tombstone_sv, deleted_position, deleted_at
      FROM weft_snapshots WHERE doc = $1";
 
 /// A document's logged updates after a position (`$1` document, `$2` seq).
@@ -28,7 +29,8 @@ pub(crate) const PRUNE_LOG: &str = "DELETE FROM weft_updates WHERE doc = $1 AND 
 /// Writes a document's snapshot unless one covering the same or a later
 /// position is stored: the `WHERE` clause is the fence. `$1` document, `$2`
 /// state, `$3` state vector, `$4` covers, `$5` now, `$6..$8` tombstone.
-pub(crate) const WRITE_SNAPSHOT: &str = "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at,
+pub(crate) const WRITE_SNAPSHOT: &str =
+    "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at,
          tombstone_sv, deleted_position, deleted_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
      ON CONFLICT (doc) DO UPDATE SET
@@ -45,7 +47,8 @@ pub(crate) const WRITE_SNAPSHOT: &str = "INSERT INTO weft_snapshots (doc, state,
 /// newest position there is, so unconditionally. `$1` document, `$2` empty
 /// state, `$3` empty state vector, `$4` the position, `$5` now, `$6` the
 /// deleted state vector, `$7` when.
-pub(crate) const WRITE_TOMBSTONE: &str = "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at,
+pub(crate) const WRITE_TOMBSTONE: &str =
+    "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at,
          tombstone_sv, deleted_position, deleted_at)
      VALUES ($1, $2, $3, $4, $5, $6, $4, $7)
      ON CONFLICT (doc) DO UPDATE SET
@@ -58,7 +61,8 @@ pub(crate) const WRITE_TOMBSTONE: &str = "INSERT INTO weft_snapshots (doc, state
          deleted_at = excluded.deleted_at";
 
 /// A topic snapshot (`$1` topic, `$2` document).
-pub(crate) const READ_TOPIC_SNAPSHOT: &str = "SELECT state, state_vector, partition_id, covers_offset,
+pub(crate) const READ_TOPIC_SNAPSHOT: &str =
+    "SELECT state, state_vector, partition_id, covers_offset,
             tombstone_sv, deleted_position, deleted_at
      FROM weft_topic_snapshots WHERE topic = $1 AND doc = $2";
 

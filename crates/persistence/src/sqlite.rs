@@ -21,8 +21,9 @@ use weft_sync::store::NewUpdate;
 use weft_sync::{LogSeq, StoreError};
 
 use crate::dialect::Dialect;
+use crate::error::OpenError;
 use crate::sql::{self, list_documents, list_topic_documents};
-use crate::{OpenError, SqlStore};
+use crate::store::SqlStore;
 
 /// How long a statement waits for SQLite's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -16,7 +16,8 @@ use weft_sync::store::{
 use weft_sync::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
 
 use crate::dialect::Dialect;
-use crate::{OpenError, sql};
+use crate::error::OpenError;
+use crate::sql;
 
 /// An update log and snapshots in a SQL database.
 pub struct SqlStore<D: Dialect> {
