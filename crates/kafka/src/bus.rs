@@ -329,7 +329,7 @@ impl MessageBus for KafkaBus {
     }
 
     /// Not healthy while the brokers leave this node's heartbeats
-    /// unacknowledged (see [`crate::acks`]), or do not answer metadata.
+    /// unacknowledged (see `acks`), or do not answer metadata.
     async fn check(&self) -> Result<(), BusError> {
         if self.topics.get().is_none() {
             return Err(BusError::NotConnected);

@@ -1,7 +1,7 @@
 //! Reading documents' updates back from their partition.
 //!
 //! Replays of one partition are coalesced: while a pass over a partition
-//! runs (or waits for one of the [`MAX_CONCURRENT_PASSES`] slots), the
+//! runs (or waits for one of the `MAX_CONCURRENT_PASSES` slots), the
 //! documents that ask for the same partition queue up, and the next pass
 //! serves all of them, reading from the earliest offset any of them needs.
 //! A node that takes over hundreds of documents at once (the clients of a
@@ -13,7 +13,7 @@
 //! offset), keeping the records keyed by the document (updates and
 //! deletions), until it has read every record below the live consumer's
 //! position on the partition, taken after the document was registered for
-//! live delivery ([`Wanted::until`]): every record below it is read here,
+//! live delivery (`Wanted::until`): every record below it is read here,
 //! every record at or past it arrives live (see `docs/ARCHITECTURE.md`,
 //! "Loading a document without a gap"). Duplicates between the two are
 //! harmless; there is no gap.

@@ -1,9 +1,8 @@
-//! What differs between the databases a [`SqlStore`](crate::SqlStore)
-//! runs on.
+//! What differs between the databases a `SqlStore` runs on.
 //!
 //! The store's logic (loading, the snapshot fence, pruning, deletion,
-//! listing) and almost all of its SQL are written once, in [`crate::store`]
-//! and [`crate::sql`]. A dialect supplies the rest: opening the pool
+//! listing) and almost all of its SQL are written once, in `store`
+//! and `sql`. A dialect supplies the rest: opening the pool
 //! (pragmas, locks, pool sizes, migrations), how a batch of updates is
 //! appended, how a load reads one point in time, and the collation that
 //! orders document names byte-wise.
@@ -18,7 +17,7 @@ use weft_sync::{LogSeq, StoreError};
 use crate::error::OpenError;
 
 /// One database's side of the store. Implemented by zero-sized markers
-/// ([`Sqlite`](crate::sqlite::Sqlite), `Postgres`).
+/// (`Sqlite`, `Postgres`).
 pub trait Dialect: Debug + Clone + Copy + Send + Sync + 'static {
     /// The sqlx driver.
     type Db: Database;
@@ -28,11 +27,11 @@ pub trait Dialect: Debug + Clone + Copy + Send + Sync + 'static {
     const SNAPSHOT_READ: Option<&'static str>;
 
     /// Lists embedded documents after `$1` in byte order, `$2` at most
-    /// (see [`crate::sql::list_documents!`]).
+    /// (see `sql::list_documents!`).
     const LIST_DOCUMENTS: &'static str;
 
     /// Lists the topic `$1`'s documents after `$2` in byte order, `$3` at
-    /// most (see [`crate::sql::list_topic_documents!`]).
+    /// most (see `sql::list_topic_documents!`).
     const LIST_TOPIC_DOCUMENTS: &'static str;
 
     /// Opens (creating or migrating as needed) the database at `url`.
