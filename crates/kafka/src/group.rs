@@ -27,10 +27,6 @@ use crate::offset;
 const POLL_SLICE: Duration = Duration::from_millis(100);
 /// How long the revoke callback waits for the fold to write its documents.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Group session timeout: how long a silent worker keeps its partitions.
-const SESSION_TIMEOUT_MS: &str = "10000";
-/// Group heartbeat period (a third of the session timeout or less).
-const HEARTBEAT_INTERVAL_MS: &str = "1000";
 /// How long one request of a lag measurement may take (it is retried on
 /// the next measurement).
 const LAG_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,29 +40,14 @@ pub(crate) fn group_consumer(
     group: &str,
     events: mpsc::Sender<Event>,
 ) -> Result<BaseConsumer<WorkerContext>, KafkaError> {
-    let mut client = kafka.base();
-    client
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set(
-            "fetch.wait.max.ms",
-            kafka.fetch_wait.as_millis().to_string(),
-        )
-        // A worker that died is noticed within this, and its partitions go
-        // to the others (Kafka's default is 45 s of nobody folding them).
-        .set("session.timeout.ms", SESSION_TIMEOUT_MS)
-        .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS);
-    for (key, value) in &kafka.options {
-        client.set(key, value);
-    }
-    let consumer: BaseConsumer<WorkerContext> = client.create_with_context(WorkerContext {
-        log: WeftContext::default(),
-        events,
-        topic: kafka.topic.clone(),
-    })?;
+    let consumer: BaseConsumer<WorkerContext> =
+        kafka
+            .group_consumer(group)
+            .create_with_context(WorkerContext {
+                log: WeftContext::default(),
+                events,
+                topic: kafka.topic.clone(),
+            })?;
     consumer.subscribe(&[&kafka.topic])?;
     Ok(consumer)
 }

@@ -32,7 +32,7 @@ use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use tokio::sync::{Semaphore, oneshot};
 use tracing::{debug, warn};
-use weft_sync::{BusError, RecordKind, Replayed};
+use weft_sync::{BusError, Replayed};
 
 use crate::config::{BROKER_REQUEST_TIMEOUT, KafkaConfig};
 use crate::counters::Counters;
@@ -218,20 +218,16 @@ fn replay_partition(
         if docs.iter().all(|&index| at < starts[index]) {
             return;
         }
-        let doc = wanted[docs[0]].doc.as_str();
-        match envelope::decode(message.payload().unwrap_or_default(), Some(doc)) {
-            Ok(decoded)
-                if matches!(decoded.record.kind, RecordKind::Update | RecordKind::Delete) =>
-            {
+        match envelope::decode_change(message.payload().unwrap_or_default(), message.key()) {
+            Ok(record) => {
                 for &index in docs.iter().filter(|&&index| at >= starts[index]) {
                     replayed[index].push(Replayed {
                         position: offset::position(partition, at),
-                        kind: decoded.record.kind,
-                        update: decoded.record.payload.clone(),
+                        kind: record.kind,
+                        update: record.payload.clone(),
                     });
                 }
             }
-            Ok(_) => counters.malformed("replayed record", &"not an update"),
             Err(error) => counters.malformed("replayed record", &error),
         }
     })?;

@@ -221,33 +221,24 @@ impl Worker {
         stop: &CancellationToken,
     ) {
         let now = Instant::now();
-        let decoded = key
-            .as_deref()
-            .and_then(|key| std::str::from_utf8(key).ok())
-            .map(|doc| {
-                (
-                    doc,
-                    envelope::decode(value.as_deref().unwrap_or_default(), Some(doc)),
-                )
-            });
-        let (doc, record) = match decoded {
-            Some((doc, Ok(decoded)))
-                if matches!(decoded.record.kind, RecordKind::Update | RecordKind::Delete) =>
-            {
-                (doc.to_owned(), decoded.record)
-            }
-            _ => {
+        let record = match envelope::decode_change(
+            value.as_deref().unwrap_or_default(),
+            key.as_deref(),
+        ) {
+            Ok(record) => record,
+            Err(error) => {
                 let count = self.status.malformed.fetch_add(1, Ordering::Relaxed) + 1;
                 if count == 1 || count.is_multiple_of(MALFORMED_LOG_EVERY) {
                     warn!(
                         partition,
-                        offset, count, "record is not a document update; skipped"
+                        offset, count, error = %error, "record is not a document update; skipped"
                     );
                 }
                 self.fold.apply(partition, offset, None, now);
                 return;
             }
         };
+        let doc = record.doc.to_string();
         if self.fold.needs_base(partition, &doc) {
             // The store must answer before this record can be folded; keep
             // trying (the consumer thread waits behind the full channel).
