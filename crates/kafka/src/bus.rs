@@ -32,6 +32,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Deliveries buffered between the consumer and the registry; past it the
 /// consumer waits (and lags) rather than buffering without bound.
 const DELIVERY_CAPACITY: usize = 4096;
+
 /// One node's connection to a Kafka-API broker.
 pub struct KafkaBus {
     config: Arc<KafkaConfig>,

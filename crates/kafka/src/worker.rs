@@ -20,10 +20,11 @@ use tracing::{debug, info, warn};
 use weft_sync::RecordKind;
 use weft_sync::store::{DocStore, SnapshotWrite};
 
+use crate::backoff::{self, RetryGate};
 use crate::config::KafkaConfig;
+use crate::envelope;
 use crate::fold::{Fold, FoldConfig};
 use crate::group::{Event, WorkerContext, commit, group_consumer, measure_lag, poll_loop};
-use crate::{backoff, envelope};
 
 /// Records buffered between the consumer thread and the fold.
 const EVENT_CAPACITY: usize = 8192;
@@ -34,6 +35,11 @@ const LAG_EVERY: Duration = Duration::from_secs(2);
 const FIRST_STORE_RETRY: Duration = Duration::from_millis(500);
 /// The cap of that pause's delay; a jittered pause is below twice it.
 const MAX_STORE_RETRY: Duration = Duration::from_secs(4);
+/// The first pause of snapshot writes after one failed (jittered, doubling
+/// up to [`MAX_WRITE_RETRY`]); the tick offers them far more often.
+const FIRST_WRITE_RETRY: Duration = Duration::from_millis(500);
+/// The cap of that pause's delay; a jittered pause is below twice it.
+const MAX_WRITE_RETRY: Duration = Duration::from_secs(4);
 /// Log one in this many records that are not document updates.
 const MALFORMED_LOG_EVERY: u64 = 100;
 
@@ -113,6 +119,7 @@ pub async fn run(
         status: status.clone(),
         owned: Vec::new(),
         committed: Vec::new(),
+        writes: RetryGate::new(FIRST_WRITE_RETRY, MAX_WRITE_RETRY),
     };
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -169,6 +176,9 @@ struct Worker {
     status: Arc<WorkerStatus>,
     owned: Vec<i32>,
     committed: Vec<(i32, i64)>,
+    /// Closed for a pause after a snapshot write failed (a store that is
+    /// down is not asked again every tick, by every worker at once).
+    writes: RetryGate,
 }
 
 impl Worker {
@@ -274,8 +284,15 @@ impl Worker {
         }
     }
 
+    /// Writes the due snapshots (`all`: every unwritten one, of
+    /// `partitions` if given, whether or not a failure closed the gate).
     async fn write_due(&mut self, all: bool, partitions: Option<&[i32]>) {
-        let jobs = self.fold.due(Instant::now(), all, partitions);
+        let now = Instant::now();
+        if !all && !self.writes.open(now) {
+            return;
+        }
+        let jobs = self.fold.due(now, all, partitions);
+        let mut failed = false;
         for job in jobs {
             let started = Instant::now();
             match self
@@ -302,12 +319,18 @@ impl Worker {
                     self.fold.stored(&job);
                 }
                 Err(error) => {
+                    failed = true;
                     self.status
                         .snapshot_failures
                         .fetch_add(1, Ordering::Relaxed);
                     warn!(doc = %job.doc, error = %error, error.source = ?std::error::Error::source(&error), "snapshot write failed; its records stay uncommitted and are retried");
                 }
             }
+        }
+        if failed {
+            self.writes.failed(Instant::now());
+        } else {
+            self.writes.succeeded();
         }
     }
 
