@@ -280,9 +280,7 @@ impl MessageBus for KafkaBus {
             return Err(BusError::NotConnected);
         };
         let partition = partition_for(doc, topics.updates);
-        let after = after
-            .filter(|position| position.partition == partition)
-            .map(|position| position.offset);
+        let after = offset::on_partition(after, partition);
         let doc = doc.to_owned();
         // First the live consumer reads the partition (held scope: from its
         // end now, if no other document needs it already), then the pass

@@ -29,6 +29,15 @@ pub(crate) fn first_after(after: Option<i64>, low: i64) -> i64 {
     after.map_or(low, next_after)
 }
 
+/// The offset of `position` if it is on `partition`: a position on another
+/// partition (the topic's partition count changed since) says nothing
+/// about this one.
+pub(crate) fn on_partition(position: Option<Position>, partition: i32) -> Option<i64> {
+    position
+        .filter(|position| position.partition == partition)
+        .map(|position| position.offset)
+}
+
 /// librdkafka's name for the explicit offset `offset`.
 pub(crate) fn at(offset: i64) -> Offset {
     Offset::Offset(offset)
@@ -68,6 +77,13 @@ mod tests {
     fn reading_after_a_position_starts_past_it() {
         assert_eq!(first_after(None, 7), 7);
         assert_eq!(first_after(Some(7), 0), 8);
+    }
+
+    #[test]
+    fn a_position_on_another_partition_covers_nothing() {
+        assert_eq!(on_partition(Some(position(2, 9)), 2), Some(9));
+        assert_eq!(on_partition(Some(position(1, 9)), 2), None);
+        assert_eq!(on_partition(None, 2), None);
     }
 
     #[test]
