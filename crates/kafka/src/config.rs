@@ -6,6 +6,19 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use weft_sync::Origin;
 
+/// How long one metadata or watermark request may take.
+pub(crate) const BROKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which partitions a node's live consumer reads (`--kafka-consume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsumeScope {
+    /// Every partition of both topics.
+    All,
+    /// The partitions of the documents the node holds (and the heartbeats').
+    #[default]
+    Held,
+}
+
 /// The Kafka bus settings (`--kafka-*` flags).
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -44,7 +57,7 @@ pub struct KafkaConfig {
     /// only with a worker running.
     pub retention: Option<Duration>,
     /// Which partitions the live consumer reads (`--kafka-consume`).
-    pub consume: crate::ConsumeScope,
+    pub consume: ConsumeScope,
     /// Any other librdkafka property (`--kafka-option key=value`), applied
     /// last, so it overrides the above.
     pub options: Vec<(String, String)>,
@@ -68,6 +81,11 @@ pub enum KafkaConfigError {
     #[error("librdkafka refused the configuration")]
     Client(#[from] rdkafka::error::KafkaError),
 }
+
+/// Group session timeout: how long a silent worker keeps its partitions.
+const GROUP_SESSION_TIMEOUT_MS: &str = "10000";
+/// Group heartbeat period (a third of the session timeout or less).
+const GROUP_HEARTBEAT_INTERVAL_MS: &str = "1000";
 
 /// Suffix of the awareness topic's name.
 const AWARENESS_TOPIC_SUFFIX: &str = "-awareness";
@@ -168,6 +186,27 @@ impl KafkaConfig {
             // Statistics carry the consumer lag per partition (a metric).
             config.set("statistics.interval.ms", "5000");
         }
+        self.apply_options(&mut config);
+        config
+    }
+
+    /// The persistence worker's consumer: a member of `group` that commits
+    /// explicitly (only what stored snapshots cover) and starts a partition
+    /// the group never committed at its earliest record.
+    pub(crate) fn group_consumer(&self, group: &str) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", millis(self.fetch_wait))
+            // A worker that died is noticed within this, and its partitions
+            // go to the others (Kafka's default is 45 s of nobody folding
+            // them).
+            .set("session.timeout.ms", GROUP_SESSION_TIMEOUT_MS)
+            .set("heartbeat.interval.ms", GROUP_HEARTBEAT_INTERVAL_MS);
         self.apply_options(&mut config);
         config
     }

@@ -4,7 +4,7 @@
 //! are transient (a broker restarting, a connection dropped) and librdkafka
 //! retries them itself; one is not an error at all (end of partition, which
 //! a replay asks for). This context logs end-of-partition at DEBUG and the
-//! rest at WARN, the first and then one in [`LOG_EVERY`], so a broker that
+//! rest at WARN, the first and then one in `LOG_EVERY`, so a broker that
 //! is down for minutes does not flood the log.
 
 use std::collections::BTreeMap;

@@ -47,6 +47,10 @@ pub enum EnvelopeError {
     /// The envelope names another document than the record key.
     #[error("envelope document does not match the record key")]
     KeyMismatch,
+    /// A record of the updates topic that changes no document (neither an
+    /// update nor a deletion), or has no document key.
+    #[error("not a document's update or deletion")]
+    NotAChange,
 }
 
 /// A decoded envelope.
@@ -89,6 +93,22 @@ pub fn decode(value: &[u8], key: Option<&str>) -> Result<Decoded, EnvelopeError>
             incarnation: envelope.origin_incarnation,
         },
     })
+}
+
+/// Decodes a record of the updates topic that replays and the persistence
+/// worker read back: an update or a deletion of the document named by its
+/// key. Anything else there is malformed.
+pub fn decode_change(value: &[u8], key: Option<&[u8]>) -> Result<Record, EnvelopeError> {
+    let Some(doc) = key.and_then(|key| std::str::from_utf8(key).ok()) else {
+        return Err(EnvelopeError::NotAChange);
+    };
+    let decoded = decode(value, Some(doc))?;
+    match decoded.record.kind {
+        RecordKind::Update | RecordKind::Delete => Ok(decoded.record),
+        RecordKind::Awareness | RecordKind::Heartbeat | RecordKind::Stateless => {
+            Err(EnvelopeError::NotAChange)
+        }
+    }
 }
 
 fn kind_to_proto(kind: RecordKind) -> proto::Kind {
@@ -135,6 +155,41 @@ mod tests {
             let partition = partition_for("team-a/notes", partitions);
             assert!((0..partitions).contains(&partition));
         }
+    }
+
+    #[test]
+    fn only_a_documents_updates_and_deletions_are_changes() {
+        let origin = Origin::new("node");
+        let record = |kind| Record {
+            doc: Arc::from("doc"),
+            kind,
+            payload: Bytes::from_static(b"payload"),
+            origin_session: 1,
+            span: tracing::Span::none(),
+        };
+        for kind in [RecordKind::Update, RecordKind::Delete] {
+            let value = encode(&record(kind), &origin);
+            let change = decode_change(&value, Some(b"doc")).expect("a change");
+            assert_eq!(change.kind, kind);
+            assert_eq!(&*change.doc, "doc");
+            assert!(matches!(
+                decode_change(&value, None),
+                Err(EnvelopeError::NotAChange)
+            ));
+            assert!(matches!(
+                decode_change(&value, Some(b"other")),
+                Err(EnvelopeError::KeyMismatch)
+            ));
+        }
+        let awareness = encode(&record(RecordKind::Awareness), &origin);
+        assert!(matches!(
+            decode_change(&awareness, Some(b"doc")),
+            Err(EnvelopeError::NotAChange)
+        ));
+        assert!(matches!(
+            decode_change(b"\xff\xff", Some(b"doc")),
+            Err(EnvelopeError::Decode(_))
+        ));
     }
 
     #[test]

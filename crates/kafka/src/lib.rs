@@ -28,28 +28,52 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: [`KafkaConfig`] and the librdkafka settings derived from it.
-//! - [`context`]: how librdkafka's client errors are logged.
-//! - [`bus`]: [`KafkaBus`]: connecting, publishing, the live consumer.
+//! Modules import only modules listed before them; the bus is the top.
+//!
+//! - [`config`]: [`KafkaConfig`], [`ConsumeScope`] and the librdkafka
+//!   settings derived from them.
+//! - [`envelope`]: the protobuf records and the partitioner.
+//! - `offset`: positions and offsets, converted in one place.
+//! - `backoff`: the jittered pauses of every retry loop.
+//! - [`context`]: how librdkafka's client errors and statistics are
+//!   recorded.
+//! - `counters`: what the bus counts for the node's metrics.
 //! - `acks`: whether the brokers acknowledge the node's heartbeats
 //!   (readiness).
-//! - [`replay`]: reading one document's records back from its partition.
-//! - [`envelope`]: the protobuf records and the partitioner.
+//! - `trace`: the W3C trace context in record headers.
+//! - `delivery`: what a consumed record means for this node.
+//! - `live`: which partitions the live consumer reads, and its positions.
+//! - `pass`: one pass over a partition, reading until enough is read.
+//! - [`replay`]: reading documents' records back, passes coalesced per
+//!   partition.
+//! - `connect`: creating the topics and waiting until they are served.
+//! - `consume`: the live consumer loop, its watchdog and its repairs.
+//! - `producer`: the producer, replaced after a failed publish.
+//! - [`bus`]: [`KafkaBus`], the `MessageBus`.
 //! - [`fold`]: the persistence worker's folded documents and its commit
-//!   rule; [`worker`]: the worker's consumer group loop.
+//!   rule; `group`: its consumer group side (rebalances, commits, lag);
+//!   [`worker`]: the worker's loop.
 
 mod acks;
+mod backoff;
 pub mod bus;
 pub mod config;
+mod connect;
+mod consume;
 pub mod context;
+mod counters;
+mod delivery;
 pub mod envelope;
 pub mod fold;
+mod group;
 mod live;
+mod offset;
+mod pass;
+mod producer;
 pub mod replay;
 mod trace;
 pub mod worker;
 
 pub use bus::KafkaBus;
-pub use config::{ENVELOPE_OVERHEAD_BYTES, KafkaConfig, KafkaConfigError};
+pub use config::{ConsumeScope, ENVELOPE_OVERHEAD_BYTES, KafkaConfig, KafkaConfigError};
 pub use envelope::partition_for;
-pub use live::ConsumeScope;

@@ -1,7 +1,7 @@
 //! What the live consumer reads, and changing it while it runs.
 //!
-//! With [`ConsumeScope::All`] a node reads every partition of both topics,
-//! as every node did at first. With [`ConsumeScope::Held`] (the default) it
+//! With [`ConsumeScope::All`](crate::ConsumeScope::All) a node reads every partition of both topics,
+//! as every node did at first. With [`ConsumeScope::Held`](crate::ConsumeScope::Held) (the default) it
 //! reads the partitions of the documents it holds, plus partition 0 of the
 //! awareness topic, where every node's heartbeats go. A document's
 //! partitions are added when it is loaded, *before* its replay reads to the
@@ -19,23 +19,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info};
 
-use crate::bus::BROKER_REQUEST_TIMEOUT;
+use crate::config::BROKER_REQUEST_TIMEOUT;
 use crate::context::WeftContext;
-
-/// Which partitions a node's live consumer reads (`--kafka-consume`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ConsumeScope {
-    /// Every partition of both topics.
-    All,
-    /// The partitions of the documents the node holds (and the heartbeats').
-    #[default]
-    Held,
-}
+use crate::offset;
 
 /// The live consumer, its positions and, in `Held` scope, which documents
 /// keep which partitions assigned. One lock orders every change.
@@ -80,14 +71,11 @@ impl Live {
     pub(crate) fn advance(&self, topic: &str, partition: i32, offset: i64) -> Option<i64> {
         let state = self.state.lock();
         let mut element = state.positions.find_partition(topic, partition)?;
-        let expected = match element.offset() {
-            Offset::Offset(expected) => Some(expected),
-            _ => None,
-        };
+        let expected = offset::exact(element.offset());
         // Never backwards: a replay's end is this position (see
         // `position`), so it must not drop below a record processed.
-        let next = expected.map_or(offset + 1, |expected| expected.max(offset + 1));
-        let _ = element.set_offset(Offset::Offset(next));
+        let next = offset::advance(expected, offset);
+        let _ = element.set_offset(offset::at(next));
         expected
     }
 
@@ -97,10 +85,7 @@ impl Live {
     /// record at or past it is processed later.
     pub(crate) fn position(&self, topic: &str, partition: i32) -> Option<i64> {
         let state = self.state.lock();
-        match state.positions.find_partition(topic, partition)?.offset() {
-            Offset::Offset(position) => Some(position),
-            _ => None,
-        }
+        offset::exact(state.positions.find_partition(topic, partition)?.offset())
     }
 
     /// Replaces the consumer with one `make` assigns at the current
@@ -132,7 +117,7 @@ impl Live {
             if !assigned {
                 let (_low, high) =
                     consumer.fetch_watermarks(topic, *partition, BROKER_REQUEST_TIMEOUT)?;
-                added.add_partition_offset(topic, *partition, Offset::Offset(high))?;
+                added.add_partition_offset(topic, *partition, offset::at(high))?;
             }
         }
         if added.count() > 0 {
@@ -235,7 +220,7 @@ mod tests {
         live.state
             .lock()
             .positions
-            .add_partition_offset(topic, partition, Offset::Offset(offset))
+            .add_partition_offset(topic, partition, offset::at(offset))
             .expect("a position");
         live
     }

@@ -4,23 +4,15 @@
 //! its rebalance callbacks stay off the async runtime) and hands records,
 //! in order, through a bounded channel to the async loop, which folds them
 //! ([`Fold`]), writes snapshots to the store on a debounce, and commits
-//! offsets only up to what stored snapshots cover.
-//!
-//! On a rebalance that takes partitions away, the consumer thread blocks in
-//! the revoke callback until the async loop has written every unwritten
-//! document of those partitions and answered with the offsets to commit,
-//! commits them synchronously, and only then lets the partitions go: the
-//! next owner starts where this one's durable work ends. If that fails (the
-//! store is down), nothing is committed and the next owner re-folds from
-//! the previous commit: duplicates, never loss.
+//! offsets only up to what stored snapshots cover. The consumer thread,
+//! rebalances and commits are in `group`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,25 +20,28 @@ use tracing::{debug, info, warn};
 use weft_sync::RecordKind;
 use weft_sync::store::{DocStore, SnapshotWrite};
 
+use crate::backoff::{self, RetryGate};
 use crate::config::KafkaConfig;
-use crate::context::WeftContext;
 use crate::envelope;
 use crate::fold::{Fold, FoldConfig};
+use crate::group::{Event, WorkerContext, commit, group_consumer, measure_lag, poll_loop};
 
 /// Records buffered between the consumer thread and the fold.
 const EVENT_CAPACITY: usize = 8192;
-/// How long one poll of the consumer thread blocks.
-const POLL_SLICE: Duration = Duration::from_millis(100);
-/// How long the revoke callback waits for the fold to write its documents.
-const REVOKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(2);
-/// Group session timeout: how long a silent worker keeps its partitions.
-const SESSION_TIMEOUT_MS: &str = "10000";
-/// Group heartbeat period (a third of the session timeout or less).
-const HEARTBEAT_INTERVAL_MS: &str = "1000";
-/// How long to wait before retrying a store read that failed.
-const STORE_RETRY: Duration = Duration::from_secs(1);
+/// The first pause before retrying a store read that failed (jittered,
+/// doubling up to [`MAX_STORE_RETRY`]).
+const FIRST_STORE_RETRY: Duration = Duration::from_millis(500);
+/// The cap of that pause's delay; a jittered pause is below twice it.
+const MAX_STORE_RETRY: Duration = Duration::from_secs(4);
+/// The first pause of snapshot writes after one failed (jittered, doubling
+/// up to [`MAX_WRITE_RETRY`]); the tick offers them far more often.
+const FIRST_WRITE_RETRY: Duration = Duration::from_millis(500);
+/// The cap of that pause's delay; a jittered pause is below twice it.
+const MAX_WRITE_RETRY: Duration = Duration::from_secs(4);
+/// Log one in this many records that are not document updates.
+const MALFORMED_LOG_EVERY: u64 = 100;
 
 /// The worker's settings.
 #[derive(Debug, Clone)]
@@ -88,119 +83,6 @@ pub struct WorkerStatus {
     pub timings: weft_sync::SyncMetrics,
 }
 
-enum Event {
-    Record {
-        partition: i32,
-        offset: i64,
-        key: Option<Vec<u8>>,
-        value: Option<Vec<u8>>,
-    },
-    Assigned(Vec<i32>),
-    Revoke {
-        partitions: Vec<i32>,
-        reply: std::sync::mpsc::SyncSender<Vec<(i32, i64)>>,
-    },
-}
-
-/// The consumer context: forwards rebalances to the fold.
-struct WorkerContext {
-    log: WeftContext,
-    events: mpsc::Sender<Event>,
-    topic: String,
-}
-
-impl ClientContext for WorkerContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
-        self.log.log(level, facility, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.log.error(error, reason);
-    }
-}
-
-impl ConsumerContext for WorkerContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(list) = rebalance else {
-            return;
-        };
-        let partitions = partitions_of(list, &self.topic);
-        if partitions.is_empty() {
-            return;
-        }
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // Only the poll thread may wait for the fold. Closing the
-            // consumer elsewhere (after the final commit) has nothing to do.
-            debug!(
-                ?partitions,
-                "revoked while closing; the final commit already ran"
-            );
-            return;
-        }
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        if self
-            .events
-            .blocking_send(Event::Revoke {
-                partitions: partitions.clone(),
-                reply,
-            })
-            .is_err()
-        {
-            return;
-        }
-        let Ok(offsets) = answer.recv_timeout(REVOKE_TIMEOUT) else {
-            warn!(
-                ?partitions,
-                "revoked before the fold wrote its documents; the next owner re-folds"
-            );
-            return;
-        };
-        if let Err(error) = commit(consumer, &self.topic, &offsets, CommitMode::Sync) {
-            warn!(error = %error, "commit on revoke failed; the next owner re-folds");
-        }
-        info!(?partitions, "partitions handed over");
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            let partitions = partitions_of(list, &self.topic);
-            info!(?partitions, "partitions assigned");
-            if tokio::runtime::Handle::try_current().is_ok() {
-                // Not the poll thread (a consumer closing elsewhere): nobody
-                // folds for it any more.
-                return;
-            }
-            // In order with the records, and never lost: the fold commits
-            // only partitions it knows it owns.
-            let _stopped = self.events.blocking_send(Event::Assigned(partitions));
-        }
-    }
-}
-
-fn partitions_of(list: &TopicPartitionList, topic: &str) -> Vec<i32> {
-    list.elements()
-        .iter()
-        .filter(|element| element.topic() == topic)
-        .map(rdkafka::topic_partition_list::TopicPartitionListElem::partition)
-        .collect()
-}
-
-fn commit<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    topic: &str,
-    offsets: &[(i32, i64)],
-    mode: CommitMode,
-) -> Result<(), KafkaError> {
-    if offsets.is_empty() {
-        return Ok(());
-    }
-    let mut list = TopicPartitionList::new();
-    for (partition, offset) in offsets {
-        list.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
-    }
-    consumer.commit(&list, mode)
-}
-
 /// Runs the worker until `stop`, then writes every unwritten document and
 /// commits. Returns an error only if the consumer cannot be created.
 pub async fn run(
@@ -211,31 +93,11 @@ pub async fn run(
 ) -> Result<(), KafkaError> {
     let topic = config.kafka.topic.clone();
     let (events, mut received) = mpsc::channel(EVENT_CAPACITY);
-    let mut client = config.kafka.base();
-    client
-        .set("group.id", &config.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set(
-            "fetch.wait.max.ms",
-            config.kafka.fetch_wait.as_millis().to_string(),
-        )
-        // A worker that died is noticed within this, and its partitions go
-        // to the others (Kafka's default is 45 s of nobody folding them).
-        .set("session.timeout.ms", SESSION_TIMEOUT_MS)
-        .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS);
-    for (key, value) in &config.kafka.options {
-        client.set(key, value);
-    }
-    let consumer: Arc<BaseConsumer<WorkerContext>> =
-        Arc::new(client.create_with_context(WorkerContext {
-            log: WeftContext::default(),
-            events: events.clone(),
-            topic: topic.clone(),
-        })?);
-    consumer.subscribe(&[&topic])?;
+    let consumer = Arc::new(group_consumer(
+        &config.kafka,
+        &config.group,
+        events.clone(),
+    )?);
     let polling = Arc::new(AtomicBool::new(true));
     let poller = std::thread::Builder::new()
         .name("weft-persist-poll".to_owned())
@@ -243,7 +105,7 @@ pub async fn run(
             let consumer = consumer.clone();
             let polling = polling.clone();
             let status = status.clone();
-            move || poll_loop(&consumer, &events, &polling, &status)
+            move || poll_loop(&consumer, &events, &polling, &status.joined)
         })
         .map_err(|error| {
             warn!(error = %error, "spawn the consumer thread");
@@ -257,6 +119,7 @@ pub async fn run(
         status: status.clone(),
         owned: Vec::new(),
         committed: Vec::new(),
+        writes: RetryGate::new(FIRST_WRITE_RETRY, MAX_WRITE_RETRY),
     };
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -276,7 +139,9 @@ pub async fn run(
                 status.documents.store(worker.fold.documents(), Ordering::Relaxed);
             }
             _ = lag.tick() => {
-                measure_lag(&consumer, &topic, &worker.owned, &worker.fold.commit_offsets(), &status).await;
+                if let Some(measured) = measure_lag(&consumer, &topic, &worker.owned, &worker.fold.commit_offsets()).await {
+                    status.lag.store(measured, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -304,42 +169,6 @@ pub async fn run(
     Ok(())
 }
 
-fn poll_loop(
-    consumer: &BaseConsumer<WorkerContext>,
-    events: &mpsc::Sender<Event>,
-    polling: &AtomicBool,
-    status: &WorkerStatus,
-) {
-    let mut errors = 0_u64;
-    while polling.load(Ordering::Acquire) {
-        let Some(polled) = consumer.poll(POLL_SLICE) else {
-            continue;
-        };
-        status.joined.store(true, Ordering::Release);
-        match polled {
-            Ok(message) => {
-                let event = Event::Record {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    value: message.payload().map(<[u8]>::to_vec),
-                };
-                if events.blocking_send(event).is_err() {
-                    return;
-                }
-            }
-            Err(error) => {
-                errors += 1;
-                if errors == 1 || errors.is_multiple_of(100) {
-                    warn!(count = errors, error = %error, "consumer error; librdkafka retries");
-                }
-            }
-        }
-    }
-    // Leave the group cleanly so the partitions move at once.
-    consumer.unsubscribe();
-}
-
 struct Worker {
     fold: Fold,
     store: Arc<dyn DocStore>,
@@ -347,6 +176,9 @@ struct Worker {
     status: Arc<WorkerStatus>,
     owned: Vec<i32>,
     committed: Vec<(i32, i64)>,
+    /// Closed for a pause after a snapshot write failed (a store that is
+    /// down is not asked again every tick, by every worker at once).
+    writes: RetryGate,
 }
 
 impl Worker {
@@ -399,36 +231,28 @@ impl Worker {
         stop: &CancellationToken,
     ) {
         let now = Instant::now();
-        let decoded = key
-            .as_deref()
-            .and_then(|key| std::str::from_utf8(key).ok())
-            .map(|doc| {
-                (
-                    doc,
-                    envelope::decode(value.as_deref().unwrap_or_default(), Some(doc)),
-                )
-            });
-        let (doc, record) = match decoded {
-            Some((doc, Ok(decoded)))
-                if matches!(decoded.record.kind, RecordKind::Update | RecordKind::Delete) =>
-            {
-                (doc.to_owned(), decoded.record)
-            }
-            _ => {
+        let record = match envelope::decode_change(
+            value.as_deref().unwrap_or_default(),
+            key.as_deref(),
+        ) {
+            Ok(record) => record,
+            Err(error) => {
                 let count = self.status.malformed.fetch_add(1, Ordering::Relaxed) + 1;
-                if count == 1 || count.is_multiple_of(100) {
+                if count == 1 || count.is_multiple_of(MALFORMED_LOG_EVERY) {
                     warn!(
                         partition,
-                        offset, count, "record is not a document update; skipped"
+                        offset, count, error = %error, "record is not a document update; skipped"
                     );
                 }
                 self.fold.apply(partition, offset, None, now);
                 return;
             }
         };
+        let doc = record.doc.to_string();
         if self.fold.needs_base(partition, &doc) {
             // The store must answer before this record can be folded; keep
             // trying (the consumer thread waits behind the full channel).
+            let mut pauses = backoff::pauses(FIRST_STORE_RETRY, MAX_STORE_RETRY);
             loop {
                 match self.store.load_topic_snapshot(&self.topic, &doc).await {
                     Ok(snapshot) => {
@@ -438,9 +262,10 @@ impl Worker {
                     }
                     Err(error) => {
                         warn!(doc, error = %error, error.source = ?std::error::Error::source(&error), "read snapshot failed; retrying");
+                        let pause = pauses.next().unwrap_or(MAX_STORE_RETRY);
                         tokio::select! {
                             () = stop.cancelled() => return,
-                            () = tokio::time::sleep(STORE_RETRY) => {}
+                            () = tokio::time::sleep(pause) => {}
                         }
                     }
                 }
@@ -459,8 +284,15 @@ impl Worker {
         }
     }
 
+    /// Writes the due snapshots (`all`: every unwritten one, of
+    /// `partitions` if given, whether or not a failure closed the gate).
     async fn write_due(&mut self, all: bool, partitions: Option<&[i32]>) {
-        let jobs = self.fold.due(Instant::now(), all, partitions);
+        let now = Instant::now();
+        if !all && !self.writes.open(now) {
+            return;
+        }
+        let jobs = self.fold.due(now, all, partitions);
+        let mut failed = false;
         for job in jobs {
             let started = Instant::now();
             match self
@@ -487,12 +319,18 @@ impl Worker {
                     self.fold.stored(&job);
                 }
                 Err(error) => {
+                    failed = true;
                     self.status
                         .snapshot_failures
                         .fetch_add(1, Ordering::Relaxed);
                     warn!(doc = %job.doc, error = %error, error.source = ?std::error::Error::source(&error), "snapshot write failed; its records stay uncommitted and are retried");
                 }
             }
+        }
+        if failed {
+            self.writes.failed(Instant::now());
+        } else {
+            self.writes.succeeded();
         }
     }
 
@@ -516,59 +354,5 @@ impl Worker {
             }
             Err(error) => warn!(error = %error, "commit failed; retried on the next tick"),
         }
-    }
-}
-
-/// Lag = high watermark - committed position, summed over owned partitions.
-async fn measure_lag(
-    consumer: &Arc<BaseConsumer<WorkerContext>>,
-    topic: &str,
-    owned: &[i32],
-    commit_offsets: &[(i32, i64)],
-    status: &Arc<WorkerStatus>,
-) {
-    let consumer = consumer.clone();
-    let topic = topic.to_owned();
-    let owned = owned.to_vec();
-    let commit_offsets = commit_offsets.to_vec();
-    let measured = tokio::task::spawn_blocking(move || {
-        // Partitions this worker has read nothing from yet (it resumed at a
-        // committed offset with nothing after it) count from the group's
-        // committed offset.
-        let mut unread = TopicPartitionList::new();
-        for partition in &owned {
-            if !commit_offsets.iter().any(|(read, _)| read == partition) {
-                unread.add_partition(&topic, *partition);
-            }
-        }
-        let committed = if unread.count() > 0 {
-            consumer.committed_offsets(unread, Duration::from_secs(5))?
-        } else {
-            unread
-        };
-        let mut lag = 0_i64;
-        for partition in owned {
-            let (low, high) =
-                consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5))?;
-            let position = commit_offsets
-                .iter()
-                .find(|(read, _)| *read == partition)
-                .map(|(_, offset)| *offset)
-                .or_else(|| {
-                    committed
-                        .find_partition(&topic, partition)
-                        .and_then(|element| element.offset().to_raw())
-                        .filter(|offset| *offset >= 0)
-                })
-                .unwrap_or(low);
-            lag += (high - position).max(0);
-        }
-        Ok::<i64, KafkaError>(lag)
-    })
-    .await;
-    match measured {
-        Ok(Ok(lag)) => status.lag.store(lag, Ordering::Relaxed),
-        Ok(Err(error)) => debug!(error = %error, "measure lag"),
-        Err(error) => debug!(error = %error, "measure lag task"),
     }
 }

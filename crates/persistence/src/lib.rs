@@ -7,26 +7,39 @@
 //! - `postgres://user@host/db` (feature `postgres`): the production store
 //!   many nodes and workers share.
 //!
+//! Both are one [`SqlStore`], generic over its [`Dialect`]: the store's
+//! logic and SQL are written once, a dialect supplies what differs
+//! (connection setup, batch appends, isolation, collation).
+//!
 //! Every store runs its migrations when it opens and fails with an error that
 //! says which step failed and why.
 //!
 //! # Layout
 //!
-//! - [`sqlite`]: the embedded [`SqliteStore`].
-//! - `postgres` (feature `postgres`): `PostgresStore`.
+//! - [`store`]: [`SqlStore`], the one `DocStore` implementation.
+//! - `sql`: the SQL text both dialects share.
+//! - [`dialect`]: [`Dialect`], what differs between databases.
+//! - [`sqlite`]: the embedded [`Sqlite`] dialect ([`SqliteStore`]).
+//! - `postgres` (feature `postgres`): the `Postgres` dialect
+//!   (`PostgresStore`).
 //! - [`error`]: [`OpenError`], why a store could not be opened.
 
+pub mod dialect;
 pub mod error;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod sql;
 pub mod sqlite;
+pub mod store;
 
 use std::sync::Arc;
 
+pub use dialect::Dialect;
 pub use error::OpenError;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use postgres::{Postgres, PostgresStore};
+pub use sqlite::{Sqlite, SqliteStore};
+pub use store::SqlStore;
 use weft_sync::DocStore;
 
 /// Opens the store named by `url`.
@@ -42,26 +55,4 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn DocStore>, OpenError> {
     }
     let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
     Err(OpenError::UnsupportedScheme(scheme.to_owned()))
-}
-
-/// Milliseconds since the Unix epoch, for the stores' `updated_at` columns.
-/// The nullable columns a snapshot row keeps its tombstone in (state
-/// vector, position, time), `NULL` for a document never deleted. Shared by
-/// both stores' snapshot writes.
-pub(crate) fn tombstone_columns(
-    tombstone: Option<&weft_sync::store::Tombstone>,
-) -> (Option<&[u8]>, Option<i64>, Option<i64>) {
-    (
-        tombstone.map(|tombstone| tombstone.state_vector.as_slice()),
-        tombstone.map(|tombstone| tombstone.position),
-        tombstone.map(|tombstone| tombstone.deleted_at_ms),
-    )
-}
-
-pub(crate) fn unix_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }

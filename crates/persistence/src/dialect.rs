@@ -1,0 +1,50 @@
+//! What differs between the databases a `SqlStore` runs on.
+//!
+//! The store's logic (loading, the snapshot fence, pruning, deletion,
+//! listing) and almost all of its SQL are written once, in `store`
+//! and `sql`. A dialect supplies the rest: opening the pool
+//! (pragmas, locks, pool sizes, migrations), how a batch of updates is
+//! appended, how a load reads one point in time, and the collation that
+//! orders document names byte-wise.
+
+use std::fmt::Debug;
+use std::future::Future;
+
+use sqlx::{Database, Pool};
+use weft_sync::store::NewUpdate;
+use weft_sync::{LogSeq, StoreError};
+
+use crate::error::OpenError;
+
+/// One database's side of the store. Implemented by zero-sized markers
+/// (`Sqlite`, `Postgres`).
+pub trait Dialect: Debug + Clone + Copy + Send + Sync + 'static {
+    /// The sqlx driver.
+    type Db: Database;
+
+    /// Statement that makes a load's transaction read one point in time,
+    /// run first in it; `None` where every transaction already does.
+    const SNAPSHOT_READ: Option<&'static str>;
+
+    /// Lists embedded documents after `$1` in byte order, `$2` at most
+    /// (see `sql::list_documents!`).
+    const LIST_DOCUMENTS: &'static str;
+
+    /// Lists the topic `$1`'s documents after `$2` in byte order, `$3` at
+    /// most (see `sql::list_topic_documents!`).
+    const LIST_TOPIC_DOCUMENTS: &'static str;
+
+    /// Opens (creating or migrating as needed) the database at `url`.
+    fn connect(url: &str) -> impl Future<Output = Result<Pool<Self::Db>, OpenError>> + Send;
+
+    /// Appends `updates` in one transaction and returns their sequence
+    /// numbers, in the order of `updates`.
+    fn append(
+        pool: &Pool<Self::Db>,
+        updates: &[NewUpdate],
+    ) -> impl Future<Output = Result<Vec<LogSeq>, StoreError>> + Send;
+
+    /// Rows an `INSERT`, `UPDATE` or `DELETE` changed (sqlx has no common
+    /// accessor).
+    fn rows_affected(result: &<Self::Db as Database>::QueryResult) -> u64;
+}

@@ -1,0 +1,139 @@
+//! The SQL text both dialects share (`$n` placeholders: PostgreSQL's, and
+//! numbered parameters in SQLite).
+//!
+//! The schema is the same in both (see `migrations/`): `weft_updates` (the
+//! embedded update log), `weft_snapshots` (at most one per document,
+//! covering the log up to `covers_seq`) and `weft_topic_snapshots` (the
+//! persistence worker's, per topic and document). A deleted document is the
+//! empty document's snapshot carrying a tombstone (`tombstone_sv`,
+//! `deleted_position`, `deleted_at`; all `NULL`: never deleted).
+
+/// A document's snapshot (`$1`: the document).
+pub(crate) const READ_SNAPSHOT: &str =
+    "SELECT state, state_vector, covers_seq, tombstone_sv, deleted_position, deleted_at
+     FROM weft_snapshots WHERE doc = $1";
+
+/// A document's logged updates after a position (`$1` document, `$2` seq).
+pub(crate) const READ_LOG: &str =
+    "SELECT seq, data FROM weft_updates WHERE doc = $1 AND seq > $2 ORDER BY seq";
+
+/// Appends one update and returns its sequence number (`$1` document, `$2`
+/// update). The sequence never hands a number out twice, even once its row
+/// is gone (SQLite `AUTOINCREMENT`, PostgreSQL `BIGSERIAL`).
+pub(crate) const APPEND_ONE: &str =
+    "INSERT INTO weft_updates (doc, data) VALUES ($1, $2) RETURNING seq";
+
+/// Drops a document's log up to a position (`$1` document, `$2` seq).
+pub(crate) const PRUNE_LOG: &str = "DELETE FROM weft_updates WHERE doc = $1 AND seq <= $2";
+
+/// Writes a document's snapshot unless one covering the same or a later
+/// position is stored: the `WHERE` clause is the fence. `$1` document, `$2`
+/// state, `$3` state vector, `$4` covers, `$5` now, `$6..$8` tombstone.
+pub(crate) const WRITE_SNAPSHOT: &str =
+    "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at,
+         tombstone_sv, deleted_position, deleted_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (doc) DO UPDATE SET
+         state = excluded.state,
+         state_vector = excluded.state_vector,
+         covers_seq = excluded.covers_seq,
+         updated_at = excluded.updated_at,
+         tombstone_sv = excluded.tombstone_sv,
+         deleted_position = excluded.deleted_position,
+         deleted_at = excluded.deleted_at
+     WHERE excluded.covers_seq > weft_snapshots.covers_seq";
+
+/// Writes a deletion: the empty document covering, and deleted at, the
+/// newest position there is, so unconditionally. `$1` document, `$2` empty
+/// state, `$3` empty state vector, `$4` the position, `$5` now, `$6` the
+/// deleted state vector, `$7` when.
+pub(crate) const WRITE_TOMBSTONE: &str =
+    "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at,
+         tombstone_sv, deleted_position, deleted_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $4, $7)
+     ON CONFLICT (doc) DO UPDATE SET
+         state = excluded.state,
+         state_vector = excluded.state_vector,
+         covers_seq = excluded.covers_seq,
+         updated_at = excluded.updated_at,
+         tombstone_sv = excluded.tombstone_sv,
+         deleted_position = excluded.deleted_position,
+         deleted_at = excluded.deleted_at";
+
+/// A topic snapshot (`$1` topic, `$2` document).
+pub(crate) const READ_TOPIC_SNAPSHOT: &str =
+    "SELECT state, state_vector, partition_id, covers_offset,
+            tombstone_sv, deleted_position, deleted_at
+     FROM weft_topic_snapshots WHERE topic = $1 AND doc = $2";
+
+/// Writes a topic snapshot unless one of the same partition covering the
+/// same or a later offset is stored (see `DocStore::save_topic_snapshot`);
+/// the row lock of the upsert serialises two writers of one document.
+/// `$1` topic, `$2` document, `$3` state, `$4` state vector, `$5`
+/// partition, `$6` covers, `$7` now, `$8..$10` tombstone.
+pub(crate) const WRITE_TOPIC_SNAPSHOT: &str = "INSERT INTO weft_topic_snapshots
+         (topic, doc, state, state_vector, partition_id, covers_offset, updated_at,
+          tombstone_sv, deleted_position, deleted_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+     ON CONFLICT (topic, doc) DO UPDATE SET
+         state = excluded.state,
+         state_vector = excluded.state_vector,
+         partition_id = excluded.partition_id,
+         covers_offset = excluded.covers_offset,
+         updated_at = excluded.updated_at,
+         tombstone_sv = excluded.tombstone_sv,
+         deleted_position = excluded.deleted_position,
+         deleted_at = excluded.deleted_at
+     WHERE excluded.partition_id <> weft_topic_snapshots.partition_id
+        OR excluded.covers_offset > weft_topic_snapshots.covers_offset";
+
+/// A trivial statement: the database answers.
+pub(crate) const CHECK: &str = "SELECT 1";
+
+/// The embedded documents after `$1`, `$2` at most, with their snapshot's
+/// size and time; `$order` is what follows `doc` to compare it byte-wise.
+/// A document whose snapshot is its deletion is listed only once something
+/// was logged after it.
+macro_rules! list_documents {
+    ($order:literal) => {
+        concat!(
+            "SELECT doc, MAX(snapshot_bytes) AS snapshot_bytes, MAX(snapshot_at) AS snapshot_at
+             FROM (
+                 SELECT doc, CAST(length(state) AS BIGINT) AS snapshot_bytes, updated_at AS snapshot_at
+                 FROM weft_snapshots
+                 WHERE deleted_position IS NULL OR covers_seq > deleted_position
+                 UNION ALL
+                 SELECT DISTINCT doc, CAST(0 AS BIGINT), CAST(NULL AS BIGINT) FROM weft_updates
+             ) AS documents
+             WHERE doc",
+            $order,
+            " > $1
+             GROUP BY doc
+             ORDER BY doc",
+            $order,
+            "
+             LIMIT $2"
+        )
+    };
+}
+
+/// The topic `$1`'s documents after `$2`, `$3` at most; `$order` as in
+/// [`list_documents!`].
+macro_rules! list_topic_documents {
+    ($order:literal) => {
+        concat!(
+            "SELECT doc, CAST(length(state) AS BIGINT) AS snapshot_bytes, updated_at AS snapshot_at
+             FROM weft_topic_snapshots
+             WHERE topic = $1 AND doc",
+            $order,
+            " > $2
+               AND (deleted_position IS NULL OR covers_offset > deleted_position)
+             ORDER BY doc",
+            $order,
+            "
+             LIMIT $3"
+        )
+    };
+}
+
+pub(crate) use {list_documents, list_topic_documents};

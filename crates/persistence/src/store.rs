@@ -1,0 +1,368 @@
+//! [`SqlStore`]: the one implementation of [`DocStore`] over SQL, generic
+//! over its [`Dialect`].
+//!
+//! Every write transaction starts with a write statement, so that on SQLite
+//! a waiting writer queues on `busy_timeout` instead of failing with
+//! `SQLITE_BUSY` on a lock upgrade.
+
+use std::marker::PhantomData;
+
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use weft_sync::store::{
+    EMPTY_STATE_VECTOR_V1, EMPTY_UPDATE_V1, ListedDoc, NewUpdate, SnapshotWrite, Tombstone,
+    TopicSnapshot,
+};
+use weft_sync::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
+
+use crate::dialect::Dialect;
+use crate::error::OpenError;
+use crate::sql;
+
+/// An update log and snapshots in a SQL database.
+pub struct SqlStore<D: Dialect> {
+    pool: Pool<D::Db>,
+    dialect: PhantomData<D>,
+}
+
+impl<D: Dialect> std::fmt::Debug for SqlStore<D> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("SqlStore")
+            .field("dialect", &std::any::type_name::<D>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Dialect> Clone for SqlStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            dialect: PhantomData,
+        }
+    }
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// Opens (creating if needed) the database at `url` and migrates it.
+    pub async fn open(url: &str) -> Result<Self, OpenError> {
+        Ok(Self {
+            pool: D::connect(url).await?,
+            dialect: PhantomData,
+        })
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> DocStore for SqlStore<D>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> &'q [u8]: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q [u8]>: Encode<'q, D::Db>,
+    for<'q> Option<i64>: Encode<'q, D::Db>,
+    for<'r> i64: Encode<'r, D::Db> + Decode<'r, D::Db> + Type<D::Db>,
+    for<'r> i32: Encode<'r, D::Db> + Decode<'r, D::Db> + Type<D::Db>,
+    for<'r> Vec<u8>: Decode<'r, D::Db> + Type<D::Db>,
+    for<'r> String: Decode<'r, D::Db> + Type<D::Db>,
+    for<'n> &'n str: ColumnIndex<<D::Db as Database>::Row>,
+    usize: ColumnIndex<<D::Db as Database>::Row>,
+{
+    async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
+        // The snapshot and the log after it from one point in time, so a
+        // concurrent snapshot write cannot prune rows between the two reads.
+        let mut txn = self
+            .pool
+            .begin()
+            .await
+            .map_err(|error| StoreError::new("begin load", error))?;
+        if let Some(snapshot_read) = D::SNAPSHOT_READ {
+            sqlx::query(snapshot_read)
+                .execute(&mut *txn)
+                .await
+                .map_err(|error| StoreError::new("begin load", error))?;
+        }
+        let snapshot_row = sqlx::query(sql::READ_SNAPSHOT)
+            .bind(doc)
+            .fetch_optional(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("read snapshot", error))?;
+        let snapshot = match snapshot_row {
+            Some(row) => Some(Snapshot {
+                state: row.try_get("state").map_err(read_error)?,
+                state_vector: row.try_get("state_vector").map_err(read_error)?,
+                covers_seq: row.try_get("covers_seq").map_err(read_error)?,
+                tombstone: tombstone_from_row(&row)?,
+            }),
+            None => None,
+        };
+        let after = snapshot.as_ref().map_or(0, |snapshot| snapshot.covers_seq);
+        let update_rows = sqlx::query(sql::READ_LOG)
+            .bind(doc)
+            .bind(after)
+            .fetch_all(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("read update log", error))?;
+        txn.commit()
+            .await
+            .map_err(|error| StoreError::new("end load", error))?;
+        let mut updates = Vec::with_capacity(update_rows.len());
+        for row in update_rows {
+            updates.push(LoggedUpdate {
+                seq: row.try_get("seq").map_err(read_error)?,
+                update: row.try_get("data").map_err(read_error)?,
+            });
+        }
+        Ok(StoredDoc {
+            snapshot,
+            updates,
+            deletions: Vec::new(),
+        })
+    }
+
+    async fn append(&self, updates: &[NewUpdate]) -> Result<Vec<LogSeq>, StoreError> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        D::append(&self.pool, updates).await
+    }
+
+    async fn save_snapshot(
+        &self,
+        doc: &str,
+        snapshot: &Snapshot,
+    ) -> Result<SnapshotWrite, StoreError> {
+        let mut txn = self
+            .pool
+            .begin()
+            .await
+            .map_err(|error| StoreError::new("begin snapshot", error))?;
+        let tombstone = TombstoneColumns::of(snapshot.tombstone.as_ref());
+        let written = sqlx::query(sql::WRITE_SNAPSHOT)
+            .bind(doc)
+            .bind(snapshot.state.as_slice())
+            .bind(snapshot.state_vector.as_slice())
+            .bind(snapshot.covers_seq)
+            .bind(unix_millis())
+            .bind(tombstone.state_vector)
+            .bind(tombstone.position)
+            .bind(tombstone.deleted_at_ms)
+            .execute(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("write snapshot", error))?;
+        if D::rows_affected(&written) == 0 {
+            txn.rollback()
+                .await
+                .map_err(|error| StoreError::new("end snapshot", error))?;
+            return Ok(SnapshotWrite::Superseded);
+        }
+        sqlx::query(sql::PRUNE_LOG)
+            .bind(doc)
+            .bind(snapshot.covers_seq)
+            .execute(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("prune update log", error))?;
+        txn.commit()
+            .await
+            .map_err(|error| StoreError::new("commit snapshot", error))?;
+        Ok(SnapshotWrite::Written)
+    }
+
+    async fn delete_document(
+        &self,
+        doc: &str,
+        tombstone_state_vector: &[u8],
+        deleted_at_ms: i64,
+    ) -> Result<LogSeq, StoreError> {
+        let mut txn = self
+            .pool
+            .begin()
+            .await
+            .map_err(|error| StoreError::new("begin delete", error))?;
+        // A new position, the newest there is: a log row of its own (pruned
+        // at once with the rest of the document's log below).
+        let seq: LogSeq = sqlx::query_scalar(sql::APPEND_ONE)
+            .bind(doc)
+            .bind(DELETION_MARKER)
+            .fetch_one(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("take deletion position", error))?;
+        sqlx::query(sql::PRUNE_LOG)
+            .bind(doc)
+            .bind(seq)
+            .execute(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("prune deleted document", error))?;
+        sqlx::query(sql::WRITE_TOMBSTONE)
+            .bind(doc)
+            .bind(EMPTY_UPDATE_V1)
+            .bind(EMPTY_STATE_VECTOR_V1)
+            .bind(seq)
+            .bind(unix_millis())
+            .bind(tombstone_state_vector)
+            .bind(deleted_at_ms)
+            .execute(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("write tombstone", error))?;
+        txn.commit()
+            .await
+            .map_err(|error| StoreError::new("commit deletion", error))?;
+        Ok(seq)
+    }
+
+    async fn list_documents(
+        &self,
+        topic: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<ListedDoc>, StoreError> {
+        let rows = match topic {
+            None => {
+                sqlx::query(D::LIST_DOCUMENTS)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Some(topic) => {
+                sqlx::query(D::LIST_TOPIC_DOCUMENTS)
+                    .bind(topic)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(|error| StoreError::new("list documents", error))?;
+        let mut listed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let snapshot_bytes: Option<i64> = row.try_get("snapshot_bytes").map_err(read_error)?;
+            listed.push(ListedDoc {
+                name: row.try_get("doc").map_err(read_error)?,
+                snapshot_bytes: snapshot_bytes.unwrap_or(0),
+                snapshot_at_ms: row.try_get("snapshot_at").map_err(read_error)?,
+            });
+        }
+        Ok(listed)
+    }
+
+    async fn load_topic_snapshot(
+        &self,
+        topic: &str,
+        doc: &str,
+    ) -> Result<Option<TopicSnapshot>, StoreError> {
+        let row = sqlx::query(sql::READ_TOPIC_SNAPSHOT)
+            .bind(topic)
+            .bind(doc)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| StoreError::new("read topic snapshot", error))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(TopicSnapshot {
+            state: row.try_get("state").map_err(read_error)?,
+            state_vector: row.try_get("state_vector").map_err(read_error)?,
+            partition: row.try_get("partition_id").map_err(read_error)?,
+            covers_offset: row.try_get("covers_offset").map_err(read_error)?,
+            tombstone: tombstone_from_row(&row)?,
+        }))
+    }
+
+    async fn save_topic_snapshot(
+        &self,
+        topic: &str,
+        doc: &str,
+        snapshot: &TopicSnapshot,
+    ) -> Result<SnapshotWrite, StoreError> {
+        let tombstone = TombstoneColumns::of(snapshot.tombstone.as_ref());
+        let written = sqlx::query(sql::WRITE_TOPIC_SNAPSHOT)
+            .bind(topic)
+            .bind(doc)
+            .bind(snapshot.state.as_slice())
+            .bind(snapshot.state_vector.as_slice())
+            .bind(snapshot.partition)
+            .bind(snapshot.covers_offset)
+            .bind(unix_millis())
+            .bind(tombstone.state_vector)
+            .bind(tombstone.position)
+            .bind(tombstone.deleted_at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| StoreError::new("write topic snapshot", error))?;
+        Ok(if D::rows_affected(&written) == 0 {
+            SnapshotWrite::Superseded
+        } else {
+            SnapshotWrite::Written
+        })
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        sqlx::query(sql::CHECK)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| StoreError::new("check store", error))?;
+        Ok(())
+    }
+}
+
+/// The data of the log row that takes a deletion's position.
+const DELETION_MARKER: &[u8] = &[];
+
+/// A row whose columns do not decode as the schema says.
+fn read_error(error: sqlx::Error) -> StoreError {
+    StoreError::new("read row", error)
+}
+
+/// The nullable columns a snapshot row keeps its tombstone in, `NULL` for a
+/// document never deleted.
+struct TombstoneColumns<'a> {
+    state_vector: Option<&'a [u8]>,
+    position: Option<i64>,
+    deleted_at_ms: Option<i64>,
+}
+
+impl<'a> TombstoneColumns<'a> {
+    fn of(tombstone: Option<&'a Tombstone>) -> Self {
+        Self {
+            state_vector: tombstone.map(|tombstone| tombstone.state_vector.as_slice()),
+            position: tombstone.map(|tombstone| tombstone.position),
+            deleted_at_ms: tombstone.map(|tombstone| tombstone.deleted_at_ms),
+        }
+    }
+}
+
+/// The tombstone columns of a snapshot row (all `NULL`: never deleted).
+fn tombstone_from_row<R: Row>(row: &R) -> Result<Option<Tombstone>, StoreError>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'n> &'n str: ColumnIndex<R>,
+{
+    let state_vector: Option<Vec<u8>> = row.try_get("tombstone_sv").map_err(read_error)?;
+    let position: Option<i64> = row.try_get("deleted_position").map_err(read_error)?;
+    let deleted_at_ms: Option<i64> = row.try_get("deleted_at").map_err(read_error)?;
+    let (Some(state_vector), Some(position)) = (state_vector, position) else {
+        return Ok(None);
+    };
+    Ok(Some(Tombstone {
+        state_vector,
+        position,
+        deleted_at_ms: deleted_at_ms.unwrap_or(0),
+    }))
+}
+
+/// Milliseconds since the Unix epoch, for the `updated_at` columns.
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
