@@ -136,7 +136,12 @@ e2e('persist: two nodes and two workers on PostgreSQL; a worker and a node SIGKI
   }, { timeout: 15000, what: 'both workers to report no lag' })
   report('persist: workers caught up (snapshots of every document, lag 0) after the last edit', now() - caughtUp)
   const folded = (await Promise.all(workers.map(async (w) => (await metrics(w)).value('weft_persist_records_folded_total')))).reduce((a, b) => a + b, 0)
-  assert.ok(folded >= total, `the workers folded at least every edit once (${folded} >= ${total})`)
+  // A figure, not a bound: what the killed worker folded into a snapshot
+  // before it died is in no surviving counter and is not folded again. That
+  // every record is inside a stored snapshot is checked below, by a fresh
+  // worker that finds nothing left to fold.
+  console.log(`[measure] persist: records folded by the workers alive at the end: ${folded} (${total} edits issued)`)
+  assert.ok(folded > 0, 'the workers alive at the end folded records')
 
   // Stop everything; fresh nodes (and workers) load every document from
   // the snapshots plus the records after them.
