@@ -1,0 +1,1 @@
+//! The socket loop driven through channels.
