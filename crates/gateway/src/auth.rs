@@ -36,7 +36,7 @@
 //! ```
 //!
 //! `admin: true` grants read-write on every document and the REST API's
-//! administrative routes (see `crate::api`).
+//! administrative routes (deleting a document).
 //!
 //! A token without `docs` is valid but grants nothing. Any other value than
 //! `"r"` or `"rw"` makes the whole token invalid rather than being skipped,

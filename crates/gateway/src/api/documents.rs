@@ -13,8 +13,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{error, info};
 use weft_sync::{DeleteOutcome, RootKind, SyncError, read_roots};
 
+use super::extract::{DocName, QueryPairs, caller};
 use super::representation::{Representation, negotiate, roots_asked};
-use super::{DocName, QueryPairs, caller};
 use crate::auth::{Access, ApiCaller};
 use crate::config::MAX_DOC_NAME_BYTES;
 use crate::error::{ApiError, FailureAnswer, method_not_allowed};

@@ -1,6 +1,6 @@
 //! What differs between the two wire protocols, and nothing else: how a
 //! client's binary frame decodes into an [`Inbound`] message, and how the
-//! server's messages are encoded. The socket loop ([`super::drive`]) does
+//! server's messages are encoded. The socket loop does
 //! the rest the same way for both.
 
 use weft_protocol::{AwarenessUpdate, StateVector};
