@@ -75,7 +75,7 @@ async fn upgrades_first(State(upgrades): State<Router>, request: Request, next: 
 /// The bound of every request body but an update's: no other route takes a
 /// body (documents are edited over WebSocket).
 fn body_limit() -> RequestBodyLimitLayer {
-    RequestBodyLimitLayer::new(MAX_REQUEST_BODY_BYTES as usize)
+    RequestBodyLimitLayer::new(MAX_REQUEST_BODY_BYTES)
 }
 
 /// The JSON refusal for a body over its route's bound, in place of the

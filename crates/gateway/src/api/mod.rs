@@ -59,7 +59,7 @@ pub(crate) fn router(config: &GatewayConfig) -> Router<AppState> {
         )
         .fallback(no_route)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
-            MAX_REQUEST_BODY_BYTES as usize,
+            MAX_REQUEST_BODY_BYTES,
         ))
         .route(
             "/documents/{name}/updates",

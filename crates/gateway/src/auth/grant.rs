@@ -41,12 +41,17 @@ pub(crate) struct GlobCache {
 impl fmt::Debug for GlobCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GlobCache")
-            .field("globs", &self.compiled.lock().len())
+            .field("globs", &self.len())
             .finish()
     }
 }
 
 impl GlobCache {
+    /// How many globs are compiled.
+    pub(crate) fn len(&self) -> usize {
+        self.compiled.lock().len()
+    }
+
     /// The regex of `glob`, compiled on first use. The lock is not held
     /// while compiling.
     fn matcher(&self, glob: &str) -> Result<Regex, JwtError> {

@@ -28,7 +28,7 @@ pub struct JwtVerifier {
     pub(super) key: DecodingKey,
     validation: Validation,
     /// The grants' globs, compiled once each.
-    globs: GlobCache,
+    pub(super) globs: GlobCache,
 }
 
 /// Only the algorithm: the key is a secret (HS256) or at least not

@@ -136,3 +136,21 @@ fn open_grants_read_write_to_all() {
         Access::ReadWrite
     );
 }
+
+#[test]
+fn a_glob_is_compiled_once_per_verifier() {
+    let verifier = hs256();
+    let token = hs256_token(&claims_with(json!({ "a/*": "rw", "b/**": "r" })), SECRET);
+    for _ in 0..3 {
+        let claims = verifier.verify(&token).unwrap();
+        assert_eq!(claims.access_to("a/1"), Some(Access::ReadWrite));
+        assert_eq!(claims.access_to("b/x/y"), Some(Access::Read));
+    }
+    assert_eq!(verifier.globs.len(), 2);
+    let other = hs256_token(&claims_with(json!({ "a/*": "r" })), SECRET);
+    assert_eq!(
+        verifier.verify(&other).unwrap().access_to("a/1"),
+        Some(Access::Read)
+    );
+    assert_eq!(verifier.globs.len(), 2, "the same glob, another grant");
+}
