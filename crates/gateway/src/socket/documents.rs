@@ -118,9 +118,13 @@ impl Documents {
         self.joined.get(address)
     }
 
-    /// Leaves the document at `address`.
+    /// Leaves the document at `address`. Its deletion future is resolved
+    /// (and then dropped as stale), so a client that joins and leaves in a
+    /// loop does not grow the socket's set of futures.
     pub(crate) fn remove(&mut self, address: &str) {
-        self.joined.remove(address);
+        if let Some(joined) = self.joined.remove(address) {
+            joined.deleted.cancel();
+        }
     }
 
     /// The address of the next deleted document this socket still holds.

@@ -328,3 +328,21 @@ async fn a_deleted_document_closes_a_y_websocket_and_detaches_a_hocuspocus_one()
         vec![weft_protocol::hocuspocus::HOCUS_PONG]
     );
 }
+
+#[tokio::test]
+async fn a_hocuspocus_document_left_can_be_joined_again() {
+    let registry = registry();
+    let mut socket = hocuspocus(&registry, GatewayConfig::default());
+    for _ in 0..3 {
+        authenticate(&mut socket).await;
+        let mut leave = token_frame(DOC, "");
+        leave.truncate(1 + DOC.len());
+        leave.push(7); // CLOSE
+        socket.send(leave).await;
+    }
+    authenticate(&mut socket).await;
+    socket
+        .send(encode_addressed(DOC, &update_message(1, "back")))
+        .await;
+    assert_eq!(socket.next_binary().await, encode_sync_status(DOC, true));
+}
