@@ -1,16 +1,17 @@
 //! The socket loop, one for both wire protocols.
 //!
-//! Two halves run in one task. The *reader* ([`reader`]) decodes client
-//! frames with the socket's [`Wire`] and acts on them; the *writer*
-//! ([`writer`]) drains the socket's bounded outbox, pings on a timer, and
-//! writes the close frame the reader chose. Heartbeats, the idle timeout,
-//! the update rate, acknowledgements, the message size and the close are
-//! the same code for y-websocket ([`YWebsocket`]) and Hocuspocus
-//! ([`Hocuspocus`]) sockets; only the codec differs.
+//! Two halves run in one task. The *reader* (`reader.rs`) decodes client
+//! frames with the socket's `Wire` (`wire.rs`) and acts on them; the
+//! *writer* (`writer.rs`) drains the socket's bounded outbox, pings on a
+//! timer, and writes the close frame the reader chose. Heartbeats, the idle
+//! timeout, the update rate, acknowledgements, the message size and the
+//! close are the same code for y-websocket (`ywebsocket.rs`) and Hocuspocus
+//! (`hocuspocus.rs`) sockets; only the codec differs. The documents a
+//! socket holds, and its one outbox, are in `documents.rs`.
 //!
-//! The loop ([`drive`]) is generic over a `Stream` of inbound WebSocket
+//! The loop (`drive`) is generic over a `Stream` of inbound WebSocket
 //! messages and a `Sink` of outbound ones, so tests drive it through
-//! channels; the axum `WebSocket` is one instance ([`run`]).
+//! channels (`tests.rs`); the axum `WebSocket` is one instance (`run`).
 //!
 //! Every way a socket ends has a [`CloseReason`]: a malformed frame ends
 //! only that socket and leaves its documents untouched; a failed commit or
