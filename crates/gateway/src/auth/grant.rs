@@ -104,7 +104,7 @@ impl fmt::Debug for DocGrant {
 }
 
 impl DocGrant {
-    /// Compiles `glob` (syntax in the [`crate::auth`] docs). Fails only for
+    /// Compiles `glob` (syntax in the `auth` module docs). Fails only for
     /// an empty glob or one longer than 2048 bytes.
     pub fn new(glob: &str, access: Access) -> Result<Self, JwtError> {
         Ok(Self {
