@@ -61,7 +61,7 @@ impl ApiError {
     }
 
     /// 405: the route exists, the method does not.
-    pub fn method_not_allowed(details: impl Into<String>) -> Self {
+    pub(crate) fn method_not_allowed(details: impl Into<String>) -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed",
@@ -120,7 +120,7 @@ impl IntoResponse for ApiError {
 }
 
 /// 405 with the JSON body and the `Allow` header.
-pub fn method_not_allowed(allowed: &'static str, details: &'static str) -> Response {
+pub(crate) fn method_not_allowed(allowed: &'static str, details: &'static str) -> Response {
     let mut response = ApiError::method_not_allowed(details).into_response();
     response
         .headers_mut()
@@ -133,13 +133,13 @@ pub fn method_not_allowed(allowed: &'static str, details: &'static str) -> Respo
 /// (whose metric label is its code), and whether it is the server's fault
 /// (logged at ERROR once, by the caller, with its cause) or not.
 #[derive(Debug, Clone)]
-pub struct FailureAnswer {
+pub(crate) struct FailureAnswer {
     /// The refusal of an HTTP request.
-    pub refusal: ApiError,
+    pub(crate) refusal: ApiError,
     /// The close of a socket.
-    pub close: CloseReason,
+    pub(crate) close: CloseReason,
     /// An internal failure: the client sees only a generic 5xx.
-    pub internal: bool,
+    pub(crate) internal: bool,
 }
 
 impl FailureAnswer {
@@ -152,7 +152,7 @@ impl FailureAnswer {
     }
 
     /// The answer to a failure of the document layer.
-    pub fn sync(failure: &SyncError) -> Self {
+    pub(crate) fn sync(failure: &SyncError) -> Self {
         match failure {
             SyncError::InvalidUpdate(_) => Self::client(
                 ApiError::bad_request("the body is not a Yjs v1 update that can be applied"),
@@ -194,7 +194,7 @@ impl FailureAnswer {
     }
 
     /// The answer to an update that was not made durable.
-    pub fn publish(failure: &PublishError) -> Self {
+    pub(crate) fn publish(failure: &PublishError) -> Self {
         match failure {
             PublishError::Stopped => Self::client(draining(), CloseReason::ServerRestarting),
             PublishError::Unavailable => Self::client(
@@ -214,7 +214,7 @@ impl FailureAnswer {
 }
 
 /// 503: the node is shutting down.
-pub fn draining() -> ApiError {
+pub(crate) fn draining() -> ApiError {
     ApiError::unavailable(
         "draining",
         "this node is shutting down; reconnect or retry elsewhere",

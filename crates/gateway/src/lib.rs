@@ -23,10 +23,10 @@
 //! - [`routes`]: the router: upgrades first, the service routes, `/api`
 //!   nested, the editor page, body limits.
 //! - [`api`]: the REST API under `/api/` and its OpenAPI document.
-//! - [`upgrade`]: every check before the `101`, then the socket task.
-//! - [`socket`]: the one socket loop, generic over the wire protocol
+//! - `upgrade`: every check before the `101`, then the socket task.
+//! - `socket`: the one socket loop, generic over the wire protocol
 //!   (y-websocket, Hocuspocus) and over `Sink`/`Stream`.
-//! - [`state`]: [`AppState`], what every handler shares.
+//! - `state`: [`AppState`], what every handler shares.
 //! - [`editor`]: the editor page compiled into the binary.
 //! - [`error`]: [`ApiError`], the JSON refusal, and the one mapping from a
 //!   failure to its HTTP status and close.
@@ -48,9 +48,9 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
-pub mod socket;
-pub mod state;
-pub mod upgrade;
+mod socket;
+mod state;
+mod upgrade;
 
 pub use config::GatewayConfig;
 pub use error::ApiError;

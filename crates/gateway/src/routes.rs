@@ -1,7 +1,7 @@
 //! The router: upgrades first, then the service routes, the REST API (a
 //! nested router under `/api`) and the editor page.
 //!
-//! A WebSocket upgrade on any path goes to [`crate::upgrade`] (so a document
+//! A WebSocket upgrade on any path goes to the `upgrade` module (so a document
 //! may be named `healthz` or `api/x`); every other request is routed by
 //! path. Bodies are bounded by the length they declare before anything
 //! reads them ([`RequestBodyLimitLayer`]); only `POST

@@ -31,7 +31,7 @@ pub(crate) const MAX_DOCUMENTS_PER_SOCKET: usize = 256;
 /// The socket's outbox and overflow signal, made before any document is
 /// joined so the first one (y-websocket) can be joined straight onto it.
 #[derive(Debug)]
-pub struct SocketOutbox {
+pub(crate) struct SocketOutbox {
     /// Frames to the client. Documents (or their forwarders) and replies
     /// share it, so a client that does not read cannot make the server
     /// buffer either.
@@ -44,7 +44,7 @@ pub struct SocketOutbox {
 
 impl SocketOutbox {
     /// An outbox of `capacity` frames.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let (frames, receiver) = mpsc::channel(capacity);
         Self {
             frames,
@@ -55,7 +55,7 @@ impl SocketOutbox {
 
     /// The sending half a document joined straight onto this socket uses,
     /// with the token the document trips when it is deleted.
-    pub fn direct(&self, deleted: CancellationToken) -> SessionOutbox {
+    pub(crate) fn direct(&self, deleted: CancellationToken) -> SessionOutbox {
         SessionOutbox {
             frames: self.frames.clone(),
             overflowed: self.overflowed.clone(),
@@ -66,13 +66,13 @@ impl SocketOutbox {
 
 /// A document the socket holds.
 #[derive(Debug)]
-pub struct Joined {
+pub(crate) struct Joined {
     /// The session on the document.
-    pub session: Session,
+    pub(crate) session: Session,
     /// What the client may do with it.
-    pub access: Access,
+    pub(crate) access: Access,
     /// Tripped by the document when it is deleted.
-    pub deleted: CancellationToken,
+    pub(crate) deleted: CancellationToken,
 }
 
 /// Resolves with a document's address and session once it is deleted.

@@ -37,7 +37,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-pub use self::documents::{Joined, SocketOutbox};
+pub(crate) use self::documents::{Joined, SocketOutbox};
 pub(crate) use self::hocuspocus::Hocuspocus;
 pub(crate) use self::wire::{Joiner, Wire};
 pub(crate) use self::ywebsocket::YWebsocket;
