@@ -69,7 +69,7 @@ pub const MAX_DOC_NAME_BYTES: usize = 1024;
 /// Seconds a client refused with 503 is asked to wait (`Retry-After`).
 pub const RETRY_AFTER_SECS: u64 = 5;
 
-/// Largest request body any plain-HTTP route accepts. No route takes a body
-/// yet (documents are edited over WebSocket), so a request declaring a
-/// larger one is refused with 413 before anything reads it.
-pub const MAX_REQUEST_BODY_BYTES: u64 = 64 * 1024;
+/// Largest request body any plain-HTTP route but an update's accepts
+/// (documents are edited over WebSocket); a request declaring a larger one
+/// is refused with 413 before anything reads it.
+pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024;

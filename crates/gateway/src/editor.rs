@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rust_embed::Embed;
 
-use crate::ApiError;
+use crate::error::ApiError;
 
 #[derive(Embed)]
 #[folder = "../../web/dist"]

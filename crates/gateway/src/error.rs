@@ -1,4 +1,5 @@
-//! Refusals as HTTP responses, and WebSocket close codes.
+//! Refusals as HTTP responses, and the one mapping from a failure to its
+//! answer on every surface.
 //!
 //! A refusal carries a status and a JSON body
 //! `{"error":{"code":N,"message":"...","details":"..."}}`. `message` is a
@@ -9,8 +10,13 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use weft_sync::{PublishError, SyncError};
 
+use crate::auth::AuthError;
+use crate::close::CloseReason;
+pub use crate::close::close_code;
 use crate::config::RETRY_AFTER_SECS;
+use crate::limits::Refusal;
 
 /// An HTTP refusal.
 #[derive(Debug, Clone)]
@@ -55,7 +61,7 @@ impl ApiError {
     }
 
     /// 405: the route exists, the method does not.
-    pub fn method_not_allowed(details: impl Into<String>) -> Self {
+    pub(crate) fn method_not_allowed(details: impl Into<String>) -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed",
@@ -113,43 +119,138 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// WebSocket close codes Weft uses (RFC 6455 section 7.4.1 and the IANA
-/// registry), in one place so docs and tests can rely on them.
-pub mod close_code {
-    /// The session ended normally.
-    pub const NORMAL: u16 = 1000;
-    /// The peer stopped answering heartbeats.
-    pub const GOING_AWAY: u16 = 1001;
-    /// A frame that is not a valid y-websocket message.
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    /// A text frame, or a message type this endpoint does not speak.
-    pub const UNSUPPORTED_DATA: u16 = 1003;
-    /// An update that is not a valid Yjs update.
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    /// The session broke a policy: more updates per second than allowed.
-    pub const POLICY_VIOLATION: u16 = 1008;
-    /// A message larger than `--max-message-bytes`.
-    pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// The server could not make an update durable; reconnect and re-sync.
-    pub const INTERNAL_ERROR: u16 = 1011;
-    /// The server is restarting; reconnect (to another node).
-    pub const SERVICE_RESTART: u16 = 1012;
-    /// The client fell behind (its send queue filled); reconnect and re-sync.
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// The document was deleted (REST API), or the client holds history of
-    /// a deleted document: drop the local copy (a fresh `Y.Doc` may start
-    /// the name again). In the private-use range 4000-4999 (RFC 6455), after
-    /// HTTP 410 Gone.
-    pub const DOCUMENT_DELETED: u16 = 4410;
-    /// The close reason sent with [`DOCUMENT_DELETED`], and the reason of the
-    /// Hocuspocus `CLOSE` message that detaches one deleted document.
-    pub const DOCUMENT_DELETED_REASON: &str = "document deleted";
+/// 405 with the JSON body and the `Allow` header.
+pub(crate) fn method_not_allowed(allowed: &'static str, details: &'static str) -> Response {
+    let mut response = ApiError::method_not_allowed(details).into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allowed));
+    response
 }
 
-/// Close reasons that metrics count on their own.
-pub mod close_reason {
-    /// The session's send queue filled (with close code 1013).
-    pub const SEND_QUEUE_FULL: &str = "send queue full; reconnect";
-    /// More updates per second than allowed (with close code 1008).
-    pub const UPDATE_RATE: &str = "update rate exceeded";
+/// How a failure of the document layer is answered, decided once for every
+/// surface: the HTTP refusal (REST API, upgrades), the close of a socket
+/// (whose metric label is its code), and whether it is the server's fault
+/// (logged at ERROR once, by the caller, with its cause) or not.
+#[derive(Debug, Clone)]
+pub(crate) struct FailureAnswer {
+    /// The refusal of an HTTP request.
+    pub(crate) refusal: ApiError,
+    /// The close of a socket.
+    pub(crate) close: CloseReason,
+    /// An internal failure: the client sees only a generic 5xx.
+    pub(crate) internal: bool,
+}
+
+impl FailureAnswer {
+    const fn client(refusal: ApiError, close: CloseReason) -> Self {
+        Self {
+            refusal,
+            close,
+            internal: false,
+        }
+    }
+
+    /// The answer to a failure of the document layer.
+    pub(crate) fn sync(failure: &SyncError) -> Self {
+        match failure {
+            SyncError::InvalidUpdate(_) => Self::client(
+                ApiError::bad_request("the body is not a Yjs v1 update that can be applied"),
+                CloseReason::InvalidUpdate,
+            ),
+            SyncError::Deleted => Self::client(
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "the update builds on the history of a deleted document",
+                ),
+                CloseReason::DocumentDeleted,
+            ),
+            SyncError::ShuttingDown => Self::client(draining(), CloseReason::ServerRestarting),
+            SyncError::NotConnected => Self::client(
+                ApiError::unavailable(
+                    "not ready",
+                    "this node is not connected to its message bus yet; retry",
+                ),
+                CloseReason::LogUnavailable,
+            ),
+            SyncError::TooManyDocuments => Self::client(
+                ApiError::unavailable(
+                    "too many documents",
+                    "this node holds as many documents as it may; retry later",
+                ),
+                CloseReason::DocumentUnavailable,
+            ),
+            SyncError::Publish(publish) => Self::publish(publish),
+            SyncError::Load(_) | SyncError::Replay(_) => Self {
+                refusal: ApiError::unavailable(
+                    "document unavailable",
+                    "the document could not be loaded; retry",
+                ),
+                close: CloseReason::DocumentUnavailable,
+                internal: true,
+            },
+        }
+    }
+
+    /// The answer to an update that was not made durable.
+    pub(crate) fn publish(failure: &PublishError) -> Self {
+        match failure {
+            PublishError::Stopped => Self::client(draining(), CloseReason::ServerRestarting),
+            PublishError::Unavailable => Self::client(
+                ApiError::unavailable("not ready", "the message bus is not connected; retry"),
+                CloseReason::LogUnavailable,
+            ),
+            PublishError::Failed(_) => Self {
+                refusal: ApiError::unavailable(
+                    "unavailable",
+                    "the update could not be stored; retry",
+                ),
+                close: CloseReason::UpdateNotStored,
+                internal: true,
+            },
+        }
+    }
+}
+
+/// 503: the node is shutting down.
+pub(crate) fn draining() -> ApiError {
+    ApiError::unavailable(
+        "draining",
+        "this node is shutting down; reconnect or retry elsewhere",
+    )
+}
+
+impl From<&AuthError> for ApiError {
+    /// 401 or 403 with what the client should do, never which check failed.
+    fn from(refusal: &AuthError) -> Self {
+        let status = refusal.status();
+        let message = if status == StatusCode::FORBIDDEN {
+            "forbidden"
+        } else {
+            "unauthorized"
+        };
+        Self::new(status, message, refusal.details())
+    }
+}
+
+impl From<Refusal> for ApiError {
+    /// 503 when the node is full (another node may take the client), 429
+    /// when this address is over its own limits.
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NodeFull => Self::unavailable(
+                "too many connections",
+                "this node has as many sessions as it may hold; retry later or elsewhere",
+            ),
+            Refusal::TooManyFromIp => Self::too_many_requests(
+                "too many open connections from this address",
+                RETRY_AFTER_SECS,
+            ),
+            Refusal::UpgradeRateExceeded { retry_after_secs } => Self::too_many_requests(
+                "too many connection attempts from this address; slow down",
+                retry_after_secs,
+            ),
+        }
+    }
 }

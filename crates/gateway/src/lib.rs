@@ -18,30 +18,43 @@
 //!
 //! # Layout
 //!
+//! From the top down; a module imports only modules below it.
+//!
+//! - [`routes`]: the router: upgrades first, the service routes, `/api`
+//!   nested, the editor page, body limits.
 //! - [`api`]: the REST API under `/api/` and its OpenAPI document.
-//! - [`auth`]: JWT verification before the upgrade, document grants.
-//! - [`config`]: [`GatewayConfig`], the limits and timers of a session.
+//! - `upgrade`: every check before the `101`, then the socket task.
+//! - `socket`: the one socket loop, generic over the wire protocol
+//!   (y-websocket, Hocuspocus) and over `Sink`/`Stream`.
+//! - `state`: [`AppState`], what every handler shares.
 //! - [`editor`]: the editor page compiled into the binary.
-//! - [`error`]: [`ApiError`], the JSON refusal, and close codes.
-//! - [`routes`]: the router, upgrade dispatch, health and readiness.
-//! - [`session`]: the socket loop of one y-websocket session.
-//! - [`lifecycle`]: [`Lifecycle`], draining state shared with the server.
+//! - [`error`]: [`ApiError`], the JSON refusal, and the one mapping from a
+//!   failure to its HTTP status and close.
+//! - [`metrics`]: [`Metrics`], the node's Prometheus metrics.
+//! - [`auth`]: JWT verification before the upgrade, document grants.
 //! - [`limits`]: connection counts, upgrade and update rates.
+//! - [`lifecycle`]: [`Lifecycle`], draining state shared with the server.
+//! - [`close`]: [`close::CloseReason`], why a socket closed: code, reason,
+//!   metric.
+//! - [`config`]: [`GatewayConfig`], the limits and timers of a session.
 
 pub mod api;
 pub mod auth;
+pub mod close;
 pub mod config;
 pub mod editor;
 pub mod error;
-pub mod hocuspocus;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
-pub mod session;
+mod socket;
+mod state;
+mod upgrade;
 
 pub use config::GatewayConfig;
 pub use error::ApiError;
 pub use lifecycle::Lifecycle;
 pub use metrics::Metrics;
-pub use routes::{AppState, metrics_router, router};
+pub use routes::{metrics_router, router};
+pub use state::AppState;

@@ -17,6 +17,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry as MetricsRegistry;
 use weft_sync::Registry;
 
+use crate::close::{CloseCounter, CloseReason};
+
 /// The `status` label of an upgrade attempt (101 when it succeeded).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
@@ -149,14 +151,18 @@ impl Metrics {
         }
     }
 
-    /// Records a session close sent with `code`.
-    pub fn closed(&self, code: u16, reason: &str) {
-        self.closes.get_or_create(&CodeLabel { code }).inc();
-        if reason == crate::error::close_reason::SEND_QUEUE_FULL {
-            self.send_queue_overflows.inc();
-        } else if reason == crate::error::close_reason::UPDATE_RATE {
-            self.rate_limit_closes.inc();
-        }
+    /// Records a close the server sent.
+    pub fn closed(&self, reason: CloseReason) {
+        self.closes
+            .get_or_create(&CodeLabel {
+                code: reason.code(),
+            })
+            .inc();
+        match reason.counter() {
+            Some(CloseCounter::SendQueueOverflow) => self.send_queue_overflows.inc(),
+            Some(CloseCounter::RateLimit) => self.rate_limit_closes.inc(),
+            None => 0,
+        };
     }
 
     /// The Prometheus text exposition of every metric.

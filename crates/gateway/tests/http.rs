@@ -54,6 +54,29 @@ async fn an_upgrade_to_a_service_path_joins_the_document_of_that_name() {
 }
 
 #[tokio::test]
+async fn an_upgrade_under_api_joins_the_document_of_that_name() {
+    let server = TestServer::start(GatewayConfig::default()).await;
+    let mut writer = server.join("/api/documents/x", 1).await;
+    let mut observer = server.join("/api/documents/x", 2).await;
+    writer.append("a document under /api").await;
+    observer.apply_next_update().await;
+    assert_eq!(
+        server.join("/api/documents/x", 3).await.text(),
+        "a document under /api"
+    );
+    // Plain HTTP on the same path is the REST API: the document named `x`
+    // does not exist; the one named `api/documents/x` does.
+    server.get("/api/documents/x").await.assert_json_error(404);
+    assert_eq!(
+        server
+            .get("/api/documents/api%2Fdocuments%2Fx")
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
 async fn upgrades_that_name_no_valid_document_are_refused_with_400() {
     let server = TestServer::start(GatewayConfig::default()).await;
     // Not UTF-8 once decoded.

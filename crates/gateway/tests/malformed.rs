@@ -156,3 +156,19 @@ async fn message_over_the_limit_closes_with_message_too_big() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn hocuspocus_message_over_the_limit_closes_with_message_too_big() {
+    let config = GatewayConfig {
+        max_message_bytes: MAX_MESSAGE_BYTES,
+        ..GatewayConfig::default()
+    };
+    let server = TestServer::start(config).await;
+    // A Hocuspocus socket (an upgrade at `/`) gets the same close as a
+    // y-websocket one: the message is refused before it is decoded.
+    let mut socket = server.connect("/").await;
+    socket
+        .send_ws(WsMessage::Binary(vec![0; MAX_MESSAGE_BYTES + 1024].into()))
+        .await;
+    assert_eq!(socket.expect_close().await, close_code::MESSAGE_TOO_BIG);
+}

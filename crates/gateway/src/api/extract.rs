@@ -1,0 +1,74 @@
+//! What the API's handlers take from a request: the caller, the document
+//! name, the query.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use tracing::info;
+
+use crate::auth::{ApiCaller, AuthError, bearer_token_of};
+use crate::config::MAX_DOC_NAME_BYTES;
+use crate::error::{ApiError, draining};
+use crate::state::AppState;
+
+/// Who calls, once the node takes requests: a draining node refuses (503),
+/// then the bearer token decides (401).
+pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<ApiCaller, ApiError> {
+    if state.lifecycle.is_draining() {
+        return Err(draining());
+    }
+    state
+        .auth
+        .api_caller(bearer_token_of(headers).as_deref())
+        .map_err(|refusal| {
+            info!(status = refusal.status().as_u16(), reason = %refusal, "API request refused");
+            match refusal {
+                AuthError::MissingToken => ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "this server requires a token: send an Authorization: Bearer header",
+                ),
+                other => ApiError::from(&other),
+            }
+        })
+}
+
+/// The document a route's `{name}` segment names, percent-decoded; a name
+/// that is not UTF-8 or not 1 to 1024 bytes is a 400.
+#[derive(Debug)]
+pub(crate) struct DocName(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for DocName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(name) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| {
+                ApiError::bad_request("the document name is not valid UTF-8 once decoded")
+            })?;
+        if name.is_empty() || name.len() > MAX_DOC_NAME_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "document names are 1 to {MAX_DOC_NAME_BYTES} bytes"
+            )));
+        }
+        Ok(Self(name))
+    }
+}
+
+/// The query's `key=value` pairs, form-decoded (`+` is a space), in order.
+#[derive(Debug, Default)]
+pub(crate) struct QueryPairs(pub(crate) Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let pairs: Result<Query<Vec<(String, String)>>, QueryRejection> =
+            Query::from_request_parts(parts, state).await;
+        let Query(pairs) =
+            pairs.map_err(|_| ApiError::bad_request("the query string does not decode"))?;
+        Ok(Self(pairs))
+    }
+}

@@ -1,0 +1,79 @@
+//! The REST API under `/api/`, for services and operators (plain HTTP; a
+//! WebSocket upgrade at `/api/...` is still a document of that name).
+//!
+//! | route | does |
+//! | --- | --- |
+//! | `GET /api/openapi.json` | the OpenAPI 3.1 description (`openapi.json`, compiled in) |
+//! | `GET /api/documents` | list documents (`?after=`, `?limit=`) |
+//! | `GET /api/documents/{name}` | the document as a Yjs v1 update (`Accept: application/octet-stream`) or JSON of the root types named by `?text=`, `?map=`, `?array=`, `?xml=` |
+//! | `POST /api/documents/{name}/updates` | apply a Yjs v1 update (body `application/octet-stream`) like a client's: durable through the bus before the 204 |
+//! | `DELETE /api/documents/{name}` | delete the document on every node (admin) |
+//!
+//! `{name}` is one path segment, percent-decoded: `team%2Fplan` is the
+//! document `team/plan`. Query strings are `application/x-www-form-urlencoded`
+//! (`+` is a space).
+//!
+//! Authorisation: `Authorization: Bearer <JWT>`, verified like an upgrade's
+//! token. `admin: true` may do everything; otherwise the `docs` globs
+//! decide (read for GET, read-write for POST; a listing shows the documents
+//! the token may read). Without configured auth the API is open, like the
+//! WebSocket path. The OpenAPI document needs no token.
+
+mod documents;
+mod extract;
+mod representation;
+
+#[cfg(test)]
+mod tests;
+
+use axum::Router;
+use axum::extract::OriginalUri;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::config::{GatewayConfig, MAX_REQUEST_BODY_BYTES};
+use crate::error::{ApiError, method_not_allowed};
+use crate::state::AppState;
+
+/// The OpenAPI 3.1 document, as served.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// The API's routes, to nest under `/api`. Only the updates route takes a
+/// body larger than [`MAX_REQUEST_BODY_BYTES`]: an update may be as large
+/// as a WebSocket message.
+pub(crate) fn router(config: &GatewayConfig) -> Router<AppState> {
+    let read_only = |route: axum::routing::MethodRouter<AppState>| {
+        route.fallback(|| async { method_not_allowed("GET, HEAD", "this route answers GET, HEAD") })
+    };
+    Router::new()
+        .route("/openapi.json", read_only(get(openapi)))
+        .route("/documents", read_only(get(documents::list)))
+        .route(
+            "/documents/{name}",
+            get(documents::get)
+                .delete(documents::delete)
+                .fallback(|| async {
+                    method_not_allowed("GET, HEAD, DELETE", "this route answers GET, HEAD, DELETE")
+                }),
+        )
+        .fallback(no_route)
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_REQUEST_BODY_BYTES,
+        ))
+        .route(
+            "/documents/{name}/updates",
+            documents::updates_route(config.max_message_bytes),
+        )
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+async fn no_route(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::not_found(format!(
+        "no API route {}; see /api/openapi.json",
+        uri.path()
+    ))
+}

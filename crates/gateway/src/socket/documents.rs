@@ -1,0 +1,246 @@
+//! The documents one socket holds, and the socket's one bounded outbox.
+//!
+//! A y-websocket socket holds one document, joined before the upgrade
+//! straight onto the socket's outbox. A Hocuspocus socket joins documents
+//! as their tokens arrive; each has its own bounded outbox, forwarded into
+//! the socket's with the address in front (sync and awareness messages are
+//! the same bytes in both protocols). A full outbox anywhere trips the
+//! socket's `overflowed` token: the socket is closed (1013) and the client
+//! re-syncs, so nothing is ever dropped while it stays open.
+
+use std::collections::HashMap;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info};
+use weft_sync::{Outbound, Session, SessionId, SessionOutbox};
+
+use super::wire::{Joiner, Outgoing, Wire};
+use crate::auth::Access;
+use crate::close::CloseReason;
+use crate::config::MAX_DOC_NAME_BYTES;
+use crate::error::FailureAnswer;
+
+/// Most documents one Hocuspocus socket may hold at once.
+pub(crate) const MAX_DOCUMENTS_PER_SOCKET: usize = 256;
+
+/// The socket's outbox and overflow signal, made before any document is
+/// joined so the first one (y-websocket) can be joined straight onto it.
+#[derive(Debug)]
+pub(crate) struct SocketOutbox {
+    /// Frames to the client. Documents (or their forwarders) and replies
+    /// share it, so a client that does not read cannot make the server
+    /// buffer either.
+    pub(crate) frames: mpsc::Sender<Outbound>,
+    /// The writer's end.
+    pub(crate) receiver: mpsc::Receiver<Outbound>,
+    /// Tripped by a document that found the client's queue full.
+    pub(crate) overflowed: CancellationToken,
+}
+
+impl SocketOutbox {
+    /// An outbox of `capacity` frames.
+    pub(crate) fn new(capacity: usize) -> Self {
+        let (frames, receiver) = mpsc::channel(capacity);
+        Self {
+            frames,
+            receiver,
+            overflowed: CancellationToken::new(),
+        }
+    }
+
+    /// The sending half a document joined straight onto this socket uses,
+    /// with the token the document trips when it is deleted.
+    pub(crate) fn direct(&self, deleted: CancellationToken) -> SessionOutbox {
+        SessionOutbox {
+            frames: self.frames.clone(),
+            overflowed: self.overflowed.clone(),
+            deleted,
+        }
+    }
+}
+
+/// A document the socket holds.
+#[derive(Debug)]
+pub(crate) struct Joined {
+    /// The session on the document.
+    pub(crate) session: Session,
+    /// What the client may do with it.
+    pub(crate) access: Access,
+    /// Tripped by the document when it is deleted.
+    pub(crate) deleted: CancellationToken,
+}
+
+/// Resolves with a document's address and session once it is deleted.
+type Deletion = BoxFuture<'static, (String, SessionId)>;
+
+/// Every document of one socket, by address.
+pub(crate) struct Documents {
+    joined: HashMap<String, Joined>,
+    /// The socket's outbox.
+    frames: mpsc::Sender<Outbound>,
+    overflowed: CancellationToken,
+    /// One future per joined document, resolving when it is deleted.
+    deletions: FuturesUnordered<Deletion>,
+    /// The forwarders of multiplexed documents, so none outlives the socket.
+    forwarders: TaskTracker,
+    /// The capacity of a multiplexed document's own outbox.
+    send_queue_frames: usize,
+}
+
+impl Documents {
+    pub(crate) fn new(outbox: &SocketOutbox, send_queue_frames: usize) -> Self {
+        Self {
+            joined: HashMap::new(),
+            frames: outbox.frames.clone(),
+            overflowed: outbox.overflowed.clone(),
+            deletions: FuturesUnordered::new(),
+            forwarders: TaskTracker::new(),
+            send_queue_frames,
+        }
+    }
+
+    /// Holds `joined` at `address`.
+    pub(crate) fn insert(&mut self, address: String, joined: Joined) {
+        let id = joined.session.id();
+        let deleted = joined.deleted.clone().cancelled_owned();
+        let key = address.clone();
+        self.deletions
+            .push(deleted.map(move |()| (key, id)).boxed());
+        self.joined.insert(address, joined);
+    }
+
+    pub(crate) fn get(&self, address: &str) -> Option<&Joined> {
+        self.joined.get(address)
+    }
+
+    /// Leaves the document at `address`. Its deletion future is resolved
+    /// (and then dropped as stale), so a client that joins and leaves in a
+    /// loop does not grow the socket's set of futures.
+    pub(crate) fn remove(&mut self, address: &str) {
+        if let Some(joined) = self.joined.remove(address) {
+            joined.deleted.cancel();
+        }
+    }
+
+    /// The address of the next deleted document this socket still holds.
+    pub(crate) async fn next_deleted(&mut self) -> String {
+        loop {
+            let Some((address, id)) = self.deletions.next().await else {
+                return std::future::pending().await;
+            };
+            // A document left (and maybe joined again) since is not news.
+            if self
+                .joined
+                .get(&address)
+                .is_some_and(|joined| joined.session.id() == id)
+            {
+                return address;
+            }
+        }
+    }
+
+    /// Queues a frame for the client; a full outbox closes the socket.
+    pub(crate) fn send(&self, frame: Option<Outbound>) -> Result<(), CloseReason> {
+        let Some(frame) = frame else { return Ok(()) };
+        self.frames
+            .try_send(frame)
+            .map_err(|_| CloseReason::SendQueueFull)
+    }
+
+    /// Checks the token for the document at `address` and joins it
+    /// (Hocuspocus). A refusal is told to the client for that address only;
+    /// only a full outbox or a document that cannot be loaded closes the
+    /// socket.
+    pub(crate) async fn join<W: Wire>(
+        &mut self,
+        wire: &W,
+        joiner: &Joiner,
+        address: &str,
+        token: &str,
+    ) -> Result<(), CloseReason> {
+        if self.joined.contains_key(address) {
+            debug!(
+                address,
+                "token for a document already authenticated; ignored"
+            );
+            return Ok(());
+        }
+        // `name\0session`: the document is the name; replies keep the address.
+        let doc = address.split('\0').next().unwrap_or(address);
+        let denied = |reason| wire.encode(address, Outgoing::PermissionDenied(reason));
+        if doc.is_empty() || doc.len() > MAX_DOC_NAME_BYTES {
+            return self.send(denied("invalid document name"));
+        }
+        if self.joined.len() >= MAX_DOCUMENTS_PER_SOCKET {
+            return self.send(denied("too many documents on one connection"));
+        }
+        let token = Some(token).filter(|token| !token.is_empty());
+        let access = match joiner.auth.authorize(token, doc) {
+            Ok(access) => access,
+            Err(refusal) => {
+                info!(doc, status = refusal.status().as_u16(), reason = %refusal, "hocuspocus document refused");
+                return self.send(denied(refusal.details()));
+            }
+        };
+        let (frames, receiver) = mpsc::channel(self.send_queue_frames);
+        let deleted = CancellationToken::new();
+        let outbox = SessionOutbox {
+            frames,
+            overflowed: self.overflowed.clone(),
+            deleted: deleted.clone(),
+        };
+        let session = match joiner.registry.join(doc, outbox).await {
+            Ok(session) => session,
+            Err(failure) => {
+                let answer = FailureAnswer::sync(&failure);
+                info!(doc, error = %failure, "join document failed; closing so the client retries");
+                return Err(answer.close);
+            }
+        };
+        for frame in wire.greeting(address, access, session.greeting()) {
+            self.send(Some(frame))?;
+        }
+        self.forward(wire.clone(), address, receiver);
+        session.want_stateless();
+        info!(doc, session = %session.id(), read_only = access == Access::Read, "hocuspocus document open");
+        let joined = Joined {
+            session,
+            access,
+            deleted,
+        };
+        self.insert(address.to_owned(), joined);
+        Ok(())
+    }
+
+    /// Broadcasts of the document at `address`, addressed, into the socket's
+    /// outbox. A full socket outbox makes this wait, so the document's own
+    /// outbox fills and trips `overflowed`: the socket is closed, nothing
+    /// dropped. The forwarder ends when the document drops its outbox (the
+    /// socket left it).
+    fn forward<W: Wire>(&self, wire: W, address: &str, mut receiver: mpsc::Receiver<Outbound>) {
+        let frames = self.frames.clone();
+        let address = address.to_owned();
+        self.forwarders.spawn(async move {
+            while let Some(frame) = receiver.recv().await {
+                let Some(addressed) = wire.encode(&address, Outgoing::Document(frame)) else {
+                    continue;
+                };
+                if frames.send(addressed).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Leaves every document; their forwarders end with their outboxes.
+    pub(crate) fn leave_all(&mut self) {
+        self.joined.clear();
+        self.deletions.clear();
+        self.forwarders.close();
+    }
+}

@@ -1,0 +1,170 @@
+//! The socket loop, one for both wire protocols.
+//!
+//! Two halves run in one task. The *reader* (`reader.rs`) decodes client
+//! frames with the socket's `Wire` (`wire.rs`) and acts on them; the
+//! *writer* (`writer.rs`) drains the socket's bounded outbox, pings on a
+//! timer, and writes the close frame the reader chose. Heartbeats, the idle
+//! timeout, the update rate, acknowledgements, the message size and the
+//! close are the same code for y-websocket (`ywebsocket.rs`) and Hocuspocus
+//! (`hocuspocus.rs`) sockets; only the codec differs. The documents a
+//! socket holds, and its one outbox, are in `documents.rs`.
+//!
+//! The loop (`drive`) is generic over a `Stream` of inbound WebSocket
+//! messages and a `Sink` of outbound ones, so tests drive it through
+//! channels (`tests.rs`); the axum `WebSocket` is one instance (`run`).
+//!
+//! Every way a socket ends has a [`CloseReason`]: a malformed frame ends
+//! only that socket and leaves its documents untouched; a failed commit or
+//! a full send queue ends it so the client reconnects and re-syncs, which
+//! is how no update is ever dropped silently.
+
+mod documents;
+mod hocuspocus;
+mod reader;
+mod wire;
+mod writer;
+mod ywebsocket;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket};
+use futures::future::FusedFuture;
+use futures::{FutureExt, Sink, Stream, StreamExt};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+pub(crate) use self::documents::{Joined, SocketOutbox};
+pub(crate) use self::hocuspocus::Hocuspocus;
+pub(crate) use self::wire::{Joiner, Wire};
+pub(crate) use self::ywebsocket::YWebsocket;
+use crate::close::CloseReason;
+use crate::config::{CLOSE_GRACE, GatewayConfig};
+use crate::limits::ConnectionPermit;
+use crate::metrics::Metrics;
+
+/// Everything a socket task needs, gathered before the upgrade.
+#[derive(Debug)]
+pub(crate) struct SocketParts<W> {
+    /// The wire protocol.
+    pub(crate) wire: W,
+    /// The document joined before the upgrade (y-websocket), at address `""`.
+    pub(crate) joined: Option<Joined>,
+    /// The socket's outbox (the joined document writes into it).
+    pub(crate) outbox: SocketOutbox,
+    /// The socket's place in the connection limits, held until it ends.
+    pub(crate) permit: ConnectionPermit,
+    /// Tripped when the node drains.
+    pub(crate) stop: CancellationToken,
+    /// Limits and timers.
+    pub(crate) config: Arc<GatewayConfig>,
+    /// The node's metrics.
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// Serves one upgraded socket until it closes.
+pub(crate) async fn run<W: Wire>(socket: WebSocket, parts: SocketParts<W>) {
+    let (sink, stream) = socket.split();
+    let metrics = parts.metrics.clone();
+    metrics.connections.inc();
+    let closing = drive(sink, stream, parts).await;
+    metrics.connections.dec();
+    match closing {
+        Some(reason) => {
+            metrics.closed(reason);
+            info!(
+                code = reason.code(),
+                reason = reason.reason(),
+                protocol = W::NAME,
+                "session closed"
+            );
+        }
+        None => debug!(protocol = W::NAME, "session closed by the peer"),
+    }
+}
+
+/// Runs reader and writer until the socket ends; returns the close the
+/// server sent (`None`: the peer closed, or the connection dropped).
+pub(crate) async fn drive<W, S, R>(
+    sink: S,
+    mut stream: R,
+    parts: SocketParts<W>,
+) -> Option<CloseReason>
+where
+    W: Wire,
+    S: Sink<WsMessage> + Unpin,
+    R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+{
+    let SocketParts {
+        wire,
+        joined,
+        outbox,
+        permit,
+        stop,
+        config,
+        metrics,
+    } = parts;
+    let mut documents = documents::Documents::new(&outbox, config.send_queue_frames);
+    let greeting = match joined {
+        Some(joined) => {
+            let greeting = wire.greeting("", joined.access, joined.session.greeting());
+            documents.insert(String::new(), joined);
+            greeting
+        }
+        None => Vec::new(),
+    };
+    let SocketOutbox {
+        receiver,
+        overflowed,
+        ..
+    } = outbox;
+    let (close_sender, close_receiver) = oneshot::channel();
+    let writer =
+        writer::write_loop(sink, receiver, greeting, close_receiver, &config, &metrics).fuse();
+    tokio::pin!(writer);
+    let reader = reader::Reader {
+        wire: &wire,
+        documents: &mut documents,
+        config: &config,
+        metrics: &metrics,
+    }
+    .read_loop(&mut stream, &overflowed, &stop);
+    // Reader first: when the socket's outbox overflows the writer may end
+    // too, but the reader knows why (1013), so its answer must win over the
+    // writer's "connection lost".
+    let closing = tokio::select! {
+        biased;
+        closing = reader => closing,
+        () = &mut writer => Some(CloseReason::ConnectionLost),
+    };
+    documents.leave_all();
+    if !writer.is_terminated() {
+        let _writer_may_have_ended = close_sender.send(closing);
+        // Keep reading (and discarding) while the close frame goes out, until
+        // the peer answers it: dropping a socket with unread input makes the
+        // kernel reset the connection, and a client still writing (a flood)
+        // would then see 1006 instead of our close code.
+        let linger = futures::future::join(&mut writer, discard_until_close(&mut stream));
+        if tokio::time::timeout(CLOSE_GRACE, linger).await.is_err() {
+            debug!("peer did not complete the close handshake in time; dropping the connection");
+        }
+    }
+    drop(permit);
+    closing
+}
+
+/// Reads and drops frames until the peer's close frame or the end of the
+/// stream (bounded in time by the caller).
+async fn discard_until_close<R>(stream: &mut R)
+where
+    R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+{
+    while let Some(Ok(message)) = stream.next().await {
+        if matches!(message, WsMessage::Close(_)) {
+            return;
+        }
+    }
+}

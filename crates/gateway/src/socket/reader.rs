@@ -1,0 +1,229 @@
+//! The reading half of a socket: decodes client frames with the socket's
+//! wire protocol and acts on them, and ends the socket with the reason why.
+
+use axum::extract::ws::Message as WsMessage;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+use weft_sync::{LogSeq, PublishError, SyncError};
+
+use super::documents::Documents;
+use super::wire::{Addressed, Inbound, Outgoing, Wire};
+use crate::auth::Access;
+use crate::close::CloseReason;
+use crate::config::{GatewayConfig, MAX_UPDATES_IN_FLIGHT};
+use crate::error::FailureAnswer;
+use crate::limits::UpdateRateLimiter;
+use crate::metrics::Metrics;
+
+/// An address and whether its update became durable.
+type AckOutcome = (String, Result<LogSeq, PublishError>);
+
+/// What the reader works with.
+pub(super) struct Reader<'a, W> {
+    pub(super) wire: &'a W,
+    pub(super) documents: &'a mut Documents,
+    pub(super) config: &'a GatewayConfig,
+    pub(super) metrics: &'a Metrics,
+}
+
+impl<W: Wire> Reader<'_, W> {
+    /// Reads until the socket must close; `None` when the peer closed or
+    /// the connection dropped.
+    pub(super) async fn read_loop<R>(
+        mut self,
+        stream: &mut R,
+        overflowed: &CancellationToken,
+        stop: &CancellationToken,
+    ) -> Option<CloseReason>
+    where
+        R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+    {
+        let mut acks: FuturesUnordered<BoxFuture<'static, AckOutcome>> = FuturesUnordered::new();
+        let mut rate = UpdateRateLimiter::new(self.config.max_updates_per_second);
+        let mut heartbeat_deadline = Instant::now() + self.config.heartbeat_timeout;
+        let mut idle_deadline = Instant::now() + self.config.idle_timeout;
+        loop {
+            let outcome = tokio::select! {
+                biased;
+                () = stop.cancelled() => Err(CloseReason::ServerRestarting),
+                () = overflowed.cancelled() => Err(CloseReason::SendQueueFull),
+                address = self.documents.next_deleted() => {
+                    info!(address, "document deleted");
+                    self.deleted(&address)
+                }
+                Some((address, acked)) = acks.next(), if !acks.is_empty() => match acked {
+                    Ok(_) => self.documents.send(self.wire.encode(&address, Outgoing::SyncStatus(true))),
+                    Err(failure) => {
+                        info!(error = %failure, "update not committed; closing so the client re-sends it");
+                        Err(FailureAnswer::publish(&failure).close)
+                    }
+                },
+                () = tokio::time::sleep_until(heartbeat_deadline) => Err(CloseReason::HeartbeatTimeout),
+                () = tokio::time::sleep_until(idle_deadline) => Err(CloseReason::IdleTimeout),
+                received = stream.next(), if acks.len() < MAX_UPDATES_IN_FLIGHT => {
+                    heartbeat_deadline = Instant::now() + self.config.heartbeat_timeout;
+                    let frame = match received {
+                        None => return None,
+                        Some(Err(failure)) => return close_for_read_error(failure),
+                        Some(Ok(WsMessage::Binary(frame))) => frame,
+                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                        Some(Ok(WsMessage::Close(_))) => return None,
+                        Some(Ok(WsMessage::Text(_))) => return Some(CloseReason::TextFrame),
+                    };
+                    idle_deadline = Instant::now() + self.config.idle_timeout;
+                    self.metrics.messages_received.inc();
+                    self.metrics.bytes_received.inc_by(frame.len() as u64);
+                    match self.wire.decode(&frame) {
+                        Ok(message) => self.handle(message, &mut rate, &mut acks).await,
+                        Err(reason) => Err(reason),
+                    }
+                }
+            };
+            if let Err(reason) = outcome {
+                return Some(reason);
+            }
+        }
+    }
+
+    /// Acts on one client message.
+    async fn handle(
+        &mut self,
+        message: Addressed,
+        rate: &mut UpdateRateLimiter,
+        acks: &mut FuturesUnordered<BoxFuture<'static, AckOutcome>>,
+    ) -> Result<(), CloseReason> {
+        let Addressed { address, inbound } = message;
+        let inbound = match inbound {
+            Inbound::Ignored => return Ok(()),
+            Inbound::Ping => return self.documents.send(self.wire.encode("", Outgoing::Pong)),
+            Inbound::Leave => {
+                self.documents.remove(&address);
+                return Ok(());
+            }
+            Inbound::Token(token) => {
+                let Some(joiner) = self.wire.joiner() else {
+                    return Ok(());
+                };
+                return self
+                    .documents
+                    .join(self.wire, joiner, &address, &token)
+                    .await;
+            }
+            other => other,
+        };
+        let Some(joined) = self.documents.get(&address) else {
+            debug!(
+                address,
+                "message for a document this socket has not authenticated; ignored"
+            );
+            return Ok(());
+        };
+        match inbound {
+            Inbound::SyncStep1(client_state) => {
+                match joined.session.answer_sync_step1(&client_state) {
+                    Ok(reply) => self.reply(&address, Outgoing::Document(reply)),
+                    Err(_) => {
+                        info!(
+                            address,
+                            "client holds history of a deleted document; refused"
+                        );
+                        self.deleted(&address)
+                    }
+                }
+            }
+            Inbound::Update(update) => {
+                if joined.access == Access::Read {
+                    debug!(
+                        bytes = update.len(),
+                        "ignoring an update from a read-only session"
+                    );
+                    return self.reply(&address, Outgoing::SyncStatus(false));
+                }
+                if !rate.try_acquire(Instant::now()) {
+                    info!("update rate exceeded; closing so the client re-syncs");
+                    return Err(CloseReason::UpdateRate);
+                }
+                match joined.session.submit_update(update).await {
+                    Ok(Some(ack)) => {
+                        let submitted = Instant::now();
+                        let histogram = self.metrics.update_commit_seconds.clone();
+                        acks.push(
+                            async move {
+                                let outcome = ack.wait().await;
+                                if outcome.is_ok() {
+                                    histogram.observe(submitted.elapsed().as_secs_f64());
+                                }
+                                (address, outcome)
+                            }
+                            .boxed(),
+                        );
+                        Ok(())
+                    }
+                    Ok(None) => self.reply(&address, Outgoing::SyncStatus(true)),
+                    Err(SyncError::Deleted) => {
+                        info!(
+                            address,
+                            "update builds on a deleted document's history; refused"
+                        );
+                        self.deleted(&address)
+                    }
+                    Err(failure) => {
+                        debug!(error = %failure, "update refused");
+                        Err(FailureAnswer::sync(&failure).close)
+                    }
+                }
+            }
+            Inbound::Awareness(update) => {
+                joined.session.apply_awareness(update);
+                Ok(())
+            }
+            Inbound::QueryAwareness => match joined.session.awareness_frame() {
+                Some(frame) => self.reply(&address, Outgoing::Document(frame)),
+                None => Ok(()),
+            },
+            Inbound::Stateless(payload) => {
+                joined.session.relay_stateless(&payload);
+                Ok(())
+            }
+            Inbound::Token(_) | Inbound::Leave | Inbound::Ping | Inbound::Ignored => Ok(()),
+        }
+    }
+
+    /// Queues a reply. Replies share the bounded outbox with broadcasts, so a
+    /// client that does not read cannot make the server buffer replies either.
+    fn reply(&self, address: &str, message: Outgoing<'_>) -> Result<(), CloseReason> {
+        self.documents.send(self.wire.encode(address, message))
+    }
+
+    /// The document at `address` was deleted, or the client holds its
+    /// deleted history: a multiplexed socket leaves it and tells the client
+    /// (CLOSE for that address, the socket stays); a one-document socket
+    /// closes with 4410.
+    fn deleted(&mut self, address: &str) -> Result<(), CloseReason> {
+        if !W::MULTIPLEXED {
+            return Err(CloseReason::DocumentDeleted);
+        }
+        self.documents.remove(address);
+        let reason = CloseReason::DocumentDeleted.reason();
+        self.reply(address, Outgoing::Detached(reason))
+    }
+}
+
+/// The close for a socket that failed to read: too big a message, or a
+/// WebSocket protocol violation; any other failure is a lost connection.
+fn close_for_read_error(failure: axum::Error) -> Option<CloseReason> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = failure.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => Some(CloseReason::MessageTooBig),
+        Some(WsError::Protocol(_)) => Some(CloseReason::WebSocketProtocol),
+        _ => {
+            debug!(error = %inner, "connection lost");
+            None
+        }
+    }
+}

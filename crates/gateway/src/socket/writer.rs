@@ -1,0 +1,93 @@
+//! The writing half of a socket: drains the outbox to the socket,
+//! batch-flushing the frames already queued, pings on a timer, and writes
+//! the close frame the reader chose.
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage};
+use bytes::Bytes;
+use futures::{Sink, SinkExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use weft_sync::Outbound;
+
+use crate::close::CloseReason;
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+
+/// Writes `greeting`, then the outbox, until the reader sends the close
+/// (`None`: the peer closed; only the closing handshake is completed) or
+/// the socket fails.
+pub(super) async fn write_loop<S>(
+    mut sink: S,
+    mut outbox: mpsc::Receiver<Outbound>,
+    greeting: Vec<Outbound>,
+    mut close: oneshot::Receiver<Option<CloseReason>>,
+    config: &GatewayConfig,
+    metrics: &Metrics,
+) where
+    S: Sink<WsMessage> + Unpin,
+{
+    for frame in greeting {
+        count_sent(metrics, &frame);
+        if sink.feed(WsMessage::Binary(frame)).await.is_err() {
+            return;
+        }
+    }
+    if sink.flush().await.is_err() {
+        return;
+    }
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + config.heartbeat_interval,
+        config.heartbeat_interval,
+    );
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            closing = &mut close => {
+                if let Ok(Some(reason)) = closing {
+                    let frame = CloseFrame { code: reason.code(), reason: reason.reason().into() };
+                    let _peer_may_be_gone = sink.send(WsMessage::Close(Some(frame))).await;
+                } else {
+                    let _peer_may_be_gone = sink.close().await;
+                }
+                return;
+            }
+            frame = outbox.recv() => {
+                let Some(frame) = frame else { return };
+                if write_batch(&mut sink, &mut outbox, frame, metrics).await.is_err() {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `first` and every frame already queued behind it, then flushes
+/// once: under fan-out a slow flush per frame would be the bottleneck.
+async fn write_batch<S>(
+    sink: &mut S,
+    outbox: &mut mpsc::Receiver<Outbound>,
+    first: Outbound,
+    metrics: &Metrics,
+) -> Result<(), S::Error>
+where
+    S: Sink<WsMessage> + Unpin,
+{
+    count_sent(metrics, &first);
+    sink.feed(WsMessage::Binary(first)).await?;
+    while let Ok(frame) = outbox.try_recv() {
+        count_sent(metrics, &frame);
+        sink.feed(WsMessage::Binary(frame)).await?;
+    }
+    sink.flush().await
+}
+
+fn count_sent(metrics: &Metrics, frame: &Outbound) {
+    metrics.messages_sent.inc();
+    metrics.bytes_sent.inc_by(frame.len() as u64);
+}

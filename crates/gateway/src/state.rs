@@ -1,0 +1,28 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+
+use weft_sync::Registry;
+
+use crate::auth::Authenticator;
+use crate::config::GatewayConfig;
+use crate::lifecycle::Lifecycle;
+use crate::limits::Admission;
+use crate::metrics::Metrics;
+
+/// What every request handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The node's documents.
+    pub registry: Registry,
+    /// Draining state and the session tracker.
+    pub lifecycle: Lifecycle,
+    /// Session limits and timers.
+    pub config: Arc<GatewayConfig>,
+    /// Who may open which document.
+    pub auth: Authenticator,
+    /// Connection counts and upgrade rates.
+    pub admission: Admission,
+    /// The node's metrics (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
+}

@@ -1,0 +1,261 @@
+//! WebSocket upgrades: every check before the `101`, then the socket task.
+//!
+//! Before answering `101 Switching Protocols` the gateway checks, in order:
+//! draining, the document name, the `Origin` allow-list, admission, the
+//! token and its grant, and finally joins the document (loading it if
+//! needed). So every refusal is an HTTP status with the JSON error body, and
+//! no socket is opened for a client that may not have it. An upgrade at `/`
+//! is a Hocuspocus socket: its documents (and their tokens) come in
+//! messages, so only the node's and the origin's checks apply before it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use percent_encoding::percent_decode_str;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span};
+
+use crate::auth::{Access, token_from_request};
+use crate::config::{MAX_DOC_NAME_BYTES, READ_BUFFER_BYTES, WRITE_BUFFER_BYTES};
+use crate::error::{ApiError, FailureAnswer, draining};
+use crate::metrics::StatusLabel;
+use crate::socket::{Hocuspocus, Joined, Joiner, SocketOutbox, SocketParts, Wire, YWebsocket};
+use crate::state::AppState;
+
+/// Whether a request asks for a WebSocket.
+pub(crate) fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
+}
+
+/// Answers an upgrade request (counted by status in `weft_upgrades_total`).
+pub(crate) async fn upgrade(state: AppState, request: Request<Body>) -> Response {
+    let metrics = state.metrics.clone();
+    let (parts, _body) = request.into_parts();
+    let response = if parts.uri.path() == "/" {
+        hocuspocus_upgrade(state, parts).await
+    } else {
+        document_upgrade(state, parts).await
+    };
+    metrics
+        .upgrades
+        .get_or_create(&StatusLabel {
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// The document a request path names: the path without its leading `/`,
+/// percent-decoded.
+fn doc_name(path: &str) -> Result<String, ApiError> {
+    let encoded = path.strip_prefix('/').unwrap_or(path);
+    if encoded.is_empty() {
+        return Err(ApiError::bad_request(
+            "connect to /{document}; the path names the document",
+        ));
+    }
+    let name = percent_decode_str(encoded)
+        .decode_utf8()
+        .map_err(|_| ApiError::bad_request("the document name is not valid UTF-8 once decoded"))?;
+    if name.len() > MAX_DOC_NAME_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "document names are at most {MAX_DOC_NAME_BYTES} bytes"
+        )));
+    }
+    Ok(name.into_owned())
+}
+
+/// An upgrade at `/{doc}`: the y-websocket protocol.
+async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
+    let doc = match doc_name(parts.uri.path()) {
+        Ok(doc) => doc,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let peer = peer_ip(&parts);
+    let span = info_span!(
+        "upgrade",
+        doc = %doc,
+        peer = %peer,
+        auth = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let response = async move {
+        if state.lifecycle.is_draining() {
+            return Err(draining());
+        }
+        check_origin(&parts, &state.config.allowed_origins)?;
+        let permit = state.admission.admit(peer).map_err(ApiError::from)?;
+        // After admission, so failed attempts count against the upgrade rate.
+        let token = token_from_request(&parts);
+        let access = match state.auth.authorize(token.as_deref(), &doc) {
+            Ok(access) => access,
+            Err(refusal) => {
+                tracing::Span::current().record("auth", "refused");
+                info!(status = refusal.status().as_u16(), reason = %refusal, "upgrade refused");
+                return Err(ApiError::from(&refusal));
+            }
+        };
+        let granted = if access == Access::Read { "read" } else { "write" };
+        tracing::Span::current().record("auth", granted);
+        let upgrade = websocket_upgrade(&mut parts, &state).await?;
+        let outbox = SocketOutbox::new(state.config.send_queue_frames);
+        let deleted = CancellationToken::new();
+        let session = match state.registry.join(&doc, outbox.direct(deleted.clone())).await {
+            Ok(session) => session,
+            Err(failure) => {
+                let answer = FailureAnswer::sync(&failure);
+                if answer.internal {
+                    error!(error = %failure, error.source = ?std::error::Error::source(&failure), "join document failed");
+                }
+                return Err(answer.refusal);
+            }
+        };
+        info!(session = %session.id(), read_only = access == Access::Read, "session open");
+        // The session is a span of its own (the upgrade's ends with the 101),
+        // linked to the upgrade's.
+        let session_span = info_span!(parent: None, "session", doc = %doc, session = %session.id(), peer = %peer);
+        session_span.follows_from(tracing::Span::current());
+        let joined = Joined { session, access, deleted };
+        let socket = socket_parts(&state, YWebsocket, Some(joined), outbox, permit);
+        Ok(start(&state, upgrade, socket, session_span))
+    }
+    .instrument(span.clone())
+    .await
+    .unwrap_or_else(IntoResponse::into_response);
+    span.record("status", response.status().as_u16());
+    response
+}
+
+/// An upgrade at `/`: the Hocuspocus protocol. Documents (and their
+/// tokens) come in messages, so only the node's and the origin's admission
+/// apply here; each document is authorised when its token arrives.
+async fn hocuspocus_upgrade(state: AppState, mut parts: Parts) -> Response {
+    let peer = peer_ip(&parts);
+    let span = info_span!(
+        "upgrade",
+        protocol = "hocuspocus",
+        peer = %peer,
+        status = tracing::field::Empty,
+    );
+    let response = async move {
+        if state.lifecycle.is_draining() {
+            return Err(draining());
+        }
+        if let Err(reason) = state.registry.check_ready().await {
+            return Err(ApiError::unavailable("not ready", reason));
+        }
+        check_origin(&parts, &state.config.allowed_origins)?;
+        let permit = state.admission.admit(peer).map_err(ApiError::from)?;
+        let upgrade = websocket_upgrade(&mut parts, &state).await?;
+        let wire = Hocuspocus {
+            joiner: Joiner {
+                registry: state.registry.clone(),
+                auth: state.auth.clone(),
+            },
+        };
+        let outbox = SocketOutbox::new(state.config.send_queue_frames);
+        let socket = socket_parts(&state, wire, None, outbox, permit);
+        let session_span =
+            info_span!(parent: None, "session", protocol = "hocuspocus", peer = %peer);
+        session_span.follows_from(tracing::Span::current());
+        Ok(start(&state, upgrade, socket, session_span))
+    }
+    .instrument(span.clone())
+    .await
+    .unwrap_or_else(IntoResponse::into_response);
+    span.record("status", response.status().as_u16());
+    response
+}
+
+fn socket_parts<W: Wire>(
+    state: &AppState,
+    wire: W,
+    joined: Option<Joined>,
+    outbox: SocketOutbox,
+    permit: crate::limits::ConnectionPermit,
+) -> SocketParts<W> {
+    SocketParts {
+        wire,
+        joined,
+        outbox,
+        permit,
+        stop: state.lifecycle.sessions_stop().clone(),
+        config: state.config.clone(),
+        metrics: state.metrics.clone(),
+    }
+}
+
+/// Answers `101` and runs the socket as a tracked task in `span`.
+fn start<W: Wire>(
+    state: &AppState,
+    upgrade: WebSocketUpgrade,
+    socket: SocketParts<W>,
+    span: tracing::Span,
+) -> Response {
+    let tracker = state.lifecycle.tracker().clone();
+    upgrade.on_upgrade(move |websocket| {
+        tracker.track_future(crate::socket::run(websocket, socket).instrument(span))
+    })
+}
+
+/// The WebSocket handshake of a request, with Weft's buffer and message
+/// sizes (tungstenite's default read buffer is 128 KiB a connection), or the
+/// refusal of an invalid handshake.
+async fn websocket_upgrade(
+    parts: &mut Parts,
+    state: &AppState,
+) -> Result<WebSocketUpgrade, ApiError> {
+    let upgrade = WebSocketUpgrade::from_request_parts(parts, state)
+        .await
+        .map_err(|rejection| {
+            ApiError::new(
+                rejection.status(),
+                "invalid websocket upgrade",
+                rejection.body_text(),
+            )
+        })?;
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(state.config.max_message_bytes.saturating_mul(2))
+        .max_message_size(state.config.max_message_bytes)
+        .max_frame_size(state.config.max_message_bytes))
+}
+
+/// The connecting peer's address. Behind a proxy this is the proxy: per-IP
+/// limits then count the proxy as one client (forwarded headers are not
+/// trusted, since any client could set them).
+fn peer_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+}
+
+fn check_origin(parts: &Parts, allowed: &[String]) -> Result<(), ApiError> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let Some(origin) = parts.headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    if allowed.iter().any(|allowed| allowed == origin) {
+        return Ok(());
+    }
+    info!(origin, "upgrade refused: origin not allowed");
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this origin may not open sessions on this server",
+    ))
+}
