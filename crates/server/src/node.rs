@@ -5,12 +5,14 @@
 //!
 //! One root [`CancellationToken`] per node. Its children are the gateway's
 //! draining token ([`Lifecycle::under`]: readiness, upgrades, and the
-//! sessions' 1012) and the HTTP servers' stop. The drain cancels them one
-//! at a time, in order; a drain that runs out of grace cancels the root,
-//! which stops whatever is left at once. Every task the node spawns is in
-//! one [`TaskTracker`] (the HTTP and metrics servers); session tasks are in
-//! the gateway's own tracker, because the drain waits for them as a step
-//! of its own before the servers stop.
+//! sessions' 1012), the registry's tokens (its committer; its housekeeping
+//! and bus task) and the HTTP servers' stop. The drain cancels them one at
+//! a time, in order; a drain that runs out of grace cancels the root, which
+//! stops whatever is left at once. Every task the node spawns is in one
+//! [`TaskTracker`]: the HTTP and metrics servers, the registry's tasks and
+//! its documents' broadcast flushes. Session tasks are in the gateway's
+//! own tracker, because the drain waits for them as a step of its own
+//! before the registry stops.
 //!
 //! # Drain order
 //!
@@ -96,11 +98,11 @@ impl Node {
             }
             None => Arc::new(LogBus::new(store.clone(), &config.node_id)),
         };
-        let registry = Registry::start(store, bus, config.registry);
-
         let root = CancellationToken::new();
-        let http_stop = root.child_token();
         let tasks = TaskTracker::new();
+        let registry = Registry::start(store, bus, config.registry, &root, &tasks);
+
+        let http_stop = root.child_token();
         let lifecycle = Lifecycle::under(&root);
         let open = config.auth.is_open();
         let state = AppState {
