@@ -1,7 +1,10 @@
 //! The steps of a node's shutdown, in the order they run, so callers (and
-//! tests) can watch the drain rather than guess it from logs.
+//! tests) can watch the drain rather than guess it from logs, and hold it
+//! at a step to look at the node there.
 
 use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 /// Where a node is in its life. The order of the variants is the order
 /// the drain goes through them; a node never goes back.
@@ -16,10 +19,14 @@ pub enum DrainPhase {
     Draining,
     /// Every session task has ended.
     SessionsClosed,
-    /// The committer committed everything that was queued, then every
-    /// dirty document was snapshotted (one call of the registry, which
-    /// does both in that order).
-    Flushed,
+    /// Updates are refused, and the committer committed everything that
+    /// was queued and applied it to its documents: the log holds every
+    /// acknowledged update.
+    CommitsFlushed,
+    /// Housekeeping and the bus task stopped, and every dirty document was
+    /// snapshotted (embedded mode; in a cluster the persistence worker
+    /// writes the snapshots, and this step only stops the tasks).
+    SnapshotsWritten,
     /// The HTTP listeners stopped and every task of the node ended.
     Stopped,
 }
@@ -52,4 +59,25 @@ impl DrainReport {
             .last()
             .map_or(Duration::ZERO, |step| step.elapsed)
     }
+}
+
+/// Keeps a node's drain at the phase it was taken for, once the drain
+/// reaches it, until the hold is released or dropped (see
+/// [`NodeHandle::hold_at`](crate::NodeHandle::hold_at)). The grace keeps
+/// running meanwhile.
+#[derive(Debug)]
+pub struct DrainHold {
+    /// Dropping it lets the drain go on; nothing is ever sent.
+    _release: oneshot::Sender<()>,
+}
+
+impl DrainHold {
+    /// A hold and what the drain awaits at its phase.
+    pub(crate) fn new() -> (Self, oneshot::Receiver<()>) {
+        let (release, released) = oneshot::channel();
+        (Self { _release: release }, released)
+    }
+
+    /// Lets the drain go on past the held phase.
+    pub fn release(self) {}
 }

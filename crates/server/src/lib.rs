@@ -22,7 +22,8 @@
 //! - [`config`]: from the flags to a node's typed, validated settings.
 //! - [`listen`]: the listeners, bound before the node starts.
 //! - [`node`]: [`Node::start`], [`NodeHandle::shutdown`]: the drain in order.
-//! - [`drain`]: the phases of a drain, watched by callers and tests.
+//! - [`drain`]: the phases of a drain, watched (and held) by callers and
+//!   tests.
 //! - [`persist`]: the persistence worker, started and stopped the same way.
 //! - [`shutdown`]: waiting for SIGTERM or ctrl-c.
 //! - [`telemetry`]: logs and the OpenTelemetry trace exporter.
@@ -37,7 +38,7 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use config::NodeConfig;
-pub use drain::{DrainPhase, DrainReport, DrainStep};
+pub use drain::{DrainHold, DrainPhase, DrainReport, DrainStep};
 pub use listen::Listeners;
 pub use node::{Node, NodeHandle};
 pub use persist::{PersistConfig, Worker, WorkerHandle};

@@ -5,12 +5,14 @@
 //!
 //! One root [`CancellationToken`] per node. Its children are the gateway's
 //! draining token ([`Lifecycle::under`]: readiness, upgrades, and the
-//! sessions' 1012) and the HTTP servers' stop. The drain cancels them one
-//! at a time, in order; a drain that runs out of grace cancels the root,
-//! which stops whatever is left at once. Every task the node spawns is in
-//! one [`TaskTracker`] (the HTTP and metrics servers); session tasks are in
-//! the gateway's own tracker, because the drain waits for them as a step
-//! of its own before the servers stop.
+//! sessions' 1012), the registry's tokens (its committer; its housekeeping
+//! and bus task) and the HTTP servers' stop. The drain cancels them one at
+//! a time, in order; a drain that runs out of grace cancels the root, which
+//! stops whatever is left at once. Every task the node spawns is in one
+//! [`TaskTracker`]: the HTTP and metrics servers, the registry's tasks and
+//! its documents' broadcast flushes. Session tasks are in the gateway's
+//! own tracker, because the drain waits for them as a step of its own
+//! before the registry stops.
 //!
 //! # Drain order
 //!
@@ -18,10 +20,16 @@
 //! 1. readiness goes false and new upgrades get 503; open sessions are told
 //!    to close with 1012 ([`DrainPhase::Draining`]);
 //! 2. every session task is awaited ([`DrainPhase::SessionsClosed`]);
-//! 3. the committer commits everything queued, then dirty documents are
-//!    snapshotted ([`DrainPhase::Flushed`]);
-//! 4. the HTTP servers stop and the node's tasks end
+//! 3. updates are refused and the committer commits and applies everything
+//!    queued ([`DrainPhase::CommitsFlushed`]);
+//! 4. housekeeping and the bus task stop, and dirty documents are
+//!    snapshotted ([`DrainPhase::SnapshotsWritten`]);
+//! 5. the HTTP servers stop and the node's tasks end
 //!    ([`DrainPhase::Stopped`]).
+//!
+//! [`NodeHandle::phases`] reports each phase as it is reached;
+//! [`NodeHandle::hold_at`] keeps the drain at one, so a caller (a test)
+//! can look at the node and its store between two steps.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,7 +47,7 @@ use weft_gateway::{AppState, Lifecycle};
 use weft_sync::{LogBus, MessageBus, Registry};
 
 use crate::config::{NodeConfig, open_store};
-use crate::drain::{DrainPhase, DrainReport, DrainStep};
+use crate::drain::{DrainHold, DrainPhase, DrainReport, DrainStep};
 use crate::listen::Listeners;
 
 /// How often [`NodeHandle::ready`] asks again: the bus connects within
@@ -68,6 +76,8 @@ pub struct NodeHandle {
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     phase: watch::Sender<DrainPhase>,
+    /// What the drain awaits once it reaches each held phase.
+    holds: Vec<(DrainPhase, oneshot::Receiver<()>)>,
 }
 
 impl Node {
@@ -96,11 +106,11 @@ impl Node {
             }
             None => Arc::new(LogBus::new(store.clone(), &config.node_id)),
         };
-        let registry = Registry::start(store, bus, config.registry);
-
         let root = CancellationToken::new();
-        let http_stop = root.child_token();
         let tasks = TaskTracker::new();
+        let registry = Registry::start(store, bus, config.registry, &root, &tasks);
+
+        let http_stop = root.child_token();
         let lifecycle = Lifecycle::under(&root);
         let open = config.auth.is_open();
         let state = AppState {
@@ -155,6 +165,7 @@ impl Node {
             local_addr,
             metrics_addr,
             phase: watch::Sender::new(DrainPhase::Serving),
+            holds: Vec::new(),
         })
     }
 }
@@ -174,6 +185,16 @@ impl NodeHandle {
     /// then each step of the drain in order.
     pub fn phases(&self) -> watch::Receiver<DrainPhase> {
         self.phase.subscribe()
+    }
+
+    /// Holds the drain once it reaches `phase` (after [`NodeHandle::phases`]
+    /// reported it) until the returned hold is released or dropped, so a
+    /// caller can look at the node between two steps. The grace keeps
+    /// running; a hold at [`DrainPhase::Serving`] never holds.
+    pub fn hold_at(&mut self, phase: DrainPhase) -> DrainHold {
+        let (hold, released) = DrainHold::new();
+        self.holds.push((phase, released));
+        hold
     }
 
     /// What `/readyz` answers, without HTTP: `Err` says which part is not
@@ -230,16 +251,23 @@ impl NodeHandle {
     async fn drain(&mut self, started: Instant) -> anyhow::Result<DrainReport> {
         let mut report = DrainReport::default();
         self.lifecycle.start_draining();
-        self.reached(DrainPhase::Draining, started, &mut report);
+        self.reached(DrainPhase::Draining, started, &mut report)
+            .await;
         self.lifecycle.sessions_closed().await;
         info!(elapsed_ms = elapsed_ms(started), "sessions closed");
-        self.reached(DrainPhase::SessionsClosed, started, &mut report);
-        self.registry.shutdown().await;
+        self.reached(DrainPhase::SessionsClosed, started, &mut report)
+            .await;
+        self.registry.flush_commits().await;
+        info!(elapsed_ms = elapsed_ms(started), "updates committed");
+        self.reached(DrainPhase::CommitsFlushed, started, &mut report)
+            .await;
+        self.registry.snapshot_and_stop().await;
         info!(
             elapsed_ms = elapsed_ms(started),
             "updates committed and snapshots written"
         );
-        self.reached(DrainPhase::Flushed, started, &mut report);
+        self.reached(DrainPhase::SnapshotsWritten, started, &mut report)
+            .await;
         self.http_stop.cancel();
         let served = match self.server.take() {
             Some(server) => server.await,
@@ -253,16 +281,26 @@ impl NodeHandle {
             Err(error) => return Err(error).context("join the HTTP server task"),
         }
         info!(elapsed_ms = elapsed_ms(started), "stopped");
-        self.reached(DrainPhase::Stopped, started, &mut report);
+        self.reached(DrainPhase::Stopped, started, &mut report)
+            .await;
         Ok(report)
     }
 
-    fn reached(&self, phase: DrainPhase, started: Instant, report: &mut DrainReport) {
+    /// Reports `phase`, then waits for any hold taken for it.
+    async fn reached(&mut self, phase: DrainPhase, started: Instant, report: &mut DrainReport) {
         report.steps.push(DrainStep {
             phase,
             elapsed: started.elapsed(),
         });
         self.phase.send_replace(phase);
+        let (held, others) = std::mem::take(&mut self.holds)
+            .into_iter()
+            .partition(|(held_at, _)| *held_at == phase);
+        self.holds = others;
+        for (_, released) in held {
+            // Released or dropped: either way the drain goes on.
+            let _released = released.await;
+        }
     }
 }
 

@@ -1,12 +1,12 @@
 //! A node started as a library, on the embedded SQLite store in a scratch
 //! directory and a loopback listener, drains in order: readiness off and
-//! upgrades refused, sessions closed with 1012, commits flushed and
-//! snapshots written, exit within the grace.
+//! upgrades refused, sessions closed with 1012, commits flushed, snapshots
+//! written, exit within the grace.
 //!
 //! Each step is observed from outside where it can be (HTTP, the clients'
-//! close frames, the store after the node stopped), and the order through
-//! the phases the node's handle reports. Every wait is bounded; nothing
-//! waits on a sleep.
+//! close frames, the store while the drain is held at a phase), and the
+//! order through the phases the node's handle reports. Every wait is
+//! bounded; nothing waits on a sleep.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -237,9 +237,12 @@ async fn shutdown_drains_in_order_within_the_grace() {
     let store_url = scratch.store_url();
     // A commit window longer than the test: an update reaches the store
     // only through the drain's flush.
-    let node = start_node(&store_url, &["--commit-window", "1h"]).await;
+    let mut node = start_node(&store_url, &["--commit-window", "1h"]).await;
     let address = node.local_addr();
     let mut phases = node.phases();
+    // The drain stops at these two phases until the store was looked at.
+    let at_commits_flushed = node.hold_at(DrainPhase::CommitsFlushed);
+    let at_snapshots_written = node.hold_at(DrainPhase::SnapshotsWritten);
     assert_eq!(*phases.borrow(), DrainPhase::Serving);
 
     let mut writer = connect(address, DOC).await;
@@ -320,7 +323,45 @@ async fn shutdown_drains_in_order_within_the_grace() {
         "the reader's close code"
     );
 
-    // 4. Commits flushed, 5. snapshots written, 6. stopped in the grace.
+    // 4. Commits flushed: the edit is in the log, and no snapshot yet.
+    bounded(
+        "the commits to be flushed",
+        phases.wait_for(|phase| *phase >= DrainPhase::CommitsFlushed),
+    )
+    .await
+    .expect("the node reports its phases");
+    assert_eq!(*phases.borrow(), DrainPhase::CommitsFlushed, "held there");
+    let (text, snapshotted, logged) = stored_text(&store_url, DOC).await;
+    assert_eq!(text, "hello", "the drain committed the queued edit");
+    assert!(
+        !snapshotted && logged == 1,
+        "in the log, not yet in a snapshot (snapshot: {snapshotted}, logged updates: {logged})"
+    );
+    assert_eq!(
+        *phases.borrow(),
+        DrainPhase::CommitsFlushed,
+        "still held while the store was read"
+    );
+    at_commits_flushed.release();
+
+    // 5. Snapshots written: a snapshot covers the edit and the log after
+    // it is empty.
+    bounded(
+        "the snapshots to be written",
+        phases.wait_for(|phase| *phase >= DrainPhase::SnapshotsWritten),
+    )
+    .await
+    .expect("the node reports its phases");
+    assert_eq!(*phases.borrow(), DrainPhase::SnapshotsWritten, "held there");
+    let (text, snapshotted, logged) = stored_text(&store_url, DOC).await;
+    assert_eq!(text, "hello", "the snapshot holds the edit");
+    assert!(
+        snapshotted && logged == 0,
+        "a snapshot covering it (snapshot: {snapshotted}, updates after it: {logged})"
+    );
+    at_snapshots_written.release();
+
+    // 6. Stopped, every step in order and within the grace.
     let report = bounded("shutdown to return", shutdown)
         .await
         .expect("the shutdown task")
@@ -330,7 +371,8 @@ async fn shutdown_drains_in_order_within_the_grace() {
         [
             DrainPhase::Draining,
             DrainPhase::SessionsClosed,
-            DrainPhase::Flushed,
+            DrainPhase::CommitsFlushed,
+            DrainPhase::SnapshotsWritten,
             DrainPhase::Stopped
         ]
     );
@@ -351,10 +393,9 @@ async fn shutdown_drains_in_order_within_the_grace() {
         "the listener is closed once the node stopped"
     );
     let (text, snapshotted, logged) = stored_text(&store_url, DOC).await;
-    assert_eq!(text, "hello", "the drain committed the queued edit");
     assert!(
-        snapshotted && logged == 0,
-        "then wrote a snapshot covering it (snapshot: {snapshotted}, updates after it: {logged})"
+        text == "hello" && snapshotted && logged == 0,
+        "the stopped node left the edit in its snapshot"
     );
 }
 

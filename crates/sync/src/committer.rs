@@ -57,6 +57,7 @@ use crate::error::PublishError;
 use crate::frames::{DocName, SessionId};
 use crate::metrics::SyncMetrics;
 use crate::store::LogSeq;
+use crate::tasks::TaskGroup;
 use crate::tombstone;
 use crate::update::{ClientUpdate, CommittedUpdate};
 
@@ -145,19 +146,20 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the commit loop on `tracker`. The loop ends once every
-    /// `Committer` handle is dropped and the queue is drained.
+    /// Starts the commit loop in `tasks`. The loop ends once `stop` is
+    /// cancelled (or every `Committer` handle is dropped) and the queue is
+    /// drained.
     pub(crate) fn spawn(
         bus: Arc<dyn MessageBus>,
         documents: Arc<dyn CommitTarget>,
         metrics: Arc<SyncMetrics>,
         config: &CommitterConfig,
-        tracker: &tokio_util::task::TaskTracker,
+        tasks: &TaskGroup,
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
         let (submissions, receiver) = mpsc::channel(config.queue_capacity);
         let oldest_unanswered = Arc::default();
-        tracker.spawn(commit_loop(
+        tasks.spawn(commit_loop(
             bus,
             documents,
             metrics,

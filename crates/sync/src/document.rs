@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, debug_span, info, trace};
 use weft_protocol::{AwarenessUpdate, StateVector};
 
@@ -54,6 +55,9 @@ struct LiveState {
 pub struct Document {
     name: DocName,
     batching: BroadcastBatching,
+    /// Where the end of a broadcast batching window is awaited: the
+    /// node's tracker, so a stopping node waits for a held broadcast.
+    tasks: TaskTracker,
     state: parking_lot::Mutex<LiveState>,
     loaded: OnceCell<()>,
     /// Serialises snapshot writes of this document.
@@ -61,9 +65,10 @@ pub struct Document {
 }
 
 impl Document {
-    pub(crate) fn new(name: DocName, batching: BroadcastBatching) -> Self {
+    pub(crate) fn new(name: DocName, batching: BroadcastBatching, tasks: TaskTracker) -> Self {
         Self {
             batching,
+            tasks,
             state: parking_lot::Mutex::new(LiveState {
                 replica: Replica::new(name.clone()),
                 pending: Some(Vec::new()),
@@ -150,7 +155,7 @@ impl Document {
             if state.held.is_empty() {
                 let flush_at = state.last_broadcast.unwrap_or(now) + self.batching.window;
                 let document = Arc::clone(self);
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     tokio::time::sleep_until(flush_at).await;
                     document.flush_held();
                 });

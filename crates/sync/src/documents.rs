@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use weft_protocol::StateVector;
 
 use crate::batching::BroadcastBatching;
@@ -19,18 +20,22 @@ use crate::store::LogSeq;
 use crate::update::CommittedUpdate;
 
 /// The documents in memory (loaded or loading).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Documents {
     loaded: parking_lot::Mutex<HashMap<DocName, Arc<Document>>>,
     /// Every document's broadcast batching.
     batching: BroadcastBatching,
+    /// The node's tracker, given to every document for its broadcast
+    /// flushes.
+    tasks: TaskTracker,
 }
 
 impl Documents {
-    pub(crate) fn new(batching: BroadcastBatching) -> Self {
+    pub(crate) fn new(batching: BroadcastBatching, tasks: TaskTracker) -> Self {
         Self {
             loaded: parking_lot::Mutex::default(),
             batching,
+            tasks,
         }
     }
 
@@ -83,7 +88,11 @@ impl Documents {
             return None;
         }
         let name: DocName = Arc::from(name);
-        let document = Arc::new(Document::new(name.clone(), self.batching));
+        let document = Arc::new(Document::new(
+            name.clone(),
+            self.batching,
+            self.tasks.clone(),
+        ));
         loaded.insert(name, document.clone());
         Some(document)
     }

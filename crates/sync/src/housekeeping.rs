@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, debug_span, info, warn};
 
 use crate::bus::MessageBus;
@@ -24,6 +23,7 @@ use crate::metrics::SyncMetrics;
 use crate::reread::MISSING_GRACE;
 use crate::snapshot_policy::SnapshotPolicy;
 use crate::store::{DocStore, StoreError};
+use crate::tasks::TaskGroup;
 
 /// What the housekeeping task works with.
 #[derive(Debug)]
@@ -40,8 +40,9 @@ pub(crate) struct Housekeeping {
     pub(crate) tick: Duration,
     /// Stops the task.
     pub(crate) closing: CancellationToken,
-    /// Where re-reads run.
-    pub(crate) tracker: TaskTracker,
+    /// Where re-reads run (with this task, in the registry's housekeeping
+    /// group).
+    pub(crate) tasks: TaskGroup,
 }
 
 impl Housekeeping {
@@ -63,7 +64,7 @@ impl Housekeeping {
 
     async fn tend(self: &Arc<Self>, document: &Arc<Document>, now: Instant) {
         if document.is_loaded() && document.claim_reread(now, MISSING_GRACE) {
-            self.tracker.spawn(reread(
+            self.tasks.spawn(reread(
                 self.loader.clone(),
                 self.metrics.clone(),
                 document.clone(),

@@ -32,7 +32,8 @@
 //! two modules import each other:
 //!
 //! - `clock`, `frames` (document names, session ids, outboxes, frames),
-//!   [`ycheck`] (containing `yrs` panics), `metrics`: leaves.
+//!   [`ycheck`] (containing `yrs` panics), `metrics`, `tasks` (a group of
+//!   the registry's tasks on the node's tracker): leaves.
 //! - [`store`]: the [`DocStore`] trait the persistence crate implements, and
 //!   [`MemoryStore`] (`memory_store`) for tests.
 //! - `update`: client and committed updates; the one decode.
@@ -94,6 +95,7 @@ mod reread;
 pub mod session;
 mod snapshot_policy;
 pub mod store;
+mod tasks;
 pub mod tombstone;
 mod update;
 pub mod ycheck;

@@ -1,10 +1,13 @@
 //! The document registry of one node: the map of loaded documents and the
 //! facade the gateway (sessions, the REST API, readiness, shutdown) calls.
 //!
-//! Starting a registry starts three tasks: the committer
-//! ([`committer`](crate::committer)), housekeeping (snapshots, unloading,
-//! re-reads: `housekeeping`) and the bus task (other
-//! nodes' records, heartbeats: `bus_task`).
+//! Starting a registry starts three tasks, on the tracker it is given (see
+//! `tasks`): the committer ([`committer`](crate::committer)), housekeeping
+//! (snapshots, unloading, re-reads: `housekeeping`) and the bus task (other
+//! nodes' records, heartbeats: `bus_task`). Shutdown stops them in two
+//! steps: the committer first, once it has committed what is queued
+//! ([`Registry::flush_commits`]); then housekeeping and the bus task, and
+//! the final snapshots ([`Registry::snapshot_and_stop`]).
 //!
 //! In [`NodeMode::Cluster`] the registry never snapshots (the persistence
 //! worker does) and loads a document by replaying its records from the bus
@@ -33,6 +36,7 @@ use crate::metrics::SyncMetrics;
 use crate::publisher::Publisher;
 use crate::session::Session;
 use crate::store::{DocStore, ListedDoc};
+use crate::tasks::TaskGroup;
 
 /// How often a read retries when the document it loaded was deleted at
 /// that moment (it is then dropped and loaded afresh).
@@ -48,12 +52,15 @@ struct RegistryInner {
     bus_task: Arc<BusTask>,
     config: RegistryConfig,
     next_session: AtomicU64,
-    /// Stops the housekeeping and bus tasks and refuses new sessions.
+    /// Cancelled by the first step of shutdown: refuses new sessions and
+    /// reads, and stops the committer once it has committed what is queued.
     closing: CancellationToken,
-    /// Stops the committer once sessions are gone.
-    committer_stop: CancellationToken,
-    tracker: TaskTracker,
-    committer_tracker: TaskTracker,
+    /// Cancelled by the second step: stops housekeeping and the bus task.
+    background_stop: CancellationToken,
+    /// The committer.
+    committer_tasks: TaskGroup,
+    /// Housekeeping (with its re-reads) and the bus task.
+    background_tasks: TaskGroup,
     metrics: Arc<SyncMetrics>,
 }
 
@@ -64,7 +71,9 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A single node on `store`: its update log is the bus.
+    /// A single node on `store`: its update log is the bus. The registry
+    /// is the root of its own shutdown tree (a token and a tracker of its
+    /// own), for tests and tools; a node gives [`Registry::start`] its own.
     pub fn embedded(store: Arc<dyn DocStore>, config: RegistryConfig) -> Self {
         let bus = Arc::new(LogBus::new(store.clone(), "embedded"));
         Self::start(
@@ -74,29 +83,39 @@ impl Registry {
                 mode: NodeMode::Embedded,
                 ..config
             },
+            &CancellationToken::new(),
+            &TaskTracker::new(),
         )
     }
 
-    /// Starts the registry's committer, housekeeping and bus tasks.
+    /// Starts the registry's committer, housekeeping and bus tasks on
+    /// `tracker` (the node's, which the node waits for when it stops).
+    ///
+    /// The registry's tokens are children of `parent` (the node's root):
+    /// cancelling it stops every task at once (the committer still commits
+    /// what it holds), as a drain past its grace does. [`Registry::shutdown`]
+    /// stops them in order.
     pub fn start(
         store: Arc<dyn DocStore>,
         bus: Arc<dyn MessageBus>,
         config: RegistryConfig,
+        parent: &CancellationToken,
+        tracker: &TaskTracker,
     ) -> Self {
-        let documents = Arc::new(Documents::new(config.broadcast_batching));
-        let committer_tracker = TaskTracker::new();
-        let committer_stop = CancellationToken::new();
+        let documents = Arc::new(Documents::new(config.broadcast_batching, tracker.clone()));
+        let closing = parent.child_token();
+        let committer_tasks = TaskGroup::on(tracker);
         let metrics = Arc::new(SyncMetrics::default());
         let committer = Committer::spawn(
             bus.clone(),
             documents.clone(),
             metrics.clone(),
             &config.committer,
-            &committer_tracker,
-            committer_stop.clone(),
+            &committer_tasks,
+            closing.clone(),
         );
-        let closing = CancellationToken::new();
-        let tracker = TaskTracker::new();
+        let background_stop = parent.child_token();
+        let background_tasks = TaskGroup::on(tracker);
         let loader = Arc::new(Loader {
             store: store.clone(),
             bus: bus.clone(),
@@ -113,8 +132,8 @@ impl Registry {
             writes_snapshots: config.mode.writes_snapshots(),
             unload_grace: config.unload_grace,
             tick: config.tick,
-            closing: closing.clone(),
-            tracker: tracker.clone(),
+            closing: background_stop.clone(),
+            tasks: background_tasks.clone(),
         });
         let bus_task = Arc::new(BusTask {
             documents: documents.clone(),
@@ -122,10 +141,10 @@ impl Registry {
             subscribed: tokio::sync::watch::Sender::new(false),
             heartbeat_interval: config.heartbeat_interval,
             peer_timeout: config.peer_timeout,
-            closing: closing.clone(),
+            closing: background_stop.clone(),
         });
-        tracker.spawn(housekeeping.run());
-        tracker.spawn(bus_task::run(bus_task.clone()));
+        background_tasks.spawn(housekeeping.run());
+        background_tasks.spawn(bus_task::run(bus_task.clone()));
         let inner = Arc::new(RegistryInner {
             documents,
             loader,
@@ -134,9 +153,9 @@ impl Registry {
             config,
             next_session: AtomicU64::new(1),
             closing,
-            committer_stop,
-            tracker,
-            committer_tracker,
+            background_stop,
+            committer_tasks,
+            background_tasks,
             metrics,
         });
         Self { inner }
@@ -309,15 +328,30 @@ impl Registry {
         self.inner.documents.len()
     }
 
-    /// Stops taking sessions, commits what is queued, and snapshots every
-    /// dirty document. Call after the gateway closed its sessions.
+    /// Stops the registry in its two steps, in order:
+    /// [`Registry::flush_commits`], then [`Registry::snapshot_and_stop`].
+    /// Call after the gateway closed its sessions.
     pub async fn shutdown(&self) {
+        self.flush_commits().await;
+        self.snapshot_and_stop().await;
+    }
+
+    /// The first step of shutdown: refuses new sessions, reads and updates,
+    /// and returns once the committer has committed everything queued and
+    /// applied it to its documents. Housekeeping and the bus task go on.
+    pub async fn flush_commits(&self) {
         self.inner.closing.cancel();
-        self.inner.committer_stop.cancel();
-        self.inner.committer_tracker.close();
-        self.inner.committer_tracker.wait().await;
-        self.inner.tracker.close();
-        self.inner.tracker.wait().await;
+        self.inner.committer_tasks.wait().await;
+    }
+
+    /// The second step of shutdown (it runs the first if that has not
+    /// run): stops housekeeping and the bus task, then, in embedded mode,
+    /// snapshots every dirty document. In cluster mode the persistence
+    /// worker writes the snapshots, so this only stops the tasks.
+    pub async fn snapshot_and_stop(&self) {
+        self.flush_commits().await;
+        self.inner.background_stop.cancel();
+        self.inner.background_tasks.wait().await;
         let mut failed = 0;
         for document in self.inner.documents.all() {
             if !document.is_loaded() || !self.inner.config.mode.writes_snapshots() {

@@ -7,8 +7,8 @@ async fn two_nodes_on_one_log_share_updates_loads_and_presence() {
     let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
     let bus_a = crate::LogBus::new(store.clone(), "a");
     let bus_b = bus_a.join("b");
-    let node_a = Registry::start(store.clone(), Arc::new(bus_a), cluster_config());
-    let node_b = Registry::start(store.clone(), Arc::new(bus_b), cluster_config());
+    let node_a = start(store.clone(), Arc::new(bus_a), cluster_config());
+    let node_b = start(store.clone(), Arc::new(bus_b), cluster_config());
 
     // Written on node a before node b ever loaded the document: b replays it.
     let alice = join(&node_a, "doc", 64).await;
@@ -80,7 +80,7 @@ async fn a_cluster_node_loads_the_topic_snapshot_then_the_records_after_it() {
     let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
     let bus_a = crate::LogBus::new(store.clone(), "a");
     let bus_b = bus_a.join("b");
-    let node_a = Registry::start(store.clone(), Arc::new(bus_a), cluster_config());
+    let node_a = start(store.clone(), Arc::new(bus_a), cluster_config());
     let alice = join(&node_a, "doc", 64).await;
     let mut positions = Vec::new();
     for (client, text) in [(1, "one "), (2, "two ")] {
@@ -119,7 +119,7 @@ async fn a_cluster_node_loads_the_topic_snapshot_then_the_records_after_it() {
         .await
         .unwrap();
 
-    let node_b = Registry::start(store.clone(), Arc::new(bus_b), cluster_config());
+    let node_b = start(store.clone(), Arc::new(bus_b), cluster_config());
     let bob = join(&node_b, "doc", 64).await;
     let text = server_text(&bob);
     assert!(text.contains("snap "), "the snapshot was loaded: {text:?}");
@@ -234,8 +234,8 @@ async fn a_deletion_on_one_node_reaches_the_others() {
     let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
     let bus_a = crate::LogBus::new(store.clone(), "a");
     let bus_b = bus_a.join("b");
-    let node_a = Registry::start(store.clone(), Arc::new(bus_a), cluster_config());
-    let node_b = Registry::start(store.clone(), Arc::new(bus_b), cluster_config());
+    let node_a = start(store.clone(), Arc::new(bus_a), cluster_config());
+    let node_b = start(store.clone(), Arc::new(bus_b), cluster_config());
     let old = text_update(1, "old");
     node_a.apply_update("doc", old.clone()).await.unwrap();
     let bob = join(&node_b, "doc", 64).await;

@@ -8,6 +8,7 @@ mod decodes;
 mod documents;
 mod pipeline;
 mod reread;
+mod shutdown;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,15 +17,32 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use weft_protocol::{Message, SyncMessage, decode_frame};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
 use crate::store::{NewUpdate, SnapshotWrite};
 use crate::{
-    DocStore, LogSeq, MemoryStore, Outbound, PublishError, Registry, RegistryConfig, Session,
-    SessionOutbox, Snapshot, StoreError, StoredDoc,
+    DocStore, LogSeq, MemoryStore, MessageBus, Outbound, PublishError, Registry, RegistryConfig,
+    Session, SessionOutbox, Snapshot, StoreError, StoredDoc,
 };
+
+/// A registry on `bus` that is the root of its own shutdown tree, as a
+/// node of a test cluster.
+pub(super) fn start(
+    store: Arc<dyn DocStore>,
+    bus: Arc<dyn MessageBus>,
+    config: RegistryConfig,
+) -> Registry {
+    Registry::start(
+        store,
+        bus,
+        config,
+        &CancellationToken::new(),
+        &TaskTracker::new(),
+    )
+}
 
 pub(super) struct Client {
     pub(super) session: Session,

@@ -133,7 +133,7 @@ async fn a_pipelined_bus_gets_the_next_batch_before_the_first_is_acknowledged() 
         handed: tokio::sync::watch::Sender::new(Vec::new()),
         gate: tokio::sync::Semaphore::new(0),
     });
-    let node = Registry::start(store.clone(), bus.clone(), cluster_config());
+    let node = start(store.clone(), bus.clone(), cluster_config());
     let alice = join(&node, "doc", 64).await;
     let mut bob = join(&node, "doc", 64).await;
 
@@ -193,7 +193,7 @@ async fn a_node_whose_updates_wait_for_the_bus_is_not_ready_until_they_are_ackno
         handed: tokio::sync::watch::Sender::new(Vec::new()),
         gate: tokio::sync::Semaphore::new(0),
     });
-    let node = Registry::start(store.clone(), bus.clone(), cluster_config());
+    let node = start(store.clone(), bus.clone(), cluster_config());
     let alice = join(&node, "doc", 64).await;
     let mut bob = join(&node, "doc", 64).await;
     node.check_ready()

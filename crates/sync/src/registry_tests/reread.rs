@@ -6,7 +6,7 @@ use super::*;
 async fn a_replica_that_missed_a_record_reads_its_log_again_and_tells_its_sessions() {
     let store = Arc::new(MemoryStore::new());
     let bus = crate::LogBus::new(store.clone(), "a");
-    let registry = Registry::start(store.clone(), Arc::new(bus), cluster_config());
+    let registry = start(store.clone(), Arc::new(bus), cluster_config());
     let alice = join(&registry, "doc", 64).await;
     let mut bob = join(&registry, "doc", 64).await;
     let (first, second) = chained_updates(9);
@@ -45,7 +45,7 @@ async fn a_replica_that_missed_a_record_reads_its_log_again_and_tells_its_sessio
 async fn an_update_whose_dependency_the_log_lacks_too_is_read_again_at_growing_intervals() {
     let store = Arc::new(MemoryStore::new());
     let bus = crate::LogBus::new(store.clone(), "a");
-    let registry = Registry::start(store.clone(), Arc::new(bus), cluster_config());
+    let registry = start(store.clone(), Arc::new(bus), cluster_config());
     let alice = join(&registry, "doc", 64).await;
     let (_never_sent, second) = chained_updates(9);
     commit(&alice, second).await;
@@ -63,8 +63,8 @@ async fn an_update_a_document_holds_already_is_not_broadcast_again() {
     let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
     let bus_a = crate::LogBus::new(store.clone(), "a");
     let bus_b = bus_a.join("b");
-    let node_a = Registry::start(store.clone(), Arc::new(bus_a), cluster_config());
-    let node_b = Registry::start(store.clone(), Arc::new(bus_b), cluster_config());
+    let node_a = start(store.clone(), Arc::new(bus_a), cluster_config());
+    let node_b = start(store.clone(), Arc::new(bus_b), cluster_config());
     let alice = join(&node_a, "doc", 64).await;
     let mut bob = join(&node_b, "doc", 64).await;
     let update = text_update(1, "once");
