@@ -195,15 +195,25 @@ fn socket_parts<W: Wire>(
 }
 
 /// Answers `101` and runs the socket as a tracked task in `span`.
+///
+/// The session counts as open from before the `101` (a tracker token taken
+/// now, held until the socket ends): the upgrade callback runs only after
+/// the response is sent, and a drain starting in between must still wait
+/// for this session. If the handshake never completes, the callback is
+/// dropped and the token with it.
 fn start<W: Wire>(
     state: &AppState,
     upgrade: WebSocketUpgrade,
     socket: SocketParts<W>,
     span: tracing::Span,
 ) -> Response {
-    let tracker = state.lifecycle.tracker().clone();
+    let open = state.lifecycle.tracker().token();
     upgrade.on_upgrade(move |websocket| {
-        tracker.track_future(crate::socket::run(websocket, socket).instrument(span))
+        async move {
+            let _open = open;
+            crate::socket::run(websocket, socket).await;
+        }
+        .instrument(span)
     })
 }
 
