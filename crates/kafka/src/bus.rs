@@ -177,6 +177,10 @@ impl MessageBus for KafkaBus {
         &self.config.origin
     }
 
+    fn log_id(&self) -> &str {
+        &self.config.topic
+    }
+
     async fn publish(&self, records: &[Record]) -> Vec<Result<Position, BusError>> {
         let Some(topics) = self.topics.get().copied() else {
             return records

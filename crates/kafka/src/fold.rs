@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::warn;
-use weft_sync::store::TopicSnapshot;
+use weft_sync::store::{Position, Snapshot};
 use weft_sync::tombstone::TombstoneState;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact};
@@ -93,8 +93,8 @@ struct PartitionFold {
 pub struct SnapshotJob {
     /// The document.
     pub doc: Arc<str>,
-    /// The snapshot, `partition` and `covers_offset` filled in.
-    pub snapshot: TopicSnapshot,
+    /// The snapshot, the position it covers filled in.
+    pub snapshot: Snapshot,
 }
 
 /// Everything the worker holds.
@@ -127,7 +127,7 @@ impl Fold {
         &mut self,
         partition: i32,
         doc: &str,
-        snapshot: Option<&TopicSnapshot>,
+        snapshot: Option<&Snapshot>,
         now: Instant,
     ) {
         let ydoc = Doc::new();
@@ -136,8 +136,8 @@ impl Fold {
         if let Some(snapshot) = snapshot {
             if let Err(error) = weft_sync::ycheck::apply_contained(&ydoc, &snapshot.state) {
                 warn!(doc, error = %error, "stored snapshot does not apply; folding from empty");
-            } else if snapshot.partition == partition {
-                covered = snapshot.covers_offset;
+            } else if snapshot.covers.partition == partition {
+                covered = snapshot.covers.offset;
             }
             tombstone = snapshot.tombstone.as_ref().map(TombstoneState::from_stored);
         }
@@ -271,11 +271,13 @@ impl Fold {
                 let txn = folded.ydoc.transact();
                 jobs.push(SnapshotJob {
                     doc: doc.clone(),
-                    snapshot: TopicSnapshot {
+                    snapshot: Snapshot {
                         state: txn.encode_state_as_update_v1(&StateVector::default()),
                         state_vector: txn.state_vector().encode_v1(),
-                        partition: *partition,
-                        covers_offset: folded.last_applied,
+                        covers: Position {
+                            partition: *partition,
+                            offset: folded.last_applied,
+                        },
                         tombstone: folded.tombstone.as_ref().map(TombstoneState::to_stored),
                     },
                 });
@@ -290,7 +292,7 @@ impl Fold {
     pub fn stored(&mut self, job: &SnapshotJob) {
         let Some(folded) = self
             .partitions
-            .get_mut(&job.snapshot.partition)
+            .get_mut(&job.snapshot.covers.partition)
             .and_then(|fold| fold.docs.get_mut(&job.doc))
         else {
             return;
@@ -299,17 +301,17 @@ impl Fold {
             .snapshot
             .tombstone
             .as_ref()
-            .is_some_and(|tombstone| tombstone.position <= job.snapshot.covers_offset)
+            .is_some_and(|tombstone| tombstone.position <= job.snapshot.covers.offset)
         {
             folded.deletion_unstored = false;
         }
-        if folded.last_applied <= job.snapshot.covers_offset {
+        if folded.last_applied <= job.snapshot.covers.offset {
             folded.first_unstored = None;
             folded.unstored = 0;
         } else {
             // Newer records arrived meanwhile; the first of them is after
             // what the snapshot covers.
-            folded.first_unstored = Some(crate::offset::next_after(job.snapshot.covers_offset));
+            folded.first_unstored = Some(crate::offset::next_after(job.snapshot.covers.offset));
         }
     }
 

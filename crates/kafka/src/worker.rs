@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_sync::RecordKind;
-use weft_sync::store::{DocStore, SnapshotWrite};
+use weft_sync::store::{SnapshotStore, SnapshotWrite};
 
 use crate::backoff::{self, RetryGate};
 use crate::config::KafkaConfig;
@@ -87,7 +87,7 @@ pub struct WorkerStatus {
 /// commits. Returns an error only if the consumer cannot be created.
 pub async fn run(
     config: WorkerConfig,
-    store: Arc<dyn DocStore>,
+    store: Arc<dyn SnapshotStore>,
     status: Arc<WorkerStatus>,
     stop: CancellationToken,
 ) -> Result<(), KafkaError> {
@@ -171,7 +171,7 @@ pub async fn run(
 
 struct Worker {
     fold: Fold,
-    store: Arc<dyn DocStore>,
+    store: Arc<dyn SnapshotStore>,
     topic: String,
     status: Arc<WorkerStatus>,
     owned: Vec<i32>,
@@ -254,7 +254,7 @@ impl Worker {
             // trying (the consumer thread waits behind the full channel).
             let mut pauses = backoff::pauses(FIRST_STORE_RETRY, MAX_STORE_RETRY);
             loop {
-                match self.store.load_topic_snapshot(&self.topic, &doc).await {
+                match self.store.load_snapshot(&self.topic, &doc).await {
                     Ok(snapshot) => {
                         self.fold
                             .insert_base(partition, &doc, snapshot.as_ref(), now);
@@ -297,7 +297,7 @@ impl Worker {
             let started = Instant::now();
             match self
                 .store
-                .save_topic_snapshot(&self.topic, &job.doc, &job.snapshot)
+                .save_snapshot(&self.topic, &job.doc, &job.snapshot)
                 .await
             {
                 Ok(outcome) => {
@@ -315,7 +315,7 @@ impl Worker {
                         SnapshotWrite::Superseded => &self.status.snapshots_superseded,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    debug!(doc = %job.doc, partition = job.snapshot.partition, covers = job.snapshot.covers_offset, bytes = job.snapshot.state.len(), ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot stored");
+                    debug!(doc = %job.doc, partition = job.snapshot.covers.partition, covers = job.snapshot.covers.offset, bytes = job.snapshot.state.len(), ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot stored");
                     self.fold.stored(&job);
                 }
                 Err(error) => {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use weft_kafka::fold::FoldConfig;
 use weft_kafka::worker::{self, WorkerConfig, WorkerStatus};
 use weft_kafka::{KafkaBus, KafkaConfig};
-use weft_sync::store::DocStore;
+use weft_sync::store::SnapshotStore;
 use weft_sync::{Interest, MemoryStore, MessageBus, Origin, Record, RecordKind};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
@@ -157,7 +157,7 @@ async fn the_worker_folds_every_record_and_commits_only_what_snapshots_cover() {
 
     for doc in 0..DOCS {
         let snapshot = store
-            .load_topic_snapshot(&topic, &format!("doc-{doc}"))
+            .load_snapshot(&topic, &format!("doc-{doc}"))
             .await
             .expect("load")
             .expect("every document has a snapshot");

@@ -1,6 +1,8 @@
 //! Weft's document stores.
 //!
-//! [`open_store`] turns the `--store` URL into a [`DocStore`]:
+//! [`open_store`] turns the `--store` URL into an [`EmbeddedLog`]: a
+//! snapshot store (per update log: the embedded one, or a Kafka topic)
+//! that also keeps the embedded update log:
 //!
 //! - `sqlite://path/to/weft.db`: the embedded default. One file holds the
 //!   update log and the snapshots; its directory is created.
@@ -16,7 +18,8 @@
 //!
 //! # Layout
 //!
-//! - [`store`]: [`SqlStore`], the one `DocStore` implementation.
+//! - [`store`]: [`SqlStore`], the one `SnapshotStore` and `EmbeddedLog`
+//!   implementation.
 //! - `sql`: the SQL text both dialects share.
 //! - [`dialect`]: [`Dialect`], what differs between databases.
 //! - [`sqlite`]: the embedded [`Sqlite`] dialect ([`SqliteStore`]).
@@ -40,10 +43,10 @@ pub use error::OpenError;
 pub use postgres::{Postgres, PostgresStore};
 pub use sqlite::{Sqlite, SqliteStore};
 pub use store::SqlStore;
-use weft_sync::DocStore;
+use weft_sync::EmbeddedLog;
 
 /// Opens the store named by `url`.
-pub async fn open_store(url: &str) -> Result<Arc<dyn DocStore>, OpenError> {
+pub async fn open_store(url: &str) -> Result<Arc<dyn EmbeddedLog>, OpenError> {
     if url.starts_with("sqlite:") {
         let store = SqliteStore::open(url).await?;
         return Ok(Arc::new(store));

@@ -1,5 +1,11 @@
-//! [`SqlStore`]: the one implementation of [`DocStore`] over SQL, generic
-//! over its [`Dialect`].
+//! [`SqlStore`]: the one implementation of [`SnapshotStore`] and
+//! [`EmbeddedLog`] over SQL, generic over its [`Dialect`].
+//!
+//! The log id picks the table: snapshots of [`EMBEDDED_LOG`] are the rows
+//! of `weft_snapshots` (beside the embedded log, `weft_updates`, which
+//! their writes prune), snapshots of any other log (a Kafka topic) the rows
+//! of `weft_topic_snapshots` under that topic. So the schema is the one
+//! Weft has always written, and a database opens unchanged.
 //!
 //! Every write transaction starts with a write statement, so that on SQLite
 //! a waiting writer queues on `busy_timeout` instead of failing with
@@ -10,10 +16,10 @@ use std::marker::PhantomData;
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 use weft_sync::store::{
-    EMPTY_STATE_VECTOR_V1, EMPTY_UPDATE_V1, ListedDoc, NewUpdate, SnapshotWrite, Tombstone,
-    TopicSnapshot,
+    EMBEDDED_LOG, EMPTY_STATE_VECTOR_V1, EMPTY_UPDATE_V1, EmbeddedLog, ListedDoc, NewUpdate,
+    Position, SnapshotStore, SnapshotWrite, Tombstone,
 };
-use weft_sync::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
+use weft_sync::{LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
 
 use crate::dialect::Dialect;
 use crate::error::OpenError;
@@ -59,7 +65,7 @@ impl<D: Dialect> SqlStore<D> {
 }
 
 #[async_trait]
-impl<D: Dialect> DocStore for SqlStore<D>
+impl<D: Dialect> EmbeddedLog for SqlStore<D>
 where
     for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
     <D::Db as Database>::Arguments: IntoArguments<D::Db>,
@@ -97,12 +103,14 @@ where
             Some(row) => Some(Snapshot {
                 state: row.try_get("state").map_err(read_error)?,
                 state_vector: row.try_get("state_vector").map_err(read_error)?,
-                covers_seq: row.try_get("covers_seq").map_err(read_error)?,
+                covers: Position::embedded(row.try_get("covers_seq").map_err(read_error)?),
                 tombstone: tombstone_from_row(&row)?,
             }),
             None => None,
         };
-        let after = snapshot.as_ref().map_or(0, |snapshot| snapshot.covers_seq);
+        let after = snapshot
+            .as_ref()
+            .map_or(0, |snapshot| snapshot.covers.offset);
         let update_rows = sqlx::query(sql::READ_LOG)
             .bind(doc)
             .bind(after)
@@ -131,47 +139,6 @@ where
             return Ok(Vec::new());
         }
         D::append(&self.pool, updates).await
-    }
-
-    async fn save_snapshot(
-        &self,
-        doc: &str,
-        snapshot: &Snapshot,
-    ) -> Result<SnapshotWrite, StoreError> {
-        let mut txn = self
-            .pool
-            .begin()
-            .await
-            .map_err(|error| StoreError::new("begin snapshot", error))?;
-        let tombstone = TombstoneColumns::of(snapshot.tombstone.as_ref());
-        let written = sqlx::query(sql::WRITE_SNAPSHOT)
-            .bind(doc)
-            .bind(snapshot.state.as_slice())
-            .bind(snapshot.state_vector.as_slice())
-            .bind(snapshot.covers_seq)
-            .bind(unix_millis())
-            .bind(tombstone.state_vector)
-            .bind(tombstone.position)
-            .bind(tombstone.deleted_at_ms)
-            .execute(&mut *txn)
-            .await
-            .map_err(|error| StoreError::new("write snapshot", error))?;
-        if D::rows_affected(&written) == 0 {
-            txn.rollback()
-                .await
-                .map_err(|error| StoreError::new("end snapshot", error))?;
-            return Ok(SnapshotWrite::Superseded);
-        }
-        sqlx::query(sql::PRUNE_LOG)
-            .bind(doc)
-            .bind(snapshot.covers_seq)
-            .execute(&mut *txn)
-            .await
-            .map_err(|error| StoreError::new("prune update log", error))?;
-        txn.commit()
-            .await
-            .map_err(|error| StoreError::new("commit snapshot", error))?;
-        Ok(SnapshotWrite::Written)
     }
 
     async fn delete_document(
@@ -215,29 +182,93 @@ where
             .map_err(|error| StoreError::new("commit deletion", error))?;
         Ok(seq)
     }
+}
+
+#[async_trait]
+impl<D: Dialect> SnapshotStore for SqlStore<D>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> &'q [u8]: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q [u8]>: Encode<'q, D::Db>,
+    for<'q> Option<i64>: Encode<'q, D::Db>,
+    for<'r> i64: Encode<'r, D::Db> + Decode<'r, D::Db> + Type<D::Db>,
+    for<'r> i32: Encode<'r, D::Db> + Decode<'r, D::Db> + Type<D::Db>,
+    for<'r> Vec<u8>: Decode<'r, D::Db> + Type<D::Db>,
+    for<'r> String: Decode<'r, D::Db> + Type<D::Db>,
+    for<'n> &'n str: ColumnIndex<<D::Db as Database>::Row>,
+    usize: ColumnIndex<<D::Db as Database>::Row>,
+{
+    async fn load_snapshot(&self, log: &str, doc: &str) -> Result<Option<Snapshot>, StoreError> {
+        if log == EMBEDDED_LOG {
+            let row = sqlx::query(sql::READ_SNAPSHOT)
+                .bind(doc)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|error| StoreError::new("read snapshot", error))?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            return Ok(Some(Snapshot {
+                state: row.try_get("state").map_err(read_error)?,
+                state_vector: row.try_get("state_vector").map_err(read_error)?,
+                covers: Position::embedded(row.try_get("covers_seq").map_err(read_error)?),
+                tombstone: tombstone_from_row(&row)?,
+            }));
+        }
+        let row = sqlx::query(sql::READ_TOPIC_SNAPSHOT)
+            .bind(log)
+            .bind(doc)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| StoreError::new("read topic snapshot", error))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            state: row.try_get("state").map_err(read_error)?,
+            state_vector: row.try_get("state_vector").map_err(read_error)?,
+            covers: Position {
+                partition: row.try_get("partition_id").map_err(read_error)?,
+                offset: row.try_get("covers_offset").map_err(read_error)?,
+            },
+            tombstone: tombstone_from_row(&row)?,
+        }))
+    }
+
+    async fn save_snapshot(
+        &self,
+        log: &str,
+        doc: &str,
+        snapshot: &Snapshot,
+    ) -> Result<SnapshotWrite, StoreError> {
+        if log == EMBEDDED_LOG {
+            self.save_embedded_snapshot(doc, snapshot).await
+        } else {
+            self.save_topic_snapshot(log, doc, snapshot).await
+        }
+    }
 
     async fn list_documents(
         &self,
-        topic: Option<&str>,
+        log: &str,
         after: &str,
         limit: u32,
     ) -> Result<Vec<ListedDoc>, StoreError> {
-        let rows = match topic {
-            None => {
-                sqlx::query(D::LIST_DOCUMENTS)
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await
-            }
-            Some(topic) => {
-                sqlx::query(D::LIST_TOPIC_DOCUMENTS)
-                    .bind(topic)
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await
-            }
+        let rows = if log == EMBEDDED_LOG {
+            sqlx::query(D::LIST_DOCUMENTS)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+        } else {
+            sqlx::query(D::LIST_TOPIC_DOCUMENTS)
+                .bind(log)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
         }
         .map_err(|error| StoreError::new("list documents", error))?;
         let mut listed = Vec::with_capacity(rows.len());
@@ -252,34 +283,83 @@ where
         Ok(listed)
     }
 
-    async fn load_topic_snapshot(
-        &self,
-        topic: &str,
-        doc: &str,
-    ) -> Result<Option<TopicSnapshot>, StoreError> {
-        let row = sqlx::query(sql::READ_TOPIC_SNAPSHOT)
-            .bind(topic)
-            .bind(doc)
-            .fetch_optional(&self.pool)
+    async fn check(&self) -> Result<(), StoreError> {
+        sqlx::query(sql::CHECK)
+            .execute(&self.pool)
             .await
-            .map_err(|error| StoreError::new("read topic snapshot", error))?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        Ok(Some(TopicSnapshot {
-            state: row.try_get("state").map_err(read_error)?,
-            state_vector: row.try_get("state_vector").map_err(read_error)?,
-            partition: row.try_get("partition_id").map_err(read_error)?,
-            covers_offset: row.try_get("covers_offset").map_err(read_error)?,
-            tombstone: tombstone_from_row(&row)?,
-        }))
+            .map_err(|error| StoreError::new("check store", error))?;
+        Ok(())
+    }
+}
+
+impl<D: Dialect> SqlStore<D>
+where
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> &'q [u8]: Encode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<&'q [u8]>: Encode<'q, D::Db>,
+    for<'q> Option<i64>: Encode<'q, D::Db>,
+    for<'r> i64: Encode<'r, D::Db> + Decode<'r, D::Db> + Type<D::Db>,
+    for<'r> i32: Encode<'r, D::Db> + Decode<'r, D::Db> + Type<D::Db>,
+    for<'r> Vec<u8>: Decode<'r, D::Db> + Type<D::Db>,
+    for<'r> String: Decode<'r, D::Db> + Type<D::Db>,
+    for<'n> &'n str: ColumnIndex<<D::Db as Database>::Row>,
+    usize: ColumnIndex<<D::Db as Database>::Row>,
+{
+    /// A snapshot of the embedded log, pruning the log up to it.
+    async fn save_embedded_snapshot(
+        &self,
+        doc: &str,
+        snapshot: &Snapshot,
+    ) -> Result<SnapshotWrite, StoreError> {
+        debug_assert_eq!(
+            snapshot.covers,
+            Position::embedded(snapshot.covers.offset),
+            "the embedded log has one partition"
+        );
+        let mut txn = self
+            .pool
+            .begin()
+            .await
+            .map_err(|error| StoreError::new("begin snapshot", error))?;
+        let tombstone = TombstoneColumns::of(snapshot.tombstone.as_ref());
+        let written = sqlx::query(sql::WRITE_SNAPSHOT)
+            .bind(doc)
+            .bind(snapshot.state.as_slice())
+            .bind(snapshot.state_vector.as_slice())
+            .bind(snapshot.covers.offset)
+            .bind(unix_millis())
+            .bind(tombstone.state_vector)
+            .bind(tombstone.position)
+            .bind(tombstone.deleted_at_ms)
+            .execute(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("write snapshot", error))?;
+        if D::rows_affected(&written) == 0 {
+            txn.rollback()
+                .await
+                .map_err(|error| StoreError::new("end snapshot", error))?;
+            return Ok(SnapshotWrite::Superseded);
+        }
+        sqlx::query(sql::PRUNE_LOG)
+            .bind(doc)
+            .bind(snapshot.covers.offset)
+            .execute(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("prune update log", error))?;
+        txn.commit()
+            .await
+            .map_err(|error| StoreError::new("commit snapshot", error))?;
+        Ok(SnapshotWrite::Written)
     }
 
+    /// A snapshot of a topic's log.
     async fn save_topic_snapshot(
         &self,
         topic: &str,
         doc: &str,
-        snapshot: &TopicSnapshot,
+        snapshot: &Snapshot,
     ) -> Result<SnapshotWrite, StoreError> {
         let tombstone = TombstoneColumns::of(snapshot.tombstone.as_ref());
         let written = sqlx::query(sql::WRITE_TOPIC_SNAPSHOT)
@@ -287,8 +367,8 @@ where
             .bind(doc)
             .bind(snapshot.state.as_slice())
             .bind(snapshot.state_vector.as_slice())
-            .bind(snapshot.partition)
-            .bind(snapshot.covers_offset)
+            .bind(snapshot.covers.partition)
+            .bind(snapshot.covers.offset)
             .bind(unix_millis())
             .bind(tombstone.state_vector)
             .bind(tombstone.position)
@@ -301,14 +381,6 @@ where
         } else {
             SnapshotWrite::Written
         })
-    }
-
-    async fn check(&self) -> Result<(), StoreError> {
-        sqlx::query(sql::CHECK)
-            .execute(&self.pool)
-            .await
-            .map_err(|error| StoreError::new("check store", error))?;
-        Ok(())
     }
 }
 

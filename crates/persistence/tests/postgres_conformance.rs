@@ -1,4 +1,4 @@
-//! The PostgreSQL store against the shared DocStore suite, on a database of
+//! The PostgreSQL store against the shared store suite, on a database of
 //! its own per test.
 //!
 //! `make test` points `WEFT_TEST_POSTGRES_URL` at a server (the machine's,
@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::Connection;
 use weft_persistence::PostgresStore;
-use weft_sync::DocStore;
+use weft_sync::EmbeddedLog;
 use weft_sync::store::NewUpdate;
 
 fn admin_url() -> Option<String> {

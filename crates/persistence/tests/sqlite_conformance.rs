@@ -1,11 +1,11 @@
-//! The SQLite store against the shared DocStore suite, plus what only a
+//! The SQLite store against the shared store suite, plus what only a
 //! file-backed store can show: data survives reopening.
 
 use std::path::PathBuf;
 
 use weft_persistence::SqliteStore;
-use weft_sync::DocStore;
 use weft_sync::store::NewUpdate;
+use weft_sync::{EmbeddedLog, SnapshotStore};
 
 /// A fresh directory for one test, removed when dropped.
 struct TempDir(PathBuf);
@@ -71,11 +71,11 @@ async fn sequence_numbers_are_not_reused_after_pruning() {
     let snapshot = weft_sync::Snapshot {
         state: vec![0],
         state_vector: vec![0],
-        covers_seq: first[0],
+        covers: weft_sync::store::Position::embedded(first[0]),
         tombstone: None,
     };
     store
-        .save_snapshot("doc", &snapshot)
+        .save_snapshot(weft_sync::EMBEDDED_LOG, "doc", &snapshot)
         .await
         .expect("snapshot prunes the only row");
     let second = store.append(&[update]).await.expect("append");

@@ -12,7 +12,7 @@ use weft_gateway::GatewayConfig;
 use weft_gateway::auth::{Authenticator, JwtVerifier};
 use weft_gateway::limits::LimitsConfig;
 use weft_kafka::KafkaConfig;
-use weft_sync::{CommitterConfig, NodeMode, Origin, RegistryConfig};
+use weft_sync::{CommitterConfig, Origin, RegistryConfig};
 
 use crate::cli::{AuthArgs, ConsumeArg, KafkaArgs, ServeArgs};
 
@@ -164,13 +164,9 @@ fn registry_config(args: &ServeArgs) -> anyhow::Result<RegistryConfig> {
             args.limits.max_documents,
             "--max-documents / WEFT_MAX_DOCUMENTS",
         )?,
-        mode: if clustered {
-            NodeMode::Cluster {
-                topic: Arc::from(args.kafka.kafka_topic.as_str()),
-            }
-        } else {
-            NodeMode::Embedded
-        },
+        // A cluster's topic is compacted by `weft persist`; an embedded
+        // node is its log's only writer and compacts it itself.
+        compacts: !clustered,
         broadcast_batching: broadcast_batching(args)?,
         heartbeat_interval: args.node_heartbeat_interval,
         peer_timeout: args.node_timeout,
@@ -246,7 +242,7 @@ fn check_heartbeats(args: &ServeArgs) -> anyhow::Result<()> {
 
 /// The store a `--store` URL names; an error names the setting, never the
 /// password the URL may hold.
-pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn weft_sync::DocStore>> {
+pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn weft_sync::EmbeddedLog>> {
     weft_persistence::open_store(url)
         .await
         .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))

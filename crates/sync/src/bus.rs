@@ -30,18 +30,9 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+use crate::DocName;
+pub use crate::position::Position;
 use crate::store::StoreError;
-use crate::{DocName, LogSeq};
-
-/// Where a record sits in the shared log: a Kafka partition and offset. The
-/// embedded update log is partition 0 with offset = its sequence number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Position {
-    /// The partition (one partition holds all of a document's records).
-    pub partition: i32,
-    /// The record's offset within the partition.
-    pub offset: LogSeq,
-}
 
 /// What a record carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +211,12 @@ pub struct Fetched {
 pub trait MessageBus: Send + Sync + Debug + 'static {
     /// This node's identity, as stamped on what it publishes.
     fn origin(&self) -> &Origin;
+
+    /// The name of this log, which snapshots folded from it are stored
+    /// under (see [`SnapshotStore`](crate::store::SnapshotStore)): the
+    /// topic for Kafka, [`EMBEDDED_LOG`](crate::store::EMBEDDED_LOG) for
+    /// the embedded log. Nodes sharing a log share its id.
+    fn log_id(&self) -> &str;
 
     /// Publishes document updates and deletions durably: each result is
     /// `Ok` once the log acknowledged that record. Records of one document

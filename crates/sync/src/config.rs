@@ -1,35 +1,11 @@
-//! How a node's registry is configured: its mode, snapshot and unload
-//! timing, batching, heartbeats; and the fixed waits of its bus task.
+//! How a node's registry is configured: whether it compacts, snapshot and
+//! unload timing, batching, heartbeats; and the fixed waits of its bus task.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::batching::BroadcastBatching;
 use crate::committer::CommitterConfig;
 use crate::snapshot_policy::SnapshotPolicy;
-
-/// How this node relates to others.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeMode {
-    /// One node: the bus is the store's update log; the node loads documents
-    /// from the store and compacts the log into snapshots itself.
-    Embedded,
-    /// One of many nodes sharing a broker: a document loads from the topic
-    /// snapshot the persistence worker wrote (if any) plus the replay of its
-    /// records after it; the node writes no snapshots.
-    Cluster {
-        /// The topic whose snapshots the store holds for this cluster.
-        topic: Arc<str>,
-    },
-}
-
-impl NodeMode {
-    /// Whether this node writes snapshots (embedded) or leaves them to
-    /// the persistence worker (cluster).
-    pub(crate) fn writes_snapshots(&self) -> bool {
-        matches!(self, Self::Embedded)
-    }
-}
 
 /// How long a join waits for the bus subscription before it is refused as
 /// not ready (start-up races; the embedded bus subscribes at once).
@@ -62,8 +38,11 @@ pub struct RegistryConfig {
     /// Most documents held in memory at once; joining one more is refused
     /// ([`SyncError::TooManyDocuments`](crate::SyncError::TooManyDocuments)) until an idle one is unloaded.
     pub max_documents: usize,
-    /// Embedded or cluster.
-    pub mode: NodeMode,
+    /// Whether this node compacts its log into snapshots. An embedded node
+    /// does (it is the log's only writer); the nodes of a cluster leave it
+    /// to the persistence worker (`weft persist`), which folds the topic
+    /// once for all of them. Loading is the same either way.
+    pub compacts: bool,
     /// When a busy document batches its update broadcasts.
     pub broadcast_batching: BroadcastBatching,
     /// How often this node tells the others it is alive.
@@ -84,7 +63,7 @@ impl Default for RegistryConfig {
             snapshot_max_updates: 1000,
             tick: Duration::from_millis(250),
             max_documents: 10_000,
-            mode: NodeMode::Embedded,
+            compacts: true,
             broadcast_batching: BroadcastBatching::OFF,
             heartbeat_interval: Duration::from_secs(1),
             peer_timeout: Duration::from_secs(5),

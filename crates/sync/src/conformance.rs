@@ -1,10 +1,12 @@
-//! One test suite every [`DocStore`] must pass. Each store's crate calls
-//! [`run_all`] from its own tests, against a fresh, empty store.
+//! One test suite every store must pass: the [`SnapshotStore`] contract per
+//! log id, and the [`EmbeddedLog`] it keeps beside it. Each store's crate
+//! calls [`run_all`] from its own tests, against a fresh, empty store.
 
 use bytes::Bytes;
 
 use crate::store::{
-    DocStore, EMPTY_UPDATE_V1, NewUpdate, Snapshot, SnapshotWrite, Tombstone, TopicSnapshot,
+    EMBEDDED_LOG, EMPTY_UPDATE_V1, EmbeddedLog, NewUpdate, Position, Snapshot, SnapshotWrite,
+    Tombstone,
 };
 
 fn new_update(doc: &str, byte: u8) -> NewUpdate {
@@ -15,7 +17,7 @@ fn new_update(doc: &str, byte: u8) -> NewUpdate {
 }
 
 /// Runs every check against `store`, which must be empty.
-pub async fn run_all(store: &dyn DocStore) {
+pub async fn run_all(store: &dyn EmbeddedLog) {
     unknown_document_loads_empty(store).await;
     append_returns_increasing_seqs_and_load_reads_them_in_order(store).await;
     snapshot_prunes_the_log_up_to_its_position(store).await;
@@ -32,13 +34,13 @@ pub async fn run_all(store: &dyn DocStore) {
         .expect("check answers on a healthy store");
 }
 
-async fn unknown_document_loads_empty(store: &dyn DocStore) {
+async fn unknown_document_loads_empty(store: &dyn EmbeddedLog) {
     let loaded = store.load("conformance/never-written").await.expect("load");
     assert!(loaded.snapshot.is_none());
     assert!(loaded.updates.is_empty());
 }
 
-async fn append_returns_increasing_seqs_and_load_reads_them_in_order(store: &dyn DocStore) {
+async fn append_returns_increasing_seqs_and_load_reads_them_in_order(store: &dyn EmbeddedLog) {
     let doc = "conformance/append";
     let first = store
         .append(&[new_update(doc, 1), new_update(doc, 2)])
@@ -62,7 +64,7 @@ async fn append_returns_increasing_seqs_and_load_reads_them_in_order(store: &dyn
     assert_eq!(seqs, vec![first[0], first[1], second[0]]);
 }
 
-async fn snapshot_prunes_the_log_up_to_its_position(store: &dyn DocStore) {
+async fn snapshot_prunes_the_log_up_to_its_position(store: &dyn EmbeddedLog) {
     let doc = "conformance/snapshot";
     let seqs = store
         .append(&[new_update(doc, 1), new_update(doc, 2), new_update(doc, 3)])
@@ -71,16 +73,24 @@ async fn snapshot_prunes_the_log_up_to_its_position(store: &dyn DocStore) {
     let snapshot = Snapshot {
         state: vec![9, 9],
         state_vector: vec![0],
-        covers_seq: seqs[1],
+        covers: Position::embedded(seqs[1]),
         tombstone: None,
     };
     let written = store
-        .save_snapshot(doc, &snapshot)
+        .save_snapshot(EMBEDDED_LOG, doc, &snapshot)
         .await
         .expect("save snapshot");
     assert_eq!(written, SnapshotWrite::Written);
     let loaded = store.load(doc).await.expect("load");
     assert_eq!(loaded.snapshot.as_ref(), Some(&snapshot));
+    assert_eq!(
+        store
+            .load_snapshot(EMBEDDED_LOG, doc)
+            .await
+            .expect("load snapshot"),
+        Some(snapshot.clone()),
+        "the embedded log's snapshot is the one its reads start from"
+    );
     assert_eq!(
         loaded.updates.len(),
         1,
@@ -89,7 +99,7 @@ async fn snapshot_prunes_the_log_up_to_its_position(store: &dyn DocStore) {
     assert_eq!(loaded.updates[0].seq, seqs[2]);
 }
 
-async fn stale_snapshot_is_superseded(store: &dyn DocStore) {
+async fn stale_snapshot_is_superseded(store: &dyn EmbeddedLog) {
     let doc = "conformance/fence";
     let seqs = store
         .append(&[new_update(doc, 1), new_update(doc, 2)])
@@ -98,32 +108,41 @@ async fn stale_snapshot_is_superseded(store: &dyn DocStore) {
     let newer = Snapshot {
         state: vec![2],
         state_vector: vec![0],
-        covers_seq: seqs[1],
+        covers: Position::embedded(seqs[1]),
         tombstone: None,
     };
     let older = Snapshot {
         state: vec![1],
         state_vector: vec![0],
-        covers_seq: seqs[0],
+        covers: Position::embedded(seqs[0]),
         tombstone: None,
     };
     assert_eq!(
-        store.save_snapshot(doc, &newer).await.expect("save"),
+        store
+            .save_snapshot(EMBEDDED_LOG, doc, &newer)
+            .await
+            .expect("save"),
         SnapshotWrite::Written
     );
     assert_eq!(
-        store.save_snapshot(doc, &older).await.expect("save"),
+        store
+            .save_snapshot(EMBEDDED_LOG, doc, &older)
+            .await
+            .expect("save"),
         SnapshotWrite::Superseded
     );
     assert_eq!(
-        store.save_snapshot(doc, &newer).await.expect("save"),
+        store
+            .save_snapshot(EMBEDDED_LOG, doc, &newer)
+            .await
+            .expect("save"),
         SnapshotWrite::Superseded
     );
     let loaded = store.load(doc).await.expect("load");
     assert_eq!(loaded.snapshot, Some(newer), "the later snapshot stays");
 }
 
-async fn documents_do_not_see_each_other(store: &dyn DocStore) {
+async fn documents_do_not_see_each_other(store: &dyn EmbeddedLog) {
     let seqs = store
         .append(&[
             new_update("conformance/a", 1),
@@ -134,11 +153,11 @@ async fn documents_do_not_see_each_other(store: &dyn DocStore) {
     let snapshot = Snapshot {
         state: vec![1],
         state_vector: vec![0],
-        covers_seq: seqs[1],
+        covers: Position::embedded(seqs[1]),
         tombstone: None,
     };
     store
-        .save_snapshot("conformance/a", &snapshot)
+        .save_snapshot(EMBEDDED_LOG, "conformance/a", &snapshot)
         .await
         .expect("save");
     let other = store.load("conformance/a/b").await.expect("load");
@@ -150,83 +169,70 @@ async fn documents_do_not_see_each_other(store: &dyn DocStore) {
     );
 }
 
-fn topic_snapshot(byte: u8, partition: i32, covers_offset: i64) -> TopicSnapshot {
-    TopicSnapshot {
+fn topic_snapshot(byte: u8, partition: i32, offset: i64) -> Snapshot {
+    Snapshot {
         state: vec![byte; 4],
         state_vector: vec![byte],
-        partition,
-        covers_offset,
+        covers: Position { partition, offset },
         tombstone: None,
     }
 }
 
-async fn topic_snapshots_round_trip_and_are_fenced(store: &dyn DocStore) {
+async fn topic_snapshots_round_trip_and_are_fenced(store: &dyn EmbeddedLog) {
     let (topic, doc) = ("conformance-topic", "conformance/topic-doc");
     assert!(
         store
-            .load_topic_snapshot(topic, doc)
+            .load_snapshot(topic, doc)
             .await
             .expect("load")
             .is_none()
     );
     let first = topic_snapshot(1, 3, 10);
     assert_eq!(
-        store
-            .save_topic_snapshot(topic, doc, &first)
-            .await
-            .expect("save"),
+        store.save_snapshot(topic, doc, &first).await.expect("save"),
         SnapshotWrite::Written
     );
     assert_eq!(
-        store.load_topic_snapshot(topic, doc).await.expect("load"),
+        store.load_snapshot(topic, doc).await.expect("load"),
         Some(first.clone())
     );
     for stale in [topic_snapshot(2, 3, 9), topic_snapshot(2, 3, 10)] {
         assert_eq!(
-            store
-                .save_topic_snapshot(topic, doc, &stale)
-                .await
-                .expect("save"),
+            store.save_snapshot(topic, doc, &stale).await.expect("save"),
             SnapshotWrite::Superseded,
             "an earlier or equal offset never replaces a later one"
         );
     }
     assert_eq!(
-        store.load_topic_snapshot(topic, doc).await.expect("load"),
+        store.load_snapshot(topic, doc).await.expect("load"),
         Some(first)
     );
     let later = topic_snapshot(3, 3, 11);
     assert_eq!(
-        store
-            .save_topic_snapshot(topic, doc, &later)
-            .await
-            .expect("save"),
+        store.save_snapshot(topic, doc, &later).await.expect("save"),
         SnapshotWrite::Written
     );
     let moved = topic_snapshot(4, 5, 2);
     assert_eq!(
-        store
-            .save_topic_snapshot(topic, doc, &moved)
-            .await
-            .expect("save"),
+        store.save_snapshot(topic, doc, &moved).await.expect("save"),
         SnapshotWrite::Written,
         "another partition (the partition count changed) replaces it"
     );
     assert_eq!(
-        store.load_topic_snapshot(topic, doc).await.expect("load"),
+        store.load_snapshot(topic, doc).await.expect("load"),
         Some(moved)
     );
 }
 
-async fn topic_snapshots_are_apart_per_topic_and_from_embedded_ones(store: &dyn DocStore) {
+async fn topic_snapshots_are_apart_per_topic_and_from_embedded_ones(store: &dyn EmbeddedLog) {
     let doc = "conformance/shared-name";
     store
-        .save_topic_snapshot("topic-a", doc, &topic_snapshot(1, 0, 100))
+        .save_snapshot("topic-a", doc, &topic_snapshot(1, 0, 100))
         .await
         .expect("save");
     assert!(
         store
-            .load_topic_snapshot("topic-b", doc)
+            .load_snapshot("topic-b", doc)
             .await
             .expect("load")
             .is_none(),
@@ -237,9 +243,27 @@ async fn topic_snapshots_are_apart_per_topic_and_from_embedded_ones(store: &dyn 
         embedded.snapshot.is_none() && embedded.updates.is_empty(),
         "a topic snapshot is not an embedded one"
     );
+    assert!(
+        store
+            .load_snapshot(EMBEDDED_LOG, doc)
+            .await
+            .expect("load")
+            .is_none(),
+        "nor is it the embedded log's snapshot"
+    );
+    let seqs = store.append(&[new_update(doc, 1)]).await.expect("append");
+    store
+        .save_snapshot("topic-a", doc, &topic_snapshot(2, 0, seqs[0] + 100))
+        .await
+        .expect("save");
+    assert_eq!(
+        store.load(doc).await.expect("load").updates.len(),
+        1,
+        "a topic snapshot prunes nothing of the embedded log"
+    );
 }
 
-async fn deletion_leaves_a_tombstone_that_fences_old_snapshots(store: &dyn DocStore) {
+async fn deletion_leaves_a_tombstone_that_fences_old_snapshots(store: &dyn EmbeddedLog) {
     let doc = "conformance/deleted";
     let seqs = store
         .append(&[new_update(doc, 1), new_update(doc, 2)])
@@ -248,11 +272,14 @@ async fn deletion_leaves_a_tombstone_that_fences_old_snapshots(store: &dyn DocSt
     let old = Snapshot {
         state: vec![1],
         state_vector: vec![0],
-        covers_seq: seqs[0],
+        covers: Position::embedded(seqs[0]),
         tombstone: None,
     };
     assert_eq!(
-        store.save_snapshot(doc, &old).await.expect("save"),
+        store
+            .save_snapshot(EMBEDDED_LOG, doc, &old)
+            .await
+            .expect("save"),
         SnapshotWrite::Written
     );
     let deleted_state_vector = [1_u8, 5, 3];
@@ -269,21 +296,24 @@ async fn deletion_leaves_a_tombstone_that_fences_old_snapshots(store: &dyn DocSt
     let loaded = store.load(doc).await.expect("load");
     let snapshot = loaded.snapshot.expect("a deletion is a snapshot");
     assert_eq!(snapshot.state, EMPTY_UPDATE_V1, "the empty document");
-    assert_eq!(snapshot.covers_seq, position);
+    assert_eq!(snapshot.covers.offset, position);
     assert_eq!(snapshot.tombstone, Some(tombstone.clone()));
     assert!(loaded.updates.is_empty(), "the log before it is pruned");
 
     let late = Snapshot {
-        covers_seq: seqs[1],
+        covers: Position::embedded(seqs[1]),
         ..old.clone()
     };
     assert_eq!(
-        store.save_snapshot(doc, &late).await.expect("save"),
+        store
+            .save_snapshot(EMBEDDED_LOG, doc, &late)
+            .await
+            .expect("save"),
         SnapshotWrite::Superseded,
         "a writer still holding the old content cannot bring it back"
     );
     assert!(
-        !listed_names(store, None, "conformance/deleted")
+        !listed_names(store, EMBEDDED_LOG, "conformance/deleted")
             .await
             .contains(&doc.to_owned()),
         "a deleted document is not listed"
@@ -295,7 +325,7 @@ async fn deletion_leaves_a_tombstone_that_fences_old_snapshots(store: &dyn DocSt
     let loaded = store.load(doc).await.expect("load");
     assert_eq!(loaded.updates.len(), 1, "updates after the deletion stay");
     assert!(
-        listed_names(store, None, "conformance/deleted")
+        listed_names(store, EMBEDDED_LOG, "conformance/deleted")
             .await
             .contains(&doc.to_owned()),
         "written after its deletion, it is listed again"
@@ -303,11 +333,14 @@ async fn deletion_leaves_a_tombstone_that_fences_old_snapshots(store: &dyn DocSt
     let carried = Snapshot {
         state: vec![3],
         state_vector: vec![0],
-        covers_seq: again[0],
+        covers: Position::embedded(again[0]),
         tombstone: Some(tombstone.clone()),
     };
     assert_eq!(
-        store.save_snapshot(doc, &carried).await.expect("save"),
+        store
+            .save_snapshot(EMBEDDED_LOG, doc, &carried)
+            .await
+            .expect("save"),
         SnapshotWrite::Written
     );
     let loaded = store.load(doc).await.expect("load");
@@ -330,10 +363,10 @@ async fn deletion_leaves_a_tombstone_that_fences_old_snapshots(store: &dyn DocSt
 }
 
 /// The names a listing after `prefix` returns that start with it.
-async fn listed_names(store: &dyn DocStore, topic: Option<&str>, prefix: &str) -> Vec<String> {
+async fn listed_names(store: &dyn EmbeddedLog, log: &str, prefix: &str) -> Vec<String> {
     let before_prefix = prefix.strip_suffix(|_: char| true).unwrap_or("");
     store
-        .list_documents(topic, before_prefix, 10_000)
+        .list_documents(log, before_prefix, 10_000)
         .await
         .expect("list")
         .into_iter()
@@ -342,7 +375,7 @@ async fn listed_names(store: &dyn DocStore, topic: Option<&str>, prefix: &str) -
         .collect()
 }
 
-async fn listing_is_by_name_and_skips_deleted_documents(store: &dyn DocStore) {
+async fn listing_is_by_name_and_skips_deleted_documents(store: &dyn EmbeddedLog) {
     let seqs = store
         .append(&[
             new_update("conformance/list/c", 1),
@@ -353,11 +386,12 @@ async fn listing_is_by_name_and_skips_deleted_documents(store: &dyn DocStore) {
         .expect("append");
     store
         .save_snapshot(
+            EMBEDDED_LOG,
             "conformance/list/b",
             &Snapshot {
                 state: vec![7; 10],
                 state_vector: vec![0],
-                covers_seq: seqs[2],
+                covers: Position::embedded(seqs[2]),
                 tombstone: None,
             },
         )
@@ -372,7 +406,7 @@ async fn listing_is_by_name_and_skips_deleted_documents(store: &dyn DocStore) {
         .await
         .expect("delete");
     let all = store
-        .list_documents(None, "conformance/list/", 10)
+        .list_documents(EMBEDDED_LOG, "conformance/list/", 10)
         .await
         .expect("list");
     let names: Vec<&str> = all.iter().map(|doc| doc.name.as_str()).collect();
@@ -389,33 +423,33 @@ async fn listing_is_by_name_and_skips_deleted_documents(store: &dyn DocStore) {
     let b = &all[1];
     assert_eq!(b.snapshot_bytes, 10, "a snapshot's size is listed");
     let page = store
-        .list_documents(None, "conformance/list/", 1)
+        .list_documents(EMBEDDED_LOG, "conformance/list/", 1)
         .await
         .expect("list");
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].name, "conformance/list/a");
     let next = store
-        .list_documents(None, "conformance/list/a", 1)
+        .list_documents(EMBEDDED_LOG, "conformance/list/a", 1)
         .await
         .expect("list");
     assert_eq!(next[0].name, "conformance/list/b", "`after` is exclusive");
     assert!(
-        listed_names(store, Some("conformance-list-topic"), "conformance/list/")
+        listed_names(store, "conformance-list-topic", "conformance/list/")
             .await
             .is_empty(),
         "embedded documents are not in a topic's listing"
     );
 }
 
-async fn topic_tombstones_round_trip_and_are_not_listed(store: &dyn DocStore) {
+async fn topic_tombstones_round_trip_and_are_not_listed(store: &dyn EmbeddedLog) {
     let topic = "conformance-tombstones";
     let (live, deleted) = ("conformance/topic/live", "conformance/topic/deleted");
     store
-        .save_topic_snapshot(topic, live, &topic_snapshot(1, 2, 7))
+        .save_snapshot(topic, live, &topic_snapshot(1, 2, 7))
         .await
         .expect("save");
     store
-        .save_topic_snapshot(topic, deleted, &topic_snapshot(1, 2, 8))
+        .save_snapshot(topic, deleted, &topic_snapshot(1, 2, 8))
         .await
         .expect("save");
     let tombstone = Tombstone {
@@ -423,37 +457,36 @@ async fn topic_tombstones_round_trip_and_are_not_listed(store: &dyn DocStore) {
         position: 9,
         deleted_at_ms: 42,
     };
-    let deletion = TopicSnapshot {
+    let deletion = Snapshot {
         state: EMPTY_UPDATE_V1.to_vec(),
         state_vector: vec![0],
-        partition: 2,
-        covers_offset: 9,
+        covers: Position {
+            partition: 2,
+            offset: 9,
+        },
         tombstone: Some(tombstone.clone()),
     };
     assert_eq!(
         store
-            .save_topic_snapshot(topic, deleted, &deletion)
+            .save_snapshot(topic, deleted, &deletion)
             .await
             .expect("save"),
         SnapshotWrite::Written
     );
     assert_eq!(
         store
-            .save_topic_snapshot(topic, deleted, &topic_snapshot(1, 2, 8))
+            .save_snapshot(topic, deleted, &topic_snapshot(1, 2, 8))
             .await
             .expect("save"),
         SnapshotWrite::Superseded,
         "a late worker's older snapshot does not undo the deletion"
     );
     assert_eq!(
-        store
-            .load_topic_snapshot(topic, deleted)
-            .await
-            .expect("load"),
+        store.load_snapshot(topic, deleted).await.expect("load"),
         Some(deletion)
     );
     assert_eq!(
-        listed_names(store, Some(topic), "conformance/topic/").await,
+        listed_names(store, topic, "conformance/topic/").await,
         vec![live.to_owned()],
         "a topic's listing skips its deleted documents"
     );

@@ -24,7 +24,7 @@ use crate::frames::{
 use crate::replica::{Applied, DocRecord, ReadState, Replica, RereadOutcome};
 use crate::reread::Reread;
 use crate::snapshot_policy::Dirty;
-use crate::store::{DocStore, LogSeq, StoreError, StoredDoc};
+use crate::store::{LogSeq, SnapshotStore, StoreError, StoredDoc};
 use crate::update::CommittedUpdate;
 
 #[derive(Debug)]
@@ -393,11 +393,13 @@ impl Document {
         self.loaded.initialized()
     }
 
-    /// Writes a snapshot if anything changed since the last; returns its
-    /// size in bytes if one was written.
+    /// Writes a snapshot of the document folded from the log `log` if
+    /// anything changed since the last; returns its size in bytes if one
+    /// was written.
     pub(crate) async fn save_snapshot(
         &self,
-        store: &dyn DocStore,
+        store: &dyn SnapshotStore,
+        log: &str,
     ) -> Result<Option<usize>, StoreError> {
         let _one_writer = self.snapshotting.lock().await;
         let snapshot = {
@@ -411,11 +413,11 @@ impl Document {
             return Ok(None);
         };
         let started = Instant::now();
-        let covers_seq = snapshot.covers_seq;
+        let covers = snapshot.covers.offset;
         let bytes = snapshot.state.len();
-        let outcome = store.save_snapshot(&self.name, &snapshot).await?;
-        self.state.lock().replica.snapshot_saved(covers_seq);
-        debug!(doc = %self.name, covers_seq, bytes, ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot saved");
+        let outcome = store.save_snapshot(log, &self.name, &snapshot).await?;
+        self.state.lock().replica.snapshot_saved(covers);
+        debug!(doc = %self.name, covers, bytes, ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot saved");
         Ok(Some(bytes))
     }
 }

@@ -22,7 +22,7 @@ use crate::loader::Loader;
 use crate::metrics::SyncMetrics;
 use crate::reread::MISSING_GRACE;
 use crate::snapshot_policy::SnapshotPolicy;
-use crate::store::{DocStore, StoreError};
+use crate::store::{SnapshotStore, StoreError};
 use crate::tasks::TaskGroup;
 
 /// What the housekeeping task works with.
@@ -30,12 +30,13 @@ use crate::tasks::TaskGroup;
 pub(crate) struct Housekeeping {
     pub(crate) documents: Arc<Documents>,
     pub(crate) loader: Arc<Loader>,
-    pub(crate) store: Arc<dyn DocStore>,
+    pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) bus: Arc<dyn MessageBus>,
     pub(crate) metrics: Arc<SyncMetrics>,
     pub(crate) policy: SnapshotPolicy,
-    /// Whether this node writes snapshots (embedded mode).
-    pub(crate) writes_snapshots: bool,
+    /// Whether this node compacts its log into snapshots
+    /// ([`RegistryConfig::compacts`](crate::RegistryConfig::compacts)).
+    pub(crate) compacts: bool,
     pub(crate) unload_grace: Duration,
     pub(crate) tick: Duration,
     /// Stops the task.
@@ -83,7 +84,7 @@ impl Housekeeping {
             }
             return;
         }
-        if !self.writes_snapshots {
+        if !self.compacts {
             // Nothing to write: the log holds every update.
             if let (true, Some(since)) = (unload_due, idle_since) {
                 self.unload(document, since);
@@ -96,7 +97,8 @@ impl Housekeeping {
         if !(unload_due || snapshot_due) {
             return;
         }
-        if let Err(error) = save_snapshot(document, self.store.as_ref(), &self.metrics).await {
+        let log = self.bus.log_id();
+        if let Err(error) = save_snapshot(document, self.store.as_ref(), log, &self.metrics).await {
             warn!(doc = %document.name(), error = %error, error.source = ?std::error::Error::source(&error), "snapshot failed; will retry");
             return;
         }
@@ -115,15 +117,17 @@ impl Housekeeping {
     }
 }
 
-/// Writes `document`'s snapshot if it changed, timing it.
+/// Writes `document`'s snapshot (folded from the log `log`) if it changed,
+/// timing it.
 pub(crate) async fn save_snapshot(
     document: &Document,
-    store: &dyn DocStore,
+    store: &dyn SnapshotStore,
+    log: &str,
     metrics: &SyncMetrics,
 ) -> Result<(), StoreError> {
     let span = debug_span!(parent: None, "snapshot", doc = %document.name());
     let started = std::time::Instant::now();
-    let saved = document.save_snapshot(store).instrument(span).await?;
+    let saved = document.save_snapshot(store, log).instrument(span).await?;
     if let Some(bytes) = saved {
         metrics
             .snapshot_seconds

@@ -13,7 +13,7 @@
 //!    the publisher checks it against the document's tombstone and with a
 //!    trial apply, and hands it to the [`Committer`].
 //! 2. The committer batches the submissions of a few milliseconds and
-//!    publishes them to the [`MessageBus`] (embedded: the [`DocStore`]'s
+//!    publishes them to the [`MessageBus`] (embedded: the [`EmbeddedLog`]'s
 //!    update log, one transaction: group commit).
 //! 3. Only after the commit, and in commit order, each update goes as a
 //!    [`CommittedUpdate`] (still decoded) to its loaded [`Document`], whose
@@ -34,8 +34,11 @@
 //! - `clock`, `frames` (document names, session ids, outboxes, frames),
 //!   [`ycheck`] (containing `yrs` panics), `metrics`, `tasks` (a group of
 //!   the registry's tasks on the node's tracker): leaves.
-//! - [`store`]: the [`DocStore`] trait the persistence crate implements, and
-//!   [`MemoryStore`] (`memory_store`) for tests.
+//! - `position`: where a record sits in an update log, and the embedded
+//!   log's id.
+//! - [`store`]: the [`SnapshotStore`] and [`EmbeddedLog`] traits the
+//!   persistence crate implements, and [`MemoryStore`] (`memory_store`) for
+//!   tests.
 //! - `update`: client and committed updates; the one decode.
 //! - [`tombstone`]: deleted documents: which state vectors and updates a
 //!   tombstone refuses.
@@ -86,6 +89,7 @@ mod loader;
 mod log_bus;
 mod memory_store;
 mod metrics;
+mod position;
 mod publisher;
 mod registry;
 #[cfg(test)]
@@ -108,7 +112,7 @@ pub use bus::{
 };
 pub use clock::unix_millis;
 pub use committer::{Committer, CommitterConfig};
-pub use config::{NodeMode, PUBLISH_STALL_NOT_READY, RegistryConfig};
+pub use config::{PUBLISH_STALL_NOT_READY, RegistryConfig};
 pub use document::Document;
 pub use error::{PublishError, SyncError};
 pub use frames::{DocName, Outbound, SessionId, SessionOutbox};
@@ -121,6 +125,7 @@ pub use replica::{Applied, DocRecord, ReadState, Replica, RereadOutcome};
 pub use session::Session;
 pub use snapshot_policy::{Dirty, SnapshotPolicy};
 pub use store::{
-    DocStore, ListedDoc, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc, Tombstone,
+    EMBEDDED_LOG, EmbeddedLog, ListedDoc, LogSeq, LoggedUpdate, Snapshot, SnapshotStore,
+    StoreError, StoredDoc, Tombstone,
 };
 pub use update::{ClientUpdate, CommittedUpdate, InvalidUpdate};

@@ -1,23 +1,22 @@
-//! Reading a document's records to load it: embedded, the store's snapshot
-//! and the log after it (one read); cluster, the persistence worker's topic
-//! snapshot and the document's records after it, replayed from the bus.
+//! Reading a document's records to load it, the same for every log: the
+//! snapshot folded from the bus's log (by whoever compacts it: an embedded
+//! node itself, or the persistence worker), then the document's records
+//! after the position it covers, replayed from the bus.
 
 use std::sync::Arc;
 
 use tracing::{Instrument as _, debug_span};
 
-use crate::bus::{MessageBus, Position, RecordKind};
-use crate::config::NodeMode;
+use crate::bus::{MessageBus, RecordKind};
 use crate::error::SyncError;
 use crate::metrics::SyncMetrics;
-use crate::store::{DocStore, LoggedUpdate, Snapshot, StoredDoc, Tombstone};
+use crate::store::{LoggedUpdate, SnapshotStore, StoredDoc, Tombstone};
 
 /// Reads documents for loading (and for reading them again).
 #[derive(Debug)]
 pub(crate) struct Loader {
-    pub(crate) store: Arc<dyn DocStore>,
+    pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) bus: Arc<dyn MessageBus>,
-    pub(crate) mode: NodeMode,
     pub(crate) metrics: Arc<SyncMetrics>,
 }
 
@@ -37,19 +36,12 @@ impl Loader {
 
     /// What a loading document starts from.
     pub(crate) async fn read(&self, doc: &str) -> Result<StoredDoc, SyncError> {
-        let topic = match &self.mode {
-            NodeMode::Embedded => return self.store.load(doc).await.map_err(SyncError::Load),
-            NodeMode::Cluster { topic } => topic,
-        };
         let snapshot = self
             .store
-            .load_topic_snapshot(topic, doc)
+            .load_snapshot(self.bus.log_id(), doc)
             .await
             .map_err(SyncError::Load)?;
-        let after = snapshot.as_ref().map(|snapshot| Position {
-            partition: snapshot.partition,
-            offset: snapshot.covers_offset,
-        });
+        let after = snapshot.as_ref().map(|snapshot| snapshot.covers);
         let replayed = self
             .bus
             .replay(doc, after)
@@ -71,12 +63,7 @@ impl Loader {
             }
         }
         Ok(StoredDoc {
-            snapshot: snapshot.map(|snapshot| Snapshot {
-                state: snapshot.state,
-                state_vector: snapshot.state_vector,
-                covers_seq: snapshot.covers_offset,
-                tombstone: snapshot.tombstone,
-            }),
+            snapshot,
             updates,
             deletions,
         })

@@ -1,6 +1,6 @@
 //! The in-process [`MessageBus`]: the embedded store's update log.
 //!
-//! A durable publish is an append to the [`DocStore`]'s log (one
+//! A durable publish is an append to the [`EmbeddedLog`] (one
 //! transaction per batch: the committer's group commit). Live delivery goes
 //! to the other nodes of the same process through bounded channels; in the
 //! embedded single-node mode there are none, so it costs nothing. Tests join
@@ -11,7 +11,7 @@
 //! compacted (as a compacted Kafka topic would), preceded by its deletion
 //! if it carries a tombstone, followed by the log after it.
 //!
-//! A deletion is [`DocStore::delete_document`]: the tombstone, the pruned
+//! A deletion is [`EmbeddedLog::delete_document`]: the tombstone, the pruned
 //! log and the new position in one transaction.
 
 use std::sync::Arc;
@@ -25,10 +25,7 @@ use crate::LogSeq;
 use crate::bus::{
     BusError, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind, Replayed,
 };
-use crate::store::{DocStore, NewUpdate};
-
-/// The partition every embedded-log position is in.
-const LOG_PARTITION: i32 = 0;
+use crate::store::{EMBEDDED_LOG, EmbeddedLog, NewUpdate};
 /// Deliveries buffered per subscriber before a publisher waits for it.
 const SUBSCRIBER_CAPACITY: usize = 4096;
 
@@ -41,7 +38,7 @@ pub struct LogBus {
 
 #[derive(Debug)]
 struct Hub {
-    store: Arc<dyn DocStore>,
+    store: Arc<dyn EmbeddedLog>,
     subscribers: Mutex<Vec<Arc<Subscriber>>>,
 }
 
@@ -62,7 +59,7 @@ impl std::fmt::Debug for Subscriber {
 
 impl LogBus {
     /// A log over `store` with one node, `node`.
-    pub fn new(store: Arc<dyn DocStore>, node: &str) -> Self {
+    pub fn new(store: Arc<dyn EmbeddedLog>, node: &str) -> Self {
         Self {
             hub: Arc::new(Hub {
                 store,
@@ -131,10 +128,7 @@ impl LogBus {
     }
 
     async fn deliver_to_others(&self, record: &Record, seq: LogSeq) -> Position {
-        let position = Position {
-            partition: LOG_PARTITION,
-            offset: seq,
-        };
+        let position = Position::embedded(seq);
         for subscriber in self.others() {
             if subscriber.interest.wants(&record.doc) {
                 let delivery = Delivery {
@@ -166,6 +160,10 @@ impl LogBus {
 impl MessageBus for LogBus {
     fn origin(&self) -> &Origin {
         &self.origin
+    }
+
+    fn log_id(&self) -> &str {
+        EMBEDDED_LOG
     }
 
     async fn publish(&self, records: &[Record]) -> Vec<Result<Position, BusError>> {
@@ -227,25 +225,19 @@ impl MessageBus for LogBus {
         let stored = self.hub.store.load(doc).await?;
         let mut replayed = Vec::with_capacity(stored.updates.len() + 2);
         if let Some(snapshot) = stored.snapshot
-            && snapshot.covers_seq > after_offset
+            && snapshot.covers.offset > after_offset
         {
             if let Some(tombstone) = snapshot.tombstone
                 && tombstone.position > after_offset
             {
                 replayed.push(Replayed {
-                    position: Position {
-                        partition: LOG_PARTITION,
-                        offset: tombstone.position,
-                    },
+                    position: Position::embedded(tombstone.position),
                     kind: RecordKind::Delete,
                     update: Bytes::from(tombstone.state_vector),
                 });
             }
             replayed.push(Replayed {
-                position: Position {
-                    partition: LOG_PARTITION,
-                    offset: snapshot.covers_seq,
-                },
+                position: snapshot.covers,
                 kind: RecordKind::Update,
                 update: Bytes::from(snapshot.state),
             });
@@ -253,10 +245,7 @@ impl MessageBus for LogBus {
         for logged in stored.updates {
             if logged.seq > after_offset {
                 replayed.push(Replayed {
-                    position: Position {
-                        partition: LOG_PARTITION,
-                        offset: logged.seq,
-                    },
+                    position: Position::embedded(logged.seq),
                     kind: RecordKind::Update,
                     update: Bytes::from(logged.update),
                 });

@@ -1,14 +1,15 @@
-//! An in-memory [`DocStore`] for tests. Same contract as the durable stores,
-//! no durability.
+//! An in-memory [`EmbeddedLog`] (and so [`SnapshotStore`]) for tests. Same
+//! contract as the durable stores, no durability.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use crate::store::{
-    DocStore, EMPTY_STATE_VECTOR_V1, EMPTY_UPDATE_V1, ListedDoc, LogSeq, LoggedUpdate, NewUpdate,
-    Snapshot, SnapshotWrite, StoreError, StoredDoc, Tombstone, TopicSnapshot,
+    EMBEDDED_LOG, EMPTY_STATE_VECTOR_V1, EMPTY_UPDATE_V1, EmbeddedLog, ListedDoc, LogSeq,
+    LoggedUpdate, NewUpdate, Position, Snapshot, SnapshotStore, SnapshotWrite, StoreError,
+    StoredDoc, Tombstone,
 };
 
 /// Keeps the log and snapshots in process memory.
@@ -21,8 +22,8 @@ pub struct MemoryStore {
 struct MemoryState {
     next_seq: LogSeq,
     log: Vec<(LogSeq, String, Vec<u8>)>,
-    snapshots: HashMap<String, Snapshot>,
-    topic_snapshots: HashMap<(String, String), TopicSnapshot>,
+    /// Per (log id, document).
+    snapshots: HashMap<(String, String), Snapshot>,
 }
 
 impl MemoryStore {
@@ -37,12 +38,91 @@ impl MemoryStore {
     }
 }
 
+fn key(log: &str, doc: &str) -> (String, String) {
+    (log.to_owned(), doc.to_owned())
+}
+
 #[async_trait]
-impl DocStore for MemoryStore {
+impl SnapshotStore for MemoryStore {
+    async fn load_snapshot(&self, log: &str, doc: &str) -> Result<Option<Snapshot>, StoreError> {
+        Ok(self.inner.lock().snapshots.get(&key(log, doc)).cloned())
+    }
+
+    async fn save_snapshot(
+        &self,
+        log: &str,
+        doc: &str,
+        snapshot: &Snapshot,
+    ) -> Result<SnapshotWrite, StoreError> {
+        let mut state = self.inner.lock();
+        let key = key(log, doc);
+        if let Some(existing) = state.snapshots.get(&key)
+            && existing.covers.partition == snapshot.covers.partition
+            && existing.covers.offset >= snapshot.covers.offset
+        {
+            return Ok(SnapshotWrite::Superseded);
+        }
+        state.snapshots.insert(key, snapshot.clone());
+        if log == EMBEDDED_LOG {
+            state
+                .log
+                .retain(|(seq, name, _)| name != doc || *seq > snapshot.covers.offset);
+        }
+        Ok(SnapshotWrite::Written)
+    }
+
+    async fn list_documents(
+        &self,
+        log: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<ListedDoc>, StoreError> {
+        let state = self.inner.lock();
+        // (name, snapshot bytes): snapshots first, then names only logged.
+        let mut candidates: Vec<(&str, usize)> = Vec::new();
+        for ((snapshot_log, name), snapshot) in &state.snapshots {
+            if snapshot_log == log && !is_deletion(snapshot) {
+                candidates.push((name, snapshot.state.len()));
+            }
+        }
+        if log == EMBEDDED_LOG {
+            for (_, name, _) in &state.log {
+                candidates.push((name, 0));
+            }
+        }
+        let mut listed: BTreeMap<String, ListedDoc> = BTreeMap::new();
+        for (name, bytes) in candidates {
+            if name <= after || listed.contains_key(name) {
+                continue;
+            }
+            listed.insert(
+                name.to_owned(),
+                ListedDoc {
+                    name: name.to_owned(),
+                    snapshot_bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+                    snapshot_at_ms: None,
+                },
+            );
+        }
+        Ok(listed
+            .into_values()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect())
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EmbeddedLog for MemoryStore {
     async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
         let state = self.inner.lock();
-        let snapshot = state.snapshots.get(doc).cloned();
-        let after = snapshot.as_ref().map_or(0, |snapshot| snapshot.covers_seq);
+        let snapshot = state.snapshots.get(&key(EMBEDDED_LOG, doc)).cloned();
+        let after = snapshot
+            .as_ref()
+            .map_or(0, |snapshot| snapshot.covers.offset);
         let updates = state
             .log
             .iter()
@@ -73,24 +153,6 @@ impl DocStore for MemoryStore {
         Ok(seqs)
     }
 
-    async fn save_snapshot(
-        &self,
-        doc: &str,
-        snapshot: &Snapshot,
-    ) -> Result<SnapshotWrite, StoreError> {
-        let mut state = self.inner.lock();
-        if let Some(existing) = state.snapshots.get(doc)
-            && existing.covers_seq >= snapshot.covers_seq
-        {
-            return Ok(SnapshotWrite::Superseded);
-        }
-        state.snapshots.insert(doc.to_owned(), snapshot.clone());
-        state
-            .log
-            .retain(|(seq, name, _)| name != doc || *seq > snapshot.covers_seq);
-        Ok(SnapshotWrite::Written)
-    }
-
     async fn delete_document(
         &self,
         doc: &str,
@@ -101,11 +163,11 @@ impl DocStore for MemoryStore {
         state.next_seq += 1;
         let seq = state.next_seq;
         state.snapshots.insert(
-            doc.to_owned(),
+            key(EMBEDDED_LOG, doc),
             Snapshot {
                 state: EMPTY_UPDATE_V1.to_vec(),
                 state_vector: EMPTY_STATE_VECTOR_V1.to_vec(),
-                covers_seq: seq,
+                covers: Position::embedded(seq),
                 tombstone: Some(Tombstone {
                     state_vector: tombstone_state_vector.to_vec(),
                     position: seq,
@@ -118,92 +180,14 @@ impl DocStore for MemoryStore {
             .retain(|(logged, name, _)| name != doc || *logged > seq);
         Ok(seq)
     }
-
-    async fn list_documents(
-        &self,
-        topic: Option<&str>,
-        after: &str,
-        limit: u32,
-    ) -> Result<Vec<ListedDoc>, StoreError> {
-        let state = self.inner.lock();
-        // (name, snapshot bytes): snapshots first, then names only logged.
-        let mut candidates: Vec<(&str, usize)> = Vec::new();
-        match topic {
-            None => {
-                for (name, snapshot) in &state.snapshots {
-                    if !is_deletion(snapshot.covers_seq, snapshot.tombstone.as_ref()) {
-                        candidates.push((name, snapshot.state.len()));
-                    }
-                }
-                for (_, name, _) in &state.log {
-                    candidates.push((name, 0));
-                }
-            }
-            Some(topic) => {
-                for ((snapshot_topic, name), snapshot) in &state.topic_snapshots {
-                    if snapshot_topic == topic
-                        && !is_deletion(snapshot.covers_offset, snapshot.tombstone.as_ref())
-                    {
-                        candidates.push((name, snapshot.state.len()));
-                    }
-                }
-            }
-        }
-        let mut listed: std::collections::BTreeMap<String, ListedDoc> = Default::default();
-        for (name, bytes) in candidates {
-            if name <= after || listed.contains_key(name) {
-                continue;
-            }
-            listed.insert(
-                name.to_owned(),
-                ListedDoc {
-                    name: name.to_owned(),
-                    snapshot_bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
-                    snapshot_at_ms: None,
-                },
-            );
-        }
-        Ok(listed
-            .into_values()
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect())
-    }
-
-    async fn load_topic_snapshot(
-        &self,
-        topic: &str,
-        doc: &str,
-    ) -> Result<Option<TopicSnapshot>, StoreError> {
-        let key = (topic.to_owned(), doc.to_owned());
-        Ok(self.inner.lock().topic_snapshots.get(&key).cloned())
-    }
-
-    async fn save_topic_snapshot(
-        &self,
-        topic: &str,
-        doc: &str,
-        snapshot: &TopicSnapshot,
-    ) -> Result<SnapshotWrite, StoreError> {
-        let mut state = self.inner.lock();
-        let key = (topic.to_owned(), doc.to_owned());
-        if let Some(existing) = state.topic_snapshots.get(&key)
-            && existing.partition == snapshot.partition
-            && existing.covers_offset >= snapshot.covers_offset
-        {
-            return Ok(SnapshotWrite::Superseded);
-        }
-        state.topic_snapshots.insert(key, snapshot.clone());
-        Ok(SnapshotWrite::Written)
-    }
-
-    async fn check(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
 }
 
 /// Whether a snapshot is a deletion with nothing written after it.
-fn is_deletion(covers: LogSeq, tombstone: Option<&Tombstone>) -> bool {
-    tombstone.is_some_and(|tombstone| tombstone.position >= covers)
+fn is_deletion(snapshot: &Snapshot) -> bool {
+    snapshot
+        .tombstone
+        .as_ref()
+        .is_some_and(|tombstone| tombstone.position >= snapshot.covers.offset)
 }
 
 #[cfg(test)]

@@ -9,9 +9,11 @@
 //! ([`Registry::flush_commits`]); then housekeeping and the bus task, and
 //! the final snapshots ([`Registry::snapshot_and_stop`]).
 //!
-//! In [`NodeMode::Cluster`] the registry never snapshots (the persistence
-//! worker does) and loads a document by replaying its records from the bus
-//! (`loader`).
+//! A document loads the same way whatever the bus: its snapshot folded from
+//! the bus's log, then the records after it replayed from the bus
+//! (`loader`). A registry that does not compact
+//! ([`RegistryConfig::compacts`]: the nodes of a cluster) never writes
+//! snapshots; the persistence worker does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +26,7 @@ use crate::bus::{BusError, BusStats, FetchTotals, MessageBus, PartitionLag};
 use crate::bus_task::{self, BusTask};
 use crate::committer::Committer;
 use crate::config::JOIN_WAITS_FOR_BUS;
-use crate::config::{NodeMode, PUBLISH_STALL_NOT_READY, RegistryConfig};
+use crate::config::{PUBLISH_STALL_NOT_READY, RegistryConfig};
 use crate::document::Document;
 use crate::documents::Documents;
 use crate::error::SyncError;
@@ -35,7 +37,7 @@ use crate::log_bus::LogBus;
 use crate::metrics::SyncMetrics;
 use crate::publisher::Publisher;
 use crate::session::Session;
-use crate::store::{DocStore, ListedDoc};
+use crate::store::{EmbeddedLog, ListedDoc, SnapshotStore};
 use crate::tasks::TaskGroup;
 
 /// How often a read retries when the document it loaded was deleted at
@@ -74,13 +76,13 @@ impl Registry {
     /// A single node on `store`: its update log is the bus. The registry
     /// is the root of its own shutdown tree (a token and a tracker of its
     /// own), for tests and tools; a node gives [`Registry::start`] its own.
-    pub fn embedded(store: Arc<dyn DocStore>, config: RegistryConfig) -> Self {
+    pub fn embedded(store: Arc<dyn EmbeddedLog>, config: RegistryConfig) -> Self {
         let bus = Arc::new(LogBus::new(store.clone(), "embedded"));
         Self::start(
             store,
             bus,
             RegistryConfig {
-                mode: NodeMode::Embedded,
+                compacts: true,
                 ..config
             },
             &CancellationToken::new(),
@@ -96,7 +98,7 @@ impl Registry {
     /// what it holds), as a drain past its grace does. [`Registry::shutdown`]
     /// stops them in order.
     pub fn start(
-        store: Arc<dyn DocStore>,
+        store: Arc<dyn SnapshotStore>,
         bus: Arc<dyn MessageBus>,
         config: RegistryConfig,
         parent: &CancellationToken,
@@ -119,7 +121,6 @@ impl Registry {
         let loader = Arc::new(Loader {
             store: store.clone(),
             bus: bus.clone(),
-            mode: config.mode.clone(),
             metrics: metrics.clone(),
         });
         let housekeeping = Arc::new(Housekeeping {
@@ -129,7 +130,7 @@ impl Registry {
             bus: bus.clone(),
             metrics: metrics.clone(),
             policy: config.snapshot_policy(),
-            writes_snapshots: config.mode.writes_snapshots(),
+            compacts: config.compacts,
             unload_grace: config.unload_grace,
             tick: config.tick,
             closing: background_stop.clone(),
@@ -219,21 +220,18 @@ impl Registry {
         &self.inner.publisher
     }
 
-    /// The documents the store lists (embedded: snapshots and logged
-    /// updates; cluster: the persistence worker's topic snapshots).
+    /// The documents the store lists for the bus's log (the embedded log:
+    /// snapshots and logged updates; a topic: the persistence worker's
+    /// snapshots).
     pub(crate) async fn stored_documents(
         &self,
         after: &str,
         limit: u32,
     ) -> Result<Vec<ListedDoc>, SyncError> {
-        let topic = match &self.inner.config.mode {
-            NodeMode::Embedded => None,
-            NodeMode::Cluster { topic } => Some(topic.as_ref()),
-        };
-        self.inner
-            .loader
+        let loader = &self.inner.loader;
+        loader
             .store
-            .list_documents(topic, after, limit)
+            .list_documents(loader.bus.log_id(), after, limit)
             .await
             .map_err(SyncError::Load)
     }
@@ -345,8 +343,8 @@ impl Registry {
     }
 
     /// The second step of shutdown (it runs the first if that has not
-    /// run): stops housekeeping and the bus task, then, in embedded mode,
-    /// snapshots every dirty document. In cluster mode the persistence
+    /// run): stops housekeeping and the bus task, then, if this node
+    /// compacts, snapshots every dirty document. Otherwise the persistence
     /// worker writes the snapshots, so this only stops the tasks.
     pub async fn snapshot_and_stop(&self) {
         self.flush_commits().await;
@@ -354,11 +352,14 @@ impl Registry {
         self.inner.background_tasks.wait().await;
         let mut failed = 0;
         for document in self.inner.documents.all() {
-            if !document.is_loaded() || !self.inner.config.mode.writes_snapshots() {
+            if !document.is_loaded() || !self.inner.config.compacts {
                 continue;
             }
-            let store = self.inner.loader.store.as_ref();
-            if let Err(error) = document.save_snapshot(store).await {
+            let loader = &self.inner.loader;
+            let saved = document
+                .save_snapshot(loader.store.as_ref(), loader.bus.log_id())
+                .await;
+            if let Err(error) = saved {
                 failed += 1;
                 warn!(doc = %document.name(), error = %error, error.source = ?std::error::Error::source(&error), "final snapshot failed; its updates remain in the log");
             }

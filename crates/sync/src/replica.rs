@@ -16,7 +16,7 @@ use yrs::{Doc, ReadTxn, Transact};
 
 use crate::frames::DocName;
 use crate::snapshot_policy::Dirty;
-use crate::store::{LogSeq, Snapshot, StoredDoc};
+use crate::store::{LogSeq, Position, Snapshot, StoredDoc};
 use crate::tombstone::{self, TombstoneState};
 use crate::update::CommittedUpdate;
 use crate::ycheck::{self, ApplyFailure};
@@ -99,6 +99,9 @@ pub struct Replica {
     /// node applies its own records on acknowledgement and others' on
     /// consumption, so positions interleave; nodes do not snapshot there.)
     applied: LogSeq,
+    /// The partition of the log the positions are in: the loaded
+    /// snapshot's (the embedded log's when there was none).
+    partition: i32,
     /// The position the stored snapshot covers.
     snapshot_covers: LogSeq,
     /// Changes not yet in a stored snapshot.
@@ -118,6 +121,7 @@ impl Replica {
             name,
             ydoc: Doc::new(),
             applied: 0,
+            partition: crate::position::EMBEDDED_PARTITION,
             snapshot_covers: 0,
             dirty: None,
             tombstone: None,
@@ -132,7 +136,8 @@ impl Replica {
         let mut records: Vec<DocRecord> =
             Vec::with_capacity(stored.updates.len() + stored.deletions.len() + buffered.len() + 2);
         if let Some(snapshot) = stored.snapshot {
-            snapshot_covers = snapshot.covers_seq;
+            snapshot_covers = snapshot.covers.offset;
+            self.partition = snapshot.covers.partition;
             if let Some(tombstone) = snapshot.tombstone {
                 records.push(DocRecord::Delete {
                     position: tombstone.position,
@@ -141,7 +146,7 @@ impl Replica {
                 });
             }
             records.push(DocRecord::Update(CommittedUpdate::from_log(
-                snapshot.covers_seq,
+                snapshot.covers.offset,
                 snapshot.state,
             )));
         }
@@ -319,7 +324,10 @@ impl Replica {
         Some(Snapshot {
             state: txn.encode_state_as_update_v1(&StateVector::default()),
             state_vector: txn.state_vector().encode_v1(),
-            covers_seq: self.applied,
+            covers: Position {
+                partition: self.partition,
+                offset: self.applied,
+            },
             tombstone: self.tombstone.as_ref().map(TombstoneState::to_stored),
         })
     }
@@ -380,7 +388,7 @@ impl Replica {
         let mut records: Vec<CommittedUpdate> = Vec::with_capacity(stored.updates.len() + 1);
         if let Some(snapshot) = stored.snapshot {
             records.push(CommittedUpdate::from_log(
-                snapshot.covers_seq,
+                snapshot.covers.offset,
                 snapshot.state,
             ));
         }

@@ -69,8 +69,8 @@ async fn applying_tells_news_from_what_it_holds_and_owes_a_snapshot() {
     assert_eq!(replica.dirty().map(|dirty| dirty.updates), Some(1));
 
     let snapshot = replica.snapshot().expect("a snapshot is owed");
-    assert_eq!(snapshot.covers_seq, 2);
-    replica.snapshot_saved(snapshot.covers_seq);
+    assert_eq!(snapshot.covers.offset, 2);
+    replica.snapshot_saved(snapshot.covers.offset);
     assert!(replica.dirty().is_none());
     assert!(replica.snapshot().is_none());
 }
@@ -96,7 +96,7 @@ async fn a_load_applies_the_snapshot_the_log_and_then_what_arrived_meanwhile() {
     let mut chars: Vec<char> = text(&replica).chars().collect();
     chars.sort_unstable();
     assert_eq!(chars, ['a', 'b', 'c']);
-    assert_eq!(replica.snapshot().map(|owed| owed.covers_seq), Some(3));
+    assert_eq!(replica.snapshot().map(|owed| owed.covers.offset), Some(3));
     assert_eq!(replica.dirty().map(|dirty| dirty.updates), Some(2));
 }
 

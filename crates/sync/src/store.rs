@@ -1,16 +1,19 @@
-//! The seam between documents and durable storage.
+//! The seams between documents and durable storage, in two traits.
 //!
-//! The store holds, per document, an append-only update log and at most one
-//! snapshot. Loading a document is "latest snapshot + every logged update
-//! after it". Writing a snapshot at sequence number S prunes the log up to S
-//! in the same transaction, so a load at any moment sees the whole document.
+//! A [`SnapshotStore`] holds, per (update log, document), at most one
+//! [`Snapshot`]: the document folded from that log, the [`Position`] it
+//! covers and its tombstone. The log is named by its
+//! [`log_id`](crate::MessageBus::log_id) (a Kafka topic, or
+//! [`EMBEDDED_LOG`]), so one database serves an embedded node and clusters
+//! of several topics without their positions ever being compared. Loading a
+//! document is the same for every log: the snapshot of (log, document),
+//! then the log replayed after the position it covers (`loader`).
 //!
-//! In cluster mode the log is a Kafka topic, and the store holds *topic
-//! snapshots* instead: per (topic, document), the document folded from the
-//! topic by the persistence worker, with the partition and offset it covers.
-//! They live apart from the embedded snapshots, so one database can serve an
-//! embedded node and clusters of several topics without their positions
-//! ever being compared.
+//! An [`EmbeddedLog`] is a snapshot store that also keeps the embedded
+//! update log, which [`LogBus`](crate::LogBus) publishes to and replays
+//! from. Writing a snapshot of [`EMBEDDED_LOG`] at position S prunes that
+//! log up to S in the same transaction, so a read at any moment sees the
+//! whole document.
 //!
 //! # Deleted documents
 //!
@@ -28,9 +31,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use thiserror::Error;
 
-/// Position in the update log. Strictly increasing across the whole log and
-/// never reused, so "everything up to S" is well defined.
-pub type LogSeq = i64;
+pub use crate::position::{EMBEDDED_LOG, LogSeq, Position};
 
 /// A failure of the storage backend, with its cause kept.
 #[derive(Debug, Error)]
@@ -84,9 +85,9 @@ pub struct Tombstone {
     /// The v1 state vector of the deleted content: a client whose state or
     /// update holds a `(client, clock)` below it is refused.
     pub state_vector: Vec<u8>,
-    /// Where the deletion sits in the log (embedded: its sequence number;
-    /// a topic: its offset in the snapshot's partition). Every record of
-    /// the document before it is gone.
+    /// Where the deletion sits in the log: its offset in the partition of
+    /// the snapshot carrying it (embedded: its sequence number). Every
+    /// record of the document before it is gone.
     pub position: LogSeq,
     /// When it was deleted, in milliseconds since the Unix epoch (0 when
     /// only the log record is known, which carries no time).
@@ -105,7 +106,7 @@ pub struct ListedDoc {
     pub snapshot_at_ms: Option<i64>,
 }
 
-/// The compacted state of a document.
+/// A document folded from an update log: its compacted state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     /// The whole document as one Yjs v1 update.
@@ -113,11 +114,12 @@ pub struct Snapshot {
     /// The document's state vector (v1), so a reader can answer a SyncStep1
     /// without decoding the state.
     pub state_vector: Vec<u8>,
-    /// Every logged update of the document up to and including this
-    /// sequence number is contained in `state`.
-    pub covers_seq: LogSeq,
+    /// Every record of the document in `covers.partition` up to and
+    /// including `covers.offset` is contained in `state`: a load replays
+    /// the log after it.
+    pub covers: Position,
     /// The latest deletion of the document, if it was ever deleted
-    /// (`position` at or below `covers_seq`).
+    /// (`position` at or below `covers.offset`).
     pub tombstone: Option<Tombstone>,
 }
 
@@ -128,45 +130,67 @@ pub struct StoredDoc {
     pub snapshot: Option<Snapshot>,
     /// Logged updates after the snapshot, in log order.
     pub updates: Vec<LoggedUpdate>,
-    /// Deletions read back with the updates (cluster mode: delete records
-    /// replayed from the topic after the snapshot), in log order. Stores
-    /// leave it empty: a stored deletion is the snapshot's tombstone.
+    /// Deletions replayed from the log after the snapshot, in log order.
+    /// [`EmbeddedLog::load`] leaves it empty: a stored deletion is the
+    /// snapshot's tombstone.
     pub deletions: Vec<Tombstone>,
-}
-
-/// A document folded from a Kafka topic by the persistence worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicSnapshot {
-    /// The whole document as one Yjs v1 update.
-    pub state: Vec<u8>,
-    /// Its v1 state vector.
-    pub state_vector: Vec<u8>,
-    /// The partition holding the document's records.
-    pub partition: i32,
-    /// Every record of the document in `partition` up to and including this
-    /// offset is contained in `state`.
-    pub covers_offset: i64,
-    /// The latest deletion of the document, if any (`position` is an
-    /// offset in `partition`, at or below `covers_offset`).
-    pub tombstone: Option<Tombstone>,
 }
 
 /// Whether a snapshot write took effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotWrite {
-    /// The snapshot was stored and the log pruned up to it.
+    /// The snapshot was stored (and, for the embedded log, the log pruned
+    /// up to it).
     Written,
     /// A snapshot covering the same or a later position was already stored;
     /// nothing changed (fencing against late or concurrent writers).
     Superseded,
 }
 
-/// Durable storage of documents. Implementations must be safe to call from
-/// many tasks at once.
+/// Snapshots of documents, per update log. Implementations must be safe to
+/// call from many tasks at once.
 #[async_trait]
-pub trait DocStore: Send + Sync + Debug + 'static {
-    /// Reads a document's latest snapshot and the log after it. A document
-    /// never written reads as empty.
+pub trait SnapshotStore: Send + Sync + Debug + 'static {
+    /// Reads the snapshot of `doc` folded from the log `log`, if any.
+    async fn load_snapshot(&self, log: &str, doc: &str) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Stores the snapshot of `doc` folded from `log` unless one covering
+    /// the same or a later offset of the same partition is stored
+    /// ([`SnapshotWrite::Superseded`]: the fence against a late or
+    /// concurrent writer, such as two workers during a rebalance). A
+    /// snapshot of another partition replaces the stored one (the topic's
+    /// partition count changed, which moves documents). A snapshot of
+    /// [`EMBEDDED_LOG`] also prunes that log up to `snapshot.covers`, in the
+    /// same transaction.
+    async fn save_snapshot(
+        &self,
+        log: &str,
+        doc: &str,
+        snapshot: &Snapshot,
+    ) -> Result<SnapshotWrite, StoreError>;
+
+    /// Documents of the log `log` the store holds, by name, after `after`
+    /// (exclusive), at most `limit` of them: those with a snapshot (and,
+    /// for [`EMBEDDED_LOG`], those with logged updates). A document whose
+    /// latest write is its deletion is not listed.
+    async fn list_documents(
+        &self,
+        log: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<ListedDoc>, StoreError>;
+
+    /// Answers whether the store is usable (for readiness).
+    async fn check(&self) -> Result<(), StoreError>;
+}
+
+/// A snapshot store that also keeps the embedded update log (log id
+/// [`EMBEDDED_LOG`]): what [`LogBus`](crate::LogBus) appends to, replays
+/// and deletes from. The node's load path never calls it.
+#[async_trait]
+pub trait EmbeddedLog: SnapshotStore {
+    /// Reads a document's latest embedded snapshot and the log after it,
+    /// from one point in time. A document never written reads as empty.
     async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError>;
 
     /// Appends updates to the log in one transaction and returns their
@@ -174,58 +198,14 @@ pub trait DocStore: Send + Sync + Debug + 'static {
     /// durable.
     async fn append(&self, updates: &[NewUpdate]) -> Result<Vec<LogSeq>, StoreError>;
 
-    /// Stores a snapshot and prunes the document's log up to
-    /// `snapshot.covers_seq`, atomically. Refuses (as
-    /// [`SnapshotWrite::Superseded`]) to replace a snapshot covering a later
-    /// or equal position.
-    async fn save_snapshot(
-        &self,
-        doc: &str,
-        snapshot: &Snapshot,
-    ) -> Result<SnapshotWrite, StoreError>;
-
-    /// Deletes `doc` (embedded mode), atomically: takes the next log
-    /// position, stores the empty document at it with a [`Tombstone`]
-    /// holding `tombstone_state_vector` (it replaces any snapshot), and
-    /// prunes the document's log up to it. Returns that position.
+    /// Deletes `doc`, atomically: takes the next log position, stores the
+    /// empty document at it with a [`Tombstone`] holding
+    /// `tombstone_state_vector` (it replaces any snapshot), and prunes the
+    /// document's log up to it. Returns that position.
     async fn delete_document(
         &self,
         doc: &str,
         tombstone_state_vector: &[u8],
         deleted_at_ms: i64,
     ) -> Result<LogSeq, StoreError>;
-
-    /// Documents the store holds, by name, after `after` (exclusive), at
-    /// most `limit` of them. `topic: None` lists the embedded documents
-    /// (a snapshot or logged updates); `Some(topic)` the topic snapshots of
-    /// that cluster. A document whose latest write is its deletion is not
-    /// listed.
-    async fn list_documents(
-        &self,
-        topic: Option<&str>,
-        after: &str,
-        limit: u32,
-    ) -> Result<Vec<ListedDoc>, StoreError>;
-
-    /// Reads the topic snapshot of `doc` folded from `topic`, if any.
-    async fn load_topic_snapshot(
-        &self,
-        topic: &str,
-        doc: &str,
-    ) -> Result<Option<TopicSnapshot>, StoreError>;
-
-    /// Stores a topic snapshot unless one covering the same or a later
-    /// offset of the same partition is stored ([`SnapshotWrite::Superseded`]:
-    /// the fence against two workers during a rebalance, or a late retry).
-    /// A snapshot of another partition replaces the stored one (the topic's
-    /// partition count changed, which moves documents).
-    async fn save_topic_snapshot(
-        &self,
-        topic: &str,
-        doc: &str,
-        snapshot: &TopicSnapshot,
-    ) -> Result<SnapshotWrite, StoreError>;
-
-    /// Answers whether the store is usable (for readiness).
-    async fn check(&self) -> Result<(), StoreError>;
 }

@@ -13,7 +13,7 @@ fn insert(client: u64, text: &str) -> Vec<u8> {
         .encode_state_as_update_v1(&StateVector::default())
 }
 
-fn text_of(snapshot: &TopicSnapshot) -> String {
+fn text_of(snapshot: &Snapshot) -> String {
     let doc = Doc::new();
     let root = doc.get_or_insert_text("t");
     doc.transact_mut()
@@ -59,7 +59,7 @@ fn commits_never_pass_a_record_that_no_stored_snapshot_holds() {
     );
     let again = fold.due(now, true, None);
     assert_eq!(again.len(), 1);
-    assert_eq!(again[0].snapshot.covers_offset, 13);
+    assert_eq!(again[0].snapshot.covers.offset, 13);
     fold.stored(&again[0]);
     assert_eq!(
         fold.commit_offsets(),
@@ -76,8 +76,8 @@ fn a_snapshot_covers_what_it_says_and_covered_records_are_skipped() {
     fold.apply(3, 5, Some(("doc", &insert(1, "x"))), now);
     fold.apply(3, 6, Some(("doc", &insert(2, "y"))), now);
     let job = fold.due(now, true, None).pop().unwrap();
-    assert_eq!(job.snapshot.partition, 3);
-    assert_eq!(job.snapshot.covers_offset, 6);
+    assert_eq!(job.snapshot.covers.partition, 3);
+    assert_eq!(job.snapshot.covers.offset, 6);
     assert_eq!(text_of(&job.snapshot).len(), 2);
 
     // A restarted worker starts from that snapshot, re-reads from an
@@ -94,7 +94,7 @@ fn a_snapshot_covers_what_it_says_and_covered_records_are_skipped() {
     assert!(restarted.apply(3, 7, Some(("doc", &insert(3, "z"))), now));
     let next = restarted.due(now, true, None).pop().unwrap();
     assert_eq!(text_of(&next.snapshot).len(), 3);
-    assert_eq!(next.snapshot.covers_offset, 7);
+    assert_eq!(next.snapshot.covers.offset, 7);
 }
 
 #[test]

@@ -18,13 +18,13 @@ use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use weft_kafka::worker::WorkerStatus;
-use weft_sync::DocStore;
+use weft_sync::SnapshotStore;
 
 /// What the worker's HTTP handlers share.
 #[derive(Clone)]
 pub(super) struct HttpState {
     pub(super) status: Arc<WorkerStatus>,
-    pub(super) store: Arc<dyn DocStore>,
+    pub(super) store: Arc<dyn SnapshotStore>,
     pub(super) max_lag: i64,
     /// The worker's stop token: cancelled, the worker is draining.
     pub(super) draining: CancellationToken,

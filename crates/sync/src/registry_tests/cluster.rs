@@ -105,14 +105,13 @@ async fn a_cluster_node_loads_the_topic_snapshot_then_the_records_after_it() {
         .transact()
         .encode_state_as_update_v1(&StateVector::default());
     store
-        .save_topic_snapshot(
-            "test-topic",
+        .save_snapshot(
+            EMBEDDED_LOG,
             "doc",
-            &crate::store::TopicSnapshot {
+            &Snapshot {
                 state,
                 state_vector: Vec::new(),
-                partition: 0,
-                covers_offset: positions[0],
+                covers: Position::embedded(positions[0]),
                 tombstone: None,
             },
         )

@@ -94,7 +94,33 @@ struct FlakyStore {
 }
 
 #[async_trait]
-impl DocStore for FlakyStore {
+impl SnapshotStore for FlakyStore {
+    async fn load_snapshot(&self, log: &str, doc: &str) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.load_snapshot(log, doc).await
+    }
+    async fn save_snapshot(
+        &self,
+        log: &str,
+        doc: &str,
+        snapshot: &Snapshot,
+    ) -> Result<SnapshotWrite, StoreError> {
+        self.inner.save_snapshot(log, doc, snapshot).await
+    }
+    async fn list_documents(
+        &self,
+        log: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<crate::store::ListedDoc>, StoreError> {
+        self.inner.list_documents(log, after, limit).await
+    }
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EmbeddedLog for FlakyStore {
     async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
         self.inner.load(doc).await
     }
@@ -103,13 +129,6 @@ impl DocStore for FlakyStore {
             return Err(StoreError::new("append updates", "disk full"));
         }
         self.inner.append(updates).await
-    }
-    async fn save_snapshot(
-        &self,
-        doc: &str,
-        snapshot: &Snapshot,
-    ) -> Result<SnapshotWrite, StoreError> {
-        self.inner.save_snapshot(doc, snapshot).await
     }
     async fn delete_document(
         &self,
@@ -120,32 +139,6 @@ impl DocStore for FlakyStore {
         self.inner
             .delete_document(doc, tombstone_state_vector, deleted_at_ms)
             .await
-    }
-    async fn list_documents(
-        &self,
-        topic: Option<&str>,
-        after: &str,
-        limit: u32,
-    ) -> Result<Vec<crate::store::ListedDoc>, StoreError> {
-        self.inner.list_documents(topic, after, limit).await
-    }
-    async fn load_topic_snapshot(
-        &self,
-        topic: &str,
-        doc: &str,
-    ) -> Result<Option<crate::store::TopicSnapshot>, StoreError> {
-        self.inner.load_topic_snapshot(topic, doc).await
-    }
-    async fn save_topic_snapshot(
-        &self,
-        topic: &str,
-        doc: &str,
-        snapshot: &crate::store::TopicSnapshot,
-    ) -> Result<SnapshotWrite, StoreError> {
-        self.inner.save_topic_snapshot(topic, doc, snapshot).await
-    }
-    async fn check(&self) -> Result<(), StoreError> {
-        Ok(())
     }
 }
 

@@ -23,11 +23,14 @@ async fn load_is_snapshot_plus_the_log_after_it() {
     let snapshot = Snapshot {
         state: first,
         state_vector: vec![0],
-        covers_seq: seqs[0],
+        covers: Position::embedded(seqs[0]),
         tombstone: None,
     };
     assert_eq!(
-        store.save_snapshot("doc", &snapshot).await.unwrap(),
+        store
+            .save_snapshot(EMBEDDED_LOG, "doc", &snapshot)
+            .await
+            .unwrap(),
         SnapshotWrite::Written
     );
 

@@ -22,16 +22,16 @@ use weft_protocol::{Message, SyncMessage, decode_frame};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
-use crate::store::{NewUpdate, SnapshotWrite};
+use crate::store::{EMBEDDED_LOG, NewUpdate, Position, SnapshotWrite};
 use crate::{
-    DocStore, LogSeq, MemoryStore, MessageBus, Outbound, PublishError, Registry, RegistryConfig,
-    Session, SessionOutbox, Snapshot, StoreError, StoredDoc,
+    EmbeddedLog, LogSeq, MemoryStore, MessageBus, Outbound, PublishError, Registry, RegistryConfig,
+    Session, SessionOutbox, Snapshot, SnapshotStore, StoreError, StoredDoc,
 };
 
 /// A registry on `bus` that is the root of its own shutdown tree, as a
 /// node of a test cluster.
 pub(super) fn start(
-    store: Arc<dyn DocStore>,
+    store: Arc<dyn SnapshotStore>,
     bus: Arc<dyn MessageBus>,
     config: RegistryConfig,
 ) -> Registry {
@@ -117,9 +117,7 @@ pub(super) fn test_config() -> RegistryConfig {
 
 pub(super) fn cluster_config() -> RegistryConfig {
     RegistryConfig {
-        mode: crate::NodeMode::Cluster {
-            topic: Arc::from("test-topic"),
-        },
+        compacts: false,
         heartbeat_interval: Duration::from_millis(100),
         peer_timeout: Duration::from_millis(500),
         ..test_config()

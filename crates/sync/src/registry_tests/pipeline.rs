@@ -80,6 +80,10 @@ impl crate::MessageBus for GatedBus {
         self.inner.origin()
     }
 
+    fn log_id(&self) -> &str {
+        self.inner.log_id()
+    }
+
     async fn publish(
         &self,
         records: &[crate::Record],
