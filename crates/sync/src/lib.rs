@@ -31,8 +31,9 @@
 //! Each module imports only modules listed before it (leaves first), so no
 //! two modules import each other:
 //!
-//! - `clock`, `frames` (document names, session ids, outboxes, frames),
-//!   [`ycheck`] (containing `yrs` panics), `metrics`: leaves.
+//! - `clock`, `backoff` (jittered retry pauses), `frames` (document names,
+//!   session ids, outboxes, frames), [`ycheck`] (containing `yrs` panics),
+//!   `metrics`: leaves.
 //! - [`store`]: the [`DocStore`] trait the persistence crate implements, and
 //!   [`MemoryStore`] (`memory_store`) for tests.
 //! - `update`: client and committed updates; the one decode.
@@ -64,6 +65,7 @@
 
 mod admin;
 mod awareness;
+mod backoff;
 mod batch;
 mod batching;
 pub mod bus;
