@@ -36,7 +36,8 @@
 //!   `metrics`: leaves.
 //! - [`store`]: the [`DocStore`] trait the persistence crate implements, and
 //!   [`MemoryStore`] (`memory_store`) for tests.
-//! - `update`: client and committed updates; the one decode.
+//! - `update`: client and committed updates, document records, why an
+//!   update was skipped; the one decode.
 //! - [`tombstone`]: deleted documents: which state vectors and updates a
 //!   tombstone refuses.
 //! - `snapshot_policy`: when a snapshot is due.
@@ -117,10 +118,10 @@ pub use memory_store::MemoryStore;
 pub use metrics::SyncMetrics;
 pub use publisher::PendingAck;
 pub use registry::Registry;
-pub use replica::{Applied, DocRecord, ReadState, Replica, RereadOutcome};
+pub use replica::{Applied, ReadState, Replica, RereadOutcome};
 pub use session::Session;
 pub use snapshot_policy::{Dirty, SnapshotPolicy};
 pub use store::{
     DocStore, ListedDoc, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc, Tombstone,
 };
-pub use update::{ClientUpdate, CommittedUpdate, InvalidUpdate};
+pub use update::{ClientUpdate, CommittedUpdate, DocRecord, InvalidUpdate, Skipped};
