@@ -28,7 +28,10 @@
 //! snapshot read from another partition covers nothing, and every record
 //! read, even one that changes nothing, must be inside a stored snapshot
 //! before its offset is committed. So records are folded with
-//! [`Replica::fold`] (content only, no position check, failures told here)
+//! [`Replica::fold`] (content only, failures told here), not checked
+//! against the tombstone's position (one read from another partition's
+//! snapshot is not comparable with this partition's offsets; on the same
+//! partition the covered-offset skip already stops what came before it),
 //! and the offsets, the unwritten records and the deletion to write are
 //! the fold's.
 
