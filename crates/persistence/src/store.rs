@@ -13,7 +13,7 @@ use weft_sync::store::{
     EMPTY_STATE_VECTOR_V1, EMPTY_UPDATE_V1, ListedDoc, NewUpdate, SnapshotWrite, Tombstone,
     TopicSnapshot,
 };
-use weft_sync::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
+use weft_sync::{DocStore, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc, unix_millis};
 
 use crate::dialect::Dialect;
 use crate::error::OpenError;
@@ -356,13 +356,4 @@ where
         position,
         deleted_at_ms: deleted_at_ms.unwrap_or(0),
     }))
-}
-
-/// Milliseconds since the Unix epoch, for the `updated_at` columns.
-fn unix_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }

@@ -31,12 +31,14 @@
 //! Each module imports only modules listed before it (leaves first), so no
 //! two modules import each other:
 //!
-//! - `clock`, `frames` (document names, session ids, outboxes, frames),
-//!   [`ycheck`] (containing `yrs` panics), `metrics`, `tasks` (a group of
-//!   the registry's tasks on the node's tracker): leaves.
+//! - `clock`, `backoff` (jittered retry pauses), `frames` (document names,
+//!   session ids, outboxes, frames), [`ycheck`] (containing `yrs` panics),
+//!   `metrics`, `tasks` (a group of the registry's tasks on the node's
+//!   tracker): leaves.
 //! - [`store`]: the [`DocStore`] trait the persistence crate implements, and
 //!   [`MemoryStore`] (`memory_store`) for tests.
-//! - `update`: client and committed updates; the one decode.
+//! - `update`: client and committed updates, document records, why an
+//!   update was skipped; the one decode.
 //! - [`tombstone`]: deleted documents: which state vectors and updates a
 //!   tombstone refuses.
 //! - `snapshot_policy`: when a snapshot is due.
@@ -65,6 +67,7 @@
 
 mod admin;
 mod awareness;
+mod backoff;
 mod batch;
 mod batching;
 pub mod bus;
@@ -117,10 +120,10 @@ pub use memory_store::MemoryStore;
 pub use metrics::SyncMetrics;
 pub use publisher::PendingAck;
 pub use registry::Registry;
-pub use replica::{Applied, DocRecord, ReadState, Replica, RereadOutcome};
+pub use replica::{Applied, ReadState, Replica, RereadOutcome};
 pub use session::Session;
 pub use snapshot_policy::{Dirty, SnapshotPolicy};
 pub use store::{
     DocStore, ListedDoc, LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc, Tombstone,
 };
-pub use update::{ClientUpdate, CommittedUpdate, InvalidUpdate};
+pub use update::{ClientUpdate, CommittedUpdate, DocRecord, InvalidUpdate, Skipped};
