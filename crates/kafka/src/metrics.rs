@@ -1,5 +1,5 @@
 //! The Kafka bus's own metrics, as a Prometheus collector the node
-//! registers beside the others: the bus's counters ([`Counters`]) and its
+//! registers beside the others: the bus's counters (`Counters`) and its
 //! live consumer's statistics ([`LiveStats`]: lag and fetch totals), read
 //! at each scrape.
 //!
