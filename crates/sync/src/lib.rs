@@ -106,8 +106,7 @@ pub mod ycheck;
 pub use admin::{DeleteOutcome, DocumentRead, ListedDocument, RootKind, read_roots};
 pub use batching::BroadcastBatching;
 pub use bus::{
-    BusError, BusStats, Delivery, FetchTotals, Fetched, Interest, MessageBus, Origin, PartitionLag,
-    Position, Record, RecordKind, Replayed,
+    BusError, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind, Replayed,
 };
 pub use clock::unix_millis;
 pub use committer::{Committer, CommitterConfig};
