@@ -2,15 +2,17 @@
 //! text format (`prometheus-client`).
 //!
 //! Counters the gateway owns are updated where things happen (upgrades,
-//! frames, closes, acknowledgements). Values other layers keep (documents
-//! loaded, the bus's counters) are read at scrape time by a collector, so
-//! those layers need no metrics dependency.
+//! frames, closes, acknowledgements). The registry's documents loaded are
+//! read at scrape time by a collector; the sync layer's metrics are
+//! registered beside the gateway's. A layer the gateway does not know (the
+//! Kafka bus) hands the node a collector of its own, which the node adds
+//! with [`Metrics::register_collector`].
 
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -151,6 +153,12 @@ impl Metrics {
         }
     }
 
+    /// Adds a collector of another layer's metrics (read at each scrape;
+    /// names get the `weft_` prefix), such as the Kafka bus's.
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
+    }
+
     /// Records a close the server sent.
     pub fn closed(&self, reason: CloseReason) {
         self.closes
@@ -173,7 +181,7 @@ impl Metrics {
     }
 }
 
-/// Values other layers keep, read at each scrape (names get the `weft_`
+/// Values the registry keeps, read at each scrape (names get the `weft_`
 /// prefix of the registry).
 #[derive(Debug)]
 struct ScrapeTime {
@@ -189,107 +197,8 @@ impl Collector for ScrapeTime {
             "Documents held in memory",
             None,
             gauge.metric_type(),
-        )?)?;
-        let stats = self.documents.bus_stats();
-        for (name, help, value) in [
-            (
-                "bus_records_malformed",
-                "Bus records skipped because they did not decode",
-                stats.malformed_records,
-            ),
-            (
-                "bus_ephemeral_lost",
-                "Awareness records and heartbeats that could not be published",
-                stats.ephemeral_lost,
-            ),
-            (
-                "bus_producers_replaced",
-                "Producers replaced after a failed publish",
-                stats.producers_replaced,
-            ),
-            (
-                "bus_consumers_replaced",
-                "Live consumers replaced after they stalled",
-                stats.consumers_replaced,
-            ),
-            (
-                "bus_live_gaps",
-                "Ranges of offsets the live consumer skipped, read again and delivered",
-                stats.live_gaps,
-            ),
-            (
-                "bus_replay_passes",
-                "Passes over a partition that replayed documents being loaded or repaired",
-                stats.replay_passes,
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
-        if let Some(fetched) = self.documents.bus_fetched() {
-            encode_fetched(&fetched, &mut encoder)?;
-        }
-        let lags = self.documents.consumer_lag();
-        if !lags.is_empty() {
-            let mut family = encoder.encode_descriptor(
-                "bus_consumer_lag",
-                "Records between this node's live consumer and the end of each partition (librdkafka statistics, every 5 s)",
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for lag in lags {
-                let labels = [
-                    ("topic", lag.topic.clone()),
-                    ("partition", lag.partition.to_string()),
-                ];
-                ConstGauge::new(lag.lag).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
+        )?)
     }
-}
-
-/// A cluster node's fetch totals: what its live consumer pulled from the
-/// log, the number that `--kafka-consume held` and sticky routing shrink.
-fn encode_fetched(
-    fetched: &weft_sync::FetchTotals,
-    encoder: &mut DescriptorEncoder,
-) -> Result<(), std::fmt::Error> {
-    for (name, help, pick) in [
-        (
-            "bus_fetched_bytes",
-            "Key and value bytes of the records this node's live consumer fetched, per topic (librdkafka statistics, every 5 s)",
-            (|counts: &weft_sync::Fetched| counts.bytes) as fn(&weft_sync::Fetched) -> u64,
-        ),
-        (
-            "bus_fetched_records",
-            "Records this node's live consumer fetched, per topic, wanted or not (librdkafka statistics, every 5 s)",
-            |counts: &weft_sync::Fetched| counts.records,
-        ),
-    ] {
-        let mut family = encoder.encode_descriptor(
-            name,
-            help,
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for (topic, counts) in &fetched.topics {
-            let labels = [("topic", topic.clone())];
-            ConstCounter::new(pick(counts)).encode(family.encode_family(&labels)?)?;
-        }
-    }
-    let received = ConstCounter::new(fetched.received_bytes);
-    received.encode(encoder.encode_descriptor(
-        "bus_received_bytes",
-        "Bytes the brokers sent this node's live consumer, framing and empty fetches included (librdkafka statistics, every 5 s)",
-        None,
-        received.metric_type(),
-    )?)
 }
 
 /// Shared handle.

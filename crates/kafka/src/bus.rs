@@ -10,8 +10,7 @@ use rdkafka::producer::{FutureRecord, Producer as _};
 use tokio::sync::mpsc;
 use tracing::debug;
 use weft_sync::{
-    BusError, BusStats, Delivery, FetchTotals, Interest, MessageBus, Origin, PartitionLag,
-    Position, Record, RecordKind, Replayed,
+    BusError, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind, Replayed,
 };
 
 use crate::acks::{AckWatch, HEARTBEAT_ACK_STALL};
@@ -22,6 +21,7 @@ use crate::context::LiveStats;
 use crate::counters::Counters;
 use crate::envelope::{self, partition_for};
 use crate::live::Live;
+use crate::metrics::KafkaMetrics;
 use crate::pass::Wanted;
 use crate::producer::Producers;
 use crate::replay::Replays;
@@ -109,6 +109,13 @@ impl KafkaBus {
         })
     }
 
+    /// The bus's metrics (its counters, the live consumer's lag and fetch
+    /// totals), for the node to register: a handle that reads them at
+    /// each scrape.
+    pub fn metrics(&self) -> KafkaMetrics {
+        KafkaMetrics::new(self.counters.clone(), self.live_stats.clone())
+    }
+
     /// Records skipped because they did not decode.
     pub fn malformed_records(&self) -> u64 {
         self.counters.malformed.load(Ordering::Relaxed)
@@ -124,6 +131,11 @@ impl KafkaBus {
     /// producer.
     pub fn ephemeral_lost(&self) -> u64 {
         self.counters.ephemeral_lost.load(Ordering::Relaxed)
+    }
+
+    /// Ranges of offsets the live consumer skipped (and read again).
+    pub fn live_gaps(&self) -> u64 {
+        self.counters.live_gaps.load(Ordering::Relaxed)
     }
 
     fn send_ephemeral(&self, topics: Topics, record: &Record) -> Result<(), KafkaError> {
@@ -320,17 +332,6 @@ impl MessageBus for KafkaBus {
             .await
     }
 
-    fn stats(&self) -> BusStats {
-        BusStats {
-            malformed_records: self.counters.malformed.load(Ordering::Relaxed),
-            ephemeral_lost: self.counters.ephemeral_lost.load(Ordering::Relaxed),
-            producers_replaced: self.counters.producers_replaced.load(Ordering::Relaxed),
-            consumers_replaced: self.counters.consumers_replaced.load(Ordering::Relaxed),
-            live_gaps: self.counters.live_gaps.load(Ordering::Relaxed),
-            replay_passes: self.counters.replay_passes.load(Ordering::Relaxed),
-        }
-    }
-
     /// Not healthy while the brokers leave this node's heartbeats
     /// unacknowledged (see `acks`), or do not answer metadata.
     async fn check(&self) -> Result<(), BusError> {
@@ -381,22 +382,5 @@ impl MessageBus for KafkaBus {
                     .is_some_and(|interest| interest.wants(doc))
             });
         });
-    }
-
-    fn fetched(&self) -> Option<FetchTotals> {
-        Some(self.live_stats.fetched.lock().clone())
-    }
-
-    fn consumer_lag(&self) -> Vec<PartitionLag> {
-        self.live_stats
-            .lag
-            .lock()
-            .iter()
-            .map(|((topic, partition), lag)| PartitionLag {
-                topic: topic.clone(),
-                partition: *partition,
-                lag: *lag,
-            })
-            .collect()
     }
 }

@@ -19,7 +19,8 @@ use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use tracing::{debug, info, warn};
-use weft_sync::{FetchTotals, Fetched};
+
+use crate::counters::{FetchTotals, Fetched};
 
 /// Log one in this many client errors (the first always).
 const LOG_EVERY: u64 = 100;

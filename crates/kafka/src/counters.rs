@@ -1,5 +1,8 @@
-//! What the bus counts for the node's metrics (`BusStats`).
+//! What the bus counts for the node's metrics: its own events
+//! ([`Counters`]) and what its live consumer fetched ([`FetchTotals`]).
+//! `metrics` encodes them.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::warn;
@@ -33,4 +36,25 @@ impl Counters {
             warn!(count, what, error = %error, "malformed record skipped");
         }
     }
+}
+
+/// What the bus's live consumer has fetched from the log since the node
+/// started (every consumer it created, replacements included).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchTotals {
+    /// Per topic: the records fetched and their bytes.
+    pub topics: BTreeMap<String, Fetched>,
+    /// Every byte the brokers sent the live consumer: fetch responses with
+    /// their framing (empty ones too), metadata, group and offset replies.
+    pub received_bytes: u64,
+}
+
+/// Records fetched from one topic and their bytes (keys and values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// Key and value bytes of the records fetched (headers and the
+    /// protocol's framing not included).
+    pub bytes: u64,
+    /// Records fetched, whether or not the node wanted them.
+    pub records: u64,
 }

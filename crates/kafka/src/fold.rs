@@ -14,6 +14,26 @@
 //! A document's state is loaded from its stored snapshot the first time a
 //! record of it arrives ([`Fold::needs_base`], [`Fold::insert_base`]);
 //! records the snapshot already covers are skipped.
+//!
+//! # One shape with the node
+//!
+//! A folded document's content is a [`Replica`], the node's document state
+//! machine: the same validation and apply, the same tombstone (how a
+//! deletion becomes one, what it refuses), the same snapshot encoding; and
+//! when its snapshot is due is the node's [`SnapshotPolicy`]. What the fold
+//! keeps beside it are positions, because the replica's do not fit Kafka:
+//! a replica's positions are one log's sequence numbers (0: nothing
+//! applied) and it counts only changes towards a snapshot, while here a
+//! position is an offset of one partition (offset 0 is a record), a
+//! snapshot read from another partition covers nothing, and every record
+//! read, even one that changes nothing, must be inside a stored snapshot
+//! before its offset is committed. So records are folded with
+//! [`Replica::fold`] (content only, failures told here), not checked
+//! against the tombstone's position (one read from another partition's
+//! snapshot is not comparable with this partition's offsets; on the same
+//! partition the covered-offset skip already stops what came before it),
+//! and the offsets, the unwritten records and the deletion to write are
+//! the fold's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,10 +43,11 @@ use tokio::time::Instant;
 use tracing::warn;
 use weft_sync::store::{Position, Snapshot};
 use weft_sync::tombstone::TombstoneState;
-use yrs::updates::encoder::Encode;
-use yrs::{Doc, ReadTxn, StateVector, Transact};
+use weft_sync::{CommittedUpdate, Dirty, Replica, Skipped, SnapshotPolicy, unix_millis};
 
-/// When a folded document is written.
+/// When a folded document is written: the node's [`SnapshotPolicy`]
+/// (`debounce`, `max_delay`, `max_updates`, see [`FoldConfig::policy`])
+/// counting unwritten records, and eviction.
 #[derive(Debug, Clone)]
 pub struct FoldConfig {
     /// Write once a document has been quiet this long...
@@ -38,6 +59,17 @@ pub struct FoldConfig {
     /// A written document untouched this long leaves memory (it is read back
     /// from its snapshot if a record of it arrives later).
     pub evict_after: Duration,
+}
+
+impl FoldConfig {
+    /// When a document's snapshot is due: the node's rule.
+    pub fn policy(&self) -> SnapshotPolicy {
+        SnapshotPolicy {
+            debounce: self.debounce,
+            max_delay: self.max_delay,
+            max_updates: self.max_updates,
+        }
+    }
 }
 
 impl Default for FoldConfig {
@@ -53,18 +85,16 @@ impl Default for FoldConfig {
 
 /// One document being folded.
 struct FoldedDoc {
-    ydoc: Doc,
+    /// The content and tombstone (its positions are unused here).
+    replica: Replica,
     /// The first offset whose record is applied but in no stored snapshot.
     first_unstored: Option<i64>,
     /// The last offset applied (or covered by the loaded snapshot).
     last_applied: i64,
-    /// Records applied since the last write.
-    unstored: u64,
-    dirty_since: Instant,
-    last_change: Instant,
-    /// The document's latest deletion, carried into every snapshot; updates
-    /// that build on deleted history are not folded.
-    tombstone: Option<TombstoneState>,
+    /// The records read since the last write (every one counts, whatever
+    /// it changed): when the first and the latest were read (the latest
+    /// also for eviction), how many.
+    unstored: Dirty,
     /// A deletion is waiting to be written: write at once, no debounce (a
     /// node loading the document meanwhile replays the delete record, but
     /// the store should stop serving the deleted snapshot soon).
@@ -130,27 +160,26 @@ impl Fold {
         snapshot: Option<&Snapshot>,
         now: Instant,
     ) {
-        let ydoc = Doc::new();
+        let name: Arc<str> = Arc::from(doc);
+        let mut replica = Replica::new(name.clone());
         let mut covered = -1;
-        let mut tombstone = None;
         if let Some(snapshot) = snapshot {
-            if let Err(error) = weft_sync::ycheck::apply_contained(&ydoc, &snapshot.state) {
+            let mut state =
+                CommittedUpdate::from_log(snapshot.covers.offset, snapshot.state.clone());
+            if let Err(error) = replica.fold(&mut state) {
                 warn!(doc, error = %error, "stored snapshot does not apply; folding from empty");
             } else if snapshot.covers.partition == partition {
                 covered = snapshot.covers.offset;
             }
-            tombstone = snapshot.tombstone.as_ref().map(TombstoneState::from_stored);
+            replica.restore_tombstone(snapshot.tombstone.as_ref().map(TombstoneState::from_stored));
         }
         self.partitions.entry(partition).or_default().docs.insert(
-            Arc::from(doc),
+            name,
             FoldedDoc {
-                ydoc,
+                replica,
                 first_unstored: None,
                 last_applied: covered,
-                unstored: 0,
-                dirty_since: now,
-                last_change: now,
-                tombstone,
+                unstored: Dirty::new(now, 0),
                 deletion_unstored: false,
             },
         );
@@ -178,26 +207,10 @@ impl Fold {
         if offset <= folded.last_applied {
             return false;
         }
-        let mut deleted = weft_sync::tombstone::decode_state_vector(deleted_state_vector);
-        weft_sync::tombstone::merge(&mut deleted, &folded.ydoc.transact().state_vector());
-        if let Some(previous) = &folded.tombstone {
-            weft_sync::tombstone::merge(&mut deleted, &previous.state_vector);
-        }
-        folded.ydoc = Doc::new();
-        folded.tombstone = Some(TombstoneState {
-            state_vector: deleted,
-            position: offset,
-            deleted_at_ms: unix_millis(),
-        });
-        if folded.first_unstored.is_none() {
-            folded.first_unstored = Some(offset);
-            folded.dirty_since = now;
-            folded.unstored = 0;
-        }
+        let seen = weft_sync::tombstone::decode_state_vector(deleted_state_vector);
+        folded.replica.delete(offset, &seen, unix_millis(), now);
+        folded.note_record(offset, now);
         folded.deletion_unstored = true;
-        folded.last_applied = offset;
-        folded.unstored += 1;
-        folded.last_change = now;
         true
     }
 
@@ -224,26 +237,20 @@ impl Fold {
         if offset <= folded.last_applied {
             return false;
         }
-        if let Some(tombstone) = &folded.tombstone
-            && builds_on_deleted_history(tombstone, update)
-        {
-            warn!(
+        let mut record = CommittedUpdate::from_log(offset, update.to_vec());
+        match folded.replica.fold(&mut record) {
+            Ok(_) => {}
+            Err(Skipped::DeletedHistory) => warn!(
                 doc,
                 partition, offset, "record builds on deleted history; not folded"
-            );
-        } else if let Err(error) = weft_sync::ycheck::apply_contained(&folded.ydoc, update) {
+            ),
             // Logged and skipped like a node does: the record stays in the
             // log, and refusing the document would lose everything else.
-            warn!(doc, partition, offset, error = %error, "record does not apply; skipped");
+            Err(error) => {
+                warn!(doc, partition, offset, error = %error, "record does not apply; skipped");
+            }
         }
-        if folded.first_unstored.is_none() {
-            folded.first_unstored = Some(offset);
-            folded.dirty_since = now;
-            folded.unstored = 0;
-        }
-        folded.last_applied = offset;
-        folded.unstored += 1;
-        folded.last_change = now;
+        folded.note_record(offset, now);
         true
     }
 
@@ -251,6 +258,7 @@ impl Fold {
     /// count, or every unwritten one if `all` (shutdown, revocation) in the
     /// given partitions (`None`: every partition).
     pub fn due(&self, now: Instant, all: bool, partitions: Option<&[i32]>) -> Vec<SnapshotJob> {
+        let policy = self.config.policy();
         let mut jobs = Vec::new();
         for (partition, fold) in &self.partitions {
             if partitions.is_some_and(|wanted| !wanted.contains(partition)) {
@@ -260,26 +268,16 @@ impl Fold {
                 if folded.first_unstored.is_none() {
                     continue;
                 }
-                let due = all
-                    || folded.deletion_unstored
-                    || now.duration_since(folded.last_change) >= self.config.debounce
-                    || now.duration_since(folded.dirty_since) >= self.config.max_delay
-                    || folded.unstored >= self.config.max_updates;
-                if !due {
+                if !all && !folded.deletion_unstored && !policy.due(&folded.unstored, now) {
                     continue;
                 }
-                let txn = folded.ydoc.transact();
+                let snapshot = folded.replica.snapshot_at(Position {
+                    partition: *partition,
+                    offset: folded.last_applied,
+                });
                 jobs.push(SnapshotJob {
                     doc: doc.clone(),
-                    snapshot: Snapshot {
-                        state: txn.encode_state_as_update_v1(&StateVector::default()),
-                        state_vector: txn.state_vector().encode_v1(),
-                        covers: Position {
-                            partition: *partition,
-                            offset: folded.last_applied,
-                        },
-                        tombstone: folded.tombstone.as_ref().map(TombstoneState::to_stored),
-                    },
+                    snapshot,
                 });
             }
         }
@@ -307,7 +305,7 @@ impl Fold {
         }
         if folded.last_applied <= job.snapshot.covers.offset {
             folded.first_unstored = None;
-            folded.unstored = 0;
+            folded.unstored.updates = 0;
         } else {
             // Newer records arrived meanwhile; the first of them is after
             // what the snapshot covers.
@@ -347,7 +345,7 @@ impl Fold {
         for fold in self.partitions.values_mut() {
             fold.docs.retain(|_, folded| {
                 folded.first_unstored.is_some()
-                    || now.duration_since(folded.last_change) < evict_after
+                    || now.duration_since(folded.unstored.last) < evict_after
             });
         }
     }
@@ -358,19 +356,17 @@ impl Fold {
     }
 }
 
-/// Whether a record's update creates or deletes content of a deleted
-/// client (a stale client's edit that reached the log after the deletion).
-fn builds_on_deleted_history(tombstone: &TombstoneState, update: &[u8]) -> bool {
-    tombstone.refuses_update_v1(update)
-}
-
-/// Milliseconds since the Unix epoch, for a tombstone's time.
-fn unix_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
+impl FoldedDoc {
+    /// A record at `offset` was read: it is unstored until a snapshot
+    /// covering it is.
+    fn note_record(&mut self, offset: i64, now: Instant) {
+        if self.first_unstored.is_none() {
+            self.first_unstored = Some(offset);
+            self.unstored = Dirty::new(now, 0);
+        }
+        self.unstored.touch(now);
+        self.last_applied = offset;
+    }
 }
 
 #[cfg(test)]

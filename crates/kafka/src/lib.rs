@@ -35,9 +35,11 @@
 //! - [`envelope`]: the protobuf records and the partitioner.
 //! - `offset`: positions and offsets, converted in one place.
 //! - `backoff`: the jittered pauses of every retry loop.
+//! - `counters`: what the bus counts for the node's metrics.
 //! - [`context`]: how librdkafka's client errors and statistics are
 //!   recorded.
-//! - `counters`: what the bus counts for the node's metrics.
+//! - [`metrics`]: [`KafkaMetrics`], the bus's counters and its live
+//!   consumer's lag and fetch totals as a Prometheus collector.
 //! - `acks`: whether the brokers acknowledge the node's heartbeats
 //!   (readiness).
 //! - `trace`: the W3C trace context in record headers.
@@ -67,6 +69,7 @@ pub mod envelope;
 pub mod fold;
 mod group;
 mod live;
+pub mod metrics;
 mod offset;
 mod pass;
 mod producer;
@@ -76,4 +79,6 @@ pub mod worker;
 
 pub use bus::KafkaBus;
 pub use config::{ConsumeScope, ENVELOPE_OVERHEAD_BYTES, KafkaConfig, KafkaConfigError};
+pub use counters::{FetchTotals, Fetched};
 pub use envelope::partition_for;
+pub use metrics::KafkaMetrics;

@@ -67,7 +67,7 @@ pub(crate) const READ_TOPIC_SNAPSHOT: &str =
      FROM weft_topic_snapshots WHERE topic = $1 AND doc = $2";
 
 /// Writes a topic snapshot unless one of the same partition covering the
-/// same or a later offset is stored (see `DocStore::save_topic_snapshot`);
+/// same or a later offset is stored (see `SnapshotStore::save_snapshot`);
 /// the row lock of the upsert serialises two writers of one document.
 /// `$1` topic, `$2` document, `$3` state, `$4` state vector, `$5`
 /// partition, `$6` covers, `$7` now, `$8..$10` tombstone.

@@ -19,7 +19,7 @@ use weft_sync::store::{
     EMBEDDED_LOG, EMPTY_STATE_VECTOR_V1, EMPTY_UPDATE_V1, EmbeddedLog, ListedDoc, NewUpdate,
     Position, SnapshotStore, SnapshotWrite, Tombstone,
 };
-use weft_sync::{LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc};
+use weft_sync::{LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc, unix_millis};
 
 use crate::dialect::Dialect;
 use crate::error::OpenError;
@@ -428,13 +428,4 @@ where
         position,
         deleted_at_ms: deleted_at_ms.unwrap_or(0),
     }))
-}
-
-/// Milliseconds since the Unix epoch, for the `updated_at` columns.
-fn unix_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }

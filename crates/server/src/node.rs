@@ -99,10 +99,15 @@ impl Node {
             ),
             None => None,
         };
+        // The Kafka bus's own metrics (lag, fetch totals, its counters);
+        // the embedded log has none.
+        let mut bus_metrics = None;
         let bus: Arc<dyn MessageBus> = match config.kafka {
             Some(kafka) => {
                 info!(brokers = %kafka.brokers, topic = %kafka.topic, node = %kafka.origin, "cluster mode: updates go through Kafka");
-                Arc::new(weft_kafka::KafkaBus::new(kafka).context("--kafka-* settings")?)
+                let kafka_bus = weft_kafka::KafkaBus::new(kafka).context("--kafka-* settings")?;
+                bus_metrics = Some(kafka_bus.metrics());
+                Arc::new(kafka_bus)
             }
             None => Arc::new(LogBus::new(store.clone(), &config.node_id)),
         };
@@ -113,13 +118,17 @@ impl Node {
         let http_stop = root.child_token();
         let lifecycle = Lifecycle::under(&root);
         let open = config.auth.is_open();
+        let mut metrics = weft_gateway::Metrics::new(registry.clone());
+        if let Some(bus_metrics) = bus_metrics {
+            metrics.register_collector(Box::new(bus_metrics));
+        }
         let state = AppState {
             registry: registry.clone(),
             lifecycle: lifecycle.clone(),
             config: Arc::new(config.gateway),
             auth: config.auth,
             admission: Admission::new(config.limits),
-            metrics: Arc::new(weft_gateway::Metrics::new(registry.clone())),
+            metrics: Arc::new(metrics),
         };
         if let (Some(listener), Some(address)) = (listeners.metrics, metrics_addr) {
             let router = weft_gateway::metrics_router(state.metrics.clone());

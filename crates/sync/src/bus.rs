@@ -20,8 +20,11 @@
 //! update log (one process; several nodes of one process in tests), and the
 //! Kafka bus in the `weft-kafka` crate. Both pass one conformance suite
 //! (`bus_conformance`, feature `test-util`).
+//!
+//! The trait says nothing of how a bus is observed: a bus's own metrics
+//! (Kafka's lag and fetch totals, say) are its crate's, and the node
+//! registers them beside the others.
 
-use std::collections::BTreeMap;
 use std::fmt::{self, Debug};
 use std::sync::Arc;
 
@@ -157,55 +160,6 @@ pub enum BusError {
     Store(#[from] StoreError),
 }
 
-/// Counters a bus keeps, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BusStats {
-    /// Records skipped because they did not decode.
-    pub malformed_records: u64,
-    /// Ephemeral records that could not be published.
-    pub ephemeral_lost: u64,
-    /// Producers replaced after a failed publish.
-    pub producers_replaced: u64,
-    /// Live consumers replaced after they stalled.
-    pub consumers_replaced: u64,
-    /// Ranges of records the live subscription skipped and read again.
-    pub live_gaps: u64,
-    /// Passes over the log that replayed documents.
-    pub replay_passes: u64,
-}
-
-/// How far a live consumer is behind the end of one partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionLag {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: i32,
-    /// Records between the consumer's position and the partition's end.
-    pub lag: i64,
-}
-
-/// What a bus's live consumer has fetched from the log since the node
-/// started (every consumer it created, replacements included), for metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FetchTotals {
-    /// Per topic: the records fetched and their bytes.
-    pub topics: BTreeMap<String, Fetched>,
-    /// Every byte the brokers sent the live consumer: fetch responses with
-    /// their framing (empty ones too), metadata, group and offset replies.
-    pub received_bytes: u64,
-}
-
-/// Records fetched from one topic and their bytes (keys and values).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Fetched {
-    /// Key and value bytes of the records fetched (headers and the
-    /// protocol's framing not included).
-    pub bytes: u64,
-    /// Records fetched, whether or not the node wanted them.
-    pub records: u64,
-}
-
 /// The log every node of a cluster shares. Safe to call from many tasks.
 #[async_trait]
 pub trait MessageBus: Send + Sync + Debug + 'static {
@@ -223,12 +177,12 @@ pub trait MessageBus: Send + Sync + Debug + 'static {
     /// keep their order.
     async fn publish(&self, records: &[Record]) -> Vec<Result<Position, BusError>>;
 
-    /// How many [`publish`](Self::publish) batches may await their
-    /// acknowledgements at once. More than one only for a bus whose
-    /// `publish` has handed every record, in order, to its log's send queue
-    /// by the time the future first returns `Pending` (Kafka: the
-    /// producer's queue): the committer then publishes the next batch while
-    /// earlier ones wait, and records keep their order across batches.
+    /// How many [`publish`](Self::publish) batches the committer may have
+    /// awaiting their acknowledgements at once (its pipeline depth). More
+    /// than one only for a bus whose `publish` has handed every record, in
+    /// order, to its log's send queue by the time the future first returns
+    /// `Pending`: the committer then publishes the next batch while earlier
+    /// ones wait, and records keep their order across batches.
     fn publish_depth(&self) -> usize {
         1
     }
@@ -262,21 +216,4 @@ pub trait MessageBus: Send + Sync + Debug + 'static {
     /// The node no longer holds `doc` (it was unloaded): a bus that reads
     /// only what held documents need may stop reading its records.
     fn release(&self, _doc: &str) {}
-
-    /// How far the live subscription is behind, per partition, as last
-    /// measured (empty for a bus with nothing to lag behind).
-    fn consumer_lag(&self) -> Vec<PartitionLag> {
-        Vec::new()
-    }
-
-    /// What the live subscription has fetched from a remote log (`None`
-    /// for a bus that fetches nothing over the network).
-    fn fetched(&self) -> Option<FetchTotals> {
-        None
-    }
-
-    /// The bus's counters (zero for a bus that keeps none).
-    fn stats(&self) -> BusStats {
-        BusStats::default()
-    }
 }

@@ -16,14 +16,16 @@ use weft_protocol::AwarenessUpdate;
 use yrs::updates::decoder::Decode;
 
 use crate::awareness::Owner;
+use crate::backoff::Pauses;
 use crate::bus::{BusError, Delivery, Interest, MessageBus, Origin, Record, RecordKind};
 use crate::documents::Documents;
 use crate::update::CommittedUpdate;
 
-/// First wait before retrying a failed bus subscription; doubled per
-/// failure up to [`BUS_RETRY_MAX`].
+/// First wait before retrying a failed bus subscription (jittered: up to
+/// twice it); doubled per failure up to [`BUS_RETRY_MAX`].
 const BUS_RETRY_MIN: Duration = Duration::from_millis(100);
-/// Longest wait between bus subscription attempts.
+/// Longest delay between bus subscription attempts (jittered: up to twice
+/// it), so nodes a broker restart failed together do not retry in step.
 const BUS_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What the bus task works with.
@@ -83,7 +85,7 @@ pub(crate) async fn run(inner: Arc<BusTask>) {
 }
 
 async fn subscribe_with_backoff(inner: &BusTask) -> Option<tokio::sync::mpsc::Receiver<Delivery>> {
-    let mut wait = BUS_RETRY_MIN;
+    let mut pauses = Pauses::new(BUS_RETRY_MIN, BUS_RETRY_MAX);
     let mut attempts = 0_u32;
     loop {
         let interest: Arc<dyn Interest> = inner.documents.clone();
@@ -91,7 +93,7 @@ async fn subscribe_with_backoff(inner: &BusTask) -> Option<tokio::sync::mpsc::Re
             () = inner.closing.cancelled() => return None,
             attempt = inner.bus.subscribe(interest) => attempt,
         };
-        match attempt {
+        let wait = match attempt {
             Ok(deliveries) => return Some(deliveries),
             Err(BusError::AlreadySubscribed) => {
                 warn!("bus already subscribed by another registry of this node");
@@ -99,18 +101,19 @@ async fn subscribe_with_backoff(inner: &BusTask) -> Option<tokio::sync::mpsc::Re
             }
             Err(error) => {
                 attempts += 1;
+                let wait = pauses.next_pause();
                 // The first failure and then one in ten: a broker that is
                 // down for a while must not flood the log.
                 if attempts == 1 || attempts.is_multiple_of(10) {
                     warn!(attempts, retry_in = ?wait, error = %error, error.source = ?std::error::Error::source(&error), "bus subscription failed; retrying");
                 }
+                wait
             }
-        }
+        };
         tokio::select! {
             () = inner.closing.cancelled() => return None,
             () = tokio::time::sleep(wait) => {}
         }
-        wait = (wait * 2).min(BUS_RETRY_MAX);
     }
 }
 

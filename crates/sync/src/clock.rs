@@ -1,8 +1,7 @@
 //! Wall-clock time as the log and the store record it.
 //!
-//! The one `unix_millis` of the workspace. Two private copies remain for a
-//! later merge: `weft-persistence` (`crates/persistence/src/lib.rs`) and the
-//! persistence worker's fold (`crates/kafka/src/fold.rs`).
+//! The one `unix_millis` of the workspace: the store's `updated_at`
+//! columns and the persistence worker's tombstones use it too.
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_millis() -> i64 {

@@ -31,15 +31,17 @@
 //! Each module imports only modules listed before it (leaves first), so no
 //! two modules import each other:
 //!
-//! - `clock`, `frames` (document names, session ids, outboxes, frames),
-//!   [`ycheck`] (containing `yrs` panics), `metrics`, `tasks` (a group of
-//!   the registry's tasks on the node's tracker): leaves.
+//! - `clock`, `backoff` (jittered retry pauses), `frames` (document names,
+//!   session ids, outboxes, frames), [`ycheck`] (containing `yrs` panics),
+//!   `metrics`, `tasks` (a group of the registry's tasks on the node's
+//!   tracker): leaves.
 //! - `position`: where a record sits in an update log, and the embedded
 //!   log's id.
 //! - [`store`]: the [`SnapshotStore`] and [`EmbeddedLog`] traits the
 //!   persistence crate implements, and [`MemoryStore`] (`memory_store`) for
 //!   tests.
-//! - `update`: client and committed updates; the one decode.
+//! - `update`: client and committed updates, document records, why an
+//!   update was skipped; the one decode.
 //! - [`tombstone`]: deleted documents: which state vectors and updates a
 //!   tombstone refuses.
 //! - `snapshot_policy`: when a snapshot is due.
@@ -68,6 +70,7 @@
 
 mod admin;
 mod awareness;
+mod backoff;
 mod batch;
 mod batching;
 pub mod bus;
@@ -107,8 +110,7 @@ pub mod ycheck;
 pub use admin::{DeleteOutcome, DocumentRead, ListedDocument, RootKind, read_roots};
 pub use batching::BroadcastBatching;
 pub use bus::{
-    BusError, BusStats, Delivery, FetchTotals, Fetched, Interest, MessageBus, Origin, PartitionLag,
-    Position, Record, RecordKind, Replayed,
+    BusError, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind, Replayed,
 };
 pub use clock::unix_millis;
 pub use committer::{Committer, CommitterConfig};
@@ -121,11 +123,11 @@ pub use memory_store::MemoryStore;
 pub use metrics::SyncMetrics;
 pub use publisher::PendingAck;
 pub use registry::Registry;
-pub use replica::{Applied, DocRecord, ReadState, Replica, RereadOutcome};
+pub use replica::{Applied, ReadState, Replica, RereadOutcome};
 pub use session::Session;
 pub use snapshot_policy::{Dirty, SnapshotPolicy};
 pub use store::{
     EMBEDDED_LOG, EmbeddedLog, ListedDoc, LogSeq, LoggedUpdate, Snapshot, SnapshotStore,
     StoreError, StoredDoc, Tombstone,
 };
-pub use update::{ClientUpdate, CommittedUpdate, InvalidUpdate};
+pub use update::{ClientUpdate, CommittedUpdate, DocRecord, InvalidUpdate, Skipped};

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::bus::{BusError, BusStats, FetchTotals, MessageBus, PartitionLag};
+use crate::bus::{BusError, MessageBus};
 use crate::bus_task::{self, BusTask};
 use crate::committer::Committer;
 use crate::config::JOIN_WAITS_FOR_BUS;
@@ -297,23 +297,6 @@ impl Registry {
 
     fn bus(&self) -> &dyn MessageBus {
         self.inner.loader.bus.as_ref()
-    }
-
-    /// The bus's counters.
-    pub fn bus_stats(&self) -> BusStats {
-        self.bus().stats()
-    }
-
-    /// The live subscription's lag per partition (see
-    /// [`MessageBus::consumer_lag`]).
-    pub fn consumer_lag(&self) -> Vec<PartitionLag> {
-        self.bus().consumer_lag()
-    }
-
-    /// What the live subscription has fetched (see
-    /// [`MessageBus::fetched`]).
-    pub fn bus_fetched(&self) -> Option<FetchTotals> {
-        self.bus().fetched()
     }
 
     /// The sync layer's metrics (publish, load, snapshot).

@@ -3,8 +3,8 @@
 //! a tombstone names, say when a snapshot is owed.
 //!
 //! Pure: no sessions, no awareness, no store or bus I/O, no tasks. The live
-//! [`Document`](crate::Document) wraps one with its sessions; a process
-//! that only folds the log into snapshots can use it alone.
+//! [`Document`](crate::Document) wraps one with its sessions; the
+//! persistence worker folds with one alone ([`Replica::fold`]).
 
 use std::time::Duration;
 
@@ -18,34 +18,11 @@ use crate::frames::DocName;
 use crate::snapshot_policy::Dirty;
 use crate::store::{LogSeq, Position, Snapshot, StoredDoc};
 use crate::tombstone::{self, TombstoneState};
-use crate::update::CommittedUpdate;
+// Document records are defined with the other forms of an update; the
+// live document names them through here.
+pub(crate) use crate::update::DocRecord;
+use crate::update::{CommittedUpdate, Skipped};
 use crate::ycheck::{self, ApplyFailure};
-
-/// A record of one document, in log order: what a loading document
-/// applies.
-#[derive(Debug)]
-pub enum DocRecord {
-    /// An update (or a snapshot's state, at the position it covers).
-    Update(CommittedUpdate),
-    /// A deletion.
-    Delete {
-        /// Its log position.
-        position: LogSeq,
-        /// The deleted state vector (v1).
-        state_vector: Vec<u8>,
-        /// When (ms since the Unix epoch, 0 if unknown).
-        deleted_at_ms: i64,
-    },
-}
-
-impl DocRecord {
-    fn position(&self) -> LogSeq {
-        match self {
-            Self::Update(update) => update.position,
-            Self::Delete { position, .. } => *position,
-        }
-    }
-}
 
 /// What applying one committed update did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +142,7 @@ impl Replica {
         }
         records.extend(buffered);
         let positions: Vec<LogSeq> = records.iter().map(DocRecord::position).collect();
-        self.tombstone = tombstone_of(&mut records);
+        self.tombstone = tombstone::of_records(&mut records);
         let mut applied = snapshot_covers;
         let mut log_updates = 0_u64;
         for record in records {
@@ -215,42 +192,92 @@ impl Replica {
     /// everything else.
     fn apply_update(&mut self, update: &mut CommittedUpdate) -> Applied {
         let position = update.position;
-        if let Some(tombstone) = &self.tombstone {
-            // Before the deletion in the log (positions of one document
-            // are in one partition, so comparable): gone.
-            if position < tombstone.position {
-                return Applied::Refused;
-            }
-            // Built on deleted history: it reached the log, yet no client
-            // may see it. (Bytes that do not decode are not refused here;
-            // applying them fails below and is logged.)
-            if let Ok(decoded) = update.decode()
-                && tombstone.refuses_update(decoded)
-            {
-                info!(doc = %self.name, seq = position, "update builds on deleted history; not applied");
-                return Applied::Refused;
-            }
+        // Before the deletion in the log (positions of one document are in
+        // one partition, so comparable): gone.
+        if self
+            .tombstone
+            .as_ref()
+            .is_some_and(|tombstone| position < tombstone.position)
+        {
+            return Applied::Refused;
         }
-        let decoded = match update.take_decoded() {
-            Ok(decoded) => decoded,
-            Err(error) => {
-                warn!(doc = %self.name, seq = position, error = %error, "stored update does not decode; skipped");
-                return Applied::News;
+        match self.fold(update) {
+            Ok(applied) => applied,
+            Err(Skipped::DeletedHistory) => {
+                info!(doc = %self.name, seq = position, "update builds on deleted history; not applied");
+                Applied::Refused
             }
-        };
-        match ycheck::apply_decoded(&self.ydoc, decoded) {
-            Ok(true) => Applied::News,
-            Ok(false) if self.ydoc.transact().has_missing_updates() => Applied::News,
-            Ok(false) => Applied::Known,
-            Err(ApplyFailure::Panicked) => {
+            Err(Skipped::Invalid(error)) => {
+                warn!(doc = %self.name, seq = position, error = %error, "stored update does not decode; skipped");
+                Applied::News
+            }
+            Err(Skipped::Failed(ApplyFailure::Panicked)) => {
                 error!(doc = %self.name, seq = position, "yrs panicked applying a committed update; skipped");
                 Applied::News
             }
-            Err(failure) => {
+            Err(Skipped::Failed(failure)) => {
                 warn!(doc = %self.name, seq = position, error = %failure, "update failed to apply; skipped");
                 Applied::News
             }
         }
+    }
+
+    /// Applies a committed update to the content unless it builds on
+    /// deleted history; touches no position and logs nothing, so a caller
+    /// that keeps positions of its own (the persistence worker: Kafka
+    /// offsets) folds through here and says why in its own words. Bytes
+    /// that do not decode are not refused as deleted history: they fail as
+    /// [`Skipped::Invalid`].
+    pub fn fold(&mut self, update: &mut CommittedUpdate) -> Result<Applied, Skipped> {
+        if let Some(tombstone) = &self.tombstone
+            && let Ok(decoded) = update.decode()
+            && tombstone.refuses_update(decoded)
+        {
+            return Err(Skipped::DeletedHistory);
+        }
+        let decoded = update.take_decoded()?;
+        let added = ycheck::apply_decoded(&self.ydoc, decoded)?;
+        if added || self.ydoc.transact().has_missing_updates() {
+            Ok(Applied::News)
+        } else {
+            Ok(Applied::Known)
+        }
+    }
+
+    /// Takes a deletion at `position` by a deleter that saw `seen`: the
+    /// content is dropped (the empty document remains) and the tombstone
+    /// names everything deleted: `seen`, what the document held, any
+    /// earlier tombstone.
+    pub fn delete(
+        &mut self,
+        position: LogSeq,
+        seen: &StateVector,
+        deleted_at_ms: i64,
+        now: Instant,
+    ) {
+        let deleted = self.deletion_state_vector();
+        let state_vector =
+            tombstone::deletion_state_vector(seen, Some(&deleted), std::iter::empty());
+        self.ydoc = Doc::new();
+        self.missing_since = None;
+        self.tombstone = Some(TombstoneState {
+            state_vector,
+            position,
+            deleted_at_ms,
+        });
+        self.applied = self.applied.max(position);
+        Dirty::note_change(&mut self.dirty, now);
+    }
+
+    /// The document's latest deletion, if it was ever deleted.
+    pub fn tombstone(&self) -> Option<&TombstoneState> {
+        self.tombstone.as_ref()
+    }
+
+    /// Takes the tombstone a stored snapshot carries (its state is applied
+    /// as an update, before: it holds nothing the tombstone names).
+    pub fn restore_tombstone(&mut self, tombstone: Option<TombstoneState>) {
+        self.tombstone = tombstone;
     }
 
     /// Whether a client with this state vector holds deleted history.
@@ -317,19 +344,24 @@ impl Replica {
 
     /// The snapshot to store, if anything was applied since the last one.
     pub fn snapshot(&self) -> Option<Snapshot> {
-        if self.applied <= self.snapshot_covers {
-            return None;
-        }
-        let txn = self.ydoc.transact();
-        Some(Snapshot {
-            state: txn.encode_state_as_update_v1(&StateVector::default()),
-            state_vector: txn.state_vector().encode_v1(),
-            covers: Position {
+        (self.applied > self.snapshot_covers).then(|| {
+            self.snapshot_at(Position {
                 partition: self.partition,
                 offset: self.applied,
-            },
-            tombstone: self.tombstone.as_ref().map(TombstoneState::to_stored),
+            })
         })
+    }
+
+    /// What a snapshot covering `covers` holds: the state, its state
+    /// vector, the tombstone.
+    pub fn snapshot_at(&self, covers: Position) -> Snapshot {
+        let txn = self.ydoc.transact();
+        Snapshot {
+            state: txn.encode_state_as_update_v1(&StateVector::default()),
+            state_vector: txn.state_vector().encode_v1(),
+            covers,
+            tombstone: self.tombstone.as_ref().map(TombstoneState::to_stored),
+        }
     }
 
     /// A snapshot covering `covers` was stored.
@@ -429,47 +461,6 @@ impl Replica {
         };
         (outcome, diff)
     }
-}
-
-/// The latest deletion among a loading document's records, with a state
-/// vector naming everything deleted: every deletion's own, plus whatever
-/// the records before the latest one insert (a record this node read only
-/// after the deletion was published, from another node). Decodes those
-/// records once; applying them reuses the decoded form.
-fn tombstone_of(records: &mut [DocRecord]) -> Option<TombstoneState> {
-    let (position, deleted_at_ms) = records
-        .iter()
-        .filter_map(|record| match record {
-            DocRecord::Delete {
-                position,
-                deleted_at_ms,
-                ..
-            } => Some((*position, *deleted_at_ms)),
-            DocRecord::Update(_) => None,
-        })
-        .max_by_key(|(position, _)| *position)?;
-    let mut state_vector = StateVector::default();
-    for record in records {
-        match record {
-            DocRecord::Delete {
-                state_vector: deleted,
-                ..
-            } => {
-                tombstone::merge(&mut state_vector, &tombstone::decode_state_vector(deleted));
-            }
-            DocRecord::Update(update) if update.position < position => {
-                if let Ok(decoded) = update.decode() {
-                    tombstone::include_update(&mut state_vector, decoded);
-                }
-            }
-            DocRecord::Update(_) => {}
-        }
-    }
-    Some(TombstoneState {
-        state_vector,
-        position,
-        deleted_at_ms,
-    })
 }
 
 #[cfg(test)]

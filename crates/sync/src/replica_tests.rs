@@ -188,3 +188,58 @@ async fn bytes_that_do_not_decode_are_skipped_and_sent_on() {
     );
     assert!(!replica.has_content());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_deletion_empties_the_replica_and_its_tombstone_names_everything_deleted() {
+    let now = Instant::now();
+    let mut replica = Replica::new(name());
+    replica.apply(&mut committed(1, &insert(1, "held")), now);
+    let seen = Doc::with_client_id(2);
+    seen.get_or_insert_text("t")
+        .insert(&mut seen.transact_mut(), 0, "seen");
+    replica.delete(3, &seen.transact().state_vector(), 42, now);
+    assert_eq!(text(&replica), "", "the content is gone");
+    let tombstone = replica.tombstone().expect("a tombstone");
+    assert_eq!((tombstone.position, tombstone.deleted_at_ms), (3, 42));
+    assert_eq!(tombstone.state_vector.get(&yrs::block::ClientID::new(1)), 4);
+    assert_eq!(tombstone.state_vector.get(&yrs::block::ClientID::new(2)), 4);
+    let snapshot = replica.snapshot().expect("the deletion is owed");
+    assert_eq!(snapshot.covers.offset, 3);
+    assert_eq!(snapshot.tombstone.map(|stored| stored.position), Some(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn folding_refuses_deleted_history_says_why_and_keeps_no_position() {
+    let now = Instant::now();
+    // A tombstone naming client 1, at a position above the records': a
+    // fold refuses deleted history, not positions.
+    let mut replica = Replica::new(name());
+    let mut stale = Replica::new(name());
+    stale.apply(&mut committed(1, &insert(1, "old")), now);
+    replica.restore_tombstone(Some(TombstoneState {
+        state_vector: stale.state_vector(),
+        position: 9,
+        deleted_at_ms: 0,
+    }));
+    assert!(matches!(
+        replica.fold(&mut committed(2, &insert(1, "stale"))),
+        Err(Skipped::DeletedHistory)
+    ));
+    assert_eq!(
+        replica
+            .fold(&mut committed(2, &insert(2, "new")))
+            .expect("a fresh client's update folds"),
+        Applied::News
+    );
+    assert!(matches!(
+        replica.fold(&mut committed(3, b"\xff\xff\xff")),
+        Err(Skipped::Invalid(_))
+    ));
+    assert_eq!(text(&replica), "new");
+    assert!(replica.snapshot().is_none(), "a fold moves no position");
+    let at = crate::store::Position {
+        partition: 2,
+        offset: 7,
+    };
+    assert_eq!(replica.snapshot_at(at).covers, at);
+}

@@ -11,14 +11,17 @@
 //! again (snapshot and log, as when it loads) and, if updates still wait,
 //! whatever the records add is applied and broadcast. A document whose
 //! missing dependency the log does not hold either (a client sent an
-//! update built on something it never sent) is read again at growing
-//! intervals, up to [`REREAD_MAX_WAIT`].
+//! update built on something it never sent) is read again at growing,
+//! jittered intervals, up to [`REREAD_MAX_WAIT`] (twice it with jitter),
+//! so the documents of one failure are not all read again at once.
 //!
 //! Pure scheduling: the registry runs the re-read, the document applies it.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::backoff::Pauses;
 
 /// How long a document may hold updates it cannot integrate before it is
 /// read again from the log. Well past how long they wait normally (for
@@ -27,10 +30,11 @@ use tokio::time::Instant;
 /// 25, 80 ms at the median), short enough that a user does not wait long
 /// for a missing edit.
 pub(crate) const MISSING_GRACE: Duration = Duration::from_secs(10);
-/// The first wait after a re-read that did not resolve them; doubled each
-/// time up to [`REREAD_MAX_WAIT`].
+/// The first wait after a re-read that did not resolve them (jittered: up
+/// to twice it); doubled each time up to [`REREAD_MAX_WAIT`].
 const REREAD_FIRST_WAIT: Duration = Duration::from_secs(5);
-/// The longest wait between re-reads of one document.
+/// The longest delay between re-reads of one document (jittered: up to
+/// twice it).
 const REREAD_MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// The re-read schedule of one document.
@@ -40,7 +44,10 @@ pub(crate) struct Reread {
     running: bool,
     /// No re-read before this (after one that found nothing to integrate).
     not_before: Option<Instant>,
-    /// The wait after the next re-read that finds nothing.
+    /// The waits after re-reads that find nothing, while they keep
+    /// finding nothing.
+    pauses: Option<Pauses>,
+    /// The latest of those waits (zero before the first).
     wait: Duration,
 }
 
@@ -67,16 +74,13 @@ impl Reread {
     /// starts afresh.
     pub(crate) fn finished(&mut self, unresolved: bool, now: Instant) {
         if unresolved {
-            let wait = if self.wait.is_zero() {
-                REREAD_FIRST_WAIT
-            } else {
-                (self.wait * 2).min(REREAD_MAX_WAIT)
-            };
-            *self = Self {
-                running: false,
-                not_before: Some(now + wait),
-                wait,
-            };
+            let wait = self
+                .pauses
+                .get_or_insert_with(|| Pauses::new(REREAD_FIRST_WAIT, REREAD_MAX_WAIT))
+                .next_pause();
+            self.running = false;
+            self.not_before = Some(now + wait);
+            self.wait = wait;
         } else {
             *self = Self::default();
         }
@@ -108,9 +112,16 @@ mod tests {
         );
         reread.finished(true, due);
         assert!(!reread.claim(Some(start), due + Duration::from_secs(4), MISSING_GRACE));
-        assert!(reread.claim(Some(start), due + REREAD_FIRST_WAIT, MISSING_GRACE));
+        assert!(
+            reread.claim(Some(start), due + REREAD_FIRST_WAIT * 2, MISSING_GRACE),
+            "the first wait is below twice its delay (jitter)"
+        );
         reread.finished(true, due);
-        assert_eq!(reread.wait, REREAD_FIRST_WAIT * 2);
+        assert!(
+            reread.wait >= REREAD_FIRST_WAIT * 2 && reread.wait < REREAD_FIRST_WAIT * 4,
+            "doubled, jittered: {:?}",
+            reread.wait
+        );
         reread.finished(false, due);
         assert!(reread.claim(Some(start), due, MISSING_GRACE));
         assert!(!Reread::default().claim(None, due, MISSING_GRACE));

@@ -1,6 +1,6 @@
 //! When a document's snapshot is due: one rule for every writer of
-//! snapshots (a node in embedded mode; the persistence worker can take the
-//! same type).
+//! snapshots (a node in embedded mode, and the persistence worker, which
+//! counts every record it reads as an update).
 //!
 //! Pure: it reads clocks it is given and holds no document.
 

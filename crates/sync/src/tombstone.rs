@@ -18,6 +18,7 @@ use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
 
 use crate::store::Tombstone;
+use crate::update::DocRecord;
 
 /// A tombstone, decoded for checks.
 #[derive(Debug, Clone, Default)]
@@ -130,6 +131,47 @@ pub fn merge(into: &mut StateVector, other: &StateVector) {
     for (client, clock) in other.iter() {
         into.set_max(*client, *clock);
     }
+}
+
+/// The latest deletion among a loading document's records, with a state
+/// vector naming everything deleted: every deletion's own, plus whatever
+/// the records before the latest one insert (a record this node read only
+/// after the deletion was published, from another node). Decodes those
+/// records once; applying them reuses the decoded form.
+pub(crate) fn of_records(records: &mut [DocRecord]) -> Option<TombstoneState> {
+    let (position, deleted_at_ms) = records
+        .iter()
+        .filter_map(|record| match record {
+            DocRecord::Delete {
+                position,
+                deleted_at_ms,
+                ..
+            } => Some((*position, *deleted_at_ms)),
+            DocRecord::Update(_) => None,
+        })
+        .max_by_key(|(position, _)| *position)?;
+    let mut state_vector = StateVector::default();
+    for record in records {
+        match record {
+            DocRecord::Delete {
+                state_vector: deleted,
+                ..
+            } => {
+                merge(&mut state_vector, &decode_state_vector(deleted));
+            }
+            DocRecord::Update(update) if update.position < position => {
+                if let Ok(decoded) = update.decode() {
+                    include_update(&mut state_vector, decoded);
+                }
+            }
+            DocRecord::Update(_) => {}
+        }
+    }
+    Some(TombstoneState {
+        state_vector,
+        position,
+        deleted_at_ms,
+    })
 }
 
 #[cfg(test)]

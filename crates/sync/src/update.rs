@@ -56,6 +56,22 @@ pub enum InvalidUpdate {
     Unappliable(#[source] ApplyFailure),
 }
 
+/// Why a committed update was not applied to a document (see
+/// [`Replica::fold`](crate::Replica::fold)).
+#[derive(Debug, Error)]
+pub enum Skipped {
+    /// It builds on the document's deleted history (it reached the log,
+    /// yet no client may see it).
+    #[error("builds on deleted history")]
+    DeletedHistory,
+    /// Its bytes are not a plausible, decodable update.
+    #[error(transparent)]
+    Invalid(#[from] InvalidUpdate),
+    /// `yrs` refused it or panicked on it.
+    #[error(transparent)]
+    Failed(#[from] ApplyFailure),
+}
+
 /// Decodes a v1 update, refusing an implausible header first. Every decode
 /// of an update in this crate goes through here (tests count them).
 pub(crate) fn decode_v1(bytes: &[u8]) -> Result<Update, InvalidUpdate> {
@@ -101,6 +117,32 @@ impl ClientUpdate {
     /// The decoded update.
     pub fn decoded(&self) -> &Update {
         &self.decoded
+    }
+}
+
+/// A record of one document, in log order: what a loading document
+/// applies.
+#[derive(Debug)]
+pub enum DocRecord {
+    /// An update (or a snapshot's state, at the position it covers).
+    Update(CommittedUpdate),
+    /// A deletion.
+    Delete {
+        /// Its log position.
+        position: LogSeq,
+        /// The deleted state vector (v1).
+        state_vector: Vec<u8>,
+        /// When (ms since the Unix epoch, 0 if unknown).
+        deleted_at_ms: i64,
+    },
+}
+
+impl DocRecord {
+    pub(crate) fn position(&self) -> LogSeq {
+        match self {
+            Self::Update(update) => update.position,
+            Self::Delete { position, .. } => *position,
+        }
     }
 }
 

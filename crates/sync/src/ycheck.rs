@@ -35,8 +35,7 @@ pub enum ApplyFailure {
     Panicked,
 }
 
-/// Applies `update` to `doc`, containing a panic of `yrs` (the persistence
-/// worker folds with it too).
+/// Applies `update` to `doc`, containing a panic of `yrs`.
 pub fn apply_contained(doc: &Doc, update: &[u8]) -> Result<(), ApplyFailure> {
     count_decode();
     let decoded = Update::decode_v1(update).map_err(ApplyFailure::Decode)?;

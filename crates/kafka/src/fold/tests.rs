@@ -1,7 +1,7 @@
 //! The fold's commit rule, debounce, eviction and deletions.
 
 use yrs::updates::decoder::Decode;
-use yrs::{GetString, Text, Update};
+use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
 use super::*;
 
@@ -164,4 +164,22 @@ fn a_deletion_empties_the_document_is_written_at_once_and_keeps_its_tombstone() 
     let again = restarted.due(now, true, None).pop().expect("written");
     assert_eq!(text_of(&again.snapshot), "new");
     assert_eq!(again.snapshot.tombstone, job.snapshot.tombstone);
+}
+
+#[test]
+fn a_record_that_does_not_apply_is_skipped_but_covered() {
+    let now = Instant::now();
+    let mut fold = Fold::new(config());
+    fold.insert_base(0, "doc", None, now);
+    assert!(fold.apply(0, 0, Some(("doc", &insert(1, "x"))), now));
+    // An implausible header: refused before yrs decodes it.
+    assert!(fold.apply(0, 1, Some(("doc", b"\xff\xff\xff\xff\xff\x01")), now));
+    let job = fold
+        .due(now, true, None)
+        .pop()
+        .expect("offset 0 is a record");
+    assert_eq!(text_of(&job.snapshot), "x");
+    assert_eq!(job.snapshot.covers.offset, 1, "the skipped record is read");
+    fold.stored(&job);
+    assert_eq!(fold.commit_offsets(), vec![(0, 2)]);
 }
