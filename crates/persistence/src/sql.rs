@@ -13,6 +13,12 @@ pub(crate) const READ_SNAPSHOT: &str =
     "SELECT state, state_vector, covers_seq, tombstone_sv, deleted_position, deleted_at
      FROM weft_snapshots WHERE doc = $1";
 
+/// A document's snapshot if it covers more than a position (`$1`: the
+/// document, `$2` the position): a replay from there needs it.
+pub(crate) const READ_SNAPSHOT_AFTER: &str =
+    "SELECT state, state_vector, covers_seq, tombstone_sv, deleted_position, deleted_at
+     FROM weft_snapshots WHERE doc = $1 AND covers_seq > $2";
+
 /// A document's logged updates after a position (`$1` document, `$2` seq).
 pub(crate) const READ_LOG: &str =
     "SELECT seq, data FROM weft_updates WHERE doc = $1 AND seq > $2 ORDER BY seq";

@@ -80,7 +80,7 @@ where
     for<'n> &'n str: ColumnIndex<<D::Db as Database>::Row>,
     usize: ColumnIndex<<D::Db as Database>::Row>,
 {
-    async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
+    async fn load_after(&self, doc: &str, after: LogSeq) -> Result<StoredDoc, StoreError> {
         // The snapshot and the log after it from one point in time, so a
         // concurrent snapshot write cannot prune rows between the two reads.
         let mut txn = self
@@ -94,8 +94,9 @@ where
                 .await
                 .map_err(|error| StoreError::new("begin load", error))?;
         }
-        let snapshot_row = sqlx::query(sql::READ_SNAPSHOT)
+        let snapshot_row = sqlx::query(sql::READ_SNAPSHOT_AFTER)
             .bind(doc)
+            .bind(after)
             .fetch_optional(&mut *txn)
             .await
             .map_err(|error| StoreError::new("read snapshot", error))?;
@@ -108,12 +109,12 @@ where
             }),
             None => None,
         };
-        let after = snapshot
+        let log_after = snapshot
             .as_ref()
-            .map_or(0, |snapshot| snapshot.covers.offset);
+            .map_or(after, |snapshot| snapshot.covers.offset);
         let update_rows = sqlx::query(sql::READ_LOG)
             .bind(doc)
-            .bind(after)
+            .bind(log_after)
             .fetch_all(&mut *txn)
             .await
             .map_err(|error| StoreError::new("read update log", error))?;

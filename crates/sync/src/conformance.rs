@@ -9,6 +9,13 @@ use crate::store::{
     Tombstone,
 };
 
+mod snapshots;
+
+use snapshots::{
+    listed_names, topic_snapshot, topic_snapshots_round_trip_and_are_fenced,
+    topic_tombstones_round_trip_and_are_not_listed,
+};
+
 fn new_update(doc: &str, byte: u8) -> NewUpdate {
     NewUpdate {
         doc: doc.into(),
@@ -21,6 +28,7 @@ pub async fn run_all(store: &dyn EmbeddedLog) {
     unknown_document_loads_empty(store).await;
     append_returns_increasing_seqs_and_load_reads_them_in_order(store).await;
     snapshot_prunes_the_log_up_to_its_position(store).await;
+    a_read_after_a_position_skips_what_it_covers(store).await;
     stale_snapshot_is_superseded(store).await;
     documents_do_not_see_each_other(store).await;
     topic_snapshots_round_trip_and_are_fenced(store).await;
@@ -169,61 +177,6 @@ async fn documents_do_not_see_each_other(store: &dyn EmbeddedLog) {
     );
 }
 
-fn topic_snapshot(byte: u8, partition: i32, offset: i64) -> Snapshot {
-    Snapshot {
-        state: vec![byte; 4],
-        state_vector: vec![byte],
-        covers: Position { partition, offset },
-        tombstone: None,
-    }
-}
-
-async fn topic_snapshots_round_trip_and_are_fenced(store: &dyn EmbeddedLog) {
-    let (topic, doc) = ("conformance-topic", "conformance/topic-doc");
-    assert!(
-        store
-            .load_snapshot(topic, doc)
-            .await
-            .expect("load")
-            .is_none()
-    );
-    let first = topic_snapshot(1, 3, 10);
-    assert_eq!(
-        store.save_snapshot(topic, doc, &first).await.expect("save"),
-        SnapshotWrite::Written
-    );
-    assert_eq!(
-        store.load_snapshot(topic, doc).await.expect("load"),
-        Some(first.clone())
-    );
-    for stale in [topic_snapshot(2, 3, 9), topic_snapshot(2, 3, 10)] {
-        assert_eq!(
-            store.save_snapshot(topic, doc, &stale).await.expect("save"),
-            SnapshotWrite::Superseded,
-            "an earlier or equal offset never replaces a later one"
-        );
-    }
-    assert_eq!(
-        store.load_snapshot(topic, doc).await.expect("load"),
-        Some(first)
-    );
-    let later = topic_snapshot(3, 3, 11);
-    assert_eq!(
-        store.save_snapshot(topic, doc, &later).await.expect("save"),
-        SnapshotWrite::Written
-    );
-    let moved = topic_snapshot(4, 5, 2);
-    assert_eq!(
-        store.save_snapshot(topic, doc, &moved).await.expect("save"),
-        SnapshotWrite::Written,
-        "another partition (the partition count changed) replaces it"
-    );
-    assert_eq!(
-        store.load_snapshot(topic, doc).await.expect("load"),
-        Some(moved)
-    );
-}
-
 async fn topic_snapshots_are_apart_per_topic_and_from_embedded_ones(store: &dyn EmbeddedLog) {
     let doc = "conformance/shared-name";
     store
@@ -362,19 +315,6 @@ async fn deletion_leaves_a_tombstone_that_fences_old_snapshots(store: &dyn Embed
     assert_eq!(tombstone.state_vector, vec![2, 5, 3, 9, 1]);
 }
 
-/// The names a listing after `prefix` returns that start with it.
-async fn listed_names(store: &dyn EmbeddedLog, log: &str, prefix: &str) -> Vec<String> {
-    let before_prefix = prefix.strip_suffix(|_: char| true).unwrap_or("");
-    store
-        .list_documents(log, before_prefix, 10_000)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|doc| doc.name)
-        .filter(|name| name.starts_with(prefix))
-        .collect()
-}
-
 async fn listing_is_by_name_and_skips_deleted_documents(store: &dyn EmbeddedLog) {
     let seqs = store
         .append(&[
@@ -441,53 +381,38 @@ async fn listing_is_by_name_and_skips_deleted_documents(store: &dyn EmbeddedLog)
     );
 }
 
-async fn topic_tombstones_round_trip_and_are_not_listed(store: &dyn EmbeddedLog) {
-    let topic = "conformance-tombstones";
-    let (live, deleted) = ("conformance/topic/live", "conformance/topic/deleted");
-    store
-        .save_snapshot(topic, live, &topic_snapshot(1, 2, 7))
+async fn a_read_after_a_position_skips_what_it_covers(store: &dyn EmbeddedLog) {
+    let doc = "conformance/after";
+    let seqs = store
+        .append(&[new_update(doc, 1), new_update(doc, 2), new_update(doc, 3)])
         .await
-        .expect("save");
-    store
-        .save_snapshot(topic, deleted, &topic_snapshot(1, 2, 8))
-        .await
-        .expect("save");
-    let tombstone = Tombstone {
-        state_vector: vec![1, 4, 2],
-        position: 9,
-        deleted_at_ms: 42,
-    };
-    let deletion = Snapshot {
-        state: EMPTY_UPDATE_V1.to_vec(),
+        .expect("append");
+    let snapshot = Snapshot {
+        state: vec![9],
         state_vector: vec![0],
-        covers: Position {
-            partition: 2,
-            offset: 9,
-        },
-        tombstone: Some(tombstone.clone()),
+        covers: Position::embedded(seqs[1]),
+        tombstone: None,
     };
+    store
+        .save_snapshot(EMBEDDED_LOG, doc, &snapshot)
+        .await
+        .expect("save");
+    let before = store.load_after(doc, seqs[0]).await.expect("load");
     assert_eq!(
-        store
-            .save_snapshot(topic, deleted, &deletion)
-            .await
-            .expect("save"),
-        SnapshotWrite::Written
+        before.snapshot,
+        Some(snapshot),
+        "it covers more: it is read"
     );
-    assert_eq!(
-        store
-            .save_snapshot(topic, deleted, &topic_snapshot(1, 2, 8))
-            .await
-            .expect("save"),
-        SnapshotWrite::Superseded,
-        "a late worker's older snapshot does not undo the deletion"
+    let seqs_of = |read: &crate::store::StoredDoc| -> Vec<i64> {
+        read.updates.iter().map(|logged| logged.seq).collect()
+    };
+    assert_eq!(seqs_of(&before), vec![seqs[2]]);
+    let from_it = store.load_after(doc, seqs[1]).await.expect("load");
+    assert!(
+        from_it.snapshot.is_none(),
+        "it covers nothing more: skipped"
     );
-    assert_eq!(
-        store.load_snapshot(topic, deleted).await.expect("load"),
-        Some(deletion)
-    );
-    assert_eq!(
-        listed_names(store, topic, "conformance/topic/").await,
-        vec![live.to_owned()],
-        "a topic's listing skips its deleted documents"
-    );
+    assert_eq!(seqs_of(&from_it), vec![seqs[2]]);
+    let past = store.load_after(doc, seqs[2]).await.expect("load");
+    assert!(past.snapshot.is_none() && past.updates.is_empty());
 }

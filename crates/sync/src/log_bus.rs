@@ -7,9 +7,12 @@
 //! several nodes to one log with [`LogBus::join`] to exercise the
 //! multi-node paths without a broker.
 //!
-//! Replay reads the store: the latest snapshot stands for the log it
+//! Replay reads the store once ([`EmbeddedLog::load_after`]): a snapshot
+//! covering more than the position asked for stands for the log it
 //! compacted (as a compacted Kafka topic would), preceded by its deletion
-//! if it carries a tombstone, followed by the log after it.
+//! if it carries a tombstone, followed by the log after it. A load, which
+//! asks from the position its snapshot covers, reads no snapshot state
+//! here unless one was written between the two reads.
 //!
 //! A deletion is [`EmbeddedLog::delete_document`]: the tombstone, the pruned
 //! log and the new position in one transaction.
@@ -221,12 +224,10 @@ impl MessageBus for LogBus {
     }
 
     async fn replay(&self, doc: &str, after: Option<Position>) -> Result<Vec<Replayed>, BusError> {
-        let after_offset = after.map_or(i64::MIN, |position| position.offset);
-        let stored = self.hub.store.load(doc).await?;
+        let after_offset = after.map_or(LogSeq::MIN, |position| position.offset);
+        let stored = self.hub.store.load_after(doc, after_offset).await?;
         let mut replayed = Vec::with_capacity(stored.updates.len() + 2);
-        if let Some(snapshot) = stored.snapshot
-            && snapshot.covers.offset > after_offset
-        {
+        if let Some(snapshot) = stored.snapshot {
             if let Some(tombstone) = snapshot.tombstone
                 && tombstone.position > after_offset
             {
@@ -243,13 +244,11 @@ impl MessageBus for LogBus {
             });
         }
         for logged in stored.updates {
-            if logged.seq > after_offset {
-                replayed.push(Replayed {
-                    position: Position::embedded(logged.seq),
-                    kind: RecordKind::Update,
-                    update: Bytes::from(logged.update),
-                });
-            }
+            replayed.push(Replayed {
+                position: Position::embedded(logged.seq),
+                kind: RecordKind::Update,
+                update: Bytes::from(logged.update),
+            });
         }
         Ok(replayed)
     }

@@ -117,16 +117,20 @@ impl SnapshotStore for MemoryStore {
 
 #[async_trait]
 impl EmbeddedLog for MemoryStore {
-    async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
+    async fn load_after(&self, doc: &str, after: LogSeq) -> Result<StoredDoc, StoreError> {
         let state = self.inner.lock();
-        let snapshot = state.snapshots.get(&key(EMBEDDED_LOG, doc)).cloned();
-        let after = snapshot
+        let snapshot = state
+            .snapshots
+            .get(&key(EMBEDDED_LOG, doc))
+            .filter(|snapshot| snapshot.covers.offset > after)
+            .cloned();
+        let log_after = snapshot
             .as_ref()
-            .map_or(0, |snapshot| snapshot.covers.offset);
+            .map_or(after, |snapshot| snapshot.covers.offset);
         let updates = state
             .log
             .iter()
-            .filter(|(seq, name, _)| name == doc && *seq > after)
+            .filter(|(seq, name, _)| name == doc && *seq > log_after)
             .map(|(seq, _, update)| LoggedUpdate {
                 seq: *seq,
                 update: update.clone(),

@@ -189,9 +189,17 @@ pub trait SnapshotStore: Send + Sync + Debug + 'static {
 /// and deletes from. The node's load path never calls it.
 #[async_trait]
 pub trait EmbeddedLog: SnapshotStore {
+    /// Reads what the embedded log holds of `doc` after position `after`,
+    /// from one point in time: its snapshot if it covers more than
+    /// `after` (it stands for the log it pruned), then the logged updates
+    /// after both. A document never written reads as empty.
+    async fn load_after(&self, doc: &str, after: LogSeq) -> Result<StoredDoc, StoreError>;
+
     /// Reads a document's latest embedded snapshot and the log after it,
     /// from one point in time. A document never written reads as empty.
-    async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError>;
+    async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
+        self.load_after(doc, LogSeq::MIN).await
+    }
 
     /// Appends updates to the log in one transaction and returns their
     /// sequence numbers, in order. When this returns `Ok`, the updates are

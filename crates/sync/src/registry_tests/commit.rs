@@ -121,8 +121,8 @@ impl SnapshotStore for FlakyStore {
 
 #[async_trait]
 impl EmbeddedLog for FlakyStore {
-    async fn load(&self, doc: &str) -> Result<StoredDoc, StoreError> {
-        self.inner.load(doc).await
+    async fn load_after(&self, doc: &str, after: LogSeq) -> Result<StoredDoc, StoreError> {
+        self.inner.load_after(doc, after).await
     }
     async fn append(&self, updates: &[NewUpdate]) -> Result<Vec<LogSeq>, StoreError> {
         if self.failing.load(Ordering::SeqCst) {
