@@ -115,3 +115,72 @@ async fn two_opens_of_a_new_database_at_once_both_succeed() {
         second.expect("second open");
     }
 }
+
+#[tokio::test]
+async fn snapshots_stored_in_the_tables_weft_has_always_written_read_back_by_log_id() {
+    use sqlx::Connection as _;
+    use weft_sync::store::Position;
+
+    let dir = TempDir::new("tables");
+    SqliteStore::open(&dir.url())
+        .await
+        .expect("open creates the schema")
+        .close()
+        .await;
+    // Rows as a store written before the snapshot store was keyed by log
+    // id holds them: the embedded log's snapshots and a topic's, each in
+    // its own table.
+    let mut connection = sqlx::SqliteConnection::connect(&dir.url())
+        .await
+        .expect("connect");
+    sqlx::query(
+        "INSERT INTO weft_snapshots (doc, state, state_vector, covers_seq, updated_at)
+         VALUES ('embedded-doc', x'0000', x'00', 7, 1)",
+    )
+    .execute(&mut connection)
+    .await
+    .expect("insert an embedded snapshot");
+    sqlx::query(
+        "INSERT INTO weft_topic_snapshots
+             (topic, doc, state, state_vector, partition_id, covers_offset, updated_at)
+         VALUES ('weft-updates', 'topic-doc', x'0000', x'00', 3, 42, 1)",
+    )
+    .execute(&mut connection)
+    .await
+    .expect("insert a topic snapshot");
+    connection.close().await.expect("close");
+
+    let store = SqliteStore::open(&dir.url()).await.expect("reopen");
+    let embedded = store
+        .load_snapshot(weft_sync::EMBEDDED_LOG, "embedded-doc")
+        .await
+        .expect("read")
+        .expect("the embedded log's snapshot");
+    assert_eq!(embedded.covers, Position::embedded(7));
+    let topic = store
+        .load_snapshot("weft-updates", "topic-doc")
+        .await
+        .expect("read")
+        .expect("the topic's snapshot");
+    assert_eq!(
+        topic.covers,
+        Position {
+            partition: 3,
+            offset: 42
+        }
+    );
+    let listed = |log: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .list_documents(log, "", 10)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|doc| doc.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(weft_sync::EMBEDDED_LOG).await, vec!["embedded-doc"]);
+    assert_eq!(listed("weft-updates").await, vec!["topic-doc"]);
+}
