@@ -1,6 +1,7 @@
-//! One test suite every store must pass: the [`SnapshotStore`] contract per
-//! log id, and the [`EmbeddedLog`] it keeps beside it. Each store's crate
-//! calls [`run_all`] from its own tests, against a fresh, empty store.
+//! One test suite every store must pass: the
+//! [`SnapshotStore`](crate::SnapshotStore) contract per log id, and the
+//! [`EmbeddedLog`] it keeps beside it. Each store's crate calls [`run_all`]
+//! from its own tests, against a fresh, empty store.
 
 use bytes::Bytes;
 
