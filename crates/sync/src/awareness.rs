@@ -9,7 +9,7 @@
 //! The merge rule is the one of y-protocols `awareness.js`: an entry wins if
 //! its clock is newer, or if it has the same clock and removes a state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use weft_protocol::{AwarenessUpdate, AwarenessUpdateEntry};
@@ -45,6 +45,19 @@ impl From<SessionId> for Owner {
     fn from(session: SessionId) -> Self {
         Self::Session(session)
     }
+}
+
+/// One tick's awareness entries: the latest of each client that changed.
+#[derive(Debug)]
+pub(crate) struct Coalesced {
+    /// Every entry: what this node's sessions are sent.
+    pub(crate) all: AwarenessUpdate,
+    /// The entries this node's own sessions set: what the other nodes are
+    /// sent (theirs they already have).
+    pub(crate) local: Option<AwarenessUpdate>,
+    /// The one session that set every entry, if a single one did: it is
+    /// not sent its own states back.
+    pub(crate) only_session: Option<SessionId>,
 }
 
 /// Latest awareness state per client id.
@@ -118,6 +131,48 @@ impl AwarenessTable {
         } else {
             Some(AwarenessUpdate { clients })
         }
+    }
+
+    /// The current entries (state or removal) of `clients`, for one tick's
+    /// frame; `None` if none of them is in the table.
+    pub(crate) fn coalesce(&self, clients: &HashSet<ClientID>) -> Option<Coalesced> {
+        let mut all = HashMap::with_capacity(clients.len());
+        let mut local = HashMap::new();
+        let mut sessions = HashSet::new();
+        let mut from_peers = false;
+        for client_id in clients {
+            let Some(entry) = self.clients.get(client_id) else {
+                continue;
+            };
+            let json = entry
+                .state
+                .clone()
+                .unwrap_or_else(|| Arc::from(REMOVED_STATE));
+            let encoded = AwarenessUpdateEntry {
+                clock: entry.clock,
+                json,
+            };
+            match &entry.owner {
+                Owner::Session(session) => {
+                    sessions.insert(*session);
+                    local.insert(*client_id, encoded.clone());
+                }
+                Owner::Peer(_) => from_peers = true,
+            }
+            all.insert(*client_id, encoded);
+        }
+        if all.is_empty() {
+            return None;
+        }
+        let only_session = match (from_peers, sessions.len()) {
+            (false, 1) => sessions.into_iter().next(),
+            _ => None,
+        };
+        Some(Coalesced {
+            all: AwarenessUpdate { clients: all },
+            local: (!local.is_empty()).then_some(AwarenessUpdate { clients: local }),
+            only_session,
+        })
     }
 
     /// Removes the states that `session` set and returns the removal to

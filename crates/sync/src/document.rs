@@ -8,14 +8,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, debug_span, info, trace};
+use tracing::{Span, debug, debug_span, info, trace};
 use weft_protocol::{AwarenessUpdate, StateVector};
+use yrs::updates::encoder::Encode;
 
 use crate::awareness::{AwarenessTable, Owner};
+use crate::awareness_tick::{AwarenessTick, TickAction};
 use crate::batching::{self, BroadcastBatching, HeldUpdate};
+use crate::bus::{MessageBus, Record, RecordKind};
 use crate::fanout::Sessions;
 use crate::frames::{
     DocName, Outbound, SessionId, SessionOutbox, awareness_frame, stateless_frame,
@@ -36,6 +40,8 @@ struct LiveState {
     pending: Option<Vec<DocRecord>>,
     sessions: Sessions,
     awareness: AwarenessTable,
+    /// Awareness changes waiting for their tick ([`crate::awareness_tick`]).
+    awareness_tick: AwarenessTick,
     /// When the last session left; `None` while any session is here.
     idle_since: Option<Instant>,
     /// This instance was deleted and dropped from the registry: its
@@ -58,6 +64,9 @@ pub struct Document {
     /// Where the end of a broadcast batching window is awaited: the
     /// node's tracker, so a stopping node waits for a held broadcast.
     tasks: TaskTracker,
+    /// Where this node's clients' awareness goes to the other nodes, once
+    /// per tick.
+    bus: Arc<dyn MessageBus>,
     state: parking_lot::Mutex<LiveState>,
     loaded: OnceCell<()>,
     /// Serialises snapshot writes of this document.
@@ -65,15 +74,22 @@ pub struct Document {
 }
 
 impl Document {
-    pub(crate) fn new(name: DocName, batching: BroadcastBatching, tasks: TaskTracker) -> Self {
+    pub(crate) fn new(
+        name: DocName,
+        batching: BroadcastBatching,
+        tasks: TaskTracker,
+        bus: Arc<dyn MessageBus>,
+    ) -> Self {
         Self {
             batching,
             tasks,
+            bus,
             state: parking_lot::Mutex::new(LiveState {
                 replica: Replica::new(name.clone()),
                 pending: Some(Vec::new()),
                 sessions: Sessions::default(),
                 awareness: AwarenessTable::default(),
+                awareness_tick: AwarenessTick::default(),
                 idle_since: Some(Instant::now()),
                 deleted: false,
                 last_broadcast: None,
@@ -339,22 +355,75 @@ impl Document {
         self.state.lock().awareness.snapshot().map(awareness_frame)
     }
 
-    /// Merges an awareness update and relays what changed to every session
-    /// but the one it came from. Returns what changed.
-    pub(crate) fn apply_awareness(
-        &self,
-        update: AwarenessUpdate,
-        origin: Owner,
-    ) -> Option<AwarenessUpdate> {
+    /// Merges an awareness update and relays what changed: at once if the
+    /// document sent no awareness in the last tick, otherwise with
+    /// everything else that changes until the tick ends, as one frame
+    /// ([`crate::awareness_tick`]). This node's own clients' changes go to
+    /// the other nodes the same way.
+    pub(crate) fn apply_awareness(self: &Arc<Self>, update: AwarenessUpdate, origin: Owner) {
         let mut state = self.state.lock();
-        let except = match &origin {
-            Owner::Session(session) => Some(*session),
-            Owner::Peer(_) => None,
+        let Some(changed) = state.awareness.apply(update, origin) else {
+            return;
         };
-        let changed = state.awareness.apply(update, origin)?;
-        let outbound = awareness_frame(changed.clone());
-        state.sessions.broadcast(&self.name, &outbound, except);
-        Some(changed)
+        let now = Instant::now();
+        match state.awareness_tick.hold(changed.clients.into_keys(), now) {
+            TickAction::Wait => {}
+            TickAction::FlushAt(at) => {
+                let document = Arc::clone(self);
+                self.tasks.spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    document.flush_awareness();
+                });
+            }
+            TickAction::FlushNow => {
+                let local = self.send_awareness_tick(&mut state, now);
+                drop(state);
+                self.publish_awareness(local);
+            }
+        }
+    }
+
+    /// Sends the awareness changes held for this tick.
+    fn flush_awareness(&self) {
+        let mut state = self.state.lock();
+        let local = self.send_awareness_tick(&mut state, Instant::now());
+        drop(state);
+        self.publish_awareness(local);
+    }
+
+    /// Encodes the current entries of the clients held for this tick once
+    /// and offers the same bytes to every session (but the sender, if one
+    /// session sent them all). Returns this node's own clients' entries and
+    /// their one session, if one, for the other nodes.
+    fn send_awareness_tick(
+        &self,
+        state: &mut LiveState,
+        now: Instant,
+    ) -> Option<(AwarenessUpdate, Option<SessionId>)> {
+        let clients = state.awareness_tick.take(now);
+        if clients.is_empty() || state.deleted {
+            return None;
+        }
+        let coalesced = state.awareness.coalesce(&clients)?;
+        let outbound = awareness_frame(coalesced.all);
+        state
+            .sessions
+            .broadcast(&self.name, &outbound, coalesced.only_session);
+        coalesced.local.map(|local| (local, coalesced.only_session))
+    }
+
+    /// Publishes one tick of this node's clients' awareness to the others.
+    fn publish_awareness(&self, local: Option<(AwarenessUpdate, Option<SessionId>)>) {
+        let Some((update, session)) = local else {
+            return;
+        };
+        self.bus.publish_ephemeral(Record {
+            doc: self.name.clone(),
+            kind: RecordKind::Awareness,
+            payload: Bytes::from(update.encode_v1()),
+            origin_session: session.map_or(0, SessionId::raw),
+            span: Span::none(),
+        });
     }
 
     /// Marks a session as one that receives stateless messages.

@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use weft_protocol::StateVector;
 
 use crate::batching::BroadcastBatching;
-use crate::bus::Interest;
+use crate::bus::{Interest, MessageBus};
 use crate::committer::CommitTarget;
 use crate::document::Document;
 use crate::frames::{DocName, SessionId};
@@ -28,14 +28,21 @@ pub(crate) struct Documents {
     /// The node's tracker, given to every document for its broadcast
     /// flushes.
     tasks: TaskTracker,
+    /// The node's bus, given to every document for its awareness ticks.
+    bus: Arc<dyn MessageBus>,
 }
 
 impl Documents {
-    pub(crate) fn new(batching: BroadcastBatching, tasks: TaskTracker) -> Self {
+    pub(crate) fn new(
+        batching: BroadcastBatching,
+        tasks: TaskTracker,
+        bus: Arc<dyn MessageBus>,
+    ) -> Self {
         Self {
             loaded: parking_lot::Mutex::default(),
             batching,
             tasks,
+            bus,
         }
     }
 
@@ -92,6 +99,7 @@ impl Documents {
             name.clone(),
             self.batching,
             self.tasks.clone(),
+            self.bus.clone(),
         ));
         loaded.insert(name, document.clone());
         Some(document)

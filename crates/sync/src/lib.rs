@@ -48,7 +48,8 @@
 //! - [`bus`]: the [`MessageBus`] trait every node's log goes through, and
 //!   [`LogBus`] (`log_bus`), the embedded store's log as a bus.
 //! - `error`: the crate's errors.
-//! - `awareness`: the awareness (presence) table of one document.
+//! - `awareness`: the awareness (presence) table of one document;
+//!   `awareness_tick`: coalescing its changes into one frame per tick.
 //! - `replica`: the pure document state machine (apply, encode,
 //!   tombstone, positions, what a snapshot owes).
 //! - `fanout`, `batching`, `reread`: a document's outboxes, broadcast
@@ -70,6 +71,7 @@
 
 mod admin;
 mod awareness;
+mod awareness_tick;
 mod backoff;
 mod batch;
 mod batching;

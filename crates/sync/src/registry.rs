@@ -104,7 +104,11 @@ impl Registry {
         parent: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Self {
-        let documents = Arc::new(Documents::new(config.broadcast_batching, tracker.clone()));
+        let documents = Arc::new(Documents::new(
+            config.broadcast_batching,
+            tracker.clone(),
+            bus.clone(),
+        ));
         let closing = parent.child_token();
         let committer_tasks = TaskGroup::on(tracker);
         let metrics = Arc::new(SyncMetrics::default());

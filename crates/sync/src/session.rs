@@ -76,12 +76,10 @@ impl Session {
     }
 
     /// Merges the client's awareness update and relays what changed to the
-    /// document's other sessions.
+    /// document's other sessions and the other nodes, coalesced per tick
+    /// (see `awareness_tick`).
     pub fn apply_awareness(&self, update: AwarenessUpdate) {
-        if let Some(changed) = self.document.apply_awareness(update, self.id.into()) {
-            self.publisher
-                .publish_awareness(&self.document.name_arc(), &changed, self.id);
-        }
+        self.document.apply_awareness(update, self.id.into());
     }
 
     /// This session takes stateless messages (its protocol carries them).

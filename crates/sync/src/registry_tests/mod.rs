@@ -7,6 +7,7 @@ mod commit;
 mod decodes;
 mod documents;
 mod pipeline;
+mod presence;
 mod reread;
 mod shutdown;
 
