@@ -201,6 +201,19 @@ impl Client {
         }
     }
 
+    /// The y-websocket message a frame carries (the frame itself, or the
+    /// message inside a Hocuspocus frame), or `None` for a Hocuspocus frame
+    /// that carries none.
+    pub(crate) fn yjs_message<'frame>(
+        &self,
+        frame: &'frame [u8],
+    ) -> anyhow::Result<Option<Cow<'frame, [u8]>>> {
+        match self.dialect {
+            Dialect::YWebsocket => Ok(Some(Cow::Borrowed(frame))),
+            Dialect::Hocuspocus => strip_hocus(frame),
+        }
+    }
+
     fn apply(&self, update: &[u8]) -> anyhow::Result<()> {
         let update = Update::decode_v1(update).context("decode update")?;
         self.doc

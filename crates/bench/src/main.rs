@@ -16,6 +16,8 @@
 //! - `trace`: scenario 5's editing trace (parse, prefix, apply);
 //! - `storm`: scenario 6, the reconnect storm after a node is killed;
 //!   `storm_editor`: one client's side of it;
+//! - `presence`: many clients moving their cursors once a second while a
+//!   few type; `presence_client`: one client's side of it;
 //! - `scale`: the scaling-out scenario, 1 to 4 Weft nodes under one load;
 //!   `scale_plan`: its sizes, cells and node pickers;
 //! - `plan`: which scenario runs against which server at which sizes;
@@ -24,7 +26,7 @@
 //! - `results`: the results file's records, written by `plan`, read by
 //!   `report`;
 //! - `report`, `plot`: the markdown and the SVGs; `report_sections`,
-//!   `report_table`, `report_text`: its later sections, its tables' pieces
+//!   `report_presence`, `report_table`, `report_text`: its later sections, its tables' pieces
 //!   and its fixed prose;
 //! - `procstat`, `clock`: CPU, RSS and the driver's one clock.
 
@@ -33,10 +35,13 @@ mod clock;
 mod conditions;
 mod plan;
 mod plot;
+mod presence;
+mod presence_client;
 mod processes;
 mod procstat;
 mod prom;
 mod report;
+mod report_presence;
 mod report_sections;
 mod report_table;
 mod report_text;
@@ -106,7 +111,7 @@ struct RunArgs {
     /// Weft's `--kafka-fetch-wait-ms` in cluster runs (default: Weft's own).
     #[arg(long)]
     kafka_fetch_wait_ms: Option<u32>,
-    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,trace,storm,scale).
+    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,trace,storm,presence,scale).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these servers (comma-separated; default: all).

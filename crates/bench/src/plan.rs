@@ -33,13 +33,14 @@ fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
     }
 }
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "latency",
     "fanout",
     "throughput",
     "idle",
     "trace",
     "storm",
+    "presence",
     "scale",
 ];
 
@@ -177,6 +178,7 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
                 None => continue,
             },
             "storm" => vec![sizes.storm_clients as f64],
+            "presence" => sizes.presence_clients.iter().map(|n| *n as f64).collect(),
             _ => sizes.idle_sessions.iter().map(|n| *n as f64).collect(),
         };
         // Repeats outermost, so a burst of noise on the machine spreads
@@ -281,6 +283,9 @@ async fn run_one(
                     .await
             }
             "idle" => scenarios::idle(&server, x as usize).await,
+            "presence" => {
+                crate::presence::presence(&server, x as usize, sizes.presence_seconds).await
+            }
             "storm" => {
                 crate::storm::storm(&mut server, programs, x as usize, sizes.storm_docs).await
             }

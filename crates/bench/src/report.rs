@@ -4,7 +4,7 @@
 //!
 //! This module writes the file: the conditions, scenarios 1 to 4 and the
 //! failed runs. `report_sections` has the sections of scenarios 5, 6 and
-//! scaling out, `report_table` the tables' pieces, `report_text` the fixed
+//! scaling out, `report_presence` that of presence at scale, `report_table` the tables' pieces, `report_text` the fixed
 //! prose and the targets.
 
 use std::collections::BTreeMap;
@@ -260,6 +260,7 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
 
     trace_section(&mut out, results);
     storm_section(&mut out, results);
+    crate::report_presence::presence_section(&mut out, results);
     scale_section(
         &mut out,
         records,

@@ -34,6 +34,12 @@ pub(crate) struct Sizes {
     pub(crate) storm_clients: usize,
     #[serde(default)]
     pub(crate) storm_docs: usize,
+    /// The presence scenario: clients on its one document, and seconds of
+    /// load (empty in results written before it existed).
+    #[serde(default)]
+    pub(crate) presence_clients: Vec<usize>,
+    #[serde(default)]
+    pub(crate) presence_seconds: f64,
 }
 
 impl Sizes {
@@ -56,6 +62,8 @@ impl Sizes {
                 trace_max_edits: Some(20_000),
                 storm_clients: 100,
                 storm_docs: 10,
+                presence_clients: vec![100],
+                presence_seconds: 5.0,
             },
             Mode::Full => Sizes {
                 latency_writers: 4,
@@ -76,6 +84,8 @@ impl Sizes {
                 trace_max_edits: None,
                 storm_clients: 1_000,
                 storm_docs: 100,
+                presence_clients: vec![500, 1_500],
+                presence_seconds: 20.0,
             },
         }
     }
