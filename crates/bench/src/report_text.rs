@@ -44,6 +44,11 @@ pub(crate) const MISSING: &str = "## Not measured yet
   thousand that fits (scenario 4 says so) instead.
 - The peers run without persistence (no Hocuspocus database extension, no
   y-leveldb): Weft's numbers include durable storage, theirs do not.
+- The presence scenario's saturated runs (the peers at 500 and 1,500
+  clients) report no latency or CPU: a run that fails its check records
+  none. A cheaper driver (it applies every update in 1,500 replicas) and
+  a machine to itself would tell the server's share of Weft's tail at
+  1,500 clients from the driver's.
 - Deliveries per server CPU second at a light load include each server's
   fixed costs (timers, heartbeats, the commit loop), so they understate
   capacity; the largest rate is the better estimate.
