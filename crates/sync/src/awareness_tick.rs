@@ -13,7 +13,8 @@
 //! Like the update batching ([`crate::batching`]), the window opens on the
 //! leading edge: a change to a document that flushed nothing in the last
 //! tick goes out at once, so a quiet room sees no delay at all, and a busy
-//! one at most one tick.
+//! one at most one tick; and a document with fewer than
+//! [`AWARENESS_TICK_MIN_SESSIONS`] sessions never waits.
 //!
 //! Whom a frame skips: a tick whose changes all came from one session is
 //! not sent back to it (a lone change behaves as before). A tick that
@@ -37,6 +38,11 @@ use yrs::block::ClientID;
 /// smooth (ten frames a second per room, whatever its size) and bounds the
 /// delay a busy room adds to well under the quarter second users notice.
 pub(crate) const AWARENESS_TICK: Duration = Duration::from_millis(100);
+
+/// Documents with fewer sessions relay every change at once: a handful of
+/// editors see each other's cursors move with their text, and their
+/// fan-out (a few frames per change) costs little.
+pub(crate) const AWARENESS_TICK_MIN_SESSIONS: usize = 16;
 
 /// The awareness changes of one document waiting for their tick.
 #[derive(Debug, Default)]
@@ -62,15 +68,20 @@ pub(crate) enum TickAction {
 }
 
 impl AwarenessTick {
-    /// Holds the clients whose state changed at `now` and says when they go.
+    /// Holds the clients whose state changed at `now` in a document of
+    /// `sessions` sessions and says when they go.
     pub(crate) fn hold(
         &mut self,
         clients: impl IntoIterator<Item = ClientID>,
+        sessions: usize,
         now: Instant,
     ) -> TickAction {
         self.held.extend(clients);
         if self.scheduled {
             return TickAction::Wait;
+        }
+        if sessions < AWARENESS_TICK_MIN_SESSIONS {
+            return TickAction::FlushNow;
         }
         match self.last_flush {
             Some(last) if now < last + AWARENESS_TICK => {
@@ -97,19 +108,20 @@ mod tests {
     async fn leading_edge_then_one_flush_per_tick() {
         let mut tick = AwarenessTick::default();
         let start = Instant::now();
+        let big = AWARENESS_TICK_MIN_SESSIONS;
         assert_eq!(
-            tick.hold([ClientID::new(1)], start),
+            tick.hold([ClientID::new(1)], big, start),
             TickAction::FlushNow,
             "a quiet document sends at once"
         );
         assert_eq!(tick.take(start).len(), 1);
         let soon = start + Duration::from_millis(10);
         assert_eq!(
-            tick.hold([ClientID::new(1)], soon),
+            tick.hold([ClientID::new(1)], big, soon),
             TickAction::FlushAt(start + AWARENESS_TICK)
         );
-        assert_eq!(tick.hold([ClientID::new(2)], soon), TickAction::Wait);
-        assert_eq!(tick.hold([ClientID::new(1)], soon), TickAction::Wait);
+        assert_eq!(tick.hold([ClientID::new(2)], big, soon), TickAction::Wait);
+        assert_eq!(tick.hold([ClientID::new(1)], big, soon), TickAction::Wait);
         let flushed = tick.take(start + AWARENESS_TICK);
         assert_eq!(
             flushed.len(),
@@ -117,6 +129,15 @@ mod tests {
             "one entry per client, however many changes"
         );
         let later = start + AWARENESS_TICK * 3;
-        assert_eq!(tick.hold([ClientID::new(3)], later), TickAction::FlushNow);
+        assert_eq!(
+            tick.hold([ClientID::new(3)], big, later),
+            TickAction::FlushNow
+        );
+        tick.take(later);
+        assert_eq!(
+            tick.hold([ClientID::new(3)], big - 1, later),
+            TickAction::FlushNow,
+            "a small document never waits"
+        );
     }
 }

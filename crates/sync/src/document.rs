@@ -366,7 +366,11 @@ impl Document {
             return;
         };
         let now = Instant::now();
-        match state.awareness_tick.hold(changed.clients.into_keys(), now) {
+        let sessions = state.sessions.len();
+        match state
+            .awareness_tick
+            .hold(changed.clients.into_keys(), sessions, now)
+        {
             TickAction::Wait => {}
             TickAction::FlushAt(at) => {
                 let document = Arc::clone(self);

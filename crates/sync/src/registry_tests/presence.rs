@@ -5,7 +5,7 @@ use weft_protocol::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::block::ClientID;
 
 use super::*;
-use crate::awareness_tick::AWARENESS_TICK;
+use crate::awareness_tick::{AWARENESS_TICK, AWARENESS_TICK_MIN_SESSIONS};
 
 fn cursor(client: u64, clock: u32, anchor: u32) -> AwarenessUpdate {
     AwarenessUpdate {
@@ -43,6 +43,11 @@ async fn changes_within_one_tick_go_out_as_one_frame_of_latest_states() {
     let mut alice = join(&registry, "doc", 16).await;
     let mut bob = join(&registry, "doc", 16).await;
     let mut carol = join(&registry, "doc", 16).await;
+    // Enough sessions for the document to coalesce.
+    let mut others = Vec::new();
+    for _ in 3..AWARENESS_TICK_MIN_SESSIONS {
+        others.push(join(&registry, "doc", 16).await);
+    }
 
     // A quiet document sends a change at once, not to its sender.
     alice.session.apply_awareness(cursor(1, 1, 0));
@@ -92,6 +97,10 @@ async fn a_leaving_session_is_removed_at_once_even_within_a_tick() {
     let registry = Registry::embedded(store, test_config());
     let alice = join(&registry, "doc", 16).await;
     let mut carol = join(&registry, "doc", 16).await;
+    let mut others = Vec::new();
+    for _ in 2..AWARENESS_TICK_MIN_SESSIONS {
+        others.push(join(&registry, "doc", 16).await);
+    }
     alice.session.apply_awareness(cursor(1, 1, 0));
     assert_eq!(clock_of(&next_awareness(&mut carol).await, 1), Some(1));
     alice.session.apply_awareness(cursor(1, 2, 3));
@@ -107,4 +116,20 @@ async fn a_leaving_session_is_removed_at_once_even_within_a_tick() {
     let tick = next_awareness(&mut carol).await;
     assert_eq!(tick.clients[&ClientID::new(1)].json.as_ref(), "null");
     assert!(carol.session.awareness_frame().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_small_document_relays_every_change_at_once() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Registry::embedded(store, test_config());
+    let alice = join(&registry, "doc", 16).await;
+    let mut carol = join(&registry, "doc", 16).await;
+    for clock in 1..=3 {
+        alice.session.apply_awareness(cursor(1, clock, clock));
+        let frame = carol.frames.try_recv().expect("relayed at once");
+        let Ok(Message::Awareness(relayed)) = decode_frame(&frame) else {
+            panic!("expected awareness");
+        };
+        assert_eq!(clock_of(&relayed, 1), Some(clock));
+    }
 }
