@@ -31,7 +31,8 @@
 //! Each module imports only modules listed before it (leaves first), so no
 //! two modules import each other:
 //!
-//! - `clock`, `backoff` (jittered retry pauses), `frames` (document names,
+//! - `clock`, [`backoff`] (jittered retry pauses, the Kafka crate's
+//!   too), `frames` (document names,
 //!   session ids, outboxes, frames), [`ycheck`] (containing `yrs` panics),
 //!   `metrics`, `tasks` (a group of the registry's tasks on the node's
 //!   tracker): leaves.
@@ -70,7 +71,7 @@
 
 mod admin;
 mod awareness;
-mod backoff;
+pub mod backoff;
 mod batch;
 mod batching;
 pub mod bus;
