@@ -43,8 +43,8 @@
 //!   tests.
 //! - `update`: client and committed updates, document records, why an
 //!   update was skipped; the one decode.
-//! - [`tombstone`]: deleted documents: which state vectors and updates a
-//!   tombstone refuses.
+//! - [`tombstone`]: deleted documents: what a tombstone names (worked
+//!   out in one function) and which state vectors and updates it refuses.
 //! - `snapshot_policy`: when a snapshot is due.
 //! - [`bus`]: the [`MessageBus`] trait every node's log goes through, and
 //!   [`LogBus`] (`log_bus`), the embedded store's log as a bus.

@@ -1,4 +1,4 @@
-//! Deleted documents: what a tombstone refuses.
+//! Deleted documents: what a tombstone names and what it refuses.
 //!
 //! Deleting a document keeps the v1 state vector of everything it held: the
 //! tombstone. Yjs identifies every change by `(client, clock)`, and a client
@@ -18,7 +18,7 @@
 //! ([`deleted_state_vector`]), wherever a deletion is met: when it is
 //! committed (its payload), when the persistence worker folds it
 //! ([`crate::Replica::delete`]), and when a document loads from records
-//! that hold deletions ([`of_records`]).
+//! that hold deletions (`of_records`).
 
 use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
