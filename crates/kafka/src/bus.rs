@@ -16,7 +16,7 @@ use weft_sync::{
 use crate::acks::{AckWatch, HEARTBEAT_ACK_STALL};
 use crate::config::{ConsumeScope, KafkaConfig, KafkaConfigError};
 use crate::connect::{self, Topics};
-use crate::consume::{consume, live_consumer};
+use crate::consume::{LiveLoop, consume, live_consumer};
 use crate::context::LiveStats;
 use crate::counters::Counters;
 use crate::envelope::{self, partition_for};
@@ -25,6 +25,7 @@ use crate::metrics::KafkaMetrics;
 use crate::pass::Wanted;
 use crate::producer::Producers;
 use crate::replay::Replays;
+use crate::tasks::BusTasks;
 use crate::{offset, trace};
 
 /// How long a readiness check waits for the broker.
@@ -49,6 +50,8 @@ pub struct KafkaBus {
     heartbeat_acks: Arc<AckWatch>,
     /// What the node wants (its loaded documents), once subscribed.
     interest: OnceLock<Arc<dyn Interest>>,
+    /// The node's tracker, which every task of the bus is spawned on.
+    tasks: BusTasks,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -64,8 +67,10 @@ impl std::fmt::Debug for KafkaBus {
 impl KafkaBus {
     /// Validates the settings and creates the producer. Does not contact
     /// the broker: [`MessageBus::subscribe`] connects (and the registry
-    /// retries it with backoff until the broker answers).
-    pub fn new(config: KafkaConfig) -> Result<Self, KafkaConfigError> {
+    /// retries it with backoff until the broker answers). Every task the
+    /// bus starts goes on `tasks` (the node's tracker), and stops when
+    /// its token is cancelled.
+    pub fn new(config: KafkaConfig, tasks: BusTasks) -> Result<Self, KafkaConfigError> {
         config.validate()?;
         let producers = Producers::new(&config)?;
         Ok(Self {
@@ -76,9 +81,10 @@ impl KafkaBus {
             counters: Arc::new(Counters::default()),
             live_stats: Arc::default(),
             live: Arc::default(),
-            replays: Arc::default(),
+            replays: Arc::new(Replays::new(tasks.clone())),
             heartbeat_acks: Arc::default(),
             interest: OnceLock::new(),
+            tasks,
         })
     }
 
@@ -88,7 +94,7 @@ impl KafkaBus {
         if let Some(topics) = self.topics.get() {
             return Ok(*topics);
         }
-        let topics = connect::connect(&self.config).await?;
+        let topics = connect::connect(&self.config, &self.tasks).await?;
         Ok(*self.topics.get_or_init(|| topics))
     }
 
@@ -162,12 +168,10 @@ impl KafkaBus {
         // Nobody waits for presence. A heartbeat's acknowledgement is
         // watched (off the caller's path) to tell whether the brokers still
         // make records durable; awareness deliveries are dropped.
-        if record.kind == RecordKind::Heartbeat
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
+        if record.kind == RecordKind::Heartbeat && tokio::runtime::Handle::try_current().is_ok() {
             self.heartbeat_acks.sent(std::time::Instant::now());
             let watch = self.heartbeat_acks.clone();
-            runtime.spawn(async move {
+            self.tasks.spawn(async move {
                 if let Ok(Ok(_)) = delivery.await {
                     watch.acknowledged();
                 }
@@ -233,8 +237,12 @@ impl MessageBus for KafkaBus {
         }
         debug!(records = records.len(), "updates published");
         if results.iter().any(Result::is_err) {
-            self.producers
-                .renew(&self.config, producer.generation, &self.counters);
+            self.producers.renew(
+                &self.config,
+                producer.generation,
+                &self.counters,
+                &self.tasks,
+            );
         }
         results
     }
@@ -265,7 +273,7 @@ impl MessageBus for KafkaBus {
         }
         let connected = async {
             let topics = self.connect().await?;
-            live_consumer(&self.config, topics, &self.live_stats).await
+            live_consumer(&self.config, topics, &self.live_stats, &self.tasks).await
         }
         .await;
         let (consumer, positions) = match connected {
@@ -279,14 +287,17 @@ impl MessageBus for KafkaBus {
         let _first_subscription = self.interest.set(interest.clone());
         self.live.start(consumer.clone(), positions);
         let (sender, receiver) = mpsc::channel(DELIVERY_CAPACITY);
-        tokio::spawn(consume(
+        self.tasks.spawn(consume(
             consumer,
-            self.live.clone(),
-            interest,
-            sender,
-            self.config.clone(),
-            self.counters.clone(),
-            self.live_stats.clone(),
+            LiveLoop {
+                live: self.live.clone(),
+                interest,
+                sender,
+                config: self.config.clone(),
+                counters: self.counters.clone(),
+                live_stats: self.live_stats.clone(),
+                tasks: self.tasks.clone(),
+            },
         ));
         Ok(receiver)
     }
@@ -307,15 +318,17 @@ impl MessageBus for KafkaBus {
         let held = self.held_partitions(&doc, topics);
         let holder = doc.clone();
         let topic = self.config.topic.clone();
-        let until = tokio::task::spawn_blocking(move || {
-            if let Some(held) = held {
-                live.hold(&holder, &held)?;
-            }
-            Ok::<_, KafkaError>(live.position(&topic, partition))
-        })
-        .await
-        .map_err(|error| BusError::Replay(error.into()))?
-        .map_err(|error| BusError::Replay(Box::new(error)))?;
+        let until = self
+            .tasks
+            .spawn_blocking(move || {
+                if let Some(held) = held {
+                    live.hold(&holder, &held)?;
+                }
+                Ok::<_, KafkaError>(live.position(&topic, partition))
+            })
+            .await
+            .map_err(|error| BusError::Replay(error.into()))?
+            .map_err(|error| BusError::Replay(Box::new(error)))?;
         if until.is_none() {
             debug!(
                 doc,
@@ -353,15 +366,16 @@ impl MessageBus for KafkaBus {
         }
         let producer = self.producers.current().client;
         let topic = self.config.topic.clone();
-        tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some(&topic), CHECK_TIMEOUT)
-                .map(drop)
-                .map_err(|error| BusError::Check(Box::new(error)))
-        })
-        .await
-        .map_err(|error| BusError::Check(error.into()))?
+        self.tasks
+            .spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_metadata(Some(&topic), CHECK_TIMEOUT)
+                    .map(drop)
+                    .map_err(|error| BusError::Check(Box::new(error)))
+            })
+            .await
+            .map_err(|error| BusError::Check(error.into()))?
     }
 
     fn release(&self, doc: &str) {
@@ -375,12 +389,13 @@ impl MessageBus for KafkaBus {
         let doc = doc.to_owned();
         let heartbeats = (self.config.awareness_topic(), 0);
         let interest = self.interest.get().cloned();
-        tokio::task::spawn_blocking(move || {
+        // Nobody waits for a release: the tracker does, at shutdown.
+        drop(self.tasks.spawn_blocking(move || {
             live.release(&doc, &held, &heartbeats, |doc| {
                 interest
                     .as_ref()
                     .is_some_and(|interest| interest.wants(doc))
             });
-        });
+        }));
     }
 }

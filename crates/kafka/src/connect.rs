@@ -9,10 +9,11 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 use weft_sync::BusError;
+use weft_sync::backoff::Pauses;
 
-use crate::backoff;
 use crate::config::{BROKER_REQUEST_TIMEOUT, KafkaConfig};
 use crate::context::WeftContext;
+use crate::tasks::BusTasks;
 
 /// How long connecting waits for new topics' partitions to be served.
 const TOPICS_SERVED_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,14 +37,15 @@ pub(crate) struct Topics {
 
 /// Creates the topics if missing, waits until their partitions are
 /// served, and learns their partition counts.
-pub(crate) async fn connect(config: &KafkaConfig) -> Result<Topics, BusError> {
+pub(crate) async fn connect(config: &KafkaConfig, tasks: &BusTasks) -> Result<Topics, BusError> {
     create_topics(config).await?;
     let probe: BaseConsumer<WeftContext> = config
         .consumer("connect", config.fetch_wait)
         .create_with_context(WeftContext::default())
         .map_err(|error| BusError::Check(Box::new(error)))?;
     let names = [config.topic.clone(), config.awareness_topic()];
-    let counts = tokio::task::spawn_blocking(move || wait_until_served(&probe, &names))
+    let counts = tasks
+        .spawn_blocking(move || wait_until_served(&probe, &names))
         .await
         .map_err(|error| BusError::Check(error.into()))??;
     let topics = Topics {
@@ -112,7 +114,7 @@ fn wait_until_served(
     names: &[String; 2],
 ) -> Result<[i32; 2], BusError> {
     let deadline = Instant::now() + TOPICS_SERVED_TIMEOUT;
-    let mut pauses = backoff::pauses(FIRST_PAUSE, MAX_PAUSE);
+    let mut pauses = Pauses::new(FIRST_PAUSE, MAX_PAUSE);
     // The partition counts the metadata listed on any attempt (the last
     // attempt's requests may time out at the deadline).
     let mut counts = None;
@@ -122,7 +124,7 @@ fn wait_until_served(
             Err(not_served) => not_served,
         };
         counts = not_served.counts.or(counts);
-        let pause = pauses.next().unwrap_or(MAX_PAUSE);
+        let pause = pauses.next_pause();
         if Instant::now() + pause >= deadline {
             let waited_ms = TOPICS_SERVED_TIMEOUT.as_millis() as u64;
             return match counts {

@@ -21,6 +21,7 @@ use crate::delivery::to_delivery;
 use crate::live::Live;
 use crate::offset;
 use crate::pass::{AssignedPartition, PassEnd, pass_consumer, read_partition};
+use crate::tasks::BusTasks;
 
 /// A live consumer that received nothing (its own node's heartbeats
 /// included) for this long is replaced.
@@ -36,6 +37,7 @@ pub(crate) async fn live_consumer(
     config: &KafkaConfig,
     topics: Topics,
     live_stats: &Arc<LiveStats>,
+    tasks: &BusTasks,
 ) -> Result<(StreamConsumer<WeftContext>, TopicPartitionList), BusError> {
     let consumer: StreamConsumer<WeftContext> = config
         .consumer("live", config.fetch_wait)
@@ -50,28 +52,44 @@ pub(crate) async fn live_consumer(
         ],
         ConsumeScope::Held => vec![(config.awareness_topic(), 1)],
     };
-    tokio::task::spawn_blocking(move || {
-        let mut assignment = TopicPartitionList::new();
-        for (name, partitions) in &names {
-            for partition in 0..*partitions {
-                let (_low, high) = consumer
-                    .fetch_watermarks(name, partition, BROKER_REQUEST_TIMEOUT)
-                    .map_err(|error| BusError::Check(Box::new(error)))?;
-                assignment
-                    .add_partition_offset(name, partition, offset::at(high))
-                    .map_err(|error| BusError::Check(Box::new(error)))?;
+    tasks
+        .spawn_blocking(move || {
+            let mut assignment = TopicPartitionList::new();
+            for (name, partitions) in &names {
+                for partition in 0..*partitions {
+                    let (_low, high) = consumer
+                        .fetch_watermarks(name, partition, BROKER_REQUEST_TIMEOUT)
+                        .map_err(|error| BusError::Check(Box::new(error)))?;
+                    assignment
+                        .add_partition_offset(name, partition, offset::at(high))
+                        .map_err(|error| BusError::Check(Box::new(error)))?;
+                }
             }
-        }
-        consumer
-            .assign(&assignment)
-            .map_err(|error| BusError::Check(Box::new(error)))?;
-        Ok((consumer, assignment))
-    })
-    .await
-    .map_err(|error| BusError::Check(error.into()))?
+            consumer
+                .assign(&assignment)
+                .map_err(|error| BusError::Check(Box::new(error)))?;
+            Ok((consumer, assignment))
+        })
+        .await
+        .map_err(|error| BusError::Check(error.into()))?
 }
 
-/// The live consumer loop: runs until the registry drops its receiver.
+/// What the live consumer loop works with besides its consumer.
+pub(crate) struct LiveLoop {
+    pub(crate) live: Arc<Live>,
+    /// What the node wants (its loaded documents).
+    pub(crate) interest: Arc<dyn Interest>,
+    /// To the registry's bus task.
+    pub(crate) sender: mpsc::Sender<Delivery>,
+    pub(crate) config: Arc<KafkaConfig>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) live_stats: Arc<LiveStats>,
+    /// Where repairs of skipped offsets run.
+    pub(crate) tasks: BusTasks,
+}
+
+/// The live consumer loop: runs until the registry drops its receiver
+/// (or the bus's tasks are stopped).
 ///
 /// A watchdog replaces a consumer that stopped receiving: every node hears
 /// its own heartbeat (it publishes one every second and skips it here), so
@@ -79,15 +97,16 @@ pub(crate) async fn live_consumer(
 /// with a broker restarted under it that keeps refusing the old client's
 /// requests). The replacement resumes exactly where the old one was, so no
 /// record is skipped.
-pub(crate) async fn consume(
-    consumer: Arc<StreamConsumer<WeftContext>>,
-    live: Arc<Live>,
-    interest: Arc<dyn Interest>,
-    sender: mpsc::Sender<Delivery>,
-    config: Arc<KafkaConfig>,
-    counters: Arc<Counters>,
-    live_stats: Arc<LiveStats>,
-) {
+pub(crate) async fn consume(consumer: Arc<StreamConsumer<WeftContext>>, context: LiveLoop) {
+    let LiveLoop {
+        live,
+        interest,
+        sender,
+        config,
+        counters,
+        live_stats,
+        tasks,
+    } = context;
     let mut consumer = consumer;
     let mut consumer_errors = 0_u64;
     let mut last_received = tokio::time::Instant::now();
@@ -129,6 +148,7 @@ pub(crate) async fn consume(
                         sender.clone(),
                         config.clone(),
                         counters.clone(),
+                        &tasks,
                     );
                 }
                 let Some(delivery) = to_delivery(&message, interest.as_ref(), &config, &counters)
@@ -177,6 +197,7 @@ fn repair_skipped(
     sender: mpsc::Sender<Delivery>,
     config: Arc<KafkaConfig>,
     counters: Arc<Counters>,
+    tasks: &BusTasks,
 ) {
     counters.live_gaps.fetch_add(1, Ordering::Relaxed);
     warn!(
@@ -185,11 +206,11 @@ fn repair_skipped(
         to = skipped.to,
         "the live consumer skipped offsets; re-reading them"
     );
-    tokio::spawn(async move {
-        let read = tokio::task::spawn_blocking(move || {
-            read_skipped(&config, skipped, interest.as_ref(), &counters)
-        })
-        .await;
+    let reads = tasks.clone();
+    tasks.spawn(async move {
+        let read = reads
+            .spawn_blocking(move || read_skipped(&config, skipped, interest.as_ref(), &counters))
+            .await;
         let deliveries = match read {
             Ok(Ok(deliveries)) => deliveries,
             Ok(Err(error)) => {

@@ -207,8 +207,9 @@ impl Fold {
         if offset <= folded.last_applied {
             return false;
         }
-        let seen = weft_sync::tombstone::decode_state_vector(deleted_state_vector);
-        folded.replica.delete(offset, &seen, unix_millis(), now);
+        folded
+            .replica
+            .delete(offset, deleted_state_vector, unix_millis(), now);
         folded.note_record(offset, now);
         folded.deletion_unstored = true;
         true

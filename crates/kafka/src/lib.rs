@@ -34,8 +34,9 @@
 //!   settings derived from them.
 //! - [`envelope`]: the protobuf records and the partitioner.
 //! - `offset`: positions and offsets, converted in one place.
-//! - `backoff`: the jittered pauses of every retry loop.
 //! - `counters`: what the bus counts for the node's metrics.
+//! - [`tasks`]: [`BusTasks`], the node's tracker and the token that stops
+//!   the bus's tasks.
 //! - [`context`]: how librdkafka's client errors and statistics are
 //!   recorded.
 //! - [`metrics`]: [`KafkaMetrics`], the bus's counters and its live
@@ -57,7 +58,6 @@
 //!   [`worker`]: the worker's loop.
 
 mod acks;
-mod backoff;
 pub mod bus;
 pub mod config;
 mod connect;
@@ -74,6 +74,7 @@ mod offset;
 mod pass;
 mod producer;
 pub mod replay;
+pub mod tasks;
 mod trace;
 pub mod worker;
 
@@ -82,3 +83,4 @@ pub use config::{ConsumeScope, ENVELOPE_OVERHEAD_BYTES, KafkaConfig, KafkaConfig
 pub use counters::{FetchTotals, Fetched};
 pub use envelope::partition_for;
 pub use metrics::KafkaMetrics;
+pub use tasks::BusTasks;

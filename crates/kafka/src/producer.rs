@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use crate::config::{KafkaConfig, KafkaConfigError};
 use crate::context::WeftContext;
 use crate::counters::Counters;
+use crate::tasks::BusTasks;
 
 /// The producer in use and how many times it was replaced.
 #[derive(Clone)]
@@ -48,7 +49,13 @@ impl Producers {
     /// would refuse it for good. A new producer starts a new sequence; the
     /// updates that failed are re-sent by their clients, and duplicates are
     /// harmless.
-    pub(crate) fn renew(&self, config: &KafkaConfig, failed: u64, counters: &Counters) {
+    pub(crate) fn renew(
+        &self,
+        config: &KafkaConfig,
+        failed: u64,
+        counters: &Counters,
+        tasks: &BusTasks,
+    ) {
         let replacement = match new_producer(config) {
             Ok(client) => client,
             Err(error) => {
@@ -73,8 +80,9 @@ impl Producers {
             generation = failed + 1,
             "producer replaced after a failed publish"
         );
-        // Dropping a producer flushes it, which may block: not on the runtime.
-        tokio::task::spawn_blocking(move || drop(old));
+        // Dropping a producer flushes it, which may block: not on the
+        // runtime. Nobody waits for it but the node's tracker.
+        drop(tasks.spawn_blocking(move || drop(old)));
     }
 }
 

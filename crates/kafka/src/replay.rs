@@ -37,6 +37,7 @@ use weft_sync::{BusError, Replayed};
 use crate::config::{BROKER_REQUEST_TIMEOUT, KafkaConfig};
 use crate::counters::Counters;
 use crate::pass::{AssignedPartition, PassEnd, Wanted, pass_consumer, read_partition};
+use crate::tasks::BusTasks;
 use crate::{envelope, offset};
 
 /// How long one replay may take before the load fails (the client retries).
@@ -63,18 +64,20 @@ type Reply = oneshot::Sender<Result<Vec<Replayed>, BusError>>;
 pub(crate) struct Replays {
     passes: Semaphore,
     waiting: Mutex<HashMap<i32, Vec<Request>>>,
-}
-
-impl Default for Replays {
-    fn default() -> Self {
-        Self {
-            passes: Semaphore::new(MAX_CONCURRENT_PASSES),
-            waiting: Mutex::default(),
-        }
-    }
+    /// Where the drivers and their passes run (the node's tracker).
+    tasks: BusTasks,
 }
 
 impl Replays {
+    /// No replays yet; drivers will run on `tasks`.
+    pub(crate) fn new(tasks: BusTasks) -> Self {
+        Self {
+            passes: Semaphore::new(MAX_CONCURRENT_PASSES),
+            waiting: Mutex::default(),
+            tasks,
+        }
+    }
+
     /// `doc`'s updates in `partition` after offset `after` (from the
     /// partition's start for `None`), up to the partition's end when its
     /// pass runs. Call it only once the live consumer reads the partition
@@ -86,6 +89,9 @@ impl Replays {
         partition: i32,
         wanted: Wanted,
     ) -> Result<Vec<Replayed>, BusError> {
+        if self.tasks.stopping() {
+            return Err(BusError::Replay("the bus is shutting down".into()));
+        }
         let (reply, answer) = oneshot::channel();
         let request = Request { wanted, reply };
         let start_driver = match self.waiting.lock().entry(partition) {
@@ -99,31 +105,54 @@ impl Replays {
             }
         };
         if start_driver {
-            tokio::spawn(self.clone().drive(config, counters, partition));
+            let driving = Driving {
+                replays: self.clone(),
+                partition,
+                served: false,
+            };
+            self.tasks.spawn(driving.drive(config, counters));
         }
         answer
             .await
             .unwrap_or_else(|_| Err(BusError::Replay("the replay was dropped".into())))
     }
+}
 
-    /// Runs passes over `partition` until nobody waits for one.
-    async fn drive(
-        self: Arc<Self>,
-        config: Arc<KafkaConfig>,
-        counters: Arc<Counters>,
-        partition: i32,
-    ) {
+/// The driver of one partition's passes. Stopped before it served every
+/// request (the node's shutdown), it drops the requests still waiting, so
+/// their callers get an error instead of waiting for a driver that is
+/// gone.
+struct Driving {
+    replays: Arc<Replays>,
+    partition: i32,
+    /// Whether it ended having served every request.
+    served: bool,
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        if !self.served {
+            self.replays.waiting.lock().remove(&self.partition);
+        }
+    }
+}
+
+impl Driving {
+    /// Runs passes over the partition until nobody waits for one.
+    async fn drive(mut self, config: Arc<KafkaConfig>, counters: Arc<Counters>) {
+        let partition = self.partition;
         loop {
             // Requests keep queueing while this waits for a slot.
-            let Ok(_slot) = self.passes.acquire().await else {
+            let Ok(_slot) = self.replays.passes.acquire().await else {
                 return;
             };
             let batch = {
-                let mut waiting = self.waiting.lock();
+                let mut waiting = self.replays.waiting.lock();
                 match waiting.get_mut(&partition) {
                     Some(requests) if !requests.is_empty() => std::mem::take(requests),
                     _ => {
                         waiting.remove(&partition);
+                        self.served = true;
                         return;
                     }
                 }
@@ -133,10 +162,11 @@ impl Replays {
                 .map(|request| (request.wanted, request.reply))
                 .unzip();
             let (config, counters) = (config.clone(), counters.clone());
-            let pass = tokio::task::spawn_blocking(move || {
-                replay_partition(&config, partition, &wanted, &counters)
-            })
-            .await;
+            let pass = self
+                .replays
+                .tasks
+                .spawn_blocking(move || replay_partition(&config, partition, &wanted, &counters))
+                .await;
             match pass {
                 Ok(Ok(per_doc)) => {
                     for (reply, replayed) in replies.into_iter().zip(per_doc) {

@@ -18,9 +18,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_sync::RecordKind;
+use weft_sync::backoff::{Pauses, RetryGate};
 use weft_sync::store::{SnapshotStore, SnapshotWrite};
 
-use crate::backoff::{self, RetryGate};
 use crate::config::KafkaConfig;
 use crate::envelope;
 use crate::fold::{Fold, FoldConfig};
@@ -252,7 +252,7 @@ impl Worker {
         if self.fold.needs_base(partition, &doc) {
             // The store must answer before this record can be folded; keep
             // trying (the consumer thread waits behind the full channel).
-            let mut pauses = backoff::pauses(FIRST_STORE_RETRY, MAX_STORE_RETRY);
+            let mut pauses = Pauses::new(FIRST_STORE_RETRY, MAX_STORE_RETRY);
             loop {
                 match self.store.load_snapshot(&self.topic, &doc).await {
                     Ok(snapshot) => {
@@ -262,7 +262,7 @@ impl Worker {
                     }
                     Err(error) => {
                         warn!(doc, error = %error, error.source = ?std::error::Error::source(&error), "read snapshot failed; retrying");
-                        let pause = pauses.next().unwrap_or(MAX_STORE_RETRY);
+                        let pause = pauses.next_pause();
                         tokio::select! {
                             () = stop.cancelled() => return,
                             () = tokio::time::sleep(pause) => {}

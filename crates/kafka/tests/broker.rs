@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{broker, fresh_topic};
+use common::{broker, fresh_topic, tasks};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,9 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
-use weft_kafka::{KafkaBus, KafkaConfig, partition_for};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use weft_kafka::{BusTasks, KafkaBus, KafkaConfig, partition_for};
 use weft_sync::{Delivery, Interest, MessageBus, Origin, Record, RecordKind};
 
 fn config(brokers: &str, topic: &str, node: &str) -> KafkaConfig {
@@ -39,9 +41,50 @@ fn config(brokers: &str, topic: &str, node: &str) -> KafkaConfig {
 async fn kafka_bus_passes_the_bus_conformance_suite() {
     let Some(brokers) = broker() else { return };
     let topic = fresh_topic("conformance");
-    let a = KafkaBus::new(config(&brokers, &topic, "a")).expect("bus a");
-    let b = KafkaBus::new(config(&brokers, &topic, "b")).expect("bus b");
+    let a = KafkaBus::new(config(&brokers, &topic, "a"), tasks()).expect("bus a");
+    let b = KafkaBus::new(config(&brokers, &topic, "b"), tasks()).expect("bus b");
     weft_sync::bus_conformance::run_all(&a, &b).await;
+}
+
+/// The bus runs its tasks on the tracker it was given (a node's), and
+/// they end once its token is cancelled: the live consumer loop (its
+/// deliveries channel closes) and the replays' passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_runs_its_tasks_on_the_given_tracker_until_stopped() {
+    let Some(brokers) = broker() else { return };
+    let topic = fresh_topic("tracked");
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let bus = KafkaBus::new(
+        config(&brokers, &topic, "tracked"),
+        BusTasks::new(stop.clone(), tracker.clone()),
+    )
+    .expect("bus");
+    assert!(tracker.is_empty(), "nothing runs before the bus subscribes");
+    let mut deliveries = bus.subscribe(Arc::new(All)).await.expect("subscribe");
+    assert!(
+        !tracker.is_empty(),
+        "the live consumer loop is on the given tracker"
+    );
+    bus.replay("doc", None)
+        .await
+        .expect("a replay before the stop");
+
+    stop.cancel();
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(20), tracker.wait())
+        .await
+        .expect("the bus's tasks end once its token is cancelled");
+    assert!(tracker.is_empty());
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        while deliveries.recv().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the live consumer loop dropped its sender");
+    assert!(
+        bus.replay("doc", None).await.is_err(),
+        "a stopped bus replays nothing"
+    );
 }
 
 struct All;
@@ -66,8 +109,8 @@ async fn malformed_records_are_counted_and_skipped() {
     // Every partition: this checks decoding, not which partitions are read.
     let mut node_config = config(&brokers, &topic, "node");
     node_config.consume = weft_kafka::ConsumeScope::All;
-    let node = KafkaBus::new(node_config).expect("bus");
-    let writer = KafkaBus::new(config(&brokers, &topic, "writer")).expect("bus");
+    let node = KafkaBus::new(node_config, tasks()).expect("bus");
+    let writer = KafkaBus::new(config(&brokers, &topic, "writer"), tasks()).expect("bus");
     let mut deliveries = node.subscribe(Arc::new(All)).await.expect("subscribe");
     // Connect the writer (creates nothing new: the topics exist).
     let _writer_deliveries = writer.subscribe(Arc::new(All)).await.expect("subscribe");
@@ -119,7 +162,11 @@ async fn malformed_records_are_counted_and_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_before_the_broker_answers_fails_cleanly() {
     // A port nothing listens on: the bus never connects.
-    let bus = KafkaBus::new(config("127.0.0.1:1", &fresh_topic("down"), "lonely")).expect("bus");
+    let bus = KafkaBus::new(
+        config("127.0.0.1:1", &fresh_topic("down"), "lonely"),
+        tasks(),
+    )
+    .expect("bus");
     let results = bus
         .publish(&[Record {
             doc: Arc::from("doc"),
@@ -140,15 +187,15 @@ async fn publishing_before_the_broker_answers_fails_cleanly() {
 #[test]
 fn bad_settings_name_the_flag() {
     let mut bad = config("127.0.0.1:9092", "has space", "n");
-    let error = KafkaBus::new(bad.clone()).expect_err("bad topic");
+    let error = KafkaBus::new(bad.clone(), tasks()).expect_err("bad topic");
     assert!(error.to_string().contains("--kafka-topic"), "{error}");
     bad.topic = "ok".to_owned();
     bad.partitions = 0;
-    let error = KafkaBus::new(bad.clone()).expect_err("bad partitions");
+    let error = KafkaBus::new(bad.clone(), tasks()).expect_err("bad partitions");
     assert!(error.to_string().contains("--kafka-partitions"), "{error}");
     bad.partitions = 1;
     bad.brokers = " ".to_owned();
-    let error = KafkaBus::new(bad).expect_err("no brokers");
+    let error = KafkaBus::new(bad, tasks()).expect_err("no brokers");
     assert!(error.to_string().contains("--kafka-brokers"), "{error}");
 }
 
@@ -156,8 +203,8 @@ fn bad_settings_name_the_flag() {
 async fn documents_loading_at_once_share_passes_over_their_partition() {
     let Some(brokers) = broker() else { return };
     let topic = fresh_topic("coalesced");
-    let writer = KafkaBus::new(config(&brokers, &topic, "writer")).expect("bus");
-    let reader = Arc::new(KafkaBus::new(config(&brokers, &topic, "reader")).expect("bus"));
+    let writer = KafkaBus::new(config(&brokers, &topic, "writer"), tasks()).expect("bus");
+    let reader = Arc::new(KafkaBus::new(config(&brokers, &topic, "reader"), tasks()).expect("bus"));
     let _writer_deliveries = writer.subscribe(Arc::new(All)).await.expect("subscribe");
     let _reader_deliveries = reader.subscribe(Arc::new(All)).await.expect("subscribe");
     const DOCS: usize = 30;
@@ -235,10 +282,10 @@ fn update(doc: &str, payload: String) -> Record {
 async fn a_document_loaded_after_the_live_consumer_passed_its_records_gets_them_all() {
     let Some(brokers) = broker() else { return };
     let topic = fresh_topic("handover");
-    let writer = KafkaBus::new(config(&brokers, &topic, "writer")).expect("bus");
+    let writer = KafkaBus::new(config(&brokers, &topic, "writer"), tasks()).expect("bus");
     let mut reader_config = config(&brokers, &topic, "reader");
     reader_config.consume = weft_kafka::ConsumeScope::All;
-    let reader = KafkaBus::new(reader_config).expect("bus");
+    let reader = KafkaBus::new(reader_config, tasks()).expect("bus");
     let loaded = Arc::new(Loaded::default());
     let _writer_deliveries = writer.subscribe(Arc::new(All)).await.expect("subscribe");
     let mut deliveries = reader.subscribe(loaded.clone()).await.expect("subscribe");

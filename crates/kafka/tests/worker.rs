@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{broker, fresh_topic};
+use common::{broker, fresh_topic, tasks};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -84,7 +84,7 @@ async fn the_worker_folds_every_record_and_commits_only_what_snapshots_cover() {
     let topic = fresh_topic("worker");
 
     // A node's bus publishes DOCS x UPDATES_PER_DOC updates.
-    let writer = KafkaBus::new(kafka_config(&brokers, &topic, "writer")).expect("bus");
+    let writer = KafkaBus::new(kafka_config(&brokers, &topic, "writer"), tasks()).expect("bus");
     let _deliveries = writer.subscribe(Arc::new(Nothing)).await.expect("connect");
     let mut records = Vec::with_capacity(DOCS * UPDATES_PER_DOC);
     for update in 0..UPDATES_PER_DOC {

@@ -5,7 +5,8 @@
 //! and `sql`. A dialect supplies the rest: opening the pool
 //! (pragmas, locks, pool sizes, migrations), how a batch of updates is
 //! appended, how a load reads one point in time, and the collation that
-//! orders document names byte-wise.
+//! orders document names byte-wise. `sql_store_impl!` writes, once, the
+//! sqlx bounds the store's generic code needs of a dialect's driver.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -48,3 +49,44 @@ pub trait Dialect: Debug + Clone + Copy + Send + Sync + 'static {
     /// accessor).
     fn rows_affected(result: &<Self::Db as Database>::QueryResult) -> u64;
 }
+
+/// An `impl` block for `SqlStore<D>` over every [`Dialect`] `D`, with the
+/// bounds the store's queries need of `D`'s driver written here once:
+/// executing on its pool and connections, binding and decoding the column
+/// types Weft's tables use (text, bytes, `i64`, `i32`, nullable bytes and
+/// `i64`) and reading columns by name and index. Rust does not let a
+/// trait carry such bounds for its users (bounds on types other than
+/// `Self` are not implied), so without this each `impl` repeats them.
+///
+/// Write `sql_store_impl! { #[attrs] impl Trait for SqlStore<D> { .. } }`
+/// or `sql_store_impl! { impl SqlStore<D> { .. } }`.
+macro_rules! sql_store_impl {
+    ($(#[$meta:meta])* impl $trait:ident for $store:ty { $($body:tt)* }) => {
+        $crate::dialect::sql_store_impl!(@bounded [$(#[$meta])*] [$trait for $store] { $($body)* });
+    };
+    ($(#[$meta:meta])* impl $store:ty { $($body:tt)* }) => {
+        $crate::dialect::sql_store_impl!(@bounded [$(#[$meta])*] [$store] { $($body)* });
+    };
+    (@bounded [$($attributes:tt)*] [$($header:tt)*] { $($body:tt)* }) => {
+        $($attributes)*
+        impl<D: $crate::dialect::Dialect> $($header)*
+        where
+            for<'c> &'c mut <D::Db as ::sqlx::Database>::Connection:
+                ::sqlx::Executor<'c, Database = D::Db>,
+            <D::Db as ::sqlx::Database>::Arguments: ::sqlx::IntoArguments<D::Db>,
+            for<'q> &'q str: ::sqlx::Encode<'q, D::Db> + ::sqlx::Type<D::Db>,
+            for<'q> &'q [u8]: ::sqlx::Encode<'q, D::Db> + ::sqlx::Type<D::Db>,
+            for<'q> Option<&'q [u8]>: ::sqlx::Encode<'q, D::Db>,
+            for<'q> Option<i64>: ::sqlx::Encode<'q, D::Db>,
+            for<'r> i64: ::sqlx::Encode<'r, D::Db> + ::sqlx::Decode<'r, D::Db> + ::sqlx::Type<D::Db>,
+            for<'r> i32: ::sqlx::Encode<'r, D::Db> + ::sqlx::Decode<'r, D::Db> + ::sqlx::Type<D::Db>,
+            for<'r> Vec<u8>: ::sqlx::Decode<'r, D::Db> + ::sqlx::Type<D::Db>,
+            for<'r> String: ::sqlx::Decode<'r, D::Db> + ::sqlx::Type<D::Db>,
+            for<'n> &'n str: ::sqlx::ColumnIndex<<D::Db as ::sqlx::Database>::Row>,
+            usize: ::sqlx::ColumnIndex<<D::Db as ::sqlx::Database>::Row>,
+        {
+            $($body)*
+        }
+    };
+}
+pub(crate) use sql_store_impl;

@@ -14,14 +14,14 @@
 use std::marker::PhantomData;
 
 use async_trait::async_trait;
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use sqlx::{ColumnIndex, Decode, Pool, Row, Type};
 use weft_sync::store::{
     EMBEDDED_LOG, EMPTY_STATE_VECTOR_V1, EMPTY_UPDATE_V1, EmbeddedLog, ListedDoc, NewUpdate,
     Position, SnapshotStore, SnapshotWrite, Tombstone,
 };
 use weft_sync::{LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc, unix_millis};
 
-use crate::dialect::Dialect;
+use crate::dialect::{Dialect, sql_store_impl};
 use crate::error::OpenError;
 use crate::sql;
 
@@ -64,22 +64,9 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
+sql_store_impl! {
 #[async_trait]
-impl<D: Dialect> EmbeddedLog for SqlStore<D>
-where
-    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
-    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
-    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
-    for<'q> &'q [u8]: Encode<'q, D::Db> + Type<D::Db>,
-    for<'q> Option<&'q [u8]>: Encode<'q, D::Db>,
-    for<'q> Option<i64>: Encode<'q, D::Db>,
-    for<'r> i64: Encode<'r, D::Db> + Decode<'r, D::Db> + Type<D::Db>,
-    for<'r> i32: Encode<'r, D::Db> + Decode<'r, D::Db> + Type<D::Db>,
-    for<'r> Vec<u8>: Decode<'r, D::Db> + Type<D::Db>,
-    for<'r> String: Decode<'r, D::Db> + Type<D::Db>,
-    for<'n> &'n str: ColumnIndex<<D::Db as Database>::Row>,
-    usize: ColumnIndex<<D::Db as Database>::Row>,
-{
+impl EmbeddedLog for SqlStore<D> {
     async fn load_after(&self, doc: &str, after: LogSeq) -> Result<StoredDoc, StoreError> {
         // The snapshot and the log after it from one point in time, so a
         // concurrent snapshot write cannot prune rows between the two reads.
@@ -184,23 +171,11 @@ where
         Ok(seq)
     }
 }
+}
 
+sql_store_impl! {
 #[async_trait]
-impl<D: Dialect> SnapshotStore for SqlStore<D>
-where
-    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
-    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
-    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
-    for<'q> &'q [u8]: Encode<'q, D::Db> + Type<D::Db>,
-    for<'q> Option<&'q [u8]>: Encode<'q, D::Db>,
-    for<'q> Option<i64>: Encode<'q, D::Db>,
-    for<'r> i64: Encode<'r, D::Db> + Decode<'r, D::Db> + Type<D::Db>,
-    for<'r> i32: Encode<'r, D::Db> + Decode<'r, D::Db> + Type<D::Db>,
-    for<'r> Vec<u8>: Decode<'r, D::Db> + Type<D::Db>,
-    for<'r> String: Decode<'r, D::Db> + Type<D::Db>,
-    for<'n> &'n str: ColumnIndex<<D::Db as Database>::Row>,
-    usize: ColumnIndex<<D::Db as Database>::Row>,
-{
+impl SnapshotStore for SqlStore<D> {
     async fn load_snapshot(&self, log: &str, doc: &str) -> Result<Option<Snapshot>, StoreError> {
         if log == EMBEDDED_LOG {
             let row = sqlx::query(sql::READ_SNAPSHOT)
@@ -292,22 +267,10 @@ where
         Ok(())
     }
 }
+}
 
-impl<D: Dialect> SqlStore<D>
-where
-    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
-    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
-    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
-    for<'q> &'q [u8]: Encode<'q, D::Db> + Type<D::Db>,
-    for<'q> Option<&'q [u8]>: Encode<'q, D::Db>,
-    for<'q> Option<i64>: Encode<'q, D::Db>,
-    for<'r> i64: Encode<'r, D::Db> + Decode<'r, D::Db> + Type<D::Db>,
-    for<'r> i32: Encode<'r, D::Db> + Decode<'r, D::Db> + Type<D::Db>,
-    for<'r> Vec<u8>: Decode<'r, D::Db> + Type<D::Db>,
-    for<'r> String: Decode<'r, D::Db> + Type<D::Db>,
-    for<'n> &'n str: ColumnIndex<<D::Db as Database>::Row>,
-    usize: ColumnIndex<<D::Db as Database>::Row>,
-{
+sql_store_impl! {
+impl SqlStore<D> {
     /// A snapshot of the embedded log, pruning the log up to it.
     async fn save_embedded_snapshot(
         &self,
@@ -383,6 +346,7 @@ where
             SnapshotWrite::Written
         })
     }
+}
 }
 
 /// The data of the log row that takes a deletion's position.

@@ -6,13 +6,14 @@
 //! One root [`CancellationToken`] per node. Its children are the gateway's
 //! draining token ([`Lifecycle::under`]: readiness, upgrades, and the
 //! sessions' 1012), the registry's tokens (its committer; its housekeeping
-//! and bus task) and the HTTP servers' stop. The drain cancels them one at
-//! a time, in order; a drain that runs out of grace cancels the root, which
-//! stops whatever is left at once. Every task the node spawns is in one
-//! [`TaskTracker`]: the HTTP and metrics servers, the registry's tasks and
-//! its documents' broadcast flushes. Session tasks are in the gateway's
-//! own tracker, because the drain waits for them as a step of its own
-//! before the registry stops.
+//! and bus task), the Kafka bus's token (its live consumer, replays and
+//! other background work) and the HTTP servers' stop. The drain cancels
+//! them one at a time, in order; a drain that runs out of grace cancels the
+//! root, which stops whatever is left at once. Every task the node spawns
+//! is in one [`TaskTracker`]: the HTTP and metrics servers, the registry's
+//! tasks, its documents' broadcast flushes and the Kafka bus's tasks.
+//! Session tasks are in the gateway's own tracker, because the drain waits
+//! for them as a step of its own before the registry stops.
 //!
 //! # Drain order
 //!
@@ -22,8 +23,9 @@
 //! 2. every session task is awaited ([`DrainPhase::SessionsClosed`]);
 //! 3. updates are refused and the committer commits and applies everything
 //!    queued ([`DrainPhase::CommitsFlushed`]);
-//! 4. housekeeping and the bus task stop, and dirty documents are
-//!    snapshotted ([`DrainPhase::SnapshotsWritten`]);
+//! 4. housekeeping and the bus task stop, dirty documents are
+//!    snapshotted, and the Kafka bus's tasks are told to stop
+//!    ([`DrainPhase::SnapshotsWritten`]);
 //! 5. the HTTP servers stop and the node's tasks end
 //!    ([`DrainPhase::Stopped`]).
 //!
@@ -67,6 +69,9 @@ pub struct NodeHandle {
     root: CancellationToken,
     /// Child of `root`: stops the HTTP servers (last step of the drain).
     http_stop: CancellationToken,
+    /// Child of `root`: stops the Kafka bus's tasks once the registry no
+    /// longer uses the bus.
+    bus_stop: CancellationToken,
     /// Every task the node spawned.
     tasks: TaskTracker,
     lifecycle: Lifecycle,
@@ -102,17 +107,20 @@ impl Node {
         // The Kafka bus's own metrics (lag, fetch totals, its counters);
         // the embedded log has none.
         let mut bus_metrics = None;
+        let root = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let bus_stop = root.child_token();
         let bus: Arc<dyn MessageBus> = match config.kafka {
             Some(kafka) => {
                 info!(brokers = %kafka.brokers, topic = %kafka.topic, node = %kafka.origin, "cluster mode: updates go through Kafka");
-                let kafka_bus = weft_kafka::KafkaBus::new(kafka).context("--kafka-* settings")?;
+                let bus_tasks = weft_kafka::BusTasks::new(bus_stop.clone(), tasks.clone());
+                let kafka_bus =
+                    weft_kafka::KafkaBus::new(kafka, bus_tasks).context("--kafka-* settings")?;
                 bus_metrics = Some(kafka_bus.metrics());
                 Arc::new(kafka_bus)
             }
             None => Arc::new(LogBus::new(store.clone(), &config.node_id)),
         };
-        let root = CancellationToken::new();
-        let tasks = TaskTracker::new();
         let registry = Registry::start(store, bus, config.registry, &root, &tasks);
 
         let http_stop = root.child_token();
@@ -167,6 +175,7 @@ impl Node {
         Ok(NodeHandle {
             root,
             http_stop,
+            bus_stop,
             tasks,
             lifecycle,
             registry,
@@ -234,6 +243,13 @@ impl NodeHandle {
         }
     }
 
+    /// The tracker every task of the node is on (sessions aside, see the
+    /// module documentation): closed, and empty, once
+    /// [`NodeHandle::shutdown`] returned.
+    pub fn tasks(&self) -> TaskTracker {
+        self.tasks.clone()
+    }
+
     /// Sessions open now.
     pub fn open_sessions(&self) -> usize {
         self.lifecycle.open_sessions()
@@ -271,6 +287,9 @@ impl NodeHandle {
         self.reached(DrainPhase::CommitsFlushed, started, &mut report)
             .await;
         self.registry.snapshot_and_stop().await;
+        // The registry no longer uses the bus: its tasks may stop (the
+        // tracker awaits them below).
+        self.bus_stop.cancel();
         info!(
             elapsed_ms = elapsed_ms(started),
             "updates committed and snapshots written"

@@ -6,7 +6,9 @@
 //! Each step is observed from outside where it can be (HTTP, the clients'
 //! close frames, the store while the drain is held at a phase), and the
 //! order through the phases the node's handle reports. Every wait is
-//! bounded; nothing waits on a sleep.
+//! bounded; nothing waits on a sleep. Once the drain returned, the node's
+//! task tracker is closed and empty, also for a node on a Kafka broker
+//! (`WEFT_TEST_KAFKA`), whose bus runs its tasks on that tracker.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -63,6 +65,17 @@ impl Drop for Scratch {
 /// with `extra` flags would be. Snapshots are due only at shutdown, so the
 /// one the test finds afterwards was written by the drain.
 async fn start_node(store_url: &str, extra: &[&str]) -> NodeHandle {
+    let config = node_config(store_url, extra);
+    assert!(
+        config.kafka.is_none(),
+        "the test node runs on its embedded store"
+    );
+    start_configured(config).await
+}
+
+/// The settings `weft serve` with `extra` flags would run a node on
+/// `store_url` with.
+fn node_config(store_url: &str, extra: &[&str]) -> NodeConfig {
     let mut argv = vec![
         "weft",
         "serve",
@@ -77,11 +90,11 @@ async fn start_node(store_url: &str, extra: &[&str]) -> NodeHandle {
     let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command else {
         panic!("parsed a subcommand other than serve");
     };
-    let config = NodeConfig::from_args(&args).expect("valid settings");
-    assert!(
-        config.kafka.is_none(),
-        "the test node runs on its embedded store"
-    );
+    NodeConfig::from_args(&args).expect("valid settings")
+}
+
+/// A node with `config` on `127.0.0.1:0`, once it is ready.
+async fn start_configured(config: NodeConfig) -> NodeHandle {
     let listeners = Listeners {
         http: TcpListener::bind("127.0.0.1:0")
             .await
@@ -239,6 +252,7 @@ async fn shutdown_drains_in_order_within_the_grace() {
     // only through the drain's flush.
     let mut node = start_node(&store_url, &["--commit-window", "1h"]).await;
     let address = node.local_addr();
+    let tracker = node.tasks();
     let mut phases = node.phases();
     // The drain stops at these two phases until the store was looked at.
     let at_commits_flushed = node.hold_at(DrainPhase::CommitsFlushed);
@@ -389,6 +403,11 @@ async fn shutdown_drains_in_order_within_the_grace() {
     );
     assert_eq!(*phases.borrow(), DrainPhase::Stopped);
     assert!(
+        tracker.is_closed() && tracker.is_empty(),
+        "every task of the node ended ({} left)",
+        tracker.len()
+    );
+    assert!(
         TcpStream::connect(address).await.is_err(),
         "the listener is closed once the node stopped"
     );
@@ -420,5 +439,47 @@ async fn a_drain_past_its_grace_fails_and_stops_the_node() {
     assert!(
         started.elapsed() < grace + WAIT / 2,
         "it gave up at the grace"
+    );
+}
+
+/// The broker `make unit` started (`WEFT_TEST_KAFKA`); without it the
+/// cluster test is skipped locally (and fails under CI).
+fn broker() -> Option<String> {
+    let address = std::env::var("WEFT_TEST_KAFKA").ok();
+    let address = address.filter(|address| !address.is_empty());
+    assert!(
+        address.is_some() || std::env::var_os("CI").is_none(),
+        "WEFT_TEST_KAFKA is not set: `make unit` starts a broker and sets it"
+    );
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_ends_every_task_it_started_when_it_drains() {
+    let Some(brokers) = broker() else { return };
+    let scratch = Scratch::new("drain-cluster");
+    let topic = format!("test-drain-{}", std::process::id());
+    let kafka = ["--kafka-brokers", &brokers, "--kafka-topic", &topic];
+    let config = node_config(&scratch.store_url(), &kafka);
+    assert!(config.kafka.is_some(), "the test node runs on Kafka");
+    let node = start_configured(config).await;
+    let tracker = node.tasks();
+    // A session's greeting comes once its document loaded: its partition
+    // was replayed and the live consumer reads it.
+    let mut session = connect(node.local_addr(), "clustered").await;
+    read_until_frame(&mut session, &[0, 0]).await;
+    assert!(!tracker.is_empty(), "the node's tasks are on its tracker");
+
+    let shutdown = tokio::spawn(node.shutdown(Duration::from_secs(20)));
+    assert_eq!(close_code(&mut session).await, Some(1012));
+    let report = bounded("shutdown to return", shutdown)
+        .await
+        .expect("the shutdown task")
+        .expect("the node drains without error");
+    assert_eq!(report.phases().last(), Some(&DrainPhase::Stopped));
+    assert!(
+        tracker.is_closed() && tracker.is_empty(),
+        "every task of the node ended, the Kafka bus's included ({} left)",
+        tracker.len()
     );
 }

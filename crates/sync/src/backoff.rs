@@ -1,19 +1,21 @@
-//! How the crate's retry loops wait: exponentially growing pauses with
-//! jitter, so nodes that failed together (a broker or store restart) do not
-//! retry in lockstep.
+//! How Weft's retry loops wait: exponentially growing pauses with jitter,
+//! so nodes and workers that failed together (a broker or store restart)
+//! do not retry in lockstep. The one backoff of the workspace: the Kafka
+//! crate's retries use it too.
 //!
-//! The schedule is `backon`'s (as the Kafka crate's retries use): each pause
-//! is the current delay plus a random part of it (so between one and two
-//! times the delay), the delay doubling from `first` up to `max`. A leaf: it
-//! imports nothing else of this crate.
+//! The schedule is `backon`'s: each pause is the current delay plus a
+//! random part of it (so between one and two times the delay), the delay
+//! doubling from `first` up to `max`. A leaf: it imports nothing else of
+//! this crate.
 
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use tokio::time::Instant;
 
 /// The pauses between attempts, first to last; never ends.
 #[derive(Debug)]
-pub(crate) struct Pauses {
+pub struct Pauses {
     schedule: ExponentialBackoff,
     max: Duration,
 }
@@ -21,7 +23,7 @@ pub(crate) struct Pauses {
 impl Pauses {
     /// Pauses whose delay starts at `first` and doubles up to `max` (a
     /// jittered pause is below twice its delay).
-    pub(crate) fn new(first: Duration, max: Duration) -> Self {
+    pub fn new(first: Duration, max: Duration) -> Self {
         let schedule = ExponentialBuilder::default()
             .with_min_delay(first)
             .with_max_delay(max)
@@ -33,9 +35,55 @@ impl Pauses {
     }
 
     /// The next pause.
-    pub(crate) fn next_pause(&mut self) -> Duration {
+    pub fn next_pause(&mut self) -> Duration {
         // The schedule has no end; the cap stands in should it ever stop.
         self.schedule.next().unwrap_or(self.max)
+    }
+}
+
+/// Retries of work a timer offers again and again (the persistence
+/// worker's snapshot writes): after a failure the work waits out a pause
+/// before its next attempt, growing while it keeps failing; a success
+/// resets it.
+#[derive(Debug)]
+pub struct RetryGate {
+    first: Duration,
+    max: Duration,
+    /// The pauses since the first failure in a row, and when the next
+    /// attempt may run; `None` while the last attempt succeeded.
+    failing: Option<(Pauses, Instant)>,
+}
+
+impl RetryGate {
+    /// A gate whose pauses start at `first` and grow to `max` (jittered:
+    /// up to twice that).
+    pub fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            failing: None,
+        }
+    }
+
+    /// Whether an attempt may run at `now`.
+    pub fn open(&self, now: Instant) -> bool {
+        self.failing
+            .as_ref()
+            .is_none_or(|(_, next_attempt)| now >= *next_attempt)
+    }
+
+    /// The attempt at `now` failed: the next waits a pause.
+    pub fn failed(&mut self, now: Instant) {
+        let (first, max) = (self.first, self.max);
+        let (pauses, next_attempt) = self
+            .failing
+            .get_or_insert_with(|| (Pauses::new(first, max), now));
+        *next_attempt = now + pauses.next_pause();
+    }
+
+    /// The attempt succeeded: the next runs when offered.
+    pub fn succeeded(&mut self) {
+        self.failing = None;
     }
 }
 
@@ -69,5 +117,29 @@ mod tests {
             taken.windows(2).any(|pair| pair[0] != pair[1]),
             "jittered, not a fixed schedule: {taken:?}"
         );
+    }
+
+    #[test]
+    fn a_gate_closes_for_growing_pauses_while_attempts_fail() {
+        let first = Duration::from_millis(100);
+        let max = Duration::from_millis(400);
+        let start = Instant::now();
+        let mut gate = RetryGate::new(first, max);
+        assert!(gate.open(start));
+        gate.failed(start);
+        assert!(
+            !gate.open(start + first / 2),
+            "the first pause is at least `first`"
+        );
+        assert!(gate.open(start + first * 2), "and below twice it");
+        let later = start + first * 2;
+        gate.failed(later);
+        assert!(
+            !gate.open(later + first * 2 - Duration::from_millis(1)),
+            "it grew"
+        );
+        assert!(gate.open(later + max * 2));
+        gate.succeeded();
+        assert!(gate.open(later), "a success opens it at once");
     }
 }

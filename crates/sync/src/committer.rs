@@ -425,9 +425,10 @@ fn deletion_payload(
             Submitted::Update(update) if submission.doc == *doc => Some(update.decoded()),
             _ => None,
         });
-    let deleted = tombstone::deletion_state_vector(
-        &tombstone::decode_state_vector(seen),
-        documents.deletion_state_vector(doc).as_ref(),
+    let seen = tombstone::decode_state_vector(seen);
+    let loaded = documents.deletion_state_vector(doc);
+    let deleted = tombstone::deleted_state_vector(
+        std::iter::once(&seen).chain(loaded.as_ref()),
         earlier_updates,
     );
     Bytes::from(deleted.encode_v1())

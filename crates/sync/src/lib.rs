@@ -31,7 +31,8 @@
 //! Each module imports only modules listed before it (leaves first), so no
 //! two modules import each other:
 //!
-//! - `clock`, `backoff` (jittered retry pauses), `frames` (document names,
+//! - `clock`, [`backoff`] (jittered retry pauses, the Kafka crate's
+//!   too), `frames` (document names,
 //!   session ids, outboxes, frames), [`ycheck`] (containing `yrs` panics),
 //!   `metrics`, `tasks` (a group of the registry's tasks on the node's
 //!   tracker): leaves.
@@ -42,8 +43,8 @@
 //!   tests.
 //! - `update`: client and committed updates, document records, why an
 //!   update was skipped; the one decode.
-//! - [`tombstone`]: deleted documents: which state vectors and updates a
-//!   tombstone refuses.
+//! - [`tombstone`]: deleted documents: what a tombstone names (worked
+//!   out in one function) and which state vectors and updates it refuses.
 //! - `snapshot_policy`: when a snapshot is due.
 //! - [`bus`]: the [`MessageBus`] trait every node's log goes through, and
 //!   [`LogBus`] (`log_bus`), the embedded store's log as a bus.
@@ -72,7 +73,7 @@
 mod admin;
 mod awareness;
 mod awareness_tick;
-mod backoff;
+pub mod backoff;
 mod batch;
 mod batching;
 pub mod bus;

@@ -33,11 +33,10 @@ use crate::error::SyncError;
 use crate::frames::{DocName, SessionId, SessionOutbox};
 use crate::housekeeping::Housekeeping;
 use crate::loader::Loader;
-use crate::log_bus::LogBus;
 use crate::metrics::SyncMetrics;
 use crate::publisher::Publisher;
 use crate::session::Session;
-use crate::store::{EmbeddedLog, ListedDoc, SnapshotStore};
+use crate::store::{ListedDoc, SnapshotStore};
 use crate::tasks::TaskGroup;
 
 /// How often a read retries when the document it loaded was deleted at
@@ -75,9 +74,11 @@ pub struct Registry {
 impl Registry {
     /// A single node on `store`: its update log is the bus. The registry
     /// is the root of its own shutdown tree (a token and a tracker of its
-    /// own), for tests and tools; a node gives [`Registry::start`] its own.
-    pub fn embedded(store: Arc<dyn EmbeddedLog>, config: RegistryConfig) -> Self {
-        let bus = Arc::new(LogBus::new(store.clone(), "embedded"));
+    /// own), so it exists for tests only (feature `test-util`); a node
+    /// gives [`Registry::start`] its root token and tracker.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn embedded(store: Arc<dyn crate::store::EmbeddedLog>, config: RegistryConfig) -> Self {
+        let bus = Arc::new(crate::log_bus::LogBus::new(store.clone(), "embedded"));
         Self::start(
             store,
             bus,

@@ -244,20 +244,21 @@ impl Replica {
         }
     }
 
-    /// Takes a deletion at `position` by a deleter that saw `seen`: the
-    /// content is dropped (the empty document remains) and the tombstone
-    /// names everything deleted: `seen`, what the document held, any
-    /// earlier tombstone.
+    /// Takes a deletion at `position` whose record names
+    /// `deleted_state_vector` (v1; its deleter's view): the content is
+    /// dropped (the empty document remains) and the tombstone names
+    /// everything deleted: the record's state vector, what the document
+    /// held, any earlier tombstone.
     pub fn delete(
         &mut self,
         position: LogSeq,
-        seen: &StateVector,
+        deleted_state_vector: &[u8],
         deleted_at_ms: i64,
         now: Instant,
     ) {
-        let deleted = self.deletion_state_vector();
-        let state_vector =
-            tombstone::deletion_state_vector(seen, Some(&deleted), std::iter::empty());
+        let seen = tombstone::decode_state_vector(deleted_state_vector);
+        let held = self.deletion_state_vector();
+        let state_vector = tombstone::deleted_state_vector([&seen, &held], std::iter::empty());
         self.ydoc = Doc::new();
         self.missing_since = None;
         self.tombstone = Some(TombstoneState {
@@ -325,11 +326,12 @@ impl Replica {
     /// What a deletion of this document must name: its state vector and
     /// any earlier tombstone's.
     pub fn deletion_state_vector(&self) -> StateVector {
-        let mut deleted = self.state_vector();
-        if let Some(tombstone) = &self.tombstone {
-            tombstone::merge(&mut deleted, &tombstone.state_vector);
-        }
-        deleted
+        let state = self.state_vector();
+        let earlier = self
+            .tombstone
+            .as_ref()
+            .map(|tombstone| &tombstone.state_vector);
+        tombstone::deleted_state_vector(std::iter::once(&state).chain(earlier), std::iter::empty())
     }
 
     /// Changes not yet covered by a stored snapshot.

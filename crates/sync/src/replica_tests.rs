@@ -197,7 +197,7 @@ async fn a_deletion_empties_the_replica_and_its_tombstone_names_everything_delet
     let seen = Doc::with_client_id(2);
     seen.get_or_insert_text("t")
         .insert(&mut seen.transact_mut(), 0, "seen");
-    replica.delete(3, &seen.transact().state_vector(), 42, now);
+    replica.delete(3, &seen.transact().state_vector().encode_v1(), 42, now);
     assert_eq!(text(&replica), "", "the content is gone");
     let tombstone = replica.tombstone().expect("a tombstone");
     assert_eq!((tombstone.position, tombstone.deleted_at_ms), (3, 42));

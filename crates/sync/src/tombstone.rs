@@ -1,4 +1,4 @@
-//! Deleted documents: what a tombstone refuses.
+//! Deleted documents: what a tombstone names and what it refuses.
 //!
 //! Deleting a document keeps the v1 state vector of everything it held: the
 //! tombstone. Yjs identifies every change by `(client, clock)`, and a client
@@ -13,6 +13,12 @@
 //! held deleted content and keeps editing produces clocks above the
 //! tombstone's, but its changes still point at deleted items, so they are
 //! refused too.
+//!
+//! What a tombstone names is worked out here alone
+//! ([`deleted_state_vector`]), wherever a deletion is met: when it is
+//! committed (its payload), when the persistence worker folds it
+//! ([`crate::Replica::delete`]), and when a document loads from records
+//! that hold deletions (`of_records`).
 
 use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
@@ -96,10 +102,28 @@ pub fn refuses_update(deleted: &StateVector, update: &Update) -> bool {
     update.insertions(true).client_ids().any(named) || update.delete_set().client_ids().any(named)
 }
 
-/// Adds to `into` every `(client, clock)` that `update` inserts, so a
-/// tombstone covers content that was never applied anywhere (a record
-/// before the deletion that a node read only afterwards).
-pub fn include_update(into: &mut StateVector, update: &Update) {
+/// Everything a deletion deletes: the union of the state vectors it names
+/// (the deleter's view as published; where it is applied, the document's
+/// state and any earlier tombstone; on a load, every deletion's own) and
+/// of what the updates `before` it insert (updates committed or logged
+/// before the deletion that were never applied where this is worked out,
+/// such as a record a node read only after the deletion).
+pub fn deleted_state_vector<'a>(
+    named: impl IntoIterator<Item = &'a StateVector>,
+    before: impl IntoIterator<Item = &'a Update>,
+) -> StateVector {
+    let mut deleted = StateVector::default();
+    for state_vector in named {
+        merge(&mut deleted, state_vector);
+    }
+    for update in before {
+        include_update(&mut deleted, update);
+    }
+    deleted
+}
+
+/// Adds to `into` every `(client, clock)` that `update` inserts.
+fn include_update(into: &mut StateVector, update: &Update) {
     for (client, ranges) in update.insertions(true).iter() {
         for range in ranges.iter() {
             into.set_max(*client, range.end);
@@ -107,27 +131,8 @@ pub fn include_update(into: &mut StateVector, update: &Update) {
     }
 }
 
-/// The state vector a deletion names: what its deleter saw (`seen`), what
-/// the loaded document holds and its earlier tombstone names (`loaded`),
-/// and what the updates committed just before it insert (`earlier`, not
-/// applied anywhere yet).
-pub fn deletion_state_vector<'a>(
-    seen: &StateVector,
-    loaded: Option<&StateVector>,
-    earlier: impl Iterator<Item = &'a Update>,
-) -> StateVector {
-    let mut deleted = seen.clone();
-    if let Some(loaded) = loaded {
-        merge(&mut deleted, loaded);
-    }
-    for update in earlier {
-        include_update(&mut deleted, update);
-    }
-    deleted
-}
-
 /// The union (per client, the larger clock) of two state vectors.
-pub fn merge(into: &mut StateVector, other: &StateVector) {
+fn merge(into: &mut StateVector, other: &StateVector) {
     for (client, clock) in other.iter() {
         into.set_max(*client, *clock);
     }
@@ -150,25 +155,27 @@ pub(crate) fn of_records(records: &mut [DocRecord]) -> Option<TombstoneState> {
             DocRecord::Update(_) => None,
         })
         .max_by_key(|(position, _)| *position)?;
-    let mut state_vector = StateVector::default();
-    for record in records {
+    let mut named = Vec::new();
+    for record in records.iter_mut() {
         match record {
             DocRecord::Delete {
                 state_vector: deleted,
                 ..
-            } => {
-                merge(&mut state_vector, &decode_state_vector(deleted));
-            }
+            } => named.push(decode_state_vector(deleted)),
             DocRecord::Update(update) if update.position < position => {
-                if let Ok(decoded) = update.decode() {
-                    include_update(&mut state_vector, decoded);
-                }
+                // Decoded here once; one that does not decode inserts
+                // nothing (applying it fails, and is logged, later).
+                let _decoded = update.decode();
             }
             DocRecord::Update(_) => {}
         }
     }
+    let before = records.iter().filter_map(|record| match record {
+        DocRecord::Update(update) if update.position < position => update.decoded(),
+        _ => None,
+    });
     Some(TombstoneState {
-        state_vector,
+        state_vector: deleted_state_vector(&named, before),
         position,
         deleted_at_ms,
     })
@@ -221,12 +228,13 @@ mod tests {
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
         let earlier = Update::decode_v1(&earlier).unwrap();
-        let deleted = deletion_state_vector(&seen, Some(&loaded), std::iter::once(&earlier));
+        let deleted = deleted_state_vector([&seen, &loaded], std::iter::once(&earlier));
         assert_eq!(deleted.get(&yrs::block::ClientID::new(1)), 1);
         assert_eq!(deleted.get(&yrs::block::ClientID::new(2)), 2);
         assert_eq!(deleted.get(&yrs::block::ClientID::new(3)), 3);
-        let alone = deletion_state_vector(&seen, None, std::iter::empty());
+        let alone = deleted_state_vector([&seen], std::iter::empty());
         assert_eq!(alone, seen);
+        assert!(deleted_state_vector([], std::iter::empty()).is_empty());
     }
 
     #[test]
@@ -235,8 +243,8 @@ mod tests {
         let update = doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
-        let mut tombstone = StateVector::default();
-        include_update(&mut tombstone, &Update::decode_v1(&update).unwrap());
+        let tombstone =
+            deleted_state_vector([], std::iter::once(&Update::decode_v1(&update).unwrap()));
         assert_eq!(tombstone.get(&yrs::block::ClientID::new(7)), 5);
         let round_trip = decode_state_vector(&tombstone.encode_v1());
         assert_eq!(round_trip.get(&yrs::block::ClientID::new(7)), 5);

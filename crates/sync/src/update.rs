@@ -186,6 +186,11 @@ impl CommittedUpdate {
         Ok(self.decoded.insert(decoded))
     }
 
+    /// Its decoded form, if it has one yet (see [`CommittedUpdate::decode`]).
+    pub(crate) fn decoded(&self) -> Option<&Update> {
+        self.decoded.as_ref()
+    }
+
     /// Takes the decoded form for applying (`yrs` consumes it), decoding it
     /// now if needed.
     pub(crate) fn take_decoded(&mut self) -> Result<Update, InvalidUpdate> {

@@ -23,3 +23,12 @@ pub(crate) fn fresh_topic(name: &str) -> String {
         .map_or(0, |elapsed| elapsed.as_nanos());
     format!("test-{name}-{}-{nanos}", std::process::id())
 }
+
+/// Tasks of a bus under test: a tracker and a token of its own (a node
+/// gives the bus its own).
+pub(crate) fn tasks() -> weft_kafka::BusTasks {
+    weft_kafka::BusTasks::new(
+        tokio_util::sync::CancellationToken::new(),
+        tokio_util::task::TaskTracker::new(),
+    )
+}
