@@ -38,6 +38,7 @@ mod procstat;
 mod prom;
 mod report;
 mod report_sections;
+mod report_stalled;
 mod report_table;
 mod report_text;
 mod results;
@@ -47,6 +48,7 @@ mod scenarios;
 mod servers;
 mod session;
 mod sizes;
+mod stalled;
 mod storm;
 mod storm_editor;
 mod trace;
@@ -106,7 +108,7 @@ struct RunArgs {
     /// Weft's `--kafka-fetch-wait-ms` in cluster runs (default: Weft's own).
     #[arg(long)]
     kafka_fetch_wait_ms: Option<u32>,
-    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,trace,storm,scale).
+    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,stalled,trace,storm,scale).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these servers (comma-separated; default: all).

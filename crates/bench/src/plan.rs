@@ -33,11 +33,12 @@ fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
     }
 }
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "latency",
     "fanout",
     "throughput",
     "idle",
+    "stalled",
     "trace",
     "storm",
     "scale",
@@ -177,6 +178,7 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
                 None => continue,
             },
             "storm" => vec![sizes.storm_clients as f64],
+            "stalled" => vec![sizes.stalled_readers as f64],
             _ => sizes.idle_sessions.iter().map(|n| *n as f64).collect(),
         };
         // Repeats outermost, so a burst of noise on the machine spreads
@@ -281,6 +283,10 @@ async fn run_one(
                     .await
             }
             "idle" => scenarios::idle(&server, x as usize).await,
+            "stalled" => {
+                let weft = server_kind == ServerKind::Weft;
+                crate::stalled::stalled(&server, x as usize, sizes.stalled_seconds, weft).await
+            }
             "storm" => {
                 crate::storm::storm(&mut server, programs, x as usize, sizes.storm_docs).await
             }

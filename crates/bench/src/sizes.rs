@@ -34,6 +34,12 @@ pub(crate) struct Sizes {
     pub(crate) storm_clients: usize,
     #[serde(default)]
     pub(crate) storm_docs: usize,
+    /// Scenario "stalled": readers that stop reading, and the seconds the
+    /// writer sends for (0 in results written before it existed).
+    #[serde(default)]
+    pub(crate) stalled_readers: usize,
+    #[serde(default)]
+    pub(crate) stalled_seconds: f64,
 }
 
 impl Sizes {
@@ -56,6 +62,8 @@ impl Sizes {
                 trace_max_edits: Some(20_000),
                 storm_clients: 100,
                 storm_docs: 10,
+                stalled_readers: 50,
+                stalled_seconds: 5.0,
             },
             Mode::Full => Sizes {
                 latency_writers: 4,
@@ -76,6 +84,8 @@ impl Sizes {
                 trace_max_edits: None,
                 storm_clients: 1_000,
                 storm_docs: 100,
+                stalled_readers: 1_000,
+                stalled_seconds: 10.0,
             },
         }
     }
