@@ -384,3 +384,46 @@ async fn a_hocuspocus_document_left_can_be_joined_again() {
         .await;
     assert_eq!(socket.next_binary().await, encode_sync_status(DOC, true));
 }
+
+/// The socket loop's future is allocated once per session and held for its
+/// life: its size is part of every idle session's memory.
+#[tokio::test]
+async fn the_session_task_stays_small() {
+    let registry = registry();
+    let config = GatewayConfig::default();
+    let outbox = SocketOutbox::new(config.send_queue_frames, config.send_queue_bytes);
+    let deleted = CancellationToken::new();
+    let session = registry
+        .join(DOC, outbox.direct(deleted.clone()))
+        .await
+        .unwrap();
+    let joined = Joined {
+        session,
+        access: Access::ReadWrite,
+        deleted,
+    };
+    let (_to_loop, inbound) = mpsc::unbounded::<Inbound>();
+    let (outbound, _from_loop) = mpsc::unbounded::<WsMessage>();
+    let parts = SocketParts {
+        wire: YWebsocket,
+        joined: Some(joined),
+        outbox,
+        permit: permit(),
+        stop: CancellationToken::new(),
+        config: Arc::new(config),
+        metrics: Arc::new(Metrics::new(registry.clone())),
+    };
+    let parts_bytes = std::mem::size_of_val(&parts);
+    let task = drive(outbound, inbound, parts);
+    let task_bytes = std::mem::size_of_val(&task);
+    eprintln!("session task {task_bytes} bytes (its parts {parts_bytes})");
+    // Every idle session holds this future: 3,528 bytes before the join and
+    // the update submission were boxed.
+    assert!(
+        task_bytes <= MAX_SESSION_TASK_BYTES,
+        "the session task is {task_bytes} bytes"
+    );
+}
+
+/// The bound `the_session_task_stays_small` holds the socket loop to.
+const MAX_SESSION_TASK_BYTES: usize = 2048;
