@@ -22,8 +22,9 @@ pub(crate) fn stalled_section(out: &mut String, records: &[Record], results: &Re
          all readers, so the memory each costs is far below the bound); **cut off (server)** is Weft's own count \
          (`weft_send_queue_overflows_total`). Afterwards each stalled reader reads what is left for {} s: **1013 seen** \
          counts close frames with that code, **dropped** connections that ended without a close frame (Weft waits 2 s \
-         for a cut-off client to read up to its close frame, then drops the connection), **still open** readers the \
-         server still held. A run stops early if the server's RSS passes 4 GiB (**RSS capped** 1).\n\n",
+         for a cut-off client to read up to its close frame, then drops the connection), **still open** readers whose \
+         connection had not ended by then (the server still held them, or what the kernel had buffered for them was \
+         not read through yet). A run stops early if the server's RSS passes 4 GiB (**RSS capped** 1).\n\n",
         UPDATE_BYTES / 1024,
         results.sizes.stalled_seconds,
         STALLED_DRAIN.as_secs(),
