@@ -192,6 +192,40 @@ e2e('slow reader: a client that never reads is cut off when its send queue fills
   await waitConverged([writer, observer], { types: { text: ['text'], map: [], array: [] } })
 })
 
+e2e('slow reader: a client that never reads is cut off once the bytes queued for it pass --send-queue-bytes', { timeout: 240000 }, async (t) => {
+  // The frame bound (1,024 frames of 64 KiB: 64 MiB) is out of reach of this
+  // flood; only the byte bound can cut the stalled reader off.
+  const QUEUE_BYTES = 1024 * 1024
+  const UPDATE_BYTES = 64 * 1024
+  const FLOOD_BYTES = 24 * 1024 * 1024
+  const server = await startWeft(t, {
+    args: ['--send-queue-bytes', String(QUEUE_BYTES), '--max-updates-per-second', '0', '--max-message-bytes', String(4 * 1024 * 1024)]
+  })
+  const DOC = 'slow-reader-bytes'
+  const writer = createClient(t, server, DOC, { name: 'writer' })
+  const observer = createClient(t, server, DOC, { name: 'observer' })
+  await waitSynced([writer, observer])
+  await flood(writer, observer, { count: 32, bytes: UPDATE_BYTES, key: 'warmup' })
+  const before = procMemory(server.pid)
+
+  const slow = await stalledReader(t, server, DOC)
+  const count = Math.ceil(FLOOD_BYTES / UPDATE_BYTES)
+  const flooded = await flood(writer, observer, { count, bytes: UPDATE_BYTES })
+  const after = procMemory(server.pid)
+  const growthKiB = after.hwmKiB - before.rssKiB
+  console.log(`[measure] slow reader, byte bound ${QUEUE_BYTES / 1024} KiB: peak RSS over baseline ${growthKiB} KiB, flooded ${(flooded / 1024).toFixed(0)} KiB`)
+  assert.ok(growthKiB < flooded / 1024 / 4, `peak RSS grew by ${growthKiB} KiB while ${(flooded / 1024).toFixed(0)} KiB were flooded`)
+
+  slow.ws.resume()
+  const ending = await slow.waitClosed({ timeout: 30000 })
+  assert.ok([1013, 1006].includes(ending.code), `the stalled reader was closed with 1013 (or dropped), got ${JSON.stringify(ending)}`)
+  const received = slow.frames.filter(f => f.type === 'update').length
+  assert.ok(received < count, `the stalled reader cannot have received all ${count} updates (got ${received})`)
+  assert.deepEqual([writer.closeCodes, observer.closeCodes], [[], []])
+  observer.doc.getText('text').insert(0, 'still served')
+  await waitConverged([writer, observer], { types: { text: ['text'], map: [], array: [] } })
+})
+
 e2e('while draining (SIGTERM), an upgrade gets 503 with Retry-After; exit 0 within the grace', { timeout: 180000 }, async (t) => {
   const GRACE_MS = 8000
   const server = await startWeft(t, {

@@ -100,7 +100,25 @@ impl Client {
     ) -> anyhow::Result<Client> {
         tokio::time::timeout(
             timeout,
-            Self::connect_inner(endpoint, doc_name, source, doc),
+            Self::connect_inner(endpoint, doc_name, source, doc, None),
+        )
+        .await
+        .with_context(|| format!("connect and sync {doc_name} within {timeout:?}"))?
+    }
+
+    /// Like [`Client::connect`], with a kernel receive buffer of
+    /// `receive_buffer` bytes: a client that will stop reading, so the
+    /// kernel holds little on its behalf and the server's own queue fills.
+    pub(crate) async fn connect_small_window(
+        endpoint: &Endpoint,
+        doc_name: &str,
+        source: Option<std::net::IpAddr>,
+        timeout: Duration,
+        receive_buffer: u32,
+    ) -> anyhow::Result<Client> {
+        tokio::time::timeout(
+            timeout,
+            Self::connect_inner(endpoint, doc_name, source, Doc::new(), Some(receive_buffer)),
         )
         .await
         .with_context(|| format!("connect and sync {doc_name} within {timeout:?}"))?
@@ -111,8 +129,15 @@ impl Client {
         doc_name: &str,
         source: Option<std::net::IpAddr>,
         doc: Doc,
+        receive_buffer: Option<u32>,
     ) -> anyhow::Result<Client> {
         let tcp_socket = TcpSocket::new_v4().context("create socket")?;
+        if let Some(bytes) = receive_buffer {
+            // Before connecting, so the window is negotiated for it.
+            tcp_socket
+                .set_recv_buffer_size(bytes)
+                .context("set SO_RCVBUF")?;
+        }
         if let Some(ip) = source {
             tcp_socket
                 .bind(SocketAddr::new(ip, 0))

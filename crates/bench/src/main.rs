@@ -43,6 +43,7 @@ mod prom;
 mod report;
 mod report_presence;
 mod report_sections;
+mod report_stalled;
 mod report_table;
 mod report_text;
 mod results;
@@ -52,6 +53,7 @@ mod scenarios;
 mod servers;
 mod session;
 mod sizes;
+mod stalled;
 mod storm;
 mod storm_editor;
 mod trace;
@@ -111,7 +113,7 @@ struct RunArgs {
     /// Weft's `--kafka-fetch-wait-ms` in cluster runs (default: Weft's own).
     #[arg(long)]
     kafka_fetch_wait_ms: Option<u32>,
-    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,trace,storm,presence,scale).
+    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,stalled,trace,storm,presence,scale).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these servers (comma-separated; default: all).

@@ -33,11 +33,12 @@ fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
     }
 }
 
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "latency",
     "fanout",
     "throughput",
     "idle",
+    "stalled",
     "trace",
     "storm",
     "presence",
@@ -179,6 +180,7 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
             },
             "storm" => vec![sizes.storm_clients as f64],
             "presence" => sizes.presence_clients.iter().map(|n| *n as f64).collect(),
+            "stalled" => vec![sizes.stalled_readers as f64],
             _ => sizes.idle_sessions.iter().map(|n| *n as f64).collect(),
         };
         // Repeats outermost, so a burst of noise on the machine spreads
@@ -285,6 +287,10 @@ async fn run_one(
             "idle" => scenarios::idle(&server, x as usize).await,
             "presence" => {
                 crate::presence::presence(&server, x as usize, sizes.presence_seconds).await
+            }
+            "stalled" => {
+                let weft = server_kind == ServerKind::Weft;
+                crate::stalled::stalled(&server, x as usize, sizes.stalled_seconds, weft).await
             }
             "storm" => {
                 crate::storm::storm(&mut server, programs, x as usize, sizes.storm_docs).await

@@ -257,6 +257,7 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
         &args.plots.join("idle-rss.svg"),
     )?;
     let _ = writeln!(out, "![RSS per idle session]({plots_link}/idle-rss.svg)\n");
+    crate::report_stalled::stalled_section(&mut out, records, results);
 
     trace_section(&mut out, results);
     storm_section(&mut out, results);

@@ -7,6 +7,7 @@
 //! | fan-out | one writer, many readers of one document, one node | deliveries/s, p99, deliveries per server CPU second |
 //! | throughput | one writer and one reader per document, many documents, one node | updates/s, server CPU µs per update |
 //! | idle | many synced sessions doing nothing | server RSS per session |
+//! | stalled | readers of one busy document that stop reading (`stalled.rs`) | server RSS per stalled reader, readers cut off |
 //! | trace | one writer replays a real editing trace, one reader follows; then fresh clients load it (warm, and cold after a restart) | edits/s, server CPU, document size, load times |
 
 use std::collections::BTreeMap;

@@ -40,6 +40,12 @@ pub(crate) struct Sizes {
     pub(crate) presence_clients: Vec<usize>,
     #[serde(default)]
     pub(crate) presence_seconds: f64,
+    /// Scenario "stalled": readers that stop reading, and the seconds the
+    /// writer sends for (0 in results written before it existed).
+    #[serde(default)]
+    pub(crate) stalled_readers: usize,
+    #[serde(default)]
+    pub(crate) stalled_seconds: f64,
 }
 
 impl Sizes {
@@ -64,6 +70,8 @@ impl Sizes {
                 storm_docs: 10,
                 presence_clients: vec![100],
                 presence_seconds: 5.0,
+                stalled_readers: 50,
+                stalled_seconds: 5.0,
             },
             Mode::Full => Sizes {
                 latency_writers: 4,
@@ -86,6 +94,8 @@ impl Sizes {
                 storm_docs: 100,
                 presence_clients: vec![500, 1_500],
                 presence_seconds: 20.0,
+                stalled_readers: 1_000,
+                stalled_seconds: 10.0,
             },
         }
     }

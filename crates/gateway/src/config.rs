@@ -12,6 +12,13 @@ pub struct GatewayConfig {
     /// Frames queued per session before the client counts as too slow and is
     /// disconnected (1013). Bounds memory per session.
     pub send_queue_frames: usize,
+    /// Bytes queued per session (not yet written to the kernel, the
+    /// WebSocket write buffer included) before the client counts as too slow
+    /// and is disconnected (1013). A frame is charged in full to every
+    /// session that queues it, though sessions share its bytes. A session
+    /// with nothing queued still takes one frame of any size, so a frame up
+    /// to `max_message_bytes` reaches a client that keeps up.
+    pub send_queue_bytes: usize,
     /// How often the server pings an idle client.
     pub heartbeat_interval: Duration,
     /// A session that sends nothing (not even a pong) for this long is
@@ -36,6 +43,7 @@ impl Default for GatewayConfig {
         Self {
             max_message_bytes: 16 * 1024 * 1024,
             send_queue_frames: 1024,
+            send_queue_bytes: DEFAULT_SEND_QUEUE_BYTES,
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(75),
             idle_timeout: Duration::from_secs(600),
@@ -45,10 +53,24 @@ impl Default for GatewayConfig {
     }
 }
 
+/// The default of `--send-queue-bytes`: 4 MiB, about 70 updates of 60 KiB
+/// or thousands of keystrokes, seconds of a busy document for a client that
+/// is only slow. 1,000 clients that stopped reading are charged at most
+/// 4 GiB together (and cost far less: they share frames), where the frame
+/// bound alone let each hold 1,024 frames of 60 KiB, 60 MiB. A single larger
+/// frame (up to `--max-message-bytes`, 16 MiB) still goes to a session whose
+/// queue is empty, so the bound never refuses a document's state to a new
+/// client; a bound of 16 MiB or more would instead let every stalled client
+/// hold a whole largest message besides what it has queued.
+pub const DEFAULT_SEND_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+
 /// tungstenite's read buffer is 128 KiB per connection by default, most of
 /// the memory of an idle session; Yjs frames of an idle editor are tiny.
-/// The buffer grows on demand for a larger message.
-pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// The buffer grows on demand for a larger message, but it is also the most
+/// tungstenite reads per system call: 1 KiB reads a 16 MiB update in 16,384
+/// reads (tens of milliseconds on loopback, small beside applying it), and
+/// keeps 3 KiB per idle session that 4 KiB held.
+pub const READ_BUFFER_BYTES: usize = 1024;
 
 /// Frames are written as soon as they are queued (the writer batches the
 /// frames already waiting before it flushes), so no write buffer is held.

@@ -107,7 +107,7 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
         let granted = if access == Access::Read { "read" } else { "write" };
         tracing::Span::current().record("auth", granted);
         let upgrade = websocket_upgrade(&mut parts, &state).await?;
-        let outbox = SocketOutbox::new(state.config.send_queue_frames);
+        let outbox = SocketOutbox::new(state.config.send_queue_frames, state.config.send_queue_bytes);
         let deleted = CancellationToken::new();
         let session = match state.registry.join(&doc, outbox.direct(deleted.clone())).await {
             Ok(session) => session,
@@ -162,7 +162,10 @@ async fn hocuspocus_upgrade(state: AppState, mut parts: Parts) -> Response {
                 auth: state.auth.clone(),
             },
         };
-        let outbox = SocketOutbox::new(state.config.send_queue_frames);
+        let outbox = SocketOutbox::new(
+            state.config.send_queue_frames,
+            state.config.send_queue_bytes,
+        );
         let socket = socket_parts(&state, wire, None, outbox, permit);
         let session_span =
             info_span!(parent: None, "session", protocol = "hocuspocus", peer = %peer);

@@ -170,6 +170,13 @@ pub struct ServeArgs {
     #[arg(long, env = "WEFT_SEND_QUEUE_FRAMES", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
     pub send_queue_frames: u64,
 
+    /// Bytes queued for one client (not yet written out) before it is
+    /// disconnected as too slow (1013). A frame shared by many clients counts
+    /// in full against each; a client with nothing queued still takes one
+    /// frame of any size up to --max-message-bytes.
+    #[arg(long, env = "WEFT_SEND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(64 * 1024..=4 * 1024 * 1024 * 1024))]
+    pub send_queue_bytes: u64,
+
     /// How often an idle client is pinged.
     #[arg(long, env = "WEFT_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,

@@ -93,6 +93,8 @@ fn gateway_config(args: &ServeArgs) -> anyhow::Result<GatewayConfig> {
             .context("--max-message-bytes / WEFT_MAX_MESSAGE_BYTES does not fit this platform")?,
         send_queue_frames: usize::try_from(args.send_queue_frames)
             .context("--send-queue-frames / WEFT_SEND_QUEUE_FRAMES does not fit this platform")?,
+        send_queue_bytes: usize::try_from(args.send_queue_bytes)
+            .context("--send-queue-bytes / WEFT_SEND_QUEUE_BYTES does not fit this platform")?,
         heartbeat_interval: args.heartbeat_interval,
         heartbeat_timeout: args.heartbeat_timeout,
         idle_timeout: args.idle_timeout,

@@ -1,9 +1,10 @@
 //! The sessions of one document as outboxes, and sending one frame to many
 //! of them.
 //!
-//! A session whose queue is full (or gone) is removed and its overflow
-//! token tripped, so the gateway disconnects it: the client re-syncs when
-//! it reconnects instead of silently missing a frame.
+//! A session whose queue is full, in frames or in bytes (or gone), is
+//! removed and its overflow token tripped, so the gateway disconnects it:
+//! the client re-syncs when it reconnects instead of silently missing a
+//! frame.
 
 use std::collections::{HashMap, HashSet};
 
@@ -61,7 +62,7 @@ impl Sessions {
     pub(crate) fn send_to(&self, id: SessionId, outbound: Outbound) -> bool {
         self.outboxes
             .get(&id)
-            .is_some_and(|outbox| outbox.frames.try_send(outbound).is_ok())
+            .is_some_and(|outbox| outbox.try_queue(outbound).is_ok())
     }
 
     /// Offers a frame to every session but `except`.
@@ -94,10 +95,15 @@ impl Sessions {
             if Some(*id) == except || !wanted(id) {
                 return true;
             }
-            match outbox.frames.try_send(outbound.clone()) {
+            match outbox.try_queue(outbound.clone()) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
-                    info!(doc = %doc, session = %id, "session send queue full; disconnecting it");
+                    info!(
+                        doc = %doc,
+                        session = %id,
+                        queued_bytes = outbox.queued.get(),
+                        "session send queue full; disconnecting it"
+                    );
                     outbox.overflowed.cancel();
                     false
                 }

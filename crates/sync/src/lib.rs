@@ -120,7 +120,7 @@ pub use committer::{Committer, CommitterConfig};
 pub use config::{PUBLISH_STALL_NOT_READY, RegistryConfig};
 pub use document::Document;
 pub use error::{PublishError, SyncError};
-pub use frames::{DocName, Outbound, SessionId, SessionOutbox};
+pub use frames::{DocName, Outbound, QueuedBytes, SessionId, SessionOutbox};
 pub use log_bus::LogBus;
 pub use memory_store::MemoryStore;
 pub use metrics::SyncMetrics;

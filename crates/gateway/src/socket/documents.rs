@@ -4,11 +4,13 @@
 //! straight onto the socket's outbox. A Hocuspocus socket joins documents
 //! as their tokens arrive; each has its own bounded outbox, forwarded into
 //! the socket's with the address in front (sync and awareness messages are
-//! the same bytes in both protocols). A full outbox anywhere trips the
-//! socket's `overflowed` token: the socket is closed (1013) and the client
+//! the same bytes in both protocols). All of a socket's outboxes count
+//! against one bound in bytes (`--send-queue-bytes`). A full outbox
+//! anywhere, in frames or in bytes, trips the socket's `overflowed` token: the socket is closed (1013) and the client
 //! re-syncs, so nothing is ever dropped while it stays open.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -17,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
-use weft_sync::{Outbound, Session, SessionId, SessionOutbox};
+use weft_sync::{Outbound, QueuedBytes, Session, SessionId, SessionOutbox};
 
 use super::wire::{Joiner, Outgoing, Wire};
 use crate::auth::Access;
@@ -38,17 +40,21 @@ pub(crate) struct SocketOutbox {
     pub(crate) frames: mpsc::Sender<Outbound>,
     /// The writer's end.
     pub(crate) receiver: mpsc::Receiver<Outbound>,
+    /// The bytes queued for the client and not yet written, over every
+    /// outbox of the socket.
+    pub(crate) queued: Arc<QueuedBytes>,
     /// Tripped by a document that found the client's queue full.
     pub(crate) overflowed: CancellationToken,
 }
 
 impl SocketOutbox {
-    /// An outbox of `capacity` frames.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// An outbox of `capacity` frames and `capacity_bytes` bytes.
+    pub(crate) fn new(capacity: usize, capacity_bytes: usize) -> Self {
         let (frames, receiver) = mpsc::channel(capacity);
         Self {
             frames,
             receiver,
+            queued: QueuedBytes::new(capacity_bytes),
             overflowed: CancellationToken::new(),
         }
     }
@@ -58,6 +64,7 @@ impl SocketOutbox {
     pub(crate) fn direct(&self, deleted: CancellationToken) -> SessionOutbox {
         SessionOutbox {
             frames: self.frames.clone(),
+            queued: self.queued.clone(),
             overflowed: self.overflowed.clone(),
             deleted,
         }
@@ -83,6 +90,8 @@ pub(crate) struct Documents {
     joined: HashMap<String, Joined>,
     /// The socket's outbox.
     frames: mpsc::Sender<Outbound>,
+    /// The bytes queued over all of the socket's outboxes.
+    queued: Arc<QueuedBytes>,
     overflowed: CancellationToken,
     /// One future per joined document, resolving when it is deleted.
     deletions: FuturesUnordered<Deletion>,
@@ -97,6 +106,7 @@ impl Documents {
         Self {
             joined: HashMap::new(),
             frames: outbox.frames.clone(),
+            queued: outbox.queued.clone(),
             overflowed: outbox.overflowed.clone(),
             deletions: FuturesUnordered::new(),
             forwarders: TaskTracker::new(),
@@ -144,12 +154,18 @@ impl Documents {
         }
     }
 
-    /// Queues a frame for the client; a full outbox closes the socket.
+    /// Queues a frame for the client; a full outbox (in frames or in
+    /// bytes) closes the socket.
     pub(crate) fn send(&self, frame: Option<Outbound>) -> Result<(), CloseReason> {
         let Some(frame) = frame else { return Ok(()) };
-        self.frames
-            .try_send(frame)
-            .map_err(|_| CloseReason::SendQueueFull)
+        let len = frame.len();
+        if !self.queued.try_add(len) {
+            return Err(CloseReason::SendQueueFull);
+        }
+        self.frames.try_send(frame).map_err(|_| {
+            self.queued.remove(len);
+            CloseReason::SendQueueFull
+        })
     }
 
     /// Checks the token for the document at `address` and joins it
@@ -191,6 +207,7 @@ impl Documents {
         let deleted = CancellationToken::new();
         let outbox = SessionOutbox {
             frames,
+            queued: self.queued.clone(),
             overflowed: self.overflowed.clone(),
             deleted: deleted.clone(),
         };
@@ -221,15 +238,21 @@ impl Documents {
     /// outbox. A full socket outbox makes this wait, so the document's own
     /// outbox fills and trips `overflowed`: the socket is closed, nothing
     /// dropped. The forwarder ends when the document drops its outbox (the
-    /// socket left it).
+    /// socket left it). The document counted the frame's bytes against the
+    /// socket's bound; the address added in front is counted too.
     fn forward<W: Wire>(&self, wire: W, address: &str, mut receiver: mpsc::Receiver<Outbound>) {
         let frames = self.frames.clone();
+        let queued = self.queued.clone();
         let address = address.to_owned();
         self.forwarders.spawn(async move {
             while let Some(frame) = receiver.recv().await {
+                let counted = frame.len();
                 let Some(addressed) = wire.encode(&address, Outgoing::Document(frame)) else {
+                    queued.remove(counted);
                     continue;
                 };
+                queued.add(addressed.len());
+                queued.remove(counted);
                 if frames.send(addressed).await.is_err() {
                     return;
                 }

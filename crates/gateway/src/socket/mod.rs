@@ -118,12 +118,21 @@ where
     };
     let SocketOutbox {
         receiver,
+        queued,
         overflowed,
         ..
     } = outbox;
     let (close_sender, close_receiver) = oneshot::channel();
-    let writer =
-        writer::write_loop(sink, receiver, greeting, close_receiver, &config, &metrics).fuse();
+    let writer = writer::write_loop(
+        sink,
+        receiver,
+        &queued,
+        greeting,
+        close_receiver,
+        &config,
+        &metrics,
+    )
+    .fuse();
     tokio::pin!(writer);
     let reader = reader::Reader {
         wire: &wire,

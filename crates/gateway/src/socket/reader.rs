@@ -108,10 +108,9 @@ impl<W: Wire> Reader<'_, W> {
                 let Some(joiner) = self.wire.joiner() else {
                     return Ok(());
                 };
-                return self
-                    .documents
-                    .join(self.wire, joiner, &address, &token)
-                    .await;
+                // Boxed: a join (loading the document) is a large future, and
+                // an unboxed one would be held by every idle session's task.
+                return Box::pin(self.documents.join(self.wire, joiner, &address, &token)).await;
             }
             other => other,
         };
@@ -147,7 +146,9 @@ impl<W: Wire> Reader<'_, W> {
                     info!("update rate exceeded; closing so the client re-syncs");
                     return Err(CloseReason::UpdateRate);
                 }
-                match joined.session.submit_update(update).await {
+                // Boxed for the same reason as a join: one allocation per
+                // update instead of its future's bytes in every session.
+                match Box::pin(joined.session.submit_update(update)).await {
                     Ok(Some(ack)) => {
                         let submitted = Instant::now();
                         let histogram = self.metrics.update_commit_seconds.clone();

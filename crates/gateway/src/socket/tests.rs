@@ -2,6 +2,8 @@
 //! loop on both wire protocols.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod stalled;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +39,11 @@ struct Driven {
     from_loop: mpsc::UnboundedReceiver<WsMessage>,
     task: JoinHandle<Option<CloseReason>>,
     stop: CancellationToken,
+    /// Tripped when the socket's queue overflows.
+    overflowed: CancellationToken,
+    /// A stalled socket's client: each message lets one frame through;
+    /// dropped, everything flows.
+    pull: Option<mpsc::UnboundedSender<()>>,
 }
 
 fn registry() -> Registry {
@@ -60,9 +67,26 @@ fn start<W: Wire>(
     registry: &Registry,
     config: GatewayConfig,
 ) -> Driven {
-    let (to_loop, inbound) = mpsc::unbounded::<Inbound>();
     let (outbound, from_loop) = mpsc::unbounded::<WsMessage>();
+    start_on(wire, joined, outbox, registry, config, outbound, from_loop)
+}
+
+/// [`start`] writing into `outbound`, which the test reads as `from_loop`.
+fn start_on<W: Wire, S>(
+    wire: W,
+    joined: Option<Joined>,
+    outbox: SocketOutbox,
+    registry: &Registry,
+    config: GatewayConfig,
+    outbound: S,
+    from_loop: mpsc::UnboundedReceiver<WsMessage>,
+) -> Driven
+where
+    S: futures::Sink<WsMessage> + Unpin + Send + 'static,
+{
+    let (to_loop, inbound) = mpsc::unbounded::<Inbound>();
     let stop = CancellationToken::new();
+    let overflowed = outbox.overflowed.clone();
     let parts = SocketParts {
         wire,
         joined,
@@ -78,12 +102,14 @@ fn start<W: Wire>(
         from_loop,
         task,
         stop,
+        overflowed,
+        pull: None,
     }
 }
 
 /// A y-websocket socket on `DOC` of `registry`.
 async fn y_websocket(registry: &Registry, access: Access, config: GatewayConfig) -> Driven {
-    let outbox = SocketOutbox::new(config.send_queue_frames);
+    let outbox = SocketOutbox::new(config.send_queue_frames, config.send_queue_bytes);
     let deleted = CancellationToken::new();
     let session = registry
         .join(DOC, outbox.direct(deleted.clone()))
@@ -105,11 +131,23 @@ fn hocuspocus(registry: &Registry, config: GatewayConfig) -> Driven {
             auth: Authenticator::Open,
         },
     };
-    let outbox = SocketOutbox::new(config.send_queue_frames);
+    let outbox = SocketOutbox::new(config.send_queue_frames, config.send_queue_bytes);
     start(wire, None, outbox, registry, config)
 }
 
 impl Driven {
+    /// Lets one frame of a stalled socket through.
+    fn pull_one(&self) {
+        if let Some(pull) = &self.pull {
+            pull.unbounded_send(()).unwrap();
+        }
+    }
+
+    /// The stalled socket's client reads everything from now on.
+    fn read_freely(&mut self) {
+        self.pull = None;
+    }
+
     async fn send(&mut self, frame: Vec<u8>) {
         self.to_loop
             .send(Ok(WsMessage::Binary(frame.into())))
@@ -346,3 +384,46 @@ async fn a_hocuspocus_document_left_can_be_joined_again() {
         .await;
     assert_eq!(socket.next_binary().await, encode_sync_status(DOC, true));
 }
+
+/// The socket loop's future is allocated once per session and held for its
+/// life: its size is part of every idle session's memory.
+#[tokio::test]
+async fn the_session_task_stays_small() {
+    let registry = registry();
+    let config = GatewayConfig::default();
+    let outbox = SocketOutbox::new(config.send_queue_frames, config.send_queue_bytes);
+    let deleted = CancellationToken::new();
+    let session = registry
+        .join(DOC, outbox.direct(deleted.clone()))
+        .await
+        .unwrap();
+    let joined = Joined {
+        session,
+        access: Access::ReadWrite,
+        deleted,
+    };
+    let (_to_loop, inbound) = mpsc::unbounded::<Inbound>();
+    let (outbound, _from_loop) = mpsc::unbounded::<WsMessage>();
+    let parts = SocketParts {
+        wire: YWebsocket,
+        joined: Some(joined),
+        outbox,
+        permit: permit(),
+        stop: CancellationToken::new(),
+        config: Arc::new(config),
+        metrics: Arc::new(Metrics::new(registry.clone())),
+    };
+    let parts_bytes = std::mem::size_of_val(&parts);
+    let task = drive(outbound, inbound, parts);
+    let task_bytes = std::mem::size_of_val(&task);
+    eprintln!("session task {task_bytes} bytes (its parts {parts_bytes})");
+    // Every idle session holds this future: 3,528 bytes before the join and
+    // the update submission were boxed.
+    assert!(
+        task_bytes <= MAX_SESSION_TASK_BYTES,
+        "the session task is {task_bytes} bytes"
+    );
+}
+
+/// The bound `the_session_task_stays_small` holds the socket loop to.
+const MAX_SESSION_TASK_BYTES: usize = 2048;

@@ -1,13 +1,21 @@
 //! The writing half of a socket: drains the outbox to the socket,
 //! batch-flushing the frames already queued, pings on a timer, and writes
 //! the close frame the reader chose.
+//!
+//! The writer takes a frame's bytes off the socket's [`QueuedBytes`] once
+//! the frame has left for the kernel, not when it leaves the outbox: the
+//! WebSocket sink copies a frame into its write buffer and holds it there
+//! while the socket is blocked, so that copy counts against
+//! `--send-queue-bytes` too. The sink accepts the next frame only once the
+//! previous one is written out, so a frame is known written when the next
+//! one is fed, or when the sink is flushed.
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage};
 use bytes::Bytes;
 use futures::{Sink, SinkExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
-use weft_sync::Outbound;
+use weft_sync::{Outbound, QueuedBytes};
 
 use crate::close::CloseReason;
 use crate::config::GatewayConfig;
@@ -19,6 +27,7 @@ use crate::metrics::Metrics;
 pub(super) async fn write_loop<S>(
     mut sink: S,
     mut outbox: mpsc::Receiver<Outbound>,
+    queued: &QueuedBytes,
     greeting: Vec<Outbound>,
     mut close: oneshot::Receiver<Option<CloseReason>>,
     config: &GatewayConfig,
@@ -54,7 +63,7 @@ pub(super) async fn write_loop<S>(
             }
             frame = outbox.recv() => {
                 let Some(frame) = frame else { return };
-                if write_batch(&mut sink, &mut outbox, frame, metrics).await.is_err() {
+                if write_batch(&mut sink, &mut outbox, queued, frame, metrics).await.is_err() {
                     return;
                 }
             }
@@ -69,9 +78,11 @@ pub(super) async fn write_loop<S>(
 
 /// Writes `first` and every frame already queued behind it, then flushes
 /// once: under fan-out a slow flush per frame would be the bottleneck.
+/// Each frame's bytes are taken off `queued` once it is written out.
 async fn write_batch<S>(
     sink: &mut S,
     outbox: &mut mpsc::Receiver<Outbound>,
+    queued: &QueuedBytes,
     first: Outbound,
     metrics: &Metrics,
 ) -> Result<(), S::Error>
@@ -79,12 +90,19 @@ where
     S: Sink<WsMessage> + Unpin,
 {
     count_sent(metrics, &first);
+    let mut unwritten = first.len();
     sink.feed(WsMessage::Binary(first)).await?;
     while let Ok(frame) = outbox.try_recv() {
         count_sent(metrics, &frame);
+        let len = frame.len();
         sink.feed(WsMessage::Binary(frame)).await?;
+        // The sink took this frame only once the one before was written.
+        queued.remove(unwritten);
+        unwritten = len;
     }
-    sink.flush().await
+    sink.flush().await?;
+    queued.remove(unwritten);
+    Ok(())
 }
 
 fn count_sent(metrics: &Metrics, frame: &Outbound) {

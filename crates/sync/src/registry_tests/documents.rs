@@ -111,6 +111,39 @@ async fn a_full_send_queue_disconnects_the_session_instead_of_dropping() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_session_past_its_byte_bound_is_disconnected_and_one_large_frame_still_fits() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Registry::embedded(store.clone(), test_config());
+    let writer = join(&registry, "doc", 16).await;
+    // Room for 16 frames, but only 600 bytes.
+    let mut slow = join_bounded(&registry, "doc", 16, 600).await;
+    let large = "y".repeat(1000);
+    for (id, text) in [(1, large.as_str()), (2, "a"), (3, "b")] {
+        writer
+            .session
+            .submit_update(text_update(id, text))
+            .await
+            .unwrap()
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        if id == 1 {
+            assert!(
+                !slow.overflowed.is_cancelled(),
+                "a frame larger than the bound fits an empty queue"
+            );
+        }
+    }
+    assert!(
+        slow.overflowed.is_cancelled(),
+        "the session holding 1,000 bytes is told to disconnect"
+    );
+    assert!(slow.frames.try_recv().is_ok(), "the large frame was queued");
+    assert!(!writer.overflowed.is_cancelled());
+}
+
+#[tokio::test(start_paused = true)]
 async fn awareness_is_relayed_and_removed_when_its_session_leaves() {
     let store = Arc::new(MemoryStore::new());
     let registry = Registry::embedded(store, test_config());
@@ -160,6 +193,7 @@ async fn past_max_documents_a_new_document_is_refused_until_one_unloads() {
             "three",
             SessionOutbox {
                 frames,
+                queued: QueuedBytes::new(usize::MAX),
                 overflowed: CancellationToken::new(),
                 deleted: CancellationToken::new(),
             },

@@ -25,8 +25,8 @@ use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
 use crate::store::{EMBEDDED_LOG, NewUpdate, Position, SnapshotWrite};
 use crate::{
-    EmbeddedLog, LogSeq, MemoryStore, MessageBus, Outbound, PublishError, Registry, RegistryConfig,
-    Session, SessionOutbox, Snapshot, SnapshotStore, StoreError, StoredDoc,
+    EmbeddedLog, LogSeq, MemoryStore, MessageBus, Outbound, PublishError, QueuedBytes, Registry,
+    RegistryConfig, Session, SessionOutbox, Snapshot, SnapshotStore, StoreError, StoredDoc,
 };
 
 /// A registry on `bus` that is the root of its own shutdown tree, as a
@@ -53,6 +53,16 @@ pub(super) struct Client {
 }
 
 pub(super) async fn join(registry: &Registry, doc: &str, queue: usize) -> Client {
+    join_bounded(registry, doc, queue, usize::MAX).await
+}
+
+/// [`join`] with a bound on the bytes queued too.
+pub(super) async fn join_bounded(
+    registry: &Registry,
+    doc: &str,
+    queue: usize,
+    queue_bytes: usize,
+) -> Client {
     let (frames, receiver) = mpsc::channel(queue);
     let overflowed = CancellationToken::new();
     let deleted = CancellationToken::new();
@@ -61,6 +71,7 @@ pub(super) async fn join(registry: &Registry, doc: &str, queue: usize) -> Client
             doc,
             SessionOutbox {
                 frames,
+                queued: QueuedBytes::new(queue_bytes),
                 overflowed: overflowed.clone(),
                 deleted: deleted.clone(),
             },

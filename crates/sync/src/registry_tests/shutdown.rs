@@ -57,6 +57,7 @@ async fn shutdown_commits_what_is_queued_then_writes_the_snapshot() {
                 "other",
                 SessionOutbox {
                     frames: mpsc::channel(1).0,
+                    queued: QueuedBytes::new(usize::MAX),
                     overflowed: CancellationToken::new(),
                     deleted: CancellationToken::new(),
                 },
