@@ -16,6 +16,8 @@
 //! - `trace`: scenario 5's editing trace (parse, prefix, apply);
 //! - `storm`: scenario 6, the reconnect storm after a node is killed;
 //!   `storm_editor`: one client's side of it;
+//! - `joinstorm`: scenario 7, many clients joining one large document at
+//!   once, warm and cold; `joinstorm_doc`: its document;
 //! - `scale`: the scaling-out scenario, 1 to 4 Weft nodes under one load;
 //!   `scale_plan`: its sizes, cells and node pickers;
 //! - `plan`: which scenario runs against which server at which sizes;
@@ -31,6 +33,8 @@
 mod client;
 mod clock;
 mod conditions;
+mod joinstorm;
+mod joinstorm_doc;
 mod plan;
 mod plot;
 mod processes;
@@ -106,7 +110,7 @@ struct RunArgs {
     /// Weft's `--kafka-fetch-wait-ms` in cluster runs (default: Weft's own).
     #[arg(long)]
     kafka_fetch_wait_ms: Option<u32>,
-    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,trace,storm,scale).
+    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,trace,storm,scale,joinstorm).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these servers (comma-separated; default: all).

@@ -25,6 +25,7 @@ fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
             ServerKind::HocuspocusRedis,
         ],
         "storm" => crate::storm::SERVERS,
+        "joinstorm" => crate::joinstorm::SERVERS,
         _ => &[
             ServerKind::Weft,
             ServerKind::YWebsocket,
@@ -33,7 +34,7 @@ fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
     }
 }
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "latency",
     "fanout",
     "throughput",
@@ -41,6 +42,7 @@ const SCENARIOS: [&str; 7] = [
     "trace",
     "storm",
     "scale",
+    "joinstorm",
 ];
 
 /// Message of a skipped scenario 5 when no trace file was found.
@@ -177,6 +179,7 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
                 None => continue,
             },
             "storm" => vec![sizes.storm_clients as f64],
+            "joinstorm" => vec![sizes.joinstorm_clients as f64],
             _ => sizes.idle_sessions.iter().map(|n| *n as f64).collect(),
         };
         // Repeats outermost, so a burst of noise on the machine spreads
@@ -283,6 +286,15 @@ async fn run_one(
             "idle" => scenarios::idle(&server, x as usize).await,
             "storm" => {
                 crate::storm::storm(&mut server, programs, x as usize, sizes.storm_docs).await
+            }
+            "joinstorm" => {
+                crate::joinstorm::join_storm(
+                    &mut server,
+                    programs,
+                    x as usize,
+                    sizes.joinstorm_doc_bytes,
+                )
+                .await
             }
             _ => match trace {
                 Some(trace) => scenarios::trace_replay(&mut server, programs, trace).await,

@@ -34,6 +34,12 @@ pub(crate) struct Sizes {
     pub(crate) storm_clients: usize,
     #[serde(default)]
     pub(crate) storm_docs: usize,
+    /// Scenario 7: clients joining at once, and the size the document is
+    /// built to (its encoded state), bytes.
+    #[serde(default)]
+    pub(crate) joinstorm_clients: usize,
+    #[serde(default)]
+    pub(crate) joinstorm_doc_bytes: usize,
 }
 
 impl Sizes {
@@ -56,6 +62,8 @@ impl Sizes {
                 trace_max_edits: Some(20_000),
                 storm_clients: 100,
                 storm_docs: 10,
+                joinstorm_clients: 20,
+                joinstorm_doc_bytes: 2 * 1024 * 1024,
             },
             Mode::Full => Sizes {
                 latency_writers: 4,
@@ -76,6 +84,8 @@ impl Sizes {
                 trace_max_edits: None,
                 storm_clients: 1_000,
                 storm_docs: 100,
+                joinstorm_clients: 150,
+                joinstorm_doc_bytes: 20 * 1024 * 1024,
             },
         }
     }
