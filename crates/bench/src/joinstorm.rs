@@ -24,7 +24,8 @@
 //! 4. Weft only: the clients close, the node is restarted on its store, and
 //!    step 2 and 3 run again on the cold node.
 //!
-//! Memory is the server's RSS sampled every 20 ms during each storm, and
+//! Memory is the server's RSS sampled every 20 ms during each storm, once
+//! every client synced (still connected), and
 //! for the cold storm also the restarted process's high-water mark (it
 //! started just before, so its peak is the storm's).
 
@@ -207,6 +208,8 @@ async fn join(
 struct Round {
     times: Vec<Duration>,
     rss_peak_kib: u64,
+    /// Once every client synced, before they close.
+    rss_synced_kib: u64,
     payload_bytes: usize,
     /// Payloads equal to client 0's, byte for byte (by hash).
     hash_matched: usize,
@@ -245,6 +248,8 @@ async fn storm_round(
     }
     let _sampler_gone = sampler_stop.send(true);
     let rss_peak_kib = sampler.await.context("RSS sampler")?;
+    // Every client synced and still connected: what the server keeps.
+    let rss_synced_kib = crate::procstat::rss_kib(pid)?;
 
     joined.sort_by_key(|one| one.content_equal.is_none());
     let reference = joined.first().context("no client joined")?;
@@ -280,6 +285,7 @@ async fn storm_round(
     Ok(Round {
         times,
         rss_peak_kib,
+        rss_synced_kib,
         payload_bytes,
         hash_matched,
         content_checked,
@@ -303,6 +309,10 @@ fn record_round(metrics: &mut Metrics, prefix: &str, round: &Round) {
     metrics.insert(
         format!("{prefix}_rss_peak_mib"),
         round.rss_peak_kib as f64 / 1024.0,
+    );
+    metrics.insert(
+        format!("{prefix}_rss_synced_mib"),
+        round.rss_synced_kib as f64 / 1024.0,
     );
     metrics.insert(format!("{prefix}_hash_matched"), round.hash_matched as f64);
     metrics.insert(
@@ -357,6 +367,8 @@ pub(crate) async fn join_storm(
     .await?;
     record_round(&mut metrics, "warm", &warm);
     watcher.close().await;
+    // Said now: a cold storm that fails the run would take these along.
+    eprintln!("joinstorm  {:<28} warm: {metrics:?}", server.kind().label());
 
     if server.kind().is_weft() {
         server.restart_weft(programs).context("restart weft")?;
