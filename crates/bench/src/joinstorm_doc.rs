@@ -131,7 +131,11 @@ mod tests {
         let Some(Any::String(first)) = sections.get("section-000000") else {
             panic!("no first section");
         };
-        assert!(first.lines().count() > 100);
+        assert!(
+            first.lines().count() > 20,
+            "{} paragraphs",
+            first.lines().count()
+        );
         // The updates rebuild the same content, and the payload check
         // tells a different document apart.
         let rebuilt = Doc::new();
