@@ -131,6 +131,27 @@ impl Client {
         doc: Doc,
         receive_buffer: Option<u32>,
     ) -> anyhow::Result<Client> {
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+        let mut client = Self::open(endpoint, doc_name, source, config, doc).await?;
+        let step1 = SyncMessage::SyncStep1(client.doc.transact().state_vector()).encode_frame();
+        client.send_yjs(&step1).await?;
+        loop {
+            let frame = client.next_frame().await?;
+            if let Some(true) = client.handle_frame(&frame).await? {
+                return Ok(client);
+            }
+        }
+    }
+
+    /// Opens the socket (and, for Hocuspocus, sends the auth message), with
+    /// no handshake yet: the caller sends its SyncStep1.
+    pub(crate) async fn open(
+        endpoint: &Endpoint,
+        doc_name: &str,
+        source: Option<std::net::IpAddr>,
+        config: WebSocketConfig,
+        doc: Doc,
+    ) -> anyhow::Result<Client> {
         let tcp_socket = TcpSocket::new_v4().context("create socket")?;
         if let Some(bytes) = receive_buffer {
             // Before connecting, so the window is negotiated for it.
@@ -152,7 +173,6 @@ impl Client {
             Dialect::YWebsocket => format!("ws://{}/{}", endpoint.addr, doc_name),
             Dialect::Hocuspocus => format!("ws://{}/", endpoint.addr),
         };
-        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
         let (socket, _response) = tokio_tungstenite::client_async_with_config(
             url,
             MaybeTlsStream::Plain(stream),
@@ -169,25 +189,25 @@ impl Client {
         if client.dialect == Dialect::Hocuspocus {
             client.send_raw(encode_hocus_auth(doc_name)).await?;
         }
-        let step1 = SyncMessage::SyncStep1(client.doc.transact().state_vector()).encode_frame();
-        client.send_yjs(&step1).await?;
-        loop {
-            let frame = client.next_frame().await?;
-            if let Some(true) = client.handle_frame(&frame).await? {
-                return Ok(client);
-            }
-        }
+        Ok(client)
     }
 
     /// Waits for the next binary frame (pings are answered by tungstenite
     /// while it reads).
     pub(crate) async fn next_frame(&mut self) -> anyhow::Result<Vec<u8>> {
+        self.next_message().await.map(|bytes| bytes.to_vec())
+    }
+
+    /// Like [`Client::next_frame`], without copying the message.
+    pub(crate) async fn next_message(
+        &mut self,
+    ) -> anyhow::Result<tokio_tungstenite::tungstenite::Bytes> {
         loop {
             let Some(message) = self.socket.next().await else {
                 bail!("server closed the connection");
             };
             match message.context("read frame")? {
-                WsMessage::Binary(bytes) => return Ok(bytes.to_vec()),
+                WsMessage::Binary(bytes) => return Ok(bytes),
                 WsMessage::Close(frame) => bail!("server closed the connection: {frame:?}"),
                 _ => {}
             }
@@ -330,7 +350,7 @@ fn encode_hocus_auth(doc_name: &str) -> Vec<u8> {
 
 /// The y-websocket message inside a Hocuspocus frame, or `None` for frames
 /// that carry none (auth answers, sync status, stateless, pings).
-fn strip_hocus(frame: &[u8]) -> anyhow::Result<Option<Cow<'_, [u8]>>> {
+pub(crate) fn strip_hocus(frame: &[u8]) -> anyhow::Result<Option<Cow<'_, [u8]>>> {
     if frame.len() == 1 {
         return Ok(None);
     }

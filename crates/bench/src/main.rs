@@ -18,6 +18,8 @@
 //!   `storm_editor`: one client's side of it;
 //! - `presence`: many clients moving their cursors once a second while a
 //!   few type; `presence_client`: one client's side of it;
+//! - `joinstorm`: scenario 7, many clients joining one large document at
+//!   once, warm and cold; `joinstorm_doc`: its document;
 //! - `scale`: the scaling-out scenario, 1 to 4 Weft nodes under one load;
 //!   `scale_plan`: its sizes, cells and node pickers;
 //! - `plan`: which scenario runs against which server at which sizes;
@@ -33,6 +35,8 @@
 mod client;
 mod clock;
 mod conditions;
+mod joinstorm;
+mod joinstorm_doc;
 mod plan;
 mod plot;
 mod presence;
@@ -113,7 +117,7 @@ struct RunArgs {
     /// Weft's `--kafka-fetch-wait-ms` in cluster runs (default: Weft's own).
     #[arg(long)]
     kafka_fetch_wait_ms: Option<u32>,
-    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,stalled,trace,storm,presence,scale).
+    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,stalled,trace,storm,presence,scale,joinstorm).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these servers (comma-separated; default: all).

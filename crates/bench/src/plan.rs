@@ -25,6 +25,7 @@ fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
             ServerKind::HocuspocusRedis,
         ],
         "storm" => crate::storm::SERVERS,
+        "joinstorm" => crate::joinstorm::SERVERS,
         _ => &[
             ServerKind::Weft,
             ServerKind::YWebsocket,
@@ -33,7 +34,7 @@ fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
     }
 }
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "latency",
     "fanout",
     "throughput",
@@ -43,6 +44,7 @@ const SCENARIOS: [&str; 9] = [
     "storm",
     "presence",
     "scale",
+    "joinstorm",
 ];
 
 /// Message of a skipped scenario 5 when no trace file was found.
@@ -181,6 +183,7 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
             "storm" => vec![sizes.storm_clients as f64],
             "presence" => sizes.presence_clients.iter().map(|n| *n as f64).collect(),
             "stalled" => vec![sizes.stalled_readers as f64],
+            "joinstorm" => vec![sizes.joinstorm_clients as f64],
             _ => sizes.idle_sessions.iter().map(|n| *n as f64).collect(),
         };
         // Repeats outermost, so a burst of noise on the machine spreads
@@ -294,6 +297,15 @@ async fn run_one(
             }
             "storm" => {
                 crate::storm::storm(&mut server, programs, x as usize, sizes.storm_docs).await
+            }
+            "joinstorm" => {
+                crate::joinstorm::join_storm(
+                    &mut server,
+                    programs,
+                    x as usize,
+                    sizes.joinstorm_doc_bytes,
+                )
+                .await
             }
             _ => match trace {
                 Some(trace) => scenarios::trace_replay(&mut server, programs, trace).await,

@@ -26,15 +26,29 @@ pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 
 /// Resident set size in KiB.
 pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// The largest resident set size the process has had (its high-water
+/// mark), in KiB.
+pub(crate) fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmHWM")
+}
+
+/// A `kB` field of `/proc/{pid}/status`.
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("read /proc/{pid}/status"))?;
     for line in status.lines() {
-        if let Some(rest) = line.strip_prefix("VmRSS:") {
+        if let Some(rest) = line
+            .strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+        {
             let kib = rest.trim().trim_end_matches("kB").trim();
-            return kib.parse().context("parse VmRSS");
+            return kib.parse().with_context(|| format!("parse {field}"));
         }
     }
-    anyhow::bail!("no VmRSS in /proc/{pid}/status")
+    anyhow::bail!("no {field} in /proc/{pid}/status")
 }
 
 /// This process's limit on open files (the soft limit, which `make bench`

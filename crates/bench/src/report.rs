@@ -15,7 +15,7 @@ use anyhow::Context;
 
 use crate::ReportArgs;
 use crate::plot::{self, Series};
-use crate::report_sections::{scale_section, storm_section, trace_section};
+use crate::report_sections::{joinstorm_section, scale_section, storm_section, trace_section};
 use crate::report_table::{Column, cell, server_order, spread, table, values};
 use crate::results::{Record, Results};
 use crate::servers::ServerKind;
@@ -262,6 +262,7 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
     trace_section(&mut out, results);
     storm_section(&mut out, results);
     crate::report_presence::presence_section(&mut out, results);
+    joinstorm_section(&mut out, results);
     scale_section(
         &mut out,
         records,

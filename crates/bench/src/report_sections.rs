@@ -1,6 +1,7 @@
 //! The report's sections of the scenarios whose tables have a shape of
 //! their own: scenario 5 (a row per server, cold load for Weft only),
-//! scenario 6 (failover against failover, and its checks) and scaling out
+//! scenario 6 (failover against failover, and its checks), scenario 7 (the
+//! join storm: warm and cold, against its targets) and scaling out
 //! (per node count and variant, against one node).
 
 use std::collections::BTreeMap;
@@ -202,6 +203,97 @@ pub(crate) fn storm_section(out: &mut String, results: &Results) {
              {edits:.0} entries checked; a fresh client of each document holds them exactly once too)",
             kind.label()
         );
+    }
+    out.push('\n');
+}
+
+/// Scenario 7: the join storm table, its targets, and the ratios Weft /
+/// peer.
+pub(crate) fn joinstorm_section(out: &mut String, results: &Results) {
+    let records = &results.records;
+    if !records.iter().any(|record| record.scenario == "joinstorm") {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## 8. Join storm\n\n{} clients join one document of about {:.0} MiB (its encoded state) at once. The driver builds \
+         the document (a map of sections, each a text written paragraph by paragraph: appends, inserts among the recent \
+         paragraphs, some ranges deleted again) and uploads it as Update messages of about 512 KiB over an ordinary \
+         client; a watcher client waits until it received all of it and stays connected. **Warm**: every client is \
+         started, waits on one signal, then connects, sends a SyncStep1 with an empty state vector and waits for the \
+         server's SyncStep2; its join time runs from the signal to the SyncStep2 received in full. **Cold** (Weft only): \
+         the clients close, the node is stopped (SIGTERM) and started again on its store, and the storm repeats, so the \
+         first joiners load the document. `@y/websocket-server` keeps documents in memory only (its optional LevelDB \
+         persistence, `YPERSISTENCE`, binds a document's stored state without waiting for it, so a cold join could be \
+         answered with part of the document) and the Hocuspocus node here has no persistence extension: the peers run \
+         warm only. Checked (a failure fails the run): every client received a SyncStep2 whose payload hashes the same \
+         as the reference, and 5 clients' payloads are applied and compared with the driver's document, section by \
+         section. Memory is the server's RSS sampled every 20 ms during each storm (for the cold storm also the \
+         restarted process's high-water mark, `VmHWM`), its RSS once every client synced (still connected), and its \
+         RSS once the document was uploaded. Targets for Weft: \
+         p99 at most 5 s and peak RSS at most 1 GiB.\n",
+        results.sizes.joinstorm_clients,
+        results.sizes.joinstorm_doc_bytes as f64 / (1024.0 * 1024.0),
+    );
+    let columns = [
+        ("warm_p50_ms", "warm p50 ms"),
+        ("warm_p99_ms", "warm p99 ms"),
+        ("warm_max_ms", "warm max ms"),
+        ("warm_rss_peak_mib", "warm RSS peak MiB"),
+        ("warm_rss_synced_mib", "warm RSS synced MiB"),
+        ("cold_p50_ms", "cold p50 ms"),
+        ("cold_p99_ms", "cold p99 ms"),
+        ("cold_rss_peak_mib", "cold RSS peak MiB"),
+        ("cold_rss_hwm_mib", "cold VmHWM MiB"),
+        ("rss_loaded_mib", "RSS loaded MiB"),
+        ("doc_mib", "state MiB"),
+    ];
+    table(out, records, "joinstorm", "clients", &columns, ("", ""));
+    let median = |kind: ServerKind, metric: &str| {
+        values(records, "joinstorm", metric)
+            .into_iter()
+            .find(|((_, k), _)| *k == kind)
+            .and_then(|(_, v)| spread(&v))
+            .map(|s| s.median)
+    };
+    let mut lines = Vec::new();
+    for (metric, heading, limit) in [
+        ("warm_p99_ms", "warm p99", 5_000.0),
+        ("cold_p99_ms", "cold p99", 5_000.0),
+        ("warm_rss_peak_mib", "warm RSS peak", 1_024.0),
+        ("cold_rss_hwm_mib", "cold RSS peak (VmHWM)", 1_024.0),
+    ] {
+        if let Some(value) = median(ServerKind::Weft, metric) {
+            let verdict = if value <= limit { "met" } else { "**not met**" };
+            lines.push(format!(
+                "- Weft {heading}: {} (target at most {limit}): {verdict}",
+                number(value)
+            ));
+        }
+    }
+    for peer in [ServerKind::YWebsocket, ServerKind::Hocuspocus] {
+        let mut cells = Vec::new();
+        for (metric, heading) in [
+            ("warm_p99_ms", "warm p99"),
+            ("warm_rss_peak_mib", "warm RSS peak"),
+        ] {
+            if let (Some(weft), Some(theirs)) =
+                (median(ServerKind::Weft, metric), median(peer, metric))
+                && theirs != 0.0
+            {
+                cells.push(format!("{heading} {}", number(weft / theirs)));
+            }
+        }
+        if !cells.is_empty() {
+            lines.push(format!(
+                "- Weft / {}: {} (lower is better)",
+                peer.label(),
+                cells.join(", ")
+            ));
+        }
+    }
+    for line in lines {
+        let _ = writeln!(out, "{line}");
     }
     out.push('\n');
 }

@@ -46,6 +46,12 @@ pub(crate) struct Sizes {
     pub(crate) stalled_readers: usize,
     #[serde(default)]
     pub(crate) stalled_seconds: f64,
+    /// Scenario 7: clients joining at once, and the size the document is
+    /// built to (its encoded state), bytes.
+    #[serde(default)]
+    pub(crate) joinstorm_clients: usize,
+    #[serde(default)]
+    pub(crate) joinstorm_doc_bytes: usize,
 }
 
 impl Sizes {
@@ -72,6 +78,8 @@ impl Sizes {
                 presence_seconds: 5.0,
                 stalled_readers: 50,
                 stalled_seconds: 5.0,
+                joinstorm_clients: 20,
+                joinstorm_doc_bytes: 2 * 1024 * 1024,
             },
             Mode::Full => Sizes {
                 latency_writers: 4,
@@ -96,6 +104,8 @@ impl Sizes {
                 presence_seconds: 20.0,
                 stalled_readers: 1_000,
                 stalled_seconds: 10.0,
+                joinstorm_clients: 150,
+                joinstorm_doc_bytes: 20 * 1024 * 1024,
             },
         }
     }

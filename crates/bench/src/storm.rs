@@ -79,7 +79,7 @@ pub(crate) fn programs(base: &Programs) -> Programs {
 }
 
 /// The `quantile` (0..=1) of `sorted` by nearest rank.
-fn percentile(sorted: &[Duration], quantile: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], quantile: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -115,7 +115,7 @@ async fn weft_loaded_documents(addr: SocketAddr) -> anyhow::Result<f64> {
 }
 
 /// Samples `pid`'s RSS until told to stop; returns the largest, KiB.
-async fn sample_peak_rss(pid: u32, mut stop: watch::Receiver<bool>) -> u64 {
+pub(crate) async fn sample_peak_rss(pid: u32, mut stop: watch::Receiver<bool>) -> u64 {
     let mut peak = 0;
     let mut ticker = tokio::time::interval(RSS_SAMPLE);
     loop {

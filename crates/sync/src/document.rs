@@ -54,6 +54,13 @@ struct LiveState {
     held: Vec<HeldUpdate>,
     /// Reading the document again from the log, to find what it lacks.
     reread: Reread,
+    /// The whole document as a SyncStep2 frame, encoded for the first
+    /// client that asked for all of it since the document last changed and
+    /// shared (the same `Bytes`) with every later one: a join storm on a
+    /// large document encodes it once, not once per client. Cleared by
+    /// anything that changes the content, and when the last session
+    /// leaves (an idle document does not keep a second copy of itself).
+    full_state: Option<Outbound>,
 }
 
 /// A loaded document.
@@ -95,6 +102,7 @@ impl Document {
                 last_broadcast: None,
                 held: Vec::new(),
                 reread: Reread::default(),
+                full_state: None,
             }),
             name,
             loaded: OnceCell::new(),
@@ -125,6 +133,7 @@ impl Document {
                 let mut state = self.state.lock();
                 let buffered = state.pending.take().unwrap_or_default();
                 state.replica.load(stored, buffered, Instant::now());
+                state.full_state = None;
                 drop(state);
                 debug!(doc = %self.name, updates, elapsed_ms = started.elapsed().as_millis() as u64, "document loaded");
                 Ok(())
@@ -154,6 +163,10 @@ impl Document {
         }
         let now = Instant::now();
         let seq = update.position;
+        // Whatever the outcome, the content may have changed (an update
+        // yrs holds back for a missing dependency changes what an encode
+        // of the whole state returns too).
+        state.full_state = None;
         let applied = debug_span!("apply", doc = %self.name, seq, bytes = update.bytes.len())
             .in_scope(|| state.replica.apply(&mut update, now));
         trace!(doc = %self.name, seq, own = origin.is_some(), ?applied, missing = state.replica.missing_since().is_some(), "update applied");
@@ -234,6 +247,7 @@ impl Document {
             };
         }
         let (outcome, diff) = state.replica.merge_log(stored, now);
+        state.full_state = None;
         state
             .reread
             .finished(outcome.still_missing && !outcome.gained, now);
@@ -268,6 +282,7 @@ impl Document {
             return false;
         }
         state.deleted = true;
+        state.full_state = None;
         state.sessions.tell_deleted();
         state.replica.clear_dirty();
         state.idle_since = Some(Instant::now());
@@ -328,6 +343,7 @@ impl Document {
         }
         if state.sessions.is_empty() {
             state.idle_since = Some(Instant::now());
+            state.full_state = None;
         }
         removal
     }
@@ -347,8 +363,21 @@ impl Document {
         sync_step1_frame(self.state.lock().replica.state_vector())
     }
 
+    /// The SyncStep2 answering a client's SyncStep1: what it lacks. A
+    /// client that holds nothing gets the shared frame of the whole
+    /// document ([`LiveState::full_state`]), encoded at most once per
+    /// version; any other gets its own diff.
     pub(crate) fn sync_step2_frame(&self, client_state: &StateVector) -> Outbound {
-        sync_step2_frame(self.state.lock().replica.diff(client_state))
+        let mut state = self.state.lock();
+        if !client_state.is_empty() {
+            return sync_step2_frame(state.replica.diff(client_state));
+        }
+        if let Some(frame) = &state.full_state {
+            return frame.clone();
+        }
+        let frame = sync_step2_frame(state.replica.diff(client_state));
+        state.full_state = Some(frame.clone());
+        frame
     }
 
     pub(crate) fn awareness_frame(&self) -> Option<Outbound> {

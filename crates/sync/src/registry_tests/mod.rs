@@ -6,6 +6,7 @@ mod cluster;
 mod commit;
 mod decodes;
 mod documents;
+mod joins;
 mod pipeline;
 mod presence;
 mod reread;
