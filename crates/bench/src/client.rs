@@ -132,7 +132,8 @@ impl Client {
         receive_buffer: Option<u32>,
     ) -> anyhow::Result<Client> {
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
-        let mut client = Self::open(endpoint, doc_name, source, config, doc).await?;
+        let mut client =
+            Self::open(endpoint, doc_name, source, config, doc, receive_buffer).await?;
         let step1 = SyncMessage::SyncStep1(client.doc.transact().state_vector()).encode_frame();
         client.send_yjs(&step1).await?;
         loop {
@@ -144,13 +145,15 @@ impl Client {
     }
 
     /// Opens the socket (and, for Hocuspocus, sends the auth message), with
-    /// no handshake yet: the caller sends its SyncStep1.
+    /// no handshake yet: the caller sends its SyncStep1. `receive_buffer`
+    /// sets the socket's SO_RCVBUF before connecting.
     pub(crate) async fn open(
         endpoint: &Endpoint,
         doc_name: &str,
         source: Option<std::net::IpAddr>,
         config: WebSocketConfig,
         doc: Doc,
+        receive_buffer: Option<u32>,
     ) -> anyhow::Result<Client> {
         let tcp_socket = TcpSocket::new_v4().context("create socket")?;
         if let Some(bytes) = receive_buffer {

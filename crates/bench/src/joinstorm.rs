@@ -176,7 +176,7 @@ async fn join(
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     let source = Some(session::source_address(2 + index));
     let payload = tokio::time::timeout(JOIN_TIMEOUT, async {
-        let mut client = Client::open(&endpoint, &name, source, config, Doc::new()).await?;
+        let mut client = Client::open(&endpoint, &name, source, config, Doc::new(), None).await?;
         let step1 = SyncMessage::SyncStep1(StateVector::default()).encode_frame();
         client.send_yjs(&step1).await?;
         loop {
