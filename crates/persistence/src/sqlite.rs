@@ -136,14 +136,15 @@ impl Dialect for Sqlite {
     }
 }
 
-/// Appends `rows` (at most [`APPEND_CHUNK_ROWS`]) and pushes their
-/// sequence numbers, in the order of `rows`, onto `seqs`.
+/// Appends `rows` and pushes their sequence numbers, in the order of
+/// `rows`, onto `seqs`.
 ///
 /// The rows go in statements whose sizes are powers of two, so the
 /// connection's statement cache holds a few prepared statements, not one per
-/// batch size. `RETURNING` lists rows in no promised order; one statement
-/// under the write lock takes consecutive `AUTOINCREMENT` numbers in the
-/// order of its `VALUES`, so the sorted numbers are the rows' in order.
+/// batch size. A statement returns no rows (each row would be a message
+/// from sqlx's worker thread): one `INSERT` under the write lock takes
+/// consecutive `AUTOINCREMENT` numbers in the order of its `VALUES`, so its
+/// rows are numbered up to the last inserted row id.
 async fn append_rows(
     connection: &mut SqliteConnection,
     rows: &[NewUpdate],
@@ -153,26 +154,26 @@ async fn append_rows(
     while !rest.is_empty() {
         let size = largest_power_of_two_at_most(rest.len().min(APPEND_CHUNK_ROWS));
         let (chunk, after) = rest.split_at(size);
-        let mut query = sqlx::query_scalar::<_, LogSeq>(append_statement(size));
+        let mut query = sqlx::query(append_statement(size));
         for new in chunk {
             query = query.bind(new.doc.as_ref()).bind(new.update.as_ref());
         }
-        let mut chunk_seqs = query
-            .fetch_all(&mut *connection)
+        let done = query
+            .execute(&mut *connection)
             .await
             .map_err(|error| StoreError::new("append updates", error))?;
-        if chunk_seqs.len() != chunk.len() {
+        let inserted = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
+        let rows_affected = i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+        if rows_affected != inserted {
             return Err(StoreError::new(
                 "append updates",
                 std::io::Error::other(format!(
-                    "{} sequence numbers for {} updates",
-                    chunk_seqs.len(),
-                    chunk.len()
+                    "{rows_affected} rows inserted for {inserted} updates"
                 )),
             ));
         }
-        chunk_seqs.sort_unstable();
-        seqs.append(&mut chunk_seqs);
+        let last = done.last_insert_rowid();
+        seqs.extend((last - inserted + 1)..=last);
         rest = after;
     }
     Ok(())
@@ -195,7 +196,7 @@ fn append_statement(rows: usize) -> &'static str {
     let index = usize::try_from(rows.ilog2()).unwrap_or(usize::MAX);
     statements
         .get(index)
-        .map_or(sql::APPEND_ONE, String::as_str)
+        .map_or(sql::APPEND_ONE_ROW, String::as_str)
 }
 
 /// An exclusive lock on `<database>.lock`, held until dropped; `None` for an
