@@ -17,6 +17,17 @@ use weft_sync::{LogSeq, StoreError};
 
 use crate::error::OpenError;
 
+/// The connections a store works with.
+#[derive(Debug)]
+pub struct Pools<Db: Database> {
+    /// Loads, snapshot writes, deletions, listings.
+    pub(crate) pool: Pool<Db>,
+    /// What the update log's appends (the edit path, one per committed
+    /// batch) go through: the same pool, or, where a connection's own
+    /// state makes the next append cheaper, connections of their own.
+    pub(crate) appender: Pool<Db>,
+}
+
 /// One database's side of the store. Implemented by zero-sized markers
 /// (`Sqlite`, `Postgres`).
 pub trait Dialect: Debug + Clone + Copy + Send + Sync + 'static {
@@ -36,10 +47,10 @@ pub trait Dialect: Debug + Clone + Copy + Send + Sync + 'static {
     const LIST_TOPIC_DOCUMENTS: &'static str;
 
     /// Opens (creating or migrating as needed) the database at `url`.
-    fn connect(url: &str) -> impl Future<Output = Result<Pool<Self::Db>, OpenError>> + Send;
+    fn connect(url: &str) -> impl Future<Output = Result<Pools<Self::Db>, OpenError>> + Send;
 
     /// Appends `updates` in one transaction and returns their sequence
-    /// numbers, in the order of `updates`.
+    /// numbers, in the order of `updates`. `pool` is [`Pools::appender`].
     fn append(
         pool: &Pool<Self::Db>,
         updates: &[NewUpdate],

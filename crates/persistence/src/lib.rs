@@ -37,7 +37,7 @@ pub mod store;
 
 use std::sync::Arc;
 
-pub use dialect::Dialect;
+pub use dialect::{Dialect, Pools};
 pub use error::OpenError;
 #[cfg(feature = "postgres")]
 pub use postgres::{Postgres, PostgresStore};

@@ -18,7 +18,7 @@ use sqlx::{PgPool, Row};
 use weft_sync::store::NewUpdate;
 use weft_sync::{LogSeq, StoreError};
 
-use crate::dialect::Dialect;
+use crate::dialect::{Dialect, Pools};
 use crate::error::OpenError;
 use crate::sql::{list_documents, list_topic_documents};
 use crate::store::SqlStore;
@@ -56,7 +56,7 @@ impl Dialect for Postgres {
     const LIST_DOCUMENTS: &'static str = list_documents!(" COLLATE \"C\"");
     const LIST_TOPIC_DOCUMENTS: &'static str = list_topic_documents!(" COLLATE \"C\"");
 
-    async fn connect(url: &str) -> Result<PgPool, OpenError> {
+    async fn connect(url: &str) -> Result<Pools<sqlx::Postgres>, OpenError> {
         let options: PgConnectOptions = url.parse().map_err(OpenError::InvalidUrl)?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -68,7 +68,12 @@ impl Dialect for Postgres {
             .run(&pool)
             .await
             .map_err(OpenError::Migrate)?;
-        Ok(pool)
+        // One statement per batch, over the network: any connection will
+        // do, so appends share the pool.
+        Ok(Pools {
+            appender: pool.clone(),
+            pool,
+        })
     }
 
     /// One statement for the batch: a round trip per update would cost

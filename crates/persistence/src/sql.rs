@@ -29,6 +29,25 @@ pub(crate) const READ_LOG: &str =
 pub(crate) const APPEND_ONE: &str =
     "INSERT INTO weft_updates (doc, data) VALUES ($1, $2) RETURNING seq";
 
+/// Appends `rows` updates in one statement (`$1`, `$2` the first update's
+/// document and bytes, `$3`, `$4` the second's, ...). SQLite's form of the
+/// batch append: the sequence numbers are read from the last inserted row
+/// id.
+pub(crate) fn append_many(rows: usize) -> String {
+    let mut statement = String::from("INSERT INTO weft_updates (doc, data) VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            statement.push_str(", ");
+        }
+        let first = 2 * row + 1;
+        statement.push_str(&format!("(${first}, ${})", first + 1));
+    }
+    statement
+}
+
+/// [`append_many`] of one update.
+pub(crate) const APPEND_ONE_ROW: &str = "INSERT INTO weft_updates (doc, data) VALUES ($1, $2)";
+
 /// Drops a document's log up to a position (`$1` document, `$2` seq).
 pub(crate) const PRUNE_LOG: &str = "DELETE FROM weft_updates WHERE doc = $1 AND seq <= $2";
 

@@ -10,17 +10,18 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
     SqliteSynchronous,
 };
-use sqlx::{Pool, SqlitePool};
+use sqlx::{Pool, SqliteConnection};
 use weft_sync::store::NewUpdate;
 use weft_sync::{LogSeq, StoreError};
 
-use crate::dialect::Dialect;
+use crate::dialect::{Dialect, Pools};
 use crate::error::OpenError;
 use crate::sql::{self, list_documents, list_topic_documents};
 use crate::store::SqlStore;
@@ -32,6 +33,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: u32 = 4;
 /// How long a caller waits for a free connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections of the appender (see `Dialect::connect`): SQLite takes one
+/// writer at a time, and one connection keeps its page cache between
+/// commits.
+const APPEND_CONNECTIONS: u32 = 1;
+/// Updates per `INSERT` at most: two parameters each, far below SQLite's
+/// limit on a statement's parameters (32,766).
+const APPEND_CHUNK_ROWS: usize = 256;
 
 /// SQLite-backed update log and snapshots.
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -49,7 +57,7 @@ impl Dialect for Sqlite {
     const LIST_DOCUMENTS: &'static str = list_documents!("");
     const LIST_TOPIC_DOCUMENTS: &'static str = list_topic_documents!("");
 
-    async fn connect(url: &str) -> Result<SqlitePool, OpenError> {
+    async fn connect(url: &str) -> Result<Pools<sqlx::Sqlite>, OpenError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(OpenError::InvalidUrl)?
             .create_if_missing(true)
@@ -68,35 +76,54 @@ impl Dialect for Sqlite {
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(OpenError::Connect)?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
             .map_err(OpenError::Migrate)?;
-        Ok(pool)
+        // Appends get one connection of their own (the same options, so the
+        // same database, in memory too). A WAL connection drops its page
+        // cache when it starts a transaction after another connection
+        // wrote; appends taking turns over the pool's connections re-read
+        // the log's pages from the file on nearly every commit.
+        let appender = SqlitePoolOptions::new()
+            .max_connections(APPEND_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(OpenError::Connect)?;
+        Ok(Pools { pool, appender })
     }
 
-    /// One `INSERT` per update in one transaction: SQLite statements are
-    /// calls into the library, not round trips.
+    /// As few statements as the batch allows: each statement is a hop to
+    /// the connection's worker thread and back. A batch of at most
+    /// [`APPEND_CHUNK_ROWS`] updates is one multi-row `INSERT`, atomic by
+    /// itself; a larger one is several in one transaction.
     async fn append(
         pool: &Pool<sqlx::Sqlite>,
         updates: &[NewUpdate],
     ) -> Result<Vec<LogSeq>, StoreError> {
+        if updates.len() <= APPEND_CHUNK_ROWS {
+            let mut connection = pool
+                .acquire()
+                .await
+                .map_err(|error| StoreError::new("acquire append connection", error))?;
+            let mut seqs = Vec::with_capacity(updates.len());
+            append_rows(&mut connection, updates, &mut seqs).await?;
+            return Ok(seqs);
+        }
         let mut txn = pool
             .begin()
             .await
             .map_err(|error| StoreError::new("begin append", error))?;
         let mut seqs = Vec::with_capacity(updates.len());
-        for new in updates {
-            let seq: LogSeq = sqlx::query_scalar(sql::APPEND_ONE)
-                .bind(new.doc.as_ref())
-                .bind(new.update.as_ref())
-                .fetch_one(&mut *txn)
-                .await
-                .map_err(|error| StoreError::new("append update", error))?;
-            seqs.push(seq);
+        let mut rest = updates;
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(rest.len().min(APPEND_CHUNK_ROWS));
+            append_rows(&mut txn, chunk, &mut seqs).await?;
+            rest = after;
         }
         txn.commit()
             .await
@@ -107,6 +134,69 @@ impl Dialect for Sqlite {
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
     }
+}
+
+/// Appends `rows` and pushes their sequence numbers, in the order of
+/// `rows`, onto `seqs`.
+///
+/// The rows go in statements whose sizes are powers of two, so the
+/// connection's statement cache holds a few prepared statements, not one per
+/// batch size. A statement returns no rows (each row would be a message
+/// from sqlx's worker thread): one `INSERT` under the write lock takes
+/// consecutive `AUTOINCREMENT` numbers in the order of its `VALUES`, so its
+/// rows are numbered up to the last inserted row id.
+async fn append_rows(
+    connection: &mut SqliteConnection,
+    rows: &[NewUpdate],
+    seqs: &mut Vec<LogSeq>,
+) -> Result<(), StoreError> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = largest_power_of_two_at_most(rest.len().min(APPEND_CHUNK_ROWS));
+        let (chunk, after) = rest.split_at(size);
+        let mut query = sqlx::query(append_statement(size));
+        for new in chunk {
+            query = query.bind(new.doc.as_ref()).bind(new.update.as_ref());
+        }
+        let done = query
+            .execute(&mut *connection)
+            .await
+            .map_err(|error| StoreError::new("append updates", error))?;
+        let inserted = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
+        let rows_affected = i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+        if rows_affected != inserted {
+            return Err(StoreError::new(
+                "append updates",
+                std::io::Error::other(format!(
+                    "{rows_affected} rows inserted for {inserted} updates"
+                )),
+            ));
+        }
+        let last = done.last_insert_rowid();
+        seqs.extend((last - inserted + 1)..=last);
+        rest = after;
+    }
+    Ok(())
+}
+
+fn largest_power_of_two_at_most(count: usize) -> usize {
+    debug_assert!(count > 0);
+    1 << count.ilog2()
+}
+
+/// The `INSERT` of `rows` updates (a power of two, at most
+/// [`APPEND_CHUNK_ROWS`]), built once per size.
+fn append_statement(rows: usize) -> &'static str {
+    static STATEMENTS: OnceLock<Vec<String>> = OnceLock::new();
+    let statements = STATEMENTS.get_or_init(|| {
+        (0..=APPEND_CHUNK_ROWS.ilog2())
+            .map(|power| sql::append_many(1 << power))
+            .collect()
+    });
+    let index = usize::try_from(rows.ilog2()).unwrap_or(usize::MAX);
+    statements
+        .get(index)
+        .map_or(sql::APPEND_ONE_ROW, String::as_str)
 }
 
 /// An exclusive lock on `<database>.lock`, held until dropped; `None` for an

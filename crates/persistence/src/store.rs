@@ -21,13 +21,15 @@ use weft_sync::store::{
 };
 use weft_sync::{LogSeq, LoggedUpdate, Snapshot, StoreError, StoredDoc, unix_millis};
 
-use crate::dialect::{Dialect, sql_store_impl};
+use crate::dialect::{Dialect, Pools, sql_store_impl};
 use crate::error::OpenError;
 use crate::sql;
 
 /// An update log and snapshots in a SQL database.
 pub struct SqlStore<D: Dialect> {
     pool: Pool<D::Db>,
+    /// Appends go here (see [`Pools::appender`]).
+    appender: Pool<D::Db>,
     dialect: PhantomData<D>,
 }
 
@@ -44,6 +46,7 @@ impl<D: Dialect> Clone for SqlStore<D> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            appender: self.appender.clone(),
             dialect: PhantomData,
         }
     }
@@ -52,14 +55,17 @@ impl<D: Dialect> Clone for SqlStore<D> {
 impl<D: Dialect> SqlStore<D> {
     /// Opens (creating if needed) the database at `url` and migrates it.
     pub async fn open(url: &str) -> Result<Self, OpenError> {
+        let Pools { pool, appender } = D::connect(url).await?;
         Ok(Self {
-            pool: D::connect(url).await?,
+            pool,
+            appender,
             dialect: PhantomData,
         })
     }
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
+        self.appender.close().await;
         self.pool.close().await;
     }
 }
@@ -126,7 +132,7 @@ impl EmbeddedLog for SqlStore<D> {
         if updates.is_empty() {
             return Ok(Vec::new());
         }
-        D::append(&self.pool, updates).await
+        D::append(&self.appender, updates).await
     }
 
     async fn delete_document(

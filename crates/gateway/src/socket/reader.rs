@@ -44,8 +44,16 @@ impl<W: Wire> Reader<'_, W> {
     {
         let mut acks: FuturesUnordered<BoxFuture<'static, AckOutcome>> = FuturesUnordered::new();
         let mut rate = UpdateRateLimiter::new(self.config.max_updates_per_second);
-        let mut heartbeat_deadline = Instant::now() + self.config.heartbeat_timeout;
-        let mut idle_deadline = Instant::now() + self.config.idle_timeout;
+        let started = Instant::now();
+        let mut heartbeat_deadline = started + self.config.heartbeat_timeout;
+        let mut idle_deadline = started + self.config.idle_timeout;
+        // One timer for both deadlines, armed at the earlier. A frame only
+        // moves the deadlines (two plain `Instant`s); when the timer fires
+        // before either has passed, it is re-armed. A timer per deadline
+        // made afresh on each turn of the loop cost two registrations with
+        // the runtime's timer wheel, and two removals, per frame.
+        let timer = tokio::time::sleep_until(heartbeat_deadline.min(idle_deadline));
+        tokio::pin!(timer);
         loop {
             let outcome = tokio::select! {
                 biased;
@@ -62,10 +70,20 @@ impl<W: Wire> Reader<'_, W> {
                         Err(FailureAnswer::publish(&failure).close)
                     }
                 },
-                () = tokio::time::sleep_until(heartbeat_deadline) => Err(CloseReason::HeartbeatTimeout),
-                () = tokio::time::sleep_until(idle_deadline) => Err(CloseReason::IdleTimeout),
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= heartbeat_deadline {
+                        Err(CloseReason::HeartbeatTimeout)
+                    } else if now >= idle_deadline {
+                        Err(CloseReason::IdleTimeout)
+                    } else {
+                        timer.as_mut().reset(heartbeat_deadline.min(idle_deadline));
+                        Ok(())
+                    }
+                }
                 received = stream.next(), if acks.len() < MAX_UPDATES_IN_FLIGHT => {
-                    heartbeat_deadline = Instant::now() + self.config.heartbeat_timeout;
+                    let now = Instant::now();
+                    heartbeat_deadline = now + self.config.heartbeat_timeout;
                     let frame = match received {
                         None => return None,
                         Some(Err(failure)) => return close_for_read_error(failure),
@@ -74,7 +92,7 @@ impl<W: Wire> Reader<'_, W> {
                         Some(Ok(WsMessage::Close(_))) => return None,
                         Some(Ok(WsMessage::Text(_))) => return Some(CloseReason::TextFrame),
                     };
-                    idle_deadline = Instant::now() + self.config.idle_timeout;
+                    idle_deadline = now + self.config.idle_timeout;
                     self.metrics.messages_received.inc();
                     self.metrics.bytes_received.inc_by(frame.len() as u64);
                     match self.wire.decode(&frame) {
