@@ -85,6 +85,11 @@ pub const MAX_UPDATES_IN_FLIGHT: usize = 64;
 /// frames queued before it.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// Outbound messages larger than this are sent as WebSocket fragments of
+/// this size, each a slice of the shared message: a session's write buffer
+/// then holds about one fragment, not a copy of the whole message.
+pub const FRAGMENT_BYTES: usize = 64 * 1024;
+
 /// The longest document name accepted, in bytes (after URL-decoding).
 pub const MAX_DOC_NAME_BYTES: usize = 1024;
 

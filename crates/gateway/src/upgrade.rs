@@ -11,14 +11,18 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::body::Body;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use percent_encoding::percent_decode_str;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span};
+use tracing::{Instrument, debug, error, info, info_span};
 
 use crate::auth::{Access, token_from_request};
 use crate::config::{MAX_DOC_NAME_BYTES, READ_BUFFER_BYTES, WRITE_BUFFER_BYTES};
@@ -106,7 +110,7 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
         };
         let granted = if access == Access::Read { "read" } else { "write" };
         tracing::Span::current().record("auth", granted);
-        let upgrade = websocket_upgrade(&mut parts, &state).await?;
+        let upgrade = websocket_upgrade(&mut parts, &state)?;
         let outbox = SocketOutbox::new(state.config.send_queue_frames, state.config.send_queue_bytes);
         let deleted = CancellationToken::new();
         let session = match state.registry.join(&doc, outbox.direct(deleted.clone())).await {
@@ -155,7 +159,7 @@ async fn hocuspocus_upgrade(state: AppState, mut parts: Parts) -> Response {
         }
         check_origin(&parts, &state.config.allowed_origins)?;
         let permit = state.admission.admit(peer).map_err(ApiError::from)?;
-        let upgrade = websocket_upgrade(&mut parts, &state).await?;
+        let upgrade = websocket_upgrade(&mut parts, &state)?;
         let wire = Hocuspocus {
             joiner: Joiner {
                 registry: state.registry.clone(),
@@ -200,48 +204,137 @@ fn socket_parts<W: Wire>(
 /// Answers `101` and runs the socket as a tracked task in `span`.
 ///
 /// The session counts as open from before the `101` (a tracker token taken
-/// now, held until the socket ends): the upgrade callback runs only after
-/// the response is sent, and a drain starting in between must still wait
-/// for this session. If the handshake never completes, the callback is
-/// dropped and the token with it.
+/// now, held until the socket ends): the connection is handed over only
+/// after the response is sent, and a drain starting in between must still
+/// wait for this session. If the handshake never completes, the task ends
+/// and drops the token.
 fn start<W: Wire>(
     state: &AppState,
-    upgrade: WebSocketUpgrade,
+    upgrade: Handshake,
     socket: SocketParts<W>,
     span: tracing::Span,
 ) -> Response {
     let open = state.lifecycle.tracker().token();
-    upgrade.on_upgrade(move |websocket| {
+    let Handshake {
+        accept,
+        on_upgrade,
+        config,
+    } = upgrade;
+    tokio::spawn(
         async move {
             let _open = open;
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(failure) => {
+                    debug!(error = %failure, "the connection was not upgraded");
+                    return;
+                }
+            };
+            let websocket = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
             crate::socket::run(websocket, socket).await;
         }
-        .instrument(span)
-    })
+        .instrument(span),
+    );
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// A valid WebSocket handshake (RFC 6455 section 4.2.1), not yet answered.
+struct Handshake {
+    /// The `Sec-WebSocket-Accept` of the `101`.
+    accept: HeaderValue,
+    /// The connection, once the `101` is sent.
+    on_upgrade: OnUpgrade,
+    /// The socket's buffer and message sizes.
+    config: WebSocketConfig,
 }
 
 /// The WebSocket handshake of a request, with Weft's buffer and message
 /// sizes (tungstenite's default read buffer is 128 KiB a connection), or the
-/// refusal of an invalid handshake.
-async fn websocket_upgrade(
-    parts: &mut Parts,
-    state: &AppState,
-) -> Result<WebSocketUpgrade, ApiError> {
-    let upgrade = WebSocketUpgrade::from_request_parts(parts, state)
-        .await
-        .map_err(|rejection| {
-            ApiError::new(
-                rejection.status(),
-                "invalid websocket upgrade",
-                rejection.body_text(),
-            )
-        })?;
-    Ok(upgrade
+/// refusal of an invalid handshake (the status and details name what is
+/// wrong).
+fn websocket_upgrade(parts: &mut Parts, state: &AppState) -> Result<Handshake, ApiError> {
+    let invalid = |status, details: &str| {
+        ApiError::new(status, "invalid websocket upgrade", details.to_owned())
+    };
+    if parts.method != Method::GET {
+        return Err(invalid(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Request method must be `GET`",
+        ));
+    }
+    if !header_contains(&parts.headers, &header::CONNECTION, "upgrade") {
+        return Err(invalid(
+            StatusCode::BAD_REQUEST,
+            "Connection header did not include 'upgrade'",
+        ));
+    }
+    if !header_is(&parts.headers, &header::UPGRADE, "websocket") {
+        return Err(invalid(
+            StatusCode::BAD_REQUEST,
+            "`Upgrade` header did not include 'websocket'",
+        ));
+    }
+    let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(invalid(
+            StatusCode::BAD_REQUEST,
+            "`Sec-WebSocket-Key` header missing",
+        ));
+    };
+    if !header_is(&parts.headers, &header::SEC_WEBSOCKET_VERSION, "13") {
+        return Err(invalid(
+            StatusCode::BAD_REQUEST,
+            "`Sec-WebSocket-Version` header did not include '13'",
+        ));
+    }
+    // Base64 is always a valid header value.
+    let accept = HeaderValue::try_from(derive_accept_key(key.as_bytes()))
+        .map_err(|_| invalid(StatusCode::BAD_REQUEST, "invalid `Sec-WebSocket-Key`"))?;
+    let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+        return Err(invalid(
+            StatusCode::UPGRADE_REQUIRED,
+            "WebSocket request couldn't be upgraded since no upgrade state was present",
+        ));
+    };
+    let max_message = state.config.max_message_bytes;
+    let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(state.config.max_message_bytes.saturating_mul(2))
-        .max_message_size(state.config.max_message_bytes)
-        .max_frame_size(state.config.max_message_bytes))
+        // tungstenite requires it above the write buffer's size.
+        .max_write_buffer_size(max_message.saturating_mul(2).max(WRITE_BUFFER_BYTES + 1))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    Ok(Handshake {
+        accept,
+        on_upgrade,
+        config,
+    })
+}
+
+/// Whether header `name` is `value`, ignoring ASCII case.
+fn header_is(headers: &HeaderMap, name: &HeaderName, value: &str) -> bool {
+    headers
+        .get(name)
+        .is_some_and(|header| header.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
+}
+
+/// Whether header `name` contains `value` (lower case), ignoring ASCII case:
+/// `Connection: keep-alive, Upgrade` asks for an upgrade.
+fn header_contains(headers: &HeaderMap, name: &HeaderName, value: &str) -> bool {
+    headers
+        .get(name)
+        .and_then(|header| header.to_str().ok())
+        .is_some_and(|header| header.to_ascii_lowercase().contains(value))
 }
 
 /// The connecting peer's address. Behind a proxy this is the proxy: per-IP

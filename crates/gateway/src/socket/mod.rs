@@ -11,7 +11,8 @@
 //!
 //! The loop (`drive`) is generic over a `Stream` of inbound WebSocket
 //! messages and a `Sink` of outbound ones, so tests drive it through
-//! channels (`tests.rs`); the axum `WebSocket` is one instance (`run`).
+//! channels (`tests.rs`); a tokio-tungstenite `WebSocketStream` over the
+//! upgraded connection is one instance (`run`).
 //!
 //! Every way a socket ends has a [`CloseReason`]: a malformed frame ends
 //! only that socket and leaves its documents untouched; a failed commit or
@@ -30,10 +31,12 @@ mod tests;
 
 use std::sync::Arc;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures::future::FusedFuture;
 use futures::{FutureExt, Sink, Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -66,7 +69,11 @@ pub(crate) struct SocketParts<W> {
 }
 
 /// Serves one upgraded socket until it closes.
-pub(crate) async fn run<W: Wire>(socket: WebSocket, parts: SocketParts<W>) {
+pub(crate) async fn run<W, T>(socket: WebSocketStream<T>, parts: SocketParts<W>)
+where
+    W: Wire,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let (sink, stream) = socket.split();
     let metrics = parts.metrics.clone();
     metrics.connections.inc();
@@ -96,7 +103,7 @@ pub(crate) async fn drive<W, S, R>(
 where
     W: Wire,
     S: Sink<WsMessage> + Unpin,
-    R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+    R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
     let SocketParts {
         wire,
@@ -169,7 +176,7 @@ where
 /// stream (bounded in time by the caller).
 async fn discard_until_close<R>(stream: &mut R)
 where
-    R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+    R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
     while let Some(Ok(message)) = stream.next().await {
         if matches!(message, WsMessage::Close(_)) {

@@ -1,11 +1,11 @@
 //! The reading half of a socket: decodes client frames with the socket's
 //! wire protocol and acts on them, and ends the socket with the reason why.
 
-use axum::extract::ws::Message as WsMessage;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use weft_sync::{LogSeq, PublishError, SyncError};
@@ -40,7 +40,7 @@ impl<W: Wire> Reader<'_, W> {
         stop: &CancellationToken,
     ) -> Option<CloseReason>
     where
-        R: Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+        R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
     {
         let mut acks: FuturesUnordered<BoxFuture<'static, AckOutcome>> = FuturesUnordered::new();
         let mut rate = UpdateRateLimiter::new(self.config.max_updates_per_second);
@@ -88,7 +88,8 @@ impl<W: Wire> Reader<'_, W> {
                         None => return None,
                         Some(Err(failure)) => return close_for_read_error(failure),
                         Some(Ok(WsMessage::Binary(frame))) => frame,
-                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                        // A raw frame is never read (tungstenite reassembles).
+                        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
                         Some(Ok(WsMessage::Close(_))) => return None,
                         Some(Ok(WsMessage::Text(_))) => return Some(CloseReason::TextFrame),
                     };
@@ -234,14 +235,12 @@ impl<W: Wire> Reader<'_, W> {
 
 /// The close for a socket that failed to read: too big a message, or a
 /// WebSocket protocol violation; any other failure is a lost connection.
-fn close_for_read_error(failure: axum::Error) -> Option<CloseReason> {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    let inner = failure.into_inner();
-    match inner.downcast_ref::<WsError>() {
-        Some(WsError::Capacity(_)) => Some(CloseReason::MessageTooBig),
-        Some(WsError::Protocol(_)) => Some(CloseReason::WebSocketProtocol),
-        _ => {
-            debug!(error = %inner, "connection lost");
+fn close_for_read_error(failure: WsError) -> Option<CloseReason> {
+    match failure {
+        WsError::Capacity(_) => Some(CloseReason::MessageTooBig),
+        WsError::Protocol(_) => Some(CloseReason::WebSocketProtocol),
+        other => {
+            debug!(error = %other, "connection lost");
             None
         }
     }

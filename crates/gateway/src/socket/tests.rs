@@ -8,11 +8,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Message as WsMessage;
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use weft_protocol::hocuspocus::{encode_addressed, encode_authenticated, encode_sync_status};
 use weft_protocol::{Message, SyncMessage};
@@ -30,7 +30,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// The document every test opens.
 const DOC: &str = "doc";
 
-type Inbound = Result<WsMessage, axum::Error>;
+type Inbound = Result<WsMessage, WsError>;
 
 /// A socket loop running on channels: what the test sends is what the loop
 /// reads, what the loop writes the test receives.
@@ -179,7 +179,7 @@ impl Driven {
                 .expect("a close in time")
                 .expect("a close frame before the end");
             if let WsMessage::Close(frame) = message {
-                break frame.expect("a close code").code;
+                break u16::from(frame.expect("a close code").code);
             }
         };
         // The peer answers the close; the loop ends.
@@ -222,11 +222,10 @@ async fn authenticate(socket: &mut Driven) {
 }
 
 fn too_big() -> Inbound {
-    let failure = tokio_tungstenite::tungstenite::Error::Capacity(CapacityError::MessageTooLong {
+    Err(WsError::Capacity(CapacityError::MessageTooLong {
         size: 2048,
         max_size: 1024,
-    });
-    Err(axum::Error::new(failure))
+    }))
 }
 
 #[tokio::test]

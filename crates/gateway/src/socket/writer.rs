@@ -9,16 +9,27 @@
 //! `--send-queue-bytes` too. The sink accepts the next frame only once the
 //! previous one is written out, so a frame is known written when the next
 //! one is fed, or when the sink is flushed.
+//!
+//! A frame larger than [`FRAGMENT_BYTES`] goes as RFC 6455 fragments: a
+//! Binary frame without FIN, Continue frames, the last with FIN. Each
+//! fragment is a slice of the frame's shared `Bytes` (no copy), and the sink
+//! takes the next only once the one before is written, so the socket's write
+//! buffer holds about one fragment whatever the message's size. A document's
+//! full state (tens of MiB, shared by every session joining it) is then
+//! copied a fragment at a time per session instead of whole.
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage};
 use bytes::Bytes;
 use futures::{Sink, SinkExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use weft_sync::{Outbound, QueuedBytes};
 
 use crate::close::CloseReason;
-use crate::config::GatewayConfig;
+use crate::config::{FRAGMENT_BYTES, GatewayConfig};
 use crate::metrics::Metrics;
 
 /// Writes `greeting`, then the outbox, until the reader sends the close
@@ -37,7 +48,7 @@ pub(super) async fn write_loop<S>(
 {
     for frame in greeting {
         count_sent(metrics, &frame);
-        if sink.feed(WsMessage::Binary(frame)).await.is_err() {
+        if feed_frame(&mut sink, frame).await.is_err() {
             return;
         }
     }
@@ -54,7 +65,7 @@ pub(super) async fn write_loop<S>(
             biased;
             closing = &mut close => {
                 if let Ok(Some(reason)) = closing {
-                    let frame = CloseFrame { code: reason.code(), reason: reason.reason().into() };
+                    let frame = CloseFrame { code: reason.code().into(), reason: reason.reason().into() };
                     let _peer_may_be_gone = sink.send(WsMessage::Close(Some(frame))).await;
                 } else {
                     let _peer_may_be_gone = sink.close().await;
@@ -91,17 +102,40 @@ where
 {
     count_sent(metrics, &first);
     let mut unwritten = first.len();
-    sink.feed(WsMessage::Binary(first)).await?;
+    feed_frame(sink, first).await?;
     while let Ok(frame) = outbox.try_recv() {
         count_sent(metrics, &frame);
         let len = frame.len();
-        sink.feed(WsMessage::Binary(frame)).await?;
+        feed_frame(sink, frame).await?;
         // The sink took this frame only once the one before was written.
         queued.remove(unwritten);
         unwritten = len;
     }
     sink.flush().await?;
     queued.remove(unwritten);
+    Ok(())
+}
+
+/// Feeds one binary message: whole up to [`FRAGMENT_BYTES`], as zero-copy
+/// fragments of that size above it (see the module's documentation).
+async fn feed_frame<S>(sink: &mut S, frame: Outbound) -> Result<(), S::Error>
+where
+    S: Sink<WsMessage> + Unpin,
+{
+    if frame.len() <= FRAGMENT_BYTES {
+        return sink.feed(WsMessage::Binary(frame)).await;
+    }
+    let mut opcode = OpCode::Data(Data::Binary);
+    let mut start = 0;
+    // At most `frame.len() / FRAGMENT_BYTES + 1` rounds.
+    while start < frame.len() {
+        let end = frame.len().min(start.saturating_add(FRAGMENT_BYTES));
+        let last = end == frame.len();
+        let fragment = Frame::message(frame.slice(start..end), opcode, last);
+        sink.feed(WsMessage::Frame(fragment)).await?;
+        opcode = OpCode::Data(Data::Continue);
+        start = end;
+    }
     Ok(())
 }
 
