@@ -92,22 +92,29 @@ async fn upload(
         UPLOAD_TIMEOUT,
     )
     .await?;
-    for update in updates {
-        let frame = SyncMessage::Update(update.clone()).encode_frame();
-        uploader.send_yjs(&frame).await?;
-    }
     let expected = doc.transact().state_vector();
-    tokio::time::timeout(UPLOAD_TIMEOUT, async {
+    // The watcher reads while the upload goes on: a watcher that read only
+    // afterwards would hold the whole document in its send queue, past the
+    // server's `--send-queue-bytes`, and be closed with 1013.
+    let send = async {
+        for update in updates {
+            let frame = SyncMessage::Update(update.clone()).encode_frame();
+            uploader.send_yjs(&frame).await?;
+        }
+        anyhow::Ok(())
+    };
+    let watch = async {
         while watcher.state_vector() != expected {
             let frame = watcher.next_frame().await?;
             watcher.handle_frame(&frame).await?;
         }
         anyhow::Ok(())
-    })
-    .await
-    .with_context(|| {
-        format!("the watcher did not receive the whole document within {UPLOAD_TIMEOUT:?}")
-    })??;
+    };
+    tokio::time::timeout(UPLOAD_TIMEOUT, async { tokio::try_join!(send, watch) })
+        .await
+        .with_context(|| {
+            format!("the watcher did not receive the whole document within {UPLOAD_TIMEOUT:?}")
+        })??;
     uploader.close().await;
     ensure!(
         content_of(&watcher.doc) == content_of(doc),
