@@ -306,19 +306,24 @@ fn websocket_upgrade(parts: &mut Parts, state: &AppState) -> Result<Handshake, A
             "WebSocket request couldn't be upgraded since no upgrade state was present",
         ));
     };
-    let max_message = state.config.max_message_bytes;
-    let config = WebSocketConfig::default()
+    Ok(Handshake {
+        accept,
+        on_upgrade,
+        config: socket_config(state.config.max_message_bytes),
+    })
+}
+
+/// A socket's buffer and message sizes: a 1 KiB read buffer, no write
+/// buffer (the writer flushes; a large message goes as fragments), and
+/// messages and frames up to `max_message` bytes.
+pub(crate) fn socket_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         // tungstenite requires it above the write buffer's size.
         .max_write_buffer_size(max_message.saturating_mul(2).max(WRITE_BUFFER_BYTES + 1))
         .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message));
-    Ok(Handshake {
-        accept,
-        on_upgrade,
-        config,
-    })
+        .max_frame_size(Some(max_message))
 }
 
 /// Whether header `name` is `value`, ignoring ASCII case.

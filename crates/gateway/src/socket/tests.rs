@@ -2,6 +2,7 @@
 //! loop on both wire protocols.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fragments;
 mod stalled;
 
 use std::net::{IpAddr, Ipv4Addr};
