@@ -69,6 +69,16 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(180);
 /// Read buffer of a storm client (it grows for the large frame).
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Updates of about [`CHUNK_BYTES`] the uploader may send beyond what the
+/// watcher holds (2 MiB, half the server's default `--send-queue-bytes`).
+const UPLOAD_WINDOW: usize = 4;
+
+/// Whether `state` holds everything up to `mark`.
+fn covers(state: &StateVector, mark: &StateVector) -> bool {
+    mark.iter()
+        .all(|(client, clock)| state.get(client) >= *clock)
+}
+
 /// Uploads the document through an uploader client and returns the
 /// watcher, which holds all of it (the server has applied and broadcast
 /// every update) and keeps the document loaded.
@@ -93,28 +103,42 @@ async fn upload(
     )
     .await?;
     let expected = doc.transact().state_vector();
-    // The watcher reads while the upload goes on: a watcher that read only
-    // afterwards would hold the whole document in its send queue, past the
-    // server's `--send-queue-bytes`, and be closed with 1013.
-    let send = async {
-        for update in updates {
+    // The state each update brings the document to, so the uploader stays
+    // at most UPLOAD_WINDOW updates ahead of the watcher: a watcher that read
+    // only afterwards, or fell further behind, would have more than the
+    // server's `--send-queue-bytes` (4 MiB) queued and be closed with 1013.
+    let scratch = Doc::new();
+    let mut marks = Vec::with_capacity(updates.len());
+    for update in updates {
+        let mut txn = scratch.transact_mut();
+        txn.apply_update(Update::decode_v1(update).context("decode an upload update")?)
+            .context("apply an upload update")?;
+        marks.push(txn.state_vector());
+    }
+    tokio::time::timeout(UPLOAD_TIMEOUT, async {
+        for (index, update) in updates.iter().enumerate() {
+            let behind = index
+                .checked_sub(UPLOAD_WINDOW)
+                .and_then(|mark| marks.get(mark));
+            if let Some(mark) = behind {
+                while !covers(&watcher.state_vector(), mark) {
+                    let frame = watcher.next_frame().await?;
+                    watcher.handle_frame(&frame).await?;
+                }
+            }
             let frame = SyncMessage::Update(update.clone()).encode_frame();
             uploader.send_yjs(&frame).await?;
         }
-        anyhow::Ok(())
-    };
-    let watch = async {
         while watcher.state_vector() != expected {
             let frame = watcher.next_frame().await?;
             watcher.handle_frame(&frame).await?;
         }
         anyhow::Ok(())
-    };
-    tokio::time::timeout(UPLOAD_TIMEOUT, async { tokio::try_join!(send, watch) })
-        .await
-        .with_context(|| {
-            format!("the watcher did not receive the whole document within {UPLOAD_TIMEOUT:?}")
-        })??;
+    })
+    .await
+    .with_context(|| {
+        format!("the watcher did not receive the whole document within {UPLOAD_TIMEOUT:?}")
+    })??;
     uploader.close().await;
     ensure!(
         content_of(&watcher.doc) == content_of(doc),
@@ -352,7 +376,9 @@ pub(crate) async fn join_storm(
         .len();
 
     let uploaded = Instant::now();
-    let watcher = upload(&server.endpoints[0], &name, &doc, &updates).await?;
+    let watcher = upload(&server.endpoints[0], &name, &doc, &updates)
+        .await
+        .context("upload")?;
     let upload_s = uploaded.elapsed().as_secs_f64();
     let rss_loaded_kib = crate::procstat::rss_kib(server.server_pids[0])?;
 
