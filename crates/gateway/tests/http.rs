@@ -107,3 +107,67 @@ async fn upgrades_that_name_no_valid_document_are_refused_with_400() {
         weft_protocol::Message::Sync(weft_protocol::SyncMessage::SyncStep1(_))
     ));
 }
+
+/// A request's method and headers, the status and `details` it is refused with.
+type Refused<'a> = (&'a str, &'a [(&'a str, &'a str)], u16, &'a str);
+
+#[tokio::test]
+async fn invalid_handshakes_are_refused_with_what_is_wrong() {
+    let server = TestServer::start(GatewayConfig::default()).await;
+    let key = ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let cases: [Refused<'_>; 4] = [
+        (
+            "GET",
+            &[("Connection", "Upgrade"), ("Upgrade", "websocket"), key],
+            400,
+            "`Sec-WebSocket-Version` header did not include '13'",
+        ),
+        (
+            "GET",
+            &[
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+            ],
+            400,
+            "`Sec-WebSocket-Key` header missing",
+        ),
+        (
+            "GET",
+            &[
+                ("Connection", "keep-alive"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+                key,
+            ],
+            400,
+            "Connection header did not include 'upgrade'",
+        ),
+        (
+            "POST",
+            &[
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+                key,
+            ],
+            405,
+            "Request method must be `GET`",
+        ),
+    ];
+    for (method, headers, status, details) in cases {
+        let response = server.http(method, "/doc", headers).await;
+        response.assert_json_error(status);
+        let body = response.json();
+        assert_eq!(
+            body["error"]["message"], "invalid websocket upgrade",
+            "{body}"
+        );
+        assert_eq!(body["error"]["details"], details, "{body}");
+    }
+    // And a valid one is answered (the client checks `Sec-WebSocket-Accept`).
+    assert!(
+        Client::try_connect(server.addr, "/doc").await.is_ok(),
+        "a valid handshake is answered with 101"
+    );
+}
