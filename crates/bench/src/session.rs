@@ -86,6 +86,18 @@ pub(crate) async fn connect_many(
     count: usize,
     first_index: usize,
 ) -> anyhow::Result<Vec<Client>> {
+    connect_many_with_window(endpoint, doc, count, first_index, None).await
+}
+
+/// [`connect_many`], each socket's receive buffer (SO_RCVBUF) set to
+/// `receive_buffer` bytes when given.
+pub(crate) async fn connect_many_with_window(
+    endpoint: &Endpoint,
+    doc: &str,
+    count: usize,
+    first_index: usize,
+    receive_buffer: Option<u32>,
+) -> anyhow::Result<Vec<Client>> {
     let gate = Arc::new(Semaphore::new(CONNECT_PARALLELISM));
     let mut tasks = Vec::with_capacity(count);
     for index in 0..count {
@@ -94,8 +106,14 @@ pub(crate) async fn connect_many(
         let doc = doc.to_owned();
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.context("connect gate")?;
-            let source = source_address(first_index + index);
-            Client::connect(&endpoint, &doc, Some(source), CONNECT_TIMEOUT).await
+            let source = Some(source_address(first_index + index));
+            match receive_buffer {
+                Some(bytes) => {
+                    Client::connect_small_window(&endpoint, &doc, source, CONNECT_TIMEOUT, bytes)
+                        .await
+                }
+                None => Client::connect(&endpoint, &doc, source, CONNECT_TIMEOUT).await,
+            }
         }));
     }
     let mut clients = Vec::with_capacity(count);

@@ -16,12 +16,10 @@
 //! count of send-queue overflows (`weft_send_queue_overflows_total`) says
 //! how many it cut off at `--send-queue-bytes`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use futures::StreamExt;
-use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use weft_protocol::SyncMessage;
 use yrs::{Text, Transact};
@@ -29,7 +27,7 @@ use yrs::{Text, Transact};
 use crate::client::Client;
 use crate::scenarios::Metrics;
 use crate::servers::RunningServer;
-use crate::session::source_address;
+use crate::session::{self, source_address};
 
 /// Bytes of text each update inserts: the size issue 17 measured stalled
 /// readers with.
@@ -42,8 +40,6 @@ pub(crate) const UPDATE_RATE: f64 = 40.0;
 const RSS_CEILING_KIB: u64 = 4 * 1024 * 1024;
 /// A stalled reader's kernel receive buffer.
 const STALLED_RECEIVE_BUFFER: u32 = 4 * 1024;
-/// Stalled readers connecting at once.
-const CONNECT_PARALLELISM: usize = 64;
 /// Time one client gets to connect and sync.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the server's RSS is read during the run.
@@ -87,7 +83,9 @@ pub(crate) async fn stalled(
     let mut writer =
         Client::connect(endpoint, &doc, Some(source_address(0)), CONNECT_TIMEOUT).await?;
     let live = Client::connect(endpoint, &doc, Some(source_address(1)), CONNECT_TIMEOUT).await?;
-    let stalled = connect_stalled(endpoint, &doc, readers).await?;
+    let stalled =
+        session::connect_many_with_window(endpoint, &doc, readers, 2, Some(STALLED_RECEIVE_BUFFER))
+            .await?;
     tokio::time::sleep(SETTLE).await;
     let rss_before = crate::procstat::rss_kib(pid)?;
     let overflows_before = overflows(server, weft)?;
@@ -180,38 +178,6 @@ pub(crate) async fn stalled(
         );
     }
     Ok(metrics)
-}
-
-/// Connects `count` readers with small receive windows, synced.
-async fn connect_stalled(
-    endpoint: &crate::client::Endpoint,
-    doc: &str,
-    count: usize,
-) -> anyhow::Result<Vec<Client>> {
-    let gate = Arc::new(Semaphore::new(CONNECT_PARALLELISM));
-    let mut tasks = Vec::with_capacity(count);
-    for index in 0..count {
-        let gate = Arc::clone(&gate);
-        let endpoint = endpoint.clone();
-        let doc = doc.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await.context("connect gate")?;
-            let source = source_address(2 + index);
-            Client::connect_small_window(
-                &endpoint,
-                &doc,
-                Some(source),
-                CONNECT_TIMEOUT,
-                STALLED_RECEIVE_BUFFER,
-            )
-            .await
-        }));
-    }
-    let mut clients = Vec::with_capacity(count);
-    for task in tasks {
-        clients.push(task.await.context("connect task")??);
-    }
-    Ok(clients)
 }
 
 /// Sends update `seq`: [`UPDATE_BYTES`] of text at the start of root "pad".
