@@ -44,7 +44,7 @@ FROM ${RUST_IMAGE} AS build
 # mirrors, so pinned versions break the build; the base image fixes the release.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential pkg-config python3 zlib1g-dev \
+ && apt-get install -y --no-install-recommends build-essential pkg-config python3 zlib1g-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -66,6 +66,11 @@ LABEL org.opencontainers.image.title="weft" \
 # A fixed uid/gid (10001), which the Helm chart's securityContext names. Its
 # home is the working directory, where the embedded store's default path
 # (./weft-data) lands; mount a volume there to keep it.
+# librdkafka's TLS (OpenSSL) and the trust store for brokers, PostgreSQL
+# and OTLP collectors with public certificates.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 weft \
  && useradd --system --uid 10001 --gid weft --home-dir /var/lib/weft --create-home --shell /usr/sbin/nologin weft
 COPY --from=build /usr/local/bin/weft /usr/local/bin/weft

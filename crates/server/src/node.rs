@@ -48,7 +48,7 @@ use weft_gateway::limits::Admission;
 use weft_gateway::{AppState, Lifecycle};
 use weft_sync::{LogBus, MessageBus, Registry};
 
-use crate::config::{NodeConfig, open_store};
+use crate::config::{NodeConfig, check_kafka_security, open_store};
 use crate::drain::{DrainHold, DrainPhase, DrainReport, DrainStep};
 use crate::listen::Listeners;
 
@@ -91,6 +91,9 @@ impl Node {
     /// setting, if the store cannot be opened or the Kafka settings cannot
     /// make a client; nothing is spawned then.
     pub async fn start(config: NodeConfig, listeners: Listeners) -> anyhow::Result<NodeHandle> {
+        if let Some(kafka) = &config.kafka {
+            check_kafka_security(kafka).await?;
+        }
         let store = open_store(&config.store_url).await?;
         let local_addr = listeners
             .http
@@ -151,27 +154,54 @@ impl Node {
             });
             info!(listen = %address, "metrics listening");
         }
-        // Yjs frames are small and latency-bound: without TCP_NODELAY, Nagle's
-        // algorithm and the peer's delayed ACK hold a frame back ~40 ms.
-        let listener = listeners.http.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %error, "set TCP_NODELAY");
+        let app = weft_gateway::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let server = match &config.tls {
+            Some(tls) => {
+                let certificates = Arc::new(crate::tls::CertificateStore::new(
+                    crate::tls::keys::load(&tls.cert, &tls.key)?,
+                ));
+                tasks.spawn(certificates.clone().watch(tls.clone(), http_stop.clone()));
+                let listener = crate::tls::TlsListener::start(
+                    listeners.http,
+                    certificates,
+                    http_stop.clone(),
+                    &tasks,
+                )
+                .context("--tls-cert / WEFT_TLS_CERT: set up TLS")?
+                // Only for the connection's address (axum's `ConnectInfo`).
+                .tap_io(|_tls| {});
+                tasks.spawn(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(http_stop.clone().cancelled_owned())
+                        .into_future(),
+                )
             }
-        });
-        let server = tasks.spawn(
-            axum::serve(
-                listener,
-                weft_gateway::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-            .into_future(),
-        );
+            None => {
+                // Yjs frames are small and latency-bound: without TCP_NODELAY, Nagle's
+                // algorithm and the peer's delayed ACK hold a frame back ~40 ms.
+                let listener = listeners.http.tap_io(|tcp| {
+                    if let Err(error) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %error, "set TCP_NODELAY");
+                    }
+                });
+                tasks.spawn(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(http_stop.clone().cancelled_owned())
+                        .into_future(),
+                )
+            }
+        };
         if open {
             warn!(
                 "NO AUTHENTICATION: neither --auth-jwt-secret nor --auth-jwt-public-key is set, so any client can read and write every document"
             );
         }
-        info!(listen = %local_addr, store = %crate::cli::redacted_url(&config.store_url), "weft node listening");
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        info!(listen = %local_addr, scheme, store = %crate::cli::redacted_url(&config.store_url), "weft node listening");
         Ok(NodeHandle {
             root,
             http_stop,
