@@ -37,9 +37,10 @@ FROM ${RUST_IMAGE} AS build
 # librdkafka is compiled from the source rdkafka-sys bundles, with its own
 # `./configure` and `make` (not cmake): C and C++ compilers, make, binutils,
 # pkg-config and python3 (its build scripts). zlib comes from the system and
-# is linked dynamically (libz.so.1 is in the runtime image). Neither
-# librdkafka nor sqlx is built with TLS: Kafka and PostgreSQL are spoken in
-# plain text.
+# is linked dynamically (libz.so.1 is in the runtime image).
+# librdkafka links the system's OpenSSL (libssl-dev here, libssl3 in the
+# runtime image) for Kafka's SSL and SASL_SSL; the rest of the TLS
+# (listener, PostgreSQL, OTLP) is rustls, compiled in.
 # Unpinned on purpose (DL3008): Debian drops superseded versions from its
 # mirrors, so pinned versions break the build; the base image fixes the release.
 # hadolint ignore=DL3008
@@ -67,7 +68,8 @@ LABEL org.opencontainers.image.title="weft" \
 # home is the working directory, where the embedded store's default path
 # (./weft-data) lands; mount a volume there to keep it.
 # librdkafka's TLS (OpenSSL) and the trust store for brokers, PostgreSQL
-# and OTLP collectors with public certificates.
+# and OTLP collectors with public certificates (unpinned: see above).
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libssl3 ca-certificates \
  && rm -rf /var/lib/apt/lists/*

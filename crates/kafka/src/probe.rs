@@ -5,7 +5,7 @@
 //! A broker that does not answer at all is not this check's business: a
 //! node waits for it (readiness says why), as it does in plaintext.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -17,8 +17,13 @@ use crate::config::KafkaConfig;
 use crate::security::{SecurityError, setting};
 
 /// How long the check waits for the brokers' answer. librdkafka reports a
-/// failed handshake or authentication within milliseconds of connecting.
+/// failed handshake or authentication within a second of connecting.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// One metadata request's longest wait; a failed connection ends it early,
+/// and the check asks again until [`PROBE_TIMEOUT`].
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long each round serves the client's events (its error callbacks).
+const EVENTS_WAIT: Duration = Duration::from_millis(200);
 
 /// Records the client's errors: the metadata request itself only says it
 /// timed out, the error callback says why.
@@ -56,15 +61,26 @@ pub fn check_security(config: &KafkaConfig) -> Result<(), SecurityError> {
         .consumer("probe", config.fetch_wait)
         .create_with_context(ProbeContext::default())
         .map_err(|error| SecurityError::new(setting::PROTOCOL, error.to_string()))?;
-    let answered = probe.fetch_metadata(None, PROBE_TIMEOUT);
-    let errors = std::mem::take(&mut *probe.context().errors.lock());
-    if let Some(error) = classify(&errors) {
-        return Err(error);
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let answered = probe.fetch_metadata(None, remaining.min(ATTEMPT_TIMEOUT));
+        // The error callback runs when the client's events are served:
+        // serve them before looking (no subscription: nothing is consumed).
+        let _no_message = probe.poll(EVENTS_WAIT);
+        let errors = std::mem::take(&mut *probe.context().errors.lock());
+        if let Some(error) = classify(&errors) {
+            return Err(error);
+        }
+        match answered {
+            Ok(_) => return Ok(()),
+            Err(error) if Instant::now() >= deadline => {
+                warn!(error = %error, "the brokers did not answer the start-up check of the TLS/SASL settings; waiting for them");
+                return Ok(());
+            }
+            Err(_) => {}
+        }
     }
-    if let Err(error) = answered {
-        warn!(error = %error, "the brokers did not answer the start-up check of the TLS/SASL settings; waiting for them");
-    }
-    Ok(())
 }
 
 /// The first error that is the settings' fault, named.

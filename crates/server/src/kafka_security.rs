@@ -66,8 +66,10 @@ pub enum ProtocolArg {
     /// TLS.
     Ssl,
     /// SASL over TLS.
+    #[value(name = "sasl_ssl")]
     SaslSsl,
     /// SASL without TLS.
+    #[value(name = "sasl_plaintext")]
     SaslPlaintext,
 }
 
