@@ -38,7 +38,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use axum::serve::ListenerExt;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -155,42 +154,8 @@ impl Node {
             info!(listen = %address, "metrics listening");
         }
         let app = weft_gateway::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let server = match &config.tls {
-            Some(tls) => {
-                let certificates = Arc::new(crate::tls::CertificateStore::new(
-                    crate::tls::keys::load(&tls.cert, &tls.key)?,
-                ));
-                tasks.spawn(certificates.clone().watch(tls.clone(), http_stop.clone()));
-                let listener = crate::tls::TlsListener::start(
-                    listeners.http,
-                    certificates,
-                    http_stop.clone(),
-                    &tasks,
-                )
-                .context("--tls-cert / WEFT_TLS_CERT: set up TLS")?
-                // Only for the connection's address (axum's `ConnectInfo`).
-                .tap_io(|_tls| {});
-                tasks.spawn(
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-                        .into_future(),
-                )
-            }
-            None => {
-                // Yjs frames are small and latency-bound: without TCP_NODELAY, Nagle's
-                // algorithm and the peer's delayed ACK hold a frame back ~40 ms.
-                let listener = listeners.http.tap_io(|tcp| {
-                    if let Err(error) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %error, "set TCP_NODELAY");
-                    }
-                });
-                tasks.spawn(
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-                        .into_future(),
-                )
-            }
-        };
+        let server =
+            crate::serve::spawn(listeners.http, config.tls.as_ref(), app, &tasks, &http_stop)?;
         if open {
             warn!(
                 "NO AUTHENTICATION: neither --auth-jwt-secret nor --auth-jwt-public-key is set, so any client can read and write every document"
