@@ -5,7 +5,9 @@
 // y-websocket clients on both nodes converging and the worker storing the
 // document in PostgreSQL (WEFT_TEST_POSTGRES_URL). A wrong password and a
 // CA that did not sign the broker's certificate stop `weft serve` and
-// `weft persist` at start-up, naming the flag.
+// `weft persist` at start-up, naming the flag. The same broker's SSL
+// listener requires a client certificate: a node with one serves, one
+// without fails at start-up naming --kafka-ssl-certificate.
 
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
@@ -53,7 +55,8 @@ function secureBroker () {
       if (code !== 0) return reject(new Error(`kafka.sh up-sasl-ssl failed (${code}):\n${err}`))
       const passwordFile = path.join(dir, 'sasl-password')
       fs.writeFileSync(passwordFile, `${PASSWORD}\n`, { mode: 0o600 })
-      resolve({ dir, bootstrap: out.trim(), ca: path.join(dir, 'tls', 'ca.pem'), otherCa: path.join(dir, 'tls', 'other-ca.pem'), passwordFile })
+      const sslBootstrap = fs.readFileSync(path.join(dir, 'ssl_bootstrap'), 'utf8').trim()
+      resolve({ dir, bootstrap: out.trim(), sslBootstrap, client: path.join(dir, 'tls', 'client'), ca: path.join(dir, 'tls', 'ca.pem'), otherCa: path.join(dir, 'tls', 'other-ca.pem'), passwordFile })
     })
   })
   return broker
@@ -159,4 +162,26 @@ e2e('kafka sasl_ssl: a wrong password or a wrong CA fails at start-up naming the
       assert.ok(!output.includes(PASSWORD), 'the password is never printed')
     }
   }
+})
+
+e2e('kafka ssl: a client certificate (mutual TLS) is presented; without one start-up fails naming the flag', { skip, timeout: 240000 }, async (t) => {
+  const b = await secureBroker()
+  const topic = `mtls-${crypto.randomBytes(4).toString('hex')}`
+  const base = ['--kafka-brokers', b.sslBootstrap, '--kafka-topic', topic, '--kafka-partitions', '2', '--kafka-security-protocol', 'ssl', '--kafka-ssl-ca', b.ca]
+  const node = await startWeft(t, {
+    name: 'node-mtls',
+    args: [...base, '--node-id', 'node-mtls', '--kafka-ssl-certificate', `${b.client}.pem`, '--kafka-ssl-key', `${b.client}.key`]
+  })
+  const a = createClient(t, node, 'mtls-doc', { name: 'a' })
+  const c = createClient(t, node, 'mtls-doc', { name: 'c' })
+  await waitConverged([a, c], { what: 'the clients to sync' })
+  a.doc.getText('text').insert(0, 'over mutual TLS')
+  await waitConverged([a, c], { what: 'the edit committed through the SSL listener' })
+  assert.equal(c.doc.getText('text').toString(), 'over mutual TLS')
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-kafka-mtls-'))
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const refused = await runWeft('serve', ['--listen', `127.0.0.1:${await freePort()}`, '--store', `sqlite://${dir}/w.db`, ...base, '--node-id', 'no-cert'])
+  assert.notEqual(refused.code, 0, refused.output)
+  assert.ok(refused.output.includes('--kafka-ssl-certificate'), refused.output)
 })

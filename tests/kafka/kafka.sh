@@ -9,8 +9,10 @@
 #   kafka.sh signal DIR N SIG     send SIG (KILL, STOP, CONT, TERM) to node N
 #   kafka.sh down DIR             stop every node of DIR (TERM, then KILL after a grace period)
 #   kafka.sh up-sasl-ssl DIR USER PASSWORD
-#                                 one node with a SASL_SSL listener too (SCRAM-SHA-256/512 user
-#                                 USER, a test CA made in DIR/tls); prints its SASL_SSL address
+#                                 one node with a SASL_SSL listener (SCRAM-SHA-256/512 user
+#                                 USER) and an SSL listener that requires a client certificate,
+#                                 a test CA in DIR/tls (client.pem/.key signed by it); prints
+#                                 the SASL_SSL address (the SSL one is in DIR/ssl_bootstrap)
 #
 # DIR holds, per node N: nN/server.properties, nN/data, nN/broker.log,
 # nN/pid, nN/port; and DIR/bootstrap (host:port,...). The jars are cached
@@ -185,23 +187,25 @@ up() { # DIR NODES
 # One node whose clients may also use SASL_SSL: a test CA and the broker's
 # certificate (tests/lib/make-test-ca.sh, as PKCS#12 for the broker), the
 # SCRAM credentials written into the storage by the format
-# (`--add-scram`), and a SASL_SSL listener beside the plain ones (which
-# the controller and the readiness probe keep using).
+# (`--add-scram`), a SASL_SSL listener and an SSL listener that requires
+# a client certificate from the same CA (mutual TLS), beside the plain
+# ones (which the controller and the readiness probe keep using).
 up_sasl_ssl() { # DIR USER PASSWORD
-  local dir=$1 user=$2 password=$3 port cport sport cid cp store_password
+  local dir=$1 user=$2 password=$3 port cport sport tport cid cp store_password
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   cp=$(classpath)
   "$here/../lib/make-test-ca.sh" "$dir/tls" broker
+  "$here/../lib/make-test-ca.sh" "$dir/tls" client
   store_password=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
   openssl pkcs12 -export -in "$dir/tls/broker.pem" -inkey "$dir/tls/broker.key" -name broker \
     -passout "pass:$store_password" -out "$dir/tls/broker.p12"
-  port=$(free_port); cport=$(free_port); sport=$(free_port)
+  port=$(free_port); cport=$(free_port); sport=$(free_port); tport=$(free_port)
   write_config "$dir" 1 1 "1@127.0.0.1:$cport" "$port" "$cport"
   sed -i \
-    -e "s|^listeners=.*|listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport|" \
-    -e "s|^advertised.listeners=.*|advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport|" \
-    -e "s|^listener.security.protocol.map=.*|listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL|" \
+    -e "s|^listeners=.*|listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport,SSL://127.0.0.1:$tport|" \
+    -e "s|^advertised.listeners=.*|advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport,SSL://127.0.0.1:$tport|" \
+    -e "s|^listener.security.protocol.map=.*|listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL|" \
     "$dir/n1/server.properties"
   cat >>"$dir/n1/server.properties" <<EOF
 
@@ -212,6 +216,9 @@ ssl.keystore.type=PKCS12
 ssl.keystore.location=$dir/tls/broker.p12
 ssl.keystore.password=$store_password
 ssl.key.password=$store_password
+listener.name.ssl.ssl.client.auth=required
+listener.name.ssl.ssl.truststore.type=PEM
+listener.name.ssl.ssl.truststore.location=$dir/tls/ca.pem
 EOF
   cid=$(cluster_id)
   "$java" -Xmx256m "-Dlog4j2.configurationFile=$here/log4j2.properties" -cp "$cp/*" \
@@ -222,11 +229,12 @@ EOF
   launch "$dir" 1
   wait_ready "$dir" 1
   local deadline=$((SECONDS + ready_timeout_s))
-  until port_open "$sport"; do
-    [ "$SECONDS" -lt "$deadline" ] || die "the SASL_SSL listener 127.0.0.1:$sport did not open"
+  until port_open "$sport" && port_open "$tport"; do
+    [ "$SECONDS" -lt "$deadline" ] || die "the SASL_SSL and SSL listeners did not open"
     sleep 0.1
   done
   echo "127.0.0.1:$port" >"$dir/bootstrap"
+  echo "127.0.0.1:$tport" >"$dir/ssl_bootstrap"
   echo "127.0.0.1:$sport" >"$dir/sasl_ssl_bootstrap"
   echo "127.0.0.1:$sport"
 }

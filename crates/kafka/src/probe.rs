@@ -101,6 +101,15 @@ fn classify(errors: &[(RDKafkaErrorCode, String)]) -> Option<SecurityError> {
                 format!("the broker's certificate is not trusted: {reason}"),
             ));
         }
+        // The broker's alert when it requires a client certificate and got
+        // none, or one it does not trust (TLS 1.3 reports it on the first
+        // read after the handshake).
+        if lower.contains("alert bad certificate") || lower.contains("certificate required") {
+            return Some(SecurityError::new(
+                setting::CERTIFICATE,
+                format!("the broker refused the client certificate (or its absence): {reason}"),
+            ));
+        }
         if *code == RDKafkaErrorCode::SSL || lower.contains("ssl handshake failed") {
             return Some(SecurityError::new(
                 setting::PROTOCOL,
@@ -132,6 +141,14 @@ mod tests {
         assert_eq!(
             classify(&untrusted).map(|error| error.setting),
             Some(setting::CA)
+        );
+        let no_client_certificate = [(
+            RDKafkaErrorCode::BrokerTransportFailure,
+            "ssl://127.0.0.1:9093/bootstrap: Receive failed: error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42".to_owned(),
+        )];
+        assert_eq!(
+            classify(&no_client_certificate).map(|error| error.setting),
+            Some(setting::CERTIFICATE)
         );
         let transient = [(
             RDKafkaErrorCode::BrokerTransportFailure,
