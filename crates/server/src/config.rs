@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     /// Who may open which document.
     pub auth: Authenticator,
+    /// `wss://` and `https://` (`--tls-cert`, `--tls-key`); `None` serves
+    /// plain `ws://` and `http://`.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl NodeConfig {
@@ -73,6 +76,7 @@ impl NodeConfig {
             gateway,
             limits,
             auth,
+            tls: crate::tls::TlsConfig::from_args(&args.tls)?,
         })
     }
 }
@@ -219,6 +223,7 @@ pub fn kafka_config(args: &KafkaArgs) -> anyhow::Result<Option<KafkaConfig>> {
             ConsumeArg::Held => weft_kafka::ConsumeScope::Held,
             ConsumeArg::All => weft_kafka::ConsumeScope::All,
         },
+        security: crate::kafka_security::kafka_security(&args.security)?,
         options: args.kafka_options.clone(),
     };
     config
@@ -239,6 +244,17 @@ fn check_heartbeats(args: &ServeArgs) -> anyhow::Result<()> {
             args.node_heartbeat_interval
         );
     }
+    Ok(())
+}
+
+/// Fails, naming the flag, if the brokers refuse the TLS or SASL settings
+/// (a CA that does not sign their certificates, a wrong password). Brokers
+/// that do not answer are waited for, as in plaintext.
+pub async fn check_kafka_security(config: &KafkaConfig) -> anyhow::Result<()> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || weft_kafka::check_security(&config))
+        .await
+        .context("check the Kafka TLS/SASL settings")??;
     Ok(())
 }
 
