@@ -31,7 +31,8 @@ mod tests;
 
 use std::sync::Arc;
 
-use futures::future::FusedFuture;
+use futures::future::{BoxFuture, FusedFuture};
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Sink, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
@@ -72,7 +73,7 @@ pub(crate) struct SocketParts<W> {
 pub(crate) async fn run<W, T>(socket: WebSocketStream<T>, parts: SocketParts<W>)
 where
     W: Wire,
-    T: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (sink, stream) = socket.split();
     let metrics = parts.metrics.clone();
@@ -102,8 +103,8 @@ pub(crate) async fn drive<W, S, R>(
 ) -> Option<CloseReason>
 where
     W: Wire,
-    S: Sink<WsMessage> + Unpin,
-    R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
+    S: Sink<WsMessage> + Unpin + Send,
+    R: Stream<Item = Result<WsMessage, WsError>> + Unpin + Send,
 {
     let SocketParts {
         wire,
@@ -114,7 +115,7 @@ where
         config,
         metrics,
     } = parts;
-    let mut documents = documents::Documents::new(&outbox, config.send_queue_frames);
+    let mut documents = documents::Documents::new(&outbox);
     let greeting = match joined {
         Some(joined) => {
             let greeting = wire.greeting("", joined.access, joined.session.greeting());
@@ -148,13 +149,23 @@ where
         metrics: &metrics,
     }
     .read_loop(&mut stream, &overflowed, &stop);
-    // Reader first: when the socket's outbox overflows the writer may end
-    // too, but the reader knows why (1013), so its answer must win over the
-    // writer's "connection lost".
-    let closing = tokio::select! {
-        biased;
-        closing = reader => closing,
-        () = &mut writer => Some(CloseReason::ConnectionLost),
+    let closing = {
+        // Each half gets a waker of its own: a frame queued for the client
+        // wakes and polls the writer alone, not the reader's select over
+        // its tokens, timer and socket as one `select!` of the two did
+        // (under fan-out, once per delivery).
+        let mut halves: FuturesUnordered<BoxFuture<'_, Half>> = FuturesUnordered::new();
+        halves.push(reader.map(Half::Reader).boxed());
+        halves.push(writer.as_mut().map(|()| Half::Writer).boxed());
+        match halves.next().await {
+            Some(Half::Reader(closing)) => closing,
+            // When the socket's outbox overflows the writer may end too, but
+            // the reader knows why (1013): a reader already woken answers.
+            Some(Half::Writer) | None => match halves.next().now_or_never() {
+                Some(Some(Half::Reader(closing))) => closing,
+                _ => Some(CloseReason::ConnectionLost),
+            },
+        }
     };
     documents.leave_all();
     if !writer.is_terminated() {
@@ -170,6 +181,14 @@ where
     }
     drop(permit);
     closing
+}
+
+/// Which half of the socket loop ended first.
+enum Half {
+    /// The reader, with the close it chose (`None`: the peer closed).
+    Reader(Option<CloseReason>),
+    /// The writer: the socket failed or the outbox closed.
+    Writer,
 }
 
 /// Reads and drops frames until the peer's close frame or the end of the
