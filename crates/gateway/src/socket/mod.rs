@@ -1,6 +1,7 @@
 //! The socket loop, one for both wire protocols.
 //!
-//! Two halves run in one task. The *reader* (`reader.rs`) decodes client
+//! Two halves run in one task, each with its own waker (`halves.rs`), so a
+//! frame queued for the client polls the writer alone. The *reader* (`reader.rs`) decodes client
 //! frames with the socket's `Wire` (`wire.rs`) and acts on them; the
 //! *writer* (`writer.rs`) drains the socket's bounded outbox, pings on a
 //! timer, and writes the close frame the reader chose. Heartbeats, the idle
@@ -20,6 +21,7 @@
 //! is how no update is ever dropped silently.
 
 mod documents;
+mod halves;
 mod hocuspocus;
 mod reader;
 mod wire;
@@ -31,8 +33,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use futures::future::{BoxFuture, FusedFuture};
-use futures::stream::FuturesUnordered;
+use futures::future::FusedFuture;
 use futures::{FutureExt, Sink, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
@@ -42,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 pub(crate) use self::documents::{Joined, SocketOutbox};
+use self::halves::Half;
 pub(crate) use self::hocuspocus::Hocuspocus;
 pub(crate) use self::wire::{Joiner, Wire};
 pub(crate) use self::ywebsocket::YWebsocket;
@@ -73,7 +75,7 @@ pub(crate) struct SocketParts<W> {
 pub(crate) async fn run<W, T>(socket: WebSocketStream<T>, parts: SocketParts<W>)
 where
     W: Wire,
-    T: AsyncRead + AsyncWrite + Unpin + Send,
+    T: AsyncRead + AsyncWrite + Unpin,
 {
     let (sink, stream) = socket.split();
     let metrics = parts.metrics.clone();
@@ -103,8 +105,8 @@ pub(crate) async fn drive<W, S, R>(
 ) -> Option<CloseReason>
 where
     W: Wire,
-    S: Sink<WsMessage> + Unpin + Send,
-    R: Stream<Item = Result<WsMessage, WsError>> + Unpin + Send,
+    S: Sink<WsMessage> + Unpin,
+    R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
     let SocketParts {
         wire,
@@ -142,29 +144,22 @@ where
     )
     .fuse();
     tokio::pin!(writer);
-    let reader = reader::Reader {
-        wire: &wire,
-        documents: &mut documents,
-        config: &config,
-        metrics: &metrics,
-    }
-    .read_loop(&mut stream, &overflowed, &stop);
     let closing = {
-        // Each half gets a waker of its own: a frame queued for the client
-        // wakes and polls the writer alone, not the reader's select over
-        // its tokens, timer and socket as one `select!` of the two did
-        // (under fan-out, once per delivery).
-        let mut halves: FuturesUnordered<BoxFuture<'_, Half>> = FuturesUnordered::new();
-        halves.push(reader.map(Half::Reader).boxed());
-        halves.push(writer.as_mut().map(|()| Half::Writer).boxed());
-        match halves.next().await {
-            Some(Half::Reader(closing)) => closing,
-            // When the socket's outbox overflows the writer may end too, but
-            // the reader knows why (1013): a reader already woken answers.
-            Some(Half::Writer) | None => match halves.next().now_or_never() {
-                Some(Some(Half::Reader(closing))) => closing,
-                _ => Some(CloseReason::ConnectionLost),
-            },
+        let reader = reader::Reader {
+            wire: &wire,
+            documents: &mut documents,
+            config: &config,
+            metrics: &metrics,
+        }
+        .read_loop(&mut stream, &overflowed, &stop);
+        tokio::pin!(reader);
+        // Each half is polled only when its own waker fired (`halves.rs`):
+        // a frame queued for the client polls the writer alone. When both
+        // are due the reader goes first: when the socket's outbox
+        // overflows the writer may end too, but the reader knows why (1013).
+        match halves::first_of(reader, writer.as_mut()).await {
+            Half::Reader(closing) => closing,
+            Half::Writer => Some(CloseReason::ConnectionLost),
         }
     };
     documents.leave_all();
@@ -181,14 +176,6 @@ where
     }
     drop(permit);
     closing
-}
-
-/// Which half of the socket loop ended first.
-enum Half {
-    /// The reader, with the close it chose (`None`: the peer closed).
-    Reader(Option<CloseReason>),
-    /// The writer: the socket failed or the outbox closed.
-    Writer,
 }
 
 /// Reads and drops frames until the peer's close frame or the end of the
