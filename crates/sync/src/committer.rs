@@ -51,6 +51,7 @@ use tracing::{Span, debug, debug_span, warn};
 use weft_protocol::StateVector;
 use yrs::updates::encoder::Encode;
 
+use crate::ack::AckTo;
 use crate::batch::Forming;
 use crate::bus::{BusError, MessageBus, Position, Record, RecordKind};
 use crate::error::PublishError;
@@ -131,7 +132,8 @@ pub(crate) struct Submission {
     pub(crate) doc: DocName,
     pub(crate) what: Submitted,
     pub(crate) origin: SessionId,
-    pub(crate) done: oneshot::Sender<Result<LogSeq, PublishError>>,
+    /// Where its outcome goes.
+    pub(crate) done: AckTo,
     /// The update's span: publishing, applying and broadcasting are its
     /// children.
     pub(crate) span: Span,
@@ -194,6 +196,20 @@ impl Committer {
         span: Span,
     ) -> oneshot::Receiver<Result<LogSeq, PublishError>> {
         let (done, receiver) = oneshot::channel();
+        self.submit_to(doc, what, origin, span, AckTo::Waiter(done))
+            .await;
+        receiver
+    }
+
+    /// Queues an update or a deletion whose outcome goes to `done`.
+    pub(crate) async fn submit_to(
+        &self,
+        doc: DocName,
+        what: Submitted,
+        origin: SessionId,
+        span: Span,
+        done: AckTo,
+    ) {
         let submission = Submission {
             doc,
             what,
@@ -202,9 +218,8 @@ impl Committer {
             span,
         };
         if let Err(mpsc::error::SendError(submission)) = self.submissions.send(submission).await {
-            let _receiver_may_be_gone = submission.done.send(Err(PublishError::Stopped));
+            submission.done.resolve(Err(PublishError::Stopped));
         }
-        receiver
     }
 }
 
@@ -377,7 +392,7 @@ fn finish_batch(
                 if documents.delete(&doc, position.offset, &record_payload(&records, index)) {
                     bus.release(&doc);
                 }
-                let _submitter_may_be_gone = done.send(Ok(position.offset));
+                done.resolve(Ok(position.offset));
             }
             (Some(Ok(position)), Submitted::Update(update)) => {
                 let _update = span.enter();
@@ -386,18 +401,18 @@ fn finish_batch(
                     CommittedUpdate::committed(position.offset, update),
                     origin,
                 );
-                let _submitter_may_be_gone = done.send(Ok(position.offset));
+                done.resolve(Ok(position.offset));
             }
             (Some(Err(error)), _) => {
                 if failed == 0 {
                     warn!(error = %error, error.source = ?std::error::Error::source(&error), "publish update failed; closing its session");
                 }
                 failed += 1;
-                let _submitter_may_be_gone = done.send(Err(PublishError::from(error)));
+                done.resolve(Err(PublishError::from(error)));
             }
             (None, _) => {
                 failed += 1;
-                let _submitter_may_be_gone = done.send(Err(PublishError::Failed(
+                done.resolve(Err(PublishError::Failed(
                     "no answer from the bus".to_owned(),
                 )));
             }
