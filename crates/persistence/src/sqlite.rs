@@ -199,7 +199,11 @@ async fn append_rows(
         let (chunk, after) = rest.split_at(size);
         let mut query = sqlx::query(append_statement(size));
         for new in chunk {
-            query = query.bind(new.doc.as_ref()).bind(new.update.as_ref());
+            // The name binds as the shared `Arc<str>` it is (sqlx copies a
+            // `&str` into a new `Arc<String>`: two allocations per row).
+            query = query
+                .bind(std::sync::Arc::clone(&new.doc))
+                .bind(new.update.as_ref());
         }
         let done = query
             .execute(&mut *connection)

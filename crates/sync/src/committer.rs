@@ -240,8 +240,8 @@ async fn commit_loop(
     let mut closed = false;
     loop {
         if forming.ready(in_flight.len(), closed) {
-            let batch = forming.take();
-            let records = batch_records(documents.as_ref(), &batch);
+            let mut batch = forming.take();
+            let records = batch_records(documents.as_ref(), &mut batch);
             let sent = Instant::now();
             let mut publishing = publish(Arc::clone(&bus), batch, records);
             // The first poll hands the records to the bus's send queue,
@@ -327,24 +327,31 @@ fn publish(bus: Arc<dyn MessageBus>, batch: Vec<Submission>, records: Vec<Record
     })
 }
 
-/// The records of `batch`, each with its publish span.
-fn batch_records(documents: &dyn CommitTarget, batch: &[Submission]) -> Vec<Record> {
-    batch
-        .iter()
-        .enumerate()
-        .map(|(index, submission)| Record {
+/// The records of `batch`, each with its publish span. An update's bytes
+/// move into its record, and back when the batch is finished (see
+/// [`finish_batch`]).
+fn batch_records(documents: &dyn CommitTarget, batch: &mut [Submission]) -> Vec<Record> {
+    let batch_len = batch.len();
+    let mut records = Vec::with_capacity(batch_len);
+    for index in 0..batch_len {
+        let (earlier, rest) = batch.split_at_mut(index);
+        let Some(submission) = rest.first_mut() else {
+            break;
+        };
+        let kind = submission.what.kind();
+        let payload = match &mut submission.what {
+            Submitted::Update(update) => update.take_bytes(),
+            Submitted::Delete(seen) => deletion_payload(documents, earlier, &submission.doc, seen),
+        };
+        records.push(Record {
             doc: submission.doc.clone(),
-            kind: submission.what.kind(),
-            payload: match &submission.what {
-                Submitted::Update(update) => update.bytes().clone(),
-                Submitted::Delete(seen) => {
-                    deletion_payload(documents, &batch[..index], &submission.doc, seen)
-                }
-            },
+            kind,
+            payload,
             origin_session: submission.origin.raw(),
-            span: debug_span!(parent: &submission.span, "publish", doc = %submission.doc, batch = batch.len()),
-        })
-        .collect()
+            span: debug_span!(parent: &submission.span, "publish", doc = %submission.doc, batch = batch_len),
+        });
+    }
+    records
 }
 
 /// Applies what the bus acknowledged, in order, and answers every
@@ -394,8 +401,9 @@ fn finish_batch(
                 }
                 done.resolve(Ok(position.offset));
             }
-            (Some(Ok(position)), Submitted::Update(update)) => {
+            (Some(Ok(position)), Submitted::Update(mut update)) => {
                 let _update = span.enter();
+                update.put_bytes(take_record_payload(&mut records, index));
                 documents.apply(
                     &doc,
                     CommittedUpdate::committed(position.offset, update),
@@ -447,6 +455,13 @@ fn deletion_payload(
         earlier_updates,
     );
     Bytes::from(deleted.encode_v1())
+}
+
+fn take_record_payload(records: &mut [Record], index: usize) -> Bytes {
+    records
+        .get_mut(index)
+        .map(|record| std::mem::take(&mut record.payload))
+        .unwrap_or_default()
 }
 
 fn record_payload(records: &[Record], index: usize) -> Bytes {
