@@ -19,13 +19,13 @@ use crate::error::OpenError;
 
 /// The connections a store works with.
 #[derive(Debug)]
-pub struct Pools<Db: Database> {
+pub struct Pools<Db: Database, Appender> {
     /// Loads, snapshot writes, deletions, listings.
     pub(crate) pool: Pool<Db>,
     /// What the update log's appends (the edit path, one per committed
     /// batch) go through: the same pool, or, where a connection's own
-    /// state makes the next append cheaper, connections of their own.
-    pub(crate) appender: Pool<Db>,
+    /// state makes the next append cheaper, a connection of its own.
+    pub(crate) appender: Appender,
 }
 
 /// One database's side of the store. Implemented by zero-sized markers
@@ -33,6 +33,9 @@ pub struct Pools<Db: Database> {
 pub trait Dialect: Debug + Clone + Copy + Send + Sync + 'static {
     /// The sqlx driver.
     type Db: Database;
+
+    /// What appends go through (see [`Pools::appender`]).
+    type Appender: Debug + Clone + Send + Sync + 'static;
 
     /// Statement that makes a load's transaction read one point in time,
     /// run first in it; `None` where every transaction already does.
@@ -47,14 +50,19 @@ pub trait Dialect: Debug + Clone + Copy + Send + Sync + 'static {
     const LIST_TOPIC_DOCUMENTS: &'static str;
 
     /// Opens (creating or migrating as needed) the database at `url`.
-    fn connect(url: &str) -> impl Future<Output = Result<Pools<Self::Db>, OpenError>> + Send;
+    fn connect(
+        url: &str,
+    ) -> impl Future<Output = Result<Pools<Self::Db, Self::Appender>, OpenError>> + Send;
 
     /// Appends `updates` in one transaction and returns their sequence
-    /// numbers, in the order of `updates`. `pool` is [`Pools::appender`].
+    /// numbers, in the order of `updates`.
     fn append(
-        pool: &Pool<Self::Db>,
+        appender: &Self::Appender,
         updates: &[NewUpdate],
     ) -> impl Future<Output = Result<Vec<LogSeq>, StoreError>> + Send;
+
+    /// Closes the appender's connections, waiting for an append under way.
+    fn close_appender(appender: &Self::Appender) -> impl Future<Output = ()> + Send;
 
     /// Rows an `INSERT`, `UPDATE` or `DELETE` changed (sqlx has no common
     /// accessor).

@@ -47,6 +47,9 @@ const APPEND_BATCH: &str = "INSERT INTO weft_updates (doc, data)
 
 impl Dialect for Postgres {
     type Db = sqlx::Postgres;
+    /// Appends share the pool: one statement per batch, over the network,
+    /// and any connection will do.
+    type Appender = PgPool;
 
     /// The default READ COMMITTED would let a snapshot write prune the log
     /// between a load's two reads.
@@ -56,7 +59,7 @@ impl Dialect for Postgres {
     const LIST_DOCUMENTS: &'static str = list_documents!(" COLLATE \"C\"");
     const LIST_TOPIC_DOCUMENTS: &'static str = list_topic_documents!(" COLLATE \"C\"");
 
-    async fn connect(url: &str) -> Result<Pools<sqlx::Postgres>, OpenError> {
+    async fn connect(url: &str) -> Result<Pools<sqlx::Postgres, PgPool>, OpenError> {
         let options: PgConnectOptions = url.parse().map_err(OpenError::InvalidUrl)?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
@@ -97,6 +100,9 @@ impl Dialect for Postgres {
         seqs.sort_unstable();
         Ok(seqs)
     }
+
+    /// The appender is the store's pool, which the store closes.
+    async fn close_appender(_appender: &PgPool) {}
 
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()

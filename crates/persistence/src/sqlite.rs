@@ -10,14 +10,14 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
     SqliteSynchronous,
 };
-use sqlx::{Pool, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use weft_sync::store::NewUpdate;
 use weft_sync::{LogSeq, StoreError};
 
@@ -33,10 +33,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: u32 = 4;
 /// How long a caller waits for a free connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections of the appender (see `Dialect::connect`): SQLite takes one
-/// writer at a time, and one connection keeps its page cache between
-/// commits.
-const APPEND_CONNECTIONS: u32 = 1;
 /// Updates per `INSERT` at most: two parameters each, far below SQLite's
 /// limit on a statement's parameters (32,766).
 const APPEND_CHUNK_ROWS: usize = 256;
@@ -50,6 +46,7 @@ pub struct Sqlite;
 
 impl Dialect for Sqlite {
     type Db = sqlx::Sqlite;
+    type Appender = Appender;
 
     /// A WAL transaction reads one point in time from its first read on.
     const SNAPSHOT_READ: Option<&'static str> = None;
@@ -57,7 +54,7 @@ impl Dialect for Sqlite {
     const LIST_DOCUMENTS: &'static str = list_documents!("");
     const LIST_TOPIC_DOCUMENTS: &'static str = list_topic_documents!("");
 
-    async fn connect(url: &str) -> Result<Pools<sqlx::Sqlite>, OpenError> {
+    async fn connect(url: &str) -> Result<Pools<sqlx::Sqlite, Appender>, OpenError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(OpenError::InvalidUrl)?
             .create_if_missing(true)
@@ -88,52 +85,98 @@ impl Dialect for Sqlite {
         // cache when it starts a transaction after another connection
         // wrote; appends taking turns over the pool's connections re-read
         // the log's pages from the file on nearly every commit.
-        let appender = SqlitePoolOptions::new()
-            .max_connections(APPEND_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(OpenError::Connect)?;
-        Ok(Pools { pool, appender })
+        let connection = options.connect().await.map_err(OpenError::Connect)?;
+        Ok(Pools {
+            pool,
+            appender: Appender {
+                options,
+                connection: Arc::new(tokio::sync::Mutex::new(Some(connection))),
+            },
+        })
     }
 
     /// As few statements as the batch allows: each statement is a hop to
     /// the connection's worker thread and back. A batch of at most
     /// [`APPEND_CHUNK_ROWS`] updates is one multi-row `INSERT`, atomic by
     /// itself; a larger one is several in one transaction.
-    async fn append(
-        pool: &Pool<sqlx::Sqlite>,
-        updates: &[NewUpdate],
-    ) -> Result<Vec<LogSeq>, StoreError> {
-        if updates.len() <= APPEND_CHUNK_ROWS {
-            let mut connection = pool
-                .acquire()
-                .await
-                .map_err(|error| StoreError::new("acquire append connection", error))?;
-            let mut seqs = Vec::with_capacity(updates.len());
-            append_rows(&mut connection, updates, &mut seqs).await?;
-            return Ok(seqs);
+    async fn append(appender: &Appender, updates: &[NewUpdate]) -> Result<Vec<LogSeq>, StoreError> {
+        let mut slot = appender.connection.lock().await;
+        let connection = match slot.as_mut() {
+            Some(connection) => connection,
+            None => slot.insert(
+                appender
+                    .options
+                    .connect()
+                    .await
+                    .map_err(|error| StoreError::new("reopen append connection", error))?,
+            ),
+        };
+        let appended = append_batch(connection, updates).await;
+        if appended.is_err() {
+            // Whatever failed (a full disk, a crashed worker thread), the
+            // next append starts on a fresh connection instead of one left
+            // in an unknown state.
+            if let Some(connection) = slot.take() {
+                let _closing_a_failed_connection = connection.close_hard().await;
+            }
         }
-        let mut txn = pool
-            .begin()
-            .await
-            .map_err(|error| StoreError::new("begin append", error))?;
-        let mut seqs = Vec::with_capacity(updates.len());
-        let mut rest = updates;
-        while !rest.is_empty() {
-            let (chunk, after) = rest.split_at(rest.len().min(APPEND_CHUNK_ROWS));
-            append_rows(&mut txn, chunk, &mut seqs).await?;
-            rest = after;
+        appended
+    }
+
+    async fn close_appender(appender: &Appender) {
+        let connection = appender.connection.lock().await.take();
+        if let Some(connection) = connection
+            && let Err(error) = connection.close().await
+        {
+            tracing::debug!(%error, "closing the append connection failed");
         }
-        txn.commit()
-            .await
-            .map_err(|error| StoreError::new("commit appended updates", error))?;
-        Ok(seqs)
     }
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()
     }
+}
+
+/// The connection the update log's appends go through, and how to open
+/// another if it fails.
+///
+/// Not a pool: a pool's connection costs two more round trips to sqlx's
+/// worker thread per append (a ping when it is acquired, another when it
+/// is returned, the latter from a task spawned for it), and an append
+/// needs neither. Appends take turns on the mutex (the committer makes one
+/// at a time).
+#[derive(Debug, Clone)]
+pub struct Appender {
+    options: SqliteConnectOptions,
+    /// `None` after a failed append, until the next opens a connection.
+    connection: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+}
+
+/// Appends `updates` on `connection`: one statement for a batch of at most
+/// [`APPEND_CHUNK_ROWS`], otherwise several in one transaction.
+async fn append_batch(
+    connection: &mut SqliteConnection,
+    updates: &[NewUpdate],
+) -> Result<Vec<LogSeq>, StoreError> {
+    let mut seqs = Vec::with_capacity(updates.len());
+    if updates.len() <= APPEND_CHUNK_ROWS {
+        append_rows(connection, updates, &mut seqs).await?;
+        return Ok(seqs);
+    }
+    let mut txn = connection
+        .begin()
+        .await
+        .map_err(|error| StoreError::new("begin append", error))?;
+    let mut rest = updates;
+    while !rest.is_empty() {
+        let (chunk, after) = rest.split_at(rest.len().min(APPEND_CHUNK_ROWS));
+        append_rows(&mut txn, chunk, &mut seqs).await?;
+        rest = after;
+    }
+    txn.commit()
+        .await
+        .map_err(|error| StoreError::new("commit appended updates", error))?;
+    Ok(seqs)
 }
 
 /// Appends `rows` and pushes their sequence numbers, in the order of
@@ -156,7 +199,11 @@ async fn append_rows(
         let (chunk, after) = rest.split_at(size);
         let mut query = sqlx::query(append_statement(size));
         for new in chunk {
-            query = query.bind(new.doc.as_ref()).bind(new.update.as_ref());
+            // The name binds as the shared `Arc<str>` it is (sqlx copies a
+            // `&str` into a new `Arc<String>`: two allocations per row).
+            query = query
+                .bind(std::sync::Arc::clone(&new.doc))
+                .bind(new.update.as_ref());
         }
         let done = query
             .execute(&mut *connection)

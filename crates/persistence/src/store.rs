@@ -29,7 +29,7 @@ use crate::sql;
 pub struct SqlStore<D: Dialect> {
     pool: Pool<D::Db>,
     /// Appends go here (see [`Pools::appender`]).
-    appender: Pool<D::Db>,
+    appender: D::Appender,
     dialect: PhantomData<D>,
 }
 
@@ -65,7 +65,7 @@ impl<D: Dialect> SqlStore<D> {
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
-        self.appender.close().await;
+        D::close_appender(&self.appender).await;
         self.pool.close().await;
     }
 }

@@ -184,3 +184,40 @@ async fn snapshots_stored_in_the_tables_weft_has_always_written_read_back_by_log
     assert_eq!(listed(weft_sync::EMBEDDED_LOG).await, vec!["embedded-doc"]);
     assert_eq!(listed("weft-updates").await, vec!["topic-doc"]);
 }
+
+/// A batch larger than one statement's rows (256), of a size that is not a
+/// power of two, over two documents: every row keeps its document, its
+/// bytes and its place, and the sequence numbers come back in the order of
+/// the batch.
+#[tokio::test]
+async fn a_large_batch_keeps_every_row_in_order() {
+    let dir = TempDir::new("large-batch");
+    let store = SqliteStore::open(&dir.url()).await.expect("open");
+    let batch: Vec<NewUpdate> = (0..301_u16)
+        .map(|index| NewUpdate {
+            doc: if index % 3 == 0 { "three" } else { "other" }.into(),
+            update: index.to_le_bytes().to_vec().into(),
+        })
+        .collect();
+    let seqs = store.append(&batch).await.expect("append");
+    assert_eq!(seqs.len(), batch.len());
+    assert!(
+        seqs.windows(2).all(|pair| pair[0] < pair[1]),
+        "sequence numbers increase in batch order"
+    );
+    for doc in ["three", "other"] {
+        let loaded = store.load(doc).await.expect("load");
+        let expected: Vec<(i64, Vec<u8>)> = batch
+            .iter()
+            .zip(&seqs)
+            .filter(|(new, _)| new.doc.as_ref() == doc)
+            .map(|(new, seq)| (*seq, new.update.to_vec()))
+            .collect();
+        let got: Vec<(i64, Vec<u8>)> = loaded
+            .updates
+            .iter()
+            .map(|logged| (logged.seq, logged.update.clone()))
+            .collect();
+        assert_eq!(got, expected, "{doc}");
+    }
+}

@@ -51,6 +51,7 @@ use tracing::{Span, debug, debug_span, warn};
 use weft_protocol::StateVector;
 use yrs::updates::encoder::Encode;
 
+use crate::ack::AckTo;
 use crate::batch::Forming;
 use crate::bus::{BusError, MessageBus, Position, Record, RecordKind};
 use crate::error::PublishError;
@@ -131,7 +132,8 @@ pub(crate) struct Submission {
     pub(crate) doc: DocName,
     pub(crate) what: Submitted,
     pub(crate) origin: SessionId,
-    pub(crate) done: oneshot::Sender<Result<LogSeq, PublishError>>,
+    /// Where its outcome goes.
+    pub(crate) done: AckTo,
     /// The update's span: publishing, applying and broadcasting are its
     /// children.
     pub(crate) span: Span,
@@ -194,6 +196,20 @@ impl Committer {
         span: Span,
     ) -> oneshot::Receiver<Result<LogSeq, PublishError>> {
         let (done, receiver) = oneshot::channel();
+        self.submit_to(doc, what, origin, span, AckTo::Waiter(done))
+            .await;
+        receiver
+    }
+
+    /// Queues an update or a deletion whose outcome goes to `done`.
+    pub(crate) async fn submit_to(
+        &self,
+        doc: DocName,
+        what: Submitted,
+        origin: SessionId,
+        span: Span,
+        done: AckTo,
+    ) {
         let submission = Submission {
             doc,
             what,
@@ -202,9 +218,8 @@ impl Committer {
             span,
         };
         if let Err(mpsc::error::SendError(submission)) = self.submissions.send(submission).await {
-            let _receiver_may_be_gone = submission.done.send(Err(PublishError::Stopped));
+            submission.done.resolve(Err(PublishError::Stopped));
         }
-        receiver
     }
 }
 
@@ -225,8 +240,8 @@ async fn commit_loop(
     let mut closed = false;
     loop {
         if forming.ready(in_flight.len(), closed) {
-            let batch = forming.take();
-            let records = batch_records(documents.as_ref(), &batch);
+            let mut batch = forming.take();
+            let records = batch_records(documents.as_ref(), &mut batch);
             let sent = Instant::now();
             let mut publishing = publish(Arc::clone(&bus), batch, records);
             // The first poll hands the records to the bus's send queue,
@@ -312,24 +327,31 @@ fn publish(bus: Arc<dyn MessageBus>, batch: Vec<Submission>, records: Vec<Record
     })
 }
 
-/// The records of `batch`, each with its publish span.
-fn batch_records(documents: &dyn CommitTarget, batch: &[Submission]) -> Vec<Record> {
-    batch
-        .iter()
-        .enumerate()
-        .map(|(index, submission)| Record {
+/// The records of `batch`, each with its publish span. An update's bytes
+/// move into its record, and back when the batch is finished (see
+/// [`finish_batch`]).
+fn batch_records(documents: &dyn CommitTarget, batch: &mut [Submission]) -> Vec<Record> {
+    let batch_len = batch.len();
+    let mut records = Vec::with_capacity(batch_len);
+    for index in 0..batch_len {
+        let (earlier, rest) = batch.split_at_mut(index);
+        let Some(submission) = rest.first_mut() else {
+            break;
+        };
+        let kind = submission.what.kind();
+        let payload = match &mut submission.what {
+            Submitted::Update(update) => update.take_bytes(),
+            Submitted::Delete(seen) => deletion_payload(documents, earlier, &submission.doc, seen),
+        };
+        records.push(Record {
             doc: submission.doc.clone(),
-            kind: submission.what.kind(),
-            payload: match &submission.what {
-                Submitted::Update(update) => update.bytes().clone(),
-                Submitted::Delete(seen) => {
-                    deletion_payload(documents, &batch[..index], &submission.doc, seen)
-                }
-            },
+            kind,
+            payload,
             origin_session: submission.origin.raw(),
-            span: debug_span!(parent: &submission.span, "publish", doc = %submission.doc, batch = batch.len()),
-        })
-        .collect()
+            span: debug_span!(parent: &submission.span, "publish", doc = %submission.doc, batch = batch_len),
+        });
+    }
+    records
 }
 
 /// Applies what the bus acknowledged, in order, and answers every
@@ -377,27 +399,28 @@ fn finish_batch(
                 if documents.delete(&doc, position.offset, &record_payload(&records, index)) {
                     bus.release(&doc);
                 }
-                let _submitter_may_be_gone = done.send(Ok(position.offset));
+                done.resolve(Ok(position.offset));
             }
-            (Some(Ok(position)), Submitted::Update(update)) => {
+            (Some(Ok(position)), Submitted::Update(mut update)) => {
                 let _update = span.enter();
+                update.put_bytes(take_record_payload(&mut records, index));
                 documents.apply(
                     &doc,
                     CommittedUpdate::committed(position.offset, update),
                     origin,
                 );
-                let _submitter_may_be_gone = done.send(Ok(position.offset));
+                done.resolve(Ok(position.offset));
             }
             (Some(Err(error)), _) => {
                 if failed == 0 {
                     warn!(error = %error, error.source = ?std::error::Error::source(&error), "publish update failed; closing its session");
                 }
                 failed += 1;
-                let _submitter_may_be_gone = done.send(Err(PublishError::from(error)));
+                done.resolve(Err(PublishError::from(error)));
             }
             (None, _) => {
                 failed += 1;
-                let _submitter_may_be_gone = done.send(Err(PublishError::Failed(
+                done.resolve(Err(PublishError::Failed(
                     "no answer from the bus".to_owned(),
                 )));
             }
@@ -432,6 +455,13 @@ fn deletion_payload(
         earlier_updates,
     );
     Bytes::from(deleted.encode_v1())
+}
+
+fn take_record_payload(records: &mut [Record], index: usize) -> Bytes {
+    records
+        .get_mut(index)
+        .map(|record| std::mem::take(&mut record.payload))
+        .unwrap_or_default()
 }
 
 fn record_payload(records: &[Record], index: usize) -> Bytes {

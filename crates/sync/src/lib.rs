@@ -61,6 +61,8 @@
 //!   `CommitTarget`.
 //! - `documents`: the map of loaded documents (the commit target).
 //! - `publisher`: what sessions and the API send towards the log.
+//! - `ack`: where a submitted update's outcome goes (a waiter, or a
+//!   session's [`AckWindow`], which answers nothing and wakes no task).
 //! - [`session`]: what a gateway session holds and calls.
 //! - `config`, `loader`, `housekeeping`, `bus_task`: the registry's settings,
 //!   how a document's records are read, and its two background tasks.
@@ -70,6 +72,7 @@
 //! - `conformance` and `bus_conformance` (feature `test-util`): the suites
 //!   every store and every bus pass.
 
+mod ack;
 mod admin;
 mod awareness;
 mod awareness_tick;
@@ -110,6 +113,7 @@ pub mod tombstone;
 mod update;
 pub mod ycheck;
 
+pub use ack::AckWindow;
 pub use admin::{DeleteOutcome, DocumentRead, ListedDocument, RootKind, read_roots};
 pub use batching::BroadcastBatching;
 pub use bus::{

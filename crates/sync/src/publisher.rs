@@ -14,6 +14,7 @@ use tracing::Span;
 use weft_protocol::AwarenessUpdate;
 use yrs::updates::encoder::Encode;
 
+use crate::ack::{AckTo, AckWindow};
 use crate::bus::{MessageBus, Record, RecordKind};
 use crate::committer::{Committer, Submitted};
 use crate::document::Document;
@@ -65,18 +66,42 @@ impl Publisher {
         origin: SessionId,
         span: Span,
     ) -> Result<Option<PendingAck>, SyncError> {
-        if document.refuses_update(update.decoded()) {
-            return Err(SyncError::Deleted);
-        }
-        if update.is_empty() {
+        if !check_update(document, &update)? {
             return Ok(None);
         }
-        update.trial().map_err(SyncError::InvalidUpdate)?;
         let receiver = self
             .committer
             .submit(document.name_arc(), Submitted::Update(update), origin, span)
             .await;
         Ok(Some(PendingAck(receiver)))
+    }
+
+    /// As [`Publisher::submit_update`], with the outcome going to a place
+    /// in `window` (waiting for one if all are taken) instead of a
+    /// [`PendingAck`]. Returns whether the update was submitted (`false`:
+    /// empty, nothing to commit).
+    pub(crate) async fn submit_update_to(
+        &self,
+        document: &Document,
+        update: ClientUpdate,
+        origin: SessionId,
+        span: Span,
+        window: &Arc<AckWindow>,
+    ) -> Result<bool, SyncError> {
+        if !check_update(document, &update)? {
+            return Ok(false);
+        }
+        let place = window.place().await;
+        self.committer
+            .submit_to(
+                document.name_arc(),
+                Submitted::Update(update),
+                origin,
+                span,
+                AckTo::Window(place),
+            )
+            .await;
+        Ok(true)
     }
 
     /// Submits the deletion of `document`, naming what it holds.
@@ -120,4 +145,18 @@ impl Publisher {
             span: Span::none(),
         });
     }
+}
+
+/// The door's checks of a client update for `document`: refused if it
+/// builds on deleted history or `yrs` cannot apply it; `false` if it is
+/// empty (nothing to commit).
+fn check_update(document: &Document, update: &ClientUpdate) -> Result<bool, SyncError> {
+    if document.refuses_update(update.decoded()) {
+        return Err(SyncError::Deleted);
+    }
+    if update.is_empty() {
+        return Ok(false);
+    }
+    update.trial().map_err(SyncError::InvalidUpdate)?;
+    Ok(true)
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tracing::debug_span;
 use weft_protocol::{AwarenessUpdate, StateVector};
 
+use crate::ack::AckWindow;
 use crate::document::Document;
 use crate::error::SyncError;
 pub use crate::frames::{Outbound, SessionId, SessionOutbox};
@@ -112,6 +113,24 @@ impl Session {
         let update = ClientUpdate::decode(update).map_err(SyncError::InvalidUpdate)?;
         self.publisher
             .submit_update(&self.document, update, self.id, span)
+            .await
+    }
+
+    /// As [`Session::submit_update`] for a session that answers its client
+    /// nothing: the outcome goes to a place in `window` (waiting for one if
+    /// every place is taken), and only a failure wakes the session (see
+    /// [`AckWindow`]). Returns whether the update was submitted (`false`:
+    /// empty, nothing to commit).
+    pub async fn submit_update_to(
+        &self,
+        update: Vec<u8>,
+        window: &Arc<AckWindow>,
+    ) -> Result<bool, SyncError> {
+        let span = debug_span!(parent: None, "update", doc = %self.document.name(), bytes = update.len(), session = %self.id);
+        span.follows_from(tracing::Span::current());
+        let update = ClientUpdate::decode(update).map_err(SyncError::InvalidUpdate)?;
+        self.publisher
+            .submit_update_to(&self.document, update, self.id, span, window)
             .await
     }
 }

@@ -114,6 +114,18 @@ impl ClientUpdate {
         &self.bytes
     }
 
+    /// Moves the encoded update out, for the record the committer
+    /// publishes (a clone of bytes made from a `Vec` allocates), leaving it
+    /// empty until [`ClientUpdate::put_bytes`] returns them.
+    pub(crate) fn take_bytes(&mut self) -> Bytes {
+        std::mem::take(&mut self.bytes)
+    }
+
+    /// Returns the bytes [`ClientUpdate::take_bytes`] took.
+    pub(crate) fn put_bytes(&mut self, bytes: Bytes) {
+        self.bytes = bytes;
+    }
+
     /// The decoded update.
     pub fn decoded(&self) -> &Update {
         &self.decoded

@@ -19,7 +19,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, Transact, Update};
+use yrs::{Doc, Options, Transact, Update};
 
 /// Why `yrs` would not take an update.
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +59,21 @@ pub fn apply_decoded(doc: &Doc, update: Update) -> Result<bool, ApplyFailure> {
     }
 }
 
+thread_local! {
+    /// The scratch documents' options, drawn once per thread. `Doc::new`
+    /// draws a random client id and formats a random guid (an allocation)
+    /// for every document; a scratch document, which nobody edits or
+    /// addresses, needs neither to be its own. The document itself is
+    /// still fresh for every trial.
+    static SCRATCH_OPTIONS: Options = Options::default();
+}
+
 /// Applies `update` to a fresh scratch document to see whether `yrs` panics
 /// on it. Costs one extra decode and apply of the update on an empty
 /// document (an update that depends on missing state is only parked there,
 /// cheaply).
 pub(crate) fn trial_apply(update: &[u8]) -> Result<(), ApplyFailure> {
-    let scratch = Doc::new();
+    let scratch = SCRATCH_OPTIONS.with(|options| Doc::with_options(options.clone()));
     match apply_contained(&scratch, update) {
         Err(ApplyFailure::Panicked) => Err(ApplyFailure::Panicked),
         Err(ApplyFailure::Decode(error)) => Err(ApplyFailure::Decode(error)),

@@ -33,6 +33,7 @@ pub(crate) struct Hocuspocus {
 
 impl Wire for Hocuspocus {
     const MULTIPLEXED: bool = true;
+    const ACKNOWLEDGES: bool = true;
     const NAME: &'static str = "hocuspocus";
 
     fn joiner(&self) -> Option<&Joiner> {

@@ -1,6 +1,8 @@
 //! The reading half of a socket: decodes client frames with the socket's
 //! wire protocol and acts on them, and ends the socket with the reason why.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
@@ -8,7 +10,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
-use weft_sync::{LogSeq, PublishError, SyncError};
+use weft_sync::{AckWindow, LogSeq, PublishError, SyncError};
 
 use super::documents::Documents;
 use super::wire::{Addressed, Inbound, Outgoing, Wire};
@@ -43,6 +45,15 @@ impl<W: Wire> Reader<'_, W> {
         R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
     {
         let mut acks: FuturesUnordered<BoxFuture<'static, AckOutcome>> = FuturesUnordered::new();
+        // A protocol that tells its client nothing of a durable update
+        // (y-websocket) submits through a window: acknowledgements wake
+        // this task only when one fails.
+        let window = (!W::ACKNOWLEDGES).then(|| {
+            AckWindow::new(
+                MAX_UPDATES_IN_FLIGHT,
+                self.metrics.update_commit_seconds.clone(),
+            )
+        });
         let mut rate = UpdateRateLimiter::new(self.config.max_updates_per_second);
         let started = Instant::now();
         let mut heartbeat_deadline = started + self.config.heartbeat_timeout;
@@ -63,6 +74,11 @@ impl<W: Wire> Reader<'_, W> {
                     info!(address, "document deleted");
                     self.deleted(&address)
                 }
+                failure = window_failed(window.as_deref()), if window.is_some() => {
+                    info!(error = %failure, "update not committed; closing so the client re-sends it");
+                    Err(FailureAnswer::publish(&failure).close)
+                }
+                () = window_room(window.as_deref()), if !has_room(window.as_deref()) => Ok(()),
                 Some((address, acked)) = acks.next(), if !acks.is_empty() => match acked {
                     Ok(_) => self.documents.send(self.wire.encode(&address, Outgoing::SyncStatus(true))),
                     Err(failure) => {
@@ -81,7 +97,7 @@ impl<W: Wire> Reader<'_, W> {
                         Ok(())
                     }
                 }
-                received = stream.next(), if acks.len() < MAX_UPDATES_IN_FLIGHT => {
+                received = stream.next(), if acks.len() < MAX_UPDATES_IN_FLIGHT && has_room(window.as_deref()) => {
                     let now = Instant::now();
                     heartbeat_deadline = now + self.config.heartbeat_timeout;
                     let frame = match received {
@@ -97,7 +113,7 @@ impl<W: Wire> Reader<'_, W> {
                     self.metrics.messages_received.inc();
                     self.metrics.bytes_received.inc_by(frame.len() as u64);
                     match self.wire.decode(&frame) {
-                        Ok(message) => self.handle(message, &mut rate, &mut acks).await,
+                        Ok(message) => self.handle(message, &mut rate, &mut acks, window.as_ref()).await,
                         Err(reason) => Err(reason),
                     }
                 }
@@ -114,6 +130,7 @@ impl<W: Wire> Reader<'_, W> {
         message: Addressed,
         rate: &mut UpdateRateLimiter,
         acks: &mut FuturesUnordered<BoxFuture<'static, AckOutcome>>,
+        window: Option<&Arc<AckWindow>>,
     ) -> Result<(), CloseReason> {
         let Addressed { address, inbound } = message;
         let inbound = match inbound {
@@ -165,8 +182,15 @@ impl<W: Wire> Reader<'_, W> {
                     info!("update rate exceeded; closing so the client re-syncs");
                     return Err(CloseReason::UpdateRate);
                 }
-                // Boxed for the same reason as a join: one allocation per
-                // update instead of its future's bytes in every session.
+                if let Some(window) = window {
+                    // Boxed for the same reason as a join: one allocation
+                    // per update instead of its future's bytes in every
+                    // session.
+                    return match Box::pin(joined.session.submit_update_to(update, window)).await {
+                        Ok(_submitted) => Ok(()),
+                        Err(failure) => self.refused(&address, failure),
+                    };
+                }
                 match Box::pin(joined.session.submit_update(update)).await {
                     Ok(Some(ack)) => {
                         let submitted = Instant::now();
@@ -184,17 +208,7 @@ impl<W: Wire> Reader<'_, W> {
                         Ok(())
                     }
                     Ok(None) => self.reply(&address, Outgoing::SyncStatus(true)),
-                    Err(SyncError::Deleted) => {
-                        info!(
-                            address,
-                            "update builds on a deleted document's history; refused"
-                        );
-                        self.deleted(&address)
-                    }
-                    Err(failure) => {
-                        debug!(error = %failure, "update refused");
-                        Err(FailureAnswer::sync(&failure).close)
-                    }
+                    Err(failure) => self.refused(&address, failure),
                 }
             }
             Inbound::Awareness(update) => {
@@ -211,6 +225,20 @@ impl<W: Wire> Reader<'_, W> {
             }
             Inbound::Token(_) | Inbound::Leave | Inbound::Ping | Inbound::Ignored => Ok(()),
         }
+    }
+
+    /// An update the door refused: a deleted document's history detaches
+    /// (or closes), anything else closes the socket.
+    fn refused(&mut self, address: &str, failure: SyncError) -> Result<(), CloseReason> {
+        if matches!(failure, SyncError::Deleted) {
+            info!(
+                address,
+                "update builds on a deleted document's history; refused"
+            );
+            return self.deleted(address);
+        }
+        debug!(error = %failure, "update refused");
+        Err(FailureAnswer::sync(&failure).close)
     }
 
     /// Queues a reply. Replies share the bounded outbox with broadcasts, so a
@@ -230,6 +258,28 @@ impl<W: Wire> Reader<'_, W> {
         self.documents.remove(address);
         let reason = CloseReason::DocumentDeleted.reason();
         self.reply(address, Outgoing::Detached(reason))
+    }
+}
+
+/// Whether `window` (if any) takes another update now.
+fn has_room(window: Option<&AckWindow>) -> bool {
+    window.is_none_or(AckWindow::has_room)
+}
+
+/// Resolves once `window` takes another update; never without a window.
+async fn window_room(window: Option<&AckWindow>) {
+    match window {
+        Some(window) => window.room().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves with the first failure of an update in `window`; never
+/// without a window.
+async fn window_failed(window: Option<&AckWindow>) -> PublishError {
+    match window {
+        Some(window) => window.failed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -81,6 +81,12 @@ pub(crate) trait Wire: Clone + Send + Sync + 'static {
     /// The protocol's name, for logs.
     const NAME: &'static str;
 
+    /// Whether the client is told when its update is durable (Hocuspocus's
+    /// sync status). Where it is not (y-websocket), a durable update wakes
+    /// nothing on the socket's side: only a failure does (see
+    /// `weft_sync::AckWindow`).
+    const ACKNOWLEDGES: bool;
+
     /// What joins documents by their tokens, on a multiplexed protocol.
     fn joiner(&self) -> Option<&Joiner> {
         None

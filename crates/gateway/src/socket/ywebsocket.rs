@@ -19,6 +19,7 @@ pub(crate) struct YWebsocket;
 
 impl Wire for YWebsocket {
     const MULTIPLEXED: bool = false;
+    const ACKNOWLEDGES: bool = false;
     const NAME: &'static str = "y-websocket";
 
     fn decode(&self, frame: &[u8]) -> Result<Addressed, CloseReason> {

@@ -205,3 +205,58 @@ async fn fuzz_regressions_are_refused_or_harmless() {
         .unwrap();
     assert!(server_text(&alice).contains("still fine"));
 }
+
+fn commit_seconds() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new([0.001, 0.01])
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_update_submitted_to_a_window_is_committed_broadcast_and_frees_its_place() {
+    let store = Arc::new(MemoryStore::new());
+    let registry = Registry::embedded(store.clone(), test_config());
+    let alice = join(&registry, "doc", 16).await;
+    let mut bob = join(&registry, "doc", 16).await;
+    let window = crate::AckWindow::new(1, commit_seconds());
+
+    let submitted = alice
+        .session
+        .submit_update_to(text_update(1, "hi"), &window)
+        .await
+        .expect("accepted");
+    assert!(submitted);
+    assert!(!window.has_room(), "its place is taken until it commits");
+    let frame = tokio::time::timeout(Duration::from_secs(5), bob.frames.recv())
+        .await
+        .expect("bob receives the update in time")
+        .expect("bob's outbox is open");
+    let Ok(Message::Sync(SyncMessage::Update(update))) = decode_frame(&frame) else {
+        panic!("expected an update frame");
+    };
+    assert_eq!(text_of(&[update]), "hi");
+    assert!(window.has_room(), "the place is free once it is durable");
+    assert_eq!(store.load("doc").await.unwrap().updates.len(), 1);
+    let not_failed = tokio::time::timeout(Duration::from_secs(1), window.failed()).await;
+    assert!(not_failed.is_err(), "a success trips no failure");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_reports_a_failed_commit_and_nothing_is_applied() {
+    let store = Arc::new(FlakyStore::default());
+    let registry = Registry::embedded(store.clone(), test_config());
+    let alice = join(&registry, "doc", 16).await;
+    let mut bob = join(&registry, "doc", 16).await;
+    let window = crate::AckWindow::new(4, commit_seconds());
+    store.failing.store(true, Ordering::SeqCst);
+    let submitted = alice
+        .session
+        .submit_update_to(text_update(1, "lost?"), &window)
+        .await
+        .expect("accepted at the door");
+    assert!(submitted);
+    let failure = tokio::time::timeout(Duration::from_secs(5), window.failed())
+        .await
+        .expect("the failure is reported");
+    assert!(matches!(failure, PublishError::Failed(_)));
+    assert_eq!(server_text(&alice), "", "not applied");
+    assert!(bob.frames.try_recv().is_err(), "not broadcast");
+}
