@@ -14,7 +14,8 @@ use weft_gateway::limits::LimitsConfig;
 use weft_kafka::KafkaConfig;
 use weft_sync::{CommitterConfig, Origin, RegistryConfig};
 
-use crate::cli::{AuthArgs, ConsumeArg, KafkaArgs, ServeArgs};
+use crate::cli::{AuthArgs, ConsumeArg, HttpArgs, KafkaArgs, ServeArgs};
+use crate::http::HttpLimits;
 
 /// Everything a node needs besides its listeners.
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     /// Who may open which document.
     pub auth: Authenticator,
+    /// Deadlines and caps for connections not yet upgraded.
+    pub http: HttpLimits,
 }
 
 impl NodeConfig {
@@ -73,6 +76,7 @@ impl NodeConfig {
             gateway,
             limits,
             auth,
+            http: http_limits(&args.http)?,
         })
     }
 }
@@ -131,6 +135,27 @@ fn authenticator(args: &AuthArgs) -> anyhow::Result<Authenticator> {
         return Ok(Authenticator::Jwt(Arc::new(verifier)));
     }
     Ok(Authenticator::Open)
+}
+
+fn http_limits(args: &HttpArgs) -> anyhow::Result<HttpLimits> {
+    if args.http_header_timeout.is_zero() {
+        bail!("--http-header-timeout / WEFT_HTTP_HEADER_TIMEOUT must be greater than zero");
+    }
+    if args.http_idle_timeout.is_zero() {
+        bail!("--http-idle-timeout / WEFT_HTTP_IDLE_TIMEOUT must be greater than zero");
+    }
+    Ok(HttpLimits {
+        header_timeout: args.http_header_timeout,
+        idle_timeout: args.http_idle_timeout,
+        max_pending: to_usize(
+            args.max_pending_connections,
+            "--max-pending-connections / WEFT_MAX_PENDING_CONNECTIONS",
+        )?,
+        max_pending_per_ip: to_usize(
+            args.max_pending_connections_per_ip,
+            "--max-pending-connections-per-ip / WEFT_MAX_PENDING_CONNECTIONS_PER_IP",
+        )?,
+    })
 }
 
 fn to_usize(value: u64, setting: &str) -> anyhow::Result<usize> {

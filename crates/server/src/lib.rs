@@ -21,6 +21,8 @@
 //! - [`cli`]: the flags and their `WEFT_*` twins.
 //! - [`config`]: from the flags to a node's typed, validated settings.
 //! - [`listen`]: the listeners, bound before the node starts.
+//! - [`http`]: the HTTP server: deadlines and caps for connections that
+//!   have not upgraded.
 //! - [`node`]: [`Node::start`], [`NodeHandle::shutdown`]: the drain in order.
 //! - [`drain`]: the phases of a drain, watched (and held) by callers and
 //!   tests.
@@ -31,6 +33,7 @@
 pub mod cli;
 pub mod config;
 pub mod drain;
+pub mod http;
 pub mod listen;
 pub mod node;
 pub mod persist;

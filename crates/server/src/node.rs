@@ -38,7 +38,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use axum::serve::ListenerExt;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -130,6 +129,9 @@ impl Node {
         if let Some(bus_metrics) = bus_metrics {
             metrics.register_collector(Box::new(bus_metrics));
         }
+        let http_metrics = crate::http::HttpMetrics::default();
+        http_metrics.register(metrics.registry_mut());
+        let http_limits = config.http;
         let state = AppState {
             registry: registry.clone(),
             lifecycle: lifecycle.clone(),
@@ -151,21 +153,13 @@ impl Node {
             });
             info!(listen = %address, "metrics listening");
         }
-        // Yjs frames are small and latency-bound: without TCP_NODELAY, Nagle's
-        // algorithm and the peer's delayed ACK hold a frame back ~40 ms.
-        let listener = listeners.http.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %error, "set TCP_NODELAY");
-            }
-        });
-        let server = tasks.spawn(
-            axum::serve(
-                listener,
-                weft_gateway::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-            .into_future(),
-        );
+        let server = tasks.spawn(crate::http::serve(
+            listeners.http,
+            weft_gateway::router(state),
+            http_limits,
+            http_metrics,
+            http_stop.clone(),
+        ));
         if open {
             warn!(
                 "NO AUTHENTICATION: neither --auth-jwt-secret nor --auth-jwt-public-key is set, so any client can read and write every document"
