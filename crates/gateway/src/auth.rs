@@ -61,13 +61,22 @@
 //! document. A glob matches the whole decoded document name, never a part.
 
 mod grant;
+pub mod https;
+pub mod jwks;
+mod policy;
 mod verifier;
+pub mod webhook;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use self::grant::{Access, DocGrant};
+pub use self::jwks::{Jwks, JwksConfig};
+pub use self::policy::{DEFAULT_ADMIN_CLAIM, DEFAULT_DOCS_CLAIM, TokenPolicy};
 pub use self::verifier::{AuthError, AuthSetupError, Claims, JwtVerifier, LEEWAY_SECS};
+pub use self::webhook::{Webhook, WebhookConfig};
 use axum::extract::Query;
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
@@ -79,6 +88,20 @@ pub enum Authenticator {
     Open,
     /// A JWT is required and decides which documents may be opened.
     Jwt(Arc<JwtVerifier>),
+    /// A JWT signed by one of an identity provider's keys (JWKS).
+    Jwks(Arc<Jwks>),
+    /// A permission service decides (`--auth-webhook-url`).
+    Webhook(Arc<Webhook>),
+}
+
+/// What a permission service is told about a request besides the document
+/// and the token. Empty unless the authenticator is a webhook.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// The request's headers (the upgrade's, for a Hocuspocus socket).
+    pub headers: HeaderMap,
+    /// The peer's address.
+    pub remote: Option<IpAddr>,
 }
 
 impl Authenticator {
@@ -86,16 +109,28 @@ impl Authenticator {
     /// (`None` = no token). [`Authenticator::Open`] grants
     /// [`Access::ReadWrite`] whatever the token, so turning authentication
     /// off never breaks clients that still send one.
-    pub fn authorize(&self, token: Option<&str>, doc: &str) -> Result<Access, AuthError> {
+    pub async fn authorize(
+        &self,
+        token: Option<&str>,
+        doc: &str,
+        context: &RequestContext,
+    ) -> Result<Access, AuthError> {
         match self {
             Self::Open => Ok(Access::ReadWrite),
-            Self::Jwt(verifier) => {
-                let token = token.ok_or(AuthError::MissingToken)?;
-                verifier
-                    .verify(token)?
-                    .access_to(doc)
-                    .ok_or(AuthError::Forbidden)
-            }
+            Self::Jwt(verifier) => verifier
+                .verify(token.ok_or(AuthError::MissingToken)?)?
+                .access_to(doc)
+                .ok_or(AuthError::Forbidden),
+            Self::Jwks(keys) => keys
+                .verify(token.ok_or(AuthError::MissingToken)?)
+                .await?
+                .access_to(doc)
+                .ok_or(AuthError::Forbidden),
+            Self::Webhook(service) => service
+                .decide(doc, token, &context.headers, context.remote)
+                .await?
+                .access
+                .ok_or(AuthError::Forbidden),
         }
     }
 
@@ -104,15 +139,62 @@ impl Authenticator {
         matches!(self, Self::Open)
     }
 
+    /// The context a permission service needs from a request; empty (no
+    /// copy of the headers) for the other authenticators.
+    pub fn context(&self, headers: &HeaderMap, remote: IpAddr) -> RequestContext {
+        match self {
+            Self::Webhook(_) => RequestContext {
+                headers: headers.clone(),
+                remote: Some(remote),
+            },
+            _ => RequestContext::default(),
+        }
+    }
+
+    /// Whether the authenticator can decide: an identity provider's keys
+    /// must be loaded.
+    pub fn check_ready(&self) -> Result<(), String> {
+        match self {
+            Self::Jwks(keys) => keys.check_ready(),
+            _ => Ok(()),
+        }
+    }
+
     /// Who a REST API request is, from its bearer token (`None` = none).
     /// [`Authenticator::Open`] lets everyone in as an administrator, like
-    /// the WebSocket path lets everyone read and write.
-    pub fn api_caller(&self, token: Option<&str>) -> Result<ApiCaller, AuthError> {
+    /// the WebSocket path lets everyone read and write. A permission
+    /// service is asked about `doc` (the route's document); without one
+    /// the caller has access to nothing.
+    pub async fn api_caller(
+        &self,
+        token: Option<&str>,
+        doc: Option<&str>,
+        context: &RequestContext,
+    ) -> Result<ApiCaller, AuthError> {
         match self {
             Self::Open => Ok(ApiCaller::Open),
             Self::Jwt(verifier) => {
                 let claims = verifier.verify(token.ok_or(AuthError::MissingToken)?)?;
                 Ok(ApiCaller::Token(claims))
+            }
+            Self::Jwks(keys) => {
+                let claims = keys.verify(token.ok_or(AuthError::MissingToken)?).await?;
+                Ok(ApiCaller::Token(claims))
+            }
+            Self::Webhook(service) => {
+                let Some(doc) = doc else {
+                    return Ok(ApiCaller::Decided {
+                        doc: String::new(),
+                        access: None,
+                    });
+                };
+                let decision = service
+                    .decide(doc, token, &context.headers, context.remote)
+                    .await?;
+                Ok(ApiCaller::Decided {
+                    doc: doc.to_owned(),
+                    access: decision.access,
+                })
             }
         }
     }
@@ -125,6 +207,13 @@ pub enum ApiCaller {
     Open,
     /// A verified token.
     Token(Claims),
+    /// The permission service's decision on one document.
+    Decided {
+        /// The document asked about (empty: none).
+        doc: String,
+        /// The access granted to it.
+        access: Option<Access>,
+    },
 }
 
 impl ApiCaller {
@@ -133,6 +222,10 @@ impl ApiCaller {
         match self {
             Self::Open => Some(Access::ReadWrite),
             Self::Token(claims) => claims.access_to(doc),
+            Self::Decided {
+                doc: decided,
+                access,
+            } => access.filter(|_| decided == doc),
         }
     }
 
@@ -141,6 +234,7 @@ impl ApiCaller {
         match self {
             Self::Open => true,
             Self::Token(claims) => claims.admin,
+            Self::Decided { .. } => false,
         }
     }
 }
@@ -164,7 +258,7 @@ fn bearer_token(parts: &Parts) -> Option<String> {
 
 /// The `Authorization: Bearer <token>` of a request's headers, if any (the
 /// REST API takes its token only there).
-pub fn bearer_token_of(headers: &axum::http::HeaderMap) -> Option<String> {
+pub fn bearer_token_of(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(AUTHORIZATION)
         .iter()

@@ -133,6 +133,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if let Err(reason) = state.registry.check_ready().await {
         return ApiError::unavailable("not ready", reason).into_response();
     }
+    if let Err(reason) = state.auth.check_ready() {
+        return ApiError::unavailable("not ready", reason).into_response();
+    }
     axum::Json(serde_json::json!({ "status": "ready" })).into_response()
 }
 

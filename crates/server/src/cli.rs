@@ -10,9 +10,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use self::duration::parse_duration;
 pub use self::http::HttpArgs;
+pub use self::idp::IdpArgs;
 
 mod duration;
 mod http;
+mod idp;
 
 /// Weft: a horizontally scalable backend for Yjs collaborative editors.
 #[derive(Debug, Parser)]
@@ -311,6 +313,9 @@ pub struct AuthArgs {
     /// ES256, Ed25519: EdDSA).
     #[arg(long, env = "WEFT_AUTH_JWT_PUBLIC_KEY")]
     pub auth_jwt_public_key: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub idp: IdpArgs,
 }
 
 /// Admission and rate limits.

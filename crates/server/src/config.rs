@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use weft_gateway::GatewayConfig;
-use weft_gateway::auth::{Authenticator, JwtVerifier};
+use weft_gateway::auth::Authenticator;
 use weft_gateway::limits::LimitsConfig;
 use weft_kafka::KafkaConfig;
 use weft_sync::{CommitterConfig, Origin, RegistryConfig};
 
-use crate::cli::{AuthArgs, ConsumeArg, HttpArgs, KafkaArgs, ServeArgs};
+use crate::cli::{ConsumeArg, HttpArgs, KafkaArgs, ServeArgs};
 use crate::http::HttpLimits;
 
 /// Everything a node needs besides its listeners.
@@ -56,7 +56,7 @@ impl NodeConfig {
                 config.max_record_bytes
             );
         }
-        let auth = authenticator(&args.auth)?;
+        let auth = crate::idp::authenticator(&args.auth)?;
         let limits = LimitsConfig {
             max_connections: to_usize(
                 args.limits.max_connections,
@@ -111,30 +111,6 @@ fn gateway_config(args: &ServeArgs) -> anyhow::Result<GatewayConfig> {
             .filter(|origin| !origin.is_empty())
             .collect(),
     })
-}
-
-fn authenticator(args: &AuthArgs) -> anyhow::Result<Authenticator> {
-    if let Some(secret) = &args.auth_jwt_secret {
-        let verifier = JwtVerifier::hs256(secret.as_bytes())
-            .context("--auth-jwt-secret / WEFT_AUTH_JWT_SECRET")?;
-        return Ok(Authenticator::Jwt(Arc::new(verifier)));
-    }
-    if let Some(path) = &args.auth_jwt_public_key {
-        let pem = std::fs::read(path).with_context(|| {
-            format!(
-                "--auth-jwt-public-key / WEFT_AUTH_JWT_PUBLIC_KEY: read {}",
-                path.display()
-            )
-        })?;
-        let verifier = JwtVerifier::from_public_key_pem(&pem).with_context(|| {
-            format!(
-                "--auth-jwt-public-key / WEFT_AUTH_JWT_PUBLIC_KEY: {}",
-                path.display()
-            )
-        })?;
-        return Ok(Authenticator::Jwt(Arc::new(verifier)));
-    }
-    Ok(Authenticator::Open)
 }
 
 fn http_limits(args: &HttpArgs) -> anyhow::Result<HttpLimits> {

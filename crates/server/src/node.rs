@@ -90,6 +90,7 @@ impl Node {
     /// setting, if the store cannot be opened or the Kafka settings cannot
     /// make a client; nothing is spawned then.
     pub async fn start(config: NodeConfig, listeners: Listeners) -> anyhow::Result<NodeHandle> {
+        crate::idp::load(&config.auth).await?;
         let store = open_store(&config.store_url).await?;
         let local_addr = listeners
             .http
@@ -132,6 +133,9 @@ impl Node {
         let http_metrics = crate::http::HttpMetrics::default();
         http_metrics.register(metrics.registry_mut());
         let http_limits = config.http;
+        if let weft_gateway::auth::Authenticator::Jwks(keys) = &config.auth {
+            tasks.spawn(keys.clone().refresh_until(root.child_token()));
+        }
         let state = AppState {
             registry: registry.clone(),
             lifecycle: lifecycle.clone(),
@@ -162,7 +166,7 @@ impl Node {
         ));
         if open {
             warn!(
-                "NO AUTHENTICATION: neither --auth-jwt-secret nor --auth-jwt-public-key is set, so any client can read and write every document"
+                "NO AUTHENTICATION: none of --auth-jwt-secret, --auth-jwt-public-key, --auth-jwks-url, --auth-webhook-url is set, so any client can read and write every document"
             );
         }
         info!(listen = %local_addr, store = %crate::cli::redacted_url(&config.store_url), "weft node listening");
