@@ -3,9 +3,13 @@
 //! The token is checked, and the document's access decided, *before* the
 //! `101 Switching Protocols`, so a refused client gets a 401 or 403 with a
 //! JSON body it can act on instead of a socket that closes for no stated
-//! reason. Verification is plain CPU work on data the request already
-//! carries: no key server is asked per request, so the check cannot stall an
-//! upgrade.
+//! reason. With a static key ([`Authenticator::Jwt`]) or an identity
+//! provider's key set ([`Authenticator::Jwks`], [`jwks`]), verification is
+//! CPU work on data the request carries; the key set is fetched in the
+//! background, and per request only when a token names an unknown `kid`
+//! (at most every 30 s). A permission service ([`Authenticator::Webhook`],
+//! [`webhook`]) is asked per request unless its answer is cached, bounded by
+//! its timeout, and fails closed (503).
 //!
 //! # Where the token comes from
 //!
@@ -42,9 +46,9 @@
 //! `"r"` or `"rw"` makes the whole token invalid rather than being skipped,
 //! so an issuer's typo is seen at once instead of looking like a missing
 //! grant. When several globs match a document, the widest access wins
-//! (`rw` over `r`). A token carrying an `aud` claim is refused: Weft has no
-//! audience of its own to compare it with, and RFC 7519 says a recipient
-//! that is not named in `aud` must reject the token.
+//! (`rw` over `r`). Without a configured audience, a token carrying an
+//! `aud` claim is refused: RFC 7519 says a recipient that is not named in
+//! `aud` must reject the token.
 //!
 //! # Document globs
 //!
@@ -59,6 +63,13 @@
 //! So `team-a/*` grants `team-a/notes` but not `team-a/x/y`; `team-a/**`
 //! grants both (and `team-a/` too, but not `team-a`); `**` grants every
 //! document. A glob matches the whole decoded document name, never a part.
+//!
+//! # Issuer, audience, claim names
+//!
+//! A [`TokenPolicy`] (from `--auth-issuer`, `--auth-audience`,
+//! `--auth-docs-claim`, `--auth-admin-claim`) requires `iss` and `aud` when
+//! set (an `aud` is refused when no audience is configured, as above) and
+//! names the claims the grants and the admin flag are read from.
 
 mod grant;
 pub mod https;

@@ -134,7 +134,7 @@ impl Node {
         http_metrics.register(metrics.registry_mut());
         let http_limits = config.http;
         if let weft_gateway::auth::Authenticator::Jwks(keys) = &config.auth {
-            tasks.spawn(keys.clone().refresh_until(root.child_token()));
+            tasks.spawn(keys.clone().refresh_until(http_stop.clone()));
         }
         let state = AppState {
             registry: registry.clone(),
