@@ -81,8 +81,8 @@ function idpToken (key, { iss = ISSUER, aud = AUDIENCE, claims = {} } = {}) {
   return signJwt(body, { alg: 'RS256', privateKey: key.privateKey, header: { kid: key.kid } })
 }
 
-function idpFlags (jwks, caFile) {
-  return ['--auth-jwks-url', jwks.url, '--auth-jwks-ca', caFile, '--auth-jwks-refresh', '1s',
+function idpFlags (jwks, caFile, refresh = '1s') {
+  return ['--auth-jwks-url', jwks.url, '--auth-jwks-ca', caFile, '--auth-jwks-refresh', refresh,
     '--auth-issuer', ISSUER, '--auth-audience', AUDIENCE, '--auth-audience', 'another-app',
     '--auth-docs-claim', 'weft_docs', '--auth-admin-claim', 'weft_admin']
 }
@@ -290,7 +290,7 @@ e2e('cost per upgrade of each authentication mode', { timeout: 180000 }, async (
     { label: 'open', args: [], token: 'x' },
     { label: 'static HS256 key', args: ['--auth-jwt-secret', secret], token: signJwt({ sub: 'a', exp: nowSecs() + 600, docs: { '**': 'rw' } }, { secret }) },
     { label: 'static RS256 key', args: ['--auth-jwt-public-key', writeTempFile(t, 'bench.pub.pem', key.publicKeyPem)], token: signJwt({ sub: 'a', exp: nowSecs() + 600, docs: { '**': 'rw' } }, { alg: 'RS256', privateKey: key.privateKey }) },
-    { label: 'JWKS (RS256)', args: idpFlags(jwks, tls.caFile), token: idpToken(key, { claims: { weft_docs: { '**': 'rw' } } }) },
+    { label: 'JWKS (RS256)', args: idpFlags(jwks, tls.caFile, '5m'), token: idpToken(key, { claims: { weft_docs: { '**': 'rw' } } }) },
     { label: 'webhook, cached', args: ['--auth-webhook-url', service.url], token: 'good-token', doc: 'rw/bench' },
     { label: 'webhook, not cached', args: ['--auth-webhook-url', service.url], token: 'good-token', doc: 'nocache/bench' }
   ]
