@@ -266,3 +266,52 @@ async fn the_permission_service_decides_is_cached_and_fails_closed() {
     let api = crate::error::ApiError::from(&AuthError::Unavailable).into_response();
     assert!(api.headers().contains_key(axum::http::header::RETRY_AFTER));
 }
+
+/// `/readyz` of a node whose authenticator is `auth`.
+async fn readyz(auth: Authenticator) -> (StatusCode, Value) {
+    use tower::ServiceExt;
+    use weft_sync::{MemoryStore, Registry, RegistryConfig};
+
+    let registry = Registry::embedded(Arc::new(MemoryStore::new()), RegistryConfig::default());
+    let state = crate::AppState {
+        metrics: Arc::new(crate::Metrics::new(registry.clone())),
+        registry,
+        lifecycle: crate::Lifecycle::new(),
+        config: Arc::new(crate::GatewayConfig::default()),
+        auth,
+        admission: crate::limits::Admission::new(crate::limits::LimitsConfig {
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            upgrades_per_ip_per_second: 0,
+        }),
+    };
+    let request = axum::http::Request::builder()
+        .uri("/readyz")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = crate::router(state).oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn readiness_waits_for_the_first_key_set_and_says_why() {
+    let served = provider(vec![rsa_jwk("rsa-1")]).await;
+    let keys = Arc::new(jwks(&served.url));
+    let (status, body) = readyz(Authenticator::Jwks(keys.clone())).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let details = body["error"]["details"].as_str().unwrap_or_default();
+    assert!(details.contains("--auth-jwks-url"), "{body}");
+    keys.load().await.unwrap();
+    // This node's bus is not started, so it stays unready, for that reason
+    // alone.
+    let (_, body) = readyz(Authenticator::Jwks(keys)).await;
+    let details = body["error"]["details"].as_str().unwrap_or_default();
+    assert!(!details.contains("--auth-jwks-url"), "{body}");
+}
