@@ -157,7 +157,7 @@ impl Node {
             });
             info!(listen = %address, "metrics listening");
         }
-        let server = tasks.spawn(crate::http::serve(
+        let server = tasks.spawn(crate::http::serve_tcp(
             listeners.http,
             weft_gateway::router(state),
             http_limits,

@@ -36,6 +36,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::serve::{Listener, ListenerExt};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -43,22 +44,20 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use self::activity::{Activity, Deadline, Watched};
 use self::pending::{PendingConnections, PendingPermit, PendingRefusal};
 
-/// After an accept error other than a failed connection (out of file
-/// descriptors, say), wait this long before accepting again, as
-/// `axum::serve` does: retrying at once would spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// How long a refused connection's answer may take to write.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What a refused connection is told, written without waiting (it fits any
-/// socket buffer); if it does not go out, the close says enough.
+/// What a refused connection is told before it is closed.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 111\r\n\r\n\
 {\"error\":{\"code\":503,\"message\":\"too many connections\",\"details\":\"too many unfinished requests; retry shortly\"}}";
@@ -122,44 +121,53 @@ impl HttpMetrics {
     }
 }
 
-/// Serves `router` on `listener` until `stop`, then waits for the
-/// connections not yet upgraded to finish (idle ones close at once).
-pub async fn serve(
+/// Serves `router` on a TCP `listener` until `stop` (see [`serve`]), with
+/// `TCP_NODELAY` on each connection: Yjs frames are small and
+/// latency-bound, and without it Nagle's algorithm and the peer's delayed
+/// ACK hold a frame back ~40 ms.
+pub async fn serve_tcp(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,
     metrics: HttpMetrics,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            debug!(error = %error, "set TCP_NODELAY");
+        }
+    });
+    serve(listener, router, limits, metrics, stop).await
+}
+
+/// Serves `router` on `listener` (plain TCP, or a listener that hands
+/// over TLS streams) until `stop`, then waits for the connections not yet
+/// upgraded to finish (idle ones close at once). Accept errors are the
+/// listener's to handle (axum's TCP listener pauses and retries).
+pub async fn serve<L>(
+    mut listener: L,
+    router: Router,
+    limits: HttpLimits,
+    metrics: HttpMetrics,
+    stop: CancellationToken,
+) -> std::io::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+{
     let pending = PendingConnections::new(limits.max_pending, limits.max_pending_per_ip);
     let connections = TaskTracker::new();
     loop {
-        let accepted = tokio::select! {
+        let (io, remote) = tokio::select! {
             () = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
-        };
-        let (tcp, remote) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) if is_connection_error(&error) => continue,
-            Err(error) => {
-                warn!(error = %error, "accept failed; pausing before the next accept");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                continue;
-            }
         };
         let permit = match pending.admit(remote.ip()) {
             Ok(permit) => permit,
             Err(refusal) => {
-                refuse(&tcp, refusal, &metrics);
+                connections.spawn(refuse(io, refusal, metrics.clone()));
                 continue;
             }
         };
-        // Yjs frames are small and latency-bound: without TCP_NODELAY,
-        // Nagle's algorithm and the peer's delayed ACK hold a frame back
-        // ~40 ms.
-        if let Err(error) = tcp.set_nodelay(true) {
-            debug!(error = %error, "set TCP_NODELAY");
-        }
         metrics.pending.set(gauge_value(pending.total()));
         let connection = Connection {
             router: router.clone(),
@@ -171,7 +179,7 @@ pub async fn serve(
         let pending = pending.clone();
         let gauge = metrics.pending.clone();
         connections.spawn(async move {
-            connection.serve(tcp, permit).await;
+            connection.serve(io, permit).await;
             gauge.set(gauge_value(pending.total()));
         });
     }
@@ -184,25 +192,17 @@ fn gauge_value(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-/// Errors of one connection, after which the listener is fine.
-fn is_connection_error(error: &std::io::Error) -> bool {
-    matches!(
-        error.kind(),
-        std::io::ErrorKind::ConnectionRefused
-            | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::ConnectionReset
-    )
-}
-
-fn refuse(tcp: &TcpStream, refusal: PendingRefusal, metrics: &HttpMetrics) {
+/// Tells a refused connection why (within [`REFUSAL_WRITE_TIMEOUT`]: it
+/// fits any socket buffer), then closes it.
+async fn refuse<Io: AsyncWrite + Unpin>(mut io: Io, refusal: PendingRefusal, metrics: HttpMetrics) {
     metrics
         .refused
         .get_or_create(&RefusedLabel {
             limit: refusal.label(),
         })
         .inc();
-    // Best effort, never waiting: the socket is dropped (closed) right after.
-    let _written = tcp.try_write(REFUSAL);
+    // Best effort: if it does not go out, the close says enough.
+    let _written = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, io.write_all(REFUSAL)).await;
 }
 
 /// One accepted connection.
@@ -217,9 +217,12 @@ struct Connection {
 impl Connection {
     /// Serves the connection until it closes, upgrades, or misses a
     /// deadline (then it is dropped, which closes it).
-    async fn serve(self, tcp: TcpStream, permit: PendingPermit) {
+    async fn serve<Io>(self, io: Io, permit: PendingPermit)
+    where
+        Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Activity::new();
-        let io = TokioIo::new(Watched::new(tcp, activity.clone()));
+        let io = TokioIo::new(Watched::new(io, activity.clone()));
         let router = self.router;
         let remote = self.remote;
         let requests = activity.clone();
