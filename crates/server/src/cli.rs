@@ -202,6 +202,9 @@ pub struct ServeArgs {
     pub auth: AuthArgs,
 
     #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+
+    #[command(flatten)]
     pub limits: LimitArgs,
 
     #[command(flatten)]
@@ -290,6 +293,9 @@ pub struct KafkaArgs {
     /// Weft's own settings.
     #[arg(long = "kafka-option", env = "WEFT_KAFKA_OPTIONS", value_delimiter = ';', value_parser = parse_key_value)]
     pub kafka_options: Vec<(String, String)>,
+
+    #[command(flatten)]
+    pub security: crate::kafka_security::KafkaSecurityArgs,
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {

@@ -47,7 +47,7 @@ use weft_gateway::limits::Admission;
 use weft_gateway::{AppState, Lifecycle};
 use weft_sync::{LogBus, MessageBus, Registry};
 
-use crate::config::{NodeConfig, open_store};
+use crate::config::{NodeConfig, check_kafka_security, open_store};
 use crate::drain::{DrainHold, DrainPhase, DrainReport, DrainStep};
 use crate::listen::Listeners;
 
@@ -91,6 +91,9 @@ impl Node {
     /// make a client; nothing is spawned then.
     pub async fn start(config: NodeConfig, listeners: Listeners) -> anyhow::Result<NodeHandle> {
         crate::idp::load(&config.auth).await?;
+        if let Some(kafka) = &config.kafka {
+            check_kafka_security(kafka).await?;
+        }
         let store = open_store(&config.store_url).await?;
         let local_addr = listeners
             .http
@@ -157,19 +160,24 @@ impl Node {
             });
             info!(listen = %address, "metrics listening");
         }
-        let server = tasks.spawn(crate::http::serve_tcp(
-            listeners.http,
-            weft_gateway::router(state),
-            http_limits,
-            http_metrics,
-            http_stop.clone(),
-        ));
+        let app = crate::serve::App {
+            router: weft_gateway::router(state),
+            limits: http_limits,
+            metrics: http_metrics,
+        };
+        let server =
+            crate::serve::spawn(listeners.http, config.tls.as_ref(), app, &tasks, &http_stop)?;
         if open {
             warn!(
                 "NO AUTHENTICATION: none of --auth-jwt-secret, --auth-jwt-public-key, --auth-jwks-url, --auth-webhook-url is set, so any client can read and write every document"
             );
         }
-        info!(listen = %local_addr, store = %crate::cli::redacted_url(&config.store_url), "weft node listening");
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        info!(listen = %local_addr, scheme, store = %crate::cli::redacted_url(&config.store_url), "weft node listening");
         Ok(NodeHandle {
             root,
             http_stop,
