@@ -91,7 +91,8 @@ fault: build tests/node_modules/.weft-lock kafka postgres-server ## Apache Kafka
 	cd tests && WEFT_BIN=$(CURDIR)/target/debug/weft $(CURDIR)/tests/with-postgres.sh node --test --test-concurrency=1 --test-force-exit fault/
 
 .PHONY: test-long
-test-long: ## the long stress and fault runs in full: 50 convergence runs, the faults at full length (about 45-75 minutes)
+test-long: ## the long stress and fault runs in full: 50 convergence runs, the faults at full length, 19,000 half-open requests (about 45-75 minutes)
+	WEFT_SLOWLORIS_CONNECTIONS=19000 $(CARGO) test --locked -p weft-server --test slowloris
 	$(MAKE) fault WEFT_STRESS_RUNS=$${WEFT_STRESS_RUNS:-50} WEFT_FAULT_LONG=1
 
 .PHONY: chromium

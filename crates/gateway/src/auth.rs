@@ -3,9 +3,13 @@
 //! The token is checked, and the document's access decided, *before* the
 //! `101 Switching Protocols`, so a refused client gets a 401 or 403 with a
 //! JSON body it can act on instead of a socket that closes for no stated
-//! reason. Verification is plain CPU work on data the request already
-//! carries: no key server is asked per request, so the check cannot stall an
-//! upgrade.
+//! reason. With a static key ([`Authenticator::Jwt`]) or an identity
+//! provider's key set ([`Authenticator::Jwks`], [`jwks`]), verification is
+//! CPU work on data the request carries; the key set is fetched in the
+//! background, and per request only when a token names an unknown `kid`
+//! (at most every 30 s). A permission service ([`Authenticator::Webhook`],
+//! [`webhook`]) is asked per request unless its answer is cached, bounded by
+//! its timeout, and fails closed (503).
 //!
 //! # Where the token comes from
 //!
@@ -42,9 +46,9 @@
 //! `"r"` or `"rw"` makes the whole token invalid rather than being skipped,
 //! so an issuer's typo is seen at once instead of looking like a missing
 //! grant. When several globs match a document, the widest access wins
-//! (`rw` over `r`). A token carrying an `aud` claim is refused: Weft has no
-//! audience of its own to compare it with, and RFC 7519 says a recipient
-//! that is not named in `aud` must reject the token.
+//! (`rw` over `r`). Without a configured audience, a token carrying an
+//! `aud` claim is refused: RFC 7519 says a recipient that is not named in
+//! `aud` must reject the token.
 //!
 //! # Document globs
 //!
@@ -59,15 +63,31 @@
 //! So `team-a/*` grants `team-a/notes` but not `team-a/x/y`; `team-a/**`
 //! grants both (and `team-a/` too, but not `team-a`); `**` grants every
 //! document. A glob matches the whole decoded document name, never a part.
+//!
+//! # Issuer, audience, claim names
+//!
+//! A [`TokenPolicy`] (from `--auth-issuer`, `--auth-audience`,
+//! `--auth-docs-claim`, `--auth-admin-claim`) requires `iss` and `aud` when
+//! set (an `aud` is refused when no audience is configured, as above) and
+//! names the claims the grants and the admin flag are read from.
 
 mod grant;
+pub mod https;
+pub mod jwks;
+mod policy;
 mod verifier;
+pub mod webhook;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use self::grant::{Access, DocGrant};
+pub use self::jwks::{Jwks, JwksConfig};
+pub use self::policy::{DEFAULT_ADMIN_CLAIM, DEFAULT_DOCS_CLAIM, TokenPolicy};
 pub use self::verifier::{AuthError, AuthSetupError, Claims, JwtVerifier, LEEWAY_SECS};
+pub use self::webhook::{Webhook, WebhookConfig};
 use axum::extract::Query;
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
@@ -79,6 +99,20 @@ pub enum Authenticator {
     Open,
     /// A JWT is required and decides which documents may be opened.
     Jwt(Arc<JwtVerifier>),
+    /// A JWT signed by one of an identity provider's keys (JWKS).
+    Jwks(Arc<Jwks>),
+    /// A permission service decides (`--auth-webhook-url`).
+    Webhook(Arc<Webhook>),
+}
+
+/// What a permission service is told about a request besides the document
+/// and the token. Empty unless the authenticator is a webhook.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// The request's headers (the upgrade's, for a Hocuspocus socket).
+    pub headers: HeaderMap,
+    /// The peer's address.
+    pub remote: Option<IpAddr>,
 }
 
 impl Authenticator {
@@ -86,16 +120,28 @@ impl Authenticator {
     /// (`None` = no token). [`Authenticator::Open`] grants
     /// [`Access::ReadWrite`] whatever the token, so turning authentication
     /// off never breaks clients that still send one.
-    pub fn authorize(&self, token: Option<&str>, doc: &str) -> Result<Access, AuthError> {
+    pub async fn authorize(
+        &self,
+        token: Option<&str>,
+        doc: &str,
+        context: &RequestContext,
+    ) -> Result<Access, AuthError> {
         match self {
             Self::Open => Ok(Access::ReadWrite),
-            Self::Jwt(verifier) => {
-                let token = token.ok_or(AuthError::MissingToken)?;
-                verifier
-                    .verify(token)?
-                    .access_to(doc)
-                    .ok_or(AuthError::Forbidden)
-            }
+            Self::Jwt(verifier) => verifier
+                .verify(token.ok_or(AuthError::MissingToken)?)?
+                .access_to(doc)
+                .ok_or(AuthError::Forbidden),
+            Self::Jwks(keys) => keys
+                .verify(token.ok_or(AuthError::MissingToken)?)
+                .await?
+                .access_to(doc)
+                .ok_or(AuthError::Forbidden),
+            Self::Webhook(service) => service
+                .decide(doc, token, &context.headers, context.remote)
+                .await?
+                .access
+                .ok_or(AuthError::Forbidden),
         }
     }
 
@@ -104,15 +150,62 @@ impl Authenticator {
         matches!(self, Self::Open)
     }
 
+    /// The context a permission service needs from a request; empty (no
+    /// copy of the headers) for the other authenticators.
+    pub fn context(&self, headers: &HeaderMap, remote: IpAddr) -> RequestContext {
+        match self {
+            Self::Webhook(_) => RequestContext {
+                headers: headers.clone(),
+                remote: Some(remote),
+            },
+            _ => RequestContext::default(),
+        }
+    }
+
+    /// Whether the authenticator can decide: an identity provider's keys
+    /// must be loaded.
+    pub fn check_ready(&self) -> Result<(), String> {
+        match self {
+            Self::Jwks(keys) => keys.check_ready(),
+            _ => Ok(()),
+        }
+    }
+
     /// Who a REST API request is, from its bearer token (`None` = none).
     /// [`Authenticator::Open`] lets everyone in as an administrator, like
-    /// the WebSocket path lets everyone read and write.
-    pub fn api_caller(&self, token: Option<&str>) -> Result<ApiCaller, AuthError> {
+    /// the WebSocket path lets everyone read and write. A permission
+    /// service is asked about `doc` (the route's document); without one
+    /// the caller has access to nothing.
+    pub async fn api_caller(
+        &self,
+        token: Option<&str>,
+        doc: Option<&str>,
+        context: &RequestContext,
+    ) -> Result<ApiCaller, AuthError> {
         match self {
             Self::Open => Ok(ApiCaller::Open),
             Self::Jwt(verifier) => {
                 let claims = verifier.verify(token.ok_or(AuthError::MissingToken)?)?;
                 Ok(ApiCaller::Token(claims))
+            }
+            Self::Jwks(keys) => {
+                let claims = keys.verify(token.ok_or(AuthError::MissingToken)?).await?;
+                Ok(ApiCaller::Token(claims))
+            }
+            Self::Webhook(service) => {
+                let Some(doc) = doc else {
+                    return Ok(ApiCaller::Decided {
+                        doc: String::new(),
+                        access: None,
+                    });
+                };
+                let decision = service
+                    .decide(doc, token, &context.headers, context.remote)
+                    .await?;
+                Ok(ApiCaller::Decided {
+                    doc: doc.to_owned(),
+                    access: decision.access,
+                })
             }
         }
     }
@@ -125,6 +218,13 @@ pub enum ApiCaller {
     Open,
     /// A verified token.
     Token(Claims),
+    /// The permission service's decision on one document.
+    Decided {
+        /// The document asked about (empty: none).
+        doc: String,
+        /// The access granted to it.
+        access: Option<Access>,
+    },
 }
 
 impl ApiCaller {
@@ -133,6 +233,10 @@ impl ApiCaller {
         match self {
             Self::Open => Some(Access::ReadWrite),
             Self::Token(claims) => claims.access_to(doc),
+            Self::Decided {
+                doc: decided,
+                access,
+            } => access.filter(|_| decided == doc),
         }
     }
 
@@ -141,6 +245,7 @@ impl ApiCaller {
         match self {
             Self::Open => true,
             Self::Token(claims) => claims.admin,
+            Self::Decided { .. } => false,
         }
     }
 }
@@ -164,7 +269,7 @@ fn bearer_token(parts: &Parts) -> Option<String> {
 
 /// The `Authorization: Bearer <token>` of a request's headers, if any (the
 /// REST API takes its token only there).
-pub fn bearer_token_of(headers: &axum::http::HeaderMap) -> Option<String> {
+pub fn bearer_token_of(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(AUTHORIZATION)
         .iter()

@@ -224,6 +224,9 @@ pub(crate) fn draining() -> ApiError {
 impl From<&AuthError> for ApiError {
     /// 401 or 403 with what the client should do, never which check failed.
     fn from(refusal: &AuthError) -> Self {
+        if matches!(refusal, AuthError::Unavailable) {
+            return Self::unavailable("unavailable", refusal.details());
+        }
         let status = refusal.status();
         let message = if status == StatusCode::FORBIDDEN {
             "forbidden"

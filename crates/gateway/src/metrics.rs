@@ -159,6 +159,12 @@ impl Metrics {
         self.registry.register_collector(collector);
     }
 
+    /// The registry, for another layer to register its own metrics in
+    /// (names get the `weft_` prefix), such as the HTTP server's.
+    pub fn registry_mut(&mut self) -> &mut MetricsRegistry {
+        &mut self.registry
+    }
+
     /// Records a close the server sent.
     pub fn closed(&self, reason: CloseReason) {
         self.closes

@@ -130,6 +130,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.lifecycle.is_draining() {
         return draining().into_response();
     }
+    if let Err(reason) = state.auth.check_ready() {
+        return ApiError::unavailable("not ready", reason).into_response();
+    }
     if let Err(reason) = state.registry.check_ready().await {
         return ApiError::unavailable("not ready", reason).into_response();
     }

@@ -9,6 +9,7 @@
 //! messages, so only the node's and the origin's checks apply before it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -100,7 +101,8 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
         let permit = state.admission.admit(peer).map_err(ApiError::from)?;
         // After admission, so failed attempts count against the upgrade rate.
         let token = token_from_request(&parts);
-        let access = match state.auth.authorize(token.as_deref(), &doc) {
+        let context = state.auth.context(&parts.headers, peer);
+        let access = match state.auth.authorize(token.as_deref(), &doc, &context).await {
             Ok(access) => access,
             Err(refusal) => {
                 tracing::Span::current().record("auth", "refused");
@@ -164,6 +166,7 @@ async fn hocuspocus_upgrade(state: AppState, mut parts: Parts) -> Response {
             joiner: Joiner {
                 registry: state.registry.clone(),
                 auth: state.auth.clone(),
+                context: Arc::new(state.auth.context(&parts.headers, peer)),
             },
         };
         let outbox = SocketOutbox::new(

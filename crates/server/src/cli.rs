@@ -8,6 +8,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use self::duration::parse_duration;
+pub use self::http::HttpArgs;
+pub use self::idp::IdpArgs;
+
+mod duration;
+mod http;
+mod idp;
+
 /// Weft: a horizontally scalable backend for Yjs collaborative editors.
 #[derive(Debug, Parser)]
 #[command(name = "weft", version, about, long_about = None)]
@@ -200,6 +208,9 @@ pub struct ServeArgs {
     pub limits: LimitArgs,
 
     #[command(flatten)]
+    pub http: HttpArgs,
+
+    #[command(flatten)]
     pub kafka: KafkaArgs,
 
     /// How often this node tells its peers it is alive.
@@ -308,6 +319,9 @@ pub struct AuthArgs {
     /// ES256, Ed25519: EdDSA).
     #[arg(long, env = "WEFT_AUTH_JWT_PUBLIC_KEY")]
     pub auth_jwt_public_key: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub idp: IdpArgs,
 }
 
 /// Admission and rate limits.
@@ -366,10 +380,6 @@ fn parse_retention(text: &str) -> Result<Retention, String> {
         return Err("a retention under a minute would delete records nodes still need; use a duration like 7d, or infinite".to_owned());
     }
     Ok(Retention(Some(duration)))
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|error| format!("{error} (examples: 500ms, 2s, 1m)"))
 }
 
 /// `url` with its password (if any) replaced by `***`, for logs and error

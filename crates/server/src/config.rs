@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use weft_gateway::GatewayConfig;
-use weft_gateway::auth::{Authenticator, JwtVerifier};
+use weft_gateway::auth::Authenticator;
 use weft_gateway::limits::LimitsConfig;
 use weft_kafka::KafkaConfig;
 use weft_sync::{CommitterConfig, Origin, RegistryConfig};
 
-use crate::cli::{AuthArgs, ConsumeArg, KafkaArgs, ServeArgs};
+use crate::cli::{ConsumeArg, HttpArgs, KafkaArgs, ServeArgs};
+use crate::http::HttpLimits;
 
 /// Everything a node needs besides its listeners.
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     /// Who may open which document.
     pub auth: Authenticator,
+    /// Deadlines and caps for connections not yet upgraded.
+    pub http: HttpLimits,
     /// `wss://` and `https://` (`--tls-cert`, `--tls-key`); `None` serves
     /// plain `ws://` and `http://`.
     pub tls: Option<crate::tls::TlsConfig>,
@@ -56,7 +59,7 @@ impl NodeConfig {
                 config.max_record_bytes
             );
         }
-        let auth = authenticator(&args.auth)?;
+        let auth = crate::idp::authenticator(&args.auth)?;
         let limits = LimitsConfig {
             max_connections: to_usize(
                 args.limits.max_connections,
@@ -76,6 +79,7 @@ impl NodeConfig {
             gateway,
             limits,
             auth,
+            http: http_limits(&args.http)?,
             tls: crate::tls::TlsConfig::from_args(&args.tls)?,
         })
     }
@@ -113,28 +117,25 @@ fn gateway_config(args: &ServeArgs) -> anyhow::Result<GatewayConfig> {
     })
 }
 
-fn authenticator(args: &AuthArgs) -> anyhow::Result<Authenticator> {
-    if let Some(secret) = &args.auth_jwt_secret {
-        let verifier = JwtVerifier::hs256(secret.as_bytes())
-            .context("--auth-jwt-secret / WEFT_AUTH_JWT_SECRET")?;
-        return Ok(Authenticator::Jwt(Arc::new(verifier)));
+fn http_limits(args: &HttpArgs) -> anyhow::Result<HttpLimits> {
+    if args.http_header_timeout.is_zero() {
+        bail!("--http-header-timeout / WEFT_HTTP_HEADER_TIMEOUT must be greater than zero");
     }
-    if let Some(path) = &args.auth_jwt_public_key {
-        let pem = std::fs::read(path).with_context(|| {
-            format!(
-                "--auth-jwt-public-key / WEFT_AUTH_JWT_PUBLIC_KEY: read {}",
-                path.display()
-            )
-        })?;
-        let verifier = JwtVerifier::from_public_key_pem(&pem).with_context(|| {
-            format!(
-                "--auth-jwt-public-key / WEFT_AUTH_JWT_PUBLIC_KEY: {}",
-                path.display()
-            )
-        })?;
-        return Ok(Authenticator::Jwt(Arc::new(verifier)));
+    if args.http_idle_timeout.is_zero() {
+        bail!("--http-idle-timeout / WEFT_HTTP_IDLE_TIMEOUT must be greater than zero");
     }
-    Ok(Authenticator::Open)
+    Ok(HttpLimits {
+        header_timeout: args.http_header_timeout,
+        idle_timeout: args.http_idle_timeout,
+        max_pending: to_usize(
+            args.max_pending_connections,
+            "--max-pending-connections / WEFT_MAX_PENDING_CONNECTIONS",
+        )?,
+        max_pending_per_ip: to_usize(
+            args.max_pending_connections_per_ip,
+            "--max-pending-connections-per-ip / WEFT_MAX_PENDING_CONNECTIONS_PER_IP",
+        )?,
+    })
 }
 
 fn to_usize(value: u64, setting: &str) -> anyhow::Result<usize> {

@@ -21,6 +21,10 @@
 //! - [`cli`]: the flags and their `WEFT_*` twins.
 //! - [`config`]: from the flags to a node's typed, validated settings.
 //! - [`listen`]: the listeners, bound before the node starts.
+//! - [`idp`]: the authenticator: static keys, identity providers (JWKS),
+//!   a permission service.
+//! - [`http`]: the HTTP server: deadlines and caps for connections that
+//!   have not upgraded.
 //! - [`node`]: [`Node::start`], [`NodeHandle::shutdown`]: the drain in order.
 //! - [`drain`]: the phases of a drain, watched (and held) by callers and
 //!   tests.
@@ -36,6 +40,8 @@
 pub mod cli;
 pub mod config;
 pub mod drain;
+pub mod http;
+pub mod idp;
 pub mod kafka_security;
 pub mod listen;
 pub mod node;

@@ -90,6 +90,7 @@ impl Node {
     /// setting, if the store cannot be opened or the Kafka settings cannot
     /// make a client; nothing is spawned then.
     pub async fn start(config: NodeConfig, listeners: Listeners) -> anyhow::Result<NodeHandle> {
+        crate::idp::load(&config.auth).await?;
         if let Some(kafka) = &config.kafka {
             check_kafka_security(kafka).await?;
         }
@@ -132,6 +133,12 @@ impl Node {
         if let Some(bus_metrics) = bus_metrics {
             metrics.register_collector(Box::new(bus_metrics));
         }
+        let http_metrics = crate::http::HttpMetrics::default();
+        http_metrics.register(metrics.registry_mut());
+        let http_limits = config.http;
+        if let weft_gateway::auth::Authenticator::Jwks(keys) = &config.auth {
+            tasks.spawn(keys.clone().refresh_until(http_stop.clone()));
+        }
         let state = AppState {
             registry: registry.clone(),
             lifecycle: lifecycle.clone(),
@@ -153,12 +160,16 @@ impl Node {
             });
             info!(listen = %address, "metrics listening");
         }
-        let app = weft_gateway::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = crate::serve::App {
+            router: weft_gateway::router(state),
+            limits: http_limits,
+            metrics: http_metrics,
+        };
         let server =
             crate::serve::spawn(listeners.http, config.tls.as_ref(), app, &tasks, &http_stop)?;
         if open {
             warn!(
-                "NO AUTHENTICATION: neither --auth-jwt-secret nor --auth-jwt-public-key is set, so any client can read and write every document"
+                "NO AUTHENTICATION: none of --auth-jwt-secret, --auth-jwt-public-key, --auth-jwks-url, --auth-webhook-url is set, so any client can read and write every document"
             );
         }
         let scheme = if config.tls.is_some() {

@@ -1,21 +1,30 @@
 //! The node's main HTTP server on `--listen`: plain, or TLS with
-//! `--tls-cert` (see [`crate::tls`]).
+//! `--tls-cert` (see [`crate::tls`]). Either way the connections are served
+//! by [`crate::http::serve`], with its deadlines and caps on connections
+//! that have not upgraded.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::http::{HttpLimits, HttpMetrics};
 use crate::tls::{CertificateStore, TlsConfig, TlsListener, keys};
 
-/// The router with each connection's address (`ConnectInfo<SocketAddr>`).
-pub type App = IntoMakeServiceWithConnectInfo<axum::Router, SocketAddr>;
+/// The HTTP server's router, limits and metrics.
+#[derive(Debug)]
+pub struct App {
+    /// The gateway's routes.
+    pub router: axum::Router,
+    /// Deadlines and caps for connections not yet upgraded.
+    pub limits: HttpLimits,
+    /// Their metrics.
+    pub metrics: HttpMetrics,
+}
 
 /// Spawns the server of `app` on `listener` (on `tasks`, until `stop`):
 /// TLS when `tls` is set, with its certificate reloaded when the files
@@ -28,30 +37,26 @@ pub fn spawn(
     stop: &CancellationToken,
 ) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
     let Some(tls) = tls else {
-        // Yjs frames are small and latency-bound: without TCP_NODELAY, Nagle's
-        // algorithm and the peer's delayed ACK hold a frame back ~40 ms.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %error, "set TCP_NODELAY");
-            }
-        });
-        return Ok(tasks.spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future(),
-        ));
+        return Ok(tasks.spawn(crate::http::serve_tcp(
+            listener,
+            app.router,
+            app.limits,
+            app.metrics,
+            stop.clone(),
+        )));
     };
     let certificates = Arc::new(CertificateStore::new(keys::load(&tls.cert, &tls.key)?));
     tasks.spawn(certificates.clone().watch(tls.clone(), stop.clone()));
     let listener = TlsListener::start(listener, certificates, stop.clone(), tasks)
         .context("--tls-cert / WEFT_TLS_CERT: set up TLS")?
-        // Only for the connection's address: axum provides `ConnectInfo`
-        // for a `TapIo` of any listener. TLS streams get TCP_NODELAY
-        // before their handshake (`TlsListener`).
+        // TLS streams get TCP_NODELAY before their handshake
+        // (`TlsListener`).
         .tap_io(|_tls| {});
-    Ok(tasks.spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future(),
-    ))
+    Ok(tasks.spawn(crate::http::serve(
+        listener,
+        app.router,
+        app.limits,
+        app.metrics,
+        stop.clone(),
+    )))
 }

@@ -13,7 +13,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{error, info};
 use weft_sync::{DeleteOutcome, RootKind, SyncError, read_roots};
 
-use super::extract::{DocName, QueryPairs, caller};
+use super::extract::{DocName, Peer, QueryPairs, caller};
 use super::representation::{Representation, negotiate, roots_asked};
 use crate::auth::{Access, ApiCaller};
 use crate::config::MAX_DOC_NAME_BYTES;
@@ -45,9 +45,10 @@ struct ListedJson {
 pub(super) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer: Peer,
     QueryPairs(query): QueryPairs,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&state, &headers)?;
+    let caller = caller(&state, &headers, None, peer).await?;
     let mut after = String::new();
     let mut limit = DEFAULT_LIST_LIMIT;
     for (key, value) in query {
@@ -98,9 +99,10 @@ pub(super) async fn get(
     State(state): State<AppState>,
     DocName(name): DocName,
     headers: HeaderMap,
+    peer: Peer,
     QueryPairs(query): QueryPairs,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&state, &headers)?;
+    let caller = caller(&state, &headers, Some(&name), peer).await?;
     require(&caller, &name, Access::Read)?;
     let Some(representation) = negotiate(&headers) else {
         return Err(ApiError::new(
@@ -196,9 +198,10 @@ async fn post_update(
     State(state): State<AppState>,
     DocName(name): DocName,
     headers: HeaderMap,
+    peer: Peer,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&state, &headers)?;
+    let caller = caller(&state, &headers, Some(&name), peer).await?;
     require(&caller, &name, Access::ReadWrite)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -231,8 +234,9 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     DocName(name): DocName,
     headers: HeaderMap,
+    peer: Peer,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&state, &headers)?;
+    let caller = caller(&state, &headers, None, peer).await?;
     if !caller.is_admin() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

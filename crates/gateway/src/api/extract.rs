@@ -2,7 +2,9 @@
 //! name, the query.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, Path, Query};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use tracing::info;
@@ -13,14 +15,25 @@ use crate::error::{ApiError, draining};
 use crate::state::AppState;
 
 /// Who calls, once the node takes requests: a draining node refuses (503),
-/// then the bearer token decides (401).
-pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<ApiCaller, ApiError> {
+/// then the bearer token decides (401), or the permission service, asked
+/// about `doc` (503 if it cannot answer).
+pub(crate) async fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    doc: Option<&str>,
+    peer: Peer,
+) -> Result<ApiCaller, ApiError> {
     if state.lifecycle.is_draining() {
         return Err(draining());
     }
+    let context = match peer.0 {
+        Some(remote) => state.auth.context(headers, remote),
+        None => crate::auth::RequestContext::default(),
+    };
     state
         .auth
-        .api_caller(bearer_token_of(headers).as_deref())
+        .api_caller(bearer_token_of(headers).as_deref(), doc, &context)
+        .await
         .map_err(|refusal| {
             info!(status = refusal.status().as_u16(), reason = %refusal, "API request refused");
             match refusal {
@@ -32,6 +45,23 @@ pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<ApiCaller,
                 other => ApiError::from(&other),
             }
         })
+}
+
+/// The peer's address, when the server recorded it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
 }
 
 /// The document a route's `{name}` segment names, percent-decoded; a name

@@ -12,6 +12,7 @@ use super::*;
 mod claims;
 mod grants;
 mod keys;
+mod providers;
 mod requests;
 
 const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!!";

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 
 use jsonwebtoken::errors::{Error as JwtError, ErrorKind as JwtErrorKind};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use axum::http::StatusCode;
 
 use super::grant::{Access, DocGrant, GlobCache, invalid_docs};
+use super::policy::TokenPolicy;
 
 /// Slack, in seconds, granted to `exp` and `nbf`. The issuer's clock and
 /// ours are never exactly in step; without slack a token minted a moment
@@ -29,6 +31,9 @@ pub struct JwtVerifier {
     validation: Validation,
     /// The grants' globs, compiled once each.
     pub(super) globs: GlobCache,
+    /// Where the grants and the admin flag are.
+    docs_claim: String,
+    admin_claim: String,
 }
 
 /// Only the algorithm: the key is a secret (HS256) or at least not
@@ -98,11 +103,67 @@ impl JwtVerifier {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        let policy = TokenPolicy::default();
         Self {
             key,
             validation,
             globs: GlobCache::default(),
+            docs_claim: policy.docs_claim,
+            admin_claim: policy.admin_claim,
         }
+    }
+
+    /// A key of an identity provider's key set (JWKS), with the algorithm
+    /// its `alg` names or, without one, its type's (RSA: RS256, EC P-256:
+    /// ES256, Ed25519: EdDSA). Symmetric keys and encryption keys are
+    /// refused: a key set is public, so a secret in it would let anyone
+    /// sign.
+    pub fn from_jwk(jwk: &Jwk) -> Result<Self, AuthSetupError> {
+        if jwk.common.public_key_use == Some(jsonwebtoken::jwk::PublicKeyUse::Encryption) {
+            return Err(AuthSetupError::UnsupportedKey);
+        }
+        let algorithm = match (&jwk.algorithm, jwk.common.key_algorithm) {
+            (AlgorithmParameters::OctetKey(_), _) => return Err(AuthSetupError::UnsupportedKey),
+            (_, Some(named)) => Algorithm::from_str(&named.to_string())
+                .map_err(|_| AuthSetupError::UnsupportedKey)?,
+            (AlgorithmParameters::RSA(_), None) => Algorithm::RS256,
+            (AlgorithmParameters::EllipticCurve(params), None)
+                if params.curve == EllipticCurve::P256 =>
+            {
+                Algorithm::ES256
+            }
+            (AlgorithmParameters::OctetKeyPair(_), None) => Algorithm::EdDSA,
+            _ => return Err(AuthSetupError::UnsupportedKey),
+        };
+        if matches!(
+            algorithm,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        ) {
+            return Err(AuthSetupError::UnsupportedKey);
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| AuthSetupError::UnsupportedKey)?;
+        jsonwebtoken::crypto::verify("", b"", &key, algorithm)
+            .map_err(|_| AuthSetupError::UnsupportedKey)?;
+        Ok(Self::new(key, algorithm))
+    }
+
+    /// Applies `policy`: the issuer and audiences required, the claims the
+    /// grants are read from.
+    #[must_use]
+    pub fn with_policy(mut self, policy: &TokenPolicy) -> Self {
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = &policy.issuer {
+            self.validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        if !policy.audiences.is_empty() {
+            self.validation.set_audience(&policy.audiences);
+            required.push("aud");
+        }
+        self.validation.set_required_spec_claims(&required);
+        self.docs_claim.clone_from(&policy.docs_claim);
+        self.admin_claim.clone_from(&policy.admin_claim);
+        self
     }
 
     /// The one algorithm tokens must be signed with.
@@ -121,7 +182,8 @@ impl JwtVerifier {
         let raw = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation)
             .map_err(AuthError::from_jwt)?
             .claims;
-        Claims::from_raw(raw, &self.globs).map_err(AuthError::InvalidToken)
+        Claims::from_raw(raw, &self.docs_claim, &self.admin_claim, &self.globs)
+            .map_err(AuthError::InvalidToken)
     }
 }
 
@@ -158,19 +220,19 @@ fn check_public_key(key: &DecodingKey, algorithm: Algorithm) -> Result<(), AuthS
         .map_err(|_| AuthSetupError::UnsupportedKey)
 }
 
-/// The payload as signed. `docs` stays loosely typed here so that a token
-/// that is both expired and malformed in `docs` is reported as expired: the
-/// library checks `exp` only after this deserializes.
+/// The payload as signed. The grants stay loosely typed here (among the
+/// other claims) so that a token that is both expired and malformed in
+/// its grants is reported as expired: the library checks `exp` only after
+/// this deserializes.
 #[derive(Deserialize)]
 struct RawClaims {
     sub: String,
     #[serde(deserialize_with = "numeric_date")]
     exp: u64,
-    #[serde(default)]
-    docs: BTreeMap<String, String>,
-    /// Everything, on the REST API and on every document.
-    #[serde(default)]
-    admin: bool,
+    /// Every other claim, among them the grants and the admin flag under
+    /// the names the policy gives.
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A JWT NumericDate: whole seconds, or fractional ones (RFC 7519 allows
@@ -207,12 +269,23 @@ pub struct Claims {
 }
 
 impl Claims {
-    fn from_raw(raw: RawClaims, globs: &GlobCache) -> Result<Self, JwtError> {
+    fn from_raw(
+        mut raw: RawClaims,
+        docs_claim: &str,
+        admin_claim: &str,
+        globs: &GlobCache,
+    ) -> Result<Self, JwtError> {
         if raw.sub.is_empty() {
             return Err(JwtErrorKind::MissingRequiredClaim("sub".to_owned()).into());
         }
-        let docs = raw
-            .docs
+        let grants: BTreeMap<String, String> = match raw.other.remove(docs_claim) {
+            None | Some(serde_json::Value::Null) => BTreeMap::new(),
+            Some(value) => serde_json::from_value(value).map_err(|_| {
+                invalid_docs("not an object of globs to \"r\" or \"rw\"".to_owned())
+            })?,
+        };
+        let admin = raw.other.get(admin_claim) == Some(&serde_json::Value::Bool(true));
+        let docs = grants
             .into_iter()
             .map(|(glob, access)| {
                 let access = match access.as_str() {
@@ -231,7 +304,7 @@ impl Claims {
             sub: raw.sub,
             exp: raw.exp,
             docs,
-            admin: raw.admin,
+            admin,
         })
     }
 
@@ -270,6 +343,10 @@ pub enum AuthError {
     /// The token is valid but grants nothing on this document.
     #[error("token grants no access to this document")]
     Forbidden,
+    /// The permission service (`--auth-webhook-url`) did not answer in
+    /// time, failed, or answered nonsense: 503, never open access.
+    #[error("the permission service is unavailable")]
+    Unavailable,
 }
 
 impl AuthError {
@@ -287,6 +364,7 @@ impl AuthError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::MissingToken | Self::InvalidToken(_) | Self::Expired | Self::NotYetValid => {
                 StatusCode::UNAUTHORIZED
             }
@@ -306,6 +384,7 @@ impl AuthError {
                 "the token is not valid yet; check the issuer's clock or retry shortly"
             }
             Self::Forbidden => "the token grants no access to this document",
+            Self::Unavailable => "access cannot be decided right now; retry shortly",
         }
     }
 }

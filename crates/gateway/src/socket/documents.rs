@@ -196,7 +196,7 @@ impl Documents {
             return self.send(denied("too many documents on one connection"));
         }
         let token = Some(token).filter(|token| !token.is_empty());
-        let access = match joiner.auth.authorize(token, doc) {
+        let access = match joiner.auth.authorize(token, doc, &joiner.context).await {
             Ok(access) => access,
             Err(refusal) => {
                 info!(doc, status = refusal.status().as_u16(), reason = %refusal, "hocuspocus document refused");

@@ -130,6 +130,7 @@ fn hocuspocus(registry: &Registry, config: GatewayConfig) -> Driven {
         joiner: Joiner {
             registry: registry.clone(),
             auth: Authenticator::Open,
+            context: Default::default(),
         },
     };
     let outbox = SocketOutbox::new(config.send_queue_frames, config.send_queue_bytes);

@@ -52,6 +52,8 @@ pub(crate) struct Joiner {
     pub(crate) registry: Registry,
     /// Who may open which document (checked per document).
     pub(crate) auth: Authenticator,
+    /// The upgrade's headers and peer, for a permission service.
+    pub(crate) context: std::sync::Arc<crate::auth::RequestContext>,
 }
 
 /// What the server says, whatever the protocol.

@@ -102,37 +102,58 @@ fn widest_access_wins() {
     assert_eq!(claims.access_to("team-a/other"), Some(Access::Read));
 }
 
-#[test]
-fn authorize_maps_grants_to_access_or_forbidden() {
+#[tokio::test]
+async fn authorize_maps_grants_to_access_or_forbidden() {
     let auth = Authenticator::Jwt(Arc::new(hs256()));
     assert!(!auth.is_open());
     let token = hs256_token(&claims_with(json!({ "a/*": "rw", "b/*": "r" })), SECRET);
     assert_eq!(
-        auth.authorize(Some(&token), "a/1").unwrap(),
+        auth.authorize(Some(&token), "a/1", &RequestContext::default())
+            .await
+            .unwrap(),
         Access::ReadWrite
     );
-    assert_eq!(auth.authorize(Some(&token), "b/1").unwrap(), Access::Read);
-    let refused = auth.authorize(Some(&token), "c/1").unwrap_err();
+    assert_eq!(
+        auth.authorize(Some(&token), "b/1", &RequestContext::default())
+            .await
+            .unwrap(),
+        Access::Read
+    );
+    let refused = auth
+        .authorize(Some(&token), "c/1", &RequestContext::default())
+        .await
+        .unwrap_err();
     assert!(matches!(refused, AuthError::Forbidden));
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-    let missing = auth.authorize(None, "a/1").unwrap_err();
+    let missing = auth
+        .authorize(None, "a/1", &RequestContext::default())
+        .await
+        .unwrap_err();
     assert!(matches!(missing, AuthError::MissingToken));
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
     // No `docs` at all: a valid token that grants nothing.
     let bare = hs256_token(&json!({ "sub": "alice", "exp": now() + 60 }), SECRET);
     assert!(matches!(
-        auth.authorize(Some(&bare), "a/1"),
+        auth.authorize(Some(&bare), "a/1", &RequestContext::default())
+            .await,
         Err(AuthError::Forbidden)
     ));
 }
 
-#[test]
-fn open_grants_read_write_to_all() {
+#[tokio::test]
+async fn open_grants_read_write_to_all() {
     let open = Authenticator::Open;
     assert!(open.is_open());
-    assert_eq!(open.authorize(None, "any/doc").unwrap(), Access::ReadWrite);
     assert_eq!(
-        open.authorize(Some("garbage"), "x").unwrap(),
+        open.authorize(None, "any/doc", &RequestContext::default())
+            .await
+            .unwrap(),
+        Access::ReadWrite
+    );
+    assert_eq!(
+        open.authorize(Some("garbage"), "x", &RequestContext::default())
+            .await
+            .unwrap(),
         Access::ReadWrite
     );
 }

@@ -48,13 +48,15 @@ fn token_from_bearer_header_wins_over_query() {
     );
 }
 
-#[test]
-fn token_from_request_feeds_verification() {
+#[tokio::test]
+async fn token_from_request_feeds_verification() {
     let token = hs256_token(&claims_with(json!({ "team-a/*": "rw" })), SECRET);
     let auth = Authenticator::Jwt(Arc::new(hs256()));
     let found = token_from_request(&parts(&format!("/team-a%2Fnotes?token={token}"), None));
     assert_eq!(
-        auth.authorize(found.as_deref(), "team-a/notes").unwrap(),
+        auth.authorize(found.as_deref(), "team-a/notes", &RequestContext::default())
+            .await
+            .unwrap(),
         Access::ReadWrite
     );
 }
