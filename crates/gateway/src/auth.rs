@@ -99,6 +99,24 @@ impl Authenticator {
         }
     }
 
+    /// [`Authenticator::authorize`], also naming who the token is: its
+    /// `sub`, or [`weft_sync::ANONYMOUS`] on an open node. History records
+    /// a session's updates under that name.
+    pub fn authorize_as(
+        &self,
+        token: Option<&str>,
+        doc: &str,
+    ) -> Result<(Access, Arc<str>), AuthError> {
+        match self {
+            Self::Open => Ok((Access::ReadWrite, Arc::from(weft_sync::ANONYMOUS))),
+            Self::Jwt(verifier) => {
+                let claims = verifier.verify(token.ok_or(AuthError::MissingToken)?)?;
+                let access = claims.access_to(doc).ok_or(AuthError::Forbidden)?;
+                Ok((access, Arc::from(claims.sub)))
+            }
+        }
+    }
+
     /// Whether upgrades are let through without a token.
     pub fn is_open(&self) -> bool {
         matches!(self, Self::Open)
@@ -133,6 +151,15 @@ impl ApiCaller {
         match self {
             Self::Open => Some(Access::ReadWrite),
             Self::Token(claims) => claims.access_to(doc),
+        }
+    }
+
+    /// Who the caller is, for history: the token's `sub`, or
+    /// [`weft_sync::ANONYMOUS`] without authentication.
+    pub fn author(&self) -> Arc<str> {
+        match self {
+            Self::Open => Arc::from(weft_sync::ANONYMOUS),
+            Self::Token(claims) => Arc::from(claims.sub.as_str()),
         }
     }
 

@@ -7,7 +7,7 @@ use weft_sync::{Delivery, Interest, RecordKind};
 
 use crate::config::KafkaConfig;
 use crate::counters::Counters;
-use crate::{envelope, offset, trace};
+use crate::{attribution, envelope, offset, trace};
 
 /// What a consumed record means for this node, if anything: `None` for a
 /// record of a document it has not loaded (skipped by key, before the
@@ -72,6 +72,7 @@ pub(crate) fn to_delivery(
             from = %decoded.origin.node,
         );
         trace::continue_trace(&record.span, message.headers());
+        record.author = attribution::attribution_of(message.headers()).0;
     }
     Some(Delivery {
         record,
@@ -127,6 +128,7 @@ mod tests {
             kind,
             payload: bytes::Bytes::from_static(b"payload"),
             origin_session: 1,
+            author: None,
             span: tracing::Span::none(),
         };
         let message = OwnedMessage::new(

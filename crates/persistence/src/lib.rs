@@ -26,9 +26,12 @@
 //! - `postgres` (feature `postgres`): the `Postgres` dialect
 //!   (`PostgresStore`).
 //! - [`error`]: [`OpenError`], why a store could not be opened.
+//! - `history`: `weft_sync::history::History` for [`SqlStore`]: versions,
+//!   checkpoints, the attributed log.
 
 pub mod dialect;
 pub mod error;
+mod history;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod sql;

@@ -29,24 +29,36 @@ pub(crate) const READ_LOG: &str =
 pub(crate) const APPEND_ONE: &str =
     "INSERT INTO weft_updates (doc, data) VALUES ($1, $2) RETURNING seq";
 
-/// Appends `rows` updates in one statement (`$1`, `$2` the first update's
-/// document and bytes, `$3`, `$4` the second's, ...). SQLite's form of the
-/// batch append: the sequence numbers are read from the last inserted row
-/// id.
+/// Parameters per row of [`append_many`]: document, bytes, author, time,
+/// node.
+pub(crate) const APPEND_COLUMNS: usize = 5;
+
+/// Appends `rows` updates in one statement (`$1` to `$5` the first
+/// update's document, bytes, author, time and node, `$6` to `$10` the
+/// second's, ...). SQLite's form of the batch append: the sequence numbers
+/// are read from the last inserted row id.
 pub(crate) fn append_many(rows: usize) -> String {
-    let mut statement = String::from("INSERT INTO weft_updates (doc, data) VALUES ");
+    let mut statement =
+        String::from("INSERT INTO weft_updates (doc, data, author, at_ms, node) VALUES ");
     for row in 0..rows {
         if row > 0 {
             statement.push_str(", ");
         }
-        let first = 2 * row + 1;
-        statement.push_str(&format!("(${first}, ${})", first + 1));
+        let first = APPEND_COLUMNS * row + 1;
+        statement.push_str(&format!(
+            "(${first}, ${}, ${}, ${}, ${})",
+            first + 1,
+            first + 2,
+            first + 3,
+            first + 4
+        ));
     }
     statement
 }
 
 /// [`append_many`] of one update.
-pub(crate) const APPEND_ONE_ROW: &str = "INSERT INTO weft_updates (doc, data) VALUES ($1, $2)";
+pub(crate) const APPEND_ONE_ROW: &str =
+    "INSERT INTO weft_updates (doc, data, author, at_ms, node) VALUES ($1, $2, $3, $4, $5)";
 
 /// Drops a document's log up to a position (`$1` document, `$2` seq).
 pub(crate) const PRUNE_LOG: &str = "DELETE FROM weft_updates WHERE doc = $1 AND seq <= $2";

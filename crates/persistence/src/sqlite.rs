@@ -37,8 +37,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// writer at a time, and one connection keeps its page cache between
 /// commits.
 const APPEND_CONNECTIONS: u32 = 1;
-/// Updates per `INSERT` at most: two parameters each, far below SQLite's
-/// limit on a statement's parameters (32,766).
+/// Updates per `INSERT` at most: five parameters each
+/// ([`sql::APPEND_COLUMNS`]), far below SQLite's limit on a statement's
+/// parameters (32,766).
 const APPEND_CHUNK_ROWS: usize = 256;
 
 /// SQLite-backed update log and snapshots.
@@ -156,7 +157,12 @@ async fn append_rows(
         let (chunk, after) = rest.split_at(size);
         let mut query = sqlx::query(append_statement(size));
         for new in chunk {
-            query = query.bind(new.doc.as_ref()).bind(new.update.as_ref());
+            query = query
+                .bind(new.doc.as_ref())
+                .bind(new.update.as_ref())
+                .bind(new.attribution.author.as_deref())
+                .bind(new.attribution.at_ms)
+                .bind(new.attribution.node.as_deref());
         }
         let done = query
             .execute(&mut *connection)

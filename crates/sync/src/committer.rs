@@ -327,6 +327,10 @@ fn batch_records(documents: &dyn CommitTarget, batch: &[Submission]) -> Vec<Reco
                 }
             },
             origin_session: submission.origin.raw(),
+            author: match &submission.what {
+                Submitted::Update(update) => update.author().cloned(),
+                Submitted::Delete(_) => None,
+            },
             span: debug_span!(parent: &submission.span, "publish", doc = %submission.doc, batch = batch.len()),
         })
         .collect()

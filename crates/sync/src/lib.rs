@@ -90,6 +90,7 @@ mod documents;
 mod error;
 mod fanout;
 mod frames;
+pub mod history;
 mod housekeeping;
 mod loader;
 mod log_bus;
@@ -130,7 +131,7 @@ pub use replica::{Applied, ReadState, Replica, RereadOutcome};
 pub use session::Session;
 pub use snapshot_policy::{Dirty, SnapshotPolicy};
 pub use store::{
-    EMBEDDED_LOG, EmbeddedLog, ListedDoc, LogSeq, LoggedUpdate, Snapshot, SnapshotStore,
-    StoreError, StoredDoc, Tombstone,
+    ANONYMOUS, Attribution, EMBEDDED_LOG, EmbeddedLog, ListedDoc, LogSeq, LoggedUpdate, Snapshot,
+    SnapshotStore, StoreError, StoredDoc, Tombstone,
 };
 pub use update::{ClientUpdate, CommittedUpdate, DocRecord, InvalidUpdate, Skipped};

@@ -220,7 +220,7 @@ async fn post_update(
     }
     state
         .registry
-        .apply_update(&name, body.to_vec())
+        .apply_update_as(&name, body.to_vec(), caller.author())
         .await
         .map_err(|failure| refusal_for(&failure, "apply update"))?;
     Ok(StatusCode::NO_CONTENT.into_response())

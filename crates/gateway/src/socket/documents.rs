@@ -196,8 +196,8 @@ impl Documents {
             return self.send(denied("too many documents on one connection"));
         }
         let token = Some(token).filter(|token| !token.is_empty());
-        let access = match joiner.auth.authorize(token, doc) {
-            Ok(access) => access,
+        let (access, author) = match joiner.auth.authorize_as(token, doc) {
+            Ok(granted) => granted,
             Err(refusal) => {
                 info!(doc, status = refusal.status().as_u16(), reason = %refusal, "hocuspocus document refused");
                 return self.send(denied(refusal.details()));
@@ -211,7 +211,7 @@ impl Documents {
             overflowed: self.overflowed.clone(),
             deleted: deleted.clone(),
         };
-        let session = match joiner.registry.join(doc, outbox).await {
+        let mut session = match joiner.registry.join(doc, outbox).await {
             Ok(session) => session,
             Err(failure) => {
                 let answer = FailureAnswer::sync(&failure);
@@ -219,6 +219,7 @@ impl Documents {
                 return Err(answer.close);
             }
         };
+        session.set_author(&author);
         for frame in wire.greeting(address, access, session.greeting()) {
             self.send(Some(frame))?;
         }
