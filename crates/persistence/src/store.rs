@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Pool, Row, Type};
-use weft_sync::history::History;
 use weft_sync::store::{
     EMBEDDED_LOG, EMPTY_STATE_VECTOR_V1, EMPTY_UPDATE_V1, EmbeddedLog, ListedDoc, NewUpdate,
     Position, SnapshotStore, SnapshotWrite, Tombstone,
@@ -198,10 +197,6 @@ impl EmbeddedLog for SqlStore<D> {
             .await
             .map_err(|error| StoreError::new("commit deletion", error))?;
         Ok(seq)
-    }
-
-    fn history(self: Arc<Self>) -> Option<Arc<dyn History>> {
-        Some(self)
     }
 }
 }

@@ -12,7 +12,7 @@ use weft_gateway::GatewayConfig;
 use weft_gateway::auth::{Authenticator, JwtVerifier};
 use weft_gateway::limits::LimitsConfig;
 use weft_kafka::KafkaConfig;
-use weft_sync::{CommitterConfig, Origin, RegistryConfig};
+use weft_sync::{CommitterConfig, HistorySettings, Origin, RegistryConfig};
 
 use crate::cli::{AuthArgs, ConsumeArg, KafkaArgs, ServeArgs};
 
@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     /// Who may open which document.
     pub auth: Authenticator,
+    /// History (`--version-interval`, `--history-retention`); `None`: none
+    /// kept (retention 0, or a cluster node).
+    pub history: Option<HistorySettings>,
 }
 
 impl NodeConfig {
@@ -54,6 +57,11 @@ impl NodeConfig {
             );
         }
         let auth = authenticator(&args.auth)?;
+        let history = (args.kafka.kafka_brokers.is_none() && !args.history_retention.is_zero())
+            .then_some(HistorySettings {
+                version_interval: args.version_interval,
+                retention: args.history_retention,
+            });
         let limits = LimitsConfig {
             max_connections: to_usize(
                 args.limits.max_connections,
@@ -73,6 +81,7 @@ impl NodeConfig {
             gateway,
             limits,
             auth,
+            history,
         })
     }
 }
@@ -246,6 +255,18 @@ fn check_heartbeats(args: &ServeArgs) -> anyhow::Result<()> {
 /// password the URL may hold.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn weft_sync::EmbeddedLog>> {
     weft_persistence::open_store(url)
+        .await
+        .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))
+}
+
+/// [`open_store`] with the store's history side.
+pub async fn open_store_with_history(
+    url: &str,
+) -> anyhow::Result<(
+    Arc<dyn weft_sync::EmbeddedLog>,
+    Arc<dyn weft_sync::history::History>,
+)> {
+    weft_persistence::open_store_with_history(url)
         .await
         .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))
 }

@@ -48,7 +48,7 @@ use weft_gateway::limits::Admission;
 use weft_gateway::{AppState, Lifecycle};
 use weft_sync::{LogBus, MessageBus, Registry};
 
-use crate::config::{NodeConfig, open_store};
+use crate::config::{NodeConfig, open_store_with_history};
 use crate::drain::{DrainHold, DrainPhase, DrainReport, DrainStep};
 use crate::listen::Listeners;
 
@@ -91,7 +91,7 @@ impl Node {
     /// setting, if the store cannot be opened or the Kafka settings cannot
     /// make a client; nothing is spawned then.
     pub async fn start(config: NodeConfig, listeners: Listeners) -> anyhow::Result<NodeHandle> {
-        let store = open_store(&config.store_url).await?;
+        let (store, history_store) = open_store_with_history(&config.store_url).await?;
         let local_addr = listeners
             .http
             .local_addr()
@@ -122,6 +122,9 @@ impl Node {
             None => Arc::new(LogBus::new(store.clone(), &config.node_id)),
         };
         let registry = Registry::start(store, bus, config.registry, &root, &tasks);
+        if let Some(history) = config.history {
+            registry.enable_history(history_store, history);
+        }
 
         let http_stop = root.child_token();
         let lifecycle = Lifecycle::under(&root);

@@ -48,6 +48,9 @@ pub struct ReadState {
     /// When it was last deleted (ms since the Unix epoch; 0 if unknown), if
     /// it ever was.
     pub deleted_at_ms: Option<i64>,
+    /// The highest log position applied: `state` holds every update of
+    /// the document up to it (embedded; see [`Replica`]).
+    pub covers: LogSeq,
 }
 
 /// What reading a document again from the log did.
@@ -320,6 +323,7 @@ impl Replica {
                 .tombstone
                 .as_ref()
                 .map(|tombstone| tombstone.deleted_at_ms),
+            covers: self.applied,
         }
     }
 

@@ -235,10 +235,4 @@ pub trait EmbeddedLog: SnapshotStore {
         tombstone_state_vector: &[u8],
         deleted_at_ms: i64,
     ) -> Result<LogSeq, StoreError>;
-
-    /// The store's history side, if it keeps one (see
-    /// [`History`](crate::history::History)).
-    fn history(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn crate::history::History>> {
-        None
-    }
 }

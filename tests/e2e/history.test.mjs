@@ -1,0 +1,233 @@
+// History with unmodified clients (y-websocket and @hocuspocus/provider) on
+// one embedded node: attribution, named versions, reads at a version and at
+// an instant, diff, activity, bad input, and a restore while both clients
+// edit (everyone converges on the restored state plus their later edits; a
+// second restore to the same version changes nothing), and an automatic
+// version when the last session leaves.
+
+import assert from 'node:assert/strict'
+import * as hocuspocus from '@hocuspocus/provider'
+import {
+  e2e, startWeft, createClient, waitFor, waitSynced, Y, WebSocket, signJwt, jwtClaims, sleep
+} from '../lib/harness.mjs'
+
+const SECRET = 'history-e2e-secret-0123456789abcdef'
+const token = (sub, docs) => signJwt(jwtClaims({ sub, docs }), { secret: SECRET })
+const alice = token('alice', { 'hist/**': 'rw' })
+const bob = token('bob', { 'hist/**': 'rw' })
+const reader = token('reader', { 'hist/**': 'r' })
+
+const enc = encodeURIComponent
+
+function api (server, method, route, { as = alice, body, headers = {} } = {}) {
+  return fetch(`${server.httpUrl}/api${route}`, {
+    method,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    headers: {
+      authorization: `Bearer ${as}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...headers
+    },
+    signal: AbortSignal.timeout(15000)
+  })
+}
+
+async function json (res, status) {
+  const text = await res.text()
+  assert.equal(res.status, status, text)
+  return JSON.parse(text)
+}
+
+/** The `text` root over the API (`query` appended), or null on a 404. */
+async function textAt (server, name, query = '') {
+  const res = await api(server, 'GET', `/documents/${enc(name)}?text=text${query}`)
+  if (res.status === 404 && !query) return null
+  const body = await json(res, 200)
+  return body.text.text
+}
+
+async function assertError (res, status, mentions) {
+  const body = await json(res, status)
+  assert.equal(body.error.code, status)
+  assert.match(body.error.details, mentions)
+}
+
+/** The document's state on the server (a Yjs update), as hex. */
+async function serverState (server, name) {
+  const res = await api(server, 'GET', `/documents/${enc(name)}`, { headers: { accept: 'application/octet-stream' } })
+  assert.equal(res.status, 200)
+  return Buffer.from(await res.arrayBuffer()).toString('hex')
+}
+
+/** A Hocuspocus client of `name` on its own socket. */
+function hocuspocusClient (t, server, name, tokenValue) {
+  const socket = new hocuspocus.HocuspocusProviderWebsocket({ url: server.wsUrl, WebSocketPolyfill: WebSocket })
+  const doc = new Y.Doc()
+  let markSynced
+  const synced = new Promise((resolve) => { markSynced = resolve })
+  const provider = new hocuspocus.HocuspocusProvider({
+    websocketProvider: socket, name, document: doc, token: tokenValue,
+    onSynced: () => markSynced()
+  })
+  provider.attach()
+  t.after(() => { provider.destroy(); socket.destroy() })
+  return { doc, provider, synced }
+}
+
+/** Polls the HTTP API until `check` holds (HTTP reads have no events). */
+async function until (check, what, timeout = 10000) {
+  const deadline = Date.now() + timeout
+  for (;;) {
+    if (await check()) return
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`)
+    await sleep(20)
+  }
+}
+
+/** Waits until the clock is past `at` (RFC 3339), so later edits are later. */
+async function after (at) {
+  while (Date.now() <= Date.parse(at) + 1) await sleep(2)
+}
+
+e2e('history: versions with authors, reads then, diff, activity, bad input (one node)', { timeout: 90000 }, async (t) => {
+  const server = await startWeft(t, { args: ['--auth-jwt-secret', SECRET] })
+  const name = 'hist/routes'
+  const ws = createClient(t, server, name, { name: 'alice', params: { token: alice } })
+  await waitSynced(ws)
+  ws.doc.getText('text').insert(0, 'hello')
+  await until(async () => (await textAt(server, name)) === 'hello', 'the API to read alice\'s edit')
+
+  await assertError(await api(server, 'POST', `/documents/${enc(name)}/versions`, { as: reader, body: { name: 'no' } }), 403, /read-only/)
+  const v1 = await json(await api(server, 'POST', `/documents/${enc(name)}/versions`, { body: { name: 'first draft' } }), 201)
+  assert.equal(v1.kind, 'named')
+  assert.equal(v1.name, 'first draft')
+  assert.deepEqual(v1.authors, ['alice'])
+  assert.match(v1.id, /^\d+$/)
+
+  await after(v1.at)
+  const hp = hocuspocusClient(t, server, name, bob)
+  await hp.synced
+  await waitFor(() => hp.doc.getText('text').toString() === 'hello', { on: hp.doc, what: 'bob to sync' })
+  hp.doc.getText('text').insert(5, ' world')
+  await until(async () => (await textAt(server, name)) === 'hello world', 'the API to read bob\'s edit')
+  const v2 = await json(await api(server, 'POST', `/documents/${enc(name)}/versions`, { as: bob, body: { name: 'second' } }), 201)
+  assert.deepEqual(v2.authors, ['bob'], 'only the authors since the previous version')
+
+  // Listing: newest first, paged.
+  const all = await json(await api(server, 'GET', `/documents/${enc(name)}/versions`, { as: reader }), 200)
+  assert.deepEqual(all.versions.map(v => v.id), [v2.id, v1.id])
+  assert.equal(all.next, null)
+  const first = await json(await api(server, 'GET', `/documents/${enc(name)}/versions?limit=1`, { as: reader }), 200)
+  assert.deepEqual(first.versions.map(v => v.id), [v2.id])
+  assert.equal(first.next, v2.id)
+  const rest = await json(await api(server, 'GET', `/documents/${enc(name)}/versions?limit=1&before=${first.next}`, { as: reader }), 200)
+  assert.deepEqual(rest.versions.map(v => v.id), [v1.id])
+
+  // Reads then: at a version, at an instant, as JSON and as a Yjs update.
+  assert.equal(await textAt(server, name, `&version=${v1.id}`), 'hello')
+  assert.equal(await textAt(server, name, `&version=${v2.id}`), 'hello world')
+  assert.equal(await textAt(server, name, `&at=${enc(v1.at)}`), 'hello')
+  const raw = await api(server, 'GET', `/documents/${enc(name)}?version=${v1.id}`, { as: reader, headers: { accept: 'application/octet-stream' } })
+  assert.equal(raw.status, 200)
+  const then = new Y.Doc()
+  Y.applyUpdate(then, new Uint8Array(await raw.arrayBuffer()))
+  assert.equal(then.getText('text').toString(), 'hello')
+
+  // Compare and activity.
+  const diff = await json(await api(server, 'GET', `/documents/${enc(name)}/diff?from=${v1.id}&to=${v2.id}&text=text`, { as: reader }), 200)
+  assert.deepEqual(diff.authors, ['bob'])
+  assert.deepEqual(diff.text, [{ root: 'text', changes: [{ at: 5, deleted: '', inserted: ' world' }] }])
+  const activity = await json(await api(server, 'GET', `/documents/${enc(name)}/activity`, { as: reader }), 200)
+  assert.deepEqual(activity.activity.map(a => a.author), ['alice', 'bob'])
+  for (const row of activity.activity) {
+    assert.ok(row.updates >= 1)
+    assert.ok(Date.parse(row.first) <= Date.parse(row.last))
+  }
+
+  // Bad input: 4xx naming the problem, nothing changed.
+  await assertError(await api(server, 'GET', `/documents/${enc(name)}?version=999999`), 404, /no version 999999/)
+  await assertError(await api(server, 'GET', `/documents/${enc(name)}?version=abc`), 400, /version id/)
+  await assertError(await api(server, 'GET', `/documents/${enc(name)}?at=yesterday`), 400, /RFC 3339/)
+  await assertError(await api(server, 'GET', `/documents/${enc(name)}?at=2000-01-01T00:00:00Z`), 400, /retention/)
+  await assertError(await api(server, 'POST', `/documents/${enc(name)}/restore`, { body: { version: '999999' } }), 404, /no version/)
+  await assertError(await api(server, 'POST', `/documents/${enc(name)}/restore`, { body: { at: 'soon' } }), 400, /RFC 3339/)
+  await assertError(await api(server, 'POST', `/documents/${enc(name)}/restore`, { body: {} }), 400, /exactly one/)
+  await assertError(await api(server, 'POST', `/documents/${enc(name)}/restore`, { as: reader, body: { version: v1.id } }), 403, /read-only/)
+  assert.equal(await textAt(server, name), 'hello world', 'refused requests changed nothing')
+  const unchanged = await json(await api(server, 'GET', `/documents/${enc(name)}/versions`), 200)
+  assert.equal(unchanged.versions.length, 2)
+
+  // An automatic version once the last session leaves a changed document.
+  ws.doc.getText('text').insert(11, '!')
+  await until(async () => (await textAt(server, name)) === 'hello world!', 'the last edit to land')
+  ws.destroy()
+  hp.provider.destroy()
+  let auto
+  await until(async () => {
+    const page = await json(await api(server, 'GET', `/documents/${enc(name)}/versions?limit=1`), 200)
+    auto = page.versions[0]
+    return auto.kind === 'auto'
+  }, 'an automatic version after the last session left')
+  assert.deepEqual(auto.authors, ['alice'])
+  assert.equal(auto.name, null)
+  assert.equal(await textAt(server, name, `&version=${auto.id}`), 'hello world!')
+})
+
+e2e('history: a restore while y-websocket and Hocuspocus clients edit converges everyone (one node)', { timeout: 90000 }, async (t) => {
+  const server = await startWeft(t, { args: ['--auth-jwt-secret', SECRET] })
+  const name = 'hist/restore'
+  const ws = createClient(t, server, name, { name: 'alice', params: { token: alice } })
+  await waitSynced(ws)
+  ws.doc.getText('text').insert(0, 'version one')
+  await until(async () => (await textAt(server, name)) === 'version one', 'the first edit to land')
+  const v1 = await json(await api(server, 'POST', `/documents/${enc(name)}/versions`, { body: { name: 'v1' } }), 201)
+
+  const hp = hocuspocusClient(t, server, name, bob)
+  await hp.synced
+  await waitFor(() => hp.doc.getText('text').toString() === 'version one', { on: hp.doc, what: 'bob to sync' })
+  hp.doc.getText('text').insert(11, ' then bob rewrote it')
+  await waitFor(() => ws.doc.getText('text').toString() === 'version one then bob rewrote it', { on: ws.doc, what: 'alice to see bob' })
+
+  // Both keep typing at the start while the restore runs.
+  let typing = true
+  let typed = 0
+  const typer = (async () => {
+    while (typing) {
+      const who = typed % 2 === 0 ? ws.doc : hp.doc
+      who.getText('text').insert(0, typed % 2 === 0 ? 'a' : 'b')
+      typed += 1
+      await sleep(5)
+    }
+  })()
+  const restored = await json(await api(server, 'POST', `/documents/${enc(name)}/restore`, { as: bob, body: { version: v1.id } }), 200)
+  typing = false
+  await typer
+  assert.equal(restored.kind, 'restore')
+  assert.ok(BigInt(restored.id) > BigInt(v1.id))
+
+  // Later edits on top of the restored state.
+  ws.doc.getText('text').insert(ws.doc.getText('text').length, ' [alice after]')
+  const converged = () => {
+    const a = ws.doc.getText('text').toString()
+    const b = hp.doc.getText('text').toString()
+    return a === b && a.endsWith('version one [alice after]') && !a.includes('bob rewrote')
+  }
+  await waitFor(converged, { on: [ws.doc, hp.doc], timeout: 15000, what: 'both clients to converge on the restored state plus later edits', detail: () => [ws.doc.getText('text').toString(), hp.doc.getText('text').toString()] })
+  const prefix = ws.doc.getText('text').toString().slice(0, -'version one [alice after]'.length)
+  // Typing the restore read is reverted with the rest; typing after it
+  // survives, in front of the restored text.
+  assert.match(prefix, /^[ab]*$/, 'the restored-away text is gone')
+  assert.ok(typed > 0)
+  await until(async () => (await textAt(server, name)) === ws.doc.getText('text').toString(), 'the API to agree')
+
+  // The history before the restore stays readable.
+  const beforeRestore = await json(await api(server, 'GET', `/documents/${enc(name)}/versions`), 200)
+  assert.deepEqual(beforeRestore.versions.map(v => v.kind), ['restore', 'named'])
+
+  // Restoring twice with no edit between is idempotent.
+  const again = await json(await api(server, 'POST', `/documents/${enc(name)}/restore`, { body: { version: restored.id } }), 200)
+  const before = await serverState(server, name)
+  const twice = await json(await api(server, 'POST', `/documents/${enc(name)}/restore`, { body: { version: restored.id } }), 200)
+  assert.equal(twice.id, again.id, 'the second restore takes no new version')
+  assert.deepEqual(await serverState(server, name), before, 'the second restore changed nothing')
+})
