@@ -231,3 +231,39 @@ e2e('history: a restore while y-websocket and Hocuspocus clients edit converges 
   assert.equal(twice.id, again.id, 'the second restore takes no new version')
   assert.deepEqual(await serverState(server, name), before, 'the second restore changed nothing')
 })
+
+e2e('history: a deleted document comes back with undelete; purge removes it for good (one node)', { timeout: 90000 }, async (t) => {
+  const server = await startWeft(t, { args: ['--auth-jwt-secret', SECRET] })
+  const admin = signJwt(jwtClaims({ sub: 'admin', admin: true }), { secret: SECRET })
+  const name = 'hist/deleted'
+  const ws = createClient(t, server, name, { name: 'alice', params: { token: alice } })
+  await waitSynced(ws)
+  ws.doc.getText('text').insert(0, 'worth keeping')
+  await until(async () => (await textAt(server, name)) === 'worth keeping', 'the edit to land')
+  const kept = await json(await api(server, 'POST', `/documents/${enc(name)}/versions`, { body: { name: 'before delete' } }), 201)
+
+  await assertError(await api(server, 'POST', `/documents/${enc(name)}/undelete`), 409, /not deleted/)
+  await assertError(await api(server, 'DELETE', `/documents/${enc(name)}?purge=maybe`, { as: admin }), 400, /purge/)
+  assert.equal((await api(server, 'DELETE', `/documents/${enc(name)}`, { as: admin })).status, 204)
+  await waitFor(() => ws.closeCodes.includes(4410), { on: ws, what: 'the session to close as deleted' })
+  ws.destroy()
+  assert.equal(await textAt(server, name), null, 'deleted: a 404')
+  // Its history stays readable, and it comes back as it was.
+  assert.equal(await textAt(server, name, `&version=${kept.id}`), 'worth keeping')
+  await assertError(await api(server, 'POST', `/documents/${enc(name)}/undelete`, { as: reader }), 403, /read-only/)
+  const back = await json(await api(server, 'POST', `/documents/${enc(name)}/undelete`, { as: bob }), 200)
+  assert.equal(back.kind, 'restore')
+  assert.deepEqual(back.authors, ['bob'])
+  assert.equal(await textAt(server, name), 'worth keeping')
+  const fresh = createClient(t, server, name, { name: 'fresh', params: { token: alice } })
+  await waitFor(() => fresh.doc.getText('text').toString() === 'worth keeping', { on: fresh.doc, what: 'a fresh client to load the undeleted document' })
+  fresh.destroy()
+
+  // Purge: deleted with its history; nothing to undelete or read then.
+  assert.equal((await api(server, 'DELETE', `/documents/${enc(name)}?purge=true`, { as: admin })).status, 204)
+  assert.equal(await textAt(server, name), null)
+  await assertError(await api(server, 'GET', `/documents/${enc(name)}?version=${kept.id}`), 404, /no version/)
+  await assertError(await api(server, 'POST', `/documents/${enc(name)}/undelete`), 404, /no content/)
+  const none = await json(await api(server, 'GET', `/documents/${enc(name)}/versions`), 200)
+  assert.deepEqual(none.versions, [])
+})

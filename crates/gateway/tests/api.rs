@@ -297,6 +297,7 @@ async fn the_api_refuses_what_it_must() {
             "/api/documents/{name}/activity",
             "/api/documents/{name}/diff",
             "/api/documents/{name}/restore",
+            "/api/documents/{name}/undelete",
             "/api/documents/{name}/updates",
             "/api/documents/{name}/versions",
             "/api/openapi.json"

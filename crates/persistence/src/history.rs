@@ -40,9 +40,25 @@ const LIST_VERSIONS: &str = "SELECT id, name, kind, at_ms, covers_seq, authors F
 const READ_VERSION: &str = "SELECT id, name, kind, at_ms, covers_seq, authors FROM weft_versions
      WHERE doc = $1 AND id = $2";
 
-/// The document `$1`'s newest logged position accepted by `$2`.
+/// The document `$1`'s newest logged position accepted by `$2`
+/// (deletion markers, which are empty, left out).
 const LOG_POSITION_AT: &str = "SELECT MAX(seq) AS seq FROM weft_updates
-     WHERE doc = $1 AND (at_ms IS NULL OR at_ms <= $2)";
+     WHERE doc = $1 AND (at_ms IS NULL OR at_ms <= $2) AND length(data) > 0";
+
+/// The document `$1`'s newest logged update before position `$2`.
+const LOG_POSITION_BEFORE: &str = "SELECT MAX(seq) AS seq FROM weft_updates
+     WHERE doc = $1 AND seq < $2 AND length(data) > 0";
+
+/// The document `$1`'s newest checkpoint before position `$2`.
+const CHECKPOINT_POSITION_BEFORE: &str = "SELECT MAX(covers_seq) AS seq FROM weft_checkpoints
+     WHERE doc = $1 AND covers_seq < $2";
+
+/// Purging: the document `$1`'s log up to its snapshot, its checkpoints,
+/// its versions.
+const PURGE_LOG: &str = "DELETE FROM weft_updates WHERE doc = $1
+     AND seq <= COALESCE((SELECT covers_seq FROM weft_snapshots WHERE doc = $1), 0)";
+const PURGE_CHECKPOINTS: &str = "DELETE FROM weft_checkpoints WHERE doc = $1";
+const PURGE_VERSIONS: &str = "DELETE FROM weft_versions WHERE doc = $1";
 
 /// The document `$1`'s newest checkpoint taken by `$2`.
 const CHECKPOINT_POSITION_AT: &str = "SELECT MAX(covers_seq) AS seq FROM weft_checkpoints
@@ -192,6 +208,51 @@ impl History for SqlStore<D> {
             .try_get("seq")
             .map_err(read_error)?;
         Ok(logged.max(checkpointed))
+    }
+
+    async fn position_before(
+        &self,
+        doc: &str,
+        position: LogSeq,
+    ) -> Result<Option<LogSeq>, StoreError> {
+        let logged: Option<LogSeq> = sqlx::query(LOG_POSITION_BEFORE)
+            .bind(doc)
+            .bind(position)
+            .fetch_one(self.pool())
+            .await
+            .map_err(|error| StoreError::new("find log position", error))?
+            .try_get("seq")
+            .map_err(read_error)?;
+        let checkpointed: Option<LogSeq> = sqlx::query(CHECKPOINT_POSITION_BEFORE)
+            .bind(doc)
+            .bind(position)
+            .fetch_one(self.pool())
+            .await
+            .map_err(|error| StoreError::new("find checkpoint position", error))?
+            .try_get("seq")
+            .map_err(read_error)?;
+        Ok(logged.max(checkpointed))
+    }
+
+    async fn purge(&self, doc: &str) -> Result<bool, StoreError> {
+        let mut txn = self
+            .pool()
+            .begin()
+            .await
+            .map_err(|error| StoreError::new("begin purge", error))?;
+        let mut removed = 0;
+        for statement in [PURGE_LOG, PURGE_CHECKPOINTS, PURGE_VERSIONS] {
+            let done = sqlx::query(statement)
+                .bind(doc)
+                .execute(&mut *txn)
+                .await
+                .map_err(|error| StoreError::new("purge history", error))?;
+            removed += D::rows_affected(&done);
+        }
+        txn.commit()
+            .await
+            .map_err(|error| StoreError::new("commit purge", error))?;
+        Ok(removed > 0)
     }
 
     async fn read_at(&self, doc: &str, covers: LogSeq) -> Result<HistoryRead, StoreError> {

@@ -141,6 +141,8 @@ macro_rules! list_documents {
                  WHERE deleted_position IS NULL OR covers_seq > deleted_position
                  UNION ALL
                  SELECT DISTINCT doc, CAST(0 AS BIGINT), CAST(NULL AS BIGINT) FROM weft_updates
+                 WHERE seq > COALESCE((SELECT deleted_position FROM weft_snapshots
+                                       WHERE weft_snapshots.doc = weft_updates.doc), 0)
              ) AS documents
              WHERE doc",
             $order,

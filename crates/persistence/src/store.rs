@@ -176,12 +176,15 @@ impl EmbeddedLog for SqlStore<D> {
             .fetch_one(&mut *txn)
             .await
             .map_err(|error| StoreError::new("take deletion position", error))?;
-        sqlx::query(sql::PRUNE_LOG)
-            .bind(doc)
-            .bind(seq)
-            .execute(&mut *txn)
-            .await
-            .map_err(|error| StoreError::new("prune deleted document", error))?;
+        // History keeps the log for an undelete (a purge removes it).
+        if !self.keeps_log() {
+            sqlx::query(sql::PRUNE_LOG)
+                .bind(doc)
+                .bind(seq)
+                .execute(&mut *txn)
+                .await
+                .map_err(|error| StoreError::new("prune deleted document", error))?;
+        }
         sqlx::query(sql::WRITE_TOMBSTONE)
             .bind(doc)
             .bind(EMPTY_UPDATE_V1)

@@ -59,8 +59,18 @@ async fn bytes_per_edit_and_time_to_read_an_old_version() {
     let mut payload_bytes = 0;
     let mut batch = Vec::with_capacity(BATCH);
     let mut last = 0;
+    // Each transaction's own update, as a Yjs client's `update` event
+    // carries it (only that transaction's deletions).
+    let captured = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = captured.clone();
+    writer
+        .observe_update_v1("measure", move |_: &yrs::TransactionMut, event| {
+            if let Ok(mut updates) = sink.lock() {
+                updates.push(event.update.clone());
+            }
+        })
+        .expect("observe updates");
     for index in 0..EDITS {
-        let before = writer.transact().state_vector();
         {
             let mut txn = writer.transact_mut();
             let end = text.len(&txn);
@@ -71,7 +81,11 @@ async fn bytes_per_edit_and_time_to_read_an_old_version() {
                 text.insert(&mut txn, end, "x");
             }
         }
-        let update = writer.transact().encode_state_as_update_v1(&before);
+        let update = captured
+            .lock()
+            .expect("no panic while holding it")
+            .pop()
+            .expect("the edit's update");
         payload_bytes += update.len();
         batch.push(edit(update));
         if batch.len() == BATCH {

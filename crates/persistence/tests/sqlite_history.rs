@@ -330,3 +330,45 @@ async fn versions_and_reads_at_any_point_within_the_kept_log() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_soft_deleted_document_keeps_its_history_until_purged() {
+    let dir = TempDir::new("soft-delete");
+    let store = Arc::new(SqliteStore::open(&dir.url()).await.expect("open"));
+    let history: Arc<dyn weft_sync::history::History> = store.clone();
+    history.keep_log();
+    let writer = yrs::Doc::new();
+    let seqs = store
+        .append(&[by("alice", 1_000, typed(&writer, "kept"))])
+        .await
+        .expect("append");
+    let deleted = store
+        .delete_document("doc", &[0], 2_000)
+        .await
+        .expect("delete");
+    let listed = store
+        .list_documents(EMBEDDED_LOG, "", 10)
+        .await
+        .expect("list");
+    assert!(listed.is_empty(), "a deleted document is not listed: {listed:?}");
+    let loaded = store.load("doc").await.expect("load");
+    assert!(loaded.updates.is_empty(), "a load starts after the deletion");
+    let before = history
+        .position_before("doc", deleted)
+        .await
+        .expect("position");
+    assert_eq!(before, Some(seqs[0]));
+    let then = history.read_at("doc", seqs[0]).await.expect("read");
+    assert_eq!(text_of(&then.fold().expect("fold")), "kept");
+    // The deletion marker is no point of history.
+    assert_eq!(
+        history.position_at("doc", i64::MAX).await.expect("position"),
+        Some(seqs[0])
+    );
+    assert!(history.purge("doc").await.expect("purge"));
+    assert_eq!(
+        history.position_before("doc", deleted).await.expect("position"),
+        None
+    );
+    assert!(!history.purge("doc").await.expect("purge again"), "nothing left");
+}

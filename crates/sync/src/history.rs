@@ -161,6 +161,19 @@ pub trait History: Send + Sync + Debug + 'static {
     /// `None` if the document had no update by then.
     async fn position_at(&self, doc: &str, at_ms: i64) -> Result<Option<LogSeq>, StoreError>;
 
+    /// The newest position of the document's history before `position`
+    /// (a logged update or a checkpoint), if any: where an undelete reads
+    /// the document from.
+    async fn position_before(
+        &self,
+        doc: &str,
+        position: LogSeq,
+    ) -> Result<Option<LogSeq>, StoreError>;
+
+    /// Removes the document's history for good: its logged updates up to
+    /// its snapshot, checkpoints and versions. Tells whether there was any.
+    async fn purge(&self, doc: &str) -> Result<bool, StoreError>;
+
     /// What the store holds of the document at `covers`.
     async fn read_at(&self, doc: &str, covers: LogSeq) -> Result<HistoryRead, StoreError>;
 

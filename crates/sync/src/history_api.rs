@@ -195,6 +195,46 @@ impl Registry {
             .await
     }
 
+    /// Brings a deleted document back as it was just before its deletion:
+    /// its content inserted anew by `author` (fresh client ids, which the
+    /// tombstone does not refuse) through the committer, then a `restore`
+    /// version.
+    pub async fn undelete(&self, name: &str, author: Arc<str>) -> Result<Version, HistoryError> {
+        let history = self.history()?;
+        let document = self.loaded(name).await?;
+        let current = document.read_state();
+        let (Some(deleted), false) = (current.deleted_position, current.has_content) else {
+            return Err(HistoryError::NotDeleted);
+        };
+        let before = history
+            .store
+            .position_before(name, deleted)
+            .await?
+            .ok_or(HistoryError::NothingThen)?;
+        let target = history.store.read_at(name, before).await?.fold()?;
+        let Some(update) = restore_update(&current.state, &target)? else {
+            return Err(HistoryError::NothingThen);
+        };
+        let update = ClientUpdate::decode(update)?.with_author(author);
+        let span = debug_span!("undelete", doc = %name);
+        let origin = self.fresh_session_id();
+        let pending = self
+            .publisher()
+            .submit_update(&document, update, origin, span)
+            .await?;
+        if let Some(pending) = pending {
+            pending.wait().await.map_err(SyncError::from)?;
+        }
+        history
+            .take_version(&document, None, VersionKind::Restore)
+            .await
+    }
+
+    /// Removes the document's history for good (see [`History::purge`]).
+    pub async fn purge_history(&self, name: &str) -> Result<bool, HistoryError> {
+        Ok(self.history()?.store.purge(name).await?)
+    }
+
     /// Per author, the document's updates accepted from `from_ms` to
     /// `to_ms`.
     pub async fn activity(

@@ -51,6 +51,8 @@ pub struct ReadState {
     /// The highest log position applied: `state` holds every update of
     /// the document up to it (embedded; see [`Replica`]).
     pub covers: LogSeq,
+    /// Where its latest deletion sits in the log, if it was ever deleted.
+    pub deleted_position: Option<LogSeq>,
 }
 
 /// What reading a document again from the log did.
@@ -324,6 +326,7 @@ impl Replica {
                 .as_ref()
                 .map(|tombstone| tombstone.deleted_at_ms),
             covers: self.applied,
+            deleted_position: self.tombstone.as_ref().map(|tombstone| tombstone.position),
         }
     }
 

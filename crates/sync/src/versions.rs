@@ -44,6 +44,10 @@ pub enum HistoryError {
     /// The document had no content at that point (or has none now).
     #[error("the document had no content then")]
     NothingThen,
+    /// The document is not deleted (or was written again since its
+    /// deletion): nothing to undelete.
+    #[error("the document is not deleted")]
+    NotDeleted,
     /// Loading or committing failed.
     #[error(transparent)]
     Sync(#[from] SyncError),

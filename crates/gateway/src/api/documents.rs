@@ -11,7 +11,7 @@ use axum::routing::{MethodRouter, post};
 use serde::Serialize;
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::info;
-use weft_sync::{DeleteOutcome, RootKind, read_roots};
+use weft_sync::{DeleteOutcome, HistoryError, RootKind, read_roots};
 
 use super::extract::{DocName, QueryPairs, caller, refusal_for, require};
 use super::history::{history_refusal, point_asked};
@@ -237,11 +237,14 @@ async fn post_update(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `DELETE /api/documents/{name}` (admin).
+/// `DELETE /api/documents/{name}` (admin): a soft delete where history is
+/// kept (`POST .../undelete` brings it back within retention);
+/// `?purge=true` also removes its history for good.
 pub(super) async fn delete(
     State(state): State<AppState>,
     DocName(name): DocName,
     headers: HeaderMap,
+    QueryPairs(query): QueryPairs,
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, &headers)?;
     if !caller.is_admin() {
@@ -251,14 +254,40 @@ pub(super) async fn delete(
             "deleting a document takes a token with admin: true",
         ));
     }
-    match state
+    let mut purge = false;
+    for (key, value) in &query {
+        if key == "purge" {
+            purge = match value.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(ApiError::bad_request("purge is true or false")),
+            };
+        }
+    }
+    let outcome = state
         .registry
         .delete(&name)
         .await
-        .map_err(|failure| refusal_for(&failure, "delete document"))?
-    {
+        .map_err(|failure| refusal_for(&failure, "delete document"))?;
+    let purged = if purge {
+        match state.registry.purge_history(&name).await {
+            Ok(purged) => purged,
+            Err(HistoryError::Disabled) => false,
+            Err(failure) => return Err(history_refusal(&failure)),
+        }
+    } else {
+        false
+    };
+    match outcome {
         DeleteOutcome::Deleted => {
-            info!(doc = name, "document deleted through the API");
+            info!(doc = name, purge, "document deleted through the API");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        DeleteOutcome::NotFound if purged => {
+            info!(
+                doc = name,
+                "deleted document's history purged through the API"
+            );
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         DeleteOutcome::NotFound => Err(ApiError::not_found("no such document")),

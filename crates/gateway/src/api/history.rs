@@ -1,4 +1,4 @@
-//! The history routes: versions, restore, diff, activity (and the
+//! The history routes: versions, restore, undelete, diff, activity (and the
 //! `?version=` / `?at=` reads of `GET /api/documents/{name}`, which
 //! [`point_asked`] parses for the document route).
 //!
@@ -324,6 +324,29 @@ struct ActivityPage {
     activity: Vec<ActivityJson>,
 }
 
+/// `POST /api/documents/{name}/undelete`: a deleted document's content as
+/// it was just before its deletion, back as a new edit (write grant);
+/// 200 and the version it leaves.
+pub(super) async fn undelete(
+    State(state): State<AppState>,
+    DocName(name): DocName,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers)?;
+    require(&caller, &name, Access::ReadWrite)?;
+    let version = state
+        .registry
+        .undelete(&name, caller.author())
+        .await
+        .map_err(|failure| history_refusal(&failure))?;
+    info!(
+        doc = name,
+        version = version.id,
+        "document undeleted through the API"
+    );
+    Ok(Json(VersionJson::from(version)).into_response())
+}
+
 /// `GET /api/documents/{name}/activity?from=&to=` (RFC 3339; default: the
 /// whole retention up to now): per author, updates and first and last
 /// time.
@@ -434,6 +457,11 @@ pub(super) fn history_refusal(failure: &HistoryError) -> ApiError {
         HistoryError::NothingThen => {
             ApiError::not_found("the document had no content at that point")
         }
+        HistoryError::NotDeleted => ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the document is not deleted (or was written again since)",
+        ),
         HistoryError::Sync(failure) => refusal_for(failure, "read history"),
         HistoryError::Store(_) | HistoryError::Corrupt(_) => {
             error!(error = %failure, error.source = ?std::error::Error::source(failure), "history request failed");

@@ -7,7 +7,8 @@
 //! | `GET /api/documents` | list documents (`?after=`, `?limit=`) |
 //! | `GET /api/documents/{name}` | the document as a Yjs v1 update (`Accept: application/octet-stream`) or JSON of the root types named by `?text=`, `?map=`, `?array=`, `?xml=` |
 //! | `POST /api/documents/{name}/updates` | apply a Yjs v1 update (body `application/octet-stream`) like a client's: durable through the bus before the 204 |
-//! | `DELETE /api/documents/{name}` | delete the document on every node (admin) |
+//! | `DELETE /api/documents/{name}` | delete the document on every node (admin); soft where history is kept, `?purge=true` removes its history too |
+//! | `POST /api/documents/{name}/undelete` | bring a deleted document back as it was (write grant) |
 //! | `GET /api/documents/{name}?version=ID` / `?at=RFC3339` | the document as it was (history) |
 //! | `GET /api/documents/{name}/versions` | its versions, newest first (`?before=`, `?limit=`) |
 //! | `POST /api/documents/{name}/versions` | take a named version (`{"name":"..."}`; write grant) |
@@ -73,6 +74,11 @@ pub(crate) fn router(config: &GatewayConfig) -> Router<AppState> {
         .route(
             "/documents/{name}/restore",
             post(history::restore)
+                .fallback(|| async { method_not_allowed("POST", "this route answers POST") }),
+        )
+        .route(
+            "/documents/{name}/undelete",
+            post(history::undelete)
                 .fallback(|| async { method_not_allowed("POST", "this route answers POST") }),
         )
         .route("/documents/{name}/diff", read_only(get(history::diff)))
