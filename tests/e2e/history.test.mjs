@@ -3,13 +3,23 @@
 // an instant, diff, activity, bad input, and a restore while both clients
 // edit (everyone converges on the restored state plus their later edits; a
 // second restore to the same version changes nothing), and an automatic
-// version when the last session leaves.
+// version when the last session leaves. On a cluster (Kafka + PostgreSQL):
+// named versions and a restore, converging clients on both nodes.
 
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import crypto from 'node:crypto'
 import * as hocuspocus from '@hocuspocus/provider'
 import {
   e2e, startWeft, createClient, waitFor, waitSynced, Y, WebSocket, signJwt, jwtClaims, sleep
 } from '../lib/harness.mjs'
+
+const BROKER = process.env.WEFT_TEST_KAFKA
+const POSTGRES = process.env.WEFT_TEST_POSTGRES_URL
+if ((!BROKER || !POSTGRES) && process.env.CI) {
+  throw new Error('WEFT_TEST_KAFKA and WEFT_TEST_POSTGRES_URL must be set: `make test` provides both')
+}
+const clusterSkip = BROKER && POSTGRES ? false : 'set WEFT_TEST_KAFKA and WEFT_TEST_POSTGRES_URL (make test does)'
 
 const SECRET = 'history-e2e-secret-0123456789abcdef'
 const token = (sub, docs) => signJwt(jwtClaims({ sub, docs }), { secret: SECRET })
@@ -266,4 +276,55 @@ e2e('history: a deleted document comes back with undelete; purge removes it for 
   await assertError(await api(server, 'POST', `/documents/${enc(name)}/undelete`), 404, /no content/)
   const none = await json(await api(server, 'GET', `/documents/${enc(name)}/versions`), 200)
   assert.deepEqual(none.versions, [])
+})
+
+function psql (url, sql) {
+  const result = spawnSync('psql', [url, '-qtAc', sql], { encoding: 'utf8', timeout: 20000 })
+  assert.equal(result.status, 0, `psql ${sql}: ${result.stderr}`)
+  return result.stdout.trim()
+}
+
+function freshDatabase (t) {
+  const dbName = `weft_e2e_${crypto.randomBytes(6).toString('hex')}`
+  psql(POSTGRES, `CREATE DATABASE ${dbName}`)
+  t.after(() => psql(POSTGRES, `DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`))
+  const url = new URL(POSTGRES)
+  url.pathname = `/${dbName}`
+  return url.toString()
+}
+
+e2e('history: named versions and a restore on a cluster converge clients on both nodes', { skip: clusterSkip, timeout: 120000 }, async (t) => {
+  const topic = `e2e-history-${crypto.randomUUID()}`
+  const store = freshDatabase(t)
+  const clusterArgs = (node) => ['--kafka-brokers', BROKER, '--kafka-topic', topic, '--kafka-partitions', '4', '--node-id', node,
+    '--kafka-fetch-wait-ms', '10', '--auth-jwt-secret', SECRET]
+  const nodes = []
+  for (let i = 0; i < 2; i++) nodes.push(await startWeft(t, { name: `node-${i}`, store, args: clusterArgs(`node-${i}`) }))
+  const name = 'hist/cluster'
+  const a = createClient(t, nodes[0], name, { name: 'alice@node-0', params: { token: alice } })
+  const b = createClient(t, nodes[1], name, { name: 'bob@node-1', params: { token: bob } })
+  await waitSynced([a, b])
+  a.doc.getText('text').insert(0, 'agreed text')
+  await waitFor(() => b.doc.getText('text').toString() === 'agreed text', { on: b.doc, what: 'bob to see alice' })
+  await until(async () => (await textAt(nodes[1], name)) === 'agreed text', 'node 1 to hold the edit')
+  const v1 = await json(await api(nodes[1], 'POST', `/documents/${enc(name)}/versions`, { as: bob, body: { name: 'agreed' } }), 201)
+  assert.equal(v1.kind, 'named')
+
+  b.doc.getText('text').insert(11, ', then changed')
+  await waitFor(() => a.doc.getText('text').toString() === 'agreed text, then changed', { on: a.doc, what: 'alice to see bob' })
+  // Either node lists the versions and reads the document then.
+  const listed = await json(await api(nodes[0], 'GET', `/documents/${enc(name)}/versions`, { as: reader }), 200)
+  assert.deepEqual(listed.versions.map(v => v.id), [v1.id])
+  assert.equal(await textAt(nodes[0], name, `&version=${v1.id}`), 'agreed text')
+
+  const restored = await json(await api(nodes[0], 'POST', `/documents/${enc(name)}/restore`, { body: { version: v1.id } }), 200)
+  assert.equal(restored.kind, 'restore')
+  await waitFor(() => a.doc.getText('text').toString() === 'agreed text' && b.doc.getText('text').toString() === 'agreed text',
+    { on: [a.doc, b.doc], timeout: 15000, what: 'both nodes\' clients to converge on the restored version' })
+  b.doc.getText('text').insert(0, '> ')
+  await waitFor(() => a.doc.getText('text').toString() === '> agreed text', { on: a.doc, what: 'later edits on top of the restore' })
+  const again = await json(await api(nodes[1], 'POST', `/documents/${enc(name)}/restore`, { body: { version: v1.id } }), 200)
+  assert.equal(again.kind, 'restore')
+  await waitFor(() => a.doc.getText('text').toString() === 'agreed text' && b.doc.getText('text').toString() === 'agreed text',
+    { on: [a.doc, b.doc], timeout: 15000, what: 'a restore from the other node to converge too' })
 })

@@ -35,7 +35,7 @@ pub struct NodeConfig {
     /// Who may open which document.
     pub auth: Authenticator,
     /// History (`--version-interval`, `--history-retention`); `None`: none
-    /// kept (retention 0, or a cluster node).
+    /// kept (retention 0).
     pub history: Option<HistorySettings>,
 }
 
@@ -57,11 +57,11 @@ impl NodeConfig {
             );
         }
         let auth = authenticator(&args.auth)?;
-        let history = (args.kafka.kafka_brokers.is_none() && !args.history_retention.is_zero())
-            .then_some(HistorySettings {
-                version_interval: args.version_interval,
-                retention: args.history_retention,
-            });
+        let history = (!args.history_retention.is_zero()).then_some(HistorySettings {
+            version_interval: args.version_interval,
+            retention: args.history_retention,
+            automatic: args.kafka.kafka_brokers.is_none(),
+        });
         let limits = LimitsConfig {
             max_connections: to_usize(
                 args.limits.max_connections,

@@ -5,7 +5,7 @@
 //! content anew where it differs, through the ordinary edit path; clients
 //! converge on it live, and the history before it stays readable. Per
 //! root, by the type its content shows (a server never learns the type a
-//! client gave a root, see [`shape_of`]):
+//! client gave a root, see `shape_of`):
 //!
 //! - `Y.Text`: one replace between the common prefix and suffix of the two
 //!   strings, or, where the target's text is still whole inside the

@@ -27,6 +27,10 @@ pub struct HistorySettings {
     pub version_interval: Duration,
     /// How far back a document can be read (`--history-retention`).
     pub retention: Duration,
+    /// Whether housekeeping takes automatic versions: an embedded node's
+    /// does; a cluster's nodes do not (every node holding a document would
+    /// take one), so a cluster has named and restore versions only.
+    pub automatic: bool,
 }
 
 /// Why a history request was not answered.
@@ -92,7 +96,7 @@ impl HistoryHandle {
     /// activity, or once no session holds the changed document. Called by
     /// housekeeping on every tick, before the document may be snapshotted.
     pub(crate) async fn tend(&self, document: &Arc<Document>, now: Instant) {
-        if !document.is_loaded() || document.is_deleted() {
+        if !self.settings.automatic || !document.is_loaded() || document.is_deleted() {
             return;
         }
         let due = {
