@@ -183,6 +183,24 @@ e2e('history: versions with authors, reads then, diff, activity, bad input (one 
   assert.equal(await textAt(server, name, `&version=${auto.id}`), 'hello world!')
 })
 
+e2e('history: an automatic version after --version-interval of activity while a session stays', { timeout: 60000 }, async (t) => {
+  const server = await startWeft(t, { args: ['--auth-jwt-secret', SECRET, '--version-interval', '300ms'] })
+  const name = 'hist/interval'
+  const ws = createClient(t, server, name, { name: 'alice', params: { token: alice } })
+  await waitSynced(ws)
+  ws.doc.getText('text').insert(0, 'still editing')
+  let auto
+  await until(async () => {
+    const page = await json(await api(server, 'GET', `/documents/${enc(name)}/versions?limit=1`), 200)
+    auto = page.versions[0]
+    return auto !== undefined
+  }, 'an automatic version while the session stays')
+  assert.equal(auto.kind, 'auto')
+  assert.deepEqual(auto.authors, ['alice'])
+  assert.equal(ws.provider.wsconnected, true, 'the session is still open')
+  assert.equal(await textAt(server, name, `&version=${auto.id}`), 'still editing')
+})
+
 e2e('history: a restore while y-websocket and Hocuspocus clients edit converges everyone (one node)', { timeout: 90000 }, async (t) => {
   const server = await startWeft(t, { args: ['--auth-jwt-secret', SECRET] })
   const name = 'hist/restore'

@@ -101,10 +101,15 @@ impl HistoryHandle {
         }
         let due = {
             let mut clocks = self.clocks.lock();
-            let clock = clocks.entry(document.name_arc()).or_insert(VersionClock {
-                taken: now,
-                changed_since: None,
-            });
+            // First seen: changes it already holds that no snapshot covers
+            // (edits between its load and this tick, or a log the last run
+            // did not snapshot) count as changes since a version.
+            let clock = clocks
+                .entry(document.name_arc())
+                .or_insert_with(|| VersionClock {
+                    taken: now,
+                    changed_since: document.dirty().map(|_| now),
+                });
             if clock.changed_since.is_none()
                 && document
                     .dirty()
