@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import * as hocuspocus from '@hocuspocus/provider'
 import {
-  e2e, startWeft, createClient, waitFor, waitSynced, Y, WebSocket, signJwt, jwtClaims, sleep
+  e2e, startWeft, createClient, waitFor, waitSynced, Y, WebSocket, signJwt, jwtClaims, sleep, metric
 } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
@@ -232,6 +232,9 @@ e2e('history: a restore while y-websocket and Hocuspocus clients edit converges 
   await typer
   assert.equal(restored.kind, 'restore')
   assert.ok(BigInt(restored.id) > BigInt(v1.id))
+  assert.equal(await metric(server, 'weft_history_restores_total'), 1)
+  assert.equal(await metric(server, 'weft_history_versions_total'), 2, 'v1 and the restore\'s')
+  assert.equal(await metric(server, 'weft_history_read_seconds_count'), 1)
 
   // Later edits on top of the restored state.
   ws.doc.getText('text').insert(ws.doc.getText('text').length, ' [alice after]')

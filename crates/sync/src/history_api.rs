@@ -37,9 +37,11 @@ impl Registry {
     /// log, versions are taken. Once; later calls change nothing.
     pub fn enable_history(&self, store: Arc<dyn History>, settings: HistorySettings) {
         store.keep_log();
-        let _already = self
-            .history_slot()
-            .set(Arc::new(HistoryHandle::new(store, settings)));
+        let _already = self.history_slot().set(Arc::new(HistoryHandle::new(
+            store,
+            settings,
+            self.metrics_arc(),
+        )));
     }
 
     /// The history settings, if history is kept.
@@ -118,11 +120,17 @@ impl Registry {
     ) -> Result<Vec<u8>, HistoryError> {
         let history = self.history()?;
         let covers = self.position_of(history, name, point).await?;
+        let started = std::time::Instant::now();
         let read = history.store.read_at(name, covers).await?;
         if read.checkpoint.is_none() && read.updates.is_empty() {
             return Err(HistoryError::NothingThen);
         }
-        Ok(read.fold()?)
+        let state = read.fold()?;
+        history
+            .metrics
+            .history_read_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(state)
     }
 
     async fn position_of(
@@ -180,6 +188,7 @@ impl Registry {
                 if let Some(pending) = pending {
                     pending.wait().await.map_err(SyncError::from)?;
                 }
+                history.metrics.history_restores.inc();
             }
             None => {
                 let latest = history.store.versions(name, None, 1).await?;
@@ -225,6 +234,7 @@ impl Registry {
         if let Some(pending) = pending {
             pending.wait().await.map_err(SyncError::from)?;
         }
+        history.metrics.history_restores.inc();
         history
             .take_version(&document, None, VersionKind::Restore)
             .await

@@ -321,6 +321,11 @@ impl Registry {
         &self.inner.metrics
     }
 
+    /// The metrics, shared (history counts its versions in them).
+    pub(crate) fn metrics_arc(&self) -> Arc<SyncMetrics> {
+        self.inner.metrics.clone()
+    }
+
     /// Number of documents in memory.
     pub fn loaded_documents(&self) -> usize {
         self.inner.documents.len()

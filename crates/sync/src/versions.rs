@@ -16,6 +16,7 @@ use crate::document::Document;
 use crate::error::SyncError;
 use crate::frames::DocName;
 use crate::history::{History, NewVersion, Version, VersionKind};
+use crate::metrics::SyncMetrics;
 use crate::store::StoreError;
 use crate::update::InvalidUpdate;
 
@@ -67,6 +68,7 @@ pub enum HistoryError {
 /// when it last got a version.
 #[derive(Debug)]
 pub(crate) struct HistoryHandle {
+    pub(crate) metrics: Arc<SyncMetrics>,
     pub(crate) store: Arc<dyn History>,
     pub(crate) settings: HistorySettings,
     clocks: Mutex<HashMap<DocName, VersionClock>>,
@@ -83,8 +85,13 @@ struct VersionClock {
 
 impl HistoryHandle {
     /// History in `store`, kept as `settings` say.
-    pub(crate) fn new(store: Arc<dyn History>, settings: HistorySettings) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn History>,
+        settings: HistorySettings,
+        metrics: Arc<SyncMetrics>,
+    ) -> Self {
         Self {
+            metrics,
             store,
             settings,
             clocks: Mutex::new(HashMap::new()),
@@ -164,6 +171,7 @@ impl HistoryHandle {
                 state: &read.state,
             })
             .await?;
+        self.metrics.history_versions.inc();
         self.clocks.lock().insert(
             document.name_arc(),
             VersionClock {
