@@ -350,9 +350,15 @@ async fn a_soft_deleted_document_keeps_its_history_until_purged() {
         .list_documents(EMBEDDED_LOG, "", 10)
         .await
         .expect("list");
-    assert!(listed.is_empty(), "a deleted document is not listed: {listed:?}");
+    assert!(
+        listed.is_empty(),
+        "a deleted document is not listed: {listed:?}"
+    );
     let loaded = store.load("doc").await.expect("load");
-    assert!(loaded.updates.is_empty(), "a load starts after the deletion");
+    assert!(
+        loaded.updates.is_empty(),
+        "a load starts after the deletion"
+    );
     let before = history
         .position_before("doc", deleted)
         .await
@@ -362,13 +368,22 @@ async fn a_soft_deleted_document_keeps_its_history_until_purged() {
     assert_eq!(text_of(&then.fold().expect("fold")), "kept");
     // The deletion marker is no point of history.
     assert_eq!(
-        history.position_at("doc", i64::MAX).await.expect("position"),
+        history
+            .position_at("doc", i64::MAX)
+            .await
+            .expect("position"),
         Some(seqs[0])
     );
     assert!(history.purge("doc").await.expect("purge"));
     assert_eq!(
-        history.position_before("doc", deleted).await.expect("position"),
+        history
+            .position_before("doc", deleted)
+            .await
+            .expect("position"),
         None
     );
-    assert!(!history.purge("doc").await.expect("purge again"), "nothing left");
+    assert!(
+        !history.purge("doc").await.expect("purge again"),
+        "nothing left"
+    );
 }
