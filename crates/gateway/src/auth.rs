@@ -126,22 +126,38 @@ impl Authenticator {
         doc: &str,
         context: &RequestContext,
     ) -> Result<Access, AuthError> {
+        self.authorize_as(token, doc, context)
+            .await
+            .map(|(access, _)| access)
+    }
+
+    /// [`Authenticator::authorize`], also naming who the caller is, for
+    /// history: the token's `sub` (the permission service's `sub`), or
+    /// [`weft_sync::ANONYMOUS`] when nothing names one.
+    pub async fn authorize_as(
+        &self,
+        token: Option<&str>,
+        doc: &str,
+        context: &RequestContext,
+    ) -> Result<(Access, Arc<str>), AuthError> {
+        let named = |claims: Claims| {
+            let access = claims.access_to(doc).ok_or(AuthError::Forbidden)?;
+            Ok((access, Arc::from(claims.sub)))
+        };
         match self {
-            Self::Open => Ok(Access::ReadWrite),
-            Self::Jwt(verifier) => verifier
-                .verify(token.ok_or(AuthError::MissingToken)?)?
-                .access_to(doc)
-                .ok_or(AuthError::Forbidden),
-            Self::Jwks(keys) => keys
-                .verify(token.ok_or(AuthError::MissingToken)?)
-                .await?
-                .access_to(doc)
-                .ok_or(AuthError::Forbidden),
-            Self::Webhook(service) => service
-                .decide(doc, token, &context.headers, context.remote)
-                .await?
-                .access
-                .ok_or(AuthError::Forbidden),
+            Self::Open => Ok((Access::ReadWrite, Arc::from(weft_sync::ANONYMOUS))),
+            Self::Jwt(verifier) => named(verifier.verify(token.ok_or(AuthError::MissingToken)?)?),
+            Self::Jwks(keys) => named(keys.verify(token.ok_or(AuthError::MissingToken)?).await?),
+            Self::Webhook(service) => {
+                let decision = service
+                    .decide(doc, token, &context.headers, context.remote)
+                    .await?;
+                let access = decision.access.ok_or(AuthError::Forbidden)?;
+                let author = decision
+                    .sub
+                    .map_or_else(|| Arc::from(weft_sync::ANONYMOUS), Arc::from);
+                Ok((access, author))
+            }
         }
     }
 
@@ -237,6 +253,16 @@ impl ApiCaller {
                 doc: decided,
                 access,
             } => access.filter(|_| decided == doc),
+        }
+    }
+
+    /// Who the caller is, for history: the token's `sub`, or
+    /// [`weft_sync::ANONYMOUS`] without authentication.
+    pub fn author(&self) -> Arc<str> {
+        match self {
+            Self::Open => Arc::from(weft_sync::ANONYMOUS),
+            Self::Token(claims) => Arc::from(claims.sub.as_str()),
+            Self::Decided { .. } => Arc::from(weft_sync::ANONYMOUS),
         }
     }
 

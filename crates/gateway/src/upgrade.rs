@@ -102,8 +102,8 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
         // After admission, so failed attempts count against the upgrade rate.
         let token = token_from_request(&parts);
         let context = state.auth.context(&parts.headers, peer);
-        let access = match state.auth.authorize(token.as_deref(), &doc, &context).await {
-            Ok(access) => access,
+        let (access, author) = match state.auth.authorize_as(token.as_deref(), &doc, &context).await {
+            Ok(granted) => granted,
             Err(refusal) => {
                 tracing::Span::current().record("auth", "refused");
                 info!(status = refusal.status().as_u16(), reason = %refusal, "upgrade refused");
@@ -115,7 +115,7 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
         let upgrade = websocket_upgrade(&mut parts, &state)?;
         let outbox = SocketOutbox::new(state.config.send_queue_frames, state.config.send_queue_bytes);
         let deleted = CancellationToken::new();
-        let session = match state.registry.join(&doc, outbox.direct(deleted.clone())).await {
+        let mut session = match state.registry.join(&doc, outbox.direct(deleted.clone())).await {
             Ok(session) => session,
             Err(failure) => {
                 let answer = FailureAnswer::sync(&failure);
@@ -125,6 +125,7 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
                 return Err(answer.refusal);
             }
         };
+        session.set_author(&author);
         info!(session = %session.id(), read_only = access == Access::Read, "session open");
         // The session is a span of its own (the upgrade's ends with the 101),
         // linked to the upgrade's.

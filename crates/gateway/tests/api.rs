@@ -294,13 +294,43 @@ async fn the_api_refuses_what_it_must() {
         [
             "/api/documents",
             "/api/documents/{name}",
+            "/api/documents/{name}/activity",
+            "/api/documents/{name}/diff",
+            "/api/documents/{name}/restore",
+            "/api/documents/{name}/undelete",
             "/api/documents/{name}/updates",
+            "/api/documents/{name}/versions",
             "/api/openapi.json"
         ]
     );
 
     let path = "/api/documents/team%2Fa";
     let updates = "/api/documents/team%2Fa/updates";
+    // A node without history (here: no history store) says so, after the
+    // grant check.
+    let versions = "/api/documents/team%2Fa/versions";
+    assert_eq!(
+        request(addr, "GET", versions, &[], b"").await.error_code(),
+        401
+    );
+    assert_eq!(
+        request(addr, "GET", versions, &[("Authorization", &reader)], b"")
+            .await
+            .error_code(),
+        501
+    );
+    assert_eq!(
+        request(
+            addr,
+            "GET",
+            &format!("{path}?version=1"),
+            &[("Authorization", &reader)],
+            b""
+        )
+        .await
+        .error_code(),
+        501
+    );
     assert_eq!(request(addr, "GET", path, &[], b"").await.error_code(), 401);
     assert_eq!(
         request(

@@ -26,7 +26,7 @@ use crate::pass::Wanted;
 use crate::producer::Producers;
 use crate::replay::Replays;
 use crate::tasks::BusTasks;
-use crate::{offset, trace};
+use crate::{attribution, offset, trace};
 
 /// How long a readiness check waits for the broker.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -208,7 +208,11 @@ impl MessageBus for KafkaBus {
         let mut pending = Vec::with_capacity(records.len());
         for record in records {
             let value = envelope::encode(record, &self.config.origin);
-            let headers = trace::headers_for(&record.span);
+            let headers = attribution::with_attribution(
+                trace::headers_for(&record.span),
+                record,
+                weft_sync::unix_millis(),
+            );
             let future_record = FutureRecord::to(&self.config.topic)
                 .key(record.doc.as_bytes())
                 .payload(&value)

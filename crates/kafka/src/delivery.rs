@@ -7,7 +7,7 @@ use weft_sync::{Delivery, Interest, RecordKind};
 
 use crate::config::KafkaConfig;
 use crate::counters::Counters;
-use crate::{envelope, offset, trace};
+use crate::{attribution, envelope, offset, trace};
 
 /// What a consumed record means for this node, if anything: `None` for a
 /// record of a document it has not loaded (skipped by key, before the
@@ -72,6 +72,7 @@ pub(crate) fn to_delivery(
             from = %decoded.origin.node,
         );
         trace::continue_trace(&record.span, message.headers());
+        record.author = attribution::attribution_of(message.headers()).0;
     }
     Some(Delivery {
         record,
@@ -128,6 +129,7 @@ mod tests {
             kind,
             payload: bytes::Bytes::from_static(b"payload"),
             origin_session: 1,
+            author: None,
             span: tracing::Span::none(),
         };
         let message = OwnedMessage::new(
@@ -143,12 +145,48 @@ mod tests {
     }
 
     #[test]
+    fn an_attributed_update_delivers_its_author() {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let node = Origin::new("node");
+        let config = config(&node);
+        let record = Record {
+            doc: Arc::from("doc"),
+            kind: RecordKind::Update,
+            payload: bytes::Bytes::from_static(b"payload"),
+            origin_session: 1,
+            author: Some(Arc::from("alice")),
+            span: tracing::Span::none(),
+        };
+        let headers =
+            crate::attribution::with_attribution(OwnedHeaders::new(), &record, 5).insert(Header {
+                key: "traceparent",
+                value: Some(b"not a trace context".as_slice()),
+            });
+        let message = OwnedMessage::new(
+            Some(envelope::encode(&record, &Origin::new("peer"))),
+            Some(b"doc".to_vec()),
+            config.topic.clone(),
+            Timestamp::NotAvailable,
+            0,
+            8,
+            Some(headers),
+        );
+        let delivered = to_delivery(&message, &Everything, &config, &Counters::default())
+            .expect("a peer's update");
+        assert_eq!(delivered.record.author.as_deref(), Some("alice"));
+    }
+
+    #[test]
     fn a_nodes_own_updates_come_back_and_nothing_else_of_its_own() {
         let node = Origin::new("node");
         let config = config(&node);
         let own = consumed(&config, RecordKind::Update, &node)
             .expect("its own update: applied if its acknowledgement was lost");
         assert_eq!(own.origin, node);
+        assert_eq!(
+            own.record.author, None,
+            "a record without headers has no author"
+        );
         assert_eq!(
             own.position,
             Some(Position {

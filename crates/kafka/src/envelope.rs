@@ -86,6 +86,7 @@ pub fn decode(value: &[u8], key: Option<&str>) -> Result<Decoded, EnvelopeError>
             kind,
             payload: envelope.payload.into(),
             origin_session: envelope.origin_session,
+            author: None,
             span: tracing::Span::none(),
         },
         origin: Origin {
@@ -165,6 +166,7 @@ mod tests {
             kind,
             payload: Bytes::from_static(b"payload"),
             origin_session: 1,
+            author: None,
             span: tracing::Span::none(),
         };
         for kind in [RecordKind::Update, RecordKind::Delete] {
@@ -203,6 +205,7 @@ mod tests {
             kind: RecordKind::Awareness,
             payload: Bytes::from_static(b"\x01\x02"),
             origin_session: 9,
+            author: None,
             span: tracing::Span::none(),
         };
         let value = encode(&record, &origin);

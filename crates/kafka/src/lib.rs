@@ -46,6 +46,7 @@
 //! - `acks`: whether the brokers acknowledge the node's heartbeats
 //!   (readiness).
 //! - `trace`: the W3C trace context in record headers.
+//! - [`attribution`]: who wrote an update and when, in record headers.
 //! - `delivery`: what a consumed record means for this node.
 //! - `live`: which partitions the live consumer reads, and its positions.
 //! - `pass`: one pass over a partition, reading until enough is read.
@@ -62,6 +63,7 @@
 //!   [`worker`]: the worker's loop.
 
 mod acks;
+pub mod attribution;
 pub mod bus;
 pub mod config;
 mod connect;

@@ -139,6 +139,7 @@ async fn malformed_records_are_counted_and_skipped() {
             kind: RecordKind::Update,
             payload: bytes::Bytes::from_static(b"good"),
             origin_session: 1,
+            author: None,
             span: tracing::Span::none(),
         }])
         .await;
@@ -174,6 +175,7 @@ async fn publishing_before_the_broker_answers_fails_cleanly() {
             kind: RecordKind::Update,
             payload: bytes::Bytes::from_static(b"x"),
             origin_session: 1,
+            author: None,
             span: tracing::Span::none(),
         }])
         .await;
@@ -220,6 +222,7 @@ async fn documents_loading_at_once_share_passes_over_their_partition() {
                 kind: RecordKind::Update,
                 payload: bytes::Bytes::from(format!("{doc}#{round}")),
                 origin_session: 1,
+                author: None,
                 span: tracing::Span::none(),
             })
         })
@@ -275,6 +278,7 @@ fn update(doc: &str, payload: String) -> Record {
         kind: RecordKind::Update,
         payload: bytes::Bytes::from(payload),
         origin_session: 1,
+        author: None,
         span: tracing::Span::none(),
     }
 }

@@ -95,6 +95,7 @@ async fn the_worker_folds_every_record_and_commits_only_what_snapshots_cover() {
                 kind: RecordKind::Update,
                 payload: token_update((doc * UPDATES_PER_DOC + update + 1) as u64).into(),
                 origin_session: 1,
+                author: None,
                 span: tracing::Span::none(),
             });
         }

@@ -96,6 +96,7 @@ macro_rules! sql_store_impl {
             for<'q> &'q str: ::sqlx::Encode<'q, D::Db> + ::sqlx::Type<D::Db>,
             for<'q> &'q [u8]: ::sqlx::Encode<'q, D::Db> + ::sqlx::Type<D::Db>,
             for<'q> Option<&'q [u8]>: ::sqlx::Encode<'q, D::Db>,
+            for<'q> Option<&'q str>: ::sqlx::Encode<'q, D::Db>,
             for<'q> Option<i64>: ::sqlx::Encode<'q, D::Db>,
             for<'r> i64: ::sqlx::Encode<'r, D::Db> + ::sqlx::Decode<'r, D::Db> + ::sqlx::Type<D::Db>,
             for<'r> i32: ::sqlx::Encode<'r, D::Db> + ::sqlx::Decode<'r, D::Db> + ::sqlx::Type<D::Db>,

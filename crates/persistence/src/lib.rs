@@ -26,9 +26,12 @@
 //! - `postgres` (feature `postgres`): the `Postgres` dialect
 //!   (`PostgresStore`).
 //! - [`error`]: [`OpenError`], why a store could not be opened.
+//! - `history`: `weft_sync::history::History` for [`SqlStore`]: versions,
+//!   checkpoints, the attributed log.
 
 pub mod dialect;
 pub mod error;
+mod history;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod sql;
@@ -44,6 +47,25 @@ pub use postgres::{Postgres, PostgresStore};
 pub use sqlite::{Sqlite, SqliteStore};
 pub use store::SqlStore;
 use weft_sync::EmbeddedLog;
+use weft_sync::history::History;
+
+/// Opens the store named by `url`, with its history side (versions,
+/// checkpoints, the attributed log).
+pub async fn open_store_with_history(
+    url: &str,
+) -> Result<(Arc<dyn EmbeddedLog>, Arc<dyn History>), OpenError> {
+    if url.starts_with("sqlite:") {
+        let store = Arc::new(SqliteStore::open(url).await?);
+        return Ok((store.clone(), store));
+    }
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let store = Arc::new(PostgresStore::open(url).await?);
+        return Ok((store.clone(), store));
+    }
+    let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
+    Err(OpenError::UnsupportedScheme(scheme.to_owned()))
+}
 
 /// Opens the store named by `url`.
 pub async fn open_store(url: &str) -> Result<Arc<dyn EmbeddedLog>, OpenError> {

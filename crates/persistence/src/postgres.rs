@@ -40,8 +40,10 @@ pub struct Postgres;
 /// Appends a batch in one statement; `WITH ORDINALITY` keeps the input
 /// order, and `BIGSERIAL` values follow the insertion order of one
 /// statement.
-const APPEND_BATCH: &str = "INSERT INTO weft_updates (doc, data)
-     SELECT doc, data FROM UNNEST($1::text[], $2::bytea[]) WITH ORDINALITY AS batch(doc, data, n)
+const APPEND_BATCH: &str = "INSERT INTO weft_updates (doc, data, author, at_ms, node)
+     SELECT doc, data, author, at_ms, node
+     FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::bigint[], $5::text[])
+         WITH ORDINALITY AS batch(doc, data, author, at_ms, node, n)
      ORDER BY n
      RETURNING seq";
 
@@ -84,9 +86,21 @@ impl Dialect for Postgres {
     async fn append(pool: &PgPool, updates: &[NewUpdate]) -> Result<Vec<LogSeq>, StoreError> {
         let docs: Vec<&str> = updates.iter().map(|new| new.doc.as_ref()).collect();
         let data: Vec<&[u8]> = updates.iter().map(|new| new.update.as_ref()).collect();
+        let authors: Vec<Option<&str>> = updates
+            .iter()
+            .map(|new| new.attribution.author.as_deref())
+            .collect();
+        let times: Vec<Option<i64>> = updates.iter().map(|new| new.attribution.at_ms).collect();
+        let nodes: Vec<Option<&str>> = updates
+            .iter()
+            .map(|new| new.attribution.node.as_deref())
+            .collect();
         let rows = sqlx::query(APPEND_BATCH)
             .bind(&docs)
             .bind(&data)
+            .bind(&authors)
+            .bind(&times)
+            .bind(&nodes)
             .fetch_all(pool)
             .await
             .map_err(|error| StoreError::new("append updates", error))?;

@@ -29,8 +29,12 @@ pub(crate) const READ_LOG: &str =
 pub(crate) const APPEND_ONE: &str =
     "INSERT INTO weft_updates (doc, data) VALUES ($1, $2) RETURNING seq";
 
-/// Appends `rows` updates in one statement (each row's document and bytes,
-/// in order). SQLite's form of the batch append: the sequence numbers are
+/// Parameters per row of [`append_many`]: document, bytes, author, time,
+/// node.
+pub(crate) const APPEND_COLUMNS: usize = 5;
+
+/// Appends `rows` updates in one statement (each row's document, bytes,
+/// author, time and node, in order). SQLite's form of the batch append: the sequence numbers are
 /// read from the last inserted row id.
 ///
 /// The parameters are anonymous (`?`), bound in order. With numbered ones
@@ -39,18 +43,20 @@ pub(crate) const APPEND_ONE: &str =
 /// cost quadratic in the statement's parameters (1.4% of a trace replay's
 /// instructions with 512 of them).
 pub(crate) fn append_many(rows: usize) -> String {
-    let mut statement = String::from("INSERT INTO weft_updates (doc, data) VALUES ");
+    let mut statement =
+        String::from("INSERT INTO weft_updates (doc, data, author, at_ms, node) VALUES ");
     for row in 0..rows {
         if row > 0 {
             statement.push_str(", ");
         }
-        statement.push_str("(?, ?)");
+        statement.push_str("(?, ?, ?, ?, ?)");
     }
     statement
 }
 
 /// [`append_many`] of one update.
-pub(crate) const APPEND_ONE_ROW: &str = "INSERT INTO weft_updates (doc, data) VALUES (?, ?)";
+pub(crate) const APPEND_ONE_ROW: &str =
+    "INSERT INTO weft_updates (doc, data, author, at_ms, node) VALUES (?, ?, ?, ?, ?)";
 
 /// Drops a document's log up to a position (`$1` document, `$2` seq).
 pub(crate) const PRUNE_LOG: &str = "DELETE FROM weft_updates WHERE doc = $1 AND seq <= $2";
@@ -133,6 +139,8 @@ macro_rules! list_documents {
                  WHERE deleted_position IS NULL OR covers_seq > deleted_position
                  UNION ALL
                  SELECT DISTINCT doc, CAST(0 AS BIGINT), CAST(NULL AS BIGINT) FROM weft_updates
+                 WHERE seq > COALESCE((SELECT deleted_position FROM weft_snapshots
+                                       WHERE weft_snapshots.doc = weft_updates.doc), 0)
              ) AS documents
              WHERE doc",
             $order,

@@ -33,8 +33,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: u32 = 4;
 /// How long a caller waits for a free connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Updates per `INSERT` at most: two parameters each, far below SQLite's
-/// limit on a statement's parameters (32,766).
+/// Updates per `INSERT` at most: five parameters each
+/// ([`sql::APPEND_COLUMNS`]), far below SQLite's limit on a statement's
+/// parameters (32,766).
 const APPEND_CHUNK_ROWS: usize = 256;
 
 /// SQLite-backed update log and snapshots.
@@ -203,7 +204,10 @@ async fn append_rows(
             // `&str` into a new `Arc<String>`: two allocations per row).
             query = query
                 .bind(std::sync::Arc::clone(&new.doc))
-                .bind(new.update.as_ref());
+                .bind(new.update.as_ref())
+                .bind(new.attribution.author.as_deref())
+                .bind(new.attribution.at_ms)
+                .bind(new.attribution.node.as_deref());
         }
         let done = query
             .execute(&mut *connection)

@@ -12,6 +12,8 @@
 //! `SQLITE_BUSY` on a lock upgrade.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Pool, Row, Type};
@@ -30,6 +32,9 @@ pub struct SqlStore<D: Dialect> {
     pool: Pool<D::Db>,
     /// Appends go here (see [`Pools::appender`]).
     appender: D::Appender,
+    /// Whether snapshots leave the embedded log in place (history keeps
+    /// it; see `weft_sync::history::History::keep_log`). Shared by clones.
+    keeps_log: Arc<AtomicBool>,
     dialect: PhantomData<D>,
 }
 
@@ -47,6 +52,7 @@ impl<D: Dialect> Clone for SqlStore<D> {
         Self {
             pool: self.pool.clone(),
             appender: self.appender.clone(),
+            keeps_log: self.keeps_log.clone(),
             dialect: PhantomData,
         }
     }
@@ -59,8 +65,24 @@ impl<D: Dialect> SqlStore<D> {
         Ok(Self {
             pool,
             appender,
+            keeps_log: Arc::new(AtomicBool::new(false)),
             dialect: PhantomData,
         })
+    }
+
+    /// Whether snapshots leave the embedded log in place.
+    pub(crate) fn keeps_log(&self) -> bool {
+        self.keeps_log.load(Ordering::Relaxed)
+    }
+
+    /// From now on, snapshots leave the embedded log in place.
+    pub(crate) fn set_keeps_log(&self) {
+        self.keeps_log.store(true, Ordering::Relaxed);
+    }
+
+    /// The pool loads and history reads go through.
+    pub(crate) fn pool(&self) -> &Pool<D::Db> {
+        &self.pool
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -154,12 +176,15 @@ impl EmbeddedLog for SqlStore<D> {
             .fetch_one(&mut *txn)
             .await
             .map_err(|error| StoreError::new("take deletion position", error))?;
-        sqlx::query(sql::PRUNE_LOG)
-            .bind(doc)
-            .bind(seq)
-            .execute(&mut *txn)
-            .await
-            .map_err(|error| StoreError::new("prune deleted document", error))?;
+        // History keeps the log for an undelete (a purge removes it).
+        if !self.keeps_log() {
+            sqlx::query(sql::PRUNE_LOG)
+                .bind(doc)
+                .bind(seq)
+                .execute(&mut *txn)
+                .await
+                .map_err(|error| StoreError::new("prune deleted document", error))?;
+        }
         sqlx::query(sql::WRITE_TOMBSTONE)
             .bind(doc)
             .bind(EMPTY_UPDATE_V1)
@@ -312,12 +337,14 @@ impl SqlStore<D> {
                 .map_err(|error| StoreError::new("end snapshot", error))?;
             return Ok(SnapshotWrite::Superseded);
         }
-        sqlx::query(sql::PRUNE_LOG)
-            .bind(doc)
-            .bind(snapshot.covers.offset)
-            .execute(&mut *txn)
-            .await
-            .map_err(|error| StoreError::new("prune update log", error))?;
+        if !self.keeps_log() {
+            sqlx::query(sql::PRUNE_LOG)
+                .bind(doc)
+                .bind(snapshot.covers.offset)
+                .execute(&mut *txn)
+                .await
+                .map_err(|error| StoreError::new("prune update log", error))?;
+        }
         txn.commit()
             .await
             .map_err(|error| StoreError::new("commit snapshot", error))?;
@@ -359,7 +386,7 @@ impl SqlStore<D> {
 const DELETION_MARKER: &[u8] = &[];
 
 /// A row whose columns do not decode as the schema says.
-fn read_error(error: sqlx::Error) -> StoreError {
+pub(crate) fn read_error(error: sqlx::Error) -> StoreError {
     StoreError::new("read row", error)
 }
 

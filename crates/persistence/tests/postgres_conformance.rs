@@ -104,6 +104,7 @@ async fn processes_starting_at_once_migrate_once_and_share_the_data() {
         .append(&[NewUpdate {
             doc: "shared".into(),
             update: bytes::Bytes::from_static(b"x"),
+            attribution: Default::default(),
         }])
         .await
         .expect("append");

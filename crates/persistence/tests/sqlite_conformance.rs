@@ -44,6 +44,7 @@ async fn appended_updates_survive_reopening() {
     let update = NewUpdate {
         doc: "doc".into(),
         update: vec![1, 2, 3].into(),
+        attribution: Default::default(),
     };
     let seqs = store.append(&[update]).await.expect("append");
     store.close().await;
@@ -63,6 +64,7 @@ async fn sequence_numbers_are_not_reused_after_pruning() {
     let update = NewUpdate {
         doc: "doc".into(),
         update: vec![1].into(),
+        attribution: Default::default(),
     };
     let first = store
         .append(std::slice::from_ref(&update))

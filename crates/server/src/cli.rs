@@ -138,6 +138,18 @@ pub struct ServeArgs {
     #[arg(long, env = "WEFT_SNAPSHOT_DEBOUNCE", default_value = "2s", value_parser = parse_duration)]
     pub snapshot_debounce: Duration,
 
+    /// History: a changed document gets an automatic version after this
+    /// much activity, and when its last session leaves (embedded nodes; a
+    /// cluster takes named and restore versions only).
+    #[arg(long, env = "WEFT_VERSION_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub version_interval: Duration,
+
+    /// History: how far back documents can be read and restored; the
+    /// embedded log is kept for it. 0 keeps no history (snapshots prune the
+    /// log, as before history existed).
+    #[arg(long, env = "WEFT_HISTORY_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub history_retention: Duration,
+
     /// A document that keeps changing is snapshotted at least this often.
     #[arg(long, env = "WEFT_SNAPSHOT_MAX_DELAY", default_value = "30s", value_parser = parse_duration)]
     pub snapshot_max_delay: Duration,

@@ -12,7 +12,7 @@ use weft_gateway::GatewayConfig;
 use weft_gateway::auth::Authenticator;
 use weft_gateway::limits::LimitsConfig;
 use weft_kafka::KafkaConfig;
-use weft_sync::{CommitterConfig, Origin, RegistryConfig};
+use weft_sync::{CommitterConfig, HistorySettings, Origin, RegistryConfig};
 
 use crate::cli::{ConsumeArg, HttpArgs, KafkaArgs, ServeArgs};
 use crate::http::HttpLimits;
@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// `wss://` and `https://` (`--tls-cert`, `--tls-key`); `None` serves
     /// plain `ws://` and `http://`.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// History (`--version-interval`, `--history-retention`); `None`: none
+    /// kept (retention 0).
+    pub history: Option<HistorySettings>,
 }
 
 impl NodeConfig {
@@ -60,6 +63,11 @@ impl NodeConfig {
             );
         }
         let auth = crate::idp::authenticator(&args.auth)?;
+        let history = (!args.history_retention.is_zero()).then_some(HistorySettings {
+            version_interval: args.version_interval,
+            retention: args.history_retention,
+            automatic: args.kafka.kafka_brokers.is_none(),
+        });
         let limits = LimitsConfig {
             max_connections: to_usize(
                 args.limits.max_connections,
@@ -81,6 +89,7 @@ impl NodeConfig {
             auth,
             http: http_limits(&args.http)?,
             tls: crate::tls::TlsConfig::from_args(&args.tls)?,
+            history,
         })
     }
 }
@@ -263,6 +272,18 @@ pub async fn check_kafka_security(config: &KafkaConfig) -> anyhow::Result<()> {
 /// password the URL may hold.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn weft_sync::EmbeddedLog>> {
     weft_persistence::open_store(url)
+        .await
+        .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))
+}
+
+/// [`open_store`] with the store's history side.
+pub async fn open_store_with_history(
+    url: &str,
+) -> anyhow::Result<(
+    Arc<dyn weft_sync::EmbeddedLog>,
+    Arc<dyn weft_sync::history::History>,
+)> {
+    weft_persistence::open_store_with_history(url)
         .await
         .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))
 }

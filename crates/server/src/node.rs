@@ -47,7 +47,7 @@ use weft_gateway::limits::Admission;
 use weft_gateway::{AppState, Lifecycle};
 use weft_sync::{LogBus, MessageBus, Registry};
 
-use crate::config::{NodeConfig, check_kafka_security, open_store};
+use crate::config::{NodeConfig, check_kafka_security, open_store_with_history};
 use crate::drain::{DrainHold, DrainPhase, DrainReport, DrainStep};
 use crate::listen::Listeners;
 
@@ -94,7 +94,7 @@ impl Node {
         if let Some(kafka) = &config.kafka {
             check_kafka_security(kafka).await?;
         }
-        let store = open_store(&config.store_url).await?;
+        let (store, history_store) = open_store_with_history(&config.store_url).await?;
         let local_addr = listeners
             .http
             .local_addr()
@@ -125,6 +125,9 @@ impl Node {
             None => Arc::new(LogBus::new(store.clone(), &config.node_id)),
         };
         let registry = Registry::start(store, bus, config.registry, &root, &tasks);
+        if let Some(history) = config.history {
+            registry.enable_history(history_store, history);
+        }
 
         let http_stop = root.child_token();
         let lifecycle = Lifecycle::under(&root);

@@ -8,6 +8,7 @@
 //! through the committer and the bus, and return once durable and applied.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::bus::RecordKind;
 use crate::error::SyncError;
@@ -132,7 +133,20 @@ impl Registry {
     /// the committer and the bus. Returns once it is durable and applied
     /// (broadcast to every session of the document, on every node).
     pub async fn apply_update(&self, name: &str, update: Vec<u8>) -> Result<(), SyncError> {
-        let update = ClientUpdate::decode(update).map_err(SyncError::InvalidUpdate)?;
+        self.apply_update_as(name, update, Arc::from(crate::store::ANONYMOUS))
+            .await
+    }
+
+    /// [`Registry::apply_update`], attributed to `author` in history.
+    pub async fn apply_update_as(
+        &self,
+        name: &str,
+        update: Vec<u8>,
+        author: Arc<str>,
+    ) -> Result<(), SyncError> {
+        let update = ClientUpdate::decode(update)
+            .map_err(SyncError::InvalidUpdate)?
+            .with_author(author);
         let document = self.loaded(name).await?;
         // Its own trace, like a client's update; a child of the request's
         // span if the caller has one.

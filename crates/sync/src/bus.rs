@@ -101,6 +101,11 @@ pub struct Record {
     pub payload: Bytes,
     /// The session on the publishing node that sent it (0 for none).
     pub origin_session: u64,
+    /// Who wrote it (an update: the token's `sub`, or
+    /// [`ANONYMOUS`](crate::store::ANONYMOUS) on an open node); `None`
+    /// for records without an author (ephemeral ones, a log written before
+    /// Weft recorded authors).
+    pub author: Option<Arc<str>>,
     /// The span of publishing this record (`Span::none()` when untraced).
     /// A bus that crosses processes carries its context in the record (the
     /// Kafka bus: a W3C `traceparent` header); a subscriber gets the span of

@@ -37,6 +37,7 @@ fn update(doc: &str, payload: &[u8], session: u64) -> Record {
         kind: RecordKind::Update,
         payload: Bytes::copy_from_slice(payload),
         origin_session: session,
+        author: None,
         span: tracing::Span::none(),
     }
 }
@@ -122,6 +123,7 @@ async fn wanted_records_of_other_nodes_are_delivered(
         kind: RecordKind::Awareness,
         payload: Bytes::from_static(b"not for b"),
         origin_session: 7,
+        author: None,
         span: tracing::Span::none(),
     });
     a.publish_ephemeral(Record {
@@ -129,6 +131,7 @@ async fn wanted_records_of_other_nodes_are_delivered(
         kind: RecordKind::Awareness,
         payload: Bytes::from_static(b"presence"),
         origin_session: 7,
+        author: None,
         span: tracing::Span::none(),
     });
 
@@ -137,6 +140,7 @@ async fn wanted_records_of_other_nodes_are_delivered(
         kind: RecordKind::Heartbeat,
         payload: Bytes::new(),
         origin_session: 0,
+        author: None,
         span: tracing::Span::none(),
     });
 
@@ -148,6 +152,7 @@ async fn wanted_records_of_other_nodes_are_delivered(
         kind: RecordKind::Stateless,
         payload: Bytes::from_static(b"{\"hello\":1}"),
         origin_session: 7,
+        author: None,
         span: tracing::Span::none(),
     });
     let (mut update, mut awareness, mut heartbeat, mut stateless) = (None, None, None, None);
@@ -266,6 +271,7 @@ async fn deletions_are_durable_and_ordered_with_updates(
             kind: RecordKind::Delete,
             payload: Bytes::from_static(deleted_state_vector),
             origin_session: 3,
+            author: None,
             span: tracing::Span::none(),
         }])
         .await;

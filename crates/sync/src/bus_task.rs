@@ -71,6 +71,7 @@ pub(crate) async fn run(inner: Arc<BusTask>) {
                     kind: RecordKind::Heartbeat,
                     payload: Bytes::new(),
                     origin_session: 0,
+                    author: None,
                     span: tracing::Span::none(),
                 });
                 for node in peers.expire(Instant::now(), inner.peer_timeout) {

@@ -348,6 +348,10 @@ fn batch_records(documents: &dyn CommitTarget, batch: &mut [Submission]) -> Vec<
             kind,
             payload,
             origin_session: submission.origin.raw(),
+            author: match &submission.what {
+                Submitted::Update(update) => update.author().cloned(),
+                Submitted::Delete(_) => None,
+            },
             span: debug_span!(parent: &submission.span, "publish", doc = %submission.doc, batch = batch_len),
         });
     }

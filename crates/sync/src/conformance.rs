@@ -21,6 +21,7 @@ fn new_update(doc: &str, byte: u8) -> NewUpdate {
     NewUpdate {
         doc: doc.into(),
         update: Bytes::from(vec![byte; 3]),
+        attribution: Default::default(),
     }
 }
 

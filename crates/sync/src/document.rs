@@ -455,6 +455,7 @@ impl Document {
             kind: RecordKind::Awareness,
             payload: Bytes::from(update.encode_v1()),
             origin_session: session.map_or(0, SessionId::raw),
+            author: None,
             span: Span::none(),
         });
     }

@@ -8,7 +8,7 @@
 //! meanwhile. A document that holds updates it cannot integrate is read
 //! again from the log (see [`reread`](crate::reread)).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,10 +24,13 @@ use crate::reread::MISSING_GRACE;
 use crate::snapshot_policy::SnapshotPolicy;
 use crate::store::{SnapshotStore, StoreError};
 use crate::tasks::TaskGroup;
+use crate::versions::HistoryHandle;
 
 /// What the housekeeping task works with.
 #[derive(Debug)]
 pub(crate) struct Housekeeping {
+    /// History, once enabled: automatic versions.
+    pub(crate) history: Arc<OnceLock<Arc<HistoryHandle>>>,
     pub(crate) documents: Arc<Documents>,
     pub(crate) loader: Arc<Loader>,
     pub(crate) store: Arc<dyn SnapshotStore>,
@@ -57,8 +60,16 @@ impl Housekeeping {
                 _ = ticker.tick() => {}
             }
             let now = Instant::now();
+            let history = self.history.get();
             for document in self.documents.all() {
+                // Before a snapshot may clear what changed.
+                if let Some(history) = history {
+                    history.tend(&document, now).await;
+                }
                 self.tend(&document, now).await;
+            }
+            if let Some(history) = history {
+                history.retain(&self.documents.names());
             }
         }
     }

@@ -66,6 +66,8 @@
 //! - [`session`]: what a gateway session holds and calls.
 //! - `config`, `loader`, `housekeeping`, `bus_task`: the registry's settings,
 //!   how a document's records are read, and its two background tasks.
+//! - [`history`]: versions, checkpoints, reading a document as it was;
+//!   [`restore`]: a restore as the smallest forward update.
 //! - `registry`: the facade: joining, readiness, shutdown.
 //! - `admin`: what the REST API asks of the registry (through its facade):
 //!   read a document, apply a service's update, delete, list.
@@ -93,6 +95,8 @@ mod documents;
 mod error;
 mod fanout;
 mod frames;
+pub mod history;
+mod history_api;
 mod housekeeping;
 mod loader;
 mod log_bus;
@@ -105,12 +109,14 @@ mod registry;
 mod registry_tests;
 mod replica;
 mod reread;
+pub mod restore;
 pub mod session;
 mod snapshot_policy;
 pub mod store;
 mod tasks;
 pub mod tombstone;
 mod update;
+mod versions;
 pub mod ycheck;
 
 pub use ack::AckWindow;
@@ -125,6 +131,7 @@ pub use config::{PUBLISH_STALL_NOT_READY, RegistryConfig};
 pub use document::Document;
 pub use error::{PublishError, SyncError};
 pub use frames::{DocName, Outbound, QueuedBytes, SessionId, SessionOutbox};
+pub use history_api::HistoryPoint;
 pub use log_bus::LogBus;
 pub use memory_store::MemoryStore;
 pub use metrics::SyncMetrics;
@@ -134,7 +141,8 @@ pub use replica::{Applied, ReadState, Replica, RereadOutcome};
 pub use session::Session;
 pub use snapshot_policy::{Dirty, SnapshotPolicy};
 pub use store::{
-    EMBEDDED_LOG, EmbeddedLog, ListedDoc, LogSeq, LoggedUpdate, Snapshot, SnapshotStore,
-    StoreError, StoredDoc, Tombstone,
+    ANONYMOUS, Attribution, EMBEDDED_LOG, EmbeddedLog, ListedDoc, LogSeq, LoggedUpdate, Snapshot,
+    SnapshotStore, StoreError, StoredDoc, Tombstone,
 };
 pub use update::{ClientUpdate, CommittedUpdate, DocRecord, InvalidUpdate, Skipped};
+pub use versions::{HistoryError, HistorySettings};

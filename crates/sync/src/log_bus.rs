@@ -28,7 +28,7 @@ use crate::LogSeq;
 use crate::bus::{
     BusError, Delivery, Interest, MessageBus, Origin, Position, Record, RecordKind, Replayed,
 };
-use crate::store::{EMBEDDED_LOG, EmbeddedLog, NewUpdate};
+use crate::store::{Attribution, EMBEDDED_LOG, EmbeddedLog, NewUpdate};
 /// Deliveries buffered per subscriber before a publisher waits for it.
 const SUBSCRIBER_CAPACITY: usize = 4096;
 
@@ -81,11 +81,17 @@ impl LogBus {
     }
 
     async fn publish_updates(&self, records: &[Record]) -> Vec<Result<Position, BusError>> {
+        let at_ms = crate::unix_millis();
         let updates: Vec<NewUpdate> = records
             .iter()
             .map(|record| NewUpdate {
                 doc: record.doc.clone(),
                 update: record.payload.clone(),
+                attribution: Attribution {
+                    author: record.author.clone(),
+                    at_ms: Some(at_ms),
+                    node: Some(self.origin.node.clone()),
+                },
             })
             .collect();
         let seqs = match self.hub.store.append(&updates).await {

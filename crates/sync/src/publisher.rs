@@ -126,6 +126,7 @@ impl Publisher {
             kind: RecordKind::Stateless,
             payload: Bytes::copy_from_slice(payload.as_bytes()),
             origin_session: session.raw(),
+            author: None,
             span: Span::none(),
         });
     }
@@ -142,6 +143,7 @@ impl Publisher {
             kind: RecordKind::Awareness,
             payload: Bytes::from(update.encode_v1()),
             origin_session: session.raw(),
+            author: None,
             span: Span::none(),
         });
     }

@@ -15,8 +15,8 @@
 //! ([`RegistryConfig::compacts`]: the nodes of a cluster) never writes
 //! snapshots; the persistence worker does.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,6 +38,7 @@ use crate::publisher::Publisher;
 use crate::session::Session;
 use crate::store::{ListedDoc, SnapshotStore};
 use crate::tasks::TaskGroup;
+use crate::versions::HistoryHandle;
 
 /// How often a read retries when the document it loaded was deleted at
 /// that moment (it is then dropped and loaded afresh).
@@ -63,6 +64,9 @@ struct RegistryInner {
     /// Housekeeping (with its re-reads) and the bus task.
     background_tasks: TaskGroup,
     metrics: Arc<SyncMetrics>,
+    /// History, once enabled ([`Registry::enable_history`]); shared with
+    /// housekeeping, which takes the automatic versions.
+    history: Arc<OnceLock<Arc<HistoryHandle>>>,
 }
 
 /// The document registry of one node.
@@ -128,7 +132,9 @@ impl Registry {
             bus: bus.clone(),
             metrics: metrics.clone(),
         });
+        let history = Arc::new(OnceLock::new());
         let housekeeping = Arc::new(Housekeeping {
+            history: history.clone(),
             documents: documents.clone(),
             loader: loader.clone(),
             store,
@@ -163,6 +169,7 @@ impl Registry {
             committer_tasks,
             background_tasks,
             metrics,
+            history,
         });
         Self { inner }
     }
@@ -241,6 +248,11 @@ impl Registry {
             .map_err(SyncError::Load)
     }
 
+    /// Where history is kept once enabled.
+    pub(crate) fn history_slot(&self) -> &OnceLock<Arc<HistoryHandle>> {
+        &self.inner.history
+    }
+
     /// The names of the documents in memory.
     pub(crate) fn loaded_names(&self) -> Vec<DocName> {
         self.inner.documents.names()
@@ -307,6 +319,11 @@ impl Registry {
     /// The sync layer's metrics (publish, load, snapshot).
     pub fn metrics(&self) -> &SyncMetrics {
         &self.inner.metrics
+    }
+
+    /// The metrics, shared (history counts its versions in them).
+    pub(crate) fn metrics_arc(&self) -> Arc<SyncMetrics> {
+        self.inner.metrics.clone()
     }
 
     /// Number of documents in memory.

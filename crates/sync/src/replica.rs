@@ -48,6 +48,11 @@ pub struct ReadState {
     /// When it was last deleted (ms since the Unix epoch; 0 if unknown), if
     /// it ever was.
     pub deleted_at_ms: Option<i64>,
+    /// The highest log position applied: `state` holds every update of
+    /// the document up to it (embedded; see [`Replica`]).
+    pub covers: LogSeq,
+    /// Where its latest deletion sits in the log, if it was ever deleted.
+    pub deleted_position: Option<LogSeq>,
 }
 
 /// What reading a document again from the log did.
@@ -320,6 +325,8 @@ impl Replica {
                 .tombstone
                 .as_ref()
                 .map(|tombstone| tombstone.deleted_at_ms),
+            covers: self.applied,
+            deleted_position: self.tombstone.as_ref().map(|tombstone| tombstone.position),
         }
     }
 

@@ -22,6 +22,9 @@ pub struct Session {
     id: SessionId,
     document: Arc<Document>,
     publisher: Publisher,
+    /// Who the session's updates are attributed to (see
+    /// [`Session::set_author`]).
+    author: Arc<str>,
 }
 
 impl Session {
@@ -30,7 +33,15 @@ impl Session {
             id,
             document,
             publisher,
+            author: Arc::from(crate::store::ANONYMOUS),
         }
+    }
+
+    /// Attributes this session's updates to `author` (its token's `sub`);
+    /// a session nobody names writes as
+    /// [`ANONYMOUS`](crate::store::ANONYMOUS).
+    pub fn set_author(&mut self, author: &str) {
+        self.author = Arc::from(author);
     }
 
     /// This session's id.
@@ -110,7 +121,9 @@ impl Session {
         // to the session's span.
         let span = debug_span!(parent: None, "update", doc = %self.document.name(), bytes = update.len(), session = %self.id);
         span.follows_from(tracing::Span::current());
-        let update = ClientUpdate::decode(update).map_err(SyncError::InvalidUpdate)?;
+        let update = ClientUpdate::decode(update)
+            .map_err(SyncError::InvalidUpdate)?
+            .with_author(self.author.clone());
         self.publisher
             .submit_update(&self.document, update, self.id, span)
             .await

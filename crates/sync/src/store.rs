@@ -62,7 +62,26 @@ pub struct NewUpdate {
     pub doc: crate::DocName,
     /// A Yjs v1 update.
     pub update: bytes::Bytes,
+    /// Who wrote it, when and through which node.
+    pub attribution: Attribution,
 }
+
+/// Who wrote an update, when, and through which node: what history shows
+/// of it. Every part is optional, for updates logged before Weft recorded
+/// them (they load all the same).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attribution {
+    /// The token's `sub`, or [`ANONYMOUS`] on an open node.
+    pub author: Option<std::sync::Arc<str>>,
+    /// The accepting node's clock when it published the update, in
+    /// milliseconds since the Unix epoch.
+    pub at_ms: Option<i64>,
+    /// The accepting node's `--node-id`.
+    pub node: Option<std::sync::Arc<str>>,
+}
+
+/// The author of updates written on a node without authentication.
+pub const ANONYMOUS: &str = "anonymous";
 
 /// One update read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]

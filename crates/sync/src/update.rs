@@ -33,6 +33,8 @@
 //! apply once more on a document with a tombstone, and the committer once
 //! more for an update batched with its document's deletion.)
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use thiserror::Error;
 use yrs::Update;
@@ -85,6 +87,9 @@ pub(crate) fn decode_v1(bytes: &[u8]) -> Result<Update, InvalidUpdate> {
 pub struct ClientUpdate {
     bytes: Bytes,
     decoded: Update,
+    /// Who sent it (see [`ClientUpdate::with_author`]); `None`: nobody
+    /// said, which the log records as unknown.
+    author: Option<Arc<str>>,
 }
 
 impl ClientUpdate {
@@ -93,7 +98,25 @@ impl ClientUpdate {
     pub fn decode(bytes: impl Into<Bytes>) -> Result<Self, InvalidUpdate> {
         let bytes = bytes.into();
         let decoded = decode_v1(&bytes)?;
-        Ok(Self { bytes, decoded })
+        Ok(Self {
+            bytes,
+            decoded,
+            author: None,
+        })
+    }
+
+    /// The same update, attributed to `author` (a token's `sub`, or
+    /// [`ANONYMOUS`](crate::store::ANONYMOUS) on an open node): the log
+    /// records it with the update.
+    #[must_use]
+    pub fn with_author(mut self, author: Arc<str>) -> Self {
+        self.author = Some(author);
+        self
+    }
+
+    /// Who sent it, if known.
+    pub fn author(&self) -> Option<&Arc<str>> {
+        self.author.as_ref()
     }
 
     /// Whether it inserts and deletes nothing (what a client sends when it

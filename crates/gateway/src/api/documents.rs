@@ -10,14 +10,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use serde::Serialize;
 use tower_http::limit::RequestBodyLimitLayer;
-use tracing::{error, info};
-use weft_sync::{DeleteOutcome, RootKind, SyncError, read_roots};
+use tracing::info;
+use weft_sync::{DeleteOutcome, HistoryError, RootKind, read_roots};
 
-use super::extract::{DocName, Peer, QueryPairs, caller};
+use super::extract::{DocName, Peer, QueryPairs, caller, refusal_for, require};
+use super::history::{history_refusal, point_asked};
 use super::representation::{Representation, negotiate, roots_asked};
-use crate::auth::{Access, ApiCaller};
+use crate::auth::Access;
 use crate::config::MAX_DOC_NAME_BYTES;
-use crate::error::{ApiError, FailureAnswer, method_not_allowed};
+use crate::error::{ApiError, method_not_allowed};
 use crate::state::AppState;
 
 /// Documents a listing returns when `limit` is not given.
@@ -94,7 +95,7 @@ pub(super) async fn list(
 }
 
 /// `GET /api/documents/{name}`: the whole state, or the named root types
-/// as JSON.
+/// as JSON; with `?version=ID` or `?at=RFC3339`, as it was then.
 pub(super) async fn get(
     State(state): State<AppState>,
     DocName(name): DocName,
@@ -115,27 +116,37 @@ pub(super) async fn get(
         Representation::Json => roots_asked(&query)?,
         Representation::Update => Vec::new(),
     };
-    let read = state
-        .registry
-        .read(&name)
-        .await
-        .map_err(|failure| refusal_for(&failure, "read document"))?;
-    if !read.has_content {
-        let details = if read.deleted_at_ms.is_some() {
-            "the document was deleted and has not been written since"
-        } else {
-            "no such document"
-        };
-        return Err(ApiError::not_found(details));
-    }
+    let document_state = match point_asked(&query)? {
+        Some(point) => state
+            .registry
+            .read_history(&name, point)
+            .await
+            .map_err(|failure| history_refusal(&failure))?,
+        None => {
+            let read = state
+                .registry
+                .read(&name)
+                .await
+                .map_err(|failure| refusal_for(&failure, "read document"))?;
+            if !read.has_content {
+                let details = if read.deleted_at_ms.is_some() {
+                    "the document was deleted and has not been written since"
+                } else {
+                    "no such document"
+                };
+                return Err(ApiError::not_found(details));
+            }
+            read.state
+        }
+    };
     if representation == Representation::Update {
         return Ok((
             [(header::CONTENT_TYPE, "application/octet-stream")],
-            read.state,
+            document_state,
         )
             .into_response());
     }
-    let Some(values) = read_roots(&read.state, &roots) else {
+    let Some(values) = read_roots(&document_state, &roots) else {
         return Err(ApiError::bad_request(
             "a root type could not be read as the type asked for",
         ));
@@ -223,18 +234,21 @@ async fn post_update(
     }
     state
         .registry
-        .apply_update(&name, body.to_vec())
+        .apply_update_as(&name, body.to_vec(), caller.author())
         .await
         .map_err(|failure| refusal_for(&failure, "apply update"))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `DELETE /api/documents/{name}` (admin).
+/// `DELETE /api/documents/{name}` (admin): a soft delete where history is
+/// kept (`POST .../undelete` brings it back within retention);
+/// `?purge=true` also removes its history for good.
 pub(super) async fn delete(
     State(state): State<AppState>,
     DocName(name): DocName,
     headers: HeaderMap,
     peer: Peer,
+    QueryPairs(query): QueryPairs,
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, &headers, None, peer).await?;
     if !caller.is_admin() {
@@ -244,43 +258,42 @@ pub(super) async fn delete(
             "deleting a document takes a token with admin: true",
         ));
     }
-    match state
+    let mut purge = false;
+    for (key, value) in &query {
+        if key == "purge" {
+            purge = match value.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(ApiError::bad_request("purge is true or false")),
+            };
+        }
+    }
+    let outcome = state
         .registry
         .delete(&name)
         .await
-        .map_err(|failure| refusal_for(&failure, "delete document"))?
-    {
+        .map_err(|failure| refusal_for(&failure, "delete document"))?;
+    let purged = if purge {
+        match state.registry.purge_history(&name).await {
+            Ok(purged) => purged,
+            Err(HistoryError::Disabled) => false,
+            Err(failure) => return Err(history_refusal(&failure)),
+        }
+    } else {
+        false
+    };
+    match outcome {
         DeleteOutcome::Deleted => {
-            info!(doc = name, "document deleted through the API");
+            info!(doc = name, purge, "document deleted through the API");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        DeleteOutcome::NotFound if purged => {
+            info!(
+                doc = name,
+                "deleted document's history purged through the API"
+            );
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         DeleteOutcome::NotFound => Err(ApiError::not_found("no such document")),
     }
-}
-
-fn require(caller: &ApiCaller, name: &str, wanted: Access) -> Result<(), ApiError> {
-    match caller.access_to(name) {
-        Some(access) if access >= wanted => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the token grants read-only access to this document",
-        )),
-        None => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the token grants no access to this document",
-        )),
-    }
-}
-
-/// The answer to a registry failure (see [`FailureAnswer`]): the client's
-/// fault is a 4xx with a reason, anything else a 503, logged here, once,
-/// with its cause when it is the server's fault.
-fn refusal_for(failure: &SyncError, doing: &'static str) -> ApiError {
-    let answer = FailureAnswer::sync(failure);
-    if answer.internal {
-        error!(error = %failure, error.source = ?std::error::Error::source(failure), doing, "API request failed");
-    }
-    answer.refusal
 }

@@ -7,11 +7,12 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use tracing::info;
+use tracing::{error, info};
+use weft_sync::SyncError;
 
-use crate::auth::{ApiCaller, AuthError, bearer_token_of};
+use crate::auth::{Access, ApiCaller, AuthError, bearer_token_of};
 use crate::config::MAX_DOC_NAME_BYTES;
-use crate::error::{ApiError, draining};
+use crate::error::{ApiError, FailureAnswer, draining};
 use crate::state::AppState;
 
 /// Who calls, once the node takes requests: a draining node refuses (503),
@@ -101,4 +102,32 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
             pairs.map_err(|_| ApiError::bad_request("the query string does not decode"))?;
         Ok(Self(pairs))
     }
+}
+
+/// Refuses a caller without `wanted` access to `name` (403).
+pub(crate) fn require(caller: &ApiCaller, name: &str, wanted: Access) -> Result<(), ApiError> {
+    match caller.access_to(name) {
+        Some(access) if access >= wanted => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the token grants read-only access to this document",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the token grants no access to this document",
+        )),
+    }
+}
+
+/// The answer to a registry failure (see [`FailureAnswer`]): the client's
+/// fault is a 4xx with a reason, anything else a 503, logged here, once,
+/// with its cause when it is the server's fault.
+pub(crate) fn refusal_for(failure: &SyncError, doing: &'static str) -> ApiError {
+    let answer = FailureAnswer::sync(failure);
+    if answer.internal {
+        error!(error = %failure, error.source = ?std::error::Error::source(failure), doing, "API request failed");
+    }
+    answer.refusal
 }

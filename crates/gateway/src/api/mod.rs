@@ -7,7 +7,14 @@
 //! | `GET /api/documents` | list documents (`?after=`, `?limit=`) |
 //! | `GET /api/documents/{name}` | the document as a Yjs v1 update (`Accept: application/octet-stream`) or JSON of the root types named by `?text=`, `?map=`, `?array=`, `?xml=` |
 //! | `POST /api/documents/{name}/updates` | apply a Yjs v1 update (body `application/octet-stream`) like a client's: durable through the bus before the 204 |
-//! | `DELETE /api/documents/{name}` | delete the document on every node (admin) |
+//! | `DELETE /api/documents/{name}` | delete the document on every node (admin); soft where history is kept, `?purge=true` removes its history too |
+//! | `POST /api/documents/{name}/undelete` | bring a deleted document back as it was (write grant) |
+//! | `GET /api/documents/{name}?version=ID` / `?at=RFC3339` | the document as it was (history) |
+//! | `GET /api/documents/{name}/versions` | its versions, newest first (`?before=`, `?limit=`) |
+//! | `POST /api/documents/{name}/versions` | take a named version (`{"name":"..."}`; write grant) |
+//! | `POST /api/documents/{name}/restore` | restore to `{"version":"ID"}` or `{"at":"..."}` as a new edit (write grant) |
+//! | `GET /api/documents/{name}/diff?from=ID&to=ID&text=ROOT` | per text root, what changed, and who wrote the versions between |
+//! | `GET /api/documents/{name}/activity?from=&to=` | per author: updates, first and last time |
 //!
 //! `{name}` is one path segment, percent-decoded: `team%2Fplan` is the
 //! document `team/plan`. Query strings are `application/x-www-form-urlencoded`
@@ -21,6 +28,7 @@
 
 mod documents;
 mod extract;
+mod history;
 mod representation;
 
 #[cfg(test)]
@@ -30,7 +38,7 @@ use axum::Router;
 use axum::extract::OriginalUri;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::config::{GatewayConfig, MAX_REQUEST_BODY_BYTES};
 use crate::error::{ApiError, method_not_allowed};
@@ -56,6 +64,27 @@ pub(crate) fn router(config: &GatewayConfig) -> Router<AppState> {
                 .fallback(|| async {
                     method_not_allowed("GET, HEAD, DELETE", "this route answers GET, HEAD, DELETE")
                 }),
+        )
+        .route(
+            "/documents/{name}/versions",
+            get(history::list).post(history::create).fallback(|| async {
+                method_not_allowed("GET, HEAD, POST", "this route answers GET, HEAD, POST")
+            }),
+        )
+        .route(
+            "/documents/{name}/restore",
+            post(history::restore)
+                .fallback(|| async { method_not_allowed("POST", "this route answers POST") }),
+        )
+        .route(
+            "/documents/{name}/undelete",
+            post(history::undelete)
+                .fallback(|| async { method_not_allowed("POST", "this route answers POST") }),
+        )
+        .route("/documents/{name}/diff", read_only(get(history::diff)))
+        .route(
+            "/documents/{name}/activity",
+            read_only(get(history::activity)),
         )
         .fallback(no_route)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(

@@ -196,8 +196,8 @@ impl Documents {
             return self.send(denied("too many documents on one connection"));
         }
         let token = Some(token).filter(|token| !token.is_empty());
-        let access = match joiner.auth.authorize(token, doc, &joiner.context).await {
-            Ok(access) => access,
+        let (access, author) = match joiner.auth.authorize_as(token, doc, &joiner.context).await {
+            Ok(granted) => granted,
             Err(refusal) => {
                 info!(doc, status = refusal.status().as_u16(), reason = %refusal, "hocuspocus document refused");
                 return self.send(denied(refusal.details()));
@@ -216,7 +216,7 @@ impl Documents {
             deleted: deleted.clone(),
             prefix: wire.prefix(address),
         };
-        let session = match joiner.registry.join(doc, outbox).await {
+        let mut session = match joiner.registry.join(doc, outbox).await {
             Ok(session) => session,
             Err(failure) => {
                 let answer = FailureAnswer::sync(&failure);
@@ -224,6 +224,7 @@ impl Documents {
                 return Err(answer.close);
             }
         };
+        session.set_author(&author);
         // The document's greeting (its SyncStep1 and awareness) may follow
         // an update broadcast since the join: updates commute, and the
         // client's own SyncStep1 is answered with what it lacks.

@@ -12,10 +12,12 @@ async fn load_is_snapshot_plus_the_log_after_it() {
             NewUpdate {
                 doc: "doc".into(),
                 update: first.clone().into(),
+                attribution: Default::default(),
             },
             NewUpdate {
                 doc: "doc".into(),
                 update: second.into(),
+                attribution: Default::default(),
             },
         ])
         .await

@@ -16,6 +16,7 @@ async fn a_replica_that_missed_a_record_reads_its_log_again_and_tells_its_sessio
         .append(&[NewUpdate {
             doc: Arc::from("doc"),
             update: bytes::Bytes::from(first),
+            attribution: Default::default(),
         }])
         .await
         .unwrap();

@@ -1,0 +1,154 @@
+//! The cost of history on the SQLite store, measured (ignored by default:
+//! run `cargo test --release -p weft-persistence --test history_cost --
+//! --ignored --nocapture`): bytes per edit of the attributed log, and the
+//! time to read a document at an old version and at an instant with many
+//! edits since the nearest checkpoint.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use weft_persistence::SqliteStore;
+use weft_sync::history::{History, NewVersion, VersionKind};
+use weft_sync::store::NewUpdate;
+use weft_sync::{Attribution, EmbeddedLog};
+use yrs::{GetString as _, ReadTxn as _, StateVector, Text as _, Transact as _};
+
+/// Edits after the version.
+const EDITS: usize = 100_000;
+/// Updates per append (one group commit).
+const BATCH: usize = 100;
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: run with --ignored --nocapture, in release"]
+async fn bytes_per_edit_and_time_to_read_an_old_version() {
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("weft-history-cost-{}", std::process::id()));
+    let _stale = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the directory");
+    let url = format!("sqlite://{}/weft.db", dir.display());
+    let store = Arc::new(SqliteStore::open(&url).await.expect("open"));
+    let history: Arc<dyn History> = store.clone();
+    history.keep_log();
+    let writer = yrs::Doc::new();
+    let text = writer.get_or_insert_text("t");
+    text.insert(&mut writer.transact_mut(), 0, "the version");
+    let first = store
+        .append(&[edit(
+            writer
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default()),
+        )])
+        .await
+        .expect("append");
+    let version_state = writer
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let version = history
+        .create_version(NewVersion {
+            doc: "doc",
+            name: Some("old"),
+            kind: VersionKind::Named,
+            at_ms: 1,
+            covers: first[0],
+            state: &version_state,
+        })
+        .await
+        .expect("version");
+    let size_before = database_bytes(&dir);
+    let mut payload_bytes = 0;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut last = 0;
+    // Each transaction's own update, as a Yjs client's `update` event
+    // carries it (only that transaction's deletions).
+    let captured = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = captured.clone();
+    writer
+        .observe_update_v1("measure", move |_: &yrs::TransactionMut, event| {
+            if let Ok(mut updates) = sink.lock() {
+                updates.push(event.update.clone());
+            }
+        })
+        .expect("observe updates");
+    for index in 0..EDITS {
+        {
+            let mut txn = writer.transact_mut();
+            let end = text.len(&txn);
+            // Typing: one character per edit, a deletion now and then.
+            if index % 10 == 9 {
+                text.remove_range(&mut txn, end - 1, 1);
+            } else {
+                text.insert(&mut txn, end, "x");
+            }
+        }
+        let update = captured
+            .lock()
+            .expect("no panic while holding it")
+            .pop()
+            .expect("the edit's update");
+        payload_bytes += update.len();
+        batch.push(edit(update));
+        if batch.len() == BATCH {
+            let seqs = store.append(&batch).await.expect("append");
+            last = *seqs.last().expect("appended");
+            batch.clear();
+        }
+    }
+    let size_after = database_bytes(&dir);
+    let per_edit = (size_after - size_before) as f64 / EDITS as f64;
+    println!(
+        "history cost: {EDITS} one-character edits, Yjs update {:.1} B/edit on average, database growth {per_edit:.1} B/edit (SQLite file + WAL, with author, time and node)",
+        payload_bytes as f64 / EDITS as f64
+    );
+    let started = Instant::now();
+    let old = history.read_at("doc", version.covers).await.expect("read");
+    let folded = old.fold().expect("fold");
+    let version_ms = started.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(text_of(&folded), "the version");
+    println!(
+        "read at the old version ({EDITS} edits since): {version_ms:.1} ms (its checkpoint, {} updates replayed)",
+        old.updates.len()
+    );
+    let started = Instant::now();
+    let newest = history.read_at("doc", last).await.expect("read");
+    let read_ms = started.elapsed().as_secs_f64() * 1e3;
+    let folded = newest.fold().expect("fold");
+    let total_ms = started.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(newest.updates.len(), EDITS);
+    assert!(text_of(&folded).starts_with("the versionx"));
+    println!(
+        "read at an instant {EDITS} edits after the nearest checkpoint: {total_ms:.0} ms ({read_ms:.0} ms reading the log, the rest folding it)"
+    );
+    store.close().await;
+    let _cleaned = std::fs::remove_dir_all(&dir);
+}
+
+fn edit(update: Vec<u8>) -> NewUpdate {
+    NewUpdate {
+        doc: "doc".into(),
+        update: update.into(),
+        attribution: Attribution {
+            author: Some(Arc::from("alice@example.com")),
+            at_ms: Some(1_796_316_456_000),
+            node: Some(Arc::from("weft-0")),
+        },
+    }
+}
+
+fn database_bytes(dir: &std::path::Path) -> u64 {
+    ["weft.db", "weft.db-wal"]
+        .iter()
+        .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
+        .map(|metadata| metadata.len())
+        .sum()
+}
+
+fn text_of(state: &[u8]) -> String {
+    use yrs::updates::decoder::Decode as _;
+    let doc = yrs::Doc::new();
+    let root = doc.get_or_insert_text("t");
+    doc.transact_mut()
+        .apply_update(yrs::Update::decode_v1(state).expect("decodes"))
+        .expect("applies");
+    root.get_string(&doc.transact())
+}

@@ -1,0 +1,188 @@
+//! History: versions of a document and reading it as it was.
+//!
+//! Every update the log keeps carries its [`Attribution`](crate::Attribution)
+//! (who, when, through which node). A [`History`] store keeps, beside the
+//! log, the document's versions ([`Version`]: automatic, named, or the
+//! result of a restore, each covering the log up to a position, with the
+//! authors of the changes since the version before it) and checkpoints (the
+//! whole document at a position). The document at any position within
+//! retention is the nearest checkpoint at or before it plus the log after
+//! that checkpoint up to the position ([`HistoryRead`], folded by
+//! [`HistoryRead::fold`]); every version is also a checkpoint, so reading a
+//! version replays nothing.
+//!
+//! A store that keeps history does not prune the log when it writes a
+//! snapshot ([`History::keep_log`]).
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+use crate::store::{LogSeq, StoreError};
+use crate::update::InvalidUpdate;
+
+/// How a version came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionKind {
+    /// After `--version-interval` of activity, or when the last session
+    /// left a changed document.
+    Auto,
+    /// Asked for, with a name.
+    Named,
+    /// The document as a restore left it.
+    Restore,
+}
+
+impl VersionKind {
+    /// Its name in the store and the REST API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Named => "named",
+            Self::Restore => "restore",
+        }
+    }
+
+    /// The kind a stored name stands for.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "auto" => Some(Self::Auto),
+            "named" => Some(Self::Named),
+            "restore" => Some(Self::Restore),
+            _ => None,
+        }
+    }
+}
+
+/// One version of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// Unique in the store, growing with time.
+    pub id: i64,
+    /// Its name, if it was given one.
+    pub name: Option<String>,
+    /// How it came to be.
+    pub kind: VersionKind,
+    /// When it was taken (ms since the Unix epoch, the taking node's clock).
+    pub at_ms: i64,
+    /// The log position it covers.
+    pub covers: LogSeq,
+    /// Who changed the document since the version before it, in order of
+    /// their first change.
+    pub authors: Vec<String>,
+}
+
+/// A version to store, with the document's state at `covers` (kept as a
+/// checkpoint).
+#[derive(Debug, Clone, Copy)]
+pub struct NewVersion<'a> {
+    /// The document.
+    pub doc: &'a str,
+    /// Its name, if any.
+    pub name: Option<&'a str>,
+    /// How it came to be.
+    pub kind: VersionKind,
+    /// When (ms since the Unix epoch).
+    pub at_ms: i64,
+    /// The log position the state covers.
+    pub covers: LogSeq,
+    /// The whole document at `covers`, as one Yjs v1 update.
+    pub state: &'a [u8],
+}
+
+/// What the store holds of a document at a position: the nearest
+/// checkpoint at or before it and the logged updates after the checkpoint,
+/// up to the position.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryRead {
+    /// The checkpoint's state (`None`: the log from its start).
+    pub checkpoint: Option<Vec<u8>>,
+    /// Yjs v1 updates after the checkpoint, in log order.
+    pub updates: Vec<Vec<u8>>,
+}
+
+impl HistoryRead {
+    /// The document these hold, as one Yjs v1 update. An update that does
+    /// not decode is an error (the log holds only updates checked at the
+    /// door); one `yrs` keeps pending changes nothing, as on a load.
+    pub fn fold(&self) -> Result<Vec<u8>, InvalidUpdate> {
+        let doc = Doc::new();
+        for bytes in self.checkpoint.iter().chain(self.updates.iter()) {
+            weft_protocol::check_update_v1(bytes)?;
+            let update = Update::decode_v1(bytes)?;
+            crate::ycheck::apply_decoded(&doc, update).map_err(InvalidUpdate::Unappliable)?;
+        }
+        Ok(doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default()))
+    }
+}
+
+/// Per author, what a document's log holds of them in a period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorActivity {
+    /// The author (`None`: updates logged before Weft recorded authors).
+    pub author: Option<String>,
+    /// Updates logged.
+    pub updates: u64,
+    /// The first one's time (ms since the Unix epoch).
+    pub first_ms: i64,
+    /// The last one's.
+    pub last_ms: i64,
+}
+
+/// Versions, checkpoints and the attributed log of documents. Safe to call
+/// from many tasks at once.
+#[async_trait]
+pub trait History: Send + Sync + Debug + 'static {
+    /// From now on, snapshots do not prune the log: history needs it.
+    fn keep_log(&self);
+
+    /// Stores a version and its checkpoint; its authors are those of the
+    /// log after the version before it, up to `covers`.
+    async fn create_version(&self, version: NewVersion<'_>) -> Result<Version, StoreError>;
+
+    /// The document's versions, newest first, with ids below `before` (all
+    /// for `None`), at most `limit`.
+    async fn versions(
+        &self,
+        doc: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Version>, StoreError>;
+
+    /// One version of the document, if it exists.
+    async fn version(&self, doc: &str, id: i64) -> Result<Option<Version>, StoreError>;
+
+    /// The newest log position of the document accepted at or before
+    /// `at_ms` (updates logged without a time count as older than any);
+    /// `None` if the document had no update by then.
+    async fn position_at(&self, doc: &str, at_ms: i64) -> Result<Option<LogSeq>, StoreError>;
+
+    /// The newest position of the document's history before `position`
+    /// (a logged update or a checkpoint), if any: where an undelete reads
+    /// the document from.
+    async fn position_before(
+        &self,
+        doc: &str,
+        position: LogSeq,
+    ) -> Result<Option<LogSeq>, StoreError>;
+
+    /// Removes the document's history for good: its logged updates up to
+    /// its snapshot, checkpoints and versions. Tells whether there was any.
+    async fn purge(&self, doc: &str) -> Result<bool, StoreError>;
+
+    /// What the store holds of the document at `covers`.
+    async fn read_at(&self, doc: &str, covers: LogSeq) -> Result<HistoryRead, StoreError>;
+
+    /// Per author, the document's logged updates accepted from `from_ms`
+    /// to `to_ms` (inclusive).
+    async fn activity(
+        &self,
+        doc: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<AuthorActivity>, StoreError>;
+}
