@@ -27,6 +27,7 @@ use tracing::{Instrument, debug, error, info, info_span};
 use crate::auth::{Access, token_from_request};
 use crate::config::{MAX_DOC_NAME_BYTES, READ_BUFFER_BYTES, WRITE_BUFFER_BYTES};
 use crate::error::{ApiError, FailureAnswer, draining};
+use crate::live::{SessionGrant, unix_now};
 use crate::metrics::StatusLabel;
 use crate::socket::{Hocuspocus, Joined, Joiner, SocketOutbox, SocketParts, Wire, YWebsocket};
 use crate::state::AppState;
@@ -98,16 +99,19 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
         }
         check_origin(&parts, &state.config.allowed_origins)?;
         let permit = state.admission.admit(peer).map_err(ApiError::from)?;
+        revocations_loaded(&state)?;
         // After admission, so failed attempts count against the upgrade rate.
         let token = token_from_request(&parts);
-        let access = match state.auth.authorize(token.as_deref(), &doc) {
-            Ok(access) => access,
+        let revocations = state.revocations.current();
+        let grant = match SessionGrant::check(&state.auth, &revocations, token.as_deref(), &doc, unix_now()) {
+            Ok(grant) => grant,
             Err(refusal) => {
                 tracing::Span::current().record("auth", "refused");
                 info!(status = refusal.status().as_u16(), reason = %refusal, "upgrade refused");
                 return Err(ApiError::from(&refusal));
             }
         };
+        let SessionGrant { access, token } = grant;
         let granted = if access == Access::Read { "read" } else { "write" };
         tracing::Span::current().record("auth", granted);
         let upgrade = websocket_upgrade(&mut parts, &state)?;
@@ -128,7 +132,7 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
         // linked to the upgrade's.
         let session_span = info_span!(parent: None, "session", doc = %doc, session = %session.id(), peer = %peer);
         session_span.follows_from(tracing::Span::current());
-        let joined = Joined { session, access, deleted };
+        let joined = Joined { doc: doc.into(), session, access, token, deleted };
         let socket = socket_parts(&state, YWebsocket, Some(joined), outbox, permit);
         Ok(start(&state, upgrade, socket, session_span))
     }
@@ -159,11 +163,13 @@ async fn hocuspocus_upgrade(state: AppState, mut parts: Parts) -> Response {
         }
         check_origin(&parts, &state.config.allowed_origins)?;
         let permit = state.admission.admit(peer).map_err(ApiError::from)?;
+        revocations_loaded(&state)?;
         let upgrade = websocket_upgrade(&mut parts, &state)?;
         let wire = Hocuspocus {
             joiner: Joiner {
                 registry: state.registry.clone(),
                 auth: state.auth.clone(),
+                revocations: state.revocations.clone(),
             },
         };
         let outbox = SocketOutbox::new(
@@ -198,7 +204,20 @@ fn socket_parts<W: Wire>(
         stop: state.lifecycle.sessions_stop().clone(),
         config: state.config.clone(),
         metrics: state.metrics.clone(),
+        revocations: state.revocations.subscribe(),
     }
+}
+
+/// Refuses upgrades (503) until the node has read every stored revocation,
+/// so a token revoked before a restart is not let in after it.
+fn revocations_loaded(state: &AppState) -> Result<(), ApiError> {
+    if state.revocations.is_loaded() {
+        return Ok(());
+    }
+    Err(ApiError::unavailable(
+        "not ready",
+        "the revocations are still being read; retry shortly",
+    ))
 }
 
 /// Answers `101` and runs the socket as a tracked task in `span`.

@@ -53,6 +53,8 @@
 //! - `consume`: the live consumer loop, its watchdog and its repairs.
 //! - `producer`: the producer, replaced after a failed publish.
 //! - [`bus`]: [`KafkaBus`], the `MessageBus`.
+//! - [`revocations`]: [`RevocationTopic`], the revocations of tokens
+//!   (`<topic>-revocations`, one partition, read from the start).
 //! - [`fold`]: the persistence worker's folded documents and its commit
 //!   rule; `group`: its consumer group side (rebalances, commits, lag);
 //!   [`worker`]: the worker's loop.
@@ -74,6 +76,7 @@ mod offset;
 mod pass;
 mod producer;
 pub mod replay;
+pub mod revocations;
 pub mod tasks;
 mod trace;
 pub mod worker;
@@ -83,4 +86,5 @@ pub use config::{ConsumeScope, ENVELOPE_OVERHEAD_BYTES, KafkaConfig, KafkaConfig
 pub use counters::{FetchTotals, Fetched};
 pub use envelope::partition_for;
 pub use metrics::KafkaMetrics;
+pub use revocations::RevocationTopic;
 pub use tasks::BusTasks;

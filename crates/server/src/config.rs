@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     /// Who may open which document.
     pub auth: Authenticator,
+    /// How long a revocation lives (`--auth-max-token-lifetime`).
+    pub max_token_lifetime: Duration,
 }
 
 impl NodeConfig {
@@ -54,6 +56,11 @@ impl NodeConfig {
             );
         }
         let auth = authenticator(&args.auth)?;
+        if args.auth_max_token_lifetime.is_zero() {
+            bail!(
+                "--auth-max-token-lifetime / WEFT_AUTH_MAX_TOKEN_LIFETIME must be greater than zero"
+            );
+        }
         let limits = LimitsConfig {
             max_connections: to_usize(
                 args.limits.max_connections,
@@ -73,6 +80,7 @@ impl NodeConfig {
             gateway,
             limits,
             auth,
+            max_token_lifetime: args.auth_max_token_lifetime,
         })
     }
 }

@@ -21,6 +21,8 @@
 //! - [`cli`]: the flags and their `WEFT_*` twins.
 //! - [`config`]: from the flags to a node's typed, validated settings.
 //! - [`listen`]: the listeners, bound before the node starts.
+//! - `revocations`: where revocations of tokens are kept: the embedded
+//!   store, or the cluster's revocations topic.
 //! - [`node`]: [`Node::start`], [`NodeHandle::shutdown`]: the drain in order.
 //! - [`drain`]: the phases of a drain, watched (and held) by callers and
 //!   tests.
@@ -34,6 +36,7 @@ pub mod drain;
 pub mod listen;
 pub mod node;
 pub mod persist;
+mod revocations;
 pub mod shutdown;
 pub mod telemetry;
 

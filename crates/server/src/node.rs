@@ -45,12 +45,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use weft_gateway::limits::Admission;
+use weft_gateway::live::{RevocationLog, Revocations};
 use weft_gateway::{AppState, Lifecycle};
 use weft_sync::{LogBus, MessageBus, Registry};
 
 use crate::config::{NodeConfig, open_store};
 use crate::drain::{DrainHold, DrainPhase, DrainReport, DrainStep};
 use crate::listen::Listeners;
+use crate::revocations::{StoreRevocations, TopicRevocations};
 
 /// How often [`NodeHandle::ready`] asks again: the bus connects within
 /// milliseconds embedded, within seconds in a cluster.
@@ -110,6 +112,17 @@ impl Node {
         let root = CancellationToken::new();
         let tasks = TaskTracker::new();
         let bus_stop = root.child_token();
+        let revocation_log: Arc<dyn RevocationLog> = match &config.kafka {
+            Some(kafka) => Arc::new(TopicRevocations {
+                topic: Arc::new(
+                    weft_kafka::RevocationTopic::new(kafka, config.max_token_lifetime)
+                        .context("--kafka-* settings")?,
+                ),
+            }),
+            None => Arc::new(StoreRevocations {
+                store: store.clone(),
+            }),
+        };
         let bus: Arc<dyn MessageBus> = match config.kafka {
             Some(kafka) => {
                 info!(brokers = %kafka.brokers, topic = %kafka.topic, node = %kafka.origin, "cluster mode: updates go through Kafka");
@@ -122,6 +135,10 @@ impl Node {
             None => Arc::new(LogBus::new(store.clone(), &config.node_id)),
         };
         let registry = Registry::start(store, bus, config.registry, &root, &tasks);
+        let revocations =
+            Revocations::new(revocation_log, config.max_token_lifetime, &config.node_id);
+        // Stopped with the bus: sessions no longer need it by then.
+        revocations.start(&tasks, &bus_stop);
 
         let http_stop = root.child_token();
         let lifecycle = Lifecycle::under(&root);
@@ -137,6 +154,7 @@ impl Node {
             auth: config.auth,
             admission: Admission::new(config.limits),
             metrics: Arc::new(metrics),
+            revocations,
         };
         if let (Some(listener), Some(address)) = (listeners.metrics, metrics_addr) {
             let router = weft_gateway::metrics_router(state.metrics.clone());

@@ -8,6 +8,8 @@
 //! | `GET /api/documents/{name}` | the document as a Yjs v1 update (`Accept: application/octet-stream`) or JSON of the root types named by `?text=`, `?map=`, `?array=`, `?xml=` |
 //! | `POST /api/documents/{name}/updates` | apply a Yjs v1 update (body `application/octet-stream`) like a client's: durable through the bus before the 204 |
 //! | `DELETE /api/documents/{name}` | delete the document on every node (admin) |
+//! | `POST /api/revocations` | revoke a subject's or a token's access, on every node (admin) |
+//! | `GET /api/revocations` | the live revocations (admin) |
 //!
 //! `{name}` is one path segment, percent-decoded: `team%2Fplan` is the
 //! document `team/plan`. Query strings are `application/x-www-form-urlencoded`
@@ -22,6 +24,7 @@
 mod documents;
 mod extract;
 mod representation;
+mod revocations;
 
 #[cfg(test)]
 mod tests;
@@ -49,6 +52,14 @@ pub(crate) fn router(config: &GatewayConfig) -> Router<AppState> {
     Router::new()
         .route("/openapi.json", read_only(get(openapi)))
         .route("/documents", read_only(get(documents::list)))
+        .route(
+            "/revocations",
+            get(revocations::list)
+                .post(revocations::create)
+                .fallback(|| async {
+                    method_not_allowed("GET, HEAD, POST", "this route answers GET, HEAD, POST")
+                }),
+        )
         .route(
             "/documents/{name}",
             get(documents::get)

@@ -171,6 +171,19 @@ struct RawClaims {
     /// Everything, on the REST API and on every document.
     #[serde(default)]
     admin: bool,
+    /// When the token was issued (revocations compare it).
+    #[serde(default, deserialize_with = "optional_numeric_date")]
+    iat: Option<u64>,
+    /// The token's own id (a revocation may name it).
+    #[serde(default)]
+    jti: Option<String>,
+}
+
+/// An optional [`numeric_date`].
+fn optional_numeric_date<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    numeric_date(deserializer).map(Some)
 }
 
 /// A JWT NumericDate: whole seconds, or fractional ones (RFC 7519 allows
@@ -197,8 +210,12 @@ pub struct Claims {
     /// Who the token was issued to; for logs.
     pub sub: String,
     /// When the token expires, in seconds since the Unix epoch. Checked at
-    /// the upgrade only: an open session outlives its token.
+    /// the upgrade, and a session is closed once it passes (`live`).
     pub exp: u64,
+    /// When the token was issued (`iat`), if it says.
+    pub iat: Option<u64>,
+    /// The token's id (`jti`), if it has one.
+    pub jti: Option<String>,
     /// The document grants, in glob order.
     pub docs: Vec<DocGrant>,
     /// `admin: true`: read-write on every document, and the REST API's
@@ -232,6 +249,8 @@ impl Claims {
             exp: raw.exp,
             docs,
             admin: raw.admin,
+            iat: raw.iat,
+            jti: raw.jti,
         })
     }
 
@@ -270,6 +289,10 @@ pub enum AuthError {
     /// The token is valid but grants nothing on this document.
     #[error("token grants no access to this document")]
     Forbidden,
+    /// A revocation (`POST /api/revocations`) took the token's access to
+    /// this document away.
+    #[error("token revoked")]
+    Revoked,
 }
 
 impl AuthError {
@@ -286,7 +309,7 @@ impl AuthError {
     /// same grants would not help.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::Revoked => StatusCode::FORBIDDEN,
             Self::MissingToken | Self::InvalidToken(_) | Self::Expired | Self::NotYetValid => {
                 StatusCode::UNAUTHORIZED
             }
@@ -306,6 +329,9 @@ impl AuthError {
                 "the token is not valid yet; check the issuer's clock or retry shortly"
             }
             Self::Forbidden => "the token grants no access to this document",
+            Self::Revoked => {
+                "the token was revoked for this document; a token issued after the revocation is needed"
+            }
         }
     }
 }

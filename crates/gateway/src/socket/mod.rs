@@ -34,7 +34,7 @@ use std::sync::Arc;
 use futures::future::FusedFuture;
 use futures::{FutureExt, Sink, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,7 @@ pub(crate) use self::ywebsocket::YWebsocket;
 use crate::close::CloseReason;
 use crate::config::{CLOSE_GRACE, GatewayConfig};
 use crate::limits::ConnectionPermit;
+use crate::live::RevocationList;
 use crate::metrics::Metrics;
 
 /// Everything a socket task needs, gathered before the upgrade.
@@ -66,6 +67,8 @@ pub(crate) struct SocketParts<W> {
     pub(crate) config: Arc<GatewayConfig>,
     /// The node's metrics.
     pub(crate) metrics: Arc<Metrics>,
+    /// The node's revocations, as they change.
+    pub(crate) revocations: watch::Receiver<Arc<RevocationList>>,
 }
 
 /// Serves one upgraded socket until it closes.
@@ -113,6 +116,7 @@ where
         stop,
         config,
         metrics,
+        revocations,
     } = parts;
     let mut documents = documents::Documents::new(&outbox, config.send_queue_frames);
     let greeting = match joined {
@@ -147,7 +151,7 @@ where
         config: &config,
         metrics: &metrics,
     }
-    .read_loop(&mut stream, &overflowed, &stop);
+    .read_loop(&mut stream, &overflowed, &stop, revocations);
     // Reader first: when the socket's outbox overflows the writer may end
     // too, but the reader knows why (1013), so its answer must win over the
     // writer's "connection lost".

@@ -8,6 +8,7 @@ use weft_sync::{Outbound, Registry};
 
 use crate::auth::{Access, Authenticator};
 use crate::close::CloseReason;
+use crate::live::Revocations;
 
 /// One client message, in the words of the socket loop. `address` names the
 /// document it is for: always empty on a y-websocket socket (one document,
@@ -51,6 +52,8 @@ pub(crate) struct Joiner {
     pub(crate) registry: Registry,
     /// Who may open which document (checked per document).
     pub(crate) auth: Authenticator,
+    /// The node's revocations, checked with every token.
+    pub(crate) revocations: Revocations,
 }
 
 /// What the server says, whatever the protocol.
@@ -66,6 +69,9 @@ pub(crate) enum Outgoing<'a> {
     Detached(&'a str),
     /// The answer to [`Inbound::Ping`].
     Pong,
+    /// What the client may now do with the document (after a refreshed
+    /// token or a revocation changed it).
+    Scope(Access),
 }
 
 /// A wire protocol: a pure codec, plus whether one socket carries one
