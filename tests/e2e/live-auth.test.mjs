@@ -207,13 +207,14 @@ e2e('revocation (cluster): posted to node A, it closes the session on node B wit
   }
   const [a, b] = nodes
   const docs = { 'cluster/**': 'rw' }
-  const token = hs({ ...jwtClaims({ sub: 'mallory', docs, jti: 'token-1' }), iat: nowSecs() - 5 })
+  const tokens = [0, 1, 2].map(round => hs({ ...jwtClaims({ sub: 'mallory', docs, jti: `token-${round}` }), iat: nowSecs() - 5 }))
   const samples = []
   for (let round = 0; round < 3; round++) {
+    const token = tokens[round]
     const session = createClient(t, b, `cluster/doc-${round}`, { name: `mallory on B #${round}`, params: { token } })
     await waitSynced(session)
     const posted = now()
-    const made = await api(a, 'POST', '/api/revocations', round === 0 ? { jti: 'token-1' } : { sub: 'mallory', docs: `cluster/doc-${round}` })
+    const made = await api(a, 'POST', '/api/revocations', round === 0 ? { jti: 'token-0' } : { sub: 'mallory', docs: `cluster/doc-${round}` })
     assert.equal(made.status, 201, JSON.stringify(made.body))
     await waitFor(() => session.closeCodes.includes(4403), { on: session, timeout: 5000, what: 'the 4403 close on node B' })
     samples.push(now() - posted)
@@ -226,5 +227,7 @@ e2e('revocation (cluster): posted to node A, it closes the session on node B wit
   await b.restart()
   const listed = await api(b, 'GET', '/api/revocations')
   assert.equal(listed.body.revocations.length, 3, 'node B read every revocation back before it was ready')
-  assertRefusal(await rawUpgrade(b, `/cluster/doc-0?token=${token}`), 403)
+  assertRefusal(await rawUpgrade(b, `/cluster/doc-0?token=${tokens[0]}`), 403)
+  assertRefusal(await rawUpgrade(b, `/cluster/doc-1?token=${tokens[1]}`), 403)
+  assert.equal((await rawUpgrade(b, `/cluster/doc-0?token=${tokens[1]}`)).status, 101, 'a document revocation covers its documents only')
 })

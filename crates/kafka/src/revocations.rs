@@ -9,6 +9,7 @@
 //! then follows it live.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -39,6 +40,8 @@ pub struct RevocationTopic {
     topic: String,
     retention: Duration,
     producer: FutureProducer<WeftContext>,
+    /// Whether this node created (or found) the topic already.
+    created: AtomicBool,
 }
 
 impl std::fmt::Debug for RevocationTopic {
@@ -60,6 +63,7 @@ impl RevocationTopic {
             producer: config
                 .producer()
                 .create_with_context(WeftContext::default())?,
+            created: AtomicBool::new(false),
         })
     }
 
@@ -93,7 +97,7 @@ impl RevocationTopic {
             match self.start().await {
                 Ok(started) => break started,
                 Err(error) => {
-                    warn!(error = %error, topic = %self.topic, "could not read the revocations topic; retrying");
+                    warn!(error = %error, error.source = ?std::error::Error::source(&error), topic = %self.topic, "could not read the revocations topic; retrying");
                     tokio::select! {
                         () = stop.cancelled() => return,
                         () = tokio::time::sleep(RETRY_PAUSE) => {}
@@ -164,8 +168,12 @@ impl RevocationTopic {
         Ok((consumer, first, end))
     }
 
-    /// Creates the topic (one partition) unless it exists.
+    /// Creates the topic (one partition) unless it exists; asks the
+    /// brokers once per node.
     async fn create(&self) -> Result<(), BusError> {
+        if self.created.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let admin: AdminClient<WeftContext> = self
             .config
             .base()
@@ -194,6 +202,7 @@ impl RevocationTopic {
                 }
             }
         }
+        self.created.store(true, Ordering::Release);
         Ok(())
     }
 }
