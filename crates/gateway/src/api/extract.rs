@@ -10,6 +10,7 @@ use tracing::info;
 use crate::auth::{ApiCaller, AuthError, bearer_token_of};
 use crate::config::MAX_DOC_NAME_BYTES;
 use crate::error::{ApiError, draining};
+use crate::live::{TokenFacts, unix_now};
 use crate::state::AppState;
 
 /// Who calls, once the node takes requests: a draining node refuses (503),
@@ -18,7 +19,7 @@ pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<ApiCaller,
     if state.lifecycle.is_draining() {
         return Err(draining());
     }
-    state
+    let caller = state
         .auth
         .api_caller(bearer_token_of(headers).as_deref())
         .map_err(|refusal| {
@@ -31,7 +32,17 @@ pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<ApiCaller,
                 ),
                 other => ApiError::from(&other),
             }
-        })
+        })?;
+    if let ApiCaller::Token(claims) = &caller
+        && state
+            .revocations
+            .current()
+            .revokes_all(&TokenFacts::of(claims), unix_now())
+    {
+        info!(sub = %claims.sub, "API request refused: token revoked");
+        return Err(ApiError::from(&AuthError::Revoked));
+    }
+    Ok(caller)
 }
 
 /// The document a route's `{name}` segment names, percent-decoded; a name

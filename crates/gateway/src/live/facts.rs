@@ -27,7 +27,8 @@ pub struct TokenFacts {
 }
 
 impl TokenFacts {
-    pub(super) fn of(claims: &Claims) -> Self {
+    /// The facts of verified `claims`.
+    pub fn of(claims: &Claims) -> Self {
         Self {
             sub: claims.sub.clone(),
             jti: claims.jti.clone(),

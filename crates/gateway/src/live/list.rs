@@ -76,6 +76,24 @@ impl RevocationList {
     /// access to `doc`; `None` if none matches. Two hash lookups and the
     /// rules found there.
     pub fn limit(&self, token: &TokenFacts, doc: &str, now: u64) -> Option<Limit> {
+        self.limit_where(token, doc, now, |_| true)
+    }
+
+    /// Whether a revocation live at `now` takes all of `token`'s access to
+    /// every document (one without `docs`, with access `none`): such a
+    /// token is refused on the REST API too.
+    pub fn revokes_all(&self, token: &TokenFacts, now: u64) -> bool {
+        self.limit_where(token, "", now, |rule| rule.record.docs.is_none()) == Some(Limit::Closed)
+    }
+
+    /// The strongest limit of the matching rules that `keep` keeps.
+    fn limit_where(
+        &self,
+        token: &TokenFacts,
+        doc: &str,
+        now: u64,
+        keep: impl Fn(&Rule) -> bool,
+    ) -> Option<Limit> {
         let by_jti = token
             .jti
             .as_ref()
@@ -85,6 +103,7 @@ impl RevocationList {
         let by_sub = self.by_sub.get(&token.sub).into_iter().flatten();
         by_jti
             .chain(by_sub)
+            .filter(|rule| keep(rule))
             .filter_map(|rule| rule.limit(token, doc, now))
             .max()
     }

@@ -49,22 +49,32 @@ impl Limit {
     }
 }
 
-/// The body of `POST /api/revocations`.
+/// The body of `POST /api/revocations`. A field is given or absent: `null`
+/// is refused, like an unknown field.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationRequest {
     /// The subject whose tokens are revoked.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub sub: Option<String>,
     /// The token id revoked.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub jti: Option<String>,
     /// The documents covered (a glob); all of them when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub docs: Option<String>,
     /// What is left of their access; nothing when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub access: Option<RevokedAccess>,
+}
+
+/// A field that, when present, holds a value (not `null`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// A revocation as stored in the log and listed by `GET /api/revocations`.

@@ -171,6 +171,10 @@ fn a_document_revocation_limits_the_covered_documents_and_the_strongest_wins() {
     assert_eq!(list.limit(&alice, "team/plan", now), Some(Limit::ReadOnly));
     assert_eq!(list.limit(&alice, "team/secret", now), Some(Limit::Closed));
     assert_eq!(list.limit(&alice, "other", now), None);
+    assert!(
+        !list.revokes_all(&alice, now),
+        "document revocations leave the REST API alone"
+    );
     assert_eq!(Limit::ReadOnly.apply(Access::ReadWrite), Some(Access::Read));
     assert_eq!(Limit::ReadOnly.apply(Access::Read), Some(Access::Read));
     assert_eq!(Limit::Closed.apply(Access::ReadWrite), None);
@@ -219,6 +223,10 @@ fn requests_are_validated() {
         "unknown fields are refused"
     );
     assert!(bad(json!({ "sub": "a", "docs": "" })));
+    assert!(
+        bad(json!({ "sub": "a", "access": null })),
+        "null is not absent"
+    );
     assert!(!bad(json!({ "sub": "a" })));
     assert!(!bad(json!({ "jti": "t" })));
     assert!(!bad(
