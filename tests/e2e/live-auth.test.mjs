@@ -193,6 +193,24 @@ e2e('revocation (embedded): a subject is closed with 4403 at once, its old token
   assertRefusal(await rawUpgrade(server, `/rev/a?token=${old}`), 403)
 })
 
+e2e('revocation (embedded): a Hocuspocus document is detached with PermissionDenied, the socket and its other documents stay', async (t) => {
+  const server = await startWeft(t, { args: ['--auth-jwt-secret', SECRET] })
+  const token = { current: hs({ ...jwtClaims({ sub: 'dave', docs: { 'hrev/**': 'rw' } }), iat: nowSecs() - 5 }) }
+  const socket = hocusSocket(t, server)
+  const kept = hocusClient(t, socket, 'hrev/kept', token)
+  const lost = hocusClient(t, socket, 'hrev/lost', token)
+  await waitFor(() => kept.events.scopes.length === 1 && lost.events.scopes.length === 1, { on: [kept.emitter, lost.emitter], what: 'both documents authenticated' })
+  const made = await api(server, 'POST', '/api/revocations', { sub: 'dave', docs: 'hrev/lost' })
+  assert.equal(made.status, 201)
+  await waitFor(() => lost.events.denied.length === 1, { on: lost.emitter, timeout: 2000, what: 'the revoked document denied' })
+  assert.match(lost.events.denied[0], /access revoked/)
+  const reader = hocusClient(t, hocusSocket(t, server), 'hrev/kept', { current: hs({ ...jwtClaims({ sub: 'erin', docs: { 'hrev/**': 'rw' } }), iat: nowSecs() }) })
+  await waitFor(() => reader.provider.isSynced, { on: reader.emitter, what: 'a reader synced' })
+  kept.doc.getText('text').insert(0, 'still here')
+  await waitFor(() => reader.doc.getText('text').toString() === 'still here', { on: reader.emitter, what: 'the kept document still syncs' })
+  assert.deepEqual(socket.closes, [], 'the socket stays open')
+})
+
 const BROKER = process.env.WEFT_TEST_KAFKA
 const skip = BROKER ? false : 'set WEFT_TEST_KAFKA=host:port (make test does)'
 
