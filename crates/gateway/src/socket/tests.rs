@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod fragments;
+mod live;
 mod stalled;
 
 use std::net::{IpAddr, Ipv4Addr};
