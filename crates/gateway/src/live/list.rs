@@ -1,7 +1,7 @@
 //! The node's live revocations: an indexed list every socket watches, the
 //! durable log behind it, and the task that follows that log.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,6 +128,13 @@ impl RevocationList {
     }
 }
 
+/// A record read from the log; `None` (logged) if it does not parse.
+fn parse(bytes: &[u8]) -> Option<Revocation> {
+    serde_json::from_slice(bytes)
+        .map_err(|error| warn!(error = %error, "skipping a revocation record that does not parse"))
+        .ok()
+}
+
 /// Why a revocation was not made.
 #[derive(Debug, thiserror::Error)]
 pub enum RevokeError {
@@ -205,15 +212,19 @@ impl Revocations {
         let this = self.clone();
         tasks.spawn(async move {
             let mut read = read;
+            // What the log held at start goes into the list at once: one
+            // rebuild, not one per record.
+            let mut stored = Vec::new();
             loop {
                 tokio::select! {
                     biased;
                     record = received.recv() => match record {
-                        Some(record) => this.take(&record),
+                        Some(record) => stored.extend(parse(&record)),
                         None => {
                             // The follower ended (a log that is read once):
                             // loaded if it said so first.
                             if (&mut read).await.is_ok() {
+                                this.apply_all(std::mem::take(&mut stored));
                                 this.mark_loaded();
                             }
                             return;
@@ -226,15 +237,18 @@ impl Revocations {
                         }
                         // Records sent before `loaded` are all queued.
                         while let Ok(record) = received.try_recv() {
-                            this.take(&record);
+                            stored.extend(parse(&record));
                         }
+                        this.apply_all(std::mem::take(&mut stored));
                         this.mark_loaded();
                         break;
                     }
                 }
             }
             while let Some(record) = received.recv().await {
-                this.take(&record);
+                if let Some(record) = parse(&record) {
+                    this.apply(record);
+                }
             }
         });
     }
@@ -294,12 +308,36 @@ impl Revocations {
         Ok(record)
     }
 
-    /// Takes one record read from the log.
-    fn take(&self, bytes: &[u8]) {
-        match serde_json::from_slice::<Revocation>(bytes) {
-            Ok(record) => self.apply(record),
-            Err(error) => warn!(error = %error, "skipping a revocation record that does not parse"),
-        }
+    /// Adds `records` to the live list in one rebuild (the log's records
+    /// at start), skipping ids already known and revocations that ended.
+    pub fn apply_all(&self, records: Vec<Revocation>) {
+        let now = unix_now();
+        self.inner.list.send_modify(|list| {
+            let mut known: HashSet<String> =
+                list.all.iter().map(|rule| rule.record.id.clone()).collect();
+            let mut rules: Vec<Arc<Rule>> = list
+                .all
+                .iter()
+                .filter(|rule| rule.live(now))
+                .cloned()
+                .collect();
+            for record in records {
+                if known.contains(&record.id) {
+                    continue;
+                }
+                match Rule::new(record) {
+                    Some(rule) if rule.live(now) => {
+                        known.insert(rule.record.id.clone());
+                        rules.push(Arc::new(rule));
+                    }
+                    Some(_) => {}
+                    None => warn!(
+                        "skipping a revocation that names neither sub nor jti, or has a bad glob"
+                    ),
+                }
+            }
+            *list = Arc::new(RevocationList::build(rules));
+        });
     }
 
     /// Adds `record` to the live list (once: a record read back from the
