@@ -295,7 +295,8 @@ async fn the_api_refuses_what_it_must() {
             "/api/documents",
             "/api/documents/{name}",
             "/api/documents/{name}/updates",
-            "/api/openapi.json"
+            "/api/openapi.json",
+            "/api/revocations"
         ]
     );
 
