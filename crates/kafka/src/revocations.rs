@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_sync::BusError;
+use weft_sync::backoff::Pauses;
 
 use crate::config::{BROKER_REQUEST_TIMEOUT, KafkaConfig, KafkaConfigError};
 use crate::context::WeftContext;
@@ -31,8 +32,12 @@ const REVOCATIONS_TOPIC_SUFFIX: &str = "-revocations";
 /// How long the consumer lets the broker hold a fetch with nothing new:
 /// a revocation must reach every node within a second.
 const FETCH_WAIT: Duration = Duration::from_millis(100);
-/// Pause before trying again to create or read the topic at start.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// The first pause before trying again to create or read the topic at
+/// start (jittered, doubling up to [`MAX_RETRY_PAUSE`]): a topic just
+/// created has no leader for a moment.
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// The longest pause between two tries.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// The revocations topic: append and follow.
 pub struct RevocationTopic {
@@ -93,6 +98,7 @@ impl RevocationTopic {
         loaded: oneshot::Sender<()>,
         stop: CancellationToken,
     ) {
+        let mut pauses = Pauses::new(FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE);
         let (consumer, first, end) = loop {
             match self.start().await {
                 Ok(started) => break started,
@@ -100,7 +106,7 @@ impl RevocationTopic {
                     warn!(error = %error, error.source = ?std::error::Error::source(&error), topic = %self.topic, "could not read the revocations topic; retrying");
                     tokio::select! {
                         () = stop.cancelled() => return,
-                        () = tokio::time::sleep(RETRY_PAUSE) => {}
+                        () = tokio::time::sleep(pauses.next_pause()) => {}
                     }
                 }
             }

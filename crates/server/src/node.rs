@@ -78,6 +78,8 @@ pub struct NodeHandle {
     tasks: TaskTracker,
     lifecycle: Lifecycle,
     registry: Registry,
+    /// The node's revocations: not ready until the log was read.
+    revocations: Revocations,
     /// The main HTTP server, whose outcome the drain reports.
     server: Option<JoinHandle<std::io::Result<()>>>,
     local_addr: SocketAddr,
@@ -154,7 +156,7 @@ impl Node {
             auth: config.auth,
             admission: Admission::new(config.limits),
             metrics: Arc::new(metrics),
-            revocations,
+            revocations: revocations.clone(),
         };
         if let (Some(listener), Some(address)) = (listeners.metrics, metrics_addr) {
             let router = weft_gateway::metrics_router(state.metrics.clone());
@@ -197,6 +199,7 @@ impl Node {
             tasks,
             lifecycle,
             registry,
+            revocations,
             server: Some(server),
             local_addr,
             metrics_addr,
@@ -234,12 +237,16 @@ impl NodeHandle {
     }
 
     /// What `/readyz` answers, without HTTP: `Err` says which part is not
-    /// ready (draining, the bus, the store).
+    /// ready (draining, the bus, the store, the revocations).
     pub async fn check_ready(&self) -> Result<(), String> {
         if self.lifecycle.is_draining() {
             return Err("this node is shutting down".to_owned());
         }
-        self.registry.check_ready().await
+        self.registry.check_ready().await?;
+        if !self.revocations.is_loaded() {
+            return Err("the revocations are still being read".to_owned());
+        }
+        Ok(())
     }
 
     /// Resolves once the node is ready (what `/readyz` answers 200 to);
