@@ -37,14 +37,15 @@ FROM ${RUST_IMAGE} AS build
 # librdkafka is compiled from the source rdkafka-sys bundles, with its own
 # `./configure` and `make` (not cmake): C and C++ compilers, make, binutils,
 # pkg-config and python3 (its build scripts). zlib comes from the system and
-# is linked dynamically (libz.so.1 is in the runtime image). Neither
-# librdkafka nor sqlx is built with TLS: Kafka and PostgreSQL are spoken in
-# plain text.
+# is linked dynamically (libz.so.1 is in the runtime image).
+# librdkafka links the system's OpenSSL (libssl-dev here, libssl3 in the
+# runtime image) for Kafka's SSL and SASL_SSL; the rest of the TLS
+# (listener, PostgreSQL, OTLP) is rustls, compiled in.
 # Unpinned on purpose (DL3008): Debian drops superseded versions from its
 # mirrors, so pinned versions break the build; the base image fixes the release.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential pkg-config python3 zlib1g-dev \
+ && apt-get install -y --no-install-recommends build-essential pkg-config python3 zlib1g-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -66,6 +67,12 @@ LABEL org.opencontainers.image.title="weft" \
 # A fixed uid/gid (10001), which the Helm chart's securityContext names. Its
 # home is the working directory, where the embedded store's default path
 # (./weft-data) lands; mount a volume there to keep it.
+# librdkafka's TLS (OpenSSL) and the trust store for brokers, PostgreSQL
+# and OTLP collectors with public certificates (unpinned: see above).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 weft \
  && useradd --system --uid 10001 --gid weft --home-dir /var/lib/weft --create-home --shell /usr/sbin/nologin weft
 COPY --from=build /usr/local/bin/weft /usr/local/bin/weft

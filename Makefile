@@ -43,30 +43,38 @@ $(WEB_BUILT): web/package-lock.json web/build.mjs $(wildcard web/src/*)
 	cd web && npm run build
 	touch $@
 
+# librdkafka is built with TLS (Kafka's SSL and SASL_SSL) against the
+# system's OpenSSL: its headers and pkg-config, from Debian, once.
+.PHONY: build-deps
+build-deps: ## Debian packages the Rust build needs: OpenSSL headers (libssl-dev) and pkg-config
+	@if ! pkg-config --exists openssl 2>/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >/dev/null; \
+	fi
+
 .PHONY: web
 web: $(WEB_BUILT) ## build the editor page's assets (npm, pinned by web/package-lock.json)
 
 .PHONY: run
-run: $(WEB_BUILT) ## build and run a node on the embedded default (127.0.0.1:1234, ./weft-data); open http://127.0.0.1:1234/
+run: $(WEB_BUILT) build-deps ## build and run a node on the embedded default (127.0.0.1:1234, ./weft-data); open http://127.0.0.1:1234/
 	$(CARGO) build --release --locked -p weft-server
 	./target/release/weft serve $(ARGS)
 
 .PHONY: build
-build: $(WEB_BUILT) ## debug build of the weft binary
+build: $(WEB_BUILT) build-deps ## debug build of the weft binary
 	$(CARGO) build --locked -p weft-server
 
 .PHONY: test
 test: lint unit e2e fault e2e-python bench-check deploy-check deny ## everything: lints, unit and gateway tests, end-to-end with real clients, the short benchmark, dependency checks
 
 .PHONY: lint
-lint: $(WEB_BUILT) ## rustfmt, clippy (warnings are errors), and no module that imports one importing it back
+lint: $(WEB_BUILT) build-deps ## rustfmt, clippy (warnings are errors), and no module that imports one importing it back
 	$(CARGO) fmt --all -- --check
 	python3 -m unittest -q tests/lint/test_module_cycles.py
 	python3 tests/lint/module_cycles.py .
 	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 .PHONY: unit
-unit: $(WEB_BUILT) kafka postgres-server ## unit, property, store, gateway and bus tests (against an Apache Kafka broker and PostgreSQL)
+unit: $(WEB_BUILT) build-deps kafka postgres-server ## unit, property, store, gateway and bus tests (against an Apache Kafka broker and PostgreSQL)
 	$(WITH_SERVICES) $(CARGO) test --locked --workspace --all-features
 
 tests/node_modules/.weft-lock: tests/package-lock.json

@@ -41,7 +41,7 @@ BENCH_RUN = ulimit -n "$$(ulimit -Hn)"; KAFKA_HEAP_OPTS="$(BENCH_KAFKA_HEAP)" ./
 .PHONY: bench
 # web/.built: the editor page the weft binary embeds (the Makefile defines
 # WEB_BUILT after this file is included, so it is named here).
-bench: web/.built kafka $(BENCH_PEERS_BUILT) redis-server-bin ## Weft vs its peers -> docs/BENCHMARKS.md (BENCH_MODE=short|full)
+bench: web/.built build-deps kafka $(BENCH_PEERS_BUILT) redis-server-bin ## Weft vs its peers -> docs/BENCHMARKS.md (BENCH_MODE=short|full)
 	$(CARGO) build --release --locked -p weft-server -p weft-bench
 	$(BENCH_RUN) --mode $(BENCH_MODE) $(if $(BENCH_REPEATS),--repeats $(BENCH_REPEATS)) \
 	  --results target/bench/results-$(BENCH_MODE).json \
@@ -52,7 +52,7 @@ bench: web/.built kafka $(BENCH_PEERS_BUILT) redis-server-bin ## Weft vs its pee
 # with each run's correctness check (every update delivered exactly once,
 # replicas equal). It fails if a run of Weft fails; the report goes under
 # target/, so the committed full report stays as it is.
-bench-check: web/.built kafka $(BENCH_PEERS_BUILT) redis-server-bin ## the short benchmark as a check; report in target/bench/check/
+bench-check: web/.built build-deps kafka $(BENCH_PEERS_BUILT) redis-server-bin ## the short benchmark as a check; report in target/bench/check/
 	$(CARGO) build --release --locked -p weft-server -p weft-bench
 	$(BENCH_RUN) --mode short --scratch target/bench/check/work \
 	  --results target/bench/check/results.json \

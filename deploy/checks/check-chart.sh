@@ -79,6 +79,14 @@ expect_refusal "helm template, an Ingress in front of nodes without auth" "auth.
   "$helm" template weft "$chart" -f "$here/values-open-ingress.yaml"
 expect_refusal "helm template, metrics.port equal to node.port" "metrics.port equals node.port" \
   "$helm" template weft "$chart" --set metrics.port=1234
+expect_refusal "helm template, TLS without its Secret" "tls.enabled needs tls.existingSecret" \
+  "$helm" template weft "$chart" --set tls.enabled=true
+expect_refusal "helm template, sasl_ssl without the password's Secret" "kafka.security.protocol is sasl_ssl: set" \
+  "$helm" template weft "$chart" --set kafka.security.protocol=sasl_ssl --set kafka.security.saslMechanism=SCRAM-SHA-512 --set kafka.security.saslUsername=weft
+expect_refusal "helm template, a Kafka CA with plaintext" "kafka.security.caSecret/clientCertSecret need protocol ssl or sasl_ssl" \
+  "$helm" template weft "$chart" --set kafka.security.caSecret=kafka-ca
+expect_refusal "helm template, an unknown Kafka protocol (schema)" "kafka/security/protocol" \
+  "$helm" template weft "$chart" --set kafka.security.protocol=tls
 
 echo "== renderings that validate_manifests.py must refuse (values-full's, one promise broken)"
 # tamper HOW: writes values-full's rendering, changed as HOW says, to

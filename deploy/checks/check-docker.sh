@@ -57,3 +57,8 @@ if WEFT_LISTEN="0.0.0.0:$port" run_healthcheck; then echo "FAIL: a 404 passed"; 
 echo "ok: 404 is unhealthy"
 if WEFT_LISTEN="0.0.0.0:$closed" run_healthcheck 2>/dev/null; then echo "FAIL: a closed port passed"; exit 1; fi
 echo "ok: a closed port is unhealthy"
+# A TLS node: its port accepting is the check (no TLS in bash).
+WEFT_TLS_CERT=/etc/weft/tls/tls.crt WEFT_LISTEN="0.0.0.0:$port" run_healthcheck
+echo "ok: with WEFT_TLS_CERT, an accepting port is healthy"
+if WEFT_TLS_CERT=/etc/weft/tls/tls.crt WEFT_LISTEN="0.0.0.0:$closed" run_healthcheck 2>/dev/null; then echo "FAIL: a closed TLS port passed"; exit 1; fi
+echo "ok: with WEFT_TLS_CERT, a closed port is unhealthy"

@@ -43,6 +43,9 @@ const cases = [
   { name: 'store directory that cannot be created', args: ['--store', 'sqlite:///proc/weft-no/weft.db'], names: '--store' },
   { name: 'broadcast batching window too long', args: ['--broadcast-batch-window', '5s'], names: '--broadcast-batch-window' },
   { name: 'broadcast batching threshold of zero', args: ['--broadcast-batch-min-sessions', '0'], names: '--broadcast-batch-min-sessions' },
+  { name: 'TLS certificate that does not exist', args: ['--tls-cert', '/nonexistent/weft/cert.pem', '--tls-key', '/nonexistent/weft/key.pem'], names: '--tls-cert' },
+  { name: 'Kafka SASL without a mechanism', args: ['--kafka-brokers', '127.0.0.1:9', '--kafka-security-protocol', 'sasl_ssl', '--kafka-sasl-username', 'weft', '--kafka-sasl-password', 'secret'], names: '--kafka-sasl-mechanism' },
+  { name: 'Kafka CA file that does not exist', args: ['--kafka-brokers', '127.0.0.1:9', '--kafka-security-protocol', 'ssl', '--kafka-ssl-ca', '/nonexistent/weft/ca.pem'], names: '--kafka-ssl-ca' },
   { name: 'environment twin is validated too', args: [], env: { WEFT_SNAPSHOT_DEBOUNCE: 'often' }, names: 'snapshot-debounce' }
 ]
 

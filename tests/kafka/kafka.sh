@@ -8,6 +8,11 @@
 #   kafka.sh start DIR N          (re)start node N of the cluster in DIR, and wait until it serves clients
 #   kafka.sh signal DIR N SIG     send SIG (KILL, STOP, CONT, TERM) to node N
 #   kafka.sh down DIR             stop every node of DIR (TERM, then KILL after a grace period)
+#   kafka.sh up-sasl-ssl DIR USER PASSWORD
+#                                 one node with a SASL_SSL listener (SCRAM-SHA-256/512 user
+#                                 USER) and an SSL listener that requires a client certificate,
+#                                 a test CA in DIR/tls (client.pem/.key signed by it); prints
+#                                 the SASL_SSL address (the SSL one is in DIR/ssl_bootstrap)
 #
 # DIR holds, per node N: nN/server.properties, nN/data, nN/broker.log,
 # nN/pid, nN/port; and DIR/bootstrap (host:port,...). The jars are cached
@@ -179,6 +184,61 @@ up() { # DIR NODES
   echo "$bootstrap"
 }
 
+# One node whose clients may also use SASL_SSL: a test CA and the broker's
+# certificate (tests/lib/make-test-ca.sh, as PKCS#12 for the broker), the
+# SCRAM credentials written into the storage by the format
+# (`--add-scram`), a SASL_SSL listener and an SSL listener that requires
+# a client certificate from the same CA (mutual TLS), beside the plain
+# ones (which the controller and the readiness probe keep using).
+up_sasl_ssl() { # DIR USER PASSWORD
+  local dir=$1 user=$2 password=$3 port cport sport tport cid cp store_password
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  cp=$(classpath)
+  "$here/../lib/make-test-ca.sh" "$dir/tls" broker
+  "$here/../lib/make-test-ca.sh" "$dir/tls" client
+  store_password=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
+  openssl pkcs12 -export -in "$dir/tls/broker.pem" -inkey "$dir/tls/broker.key" -name broker \
+    -passout "pass:$store_password" -out "$dir/tls/broker.p12"
+  port=$(free_port); cport=$(free_port); sport=$(free_port); tport=$(free_port)
+  write_config "$dir" 1 1 "1@127.0.0.1:$cport" "$port" "$cport"
+  sed -i \
+    -e "s|^listeners=.*|listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport,SSL://127.0.0.1:$tport|" \
+    -e "s|^advertised.listeners=.*|advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport,SSL://127.0.0.1:$tport|" \
+    -e "s|^listener.security.protocol.map=.*|listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL|" \
+    "$dir/n1/server.properties"
+  cat >>"$dir/n1/server.properties" <<EOF
+
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$dir/tls/broker.p12
+ssl.keystore.password=$store_password
+ssl.key.password=$store_password
+listener.name.ssl.ssl.client.auth=required
+listener.name.ssl.ssl.truststore.type=PEM
+listener.name.ssl.ssl.truststore.location=$dir/tls/ca.pem
+EOF
+  cid=$(cluster_id)
+  "$java" -Xmx256m "-Dlog4j2.configurationFile=$here/log4j2.properties" -cp "$cp/*" \
+    kafka.tools.StorageTool format -t "$cid" -c "$dir/n1/server.properties" \
+    --add-scram "SCRAM-SHA-256=[name=$user,password=$password]" \
+    --add-scram "SCRAM-SHA-512=[name=$user,password=$password]" >"$dir/n1/format.log" 2>&1 \
+    || { cat "$dir/n1/format.log" >&2; die "formatting the storage failed"; }
+  launch "$dir" 1
+  wait_ready "$dir" 1
+  local deadline=$((SECONDS + ready_timeout_s))
+  until port_open "$sport" && port_open "$tport"; do
+    [ "$SECONDS" -lt "$deadline" ] || die "the SASL_SSL and SSL listeners did not open"
+    sleep 0.1
+  done
+  echo "127.0.0.1:$port" >"$dir/bootstrap"
+  echo "127.0.0.1:$tport" >"$dir/ssl_bootstrap"
+  echo "127.0.0.1:$sport" >"$dir/sasl_ssl_bootstrap"
+  echo "127.0.0.1:$sport"
+}
+
 signal_node() { # DIR N SIG
   local pid
   pid=$(cat "$1/n$2/pid")
@@ -218,5 +278,6 @@ case "$cmd" in
   start) [ $# -eq 3 ] || die "usage: kafka.sh start DIR N"; launch "$2" "$3"; wait_ready "$2" "$3" ;;
   signal) [ $# -eq 4 ] || die "usage: kafka.sh signal DIR N SIG"; signal_node "$2" "$3" "$4" ;;
   down) [ $# -eq 2 ] || die "usage: kafka.sh down DIR"; down "$2" ;;
-  *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+  up-sasl-ssl) [ $# -eq 4 ] || die "usage: kafka.sh up-sasl-ssl DIR USER PASSWORD"; up_sasl_ssl "$2" "$3" "$4" ;;
+  *) sed -n '2,19p' "$0" >&2; exit 2 ;;
 esac

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -31,9 +32,16 @@ class Weft:
     """One `weft serve` process."""
 
     def __init__(
-        self, port: int, store_dir: str, args: list[str] | None = None, env: dict[str, str] | None = None
+        self,
+        port: int,
+        store_dir: str,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.port = port
+        # With --tls-cert: the context trusting its CA (https, wss).
+        self.tls = tls
         self.env = env or {}
         self.store = f"sqlite://{store_dir}/weft.db"
         self.log_path = Path(store_dir) / "weft.log"
@@ -42,11 +50,11 @@ class Weft:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
@@ -63,7 +71,7 @@ class Weft:
             if self.process.poll() is not None:
                 raise RuntimeError(f"weft exited at start-up:\n{self.log_path.read_text()}")
             try:
-                if httpx.get(f"{self.http_url}/readyz", timeout=1.0).status_code == 200:
+                if httpx.get(f"{self.http_url}/readyz", timeout=1.0, verify=self.tls or True).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

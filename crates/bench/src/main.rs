@@ -20,6 +20,8 @@
 //!   few type; `presence_client`: one client's side of it;
 //! - `joinstorm`: scenario 7, many clients joining one large document at
 //!   once, warm and cold; `joinstorm_doc`: its document;
+//! - `maxrate`: the highest durable update rate one node sustains, found
+//!   by a bounded search (a fresh server per step);
 //! - `scale`: the scaling-out scenario, 1 to 4 Weft nodes under one load;
 //!   `scale_plan`: its sizes, cells and node pickers;
 //! - `plan`: which scenario runs against which server at which sizes;
@@ -37,6 +39,7 @@ mod clock;
 mod conditions;
 mod joinstorm;
 mod joinstorm_doc;
+mod maxrate;
 mod plan;
 mod plot;
 mod presence;
@@ -45,6 +48,7 @@ mod processes;
 mod procstat;
 mod prom;
 mod report;
+mod report_maxrate;
 mod report_presence;
 mod report_sections;
 mod report_stalled;
@@ -117,7 +121,7 @@ struct RunArgs {
     /// Weft's `--kafka-fetch-wait-ms` in cluster runs (default: Weft's own).
     #[arg(long)]
     kafka_fetch_wait_ms: Option<u32>,
-    /// Only these scenarios (comma-separated: latency,fanout,throughput,idle,stalled,trace,storm,presence,scale,joinstorm).
+    /// Only these scenarios (comma-separated: latency,fanout,throughput,maxrate,idle,stalled,trace,storm,presence,scale,joinstorm).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Only these servers (comma-separated; default: all).

@@ -34,10 +34,11 @@ fn scenario_servers(scenario: &str) -> &'static [ServerKind] {
     }
 }
 
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "latency",
     "fanout",
     "throughput",
+    "maxrate",
     "idle",
     "stalled",
     "trace",
@@ -176,6 +177,7 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
             "latency" => sizes.latency_rates.clone(),
             "fanout" => sizes.fanout_rates.clone(),
             "throughput" => sizes.throughput_rates.clone(),
+            "maxrate" => vec![sizes.maxrate_docs as f64],
             "trace" => match &trace {
                 Some(trace) => vec![trace.edits() as f64],
                 None => continue,
@@ -260,6 +262,11 @@ async fn run_one(
         args,
         trace,
     } = *setup;
+    if scenario == "maxrate" {
+        // A search of many steps, each on a server of its own.
+        let outcome = crate::maxrate::search(server_kind, sizes, programs, &args.scratch).await;
+        return Record::from_outcome(scenario, server_kind, x, repeat, None, outcome);
+    }
     let storm_programs;
     let programs = if scenario == "storm" {
         storm_programs = crate::storm::programs(programs);

@@ -228,6 +228,7 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
         &args.plots.join("throughput-cpu.svg"),
     )?;
     let _ = writeln!(out, "![CPU per update]({plots_link}/throughput-cpu.svg)\n");
+    crate::report_maxrate::maxrate_section(&mut out, records, results);
 
     out.push_str(
         "## 4. Idle sessions\n\nSessions spread over 10 documents (each loaded first by one session that wrote one update), every \

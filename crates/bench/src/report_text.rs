@@ -52,8 +52,6 @@ pub(crate) const MISSING: &str = "## Not measured yet
 - Deliveries per server CPU second at a light load include each server's
   fixed costs (timers, heartbeats, the commit loop), so they understate
   capacity; the largest rate is the better estimate.
-- The throughput rates are offered rates; a search for the highest rate a
-  node sustains (raising the rate until a run saturates) is not automated.
 - Two Hocuspocus nodes with the Redis extension lose each other when a
   document is loaded before the extension's Redis connections are ready
   (ioredis: 'Connection in subscriber mode, only subscriber commands may

@@ -6,6 +6,7 @@
 //! | latency | writers on endpoint 0, readers on the last endpoint, steady rate | p50/p90/p99/max, server CPU per update |
 //! | fan-out | one writer, many readers of one document, one node | deliveries/s, p99, deliveries per server CPU second |
 //! | throughput | one writer and one reader per document, many documents, one node | updates/s, server CPU µs per update |
+//! | maxrate | the throughput shape, raised step by step until a step fails (`maxrate.rs`) | highest sustained updates/s, its p50/p99, server and driver CPU |
 //! | idle | many synced sessions doing nothing | server RSS per session |
 //! | stalled | readers of one busy document that stop reading (`stalled.rs`) | server RSS per stalled reader, readers cut off |
 //! | trace | one writer replays a real editing trace, one reader follows; then fresh clients load it (warm, and cold after a restart) | edits/s, server CPU, document size, load times |

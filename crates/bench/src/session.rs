@@ -70,6 +70,10 @@ pub(crate) struct Outcome {
     pub(crate) deliveries: u64,
     /// From the first send to the last reader done.
     pub(crate) elapsed: Duration,
+    /// From the first send to the last writer's last send: how long the
+    /// writers took to offer their updates (the plan's rate asks for
+    /// `updates_per_writer` periods).
+    pub(crate) sending: Duration,
 }
 
 /// The source address of the `index`-th client.
@@ -163,13 +167,15 @@ pub(crate) async fn run_measured(
     }
     let mut latency_us = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("histogram")?;
     let mut clients = Vec::with_capacity(tasks.len());
+    let mut last_send = started;
     // Each failure's text, and whether it was only too slow.
     let mut failures: Vec<(String, bool)> = Vec::new();
     for task in tasks {
         match task.await.context("client task")? {
-            Ok((client, histogram)) => {
+            Ok((client, histogram, sent_last)) => {
                 latency_us.add(&histogram).context("merge histogram")?;
                 clients.push(client);
+                last_send = last_send.max(sent_last.unwrap_or(started));
             }
             Err(error) => {
                 let slow = error.downcast_ref::<DidNotKeepUp>().is_some();
@@ -199,27 +205,30 @@ pub(crate) async fn run_measured(
         deliveries: latency_us.len(),
         latency_us,
         elapsed,
+        sending: last_send.saturating_duration_since(started),
     };
     Ok((outcome, cpu))
 }
 
 /// One client's part: send (if a writer) and apply until it has every
-/// stamp of every writer, or fail at the deadline.
+/// stamp of every writer, or fail at the deadline. Returns the client, its
+/// latencies and (a writer) when it sent its last update.
 async fn participate(
     mut client: Client,
     writer: Option<usize>,
     plan: Plan,
     period: Duration,
     deadline: tokio::time::Instant,
-) -> anyhow::Result<(Client, Histogram<u64>)> {
+) -> anyhow::Result<(Client, Histogram<u64>, Option<Instant>)> {
     let mut histogram = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("histogram")?;
     let mut seen = vec![0_u32; plan.writers];
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let expected = plan.updates_per_writer;
+    let mut sent_last = None;
     loop {
         if seen.iter().all(|count| *count >= expected) {
-            return Ok((client, histogram));
+            return Ok((client, histogram, sent_last));
         }
         let sending = writer.is_some_and(|index| seen[index] < expected);
         tokio::select! {
@@ -227,6 +236,7 @@ async fn participate(
                 let index = writer.expect("sending implies a writer");
                 client.send_stamp(index, u64::from(seen[index])).await?;
                 seen[index] += 1;
+                sent_last = Some(Instant::now());
             }
             frame = client.next_frame() => {
                 let frame = frame?;

@@ -52,6 +52,22 @@ pub(crate) struct Sizes {
     pub(crate) joinstorm_clients: usize,
     #[serde(default)]
     pub(crate) joinstorm_doc_bytes: usize,
+    /// Scenario "maxrate" (`maxrate.rs`): documents (one writer and one
+    /// reader each), the first rate offered, seconds per step, the most
+    /// doublings and bisections, and the search's time budget per server
+    /// (0 in results written before it existed).
+    #[serde(default)]
+    pub(crate) maxrate_docs: usize,
+    #[serde(default)]
+    pub(crate) maxrate_start_rate: f64,
+    #[serde(default)]
+    pub(crate) maxrate_seconds: f64,
+    #[serde(default)]
+    pub(crate) maxrate_doublings: u32,
+    #[serde(default)]
+    pub(crate) maxrate_bisections: u32,
+    #[serde(default)]
+    pub(crate) maxrate_budget_seconds: f64,
 }
 
 impl Sizes {
@@ -80,6 +96,12 @@ impl Sizes {
                 stalled_seconds: 5.0,
                 joinstorm_clients: 20,
                 joinstorm_doc_bytes: 2 * 1024 * 1024,
+                maxrate_docs: 10,
+                maxrate_start_rate: 1_000.0,
+                maxrate_seconds: 2.0,
+                maxrate_doublings: 4,
+                maxrate_bisections: 1,
+                maxrate_budget_seconds: 25.0,
             },
             Mode::Full => Sizes {
                 latency_writers: 4,
@@ -106,6 +128,12 @@ impl Sizes {
                 stalled_seconds: 10.0,
                 joinstorm_clients: 150,
                 joinstorm_doc_bytes: 20 * 1024 * 1024,
+                maxrate_docs: 50,
+                maxrate_start_rate: 1_000.0,
+                maxrate_seconds: 5.0,
+                maxrate_doublings: 6,
+                maxrate_bisections: 3,
+                maxrate_budget_seconds: 180.0,
             },
         }
     }

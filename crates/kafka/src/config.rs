@@ -6,6 +6,8 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use weft_sync::Origin;
 
+use crate::security::{KafkaSecurity, SecurityError};
+
 /// How long one metadata or watermark request may take.
 pub(crate) const BROKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,6 +60,8 @@ pub struct KafkaConfig {
     pub retention: Option<Duration>,
     /// Which partitions the live consumer reads (`--kafka-consume`).
     pub consume: ConsumeScope,
+    /// TLS and SASL towards the brokers (`--kafka-security-protocol`...).
+    pub security: KafkaSecurity,
     /// Any other librdkafka property (`--kafka-option key=value`), applied
     /// last, so it overrides the above.
     pub options: Vec<(String, String)>,
@@ -77,6 +81,9 @@ pub enum KafkaConfigError {
         /// Why.
         reason: String,
     },
+    /// A TLS or SASL setting, named.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     /// librdkafka refused the configuration.
     #[error("librdkafka refused the configuration")]
     Client(#[from] rdkafka::error::KafkaError),
@@ -125,6 +132,7 @@ impl KafkaConfig {
         if self.replication_factor < 1 {
             return Err(invalid("--kafka-replication-factor", "must be at least 1"));
         }
+        self.security.validate()?;
         for (key, _) in &self.options {
             if key.trim().is_empty() {
                 return Err(invalid("--kafka-option", "expected key=value"));
@@ -145,6 +153,7 @@ impl KafkaConfig {
             // A broker that goes away is retried with librdkafka's backoff.
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "5000");
+        self.security.apply(&mut config);
         config
     }
 

@@ -112,6 +112,7 @@ mod tests {
             max_record_bytes: 2 * 1024 * 1024,
             retention: None,
             consume: ConsumeScope::Held,
+            security: crate::security::KafkaSecurity::default(),
             options: Vec::new(),
         }
     }

@@ -30,6 +30,8 @@
 //!
 //! Modules import only modules listed before them; the bus is the top.
 //!
+//! - [`security`]: [`KafkaSecurity`], TLS and SASL towards the brokers
+//!   (librdkafka's `security.protocol`, `sasl.*`, `ssl.*`).
 //! - [`config`]: [`KafkaConfig`], [`ConsumeScope`] and the librdkafka
 //!   settings derived from them.
 //! - [`envelope`]: the protobuf records and the partitioner.
@@ -49,6 +51,8 @@
 //! - `pass`: one pass over a partition, reading until enough is read.
 //! - [`replay`]: reading documents' records back, passes coalesced per
 //!   partition.
+//! - [`probe`]: the start-up check that the brokers accept the TLS and
+//!   SASL settings, failing with the flag to fix.
 //! - `connect`: creating the topics and waiting until they are served.
 //! - `consume`: the live consumer loop, its watchdog and its repairs.
 //! - `producer`: the producer, replaced after a failed publish.
@@ -74,9 +78,11 @@ mod live;
 pub mod metrics;
 mod offset;
 mod pass;
+pub mod probe;
 mod producer;
 pub mod replay;
 pub mod revocations;
+pub mod security;
 pub mod tasks;
 mod trace;
 pub mod worker;
@@ -86,5 +92,9 @@ pub use config::{ConsumeScope, ENVELOPE_OVERHEAD_BYTES, KafkaConfig, KafkaConfig
 pub use counters::{FetchTotals, Fetched};
 pub use envelope::partition_for;
 pub use metrics::KafkaMetrics;
+pub use probe::check_security;
 pub use revocations::RevocationTopic;
+pub use security::{
+    KafkaSecurity, SaslCredentials, SaslMechanism, Secret, SecurityError, SecurityProtocol,
+};
 pub use tasks::BusTasks;

@@ -37,6 +37,7 @@ fn kafka_config(brokers: &str, topic: &str, node: &str) -> KafkaConfig {
         max_record_bytes: 17 * 1024 * 1024,
         retention: None,
         consume: weft_kafka::ConsumeScope::Held,
+        security: weft_kafka::KafkaSecurity::default(),
         options: Vec::new(),
     }
 }

@@ -114,6 +114,14 @@ pub fn decode_hocus_frame(frame: &[u8]) -> Result<(String, HocusMessage), Decode
     Ok((address, message))
 }
 
+/// The address alone, as it goes in front of a y-websocket frame: with it,
+/// `encode_address(a) + frame == encode_addressed(a, frame)`.
+pub fn encode_address(address: &str) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(address.len() + 5);
+    buf.write_string(address);
+    buf
+}
+
 /// A y-websocket frame addressed to a document of a Hocuspocus socket (sync
 /// and awareness share their tags and payloads between the protocols).
 pub fn encode_addressed(address: &str, yjs_frame: &[u8]) -> Vec<u8> {

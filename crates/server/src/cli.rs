@@ -200,6 +200,9 @@ pub struct ServeArgs {
     pub auth_max_token_lifetime: Duration,
 
     #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+
+    #[command(flatten)]
     pub limits: LimitArgs,
 
     #[command(flatten)]
@@ -285,6 +288,9 @@ pub struct KafkaArgs {
     /// Weft's own settings.
     #[arg(long = "kafka-option", env = "WEFT_KAFKA_OPTIONS", value_delimiter = ';', value_parser = parse_key_value)]
     pub kafka_options: Vec<(String, String)>,
+
+    #[command(flatten)]
+    pub security: crate::kafka_security::KafkaSecurityArgs,
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {

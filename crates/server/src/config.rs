@@ -36,6 +36,9 @@ pub struct NodeConfig {
     pub auth: Authenticator,
     /// How long a revocation lives (`--auth-max-token-lifetime`).
     pub max_token_lifetime: Duration,
+    /// `wss://` and `https://` (`--tls-cert`, `--tls-key`); `None` serves
+    /// plain `ws://` and `http://`.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl NodeConfig {
@@ -81,6 +84,7 @@ impl NodeConfig {
             limits,
             auth,
             max_token_lifetime: args.auth_max_token_lifetime,
+            tls: crate::tls::TlsConfig::from_args(&args.tls)?,
         })
     }
 }
@@ -227,6 +231,7 @@ pub fn kafka_config(args: &KafkaArgs) -> anyhow::Result<Option<KafkaConfig>> {
             ConsumeArg::Held => weft_kafka::ConsumeScope::Held,
             ConsumeArg::All => weft_kafka::ConsumeScope::All,
         },
+        security: crate::kafka_security::kafka_security(&args.security)?,
         options: args.kafka_options.clone(),
     };
     config
@@ -247,6 +252,17 @@ fn check_heartbeats(args: &ServeArgs) -> anyhow::Result<()> {
             args.node_heartbeat_interval
         );
     }
+    Ok(())
+}
+
+/// Fails, naming the flag, if the brokers refuse the TLS or SASL settings
+/// (a CA that does not sign their certificates, a wrong password). Brokers
+/// that do not answer are waited for, as in plaintext.
+pub async fn check_kafka_security(config: &KafkaConfig) -> anyhow::Result<()> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || weft_kafka::check_security(&config))
+        .await
+        .context("check the Kafka TLS/SASL settings")??;
     Ok(())
 }
 

@@ -29,16 +29,24 @@
 //! - [`persist`]: the persistence worker, started and stopped the same way.
 //! - [`shutdown`]: waiting for SIGTERM or ctrl-c.
 //! - [`telemetry`]: logs and the OpenTelemetry trace exporter.
+//! - [`serve`]: the main HTTP server on `--listen`, plain or TLS.
+//! - [`tls`]: `wss://` and `https://` on `--listen`, the certificate
+//!   reloaded when its files change.
+//! - [`kafka_security`]: the Kafka TLS and SASL flags, the password read
+//!   from a flag, its environment twin or a file.
 
 pub mod cli;
 pub mod config;
 pub mod drain;
+pub mod kafka_security;
 pub mod listen;
 pub mod node;
 pub mod persist;
 mod revocations;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::NodeConfig;
 pub use drain::{DrainHold, DrainPhase, DrainReport, DrainStep};

@@ -38,7 +38,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use axum::serve::ListenerExt;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -49,7 +48,7 @@ use weft_gateway::live::{RevocationLog, Revocations};
 use weft_gateway::{AppState, Lifecycle};
 use weft_sync::{LogBus, MessageBus, Registry};
 
-use crate::config::{NodeConfig, open_store};
+use crate::config::{NodeConfig, check_kafka_security, open_store};
 use crate::drain::{DrainHold, DrainPhase, DrainReport, DrainStep};
 use crate::listen::Listeners;
 use crate::revocations::{StoreRevocations, TopicRevocations};
@@ -95,6 +94,9 @@ impl Node {
     /// setting, if the store cannot be opened or the Kafka settings cannot
     /// make a client; nothing is spawned then.
     pub async fn start(config: NodeConfig, listeners: Listeners) -> anyhow::Result<NodeHandle> {
+        if let Some(kafka) = &config.kafka {
+            check_kafka_security(kafka).await?;
+        }
         let store = open_store(&config.store_url).await?;
         let local_addr = listeners
             .http
@@ -171,27 +173,20 @@ impl Node {
             });
             info!(listen = %address, "metrics listening");
         }
-        // Yjs frames are small and latency-bound: without TCP_NODELAY, Nagle's
-        // algorithm and the peer's delayed ACK hold a frame back ~40 ms.
-        let listener = listeners.http.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %error, "set TCP_NODELAY");
-            }
-        });
-        let server = tasks.spawn(
-            axum::serve(
-                listener,
-                weft_gateway::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-            .into_future(),
-        );
+        let app = weft_gateway::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let server =
+            crate::serve::spawn(listeners.http, config.tls.as_ref(), app, &tasks, &http_stop)?;
         if open {
             warn!(
                 "NO AUTHENTICATION: neither --auth-jwt-secret nor --auth-jwt-public-key is set, so any client can read and write every document"
             );
         }
-        info!(listen = %local_addr, store = %crate::cli::redacted_url(&config.store_url), "weft node listening");
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        info!(listen = %local_addr, scheme, store = %crate::cli::redacted_url(&config.store_url), "weft node listening");
         Ok(NodeHandle {
             root,
             http_stop,

@@ -11,7 +11,14 @@ use std::collections::{HashMap, HashSet};
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::info;
 
-use crate::frames::{Outbound, SessionId, SessionOutbox};
+use bytes::Bytes;
+
+use crate::frames::{Outbound, SessionId, SessionOutbox, prefixed};
+
+/// Distinct prefixes one broadcast shares a built frame for. Sessions of a
+/// document nearly always share one prefix (its Hocuspocus address) or
+/// none; past this many, a frame is built per session.
+const SHARED_PREFIXES: usize = 4;
 
 /// The outboxes of one document's sessions.
 #[derive(Debug, Default)]
@@ -57,12 +64,12 @@ impl Sessions {
         }
     }
 
-    /// Queues a frame for one session; `false` if its outbox is full or
-    /// gone.
+    /// Queues a frame for one session (behind its prefix); `false` if its
+    /// outbox is full or gone.
     pub(crate) fn send_to(&self, id: SessionId, outbound: Outbound) -> bool {
         self.outboxes
             .get(&id)
-            .is_some_and(|outbox| outbox.try_queue(outbound).is_ok())
+            .is_some_and(|outbox| outbox.try_queue(outbox.framed(&outbound)).is_ok())
     }
 
     /// Offers a frame to every session but `except`.
@@ -91,11 +98,12 @@ impl Sessions {
         except: Option<SessionId>,
         wanted: impl Fn(&SessionId) -> bool,
     ) {
+        let mut framed = PrefixedFrames::new(outbound);
         self.outboxes.retain(|id, outbox| {
             if Some(*id) == except || !wanted(id) {
                 return true;
             }
-            match outbox.try_queue(outbound.clone()) {
+            match outbox.try_queue(framed.for_prefix(&outbox.prefix)) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
                     info!(
@@ -110,5 +118,58 @@ impl Sessions {
                 Err(TrySendError::Closed(_)) => false,
             }
         });
+    }
+}
+
+/// One broadcast's frame behind each prefix it met, built once per prefix
+/// and shared (as [`Bytes`]) by every session with that prefix.
+struct PrefixedFrames<'a> {
+    frame: &'a Outbound,
+    built: Vec<(Bytes, Outbound)>,
+}
+
+impl<'a> PrefixedFrames<'a> {
+    fn new(frame: &'a Outbound) -> Self {
+        Self {
+            frame,
+            built: Vec::new(),
+        }
+    }
+
+    /// The frame behind `prefix`, built on the first request for it.
+    fn for_prefix(&mut self, prefix: &Bytes) -> Outbound {
+        if prefix.is_empty() {
+            return self.frame.clone();
+        }
+        if let Some((_, built)) = self.built.iter().find(|(known, _)| known == prefix) {
+            return built.clone();
+        }
+        let built = prefixed(prefix, self.frame);
+        if self.built.len() < SHARED_PREFIXES {
+            self.built.push((prefix.clone(), built.clone()));
+        }
+        built
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::PrefixedFrames;
+
+    #[test]
+    fn a_prefixed_frame_is_built_once_per_prefix_and_shared() {
+        let frame = Bytes::from_static(b"\x00\x02update");
+        let mut framed = PrefixedFrames::new(&frame);
+        let empty = framed.for_prefix(&Bytes::new());
+        assert_eq!(empty.as_ptr(), frame.as_ptr(), "no prefix: the same bytes");
+        let prefix = Bytes::from_static(b"\x03doc");
+        let first = framed.for_prefix(&prefix);
+        let second = framed.for_prefix(&Bytes::copy_from_slice(b"\x03doc"));
+        assert_eq!(&first[..], b"\x03doc\x00\x02update");
+        assert_eq!(first.as_ptr(), second.as_ptr(), "one build per prefix");
+        let other = framed.for_prefix(&Bytes::from_static(b"\x01x"));
+        assert_eq!(&other[..], b"\x01x\x00\x02update");
     }
 }

@@ -62,9 +62,20 @@ pub struct SessionOutbox {
     /// Cancelled when the document was deleted: the gateway closes the
     /// session with "document deleted" (the client must drop its copy).
     pub deleted: CancellationToken,
+    /// Bytes the protocol puts in front of every frame of this document
+    /// (a Hocuspocus document address); empty for none. A broadcast builds
+    /// the prefixed frame once per distinct prefix and shares it between
+    /// the sessions that have that prefix, instead of a copy per session.
+    pub prefix: Bytes,
 }
 
 impl SessionOutbox {
+    /// `frame` as this session's protocol sends it: behind the session's
+    /// prefix (a copy), or itself when there is none.
+    pub fn framed(&self, frame: &Outbound) -> Outbound {
+        prefixed(&self.prefix, frame)
+    }
+
     /// Queues a frame if both bounds allow it, counting its bytes; a frame
     /// refused is not counted.
     pub fn try_queue(&self, frame: Outbound) -> Result<(), TrySendError<Outbound>> {
@@ -142,6 +153,18 @@ impl QueuedBytes {
     pub fn limit(&self) -> usize {
         self.limit
     }
+}
+
+/// `frame` behind `prefix`, in one allocation; `frame` itself (shared, no
+/// copy) when the prefix is empty.
+pub(crate) fn prefixed(prefix: &Bytes, frame: &Outbound) -> Outbound {
+    if prefix.is_empty() {
+        return frame.clone();
+    }
+    let mut joined = Vec::with_capacity(prefix.len() + frame.len());
+    joined.extend_from_slice(prefix);
+    joined.extend_from_slice(frame);
+    Bytes::from(joined)
 }
 
 /// Encodes a message as the frame it travels in.

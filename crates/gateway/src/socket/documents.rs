@@ -2,23 +2,28 @@
 //!
 //! A y-websocket socket holds one document, joined before the upgrade
 //! straight onto the socket's outbox. A Hocuspocus socket joins documents
-//! as their tokens arrive; each has its own bounded outbox, forwarded into
-//! the socket's with the address in front (sync and awareness messages are
-//! the same bytes in both protocols). All of a socket's outboxes count
-//! against one bound in bytes (`--send-queue-bytes`). A full outbox
-//! anywhere, in frames or in bytes, trips the socket's `overflowed` token: the socket is closed (1013) and the client
+//! as their tokens arrive, each straight onto the socket's outbox too, with
+//! the document's address as its outbox's prefix: the document puts the
+//! address in front of each frame, building an addressed frame once per
+//! broadcast and sharing it between the sessions with that address (sync
+//! and awareness messages are the same bytes in both protocols). So a
+//! delivery is one queued `Bytes` and one wake-up of the socket's writer,
+//! whatever the protocol. All of a socket's documents count against one
+//! bound in frames (the outbox's capacity) and one in bytes
+//! (`--send-queue-bytes`). A full outbox, in frames or in bytes, trips the
+//! socket's `overflowed` token: the socket is closed (1013) and the client
 //! re-syncs, so nothing is ever dropped while it stays open.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::info;
 use weft_sync::{Outbound, QueuedBytes, Session, SessionId, SessionOutbox};
 
@@ -69,6 +74,7 @@ impl SocketOutbox {
             queued: self.queued.clone(),
             overflowed: self.overflowed.clone(),
             deleted,
+            prefix: Bytes::new(),
         }
     }
 }
@@ -112,25 +118,19 @@ pub(crate) struct Documents {
     overflowed: CancellationToken,
     /// One future per joined document, resolving when it is deleted.
     deletions: FuturesUnordered<Deletion>,
-    /// The forwarders of multiplexed documents, so none outlives the socket.
-    forwarders: TaskTracker,
-    /// The capacity of a multiplexed document's own outbox.
-    send_queue_frames: usize,
     /// Set when a document came, went or got a new token: the socket's
     /// expiry timer must be re-armed.
     tokens_changed: bool,
 }
 
 impl Documents {
-    pub(crate) fn new(outbox: &SocketOutbox, send_queue_frames: usize) -> Self {
+    pub(crate) fn new(outbox: &SocketOutbox) -> Self {
         Self {
             joined: HashMap::new(),
             frames: outbox.frames.clone(),
             queued: outbox.queued.clone(),
             overflowed: outbox.overflowed.clone(),
             deletions: FuturesUnordered::new(),
-            forwarders: TaskTracker::new(),
-            send_queue_frames,
             tokens_changed: false,
         }
     }
@@ -247,13 +247,19 @@ impl Documents {
                 return self.send(denied(refusal.details()));
             }
         };
-        let (frames, receiver) = mpsc::channel(self.send_queue_frames);
+        let SessionGrant { access, token } = grant;
+        // `Authenticated` goes first, before the document can broadcast to
+        // the session: its frames go straight into the socket's outbox.
+        for frame in wire.greeting(address, access, Vec::new()) {
+            self.send(Some(frame))?;
+        }
         let deleted = CancellationToken::new();
         let outbox = SessionOutbox {
-            frames,
+            frames: self.frames.clone(),
             queued: self.queued.clone(),
             overflowed: self.overflowed.clone(),
             deleted: deleted.clone(),
+            prefix: wire.prefix(address),
         };
         let session = match joiner.registry.join(doc, outbox).await {
             Ok(session) => session,
@@ -263,11 +269,12 @@ impl Documents {
                 return Err(answer.close);
             }
         };
-        let SessionGrant { access, token } = grant;
-        for frame in wire.greeting(address, access, session.greeting()) {
-            self.send(Some(frame))?;
+        // The document's greeting (its SyncStep1 and awareness) may follow
+        // an update broadcast since the join: updates commute, and the
+        // client's own SyncStep1 is answered with what it lacks.
+        for frame in session.greeting() {
+            self.send(wire.encode(address, Outgoing::Document(frame)))?;
         }
-        self.forward(wire.clone(), address, receiver);
         session.want_stateless();
         info!(doc, session = %session.id(), read_only = access == Access::Read, "hocuspocus document open");
         let joined = Joined {
@@ -324,36 +331,9 @@ impl Documents {
         }
     }
 
-    /// Broadcasts of the document at `address`, addressed, into the socket's
-    /// outbox. A full socket outbox makes this wait, so the document's own
-    /// outbox fills and trips `overflowed`: the socket is closed, nothing
-    /// dropped. The forwarder ends when the document drops its outbox (the
-    /// socket left it). The document counted the frame's bytes against the
-    /// socket's bound; the address added in front is counted too.
-    fn forward<W: Wire>(&self, wire: W, address: &str, mut receiver: mpsc::Receiver<Outbound>) {
-        let frames = self.frames.clone();
-        let queued = self.queued.clone();
-        let address = address.to_owned();
-        self.forwarders.spawn(async move {
-            while let Some(frame) = receiver.recv().await {
-                let counted = frame.len();
-                let Some(addressed) = wire.encode(&address, Outgoing::Document(frame)) else {
-                    queued.remove(counted);
-                    continue;
-                };
-                queued.add(addressed.len());
-                queued.remove(counted);
-                if frames.send(addressed).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-
-    /// Leaves every document; their forwarders end with their outboxes.
+    /// Leaves every document.
     pub(crate) fn leave_all(&mut self) {
         self.joined.clear();
         self.deletions.clear();
-        self.forwarders.close();
     }
 }

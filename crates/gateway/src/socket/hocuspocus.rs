@@ -19,8 +19,8 @@
 use bytes::Bytes;
 use tracing::debug;
 use weft_protocol::hocuspocus::{
-    HOCUS_PONG, HocusMessage, decode_hocus_frame, encode_addressed, encode_authenticated,
-    encode_close, encode_permission_denied, encode_sync_status,
+    HOCUS_PONG, HocusMessage, decode_hocus_frame, encode_address, encode_addressed,
+    encode_authenticated, encode_close, encode_permission_denied, encode_sync_status,
 };
 use weft_sync::Outbound;
 
@@ -70,6 +70,10 @@ impl Wire for Hocuspocus {
             Outgoing::Scope(access) => encode_authenticated(address, access == Access::Read),
         };
         Some(Bytes::from(frame))
+    }
+
+    fn prefix(&self, address: &str) -> Bytes {
+        Bytes::from(encode_address(address))
     }
 
     fn greeting(&self, address: &str, access: Access, document: Vec<Outbound>) -> Vec<Outbound> {

@@ -1,6 +1,7 @@
 //! The socket loop, one for both wire protocols.
 //!
-//! Two halves run in one task. The *reader* (`reader.rs`) decodes client
+//! Two halves run in one task, each with its own waker (`halves.rs`), so a
+//! frame queued for the client polls the writer alone. The *reader* (`reader.rs`) decodes client
 //! frames with the socket's `Wire` (`wire.rs`) and acts on them; the
 //! *writer* (`writer.rs`) drains the socket's bounded outbox, pings on a
 //! timer, and writes the close frame the reader chose. Heartbeats, the idle
@@ -20,6 +21,7 @@
 //! is how no update is ever dropped silently.
 
 mod documents;
+mod halves;
 mod hocuspocus;
 mod reader;
 mod wire;
@@ -41,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 pub(crate) use self::documents::{Joined, SocketOutbox};
+use self::halves::Half;
 pub(crate) use self::hocuspocus::Hocuspocus;
 pub(crate) use self::wire::{Joiner, Wire};
 pub(crate) use self::ywebsocket::YWebsocket;
@@ -118,7 +121,7 @@ where
         metrics,
         revocations,
     } = parts;
-    let mut documents = documents::Documents::new(&outbox, config.send_queue_frames);
+    let mut documents = documents::Documents::new(&outbox);
     let greeting = match joined {
         Some(joined) => {
             let greeting = wire.greeting("", joined.access, joined.session.greeting());
@@ -145,20 +148,23 @@ where
     )
     .fuse();
     tokio::pin!(writer);
-    let reader = reader::Reader {
-        wire: &wire,
-        documents: &mut documents,
-        config: &config,
-        metrics: &metrics,
-    }
-    .read_loop(&mut stream, &overflowed, &stop, revocations);
-    // Reader first: when the socket's outbox overflows the writer may end
-    // too, but the reader knows why (1013), so its answer must win over the
-    // writer's "connection lost".
-    let closing = tokio::select! {
-        biased;
-        closing = reader => closing,
-        () = &mut writer => Some(CloseReason::ConnectionLost),
+    let closing = {
+        let reader = reader::Reader {
+            wire: &wire,
+            documents: &mut documents,
+            config: &config,
+            metrics: &metrics,
+        }
+        .read_loop(&mut stream, &overflowed, &stop, revocations);
+        tokio::pin!(reader);
+        // Each half is polled only when its own waker fired (`halves.rs`):
+        // a frame queued for the client polls the writer alone. When both
+        // are due the reader goes first: when the socket's outbox
+        // overflows the writer may end too, but the reader knows why (1013).
+        match halves::first_of(reader, writer.as_mut()).await {
+            Half::Reader(closing) => closing,
+            Half::Writer => Some(CloseReason::ConnectionLost),
+        }
     };
     documents.leave_all();
     if !writer.is_terminated() {

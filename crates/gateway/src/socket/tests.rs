@@ -248,6 +248,26 @@ async fn a_hocuspocus_update_is_acknowledged_once_durable() {
 }
 
 #[tokio::test]
+async fn a_broadcast_reaches_both_protocols_each_in_its_framing() {
+    let registry = registry();
+    let mut writer = y_websocket(&registry, Access::ReadWrite, GatewayConfig::default()).await;
+    writer.next_binary().await;
+    let mut first = hocuspocus(&registry, GatewayConfig::default());
+    authenticate(&mut first).await;
+    let mut second = hocuspocus(&registry, GatewayConfig::default());
+    authenticate(&mut second).await;
+    let mut plain = y_websocket(&registry, Access::ReadWrite, GatewayConfig::default()).await;
+    plain.next_binary().await;
+    let update = update_message(1, "to all");
+    writer.send(update.clone()).await;
+    // The Hocuspocus sessions share one addressed frame; the y-websocket
+    // session gets the frame as it is.
+    assert_eq!(first.next_binary().await, encode_addressed(DOC, &update));
+    assert_eq!(second.next_binary().await, encode_addressed(DOC, &update));
+    assert_eq!(plain.next_binary().await, update);
+}
+
+#[tokio::test]
 async fn a_y_websocket_update_is_applied_and_broadcast_to_the_others() {
     let registry = registry();
     let mut writer = y_websocket(&registry, Access::ReadWrite, GatewayConfig::default()).await;

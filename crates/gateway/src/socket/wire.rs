@@ -3,6 +3,7 @@
 //! server's messages are encoded. The socket loop does
 //! the rest the same way for both.
 
+use bytes::Bytes;
 use weft_protocol::{AwarenessUpdate, StateVector};
 use weft_sync::{Outbound, Registry};
 
@@ -100,6 +101,13 @@ pub(crate) trait Wire: Clone + Send + Sync + 'static {
     /// protocol has no such message (a y-websocket client gets no sync
     /// status).
     fn encode(&self, address: &str, message: Outgoing<'_>) -> Option<Outbound>;
+
+    /// What goes in front of each of a document's frames at `address`
+    /// (the document builds an addressed broadcast frame once and shares
+    /// it); empty when frames go as they are.
+    fn prefix(&self, _address: &str) -> Bytes {
+        Bytes::new()
+    }
 
     /// The first frames of a freshly joined document: the document's own
     /// greeting (its SyncStep1 and awareness) framed for the protocol, and

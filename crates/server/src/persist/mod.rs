@@ -28,7 +28,7 @@ use weft_kafka::fold::FoldConfig;
 use weft_kafka::worker::{self, WorkerConfig, WorkerStatus};
 
 use crate::cli::PersistArgs;
-use crate::config::{kafka_config, open_store};
+use crate::config::{check_kafka_security, kafka_config, open_store};
 
 /// How often the worker writes due snapshots and commits.
 const TICK: Duration = Duration::from_millis(250);
@@ -94,6 +94,7 @@ impl Worker {
         config: PersistConfig,
         listener: TcpListener,
     ) -> anyhow::Result<WorkerHandle> {
+        check_kafka_security(&config.worker.kafka).await?;
         let store = open_store(&config.store_url).await?;
         let local_addr = listener.local_addr().context("read the bound address")?;
         let status = Arc::new(WorkerStatus::default());

@@ -60,6 +60,73 @@ pub(super) fn otlp_protocol() -> anyhow::Result<Protocol> {
     Ok(Protocol::HttpProtobuf)
 }
 
+/// The variables naming a PEM CA bundle that signs the collector's
+/// certificate (the OpenTelemetry specification's names), most specific
+/// first.
+const CERTIFICATE_VARIABLES: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+];
+
+/// A CA bundle read from the first certificate variable that is set.
+struct OtlpCa {
+    variable: &'static str,
+    pem: Vec<u8>,
+}
+
+fn otlp_ca() -> anyhow::Result<Option<OtlpCa>> {
+    for variable in CERTIFICATE_VARIABLES {
+        if let Some(path) = env(variable) {
+            let pem = std::fs::read(&path).with_context(|| format!("{variable}: read {path}"))?;
+            return Ok(Some(OtlpCa { variable, pem }));
+        }
+    }
+    Ok(None)
+}
+
+/// gRPC: tonic with rustls (ring); the system's roots, or the given CA.
+fn exporter_grpc(
+    ca: Option<&OtlpCa>,
+) -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    use opentelemetry_otlp::WithTonicConfig as _;
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+
+    let builder = SpanExporter::builder().with_tonic();
+    match ca {
+        Some(ca) => builder
+            .with_tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca.pem)))
+            .build(),
+        None => builder.build(),
+    }
+}
+
+/// HTTP/protobuf: reqwest with rustls (ring); the system's roots, or the
+/// given CA.
+fn exporter_http(
+    ca: Option<&OtlpCa>,
+) -> anyhow::Result<Result<SpanExporter, opentelemetry_otlp::ExporterBuildError>> {
+    use opentelemetry_otlp::WithHttpConfig as _;
+
+    // reqwest is built without a crypto provider of its own: rustls's
+    // process default is ring, the workspace's one provider.
+    let _already = rustls::crypto::ring::default_provider().install_default();
+    let builder = SpanExporter::builder().with_http();
+    let Some(ca) = ca else {
+        return Ok(builder.build());
+    };
+    let variable = ca.variable;
+    let mut client = reqwest::Client::builder();
+    for certificate in reqwest::Certificate::from_pem_bundle(&ca.pem)
+        .with_context(|| format!("{variable}: not a PEM certificate bundle"))?
+    {
+        client = client.add_root_certificate(certificate);
+    }
+    let client = client
+        .build()
+        .with_context(|| format!("{variable}: build the OTLP HTTP client"))?;
+    Ok(builder.with_http_client(client).build())
+}
+
 /// Checks the sampler variables the SDK would otherwise only warn about.
 fn check_sampler() -> anyhow::Result<()> {
     let Some(sampler) = env("OTEL_TRACES_SAMPLER") else {
@@ -104,9 +171,10 @@ pub(super) fn tracer_provider(instance: &str) -> anyhow::Result<Option<SdkTracer
     };
     let protocol = otlp_protocol()?;
     check_sampler()?;
+    let ca = otlp_ca()?;
     let exporter = match protocol {
-        Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
-        Protocol::HttpProtobuf => SpanExporter::builder().with_http().build(),
+        Protocol::Grpc => exporter_grpc(ca.as_ref()),
+        Protocol::HttpProtobuf => exporter_http(ca.as_ref())?,
     }
     .with_context(|| {
         format!("OTEL_EXPORTER_OTLP_ENDPOINT={endpoint:?}: build the OTLP exporter")

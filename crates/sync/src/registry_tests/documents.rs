@@ -196,6 +196,7 @@ async fn past_max_documents_a_new_document_is_refused_until_one_unloads() {
                 queued: QueuedBytes::new(usize::MAX),
                 overflowed: CancellationToken::new(),
                 deleted: CancellationToken::new(),
+                prefix: bytes::Bytes::new(),
             },
         )
         .await;

@@ -75,6 +75,7 @@ pub(super) async fn join_bounded(
                 queued: QueuedBytes::new(queue_bytes),
                 overflowed: overflowed.clone(),
                 deleted: deleted.clone(),
+                prefix: bytes::Bytes::new(),
             },
         )
         .await

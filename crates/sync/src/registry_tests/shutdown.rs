@@ -60,6 +60,7 @@ async fn shutdown_commits_what_is_queued_then_writes_the_snapshot() {
                     queued: QueuedBytes::new(usize::MAX),
                     overflowed: CancellationToken::new(),
                     deleted: CancellationToken::new(),
+                    prefix: bytes::Bytes::new(),
                 },
             )
             .await,

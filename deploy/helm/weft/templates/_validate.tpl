@@ -36,6 +36,19 @@ failure names the value to change.
 {{- if and $topics.enabled (gt (int $topics.minInsyncReplicas) (int .Values.kafka.replicationFactor)) }}
 {{- fail "kafka.strimziTopics.minInsyncReplicas exceeds kafka.replicationFactor: with acks=all no update could ever be acknowledged" }}
 {{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.existingSecret) }}
+{{- fail "tls.enabled needs tls.existingSecret: a Secret of type kubernetes.io/tls holding the nodes' certificate and key" }}
+{{- end }}
+{{- $kafka := .Values.kafka.security }}
+{{- if and (hasPrefix "sasl_" $kafka.protocol) (or (not $kafka.saslMechanism) (not $kafka.saslUsername) (not $kafka.saslPasswordSecret)) }}
+{{- fail (printf "kafka.security.protocol is %s: set kafka.security.saslMechanism, saslUsername and saslPasswordSecret" $kafka.protocol) }}
+{{- end }}
+{{- if and (not (hasPrefix "sasl_" $kafka.protocol)) (or $kafka.saslMechanism $kafka.saslPasswordSecret) }}
+{{- fail (printf "kafka.security SASL settings are set but protocol is %s: use sasl_ssl" $kafka.protocol) }}
+{{- end }}
+{{- if and (not (has $kafka.protocol (list "ssl" "sasl_ssl"))) (or $kafka.caSecret $kafka.clientCertSecret) }}
+{{- fail (printf "kafka.security.caSecret/clientCertSecret need protocol ssl or sasl_ssl, not %s" $kafka.protocol) }}
+{{- end }}
 {{- if and .Values.otel.collector.enabled (not .Values.otel.enabled) }}
 {{- fail "otel.collector.enabled needs otel.enabled (nothing would send it traces)" }}
 {{- end }}

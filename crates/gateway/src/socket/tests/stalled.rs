@@ -82,6 +82,7 @@ async fn a_reader_past_its_byte_bound_is_closed_with_1013_and_the_others_keep_re
                 queued: weft_sync::QueuedBytes::new(usize::MAX),
                 overflowed: CancellationToken::new(),
                 deleted: CancellationToken::new(),
+                prefix: bytes::Bytes::new(),
             },
         )
         .await
