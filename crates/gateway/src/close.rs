@@ -34,6 +34,12 @@ pub mod close_code {
     /// the name again). In the private-use range 4000-4999 (RFC 6455), after
     /// HTTP 410 Gone.
     pub const DOCUMENT_DELETED: u16 = 4410;
+    /// The session's token expired (`exp` plus the leeway passed): reconnect
+    /// with a fresh token. After HTTP 401, as Hocuspocus's `Unauthorized`.
+    pub const TOKEN_EXPIRED: u16 = 4401;
+    /// A revocation, or a refreshed token, took the session's access away.
+    /// After HTTP 403, as Hocuspocus's `Forbidden`.
+    pub const ACCESS_REVOKED: u16 = 4403;
     /// The close reason sent with [`DOCUMENT_DELETED`], and the reason of the
     /// Hocuspocus `CLOSE` message that detaches one deleted document.
     pub const DOCUMENT_DELETED_REASON: &str = "document deleted";
@@ -77,6 +83,10 @@ pub enum CloseReason {
     DocumentUnavailable,
     /// The document was deleted, or the client holds its deleted history.
     DocumentDeleted,
+    /// The token of one of the socket's sessions expired.
+    TokenExpired,
+    /// A revocation or a refreshed token took a session's access away.
+    AccessRevoked,
 }
 
 /// The counter, besides the per-code one, that a close increments.
@@ -105,6 +115,8 @@ impl CloseReason {
                 TRY_AGAIN_LATER
             }
             Self::DocumentDeleted => DOCUMENT_DELETED,
+            Self::TokenExpired => TOKEN_EXPIRED,
+            Self::AccessRevoked => ACCESS_REVOKED,
         }
     }
 
@@ -127,6 +139,8 @@ impl CloseReason {
             Self::LogUnavailable => "update log unavailable; reconnect",
             Self::DocumentUnavailable => "document unavailable; retry",
             Self::DocumentDeleted => close_code::DOCUMENT_DELETED_REASON,
+            Self::TokenExpired => "token expired",
+            Self::AccessRevoked => "access revoked",
         }
     }
 
@@ -169,6 +183,8 @@ mod tests {
             CloseReason::LogUnavailable,
             CloseReason::DocumentUnavailable,
             CloseReason::DocumentDeleted,
+            CloseReason::TokenExpired,
+            CloseReason::AccessRevoked,
         ];
         for reason in all {
             assert!(reason.reason().len() <= 123, "{reason}");
@@ -186,5 +202,8 @@ mod tests {
         );
         assert_eq!(CloseReason::DocumentDeleted.code(), 4410);
         assert_eq!(CloseReason::MessageTooBig.code(), 1009);
+        assert_eq!(CloseReason::TokenExpired.code(), 4401);
+        assert_eq!(CloseReason::TokenExpired.reason(), "token expired");
+        assert_eq!(CloseReason::AccessRevoked.code(), 4403);
     }
 }

@@ -31,6 +31,8 @@
 //! - [`error`]: [`ApiError`], the JSON refusal, and the one mapping from a
 //!   failure to its HTTP status and close.
 //! - [`metrics`]: [`Metrics`], the node's Prometheus metrics.
+//! - [`live`]: auth while connected: session grants, token expiry,
+//!   revocations and their log.
 //! - [`auth`]: JWT verification before the upgrade, document grants.
 //! - [`limits`]: connection counts, upgrade and update rates.
 //! - [`lifecycle`]: [`Lifecycle`], draining state shared with the server.
@@ -46,6 +48,7 @@ pub mod editor;
 pub mod error;
 pub mod lifecycle;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod routes;
 mod socket;

@@ -136,6 +136,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if let Err(reason) = state.registry.check_ready().await {
         return ApiError::unavailable("not ready", reason).into_response();
     }
+    if !state.revocations.is_loaded() {
+        return ApiError::unavailable("not ready", "the revocations are still being read")
+            .into_response();
+    }
     axum::Json(serde_json::json!({ "status": "ready" })).into_response()
 }
 

@@ -8,6 +8,7 @@ use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
 use crate::lifecycle::Lifecycle;
 use crate::limits::Admission;
+use crate::live::Revocations;
 use crate::metrics::Metrics;
 
 /// What every request handler shares.
@@ -25,4 +26,7 @@ pub struct AppState {
     pub admission: Admission,
     /// The node's metrics (`GET /metrics`).
     pub metrics: Arc<Metrics>,
+    /// Revocations (`/api/revocations`), checked at upgrades and applied
+    /// to open sessions.
+    pub revocations: Revocations,
 }

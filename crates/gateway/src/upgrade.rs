@@ -28,6 +28,7 @@ use tracing::{Instrument, debug, error, info, info_span};
 use crate::auth::{Access, token_from_request};
 use crate::config::{MAX_DOC_NAME_BYTES, READ_BUFFER_BYTES, WRITE_BUFFER_BYTES};
 use crate::error::{ApiError, FailureAnswer, draining};
+use crate::live::{SessionGrant, unix_now};
 use crate::metrics::StatusLabel;
 use crate::socket::{Hocuspocus, Joined, Joiner, SocketOutbox, SocketParts, Wire, YWebsocket};
 use crate::state::AppState;
@@ -99,17 +100,22 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
         }
         check_origin(&parts, &state.config.allowed_origins)?;
         let permit = state.admission.admit(peer).map_err(ApiError::from)?;
+        revocations_loaded(&state)?;
         // After admission, so failed attempts count against the upgrade rate.
         let token = token_from_request(&parts);
         let context = state.auth.context(&parts.headers, peer);
-        let (access, author) = match state.auth.authorize_as(token.as_deref(), &doc, &context).await {
-            Ok(granted) => granted,
+        let revocations = state.revocations.current();
+        let checked =
+            SessionGrant::check(&state.auth, &revocations, token.as_deref(), &doc, unix_now(), &context).await;
+        let (grant, author) = match checked {
+            Ok(checked) => checked,
             Err(refusal) => {
                 tracing::Span::current().record("auth", "refused");
                 info!(status = refusal.status().as_u16(), reason = %refusal, "upgrade refused");
                 return Err(ApiError::from(&refusal));
             }
         };
+        let SessionGrant { access, token } = grant;
         let granted = if access == Access::Read { "read" } else { "write" };
         tracing::Span::current().record("auth", granted);
         let upgrade = websocket_upgrade(&mut parts, &state)?;
@@ -131,7 +137,7 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
         // linked to the upgrade's.
         let session_span = info_span!(parent: None, "session", doc = %doc, session = %session.id(), peer = %peer);
         session_span.follows_from(tracing::Span::current());
-        let joined = Joined { session, access, deleted };
+        let joined = Joined { doc: doc.into(), session, access, token, deleted };
         let socket = socket_parts(&state, YWebsocket, Some(joined), outbox, permit);
         Ok(start(&state, upgrade, socket, session_span))
     }
@@ -162,12 +168,14 @@ async fn hocuspocus_upgrade(state: AppState, mut parts: Parts) -> Response {
         }
         check_origin(&parts, &state.config.allowed_origins)?;
         let permit = state.admission.admit(peer).map_err(ApiError::from)?;
+        revocations_loaded(&state)?;
         let upgrade = websocket_upgrade(&mut parts, &state)?;
         let wire = Hocuspocus {
             joiner: Joiner {
                 registry: state.registry.clone(),
                 auth: state.auth.clone(),
                 context: Arc::new(state.auth.context(&parts.headers, peer)),
+                revocations: state.revocations.clone(),
             },
         };
         let outbox = SocketOutbox::new(
@@ -202,7 +210,20 @@ fn socket_parts<W: Wire>(
         stop: state.lifecycle.sessions_stop().clone(),
         config: state.config.clone(),
         metrics: state.metrics.clone(),
+        revocations: state.revocations.subscribe(),
     }
+}
+
+/// Refuses upgrades (503) until the node has read every stored revocation,
+/// so a token revoked before a restart is not let in after it.
+fn revocations_loaded(state: &AppState) -> Result<(), ApiError> {
+    if state.revocations.is_loaded() {
+        return Ok(());
+    }
+    Err(ApiError::unavailable(
+        "not ready",
+        "the revocations are still being read; retry shortly",
+    ))
 }
 
 /// Answers `101` and runs the socket as a tracked task in `span`.

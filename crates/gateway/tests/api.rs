@@ -300,7 +300,8 @@ async fn the_api_refuses_what_it_must() {
             "/api/documents/{name}/undelete",
             "/api/documents/{name}/updates",
             "/api/documents/{name}/versions",
-            "/api/openapi.json"
+            "/api/openapi.json",
+            "/api/revocations"
         ]
     );
 

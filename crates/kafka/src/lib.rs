@@ -58,6 +58,8 @@
 //! - `consume`: the live consumer loop, its watchdog and its repairs.
 //! - `producer`: the producer, replaced after a failed publish.
 //! - [`bus`]: [`KafkaBus`], the `MessageBus`.
+//! - [`revocations`]: [`RevocationTopic`], the revocations of tokens
+//!   (`<topic>-revocations`, one partition, read from the start).
 //! - [`fold`]: the persistence worker's folded documents and its commit
 //!   rule; `group`: its consumer group side (rebalances, commits, lag);
 //!   [`worker`]: the worker's loop.
@@ -81,6 +83,7 @@ mod pass;
 pub mod probe;
 mod producer;
 pub mod replay;
+pub mod revocations;
 pub mod security;
 pub mod tasks;
 mod trace;
@@ -92,6 +95,7 @@ pub use counters::{FetchTotals, Fetched};
 pub use envelope::partition_for;
 pub use metrics::KafkaMetrics;
 pub use probe::check_security;
+pub use revocations::RevocationTopic;
 pub use security::{
     KafkaSecurity, SaslCredentials, SaslMechanism, Secret, SecurityError, SecurityProtocol,
 };

@@ -174,3 +174,16 @@ macro_rules! list_topic_documents {
 }
 
 pub(crate) use {list_documents, list_topic_documents};
+
+/// Stores a revocation record once (`$1` id, `$2` record, `$3` expiry in
+/// Unix seconds).
+pub(crate) const SAVE_REVOCATION: &str =
+    "INSERT INTO weft_revocations (id, record, expires_at) VALUES ($1, $2, $3)
+     ON CONFLICT (id) DO NOTHING";
+
+/// Drops the revocations that ended (`$1`: now, Unix seconds).
+pub(crate) const DROP_ENDED_REVOCATIONS: &str =
+    "DELETE FROM weft_revocations WHERE expires_at <= $1";
+
+/// Every stored revocation record, in the order stored.
+pub(crate) const READ_REVOCATIONS: &str = "SELECT record FROM weft_revocations ORDER BY stored";

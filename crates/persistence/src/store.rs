@@ -201,6 +201,34 @@ impl EmbeddedLog for SqlStore<D> {
             .map_err(|error| StoreError::new("commit deletion", error))?;
         Ok(seq)
     }
+
+    async fn save_revocation(
+        &self,
+        id: &str,
+        record: &[u8],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::SAVE_REVOCATION)
+            .bind(id)
+            .bind(record)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| StoreError::new("save revocation", error))?;
+        Ok(())
+    }
+
+    async fn load_revocations(&self, now: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        sqlx::query(sql::DROP_ENDED_REVOCATIONS)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| StoreError::new("drop ended revocations", error))?;
+        sqlx::query_scalar(sql::READ_REVOCATIONS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|error| StoreError::new("read revocations", error))
+    }
 }
 }
 

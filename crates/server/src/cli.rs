@@ -213,6 +213,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub auth: AuthArgs,
 
+    /// The longest a token lives (`exp` - `iat`): a revocation
+    /// (`POST /api/revocations`) ends this long after it was made, once every
+    /// token it could match has expired. Issue tokens shorter than this.
+    #[arg(long, env = "WEFT_AUTH_MAX_TOKEN_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    pub auth_max_token_lifetime: Duration,
+
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
 

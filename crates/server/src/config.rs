@@ -37,6 +37,8 @@ pub struct NodeConfig {
     pub auth: Authenticator,
     /// Deadlines and caps for connections not yet upgraded.
     pub http: HttpLimits,
+    /// How long a revocation lives (`--auth-max-token-lifetime`).
+    pub max_token_lifetime: Duration,
     /// `wss://` and `https://` (`--tls-cert`, `--tls-key`); `None` serves
     /// plain `ws://` and `http://`.
     pub tls: Option<crate::tls::TlsConfig>,
@@ -68,6 +70,11 @@ impl NodeConfig {
             retention: args.history_retention,
             automatic: args.kafka.kafka_brokers.is_none(),
         });
+        if args.auth_max_token_lifetime.is_zero() {
+            bail!(
+                "--auth-max-token-lifetime / WEFT_AUTH_MAX_TOKEN_LIFETIME must be greater than zero"
+            );
+        }
         let limits = LimitsConfig {
             max_connections: to_usize(
                 args.limits.max_connections,
@@ -88,6 +95,7 @@ impl NodeConfig {
             limits,
             auth,
             http: http_limits(&args.http)?,
+            max_token_lifetime: args.auth_max_token_lifetime,
             tls: crate::tls::TlsConfig::from_args(&args.tls)?,
             history,
         })

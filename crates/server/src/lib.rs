@@ -25,6 +25,8 @@
 //!   a permission service.
 //! - [`http`]: the HTTP server: deadlines and caps for connections that
 //!   have not upgraded.
+//! - `revocations`: where revocations of tokens are kept: the embedded
+//!   store, or the cluster's revocations topic.
 //! - [`node`]: [`Node::start`], [`NodeHandle::shutdown`]: the drain in order.
 //! - [`drain`]: the phases of a drain, watched (and held) by callers and
 //!   tests.
@@ -46,6 +48,7 @@ pub mod kafka_security;
 pub mod listen;
 pub mod node;
 pub mod persist;
+mod revocations;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

@@ -44,12 +44,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use weft_gateway::limits::Admission;
+use weft_gateway::live::{RevocationLog, Revocations};
 use weft_gateway::{AppState, Lifecycle};
 use weft_sync::{LogBus, MessageBus, Registry};
 
 use crate::config::{NodeConfig, check_kafka_security, open_store_with_history};
 use crate::drain::{DrainHold, DrainPhase, DrainReport, DrainStep};
 use crate::listen::Listeners;
+use crate::revocations::{StoreRevocations, TopicRevocations};
 
 /// How often [`NodeHandle::ready`] asks again: the bus connects within
 /// milliseconds embedded, within seconds in a cluster.
@@ -75,6 +77,8 @@ pub struct NodeHandle {
     tasks: TaskTracker,
     lifecycle: Lifecycle,
     registry: Registry,
+    /// The node's revocations: not ready until the log was read.
+    revocations: Revocations,
     /// The main HTTP server, whose outcome the drain reports.
     server: Option<JoinHandle<std::io::Result<()>>>,
     local_addr: SocketAddr,
@@ -113,6 +117,17 @@ impl Node {
         let root = CancellationToken::new();
         let tasks = TaskTracker::new();
         let bus_stop = root.child_token();
+        let revocation_log: Arc<dyn RevocationLog> = match &config.kafka {
+            Some(kafka) => Arc::new(TopicRevocations {
+                topic: Arc::new(
+                    weft_kafka::RevocationTopic::new(kafka, config.max_token_lifetime)
+                        .context("--kafka-* settings")?,
+                ),
+            }),
+            None => Arc::new(StoreRevocations {
+                store: store.clone(),
+            }),
+        };
         let bus: Arc<dyn MessageBus> = match config.kafka {
             Some(kafka) => {
                 info!(brokers = %kafka.brokers, topic = %kafka.topic, node = %kafka.origin, "cluster mode: updates go through Kafka");
@@ -128,6 +143,10 @@ impl Node {
         if let Some(history) = config.history {
             registry.enable_history(history_store, history);
         }
+        let revocations =
+            Revocations::new(revocation_log, config.max_token_lifetime, &config.node_id);
+        // Stopped with the bus: sessions no longer need it by then.
+        revocations.start(&tasks, &bus_stop);
 
         let http_stop = root.child_token();
         let lifecycle = Lifecycle::under(&root);
@@ -149,6 +168,7 @@ impl Node {
             auth: config.auth,
             admission: Admission::new(config.limits),
             metrics: Arc::new(metrics),
+            revocations: revocations.clone(),
         };
         if let (Some(listener), Some(address)) = (listeners.metrics, metrics_addr) {
             let router = weft_gateway::metrics_router(state.metrics.clone());
@@ -188,6 +208,7 @@ impl Node {
             tasks,
             lifecycle,
             registry,
+            revocations,
             server: Some(server),
             local_addr,
             metrics_addr,
@@ -225,12 +246,16 @@ impl NodeHandle {
     }
 
     /// What `/readyz` answers, without HTTP: `Err` says which part is not
-    /// ready (draining, the bus, the store).
+    /// ready (draining, the bus, the store, the revocations).
     pub async fn check_ready(&self) -> Result<(), String> {
         if self.lifecycle.is_draining() {
             return Err("this node is shutting down".to_owned());
         }
-        self.registry.check_ready().await
+        self.registry.check_ready().await?;
+        if !self.revocations.is_loaded() {
+            return Err("the revocations are still being read".to_owned());
+        }
+        Ok(())
     }
 
     /// Resolves once the node is ready (what `/readyz` answers 200 to);

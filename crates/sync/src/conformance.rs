@@ -38,10 +38,40 @@ pub async fn run_all(store: &dyn EmbeddedLog) {
     deletion_leaves_a_tombstone_that_fences_old_snapshots(store).await;
     listing_is_by_name_and_skips_deleted_documents(store).await;
     topic_tombstones_round_trip_and_are_not_listed(store).await;
+    revocations_are_kept_once_until_they_end(store).await;
     store
         .check()
         .await
         .expect("check answers on a healthy store");
+}
+
+async fn revocations_are_kept_once_until_they_end(store: &dyn EmbeddedLog) {
+    store
+        .save_revocation("a", b"first", 100)
+        .await
+        .expect("save");
+    store
+        .save_revocation("b", b"second", 300)
+        .await
+        .expect("save");
+    store
+        .save_revocation("a", b"again", 500)
+        .await
+        .expect("save again");
+    let live = store.load_revocations(50).await.expect("load");
+    assert_eq!(
+        live,
+        vec![b"first".to_vec(), b"second".to_vec()],
+        "in order, once each"
+    );
+    let live = store.load_revocations(100).await.expect("load");
+    assert_eq!(
+        live,
+        vec![b"second".to_vec()],
+        "an ended revocation is dropped"
+    );
+    let live = store.load_revocations(99).await.expect("load");
+    assert_eq!(live, vec![b"second".to_vec()], "and stays dropped");
 }
 
 async fn unknown_document_loads_empty(store: &dyn EmbeddedLog) {

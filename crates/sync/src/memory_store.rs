@@ -24,6 +24,8 @@ struct MemoryState {
     log: Vec<(LogSeq, String, Vec<u8>)>,
     /// Per (log id, document).
     snapshots: HashMap<(String, String), Snapshot>,
+    /// Revocation records: id, record, expiry; in the order stored.
+    revocations: Vec<(String, Vec<u8>, i64)>,
 }
 
 impl MemoryStore {
@@ -183,6 +185,33 @@ impl EmbeddedLog for MemoryStore {
             .log
             .retain(|(logged, name, _)| name != doc || *logged > seq);
         Ok(seq)
+    }
+
+    async fn save_revocation(
+        &self,
+        id: &str,
+        record: &[u8],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut state = self.inner.lock();
+        if !state.revocations.iter().any(|(known, _, _)| known == id) {
+            state
+                .revocations
+                .push((id.to_owned(), record.to_vec(), expires_at));
+        }
+        Ok(())
+    }
+
+    async fn load_revocations(&self, now: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut state = self.inner.lock();
+        state
+            .revocations
+            .retain(|(_, _, expires_at)| *expires_at > now);
+        Ok(state
+            .revocations
+            .iter()
+            .map(|(_, record, _)| record.clone())
+            .collect())
     }
 }
 

@@ -235,4 +235,18 @@ pub trait EmbeddedLog: SnapshotStore {
         tombstone_state_vector: &[u8],
         deleted_at_ms: i64,
     ) -> Result<LogSeq, StoreError>;
+
+    /// Stores an opaque revocation record (the gateway's JSON) under its
+    /// unique `id` until `expires_at` (Unix seconds); storing an `id` again
+    /// changes nothing. Durable when this returns `Ok`.
+    async fn save_revocation(
+        &self,
+        id: &str,
+        record: &[u8],
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The revocation records that live after `now` (Unix seconds), in the
+    /// order they were stored; those that ended are dropped.
+    async fn load_revocations(&self, now: i64) -> Result<Vec<Vec<u8>>, StoreError>;
 }

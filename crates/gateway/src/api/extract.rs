@@ -13,6 +13,7 @@ use weft_sync::SyncError;
 use crate::auth::{Access, ApiCaller, AuthError, bearer_token_of};
 use crate::config::MAX_DOC_NAME_BYTES;
 use crate::error::{ApiError, FailureAnswer, draining};
+use crate::live::{TokenFacts, unix_now};
 use crate::state::AppState;
 
 /// Who calls, once the node takes requests: a draining node refuses (503),
@@ -31,7 +32,7 @@ pub(crate) async fn caller(
         Some(remote) => state.auth.context(headers, remote),
         None => crate::auth::RequestContext::default(),
     };
-    state
+    let caller = state
         .auth
         .api_caller(bearer_token_of(headers).as_deref(), doc, &context)
         .await
@@ -45,7 +46,17 @@ pub(crate) async fn caller(
                 ),
                 other => ApiError::from(&other),
             }
-        })
+        })?;
+    if let ApiCaller::Token(claims) = &caller
+        && state
+            .revocations
+            .current()
+            .revokes_all(&TokenFacts::of(claims), unix_now())
+    {
+        info!(sub = %claims.sub, "API request refused: token revoked");
+        return Err(ApiError::from(&AuthError::Revoked));
+    }
+    Ok(caller)
 }
 
 /// The peer's address, when the server recorded it.

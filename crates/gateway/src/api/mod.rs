@@ -15,6 +15,8 @@
 //! | `POST /api/documents/{name}/restore` | restore to `{"version":"ID"}` or `{"at":"..."}` as a new edit (write grant) |
 //! | `GET /api/documents/{name}/diff?from=ID&to=ID&text=ROOT` | per text root, what changed, and who wrote the versions between |
 //! | `GET /api/documents/{name}/activity?from=&to=` | per author: updates, first and last time |
+//! | `POST /api/revocations` | revoke a subject's or a token's access, on every node (admin) |
+//! | `GET /api/revocations` | the live revocations (admin) |
 //!
 //! `{name}` is one path segment, percent-decoded: `team%2Fplan` is the
 //! document `team/plan`. Query strings are `application/x-www-form-urlencoded`
@@ -30,6 +32,7 @@ mod documents;
 mod extract;
 mod history;
 mod representation;
+mod revocations;
 
 #[cfg(test)]
 mod tests;
@@ -57,6 +60,14 @@ pub(crate) fn router(config: &GatewayConfig) -> Router<AppState> {
     Router::new()
         .route("/openapi.json", read_only(get(openapi)))
         .route("/documents", read_only(get(documents::list)))
+        .route(
+            "/revocations",
+            get(revocations::list)
+                .post(revocations::create)
+                .fallback(|| async {
+                    method_not_allowed("GET, HEAD, POST", "this route answers GET, HEAD, POST")
+                }),
+        )
         .route(
             "/documents/{name}",
             get(documents::get)

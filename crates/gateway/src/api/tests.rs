@@ -33,6 +33,7 @@ async fn answer(method: Method, path: &str) -> (StatusCode, HeaderMap, serde_jso
             max_connections_per_ip: 0,
             upgrades_per_ip_per_second: 0,
         }),
+        revocations: crate::live::Revocations::disabled(),
     };
     let request = Request::builder()
         .method(method)

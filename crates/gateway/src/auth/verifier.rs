@@ -233,6 +233,19 @@ struct RawClaims {
     /// the names the policy gives.
     #[serde(flatten)]
     other: serde_json::Map<String, serde_json::Value>,
+    /// When the token was issued (revocations compare it).
+    #[serde(default, deserialize_with = "optional_numeric_date")]
+    iat: Option<u64>,
+    /// The token's own id (a revocation may name it).
+    #[serde(default)]
+    jti: Option<String>,
+}
+
+/// An optional [`numeric_date`].
+fn optional_numeric_date<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    numeric_date(deserializer).map(Some)
 }
 
 /// A JWT NumericDate: whole seconds, or fractional ones (RFC 7519 allows
@@ -259,8 +272,12 @@ pub struct Claims {
     /// Who the token was issued to; for logs.
     pub sub: String,
     /// When the token expires, in seconds since the Unix epoch. Checked at
-    /// the upgrade only: an open session outlives its token.
+    /// the upgrade, and a session is closed once it passes (`live`).
     pub exp: u64,
+    /// When the token was issued (`iat`), if it says.
+    pub iat: Option<u64>,
+    /// The token's id (`jti`), if it has one.
+    pub jti: Option<String>,
     /// The document grants, in glob order.
     pub docs: Vec<DocGrant>,
     /// `admin: true`: read-write on every document, and the REST API's
@@ -305,6 +322,8 @@ impl Claims {
             exp: raw.exp,
             docs,
             admin,
+            iat: raw.iat,
+            jti: raw.jti,
         })
     }
 
@@ -347,6 +366,10 @@ pub enum AuthError {
     /// time, failed, or answered nonsense: 503, never open access.
     #[error("the permission service is unavailable")]
     Unavailable,
+    /// A revocation (`POST /api/revocations`) took the token's access to
+    /// this document away.
+    #[error("token revoked")]
+    Revoked,
 }
 
 impl AuthError {
@@ -363,7 +386,7 @@ impl AuthError {
     /// same grants would not help.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::Revoked => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::MissingToken | Self::InvalidToken(_) | Self::Expired | Self::NotYetValid => {
                 StatusCode::UNAUTHORIZED
@@ -385,6 +408,9 @@ impl AuthError {
             }
             Self::Forbidden => "the token grants no access to this document",
             Self::Unavailable => "access cannot be decided right now; retry shortly",
+            Self::Revoked => {
+                "the token was revoked for this document; a token issued after the revocation is needed"
+            }
         }
     }
 }

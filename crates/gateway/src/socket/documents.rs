@@ -22,8 +22,9 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::info;
 use weft_sync::{Outbound, QueuedBytes, Session, SessionId, SessionOutbox};
 
 use super::wire::{Joiner, Outgoing, Wire};
@@ -31,6 +32,7 @@ use crate::auth::Access;
 use crate::close::CloseReason;
 use crate::config::MAX_DOC_NAME_BYTES;
 use crate::error::FailureAnswer;
+use crate::live::{SessionGrant, TokenFacts, unix_now};
 
 /// Most documents one Hocuspocus socket may hold at once.
 pub(crate) const MAX_DOCUMENTS_PER_SOCKET: usize = 256;
@@ -80,12 +82,27 @@ impl SocketOutbox {
 /// A document the socket holds.
 #[derive(Debug)]
 pub(crate) struct Joined {
+    /// The document's name.
+    pub(crate) doc: Box<str>,
     /// The session on the document.
     pub(crate) session: Session,
-    /// What the client may do with it.
+    /// What the client may do with it (narrowed by revocations and
+    /// refreshed tokens).
     pub(crate) access: Access,
+    /// The token that granted it; `None` without authentication.
+    pub(crate) token: Option<Arc<TokenFacts>>,
     /// Tripped by the document when it is deleted.
     pub(crate) deleted: CancellationToken,
+}
+
+impl Joined {
+    /// The grant the session holds now.
+    pub(crate) fn grant(&self) -> SessionGrant {
+        SessionGrant {
+            access: self.access,
+            token: self.token.clone(),
+        }
+    }
 }
 
 /// Resolves with a document's address and session once it is deleted.
@@ -101,6 +118,9 @@ pub(crate) struct Documents {
     overflowed: CancellationToken,
     /// One future per joined document, resolving when it is deleted.
     deletions: FuturesUnordered<Deletion>,
+    /// Set when a document came, went or got a new token: the socket's
+    /// expiry timer must be re-armed.
+    tokens_changed: bool,
 }
 
 impl Documents {
@@ -111,6 +131,7 @@ impl Documents {
             queued: outbox.queued.clone(),
             overflowed: outbox.overflowed.clone(),
             deletions: FuturesUnordered::new(),
+            tokens_changed: false,
         }
     }
 
@@ -122,10 +143,35 @@ impl Documents {
         self.deletions
             .push(deleted.map(move |()| (key, id)).boxed());
         self.joined.insert(address, joined);
+        self.tokens_changed = true;
     }
 
     pub(crate) fn get(&self, address: &str) -> Option<&Joined> {
         self.joined.get(address)
+    }
+
+    /// Every document held, by address.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut Joined)> {
+        self.joined.iter_mut()
+    }
+
+    /// Whether the socket's earliest token expiry may have moved since the
+    /// last call.
+    pub(crate) fn take_tokens_changed(&mut self) -> bool {
+        std::mem::take(&mut self.tokens_changed)
+    }
+
+    /// When the first of the socket's tokens expires (plus the leeway), as
+    /// a timer deadline; `None` if no session has a token.
+    pub(crate) fn earliest_expiry(&self) -> Option<Instant> {
+        let now = unix_now();
+        let remaining = self
+            .joined
+            .values()
+            .filter_map(|joined| joined.token.as_ref())
+            .map(|token| token.remaining(now))
+            .min()?;
+        Some(Instant::now() + remaining)
     }
 
     /// Leaves the document at `address`. Its deletion future is resolved
@@ -134,6 +180,7 @@ impl Documents {
     pub(crate) fn remove(&mut self, address: &str) {
         if let Some(joined) = self.joined.remove(address) {
             joined.deleted.cancel();
+            self.tokens_changed = true;
         }
     }
 
@@ -179,15 +226,12 @@ impl Documents {
         address: &str,
         token: &str,
     ) -> Result<(), CloseReason> {
-        if self.joined.contains_key(address) {
-            debug!(
-                address,
-                "token for a document already authenticated; ignored"
-            );
-            return Ok(());
-        }
         // `name\0session`: the document is the name; replies keep the address.
         let doc = address.split('\0').next().unwrap_or(address);
+        let token = Some(token).filter(|token| !token.is_empty());
+        if self.joined.contains_key(address) {
+            return self.refresh(wire, joiner, address, doc, token).await;
+        }
         let denied = |reason| wire.encode(address, Outgoing::PermissionDenied(reason));
         if doc.is_empty() || doc.len() > MAX_DOC_NAME_BYTES {
             return self.send(denied("invalid document name"));
@@ -195,14 +239,16 @@ impl Documents {
         if self.joined.len() >= MAX_DOCUMENTS_PER_SOCKET {
             return self.send(denied("too many documents on one connection"));
         }
-        let token = Some(token).filter(|token| !token.is_empty());
-        let (access, author) = match joiner.auth.authorize_as(token, doc, &joiner.context).await {
-            Ok(granted) => granted,
+        let revocations = joiner.revocations.current();
+        let checked = SessionGrant::check(&joiner.auth, &revocations, token, doc, unix_now(), &joiner.context).await;
+        let (grant, author) = match checked {
+            Ok(checked) => checked,
             Err(refusal) => {
                 info!(doc, status = refusal.status().as_u16(), reason = %refusal, "hocuspocus document refused");
                 return self.send(denied(refusal.details()));
             }
         };
+        let SessionGrant { access, token } = grant;
         // `Authenticated` goes first, before the document can broadcast to
         // the session: its frames go straight into the socket's outbox.
         for frame in wire.greeting(address, access, Vec::new()) {
@@ -234,12 +280,59 @@ impl Documents {
         session.want_stateless();
         info!(doc, session = %session.id(), read_only = access == Access::Read, "hocuspocus document open");
         let joined = Joined {
+            doc: doc.into(),
             session,
             access,
+            token,
             deleted,
         };
         self.insert(address.to_owned(), joined);
         Ok(())
+    }
+
+    /// A new token for a document the socket holds (Hocuspocus refresh in
+    /// band): verified like a join's and applied to the session. A later
+    /// `exp` moves the expiry; a grant narrower than the session's
+    /// downgrades it (`Authenticated` with the `readonly` scope), one that
+    /// grants nothing, or a token that does not verify, detaches the
+    /// document (`PermissionDenied`) while the socket's others stay. The
+    /// session then has exactly what the new token grants, after the node's
+    /// revocations (a token issued after a revocation may give back what
+    /// it took).
+    async fn refresh<W: Wire>(
+        &mut self,
+        wire: &W,
+        joiner: &Joiner,
+        address: &str,
+        doc: &str,
+        token: Option<&str>,
+    ) -> Result<(), CloseReason> {
+        let revocations = joiner.revocations.current();
+        let checked = SessionGrant::check(&joiner.auth, &revocations, token, doc, unix_now(), &joiner.context)
+            .await
+            .map(|(grant, _)| grant);
+        let Some(joined) = self.joined.get_mut(address) else {
+            return Ok(());
+        };
+        match checked {
+            Ok(grant) => {
+                let access = grant.access;
+                info!(
+                    doc,
+                    read_only = access == Access::Read,
+                    "token refreshed in band"
+                );
+                joined.access = access;
+                joined.token = grant.token;
+                self.tokens_changed = true;
+                self.send(wire.encode(address, Outgoing::Scope(access)))
+            }
+            Err(refusal) => {
+                info!(doc, status = refusal.status().as_u16(), reason = %refusal, "refreshed token refused; document detached");
+                self.remove(address);
+                self.send(wire.encode(address, Outgoing::PermissionDenied(refusal.details())))
+            }
+        }
     }
 
     /// Leaves every document.

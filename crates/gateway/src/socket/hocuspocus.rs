@@ -7,6 +7,11 @@
 //! `PermissionDenied` while the socket and its other documents stay open.
 //! Messages for an address that is not authenticated are ignored.
 //!
+//! A client may send a document's token again at any time (the provider's
+//! `sendToken()`): it is verified and applied to the session in band, and
+//! answered with `Authenticated` and the new scope, or with
+//! `PermissionDenied` and the document detached (see `documents.rs`).
+//!
 //! A client's update is acknowledged with a sync status of 1 only once it
 //! is durable (group commit, or the broker's `acks=all`), and with 0 when
 //! it is not applied (a read-only scope).
@@ -63,6 +68,7 @@ impl Wire for Hocuspocus {
             Outgoing::PermissionDenied(reason) => encode_permission_denied(address, reason),
             Outgoing::Detached(reason) => encode_close(address, reason),
             Outgoing::Pong => vec![HOCUS_PONG],
+            Outgoing::Scope(access) => encode_authenticated(address, access == Access::Read),
         };
         Some(Bytes::from(frame))
     }

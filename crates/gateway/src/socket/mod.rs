@@ -36,7 +36,7 @@ use std::sync::Arc;
 use futures::future::FusedFuture;
 use futures::{FutureExt, Sink, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
@@ -50,6 +50,7 @@ pub(crate) use self::ywebsocket::YWebsocket;
 use crate::close::CloseReason;
 use crate::config::{CLOSE_GRACE, GatewayConfig};
 use crate::limits::ConnectionPermit;
+use crate::live::RevocationList;
 use crate::metrics::Metrics;
 
 /// Everything a socket task needs, gathered before the upgrade.
@@ -69,6 +70,8 @@ pub(crate) struct SocketParts<W> {
     pub(crate) config: Arc<GatewayConfig>,
     /// The node's metrics.
     pub(crate) metrics: Arc<Metrics>,
+    /// The node's revocations, as they change.
+    pub(crate) revocations: watch::Receiver<Arc<RevocationList>>,
 }
 
 /// Serves one upgraded socket until it closes.
@@ -116,6 +119,7 @@ where
         stop,
         config,
         metrics,
+        revocations,
     } = parts;
     let mut documents = documents::Documents::new(&outbox);
     let greeting = match joined {
@@ -151,7 +155,7 @@ where
             config: &config,
             metrics: &metrics,
         }
-        .read_loop(&mut stream, &overflowed, &stop);
+        .read_loop(&mut stream, &overflowed, &stop, revocations);
         tokio::pin!(reader);
         // Each half is polled only when its own waker fired (`halves.rs`):
         // a frame queued for the client polls the writer alone. When both

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Stream, StreamExt};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::{debug, info};
 use weft_sync::{AckWindow, LogSeq, PublishError, SyncError};
 
@@ -19,6 +20,7 @@ use crate::close::CloseReason;
 use crate::config::{GatewayConfig, MAX_UPDATES_IN_FLIGHT};
 use crate::error::FailureAnswer;
 use crate::limits::UpdateRateLimiter;
+use crate::live::{RevocationList, unix_now};
 use crate::metrics::Metrics;
 
 /// An address and whether its update became durable.
@@ -40,6 +42,7 @@ impl<W: Wire> Reader<'_, W> {
         stream: &mut R,
         overflowed: &CancellationToken,
         stop: &CancellationToken,
+        mut revocations: watch::Receiver<Arc<RevocationList>>,
     ) -> Option<CloseReason>
     where
         R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
@@ -65,11 +68,42 @@ impl<W: Wire> Reader<'_, W> {
         // the runtime's timer wheel, and two removals, per frame.
         let timer = tokio::time::sleep_until(heartbeat_deadline.min(idle_deadline));
         tokio::pin!(timer);
+        // One more timer for the earliest token expiry of the socket's
+        // sessions, re-armed only when a document comes, goes or gets a new
+        // token.
+        let first_expiry = self.documents.earliest_expiry();
+        let mut expiring = first_expiry.is_some();
+        let _ = self.documents.take_tokens_changed();
+        // Boxed: every idle session's task holds its timers.
+        let mut expiry_timer = Box::pin(tokio::time::sleep_until(first_expiry.unwrap_or(started)));
+        // The list a socket started with may already hold revocations made
+        // since its upgrade was checked.
+        revocations.mark_changed();
+        // In one reused box, not in the task: every idle session holds it.
+        let mut revocation_changes = ReusableBoxFuture::new(next_change(revocations));
+        let mut watching = true;
         loop {
             let outcome = tokio::select! {
                 biased;
                 () = stop.cancelled() => Err(CloseReason::ServerRestarting),
                 () = overflowed.cancelled() => Err(CloseReason::SendQueueFull),
+                () = &mut expiry_timer, if expiring => {
+                    info!("token expired; closing so the client reconnects with a fresh one");
+                    Err(CloseReason::TokenExpired)
+                }
+                (changed, mut revocations) = &mut revocation_changes, if watching => match changed {
+                    Ok(()) => {
+                        let list = revocations.borrow_and_update().clone();
+                        revocation_changes.set(next_change(revocations));
+                        self.revise(&list)
+                    }
+                    Err(_) => {
+                        // The node's list is gone (shutting down): nothing
+                        // more will change.
+                        watching = false;
+                        Ok(())
+                    }
+                },
                 address = self.documents.next_deleted() => {
                     info!(address, "document deleted");
                     self.deleted(&address)
@@ -121,7 +155,53 @@ impl<W: Wire> Reader<'_, W> {
             if let Err(reason) = outcome {
                 return Some(reason);
             }
+            if self.documents.take_tokens_changed() {
+                let expiry = self.documents.earliest_expiry();
+                expiring = expiry.is_some();
+                if let Some(deadline) = expiry {
+                    expiry_timer.as_mut().reset(deadline);
+                }
+            }
         }
+    }
+
+    /// Applies the node's revocations to every session of the socket: one
+    /// that keeps no access closes the socket with 4403 (a one-document
+    /// socket) or is detached with `PermissionDenied` (Hocuspocus: the
+    /// socket's other documents stay); one left read-only is told so.
+    fn revise(&mut self, list: &RevocationList) -> Result<(), CloseReason> {
+        if list.is_empty() {
+            return Ok(());
+        }
+        let now = unix_now();
+        let mut revoked = Vec::new();
+        let mut downgraded = Vec::new();
+        for (address, joined) in self.documents.iter_mut() {
+            match joined.grant().revised(list, &joined.doc, now) {
+                None => revoked.push(address.clone()),
+                Some(access) if access < joined.access => {
+                    joined.access = access;
+                    downgraded.push(address.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        for address in downgraded {
+            info!(address, "access revoked down to read-only");
+            self.reply(&address, Outgoing::Scope(Access::Read))?;
+        }
+        for address in revoked {
+            info!(address, "access revoked");
+            if !W::MULTIPLEXED {
+                return Err(CloseReason::AccessRevoked);
+            }
+            self.documents.remove(&address);
+            self.reply(
+                &address,
+                Outgoing::PermissionDenied(CloseReason::AccessRevoked.reason()),
+            )?;
+        }
+        Ok(())
     }
 
     /// Acts on one client message.
@@ -281,6 +361,17 @@ async fn window_failed(window: Option<&AckWindow>) -> PublishError {
         Some(window) => window.failed().await,
         None => std::future::pending().await,
     }
+}
+
+/// The next change of the node's revocations, and the receiver back.
+async fn next_change(
+    mut revocations: watch::Receiver<Arc<RevocationList>>,
+) -> (
+    Result<(), watch::error::RecvError>,
+    watch::Receiver<Arc<RevocationList>>,
+) {
+    let changed = revocations.changed().await;
+    (changed, revocations)
 }
 
 /// The close for a socket that failed to read: too big a message, or a

@@ -9,6 +9,7 @@ use weft_sync::{Outbound, Registry};
 
 use crate::auth::{Access, Authenticator};
 use crate::close::CloseReason;
+use crate::live::Revocations;
 
 /// One client message, in the words of the socket loop. `address` names the
 /// document it is for: always empty on a y-websocket socket (one document,
@@ -54,6 +55,8 @@ pub(crate) struct Joiner {
     pub(crate) auth: Authenticator,
     /// The upgrade's headers and peer, for a permission service.
     pub(crate) context: std::sync::Arc<crate::auth::RequestContext>,
+    /// The node's revocations, checked with every token.
+    pub(crate) revocations: Revocations,
 }
 
 /// What the server says, whatever the protocol.
@@ -69,6 +72,9 @@ pub(crate) enum Outgoing<'a> {
     Detached(&'a str),
     /// The answer to [`Inbound::Ping`].
     Pong,
+    /// What the client may now do with the document (after a refreshed
+    /// token or a revocation changed it).
+    Scope(Access),
 }
 
 /// A wire protocol: a pure codec, plus whether one socket carries one

@@ -34,12 +34,19 @@ impl Wire for YWebsocket {
     }
 
     fn encode(&self, _address: &str, message: Outgoing<'_>) -> Option<Outbound> {
+        let denied = |reason: &str| {
+            Bytes::from(Message::Auth(AuthMessage::PermissionDenied(reason.to_owned())).encode())
+        };
         match message {
             Outgoing::Document(frame) => Some(frame),
-            Outgoing::PermissionDenied(reason) => Some(Bytes::from(
-                Message::Auth(AuthMessage::PermissionDenied(reason.to_owned())).encode(),
-            )),
-            Outgoing::SyncStatus(_) | Outgoing::Detached(_) | Outgoing::Pong => None,
+            Outgoing::PermissionDenied(reason) => Some(denied(reason)),
+            // The protocol has no scope message: a read-only session is
+            // told with the same permission-denied message as at its start.
+            Outgoing::Scope(Access::Read) => Some(denied(READ_ONLY_REASON)),
+            Outgoing::SyncStatus(_)
+            | Outgoing::Detached(_)
+            | Outgoing::Pong
+            | Outgoing::Scope(Access::ReadWrite) => None,
         }
     }
 

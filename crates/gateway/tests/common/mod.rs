@@ -77,6 +77,7 @@ impl TestServer {
                 max_connections_per_ip: 10_000,
                 upgrades_per_ip_per_second: 10_000,
             }),
+            revocations: weft_gateway::live::Revocations::disabled(),
         };
         let app = weft_gateway::router(state.clone());
         // As `weft serve` does: Yjs frames are small and latency-bound.

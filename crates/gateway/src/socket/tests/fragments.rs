@@ -108,8 +108,10 @@ async fn a_message_larger_than_a_fragment_arrives_whole_and_the_write_buffer_hol
     let parts = SocketParts {
         wire: YWebsocket,
         joined: Some(Joined {
+            doc: DOC.into(),
             session,
             access: Access::ReadWrite,
+            token: None,
             deleted,
         }),
         outbox,
@@ -117,6 +119,7 @@ async fn a_message_larger_than_a_fragment_arrives_whole_and_the_write_buffer_hol
         stop: CancellationToken::new(),
         config: Arc::new(config.clone()),
         metrics: Arc::new(Metrics::new(registry.clone())),
+        revocations: crate::live::Revocations::disabled().subscribe(),
     };
     let (sink, stream) = server.split();
     let task = tokio::spawn(drive(sink, stream, parts));

@@ -17,8 +17,10 @@ async fn stalled_y_websocket(
         .await
         .unwrap();
     let joined = Joined {
+        doc: DOC.into(),
         session,
         access: Access::ReadWrite,
+        token: None,
         deleted,
     };
     // `mpsc::channel(0)` holds one message per sender; relay it into the

@@ -1,0 +1,7 @@
+-- Revocations of tokens: see migrations/sqlite/0004_revocations.sql.
+CREATE TABLE weft_revocations (
+    stored BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    record BYTEA NOT NULL,
+    expires_at BIGINT NOT NULL
+);
