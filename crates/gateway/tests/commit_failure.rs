@@ -71,6 +71,17 @@ impl EmbeddedLog for FlakyStore {
             .delete_document(doc, tombstone_state_vector, deleted_at_ms)
             .await
     }
+    async fn save_revocation(
+        &self,
+        id: &str,
+        record: &[u8],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.save_revocation(id, record, expires_at).await
+    }
+    async fn load_revocations(&self, now: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.inner.load_revocations(now).await
+    }
 }
 
 #[tokio::test]

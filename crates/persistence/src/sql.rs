@@ -29,10 +29,6 @@ pub(crate) const READ_LOG: &str =
 pub(crate) const APPEND_ONE: &str =
     "INSERT INTO weft_updates (doc, data) VALUES ($1, $2) RETURNING seq";
 
-/// Parameters per row of [`append_many`]: document, bytes, author, time,
-/// node.
-pub(crate) const APPEND_COLUMNS: usize = 5;
-
 /// Appends `rows` updates in one statement (each row's document, bytes,
 /// author, time and node, in order). SQLite's form of the batch append: the sequence numbers are
 /// read from the last inserted row id.

@@ -33,8 +33,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: u32 = 4;
 /// How long a caller waits for a free connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Updates per `INSERT` at most: five parameters each
-/// ([`sql::APPEND_COLUMNS`]), far below SQLite's limit on a statement's
+/// Updates per `INSERT` at most: five parameters each (document, bytes,
+/// author, time, node), far below SQLite's limit on a statement's
 /// parameters (32,766).
 const APPEND_CHUNK_ROWS: usize = 256;
 

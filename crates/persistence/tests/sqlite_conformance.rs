@@ -199,6 +199,7 @@ async fn a_large_batch_keeps_every_row_in_order() {
         .map(|index| NewUpdate {
             doc: if index % 3 == 0 { "three" } else { "other" }.into(),
             update: index.to_le_bytes().to_vec().into(),
+            attribution: Default::default(),
         })
         .collect();
     let seqs = store.append(&batch).await.expect("append");

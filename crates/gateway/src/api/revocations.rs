@@ -7,13 +7,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracing::{error, info};
 
-use super::extract::caller;
+use super::extract::{Peer, caller};
 use crate::error::ApiError;
 use crate::live::{MAX_LIVE_REVOCATIONS, RevocationRequest, RevokeError, unix_now};
 use crate::state::AppState;
 
-fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if caller(state, headers)?.is_admin() {
+async fn require_admin(state: &AppState, headers: &HeaderMap, peer: Peer) -> Result<(), ApiError> {
+    if caller(state, headers, None, peer).await?.is_admin() {
         return Ok(());
     }
     Err(ApiError::new(
@@ -28,9 +28,10 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
 pub(super) async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer: Peer,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
+    require_admin(&state, &headers, peer).await?;
     let request: RevocationRequest = serde_json::from_slice(&body).map_err(|failure| {
         ApiError::bad_request(format!(
             "the body must be {{\"sub\"}}, {{\"jti\"}} or {{\"sub\",\"docs\",\"access\"}}: {failure}"
@@ -64,8 +65,9 @@ pub(super) async fn create(
 pub(super) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer: Peer,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &headers)?;
+    require_admin(&state, &headers, peer).await?;
     let revocations = state.revocations.current().live(unix_now());
     Ok(Json(serde_json::json!({ "revocations": revocations })).into_response())
 }

@@ -56,7 +56,9 @@ impl SessionGrant {
                     author,
                 ));
             }
-            Authenticator::Jwt(verifier) => verifier.verify(token.ok_or(AuthError::MissingToken)?)?,
+            Authenticator::Jwt(verifier) => {
+                verifier.verify(token.ok_or(AuthError::MissingToken)?)?
+            }
             Authenticator::Jwks(keys) => keys.verify(token.ok_or(AuthError::MissingToken)?).await?,
         };
         let access = claims.access_to(doc).ok_or(AuthError::Forbidden)?;

@@ -240,7 +240,15 @@ impl Documents {
             return self.send(denied("too many documents on one connection"));
         }
         let revocations = joiner.revocations.current();
-        let checked = SessionGrant::check(&joiner.auth, &revocations, token, doc, unix_now(), &joiner.context).await;
+        let checked = SessionGrant::check(
+            &joiner.auth,
+            &revocations,
+            token,
+            doc,
+            unix_now(),
+            &joiner.context,
+        )
+        .await;
         let (grant, author) = match checked {
             Ok(checked) => checked,
             Err(refusal) => {
@@ -308,9 +316,16 @@ impl Documents {
         token: Option<&str>,
     ) -> Result<(), CloseReason> {
         let revocations = joiner.revocations.current();
-        let checked = SessionGrant::check(&joiner.auth, &revocations, token, doc, unix_now(), &joiner.context)
-            .await
-            .map(|(grant, _)| grant);
+        let checked = SessionGrant::check(
+            &joiner.auth,
+            &revocations,
+            token,
+            doc,
+            unix_now(),
+            &joiner.context,
+        )
+        .await
+        .map(|(grant, _)| grant);
         let Some(joined) = self.joined.get_mut(address) else {
             return Ok(());
         };

@@ -279,6 +279,7 @@ async fn readyz(auth: Authenticator) -> (StatusCode, Value) {
         lifecycle: crate::Lifecycle::new(),
         config: Arc::new(crate::GatewayConfig::default()),
         auth,
+        revocations: crate::live::Revocations::disabled(),
         admission: crate::limits::Admission::new(crate::limits::LimitsConfig {
             max_connections: 0,
             max_connections_per_ip: 0,
