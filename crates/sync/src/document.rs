@@ -8,18 +8,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use tracing::{Span, debug, debug_span, info, trace};
+use tracing::{debug, debug_span, info, trace};
 use weft_protocol::{AwarenessUpdate, StateVector};
-use yrs::updates::encoder::Encode;
 
 use crate::awareness::{AwarenessTable, Owner};
 use crate::awareness_tick::{AwarenessTick, TickAction};
 use crate::batching::{self, BroadcastBatching, HeldUpdate};
-use crate::bus::{MessageBus, Record, RecordKind};
+use crate::bus::MessageBus;
 use crate::fanout::Sessions;
 use crate::frames::{
     DocName, Outbound, SessionId, SessionOutbox, awareness_frame, stateless_frame,
@@ -30,6 +28,8 @@ use crate::reread::Reread;
 use crate::snapshot_policy::Dirty;
 use crate::store::{LogSeq, SnapshotStore, StoreError, StoredDoc};
 use crate::update::CommittedUpdate;
+
+mod tick;
 
 #[derive(Debug)]
 struct LiveState {
@@ -414,50 +414,6 @@ impl Document {
                 self.publish_awareness(local);
             }
         }
-    }
-
-    /// Sends the awareness changes held for this tick.
-    fn flush_awareness(&self) {
-        let mut state = self.state.lock();
-        let local = self.send_awareness_tick(&mut state, Instant::now());
-        drop(state);
-        self.publish_awareness(local);
-    }
-
-    /// Encodes the current entries of the clients held for this tick once
-    /// and offers the same bytes to every session (but the sender, if one
-    /// session sent them all). Returns this node's own clients' entries and
-    /// their one session, if one, for the other nodes.
-    fn send_awareness_tick(
-        &self,
-        state: &mut LiveState,
-        now: Instant,
-    ) -> Option<(AwarenessUpdate, Option<SessionId>)> {
-        let clients = state.awareness_tick.take(now);
-        if clients.is_empty() || state.deleted {
-            return None;
-        }
-        let coalesced = state.awareness.coalesce(&clients)?;
-        let outbound = awareness_frame(coalesced.all);
-        state
-            .sessions
-            .broadcast(&self.name, &outbound, coalesced.only_session);
-        coalesced.local.map(|local| (local, coalesced.only_session))
-    }
-
-    /// Publishes one tick of this node's clients' awareness to the others.
-    fn publish_awareness(&self, local: Option<(AwarenessUpdate, Option<SessionId>)>) {
-        let Some((update, session)) = local else {
-            return;
-        };
-        self.bus.publish_ephemeral(Record {
-            doc: self.name.clone(),
-            kind: RecordKind::Awareness,
-            payload: Bytes::from(update.encode_v1()),
-            origin_session: session.map_or(0, SessionId::raw),
-            author: None,
-            span: Span::none(),
-        });
     }
 
     /// Marks a session as one that receives stateless messages.

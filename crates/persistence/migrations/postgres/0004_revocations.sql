@@ -1,4 +1,4 @@
--- Revocations of tokens: see migrations/sqlite/0004_revocations.sql.
+-- Revocations of tokens: see migrations/sqlite/0005_revocations.sql.
 CREATE TABLE weft_revocations (
     stored BIGSERIAL PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
