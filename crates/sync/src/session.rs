@@ -141,7 +141,9 @@ impl Session {
     ) -> Result<bool, SyncError> {
         let span = debug_span!(parent: None, "update", doc = %self.document.name(), bytes = update.len(), session = %self.id);
         span.follows_from(tracing::Span::current());
-        let update = ClientUpdate::decode(update).map_err(SyncError::InvalidUpdate)?;
+        let update = ClientUpdate::decode(update)
+            .map_err(SyncError::InvalidUpdate)?
+            .with_author(self.author.clone());
         self.publisher
             .submit_update_to(&self.document, update, self.id, span, window)
             .await
