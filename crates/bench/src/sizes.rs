@@ -131,7 +131,7 @@ impl Sizes {
                 maxrate_docs: 50,
                 maxrate_start_rate: 1_000.0,
                 maxrate_seconds: 5.0,
-                maxrate_doublings: 6,
+                maxrate_doublings: 8,
                 maxrate_bisections: 3,
                 maxrate_budget_seconds: 180.0,
             },
