@@ -4,7 +4,9 @@
 // edit (everyone converges on the restored state plus their later edits; a
 // second restore to the same version changes nothing), and an automatic
 // version when the last session leaves. On a cluster (Kafka + PostgreSQL):
-// named versions and a restore, converging clients on both nodes.
+// named versions and a restore, converging clients on both nodes. And a
+// node SIGKILLed at six moments of a restore: the document comes back either
+// restored or not, never half, and a restore answered 200 is kept.
 
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
@@ -297,6 +299,60 @@ e2e('history: a deleted document comes back with undelete; purge removes it for 
   await assertError(await api(server, 'POST', `/documents/${enc(name)}/undelete`), 404, /no content/)
   const none = await json(await api(server, 'GET', `/documents/${enc(name)}/versions`), 200)
   assert.deepEqual(none.versions, [])
+})
+
+e2e('history: a node SIGKILLed mid-restore comes back with the restore whole or not at all (one node)', { timeout: 120000 }, async (t) => {
+  const server = await startWeft(t, { args: ['--auth-jwt-secret', SECRET] })
+  const name = 'hist/killed-restore'
+  // Two contents that share nothing, large enough that a restore is one
+  // sizeable edit: any half-applied state would match neither.
+  const before = Array.from({ length: 400 }, (_, i) => `line ${i} as it was named\n`).join('')
+  const after = Array.from({ length: 400 }, (_, i) => `LINE ${i} REWRITTEN SINCE\n`).join('')
+  const ws = createClient(t, server, name, { name: 'alice', params: { token: alice } })
+  await waitSynced(ws)
+  ws.doc.getText('text').insert(0, before)
+  await until(async () => (await textAt(server, name)) === before, 'the first content to land')
+  const named = await json(await api(server, 'POST', `/documents/${enc(name)}/versions`, { body: { name: 'before' } }), 201)
+  ws.doc.transact(() => {
+    const text = ws.doc.getText('text')
+    text.delete(0, text.length)
+    text.insert(0, after)
+  })
+  await until(async () => (await textAt(server, name)) === after, 'the rewrite to land')
+  ws.destroy()
+
+  // Each round SIGKILLs the node at another moment of a restore (from
+  // right after the request is written to well after it could finish).
+  const outcomes = []
+  for (const delayMs of [0, 1, 3, 8, 20, 60]) {
+    const restore = api(server, 'POST', `/documents/${enc(name)}/restore`, { body: { version: named.id } })
+      .then((res) => res.status, () => 'no answer')
+    await sleep(delayMs)
+    await server.kill()
+    const answered = await restore
+    await server.restart()
+    const text = await textAt(server, name)
+    assert.ok(text === before || text === after, `after a SIGKILL ${delayMs} ms into a restore the document is one whole state, not ${JSON.stringify(text?.slice(0, 80))}...`)
+    if (answered === 200) assert.equal(text, before, 'a restore answered 200 is durable')
+    outcomes.push(text === before ? 'restored' : 'not restored')
+    // Back to the rewritten state for the next round (itself a restore's
+    // opposite: a plain edit through a client).
+    if (text === before) {
+      const back = createClient(t, server, name, { name: 'alice', params: { token: alice } })
+      await waitSynced(back)
+      back.doc.transact(() => {
+        const shared = back.doc.getText('text')
+        shared.delete(0, shared.length)
+        shared.insert(0, after)
+      })
+      await until(async () => (await textAt(server, name)) === after, 'the rewrite to land again')
+      back.destroy()
+    }
+  }
+  t.diagnostic(`restore outcomes by SIGKILL delay: ${outcomes.join(', ')}`)
+  // And a restore that is not interrupted completes.
+  await json(await api(server, 'POST', `/documents/${enc(name)}/restore`, { body: { version: named.id } }), 200)
+  assert.equal(await textAt(server, name), before)
 })
 
 function psql (url, sql) {
