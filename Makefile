@@ -46,9 +46,9 @@ $(WEB_BUILT): web/package-lock.json web/build.mjs $(wildcard web/src/*)
 # librdkafka is built with TLS (Kafka's SSL and SASL_SSL) against the
 # system's OpenSSL: its headers and pkg-config, from Debian, once.
 .PHONY: build-deps
-build-deps: ## Debian packages the Rust build needs: OpenSSL headers (libssl-dev) and pkg-config
-	@if ! pkg-config --exists openssl 2>/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >/dev/null; \
+build-deps: ## Debian packages the Rust build needs: OpenSSL headers (libssl-dev) and pkg-config; and the openssl command the TLS tests make their CAs with
+	@if ! pkg-config --exists openssl 2>/dev/null || ! command -v openssl >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config openssl >/dev/null; \
 	fi
 
 .PHONY: web

@@ -80,6 +80,29 @@ const ACTIVITY: &str = "SELECT author, COUNT(*) AS updates, MIN(at_ms) AS first_
      GROUP BY author ORDER BY MIN(at_ms)";
 
 sql_store_impl! {
+impl SqlStore<D> {
+    /// The one `seq` (possibly NULL) that `query` finds for document `doc`
+    /// and `bound` (a time or a position); `what` names the read in errors.
+    async fn seq_of(
+        &self,
+        query: &'static str,
+        doc: &str,
+        bound: i64,
+        what: &'static str,
+    ) -> Result<Option<LogSeq>, StoreError> {
+        sqlx::query(query)
+            .bind(doc)
+            .bind(bound)
+            .fetch_one(self.pool())
+            .await
+            .map_err(|error| StoreError::new(what, error))?
+            .try_get("seq")
+            .map_err(read_error)
+    }
+}
+}
+
+sql_store_impl! {
 #[async_trait]
 impl History for SqlStore<D> {
     fn keep_log(&self) {
@@ -191,23 +214,9 @@ impl History for SqlStore<D> {
     }
 
     async fn position_at(&self, doc: &str, at_ms: i64) -> Result<Option<LogSeq>, StoreError> {
-        let logged: Option<LogSeq> = sqlx::query(LOG_POSITION_AT)
-            .bind(doc)
-            .bind(at_ms)
-            .fetch_one(self.pool())
-            .await
-            .map_err(|error| StoreError::new("find log position", error))?
-            .try_get("seq")
-            .map_err(read_error)?;
-        let checkpointed: Option<LogSeq> = sqlx::query(CHECKPOINT_POSITION_AT)
-            .bind(doc)
-            .bind(at_ms)
-            .fetch_one(self.pool())
-            .await
-            .map_err(|error| StoreError::new("find checkpoint position", error))?
-            .try_get("seq")
-            .map_err(read_error)?;
-        Ok(logged.max(checkpointed))
+        let logged = self.seq_of(LOG_POSITION_AT, doc, at_ms, "find log position");
+        let checkpointed = self.seq_of(CHECKPOINT_POSITION_AT, doc, at_ms, "find checkpoint position");
+        Ok(logged.await?.max(checkpointed.await?))
     }
 
     async fn position_before(
@@ -215,23 +224,10 @@ impl History for SqlStore<D> {
         doc: &str,
         position: LogSeq,
     ) -> Result<Option<LogSeq>, StoreError> {
-        let logged: Option<LogSeq> = sqlx::query(LOG_POSITION_BEFORE)
-            .bind(doc)
-            .bind(position)
-            .fetch_one(self.pool())
-            .await
-            .map_err(|error| StoreError::new("find log position", error))?
-            .try_get("seq")
-            .map_err(read_error)?;
-        let checkpointed: Option<LogSeq> = sqlx::query(CHECKPOINT_POSITION_BEFORE)
-            .bind(doc)
-            .bind(position)
-            .fetch_one(self.pool())
-            .await
-            .map_err(|error| StoreError::new("find checkpoint position", error))?
-            .try_get("seq")
-            .map_err(read_error)?;
-        Ok(logged.max(checkpointed))
+        let logged = self.seq_of(LOG_POSITION_BEFORE, doc, position, "find log position");
+        let checkpointed =
+            self.seq_of(CHECKPOINT_POSITION_BEFORE, doc, position, "find checkpoint position");
+        Ok(logged.await?.max(checkpointed.await?))
     }
 
     async fn purge(&self, doc: &str) -> Result<bool, StoreError> {

@@ -13,7 +13,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tracing::info;
 use weft_sync::{DeleteOutcome, HistoryError, RootKind, read_roots};
 
-use super::extract::{DocName, Peer, QueryPairs, caller, refusal_for, require};
+use super::extract::{DocName, Peer, QueryPairs, caller, limit_param, refusal_for, require};
 use super::history::{history_refusal, point_asked};
 use super::representation::{Representation, negotiate, roots_asked};
 use crate::auth::Access;
@@ -61,15 +61,7 @@ pub(super) async fn list(
             }
             "after" => after = value,
             "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|limit| (1..=MAX_LIST_LIMIT).contains(limit))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "limit is an integer from 1 to {MAX_LIST_LIMIT}"
-                        ))
-                    })?;
+                limit = limit_param(&value, MAX_LIST_LIMIT)?;
             }
             _ => {}
         }

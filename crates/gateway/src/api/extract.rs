@@ -142,3 +142,13 @@ pub(crate) fn refusal_for(failure: &SyncError, doing: &'static str) -> ApiError 
     }
     answer.refusal
 }
+
+/// A `limit` query parameter: an integer from 1 to `max`, or a 400 that
+/// says so.
+pub(crate) fn limit_param(value: &str, max: u32) -> Result<u32, ApiError> {
+    value
+        .parse()
+        .ok()
+        .filter(|limit| (1..=max).contains(limit))
+        .ok_or_else(|| ApiError::bad_request(format!("limit is an integer from 1 to {max}")))
+}

@@ -18,7 +18,7 @@ use tracing::{error, info};
 use weft_sync::history::{Version, VersionKind};
 use weft_sync::{HistoryError, HistoryPoint, RootKind, read_roots};
 
-use super::extract::{DocName, Peer, QueryPairs, caller, refusal_for, require};
+use super::extract::{DocName, Peer, QueryPairs, caller, limit_param, refusal_for, require};
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -75,15 +75,7 @@ pub(super) async fn list(
         match key.as_str() {
             "before" => before = Some(version_id(value, "before")?),
             "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|limit| (1..=MAX_VERSIONS_LIMIT).contains(limit))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "limit is an integer from 1 to {MAX_VERSIONS_LIMIT}"
-                        ))
-                    })?;
+                limit = limit_param(value, MAX_VERSIONS_LIMIT)?;
             }
             _ => {}
         }
