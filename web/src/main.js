@@ -8,12 +8,14 @@
 // "All changes saved" below means exactly that.
 //
 // Query parameters: ?doc=NAME picks the document (default "welcome"),
-// ?token=JWT is sent in the auth message, ?name=... sets the name others see.
+// ?token=JWT is sent in the auth message (and as the Bearer token of the
+// history panel's REST calls), ?name=... sets the name others see.
 
 import * as Y from 'yjs'
 import { HocuspocusProvider, WebSocketStatus } from '@hocuspocus/provider'
 import { EditorView, basicSetup } from 'codemirror'
 import { yCollab } from 'y-codemirror.next'
+import { setupHistory } from './history.js'
 
 const params = new URLSearchParams(location.search)
 const docName = params.get('doc') || 'welcome'
@@ -60,7 +62,10 @@ provider.setAwarenessField('user', user)
 let refused = null // set once the server refused this token; no retry helps
 
 
+let online = false // the socket is open (the provider has no getter for it)
+
 provider.on('status', ({ status }) => {
+  online = status === WebSocketStatus.Connected
   if (refused) return
   if (status === WebSocketStatus.Connected) {
     setPill(connectionPill, 'connected', `Connected to ${location.host}`)
@@ -92,12 +97,16 @@ provider.on('authenticationFailed', ({ reason }) => {
 let synced = false
 provider.on('synced', () => { synced = true; renderSync() })
 provider.on('unsyncedChanges', () => renderSync())
+provider.on('authenticated', () => renderSync())
 
 function renderSync () {
   const pending = provider.unsyncedChanges
-  const online = provider.isConnected
   if (refused) {
     setPill(syncPill, 'unsaved', pending ? `${pending} unsaved` : 'Not loaded')
+  } else if (synced && provider.authorizedScope === 'readonly') {
+    // The node applies nothing from a read-only session, so nothing here
+    // is ever "saved"; say what the page is instead.
+    setPill(syncPill, 'readonly', 'Read-only')
   } else if (!synced) {
     setPill(syncPill, 'loading', 'Loading document…')
   } else if (pending === 0) {
@@ -142,7 +151,8 @@ renderPresence()
 
 // --- the editor -------------------------------------------------------------
 
-const ytext = ydoc.getText('codemirror')
+const TEXT_ROOT = 'codemirror'
+const ytext = ydoc.getText(TEXT_ROOT)
 const undoManager = new Y.UndoManager(ytext)
 const view = new EditorView({
   parent: $('editor'),
@@ -152,6 +162,10 @@ const view = new EditorView({
     yCollab(ytext, provider.awareness, { undoManager }),
   ],
 })
+
+// --- history ----------------------------------------------------------------
+
+const historyPanel = setupHistory({ docName, token, textRoot: TEXT_ROOT, editor: $('editor') })
 
 // --- header controls ----------------------------------------------------------
 
@@ -177,5 +191,5 @@ nameInput.addEventListener('change', () => {
 document.title = `${docName} · Weft`
 renderSync()
 // For debugging in the console; the page itself never reads it.
-window.weft = { ydoc, provider, view }
+window.weft = { ydoc, provider, view, history: historyPanel }
 
