@@ -1,10 +1,11 @@
 //! The editor page: `GET /` and `GET /assets/{file}`.
 //!
 //! The page (CodeMirror 6 + y-codemirror.next over the Hocuspocus protocol,
-//! sources in `web/`) is built by npm before cargo runs and compiled into
-//! the binary from `web/dist`, so a node needs no files beside it. A binary
-//! compiled before the page was built answers `/` with a JSON 404 that says
-//! how to build it.
+//! and a history panel that calls the REST history routes; sources in
+//! `web/`) is built by npm before cargo runs and compiled into the binary
+//! from `web/dist`, so a node needs no files beside it. A binary compiled
+//! before the page was built answers `/` with a JSON 404 that says how to
+//! build it.
 //!
 //! Asset names are fixed (no content hash in the name), so every response
 //! carries an `ETag` (the file's SHA-256) with `Cache-Control: no-cache`: a
