@@ -160,9 +160,9 @@ e2e('history panel: a version named on one node\'s page is previewed and restore
     const kept = (await listed(page)).filter((entry) => !entry.startsWith('auto:'))
     assert.deepEqual(kept, ['restore:Restored', 'named:first draft'])
   }
-  // Both keep editing on top of it.
-  await typeAtEnd(ada, ' Agreed.')
-  await waitEditor(grace, `${draft} Agreed.`, 'node 1 page after the restore')
+  // Grace's editor, shown again after the preview, edits on top of it.
+  await typeAtEnd(grace, ' Agreed.')
+  await waitEditor(ada, `${draft} Agreed.`, 'node 0 page after the restore')
   assertNoPageErrors([ada, grace])
 })
 

@@ -77,7 +77,7 @@ export async function waitPill (page, id, state, timeout = 15000) {
 
 /** Type `text` at the end of the page's editor, as a user would. */
 export async function typeAtEnd (page, text) {
-  await page.click('.cm-content')
+  await page.click('#editor .cm-content')
   await page.keyboard.press('Control+End')
   await page.keyboard.type(text)
 }
