@@ -49,6 +49,15 @@ pub trait Dialect: Debug + Clone + Copy + Send + Sync + 'static {
     /// most (see `sql::list_topic_documents!`).
     const LIST_TOPIC_DOCUMENTS: &'static str;
 
+    /// Lists the documents with embedded history (checkpoints or a
+    /// snapshot) after `$1` in byte order, `$2` at most (see
+    /// `compaction::history_documents!`).
+    const HISTORY_DOCUMENTS: &'static str;
+
+    /// Lists the documents with checkpoints after `$1` in byte order, `$2`
+    /// at most (see `compaction::checkpoint_documents!`).
+    const CHECKPOINT_DOCUMENTS: &'static str;
+
     /// Opens (creating or migrating as needed) the database at `url`.
     fn connect(
         url: &str,
