@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -168,12 +168,29 @@ pub async fn compact_pass(
 }
 
 /// The `result` label of a compaction pass.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum PassResult {
-    /// Every document compacted.
+    /// Every document compacted: `ok`.
     Ok,
-    /// A document failed or changed meanwhile, or the list failed.
+    /// A document failed or changed meanwhile, or the list failed:
+    /// `failed`.
     Failed,
+}
+
+impl PassResult {
+    /// The label's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl EncodeLabelValue for PassResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
 /// The label set of [`CompactionMetrics::runs`].
