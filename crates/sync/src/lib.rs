@@ -90,6 +90,7 @@ mod bus_task;
 mod clock;
 mod committer;
 pub mod compaction;
+mod compaction_metrics;
 mod config;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;

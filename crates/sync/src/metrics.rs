@@ -6,7 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry as MetricsRegistry;
 
-use crate::compaction::CompactionMetrics;
+use crate::compaction_metrics::CompactionMetrics;
 
 /// The sync layer's metrics of one node (cheap to update: atomics).
 #[derive(Debug)]
