@@ -178,6 +178,13 @@ impl SqlStore<D> {
             .begin()
             .await
             .map_err(|error| StoreError::new("begin compaction", error))?;
+        if let Some(lock) = D::DOCUMENT_LOCK {
+            sqlx::query(lock)
+                .bind(doc)
+                .execute(&mut *txn)
+                .await
+                .map_err(|error| StoreError::new("lock document history", error))?;
+        }
         // A write first: SQLite takes its write lock here.
         let versions = sqlx::query(DELETE_OLD_VERSIONS)
             .bind(doc)

@@ -241,6 +241,13 @@ impl History for SqlStore<D> {
             .begin()
             .await
             .map_err(|error| StoreError::new("begin purge", error))?;
+        if let Some(lock) = D::DOCUMENT_LOCK {
+            sqlx::query(lock)
+                .bind(doc)
+                .execute(&mut *txn)
+                .await
+                .map_err(|error| StoreError::new("lock document history", error))?;
+        }
         let mut removed = 0;
         for statement in [PURGE_LOG, PURGE_CHECKPOINTS, PURGE_VERSIONS] {
             let done = sqlx::query(statement)

@@ -57,6 +57,10 @@ impl Dialect for Postgres {
     /// between a load's two reads.
     const SNAPSHOT_READ: Option<&'static str> =
         Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
+    /// A transaction-scoped advisory lock on the document's name: under READ
+    /// COMMITTED each later statement then sees what the other committed.
+    const DOCUMENT_LOCK: Option<&'static str> =
+        Some("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))");
     /// The database's collation may not be byte order; "C" is.
     const LIST_DOCUMENTS: &'static str = list_documents!(" COLLATE \"C\"");
     const LIST_TOPIC_DOCUMENTS: &'static str = list_topic_documents!(" COLLATE \"C\"");

@@ -53,6 +53,8 @@ impl Dialect for Sqlite {
 
     /// A WAL transaction reads one point in time from its first read on.
     const SNAPSHOT_READ: Option<&'static str> = None;
+    /// One writer at a time: the database's write lock.
+    const DOCUMENT_LOCK: Option<&'static str> = None;
     /// SQLite compares text byte-wise (`BINARY`) by default.
     const LIST_DOCUMENTS: &'static str = list_documents!("");
     const LIST_TOPIC_DOCUMENTS: &'static str = list_topic_documents!("");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use weft_persistence::SqliteStore;
 use weft_sync::compaction::{DocumentCompaction, compact_document};
-use weft_sync::history::{History, NewVersion, VersionKind};
+use weft_sync::history::{Compacted, Compaction, History, NewVersion, VersionKind};
 use weft_sync::store::{NewUpdate, Position};
 use weft_sync::{Attribution, EMBEDDED_LOG, EmbeddedLog, LogSeq, Snapshot, SnapshotStore};
 use yrs::updates::decoder::Decode as _;
@@ -223,6 +223,58 @@ where
             .await
             .expect("read")
             .is_some()
+    );
+    // A fold made stale by a purge writes nothing: the purged history
+    // does not come back.
+    let writer = Writer::new();
+    writer.type_text(store, "x", NEW_MS).await;
+    let doomed = writer.type_text(store, "y", NEW_MS).await;
+    store
+        .save_snapshot(
+            EMBEDDED_LOG,
+            "doc",
+            &Snapshot {
+                state_vector: writer.doc.transact().state_vector().encode_v1(),
+                state: writer.state(),
+                covers: Position::embedded(doomed),
+                tombstone: None,
+            },
+        )
+        .await
+        .expect("snapshot");
+    let plan = store
+        .compaction_plan(EMBEDDED_LOG, "doc", NEW_MS + 1)
+        .await
+        .expect("plan")
+        .expect("history before the cutoff");
+    let folded = plan.read.fold().expect("fold");
+    assert!(store.purge("doc").await.expect("purge"));
+    let stale = store
+        .compact(
+            EMBEDDED_LOG,
+            Compaction {
+                doc: "doc",
+                covers: plan.covers,
+                basis: plan.basis,
+                folded_updates: plan.read.updates.len() as u64,
+                state: Some(&folded),
+                at_ms: NEW_MS + 1,
+            },
+        )
+        .await
+        .expect("compact");
+    assert_eq!(stale, Compacted::Stale);
+    let read = store.read_at("doc", doomed).await.expect("read");
+    assert!(
+        read.checkpoint.is_none() && read.updates.is_empty(),
+        "purged for good"
+    );
+    assert!(
+        store
+            .versions("doc", None, 10)
+            .await
+            .expect("list")
+            .is_empty()
     );
 }
 
