@@ -91,6 +91,8 @@ mod clock;
 mod committer;
 pub mod compaction;
 mod compaction_metrics;
+#[cfg(test)]
+mod compaction_tests;
 mod config;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
