@@ -2,7 +2,8 @@
 //! run `cargo test --release -p weft-persistence --test history_cost --
 //! --ignored --nocapture`): bytes per edit of the attributed log, and the
 //! time to read a document at an old version and at an instant with many
-//! edits since the nearest checkpoint.
+//! edits since the nearest checkpoint; what compacting that document frees
+//! and how long it takes, and one compaction pass over 1,000 documents.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
