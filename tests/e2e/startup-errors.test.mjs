@@ -46,6 +46,8 @@ const cases = [
   { name: 'TLS certificate that does not exist', args: ['--tls-cert', '/nonexistent/weft/cert.pem', '--tls-key', '/nonexistent/weft/key.pem'], names: '--tls-cert' },
   { name: 'Kafka SASL without a mechanism', args: ['--kafka-brokers', '127.0.0.1:9', '--kafka-security-protocol', 'sasl_ssl', '--kafka-sasl-username', 'weft', '--kafka-sasl-password', 'secret'], names: '--kafka-sasl-mechanism' },
   { name: 'Kafka CA file that does not exist', args: ['--kafka-brokers', '127.0.0.1:9', '--kafka-security-protocol', 'ssl', '--kafka-ssl-ca', '/nonexistent/weft/ca.pem'], names: '--kafka-ssl-ca' },
+  { name: 'history retention shorter than the version interval', args: ['--history-retention', '5s', '--version-interval', '1m'], names: '--history-retention' },
+  { name: 'history compaction interval of zero', args: ['--history-compact-interval', '0s'], names: '--history-compact-interval' },
   { name: 'environment twin is validated too', args: [], env: { WEFT_SNAPSHOT_DEBOUNCE: 'often' }, names: 'snapshot-debounce' }
 ]
 

@@ -41,6 +41,12 @@ pub trait Dialect: Debug + Clone + Copy + Send + Sync + 'static {
     /// run first in it; `None` where every transaction already does.
     const SNAPSHOT_READ: Option<&'static str>;
 
+    /// Statement that serialises history writes of one document (`$1`)
+    /// until the transaction ends, run first in a compaction and a purge so
+    /// neither commits over the other's reads; `None` where a write
+    /// transaction already excludes every other (SQLite).
+    const DOCUMENT_LOCK: Option<&'static str>;
+
     /// Lists embedded documents after `$1` in byte order, `$2` at most
     /// (see `sql::list_documents!`).
     const LIST_DOCUMENTS: &'static str;
@@ -48,6 +54,15 @@ pub trait Dialect: Debug + Clone + Copy + Send + Sync + 'static {
     /// Lists the topic `$1`'s documents after `$2` in byte order, `$3` at
     /// most (see `sql::list_topic_documents!`).
     const LIST_TOPIC_DOCUMENTS: &'static str;
+
+    /// Lists the documents with embedded history (checkpoints or a
+    /// snapshot) after `$1` in byte order, `$2` at most (see
+    /// `compaction::history_documents!`).
+    const HISTORY_DOCUMENTS: &'static str;
+
+    /// Lists the documents with checkpoints after `$1` in byte order, `$2`
+    /// at most (see `compaction::checkpoint_documents!`).
+    const CHECKPOINT_DOCUMENTS: &'static str;
 
     /// Opens (creating or migrating as needed) the database at `url`.
     fn connect(

@@ -1,10 +1,14 @@
 //! [`History`] for [`SqlStore`]: versions (`weft_versions`), checkpoints
 //! (`weft_checkpoints`) and the attributed log (`weft_updates`' `author`,
-//! `at_ms`, `node`), in both dialects (the SQL is shared).
+//! `at_ms`, `node`), in both dialects (the SQL is shared). Compaction's
+//! side is in `compaction`.
 
 use async_trait::async_trait;
 use sqlx::Row;
-use weft_sync::history::{AuthorActivity, History, HistoryRead, NewVersion, Version, VersionKind};
+use weft_sync::history::{
+    AuthorActivity, Compacted, Compaction, CompactionPlan, History, HistoryRead, HistoryStats,
+    NewVersion, Version, VersionKind,
+};
 use weft_sync::{LogSeq, StoreError};
 
 use crate::dialect::sql_store_impl;
@@ -28,7 +32,7 @@ const INSERT_VERSION: &str =
 
 /// Stores a checkpoint unless one at that position is stored (`$1` doc,
 /// `$2` covers, `$3` state, `$4` at).
-const INSERT_CHECKPOINT: &str =
+pub(crate) const INSERT_CHECKPOINT: &str =
     "INSERT INTO weft_checkpoints (doc, covers_seq, state, at_ms) VALUES ($1, $2, $3, $4)
      ON CONFLICT (doc, covers_seq) DO NOTHING";
 
@@ -42,7 +46,7 @@ const READ_VERSION: &str = "SELECT id, name, kind, at_ms, covers_seq, authors FR
 
 /// The document `$1`'s newest logged position accepted by `$2`
 /// (deletion markers, which are empty, left out).
-const LOG_POSITION_AT: &str = "SELECT MAX(seq) AS seq FROM weft_updates
+pub(crate) const LOG_POSITION_AT: &str = "SELECT MAX(seq) AS seq FROM weft_updates
      WHERE doc = $1 AND (at_ms IS NULL OR at_ms <= $2) AND length(data) > 0";
 
 /// The document `$1`'s newest logged update before position `$2`.
@@ -61,16 +65,17 @@ const PURGE_CHECKPOINTS: &str = "DELETE FROM weft_checkpoints WHERE doc = $1";
 const PURGE_VERSIONS: &str = "DELETE FROM weft_versions WHERE doc = $1";
 
 /// The document `$1`'s newest checkpoint taken by `$2`.
-const CHECKPOINT_POSITION_AT: &str = "SELECT MAX(covers_seq) AS seq FROM weft_checkpoints
+pub(crate) const CHECKPOINT_POSITION_AT: &str =
+    "SELECT MAX(covers_seq) AS seq FROM weft_checkpoints
      WHERE doc = $1 AND at_ms <= $2";
 
 /// The document `$1`'s nearest checkpoint at or before `$2`.
-const CHECKPOINT_BEFORE: &str = "SELECT covers_seq, state FROM weft_checkpoints
+pub(crate) const CHECKPOINT_BEFORE: &str = "SELECT covers_seq, state FROM weft_checkpoints
      WHERE doc = $1 AND covers_seq <= $2 ORDER BY covers_seq DESC LIMIT 1";
 
 /// The document `$1`'s updates after `$2` up to `$3` (deletion markers,
 /// which are empty, left out).
-const UPDATES_BETWEEN: &str = "SELECT data FROM weft_updates
+pub(crate) const UPDATES_BETWEEN: &str = "SELECT data FROM weft_updates
      WHERE doc = $1 AND seq > $2 AND seq <= $3 AND length(data) > 0 ORDER BY seq";
 
 /// Per author, the document `$1`'s updates accepted from `$2` to `$3`.
@@ -83,7 +88,7 @@ sql_store_impl! {
 impl SqlStore<D> {
     /// The one `seq` (possibly NULL) that `query` finds for document `doc`
     /// and `bound` (a time or a position); `what` names the read in errors.
-    async fn seq_of(
+    pub(crate) async fn seq_of(
         &self,
         query: &'static str,
         doc: &str,
@@ -236,6 +241,13 @@ impl History for SqlStore<D> {
             .begin()
             .await
             .map_err(|error| StoreError::new("begin purge", error))?;
+        if let Some(lock) = D::DOCUMENT_LOCK {
+            sqlx::query(lock)
+                .bind(doc)
+                .execute(&mut *txn)
+                .await
+                .map_err(|error| StoreError::new("lock document history", error))?;
+        }
         let mut removed = 0;
         for statement in [PURGE_LOG, PURGE_CHECKPOINTS, PURGE_VERSIONS] {
             let done = sqlx::query(statement)
@@ -314,6 +326,32 @@ impl History for SqlStore<D> {
             });
         }
         Ok(activity)
+    }
+
+    async fn history_documents(
+        &self,
+        log: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.list_history_documents(log, after, limit).await
+    }
+
+    async fn compaction_plan(
+        &self,
+        log: &str,
+        doc: &str,
+        cutoff_ms: i64,
+    ) -> Result<Option<CompactionPlan>, StoreError> {
+        self.plan_compaction(log, doc, cutoff_ms).await
+    }
+
+    async fn compact(&self, log: &str, compaction: Compaction<'_>) -> Result<Compacted, StoreError> {
+        self.commit_compaction(log, compaction).await
+    }
+
+    async fn history_stats(&self, log: &str) -> Result<HistoryStats, StoreError> {
+        self.read_history_stats(log).await
     }
 }
 }

@@ -27,8 +27,10 @@
 //!   (`PostgresStore`).
 //! - [`error`]: [`OpenError`], why a store could not be opened.
 //! - `history`: `weft_sync::history::History` for [`SqlStore`]: versions,
-//!   checkpoints, the attributed log.
+//!   checkpoints, the attributed log; `compaction`: folding history older
+//!   than the retention into a checkpoint.
 
+mod compaction;
 pub mod dialect;
 pub mod error;
 mod history;

@@ -20,7 +20,7 @@ use weft_sync::{LogSeq, StoreError};
 
 use crate::dialect::{Dialect, Pools};
 use crate::error::OpenError;
-use crate::sql::{list_documents, list_topic_documents};
+use crate::sql::{checkpoint_documents, history_documents, list_documents, list_topic_documents};
 use crate::store::SqlStore;
 
 /// Connections per process: loads, appends and snapshot writes of one node
@@ -57,9 +57,15 @@ impl Dialect for Postgres {
     /// between a load's two reads.
     const SNAPSHOT_READ: Option<&'static str> =
         Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
+    /// A transaction-scoped advisory lock on the document's name: under READ
+    /// COMMITTED each later statement then sees what the other committed.
+    const DOCUMENT_LOCK: Option<&'static str> =
+        Some("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))");
     /// The database's collation may not be byte order; "C" is.
     const LIST_DOCUMENTS: &'static str = list_documents!(" COLLATE \"C\"");
     const LIST_TOPIC_DOCUMENTS: &'static str = list_topic_documents!(" COLLATE \"C\"");
+    const HISTORY_DOCUMENTS: &'static str = history_documents!(" COLLATE \"C\"");
+    const CHECKPOINT_DOCUMENTS: &'static str = checkpoint_documents!(" COLLATE \"C\"");
 
     async fn connect(url: &str) -> Result<Pools<sqlx::Postgres, PgPool>, OpenError> {
         let options: PgConnectOptions = url.parse().map_err(OpenError::InvalidUrl)?;

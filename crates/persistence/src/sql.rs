@@ -169,7 +169,39 @@ macro_rules! list_topic_documents {
     };
 }
 
-pub(crate) use {list_documents, list_topic_documents};
+/// The documents with embedded history (checkpoints, or a snapshot and
+/// so possibly a log) after `$1`, `$2` at most; `$order` as in
+/// [`list_documents!`]. History compaction walks them.
+macro_rules! history_documents {
+    ($order:literal) => {
+        concat!(
+            "SELECT doc FROM (
+                 SELECT doc FROM weft_checkpoints UNION SELECT doc FROM weft_snapshots
+             ) AS documents
+             WHERE doc",
+            $order,
+            " > $1 ORDER BY doc",
+            $order,
+            " LIMIT $2"
+        )
+    };
+}
+
+/// The documents with checkpoints after `$1`, `$2` at most; `$order` as in
+/// [`list_documents!`]. History compaction walks them for a topic's log.
+macro_rules! checkpoint_documents {
+    ($order:literal) => {
+        concat!(
+            "SELECT doc FROM weft_checkpoints WHERE doc",
+            $order,
+            " > $1 GROUP BY doc ORDER BY doc",
+            $order,
+            " LIMIT $2"
+        )
+    };
+}
+
+pub(crate) use {checkpoint_documents, history_documents, list_documents, list_topic_documents};
 
 /// Stores a revocation record once (`$1` id, `$2` record, `$3` expiry in
 /// Unix seconds).

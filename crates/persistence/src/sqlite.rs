@@ -23,7 +23,9 @@ use weft_sync::{LogSeq, StoreError};
 
 use crate::dialect::{Dialect, Pools};
 use crate::error::OpenError;
-use crate::sql::{self, list_documents, list_topic_documents};
+use crate::sql::{
+    self, checkpoint_documents, history_documents, list_documents, list_topic_documents,
+};
 use crate::store::SqlStore;
 
 /// How long a statement waits for SQLite's write lock before failing.
@@ -51,9 +53,13 @@ impl Dialect for Sqlite {
 
     /// A WAL transaction reads one point in time from its first read on.
     const SNAPSHOT_READ: Option<&'static str> = None;
+    /// One writer at a time: the database's write lock.
+    const DOCUMENT_LOCK: Option<&'static str> = None;
     /// SQLite compares text byte-wise (`BINARY`) by default.
     const LIST_DOCUMENTS: &'static str = list_documents!("");
     const LIST_TOPIC_DOCUMENTS: &'static str = list_topic_documents!("");
+    const HISTORY_DOCUMENTS: &'static str = history_documents!("");
+    const CHECKPOINT_DOCUMENTS: &'static str = checkpoint_documents!("");
 
     async fn connect(url: &str) -> Result<Pools<sqlx::Sqlite, Appender>, OpenError> {
         let options = SqliteConnectOptions::from_str(url)

@@ -79,6 +79,16 @@ pub struct PersistArgs {
     #[arg(long, env = "WEFT_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// History: the shared store's checkpoints and versions older than
+    /// this fold into the newest checkpoint by then (named versions stay).
+    /// Use the nodes' value. 0 compacts nothing.
+    #[arg(long, env = "WEFT_HISTORY_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub history_retention: Duration,
+
+    /// History: how often the worker compacts (at start, then this often).
+    #[arg(long, env = "WEFT_HISTORY_COMPACT_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub history_compact_interval: Duration,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
@@ -149,6 +159,12 @@ pub struct ServeArgs {
     /// log, as before history existed).
     #[arg(long, env = "WEFT_HISTORY_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub history_retention: Duration,
+
+    /// History: how often history older than `--history-retention` is
+    /// folded into a checkpoint per document (a pass runs at start, then
+    /// this often; embedded nodes: in a cluster `weft persist` does it).
+    #[arg(long, env = "WEFT_HISTORY_COMPACT_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub history_compact_interval: Duration,
 
     /// A document that keeps changing is snapshotted at least this often.
     #[arg(long, env = "WEFT_SNAPSHOT_MAX_DELAY", default_value = "30s", value_parser = parse_duration)]

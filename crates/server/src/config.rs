@@ -12,6 +12,7 @@ use weft_gateway::GatewayConfig;
 use weft_gateway::auth::Authenticator;
 use weft_gateway::limits::LimitsConfig;
 use weft_kafka::KafkaConfig;
+use weft_sync::compaction::CompactionSettings;
 use weft_sync::{CommitterConfig, HistorySettings, Origin, RegistryConfig};
 
 use crate::cli::{ConsumeArg, HttpArgs, KafkaArgs, ServeArgs};
@@ -45,6 +46,10 @@ pub struct NodeConfig {
     /// History (`--version-interval`, `--history-retention`); `None`: none
     /// kept (retention 0).
     pub history: Option<HistorySettings>,
+    /// History compaction (`--history-retention`,
+    /// `--history-compact-interval`); `None`: none (no history, or a
+    /// cluster node: `weft persist` compacts there).
+    pub compaction: Option<CompactionSettings>,
 }
 
 impl NodeConfig {
@@ -70,6 +75,7 @@ impl NodeConfig {
             retention: args.history_retention,
             automatic: args.kafka.kafka_brokers.is_none(),
         });
+        let compaction = history_compaction(args)?;
         if args.auth_max_token_lifetime.is_zero() {
             bail!(
                 "--auth-max-token-lifetime / WEFT_AUTH_MAX_TOKEN_LIFETIME must be greater than zero"
@@ -98,8 +104,42 @@ impl NodeConfig {
             max_token_lifetime: args.auth_max_token_lifetime,
             tls: crate::tls::TlsConfig::from_args(&args.tls)?,
             history,
+            compaction,
         })
     }
+}
+
+/// History compaction of an embedded node keeping history (`None` in a
+/// cluster, where `weft persist` compacts, and without history).
+fn history_compaction(args: &ServeArgs) -> anyhow::Result<Option<CompactionSettings>> {
+    if args.history_retention.is_zero() {
+        return Ok(None);
+    }
+    if args.history_retention < args.version_interval {
+        bail!(
+            "--history-retention / WEFT_HISTORY_RETENTION ({:?}) must be at least --version-interval / WEFT_VERSION_INTERVAL ({:?}): history would be compacted before a version is due",
+            args.history_retention,
+            args.version_interval
+        );
+    }
+    let settings = compaction_settings(args.history_retention, args.history_compact_interval)?;
+    Ok(args.kafka.kafka_brokers.is_none().then_some(settings))
+}
+
+/// Validated compaction settings (`--history-retention` not zero).
+pub fn compaction_settings(
+    retention: Duration,
+    interval: Duration,
+) -> anyhow::Result<CompactionSettings> {
+    if interval.is_zero() {
+        bail!(
+            "--history-compact-interval / WEFT_HISTORY_COMPACT_INTERVAL must be greater than zero"
+        );
+    }
+    Ok(CompactionSettings {
+        retention,
+        interval,
+    })
 }
 
 fn gateway_config(args: &ServeArgs) -> anyhow::Result<GatewayConfig> {

@@ -141,7 +141,18 @@ impl Node {
         };
         let registry = Registry::start(store, bus, config.registry, &root, &tasks);
         if let Some(history) = config.history {
-            registry.enable_history(history_store, history);
+            registry.enable_history(history_store.clone(), history);
+            if let Some(settings) = config.compaction {
+                // Stopped with the bus: the drain has written its
+                // snapshots by then, and a pass stops between documents.
+                tasks.spawn(weft_sync::compaction::run_compaction(
+                    history_store,
+                    weft_sync::EMBEDDED_LOG.to_owned(),
+                    settings,
+                    registry.metrics().compaction.clone(),
+                    bus_stop.child_token(),
+                ));
+            }
         }
         let revocations =
             Revocations::new(revocation_log, config.max_token_lifetime, &config.node_id);

@@ -13,6 +13,10 @@
 //!
 //! A store that keeps history does not prune the log when it writes a
 //! snapshot ([`History::keep_log`]).
+//!
+//! History older than `--history-retention` is folded into one checkpoint
+//! per document ([`History::compaction_plan`], [`History::compact`]; the
+//! pass over every document is [`compaction`](crate::compaction)).
 
 use std::fmt::Debug;
 
@@ -133,6 +137,71 @@ pub struct AuthorActivity {
     pub last_ms: i64,
 }
 
+/// What compacting a document's history at a cutoff works from: the point
+/// history folds into and what the store holds there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionPlan {
+    /// The last position of the document at or before the cutoff: the
+    /// checkpoint history older than it folds into.
+    pub covers: LogSeq,
+    /// The position of the checkpoint `read` starts from (`None`: the log
+    /// from its start). Equal to `covers` when that checkpoint is stored
+    /// already, and then there is nothing to fold.
+    pub basis: Option<LogSeq>,
+    /// The checkpoint and the logged updates after it, up to `covers`.
+    pub read: HistoryRead,
+}
+
+impl CompactionPlan {
+    /// Whether the checkpoint at `covers` is stored already.
+    pub fn checkpoint_stored(&self) -> bool {
+        self.basis == Some(self.covers)
+    }
+}
+
+/// One document's compaction, as the store commits it.
+#[derive(Debug, Clone, Copy)]
+pub struct Compaction<'a> {
+    /// The document.
+    pub doc: &'a str,
+    /// The plan's `covers`.
+    pub covers: LogSeq,
+    /// The plan's `basis`: if the store's nearest checkpoint at or before
+    /// `covers` is another by now, or the updates after it changed in
+    /// number, the fold is stale and nothing is written.
+    pub basis: Option<LogSeq>,
+    /// How many updates the fold applied after the basis.
+    pub folded_updates: u64,
+    /// The document at `covers` (`None` when the checkpoint there is
+    /// stored already).
+    pub state: Option<&'a [u8]>,
+    /// The checkpoint's time (ms since the Unix epoch): the cutoff.
+    pub at_ms: i64,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compacted {
+    /// Committed: this many rows (log rows, checkpoints, versions) removed.
+    Done {
+        /// Rows removed.
+        removed: u64,
+    },
+    /// The history changed since the plan was read (a version, a purge, an
+    /// update committed late): nothing written; the next pass plans again.
+    Stale,
+}
+
+/// How much history a store holds for a log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryStats {
+    /// Bytes of the logged updates and checkpoint states kept (payload
+    /// only: row overhead and indexes not counted).
+    pub bytes: u64,
+    /// Versions stored.
+    pub versions: u64,
+}
+
 /// Versions, checkpoints and the attributed log of documents. Safe to call
 /// from many tasks at once.
 #[async_trait]
@@ -185,4 +254,35 @@ pub trait History: Send + Sync + Debug + 'static {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<AuthorActivity>, StoreError>;
+
+    /// The documents with history in the log `log` (the embedded log, or a
+    /// topic: its checkpoints and versions) after `after` in byte order,
+    /// `limit` at most, loaded or not.
+    async fn history_documents(
+        &self,
+        log: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// What compacting `doc`'s history in `log` at `cutoff_ms` would fold;
+    /// `None` when the store holds nothing older than the last position at
+    /// or before the cutoff that a compaction would remove.
+    async fn compaction_plan(
+        &self,
+        log: &str,
+        doc: &str,
+        cutoff_ms: i64,
+    ) -> Result<Option<CompactionPlan>, StoreError>;
+
+    /// In one transaction: stores the checkpoint at `compaction.covers`
+    /// (unless stored), then removes the document's history older than it:
+    /// log rows up to it (never past the document's snapshot, which a load
+    /// reads on from), checkpoints and automatic and restore versions.
+    /// Named versions and their checkpoints stay. Idempotent.
+    async fn compact(&self, log: &str, compaction: Compaction<'_>)
+    -> Result<Compacted, StoreError>;
+
+    /// How much history the store holds for `log`.
+    async fn history_stats(&self, log: &str) -> Result<HistoryStats, StoreError>;
 }

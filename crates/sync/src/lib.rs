@@ -67,7 +67,9 @@
 //! - `config`, `loader`, `housekeeping`, `bus_task`: the registry's settings,
 //!   how a document's records are read, and its two background tasks.
 //! - [`history`]: versions, checkpoints, reading a document as it was;
-//!   [`restore`]: a restore as the smallest forward update.
+//!   [`restore`]: a restore as the smallest forward update;
+//!   [`compaction`]: history older than the retention folded into a
+//!   checkpoint, for every document, on a schedule.
 //! - `registry`: the facade: joining, readiness, shutdown.
 //! - `admin`: what the REST API asks of the registry (through its facade):
 //!   read a document, apply a service's update, delete, list.
@@ -87,6 +89,10 @@ pub mod bus_conformance;
 mod bus_task;
 mod clock;
 mod committer;
+pub mod compaction;
+mod compaction_metrics;
+#[cfg(test)]
+mod compaction_tests;
 mod config;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;

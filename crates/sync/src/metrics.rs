@@ -6,6 +6,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry as MetricsRegistry;
 
+use crate::compaction_metrics::CompactionMetrics;
+
 /// The sync layer's metrics of one node (cheap to update: atomics).
 #[derive(Debug)]
 pub struct SyncMetrics {
@@ -32,6 +34,9 @@ pub struct SyncMetrics {
     /// Seconds to read a document at a version or instant (the store's
     /// read and the fold).
     pub history_read_seconds: Histogram,
+    /// History compaction (an embedded node's; see
+    /// [`compaction`](crate::compaction)).
+    pub compaction: CompactionMetrics,
 }
 
 impl Default for SyncMetrics {
@@ -51,6 +56,7 @@ impl Default for SyncMetrics {
             history_restores: Counter::default(),
             // 1 ms doubling to ~33 s.
             history_read_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            compaction: CompactionMetrics::default(),
         }
     }
 }
@@ -108,5 +114,6 @@ impl SyncMetrics {
             "Seconds to read a document at a version or instant (checkpoint plus log)",
             self.history_read_seconds.clone(),
         );
+        self.compaction.register(registry);
     }
 }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use weft_kafka::worker::WorkerStatus;
 use weft_sync::SnapshotStore;
+use weft_sync::compaction::CompactionMetrics;
 
 /// What the worker's HTTP handlers share.
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub(super) struct HttpState {
     pub(super) max_lag: i64,
     /// The worker's stop token: cancelled, the worker is draining.
     pub(super) draining: CancellationToken,
+    /// History compaction's metrics (`weft_persist_history_*`).
+    pub(super) compaction: CompactionMetrics,
 }
 
 /// The worker's router.
@@ -124,6 +127,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         "Bytes of each document snapshot written",
         status.timings.snapshot_bytes.clone(),
     );
+    state.compaction.register(&mut registry);
     let mut text = String::new();
     if let Err(error) = encode(&mut text, &registry) {
         warn!(error = %error, "encode metrics");

@@ -12,6 +12,7 @@
 //! One root token: the worker's stop and the HTTP server's stop are its
 //! children, cancelled in that order; both tasks are in one tracker.
 
+mod compaction;
 mod http;
 
 use std::net::SocketAddr;
@@ -28,7 +29,11 @@ use weft_kafka::fold::FoldConfig;
 use weft_kafka::worker::{self, WorkerConfig, WorkerStatus};
 
 use crate::cli::PersistArgs;
-use crate::config::{check_kafka_security, kafka_config, open_store};
+use weft_sync::compaction::{CompactionMetrics, CompactionSettings};
+
+use crate::config::{
+    check_kafka_security, compaction_settings, kafka_config, open_store_with_history,
+};
 
 /// How often the worker writes due snapshots and commits.
 const TICK: Duration = Duration::from_millis(250);
@@ -42,6 +47,9 @@ pub struct PersistConfig {
     pub worker: WorkerConfig,
     /// Readiness fails above this lag, in records.
     pub max_lag: i64,
+    /// History compaction of the shared store (`--history-retention`,
+    /// `--history-compact-interval`); `None` with a retention of 0.
+    pub compaction: Option<CompactionSettings>,
 }
 
 impl PersistConfig {
@@ -66,6 +74,14 @@ impl PersistConfig {
                 tick: TICK,
             },
             max_lag: args.max_lag,
+            compaction: if args.history_retention.is_zero() {
+                None
+            } else {
+                Some(compaction_settings(
+                    args.history_retention,
+                    args.history_compact_interval,
+                )?)
+            },
         })
     }
 }
@@ -95,18 +111,20 @@ impl Worker {
         listener: TcpListener,
     ) -> anyhow::Result<WorkerHandle> {
         check_kafka_security(&config.worker.kafka).await?;
-        let store = open_store(&config.store_url).await?;
+        let (store, history) = open_store_with_history(&config.store_url).await?;
         let local_addr = listener.local_addr().context("read the bound address")?;
         let status = Arc::new(WorkerStatus::default());
         let root = CancellationToken::new();
         let worker_stop = root.child_token();
         let http_stop = root.child_token();
         let tasks = TaskTracker::new();
+        let compaction_metrics = CompactionMetrics::default();
         let router = http::router(http::HttpState {
             status: status.clone(),
             store: store.clone(),
             max_lag: config.max_lag,
             draining: worker_stop.clone(),
+            compaction: compaction_metrics.clone(),
         });
         let stop = http_stop.clone();
         tasks.spawn(async move {
@@ -118,6 +136,14 @@ impl Worker {
             }
         });
         info!(listen = %local_addr, store = %crate::cli::redacted_url(&config.store_url), group = %config.worker.group, topic = %config.worker.kafka.topic, "persistence worker starting");
+        compaction::start(
+            history,
+            &config.worker.kafka.topic,
+            config.compaction,
+            &compaction_metrics,
+            &tasks,
+            worker_stop.child_token(),
+        );
         let consume = worker::run(config.worker, store, status, worker_stop.clone());
         let worker = tasks.spawn(async move { consume.await.context("run the worker's consumer") });
         Ok(WorkerHandle {
