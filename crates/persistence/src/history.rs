@@ -319,7 +319,7 @@ impl History for SqlStore<D> {
 }
 
 /// A version from its stored columns.
-fn version_of(
+pub(crate) fn version_of(
     id: i64,
     name: Option<String>,
     kind: &str,

@@ -15,6 +15,7 @@
 //! snapshot ([`History::keep_log`]).
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use yrs::updates::decoder::Decode;
@@ -185,4 +186,31 @@ pub trait History: Send + Sync + Debug + 'static {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<AuthorActivity>, StoreError>;
+}
+
+/// One record of a topic's document, as the persistence worker read it:
+/// the per-edit history of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEdit {
+    /// The document.
+    pub doc: Arc<str>,
+    /// The record's offset in its partition.
+    pub position: LogSeq,
+    /// The Yjs v1 update (empty for a deletion).
+    pub update: Vec<u8>,
+    /// Who wrote it (`None`: a record from before attribution).
+    pub author: Option<Arc<str>>,
+    /// When the publishing node accepted it (ms since the Unix epoch).
+    pub at_ms: Option<i64>,
+    /// The publishing node.
+    pub node: Option<Arc<str>>,
+}
+
+/// A cluster's history: [`History`] over one topic's per-edit rows, which
+/// the persistence worker (the single folder of each partition) appends.
+#[async_trait]
+pub trait EditLog: History {
+    /// Stores `edits` (rows already stored are left as they are: a record
+    /// folded twice after a crash is stored once).
+    async fn append_edits(&self, edits: &[LoggedEdit]) -> Result<(), StoreError>;
 }
