@@ -79,6 +79,20 @@ pub struct PersistArgs {
     #[arg(long, env = "WEFT_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// History: a changed document gets an automatic version after this
+    /// much activity...
+    #[arg(long, env = "WEFT_VERSION_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub version_interval: Duration,
+
+    /// ...or once nobody changed it for this long.
+    #[arg(long, env = "WEFT_VERSION_QUIET", default_value = "1m", value_parser = parse_duration)]
+    pub version_quiet: Duration,
+
+    /// History: 0 keeps no per-edit history and takes no automatic
+    /// versions (as the nodes' `--history-retention 0`).
+    #[arg(long, env = "WEFT_HISTORY_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub history_retention: Duration,
+
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }
