@@ -114,6 +114,7 @@ pub mod session;
 mod snapshot_policy;
 pub mod store;
 mod tasks;
+pub mod text_runs;
 pub mod tombstone;
 mod update;
 mod versions;
