@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use sqlx::Row;
 use weft_sync::history::{AuthorActivity, History, HistoryRead, NewVersion, Version, VersionKind};
+use weft_sync::text_runs::AttributedUpdate;
 use weft_sync::{LogSeq, StoreError};
 
 use crate::dialect::sql_store_impl;
@@ -71,6 +72,10 @@ const CHECKPOINT_BEFORE: &str = "SELECT covers_seq, state FROM weft_checkpoints
 /// The document `$1`'s updates after `$2` up to `$3` (deletion markers,
 /// which are empty, left out).
 const UPDATES_BETWEEN: &str = "SELECT data FROM weft_updates
+     WHERE doc = $1 AND seq > $2 AND seq <= $3 AND length(data) > 0 ORDER BY seq";
+
+/// The document's attributed updates in a range of positions.
+const ATTRIBUTED_BETWEEN: &str = "SELECT author, data FROM weft_updates
      WHERE doc = $1 AND seq > $2 AND seq <= $3 AND length(data) > 0 ORDER BY seq";
 
 /// Per author, the document `$1`'s updates accepted from `$2` to `$3`.
@@ -288,6 +293,29 @@ impl History for SqlStore<D> {
             checkpoint,
             updates,
         })
+    }
+
+    async fn updates_between(
+        &self,
+        doc: &str,
+        after: LogSeq,
+        upto: LogSeq,
+    ) -> Result<Vec<AttributedUpdate>, StoreError> {
+        let rows = sqlx::query(ATTRIBUTED_BETWEEN)
+            .bind(doc)
+            .bind(after)
+            .bind(upto)
+            .fetch_all(self.pool())
+            .await
+            .map_err(|error| StoreError::new("read history log", error))?;
+        let mut updates = Vec::with_capacity(rows.len());
+        for row in rows {
+            updates.push(AttributedUpdate {
+                author: row.try_get("author").map_err(read_error)?,
+                update: row.try_get("data").map_err(read_error)?,
+            });
+        }
+        Ok(updates)
     }
 
     async fn activity(

@@ -17,6 +17,7 @@ use sqlx::{AssertSqlSafe, Row};
 use weft_sync::history::{
     AuthorActivity, EditLog, History, HistoryRead, LoggedEdit, NewVersion, Version,
 };
+use weft_sync::text_runs::AttributedUpdate;
 use weft_sync::{LogSeq, StoreError};
 
 use crate::dialect::{Dialect, sql_store_impl};
@@ -86,6 +87,10 @@ const CHECKPOINT_BEFORE: &str = "SELECT covers_seq, state FROM weft_checkpoints
 const UPDATES_BETWEEN: &str = "SELECT data FROM weft_topic_updates
      WHERE topic = $1 AND doc = $2 AND seq > $3 AND seq <= $4 AND length(data) > 0
      ORDER BY seq";
+
+/// The document's attributed updates in a range of positions.
+const ATTRIBUTED_BETWEEN: &str = "SELECT author, data FROM weft_topic_updates
+     WHERE topic = $1 AND doc = $2 AND seq > $3 AND seq <= $4 AND length(data) > 0 ORDER BY seq";
 
 /// Per author, the topic `$1`'s document `$2`: records accepted from `$3`
 /// to `$4`.
@@ -435,6 +440,30 @@ impl History for TopicHistory<D> {
             checkpoint,
             updates,
         })
+    }
+
+    async fn updates_between(
+        &self,
+        doc: &str,
+        after: LogSeq,
+        upto: LogSeq,
+    ) -> Result<Vec<AttributedUpdate>, StoreError> {
+        let rows = sqlx::query(ATTRIBUTED_BETWEEN)
+            .bind(self.topic.as_ref())
+            .bind(doc)
+            .bind(after)
+            .bind(upto)
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(|error| StoreError::new("read history log", error))?;
+        let mut updates = Vec::with_capacity(rows.len());
+        for row in rows {
+            updates.push(AttributedUpdate {
+                author: row.try_get("author").map_err(read_error)?,
+                update: row.try_get("data").map_err(read_error)?,
+            });
+        }
+        Ok(updates)
     }
 
     async fn activity(

@@ -22,6 +22,7 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::store::{LogSeq, StoreError};
+use crate::text_runs::AttributedUpdate;
 use crate::update::InvalidUpdate;
 
 /// How a version came to be.
@@ -177,6 +178,15 @@ pub trait History: Send + Sync + Debug + 'static {
 
     /// What the store holds of the document at `covers`.
     async fn read_at(&self, doc: &str, covers: LogSeq) -> Result<HistoryRead, StoreError>;
+
+    /// The document's logged updates after `after` up to `upto`, in log
+    /// order, each with its author.
+    async fn updates_between(
+        &self,
+        doc: &str,
+        after: LogSeq,
+        upto: LogSeq,
+    ) -> Result<Vec<AttributedUpdate>, StoreError>;
 
     /// Per author, the document's logged updates accepted from `from_ms`
     /// to `to_ms` (inclusive).

@@ -82,6 +82,15 @@ impl History for Recorded {
         Ok(HistoryRead::default())
     }
 
+    async fn updates_between(
+        &self,
+        _doc: &str,
+        _after: LogSeq,
+        _upto: LogSeq,
+    ) -> Result<Vec<weft_sync::text_runs::AttributedUpdate>, StoreError> {
+        Ok(Vec::new())
+    }
+
     async fn activity(
         &self,
         _doc: &str,
