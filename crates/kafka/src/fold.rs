@@ -43,9 +43,7 @@ use tokio::time::Instant;
 use tracing::warn;
 use weft_sync::store::{Position, Snapshot};
 use weft_sync::tombstone::TombstoneState;
-use weft_sync::{
-    CommittedUpdate, Dirty, ReadState, Replica, Skipped, SnapshotPolicy, unix_millis,
-};
+use weft_sync::{CommittedUpdate, Dirty, ReadState, Replica, Skipped, SnapshotPolicy, unix_millis};
 
 /// When a folded document is written: the node's [`SnapshotPolicy`]
 /// (`debounce`, `max_delay`, `max_updates`, see [`FoldConfig::policy`])

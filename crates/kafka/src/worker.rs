@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_sync::RecordKind;
-use weft_sync::history::{EditLog, LoggedEdit};
 use weft_sync::backoff::{Pauses, RetryGate};
+use weft_sync::history::{EditLog, LoggedEdit};
 use weft_sync::store::{SnapshotStore, SnapshotWrite};
 
 use crate::config::KafkaConfig;

@@ -50,9 +50,9 @@ pub use error::OpenError;
 pub use postgres::{Postgres, PostgresStore};
 pub use sqlite::{Sqlite, SqliteStore};
 pub use store::SqlStore;
+pub use topic_history::TopicHistory;
 use weft_sync::EmbeddedLog;
 use weft_sync::history::{EditLog, History};
-pub use topic_history::TopicHistory;
 
 /// Opens the store named by `url`, with its history side (versions,
 /// checkpoints, the attributed log).

@@ -102,15 +102,15 @@ impl Node {
         }
         // A cluster's history is its topic's: the per-edit rows the
         // persistence worker stores, beside the shared versions.
-        let (store, history_store): (_, Arc<dyn weft_sync::history::History>) =
-            match &config.kafka {
-                Some(kafka) => {
-                    let (store, history) =
-                        open_store_with_topic_history(&config.store_url, &kafka.topic).await?;
-                    (store, history)
-                }
-                None => open_store_with_history(&config.store_url).await?,
-            };
+        let (store, history_store): (_, Arc<dyn weft_sync::history::History>) = match &config.kafka
+        {
+            Some(kafka) => {
+                let (store, history) =
+                    open_store_with_topic_history(&config.store_url, &kafka.topic).await?;
+                (store, history)
+            }
+            None => open_store_with_history(&config.store_url).await?,
+        };
         let local_addr = listeners
             .http
             .local_addr()

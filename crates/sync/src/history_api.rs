@@ -130,9 +130,7 @@ impl Registry {
             text_runs(&earlier, &updates, &roots)
         })
         .await
-        .map_err(|error| {
-            HistoryError::Store(crate::StoreError::new("diff text", error))
-        })??;
+        .map_err(|error| HistoryError::Store(crate::StoreError::new("diff text", error)))??;
         Ok(Some(runs))
     }
 

@@ -13,7 +13,7 @@
 
 use yrs::types::text::{ChangeKind, Diff, YChange};
 use yrs::updates::decoder::Decode;
-use yrs::{Any, Doc, IdSet, Options, Out, ReadTxn, Snapshot, Text, Transact, Update, ID};
+use yrs::{Any, Doc, ID, IdSet, Options, Out, ReadTxn, Snapshot, Text, Transact, Update};
 
 use crate::update::InvalidUpdate;
 
@@ -118,11 +118,13 @@ fn runs_of(chunks: &[Diff<YChange>], earlier: &Snapshot, ids: &[UpdateIds]) -> V
             // neither text.
             ChangeKind::Removed if !visible(earlier, &change.id) => continue,
             ChangeKind::Removed => (
-                ids.iter().find(|update| update.deleted.contains(&change.id)),
+                ids.iter()
+                    .find(|update| update.deleted.contains(&change.id)),
                 true,
             ),
             ChangeKind::Added => (
-                ids.iter().find(|update| update.inserted.contains(&change.id)),
+                ids.iter()
+                    .find(|update| update.inserted.contains(&change.id)),
                 false,
             ),
         };

@@ -1,4 +1,5 @@
-//! The history routes: versions, restore, undelete, diff, activity (and the
+//! The history routes: versions, restore, undelete, activity (the diff is
+//! `api::diff`; and the
 //! `?version=` / `?at=` reads of `GET /api/documents/{name}`, which
 //! [`point_asked`] parses for the document route).
 //!
@@ -356,6 +357,3 @@ fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests;
-
-mod diff;
-pub(super) use diff::diff;

@@ -169,7 +169,11 @@ async fn offsets_stay_below_edits_not_stored_until_the_store_takes_them() {
     assert!(!history.store_edits().await);
     let mut offsets = vec![(0, 12)];
     history.clamp(&mut offsets);
-    assert_eq!(offsets, vec![(0, 7)], "a failed write keeps the records uncommitted");
+    assert_eq!(
+        offsets,
+        vec![(0, 7)],
+        "a failed write keeps the records uncommitted"
+    );
     assert!(store.edits.lock().is_empty());
 
     store.failing.store(false, Ordering::Relaxed);
@@ -177,7 +181,12 @@ async fn offsets_stay_below_edits_not_stored_until_the_store_takes_them() {
     let mut offsets = vec![(0, 12)];
     history.clamp(&mut offsets);
     assert_eq!(offsets, vec![(0, 12)]);
-    let stored: Vec<i64> = store.edits.lock().iter().map(|edit| edit.position).collect();
+    let stored: Vec<i64> = store
+        .edits
+        .lock()
+        .iter()
+        .map(|edit| edit.position)
+        .collect();
     assert_eq!(stored, vec![7, 9, 3], "kept in the order read");
 }
 
@@ -187,8 +196,17 @@ async fn a_quiet_document_gets_one_automatic_version_covering_its_last_record() 
     let mut history = EditHistory::new(store.clone(), KEEPING);
     let start = Instant::now();
     history.note(0, edit("a", 4, "alice"), false, start);
-    history.note(0, edit("a", 5, "bob"), false, start + Duration::from_secs(5));
-    assert!(history.due_versions(start + Duration::from_secs(34)).is_empty());
+    history.note(
+        0,
+        edit("a", 5, "bob"),
+        false,
+        start + Duration::from_secs(5),
+    );
+    assert!(
+        history
+            .due_versions(start + Duration::from_secs(34))
+            .is_empty()
+    );
     let due = history.due_versions(start + Duration::from_secs(35));
     assert_eq!(due.len(), 1);
     assert!(history.store_edits().await);
@@ -213,20 +231,33 @@ async fn no_second_version_of_what_a_version_covers_and_none_of_a_deleted_docume
     let later = start + Duration::from_secs(60);
     // A node's version (or this worker's before a restart) covers 8.
     history.note(0, edit("a", 8, "alice"), false, start);
-    history.take_version(&history.due_versions(later)[0].clone(), Some(folded(8))).await;
+    history
+        .take_version(&history.due_versions(later)[0].clone(), Some(folded(8)))
+        .await;
     history.note(0, edit("a", 8, "alice"), false, later);
     let due = history.due_versions(later + Duration::from_secs(60));
     history.take_version(&due[0], Some(folded(8))).await;
     assert_eq!(store.versions.lock().len(), 1, "record 8 is versioned once");
-    assert!(history.due_versions(later + Duration::from_secs(120)).is_empty());
+    assert!(
+        history
+            .due_versions(later + Duration::from_secs(120))
+            .is_empty()
+    );
 
     history.note(0, edit("b", 9, "bob"), false, start);
     history.note(0, edit("b", 10, "bob"), true, start);
-    assert!(history.due_versions(later).is_empty(), "deleted: nothing to version");
+    assert!(
+        history.due_versions(later).is_empty(),
+        "deleted: nothing to version"
+    );
 
     store.failing.store(true, Ordering::Relaxed);
     history.note(0, edit("a", 11, "alice"), false, start);
     let due = history.due_versions(later);
     history.take_version(&due[0], Some(folded(11))).await;
-    assert_eq!(history.due_versions(later), due, "a failed version is retried");
+    assert_eq!(
+        history.due_versions(later),
+        due,
+        "a failed version is retried"
+    );
 }

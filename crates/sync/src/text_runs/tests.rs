@@ -17,7 +17,10 @@ impl Writer {
         Self { doc, author }
     }
 
-    fn edit(&self, change: impl FnOnce(&yrs::TextRef, &mut yrs::TransactionMut)) -> AttributedUpdate {
+    fn edit(
+        &self,
+        change: impl FnOnce(&yrs::TextRef, &mut yrs::TransactionMut),
+    ) -> AttributedUpdate {
         let text = self.doc.get_or_insert_text("text");
         let mut txn = self.doc.transact_mut();
         change(&text, &mut txn);
@@ -39,7 +42,8 @@ fn state_with(text: &str) -> Vec<u8> {
     let doc = Doc::with_client_id(1);
     let root = doc.get_or_insert_text("text");
     root.insert(&mut doc.transact_mut(), 0, text);
-    doc.transact().encode_state_as_update_v1(&StateVector::default())
+    doc.transact()
+        .encode_state_as_update_v1(&StateVector::default())
 }
 
 /// `from`'s text with `runs` applied, back to front.
@@ -67,9 +71,24 @@ fn runs_name_who_inserted_and_who_deleted() {
     assert_eq!(
         runs[0],
         vec![
-            TextRun { at: 0, deleted: String::new(), inserted: "oh, ".into(), authors: vec!["alice".into()] },
-            TextRun { at: 6, deleted: "brave ".into(), inserted: String::new(), authors: vec!["bob".into()] },
-            TextRun { at: 17, deleted: String::new(), inserted: "!".into(), authors: vec!["bob".into()] },
+            TextRun {
+                at: 0,
+                deleted: String::new(),
+                inserted: "oh, ".into(),
+                authors: vec!["alice".into()]
+            },
+            TextRun {
+                at: 6,
+                deleted: "brave ".into(),
+                inserted: String::new(),
+                authors: vec!["bob".into()]
+            },
+            TextRun {
+                at: 17,
+                deleted: String::new(),
+                inserted: "!".into(),
+                authors: vec!["bob".into()]
+            },
         ]
     );
     assert_eq!(replay("hello brave world", &runs[0]), "oh, hello world!");
@@ -87,7 +106,10 @@ fn a_replace_by_two_authors_is_one_run_naming_both() {
     assert_eq!(runs[0].len(), 1);
     assert_eq!(runs[0][0].deleted, "hello");
     assert_eq!(runs[0][0].inserted, "goodbye");
-    assert_eq!(runs[0][0].authors, vec!["alice".to_owned(), "bob".to_owned()]);
+    assert_eq!(
+        runs[0][0].authors,
+        vec!["alice".to_owned(), "bob".to_owned()]
+    );
 }
 
 #[test]
@@ -107,7 +129,15 @@ fn offsets_are_bytes_of_the_earlier_text_and_unknown_authors_are_left_out() {
     let mut edit = writer.edit(|text, txn| text.insert(txn, 7, "big "));
     edit.author = None;
     let runs = text_runs(&from, &[edit], &["text".to_owned(), "absent".to_owned()]).unwrap();
-    assert_eq!(runs[0], vec![TextRun { at: 7, deleted: String::new(), inserted: "big ".into(), authors: Vec::new() }]);
+    assert_eq!(
+        runs[0],
+        vec![TextRun {
+            at: 7,
+            deleted: String::new(),
+            inserted: "big ".into(),
+            authors: Vec::new()
+        }]
+    );
     assert!(runs[1].is_empty());
     assert_eq!(replay("héllo wörld", &runs[0]), "héllo big wörld");
 }
@@ -115,6 +145,9 @@ fn offsets_are_bytes_of_the_earlier_text_and_unknown_authors_are_left_out() {
 #[test]
 fn an_update_that_does_not_decode_is_an_error() {
     let from = state_with("a");
-    let broken = AttributedUpdate { author: None, update: vec![0xff, 0xff, 0xff] };
+    let broken = AttributedUpdate {
+        author: None,
+        update: vec![0xff, 0xff, 0xff],
+    };
     assert!(text_runs(&from, &[broken], &["text".to_owned()]).is_err());
 }

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use weft_sync::{HistoryError, HistoryPoint, RootKind, read_roots};
 
-use super::super::extract::{DocName, Peer, QueryPairs, caller, require};
-use super::{VersionJson, history_refusal, version_id};
+use super::extract::{DocName, Peer, QueryPairs, caller, require};
+use super::history::{VersionJson, history_refusal, version_id};
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -45,7 +45,7 @@ struct DiffJson {
 /// `GET /api/documents/{name}/diff?from=ID&to=ID&text=ROOT`: per named
 /// text root, the runs that changed from one version to the other and who
 /// made each, and who wrote the versions between them.
-pub(in crate::api) async fn diff(
+pub(super) async fn diff(
     State(state): State<AppState>,
     DocName(name): DocName,
     headers: HeaderMap,
@@ -175,3 +175,19 @@ fn text_changes(old: &str, new: &str, authors: &[String]) -> Vec<TextChange> {
     }]
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backward_diff_is_one_replace_between_common_ends() {
+        let authors = vec!["bob".to_owned()];
+        let changes = text_changes("hello world", "hello brave new world", &authors);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].at, 6);
+        assert_eq!(changes[0].deleted, "");
+        assert_eq!(changes[0].inserted, "brave new ");
+        assert_eq!(changes[0].authors, authors);
+        assert!(text_changes("same", "same", &authors).is_empty());
+    }
+}
