@@ -153,8 +153,8 @@ pub struct ServeArgs {
     pub snapshot_debounce: Duration,
 
     /// History: a changed document gets an automatic version after this
-    /// much activity, and when its last session leaves (embedded nodes; a
-    /// cluster takes named and restore versions only).
+    /// much activity, and when its last session leaves (embedded nodes; in
+    /// a cluster the persistence worker takes them).
     #[arg(long, env = "WEFT_VERSION_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub version_interval: Duration,
 

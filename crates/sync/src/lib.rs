@@ -67,7 +67,8 @@
 //! - `config`, `loader`, `housekeeping`, `bus_task`: the registry's settings,
 //!   how a document's records are read, and its two background tasks.
 //! - [`history`]: versions, checkpoints, reading a document as it was;
-//!   [`restore`]: a restore as the smallest forward update.
+//!   [`restore`]: a restore as the smallest forward update; [`text_runs`]:
+//!   a `Y.Text`'s changed runs between two points and who made each.
 //! - `registry`: the facade: joining, readiness, shutdown.
 //! - `admin`: what the REST API asks of the registry (through its facade):
 //!   read a document, apply a service's update, delete, list.
