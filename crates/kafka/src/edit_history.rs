@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -42,6 +43,18 @@ pub struct HistoryKeeping {
     pub version_interval: Duration,
     /// ...or once nobody changed it for this long (`--version-quiet`).
     pub version_quiet: Duration,
+}
+
+/// What the worker's history side did (the `weft_persist_edits_*` and
+/// `weft_persist_versions_*` metrics).
+#[derive(Debug, Default)]
+pub struct HistoryCounters {
+    /// Edit rows stored (a row stored again after a crash counts again).
+    pub edits_stored: AtomicU64,
+    /// Edit writes that failed (retried).
+    pub edit_failures: AtomicU64,
+    /// Automatic versions taken.
+    pub versions_taken: AtomicU64,
 }
 
 /// When one document got its last version and what changed since.
@@ -74,6 +87,7 @@ pub(crate) struct DueVersion {
 pub(crate) struct EditHistory {
     store: Arc<dyn EditLog>,
     keeping: HistoryKeeping,
+    counters: Arc<HistoryCounters>,
     /// Edits read and not yet stored, in order.
     unstored: Vec<LoggedEdit>,
     /// Per partition, the offset of its first edit not yet stored.
@@ -83,10 +97,15 @@ pub(crate) struct EditHistory {
 }
 
 impl EditHistory {
-    pub(crate) fn new(store: Arc<dyn EditLog>, keeping: HistoryKeeping) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn EditLog>,
+        keeping: HistoryKeeping,
+        counters: Arc<HistoryCounters>,
+    ) -> Self {
         Self {
             store,
             keeping,
+            counters,
             unstored: Vec::new(),
             first_unstored: HashMap::new(),
             clocks: HashMap::new(),
@@ -129,11 +148,15 @@ impl EditHistory {
         match self.store.append_edits(&self.unstored).await {
             Ok(()) => {
                 debug!(edits = self.unstored.len(), "edits stored");
+                self.counters
+                    .edits_stored
+                    .fetch_add(self.unstored.len() as u64, Ordering::Relaxed);
                 self.unstored.clear();
                 self.first_unstored.clear();
                 true
             }
             Err(error) => {
+                self.counters.edit_failures.fetch_add(1, Ordering::Relaxed);
                 warn!(edits = self.unstored.len(), error = %error, error.source = ?std::error::Error::source(&error), "storing edits failed; their records stay uncommitted and are retried");
                 false
             }
@@ -201,6 +224,7 @@ impl EditHistory {
         match self.store.create_version(version).await {
             Ok(version) => {
                 info!(doc = %due.doc, version = version.id, covers = version.covers, authors = ?version.authors, "automatic version");
+                self.counters.versions_taken.fetch_add(1, Ordering::Relaxed);
                 self.clocks.remove(&key);
             }
             Err(error) => {

@@ -23,7 +23,7 @@ use weft_sync::history::{EditLog, LoggedEdit};
 use weft_sync::store::{SnapshotStore, SnapshotWrite};
 
 use crate::config::KafkaConfig;
-use crate::edit_history::{EditHistory, HistoryKeeping};
+use crate::edit_history::{EditHistory, HistoryCounters, HistoryKeeping};
 use crate::envelope;
 use crate::fold::{Fold, FoldConfig};
 use crate::group::{Event, WorkerContext, commit, group_consumer, measure_lag, poll_loop};
@@ -86,6 +86,8 @@ pub struct WorkerStatus {
     pub documents: AtomicUsize,
     /// Snapshot write time and size (the `snapshot_*` histograms).
     pub timings: weft_sync::SyncMetrics,
+    /// The per-edit history's rows and automatic versions.
+    pub history: Arc<HistoryCounters>,
 }
 
 /// Runs the worker until `stop`, then writes every unwritten document and
@@ -128,7 +130,7 @@ pub async fn run(
         writes: RetryGate::new(FIRST_WRITE_RETRY, MAX_WRITE_RETRY),
         history: history
             .zip(config.history)
-            .map(|(store, keeping)| EditHistory::new(store, keeping)),
+            .map(|(store, keeping)| EditHistory::new(store, keeping, status.history.clone())),
     };
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -30,7 +30,7 @@
 //!   checkpoints, the attributed log.
 //! - [`topic_history`]: [`TopicHistory`], a cluster's history: the same
 //!   versions and checkpoints, and the per-edit rows the persistence
-//!   worker stores for one topic.
+//!   worker stores for one topic; `topic_sql`, its SQL.
 
 pub mod dialect;
 pub mod error;
@@ -41,6 +41,7 @@ mod sql;
 pub mod sqlite;
 pub mod store;
 pub mod topic_history;
+mod topic_sql;
 
 use std::sync::Arc;
 

@@ -156,7 +156,7 @@ fn a_version_is_due_after_the_interval_of_activity_or_once_quiet() {
 #[tokio::test(start_paused = true)]
 async fn offsets_stay_below_edits_not_stored_until_the_store_takes_them() {
     let store = Arc::new(Recorded::default());
-    let mut history = EditHistory::new(store.clone(), KEEPING);
+    let mut history = EditHistory::new(store.clone(), KEEPING, Arc::default());
     let now = Instant::now();
     history.note(0, edit("a", 7, "alice"), false, now);
     history.note(0, edit("b", 9, "bob"), false, now);
@@ -193,7 +193,7 @@ async fn offsets_stay_below_edits_not_stored_until_the_store_takes_them() {
 #[tokio::test(start_paused = true)]
 async fn a_quiet_document_gets_one_automatic_version_covering_its_last_record() {
     let store = Arc::new(Recorded::default());
-    let mut history = EditHistory::new(store.clone(), KEEPING);
+    let mut history = EditHistory::new(store.clone(), KEEPING, Arc::default());
     let start = Instant::now();
     history.note(0, edit("a", 4, "alice"), false, start);
     history.note(
@@ -226,7 +226,7 @@ async fn a_quiet_document_gets_one_automatic_version_covering_its_last_record() 
 #[tokio::test(start_paused = true)]
 async fn no_second_version_of_what_a_version_covers_and_none_of_a_deleted_document() {
     let store = Arc::new(Recorded::default());
-    let mut history = EditHistory::new(store.clone(), KEEPING);
+    let mut history = EditHistory::new(store.clone(), KEEPING, Arc::default());
     let start = Instant::now();
     let later = start + Duration::from_secs(60);
     // A node's version (or this worker's before a restart) covers 8.
