@@ -14,8 +14,11 @@
 //!   one after `--version-interval` of activity, or once it has been quiet
 //!   for `--version-quiet` (the worker does not know sessions, so "the
 //!   last session left" becomes "nobody edited for a while"). The version
-//!   is the folded document at its last record, taken after the rows up
-//!   to it are stored, so its authors are complete.
+//!   is the folded document at its last record (its stored snapshot if
+//!   the fold evicted it meanwhile), taken after the rows up to it are
+//!   stored, so its authors are complete. A clock lives in memory: a
+//!   worker that restarts (or takes over a partition) knows only the
+//!   changes it reads from the committed offset on.
 //!
 //! Nothing here reads the consumer; [`EditHistory`] is driven by the
 //! worker's loop and its due-version rule is a pure function

@@ -184,6 +184,22 @@ pub async fn run(
     Ok(())
 }
 
+/// A stored snapshot as a reader sees it (`None` for one of a deleted
+/// document).
+fn read_state_of(snapshot: &weft_sync::Snapshot) -> Option<weft_sync::ReadState> {
+    use yrs::updates::decoder::Decode;
+    let has_content = yrs::StateVector::decode_v1(&snapshot.state_vector)
+        .is_ok_and(|state_vector| !state_vector.is_empty());
+    Some(weft_sync::ReadState {
+        state: snapshot.state.clone(),
+        has_content,
+        deleted_at_ms: None,
+        covers: snapshot.covers.offset,
+        deleted_position: None,
+    })
+    .filter(|state| state.has_content)
+}
+
 struct Worker {
     fold: Fold,
     store: Arc<dyn SnapshotStore>,
@@ -358,7 +374,18 @@ impl Worker {
             return;
         }
         for due in history.due_versions(Instant::now()) {
-            let folded = self.fold.folded_state(due.partition, &due.doc);
+            let folded = match self.fold.folded_state(due.partition, &due.doc) {
+                Some(folded) => Some(folded),
+                // Evicted since (written, then idle): its stored snapshot
+                // holds the same.
+                None => match self.store.load_snapshot(&self.topic, &due.doc).await {
+                    Ok(snapshot) => snapshot.and_then(|snapshot| read_state_of(&snapshot)),
+                    Err(error) => {
+                        warn!(doc = %due.doc, error = %error, "automatic version: reading the snapshot failed; retried on the next tick");
+                        continue;
+                    }
+                },
+            };
             history.take_version(&due, folded).await;
         }
     }
