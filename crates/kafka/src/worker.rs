@@ -184,8 +184,8 @@ pub async fn run(
     Ok(())
 }
 
-/// A stored snapshot as a reader sees it (`None` for one of a deleted
-/// document).
+/// A stored snapshot as a reader sees it (`None` if it holds nothing, as a
+/// deleted document's does).
 fn read_state_of(snapshot: &weft_sync::Snapshot) -> Option<weft_sync::ReadState> {
     use yrs::updates::decoder::Decode;
     let has_content = yrs::StateVector::decode_v1(&snapshot.state_vector)
