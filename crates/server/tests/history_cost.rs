@@ -96,7 +96,12 @@ fn records() -> Vec<Record> {
 
 /// The process's CPU time (user + system) so far.
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_time_of("/proc/self/stat")
+}
+
+/// A process's CPU time from its `/proc/PID/stat`.
+fn cpu_time_of(path: &str) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
@@ -105,13 +110,33 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// The CPU time of the PostgreSQL backends serving `store_url`'s database
+/// now (this run's pool: each run opens its own), read from `/proc`.
+fn database_cpu_time(store_url: &str) -> Duration {
+    let Ok(output) = std::process::Command::new("psql")
+        .args([
+            store_url,
+            "-qtAc",
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ])
+        .output()
+    else {
+        return Duration::ZERO;
+    };
+    let mut total = Duration::ZERO;
+    for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+        total += cpu_time_of(&format!("/proc/{pid}/stat"));
+    }
+    total
+}
+
 async fn fold_topic(
     brokers: &str,
     topic: &str,
     store_url: &str,
     history: Option<HistoryKeeping>,
     total: u64,
-) -> (Duration, Duration) {
+) -> (Duration, Duration, Duration) {
     let (store, edit_log) = weft_persistence::open_store_with_topic_history(store_url, topic)
         .await
         .expect("open the store");
@@ -142,14 +167,19 @@ async fn fold_topic(
         if folded > 0 && started.is_none() {
             started = Some((Instant::now(), cpu_time()));
         }
-        if folded >= total && status.lag.load(Ordering::Relaxed) == 0 {
+        let stored = status.history.edits_stored.load(Ordering::Relaxed);
+        if folded >= total && (history.is_none() || stored >= total) {
             break;
         }
         // The worker's counters are external state: polled, bounded.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let (wall_start, cpu_start) = started.expect("the worker folded something");
-    let result = (wall_start.elapsed(), cpu_time().saturating_sub(cpu_start));
+    let result = (
+        wall_start.elapsed(),
+        cpu_time().saturating_sub(cpu_start),
+        database_cpu_time(store_url),
+    );
     assert!(
         status.folded.load(Ordering::Relaxed) >= total,
         "every record folded"
@@ -200,19 +230,20 @@ async fn keeping_history_while_folding_and_reading_at_an_instant() {
         version_quiet: Duration::from_secs(3_600),
     };
     for (topic, history) in topics.iter().zip([None, Some(keeping)]) {
-        let (wall, cpu) = fold_topic(&brokers, topic, &store_url, history, total).await;
+        let (wall, cpu, database_cpu) =
+            fold_topic(&brokers, topic, &store_url, history, total).await;
+        let what = if history.is_some() {
+            "with history: records folded and their edit rows stored"
+        } else {
+            "without history: records folded"
+        };
         println!(
-            "[measure] worker {} history: {total} records folded and stored (snapshots{}; lag 0) in {} ms: {:.0} records/s, test process CPU {} ms ({:.1} us/record)",
-            if history.is_some() { "with" } else { "without" },
-            if history.is_some() {
-                " and edit rows"
-            } else {
-                ""
-            },
+            "[measure] worker {what}: {total} in {} ms, {:.0} records/s; worker (test process) CPU {} ms ({:.1} us/record), PostgreSQL backends CPU {} ms",
             wall.as_millis(),
             total as f64 / wall.as_secs_f64(),
             cpu.as_millis(),
             cpu.as_secs_f64() * 1e6 / total as f64,
+            database_cpu.as_millis(),
         );
     }
 
