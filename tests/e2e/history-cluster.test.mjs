@@ -86,7 +86,7 @@ async function startCluster (t, { nodes = 2 } = {}) {
     args: [...common, '--node-id', 'worker', '--group', `group-${topic}`, '--snapshot-debounce', '200ms',
       '--snapshot-max-delay', '1s', '--version-quiet', '1s']
   })
-  return { nodes: started, worker, startNode }
+  return { nodes: started, worker, startNode, store }
 }
 
 async function versions (server, name) {
@@ -94,7 +94,7 @@ async function versions (server, name) {
 }
 
 e2e('history on a cluster: authors per version, the worker\'s automatic version, a read between two edits, activity, diff runs', { skip, timeout: 90000 }, async (t) => {
-  const { nodes } = await startCluster(t)
+  const { nodes, store } = await startCluster(t)
   const name = 'hist/cluster-edits'
   const a = createClient(t, nodes[0], name, { name: 'alice@node-0', params: { token: alice } })
   const b = createClient(t, nodes[1], name, { name: 'bob@node-1', params: { token: bob } })
@@ -127,10 +127,13 @@ e2e('history on a cluster: authors per version, the worker\'s automatic version,
   a.doc.getText('text').insert(0, 'goodbye')
   await until(async () => (await textAt(nodes[1], name)) === 'goodbye world', 'node 1 to hold alice\'s change')
   const named = await json(await api(nodes[1], 'POST', `/documents/${enc(name)}/versions`, { as: bob, body: { name: 'farewell' } }), 201)
+  let listedNamed
   await until(async () => {
-    const listed = (await versions(nodes[0], name)).find(v => v.id === named.id)
-    return listed && listed.authors.length === 1 && listed.authors[0] === 'alice'
-  }, 'the named version to name alice')
+    listedNamed = (await versions(nodes[0], name)).find(v => v.id === named.id)
+    return listedNamed && listedNamed.authors.length === 1 && listedNamed.authors[0] === 'alice'
+  }, 'the named version to name alice').catch((error) => {
+    throw new Error(`${error.message}: ${JSON.stringify({ named, listedNamed, rows: psql(store, 'SELECT seq, author, at_ms FROM weft_topic_updates ORDER BY seq'), versions: psql(store, 'SELECT id, covers_seq, authors, authors_pending FROM weft_versions') })}`)
+  })
 
   // The diff between the two versions: per run, who wrote it.
   const diff = await json(await api(nodes[0], 'GET', `/documents/${enc(name)}/diff?from=${auto.id}&to=${named.id}&text=text`), 200)
