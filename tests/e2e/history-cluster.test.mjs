@@ -47,7 +47,7 @@ async function textAt (server, name, query = '') {
 }
 
 /** Polls until `check` holds: the worker's rows and versions are external state with no events. */
-async function until (check, what, timeout = 15000) {
+async function until (check, what, timeout = 30000) {
   const deadline = Date.now() + timeout
   for (;;) {
     const value = await check()
