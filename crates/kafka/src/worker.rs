@@ -42,6 +42,9 @@ const MAX_STORE_RETRY: Duration = Duration::from_secs(4);
 const FIRST_WRITE_RETRY: Duration = Duration::from_millis(500);
 /// The cap of that pause's delay; a jittered pause is below twice it.
 const MAX_WRITE_RETRY: Duration = Duration::from_secs(4);
+/// Most automatic versions one tick takes (each a few store round trips,
+/// while the fold waits); the rest stay due for the next ticks.
+const MAX_VERSIONS_PER_TICK: usize = 32;
 /// Log one in this many records that are not document updates.
 const MALFORMED_LOG_EVERY: u64 = 100;
 
@@ -373,7 +376,8 @@ impl Worker {
         if !history.store_edits().await {
             return;
         }
-        for due in history.due_versions(Instant::now()) {
+        let due_versions = history.due_versions(Instant::now());
+        for due in due_versions.into_iter().take(MAX_VERSIONS_PER_TICK) {
             let folded = match self.fold.folded_state(due.partition, &due.doc) {
                 Some(folded) => Some(folded),
                 // Evicted since (written, then idle): its stored snapshot
