@@ -148,7 +148,7 @@ e2e('history: versions with authors, reads then, diff, activity, bad input (one 
   // Compare and activity.
   const diff = await json(await api(server, 'GET', `/documents/${enc(name)}/diff?from=${v1.id}&to=${v2.id}&text=text`, { as: reader }), 200)
   assert.deepEqual(diff.authors, ['bob'])
-  assert.deepEqual(diff.text, [{ root: 'text', changes: [{ at: 5, deleted: '', inserted: ' world' }] }])
+  assert.deepEqual(diff.text, [{ root: 'text', changes: [{ at: 5, deleted: '', inserted: ' world', authors: ['bob'] }] }])
   const activity = await json(await api(server, 'GET', `/documents/${enc(name)}/activity`, { as: reader }), 200)
   assert.deepEqual(activity.activity.map(a => a.author), ['alice', 'bob'])
   for (const row of activity.activity) {

@@ -100,12 +100,17 @@ pub fn decode(value: &[u8], key: Option<&str>) -> Result<Decoded, EnvelopeError>
 /// worker read back: an update or a deletion of the document named by its
 /// key. Anything else there is malformed.
 pub fn decode_change(value: &[u8], key: Option<&[u8]>) -> Result<Record, EnvelopeError> {
+    decode_change_from(value, key).map(|decoded| decoded.record)
+}
+
+/// [`decode_change`], with who published the record.
+pub fn decode_change_from(value: &[u8], key: Option<&[u8]>) -> Result<Decoded, EnvelopeError> {
     let Some(doc) = key.and_then(|key| std::str::from_utf8(key).ok()) else {
         return Err(EnvelopeError::NotAChange);
     };
     let decoded = decode(value, Some(doc))?;
     match decoded.record.kind {
-        RecordKind::Update | RecordKind::Delete => Ok(decoded.record),
+        RecordKind::Update | RecordKind::Delete => Ok(decoded),
         RecordKind::Awareness | RecordKind::Heartbeat | RecordKind::Stateless => {
             Err(EnvelopeError::NotAChange)
         }

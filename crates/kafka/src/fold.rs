@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use tracing::warn;
 use weft_sync::store::{Position, Snapshot};
 use weft_sync::tombstone::TombstoneState;
-use weft_sync::{CommittedUpdate, Dirty, Replica, Skipped, SnapshotPolicy, unix_millis};
+use weft_sync::{CommittedUpdate, Dirty, ReadState, Replica, Skipped, SnapshotPolicy, unix_millis};
 
 /// When a folded document is written: the node's [`SnapshotPolicy`]
 /// (`debounce`, `max_delay`, `max_updates`, see [`FoldConfig::policy`])
@@ -349,6 +349,15 @@ impl Fold {
                     || now.duration_since(folded.unstored.last) < evict_after
             });
         }
+    }
+
+    /// The document `doc` folded from `partition` as a reader sees it,
+    /// covering the last record folded, if it is held.
+    pub fn folded_state(&self, partition: i32, doc: &str) -> Option<ReadState> {
+        let folded = self.partitions.get(&partition)?.docs.get(doc)?;
+        let mut state = folded.replica.read_state();
+        state.covers = folded.last_applied;
+        Some(state)
     }
 
     /// Documents held in memory.

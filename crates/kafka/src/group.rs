@@ -60,6 +60,9 @@ pub(crate) enum Event {
         offset: i64,
         key: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
+        /// The `weft-author` and `weft-at-ms` headers, if it has them.
+        author: Option<Arc<str>>,
+        at_ms: Option<i64>,
     },
     /// Partitions this worker now owns.
     Assigned(Vec<i32>),
@@ -187,11 +190,14 @@ pub(crate) fn poll_loop(
         joined.store(true, Ordering::Release);
         match polled {
             Ok(message) => {
+                let (author, at_ms) = crate::attribution::attribution_of(message.headers());
                 let event = Event::Record {
                     partition: message.partition(),
                     offset: message.offset(),
                     key: message.key().map(<[u8]>::to_vec),
                     value: message.payload().map(<[u8]>::to_vec),
+                    author,
+                    at_ms,
                 };
                 if events.blocking_send(event).is_err() {
                     return;

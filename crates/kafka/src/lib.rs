@@ -62,7 +62,8 @@
 //!   (`<topic>-revocations`, one partition, read from the start).
 //! - [`fold`]: the persistence worker's folded documents and its commit
 //!   rule; `group`: its consumer group side (rebalances, commits, lag);
-//!   [`worker`]: the worker's loop.
+//!   [`worker`]: the worker's loop; [`edit_history`]: the cluster's
+//!   per-edit history and automatic versions the worker keeps as it folds.
 
 mod acks;
 pub mod attribution;
@@ -73,6 +74,7 @@ mod consume;
 pub mod context;
 mod counters;
 mod delivery;
+pub mod edit_history;
 pub mod envelope;
 pub mod fold;
 mod group;

@@ -19,9 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weft_sync::RecordKind;
 use weft_sync::backoff::{Pauses, RetryGate};
+use weft_sync::history::{EditLog, LoggedEdit};
 use weft_sync::store::{SnapshotStore, SnapshotWrite};
 
 use crate::config::KafkaConfig;
+use crate::edit_history::{EditHistory, HistoryCounters, HistoryKeeping};
 use crate::envelope;
 use crate::fold::{Fold, FoldConfig};
 use crate::group::{Event, WorkerContext, commit, group_consumer, measure_lag, poll_loop};
@@ -40,6 +42,9 @@ const MAX_STORE_RETRY: Duration = Duration::from_secs(4);
 const FIRST_WRITE_RETRY: Duration = Duration::from_millis(500);
 /// The cap of that pause's delay; a jittered pause is below twice it.
 const MAX_WRITE_RETRY: Duration = Duration::from_secs(4);
+/// Most automatic versions one tick takes (each a few store round trips,
+/// while the fold waits); the rest stay due for the next ticks.
+const MAX_VERSIONS_PER_TICK: usize = 32;
 /// Log one in this many records that are not document updates.
 const MALFORMED_LOG_EVERY: u64 = 100;
 
@@ -54,6 +59,9 @@ pub struct WorkerConfig {
     pub fold: FoldConfig,
     /// How often due snapshots are written and offsets committed.
     pub tick: Duration,
+    /// Whether and how the per-edit history is kept (`None`:
+    /// `--history-retention 0`).
+    pub history: Option<HistoryKeeping>,
 }
 
 /// What the worker exposes to health, readiness and metrics.
@@ -81,6 +89,8 @@ pub struct WorkerStatus {
     pub documents: AtomicUsize,
     /// Snapshot write time and size (the `snapshot_*` histograms).
     pub timings: weft_sync::SyncMetrics,
+    /// The per-edit history's rows and automatic versions.
+    pub history: Arc<HistoryCounters>,
 }
 
 /// Runs the worker until `stop`, then writes every unwritten document and
@@ -88,6 +98,7 @@ pub struct WorkerStatus {
 pub async fn run(
     config: WorkerConfig,
     store: Arc<dyn SnapshotStore>,
+    history: Option<Arc<dyn EditLog>>,
     status: Arc<WorkerStatus>,
     stop: CancellationToken,
 ) -> Result<(), KafkaError> {
@@ -120,6 +131,9 @@ pub async fn run(
         owned: Vec::new(),
         committed: Vec::new(),
         writes: RetryGate::new(FIRST_WRITE_RETRY, MAX_WRITE_RETRY),
+        history: history
+            .zip(config.history)
+            .map(|(store, keeping)| EditHistory::new(store, keeping, status.history.clone())),
     };
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,13 +147,14 @@ pub async fn run(
                 worker.handle(event, &stop).await;
             }
             _ = tick.tick() => {
+                worker.keep_history().await;
                 worker.write_due(false, None).await;
                 worker.commit(&consumer);
                 worker.fold.evict_idle(Instant::now());
                 status.documents.store(worker.fold.documents(), Ordering::Relaxed);
             }
             _ = lag.tick() => {
-                if let Some(measured) = measure_lag(&consumer, &topic, &worker.owned, &worker.fold.commit_offsets()).await {
+                if let Some(measured) = measure_lag(&consumer, &topic, &worker.owned, &worker.commit_offsets()).await {
                     status.lag.store(measured, Ordering::Relaxed);
                 }
             }
@@ -153,8 +168,11 @@ pub async fn run(
             worker.handle(event, &stop).await;
         }
     }
+    if let Some(history) = &mut worker.history {
+        history.store_edits().await;
+    }
     worker.write_due(true, None).await;
-    let offsets = worker.fold.commit_offsets();
+    let offsets = worker.commit_offsets();
     if let Err(error) = commit(&consumer, &topic, &offsets, CommitMode::Sync) {
         warn!(error = %error, "final commit failed; the next worker re-folds from the previous one");
     }
@@ -169,6 +187,22 @@ pub async fn run(
     Ok(())
 }
 
+/// A stored snapshot as a reader sees it (`None` if it holds nothing, as a
+/// deleted document's does).
+fn read_state_of(snapshot: &weft_sync::Snapshot) -> Option<weft_sync::ReadState> {
+    use yrs::updates::decoder::Decode;
+    let has_content = yrs::StateVector::decode_v1(&snapshot.state_vector)
+        .is_ok_and(|state_vector| !state_vector.is_empty());
+    Some(weft_sync::ReadState {
+        state: snapshot.state.clone(),
+        has_content,
+        deleted_at_ms: None,
+        covers: snapshot.covers.offset,
+        deleted_position: None,
+    })
+    .filter(|state| state.has_content)
+}
+
 struct Worker {
     fold: Fold,
     store: Arc<dyn SnapshotStore>,
@@ -179,6 +213,8 @@ struct Worker {
     /// Closed for a pause after a snapshot write failed (a store that is
     /// down is not asked again every tick, by every worker at once).
     writes: RetryGate,
+    /// The per-edit history and automatic versions, if kept.
+    history: Option<EditHistory>,
 }
 
 impl Worker {
@@ -189,7 +225,13 @@ impl Worker {
                 offset,
                 key,
                 value,
-            } => self.fold_record(partition, offset, key, value, stop).await,
+                author,
+                at_ms,
+            } => {
+                let attribution = (author, at_ms);
+                self.fold_record(partition, offset, key, value, attribution, stop)
+                    .await;
+            }
             Event::Assigned(partitions) => {
                 self.status.joined.store(true, Ordering::Release);
                 for partition in partitions {
@@ -202,14 +244,19 @@ impl Worker {
                     .store(self.owned.len(), Ordering::Relaxed);
             }
             Event::Revoke { partitions, reply } => {
+                if let Some(history) = &mut self.history {
+                    history.store_edits().await;
+                }
                 self.write_due(true, Some(&partitions)).await;
                 let offsets: Vec<(i32, i64)> = self
-                    .fold
                     .commit_offsets()
                     .into_iter()
                     .filter(|(partition, _)| partitions.contains(partition))
                     .collect();
                 self.fold.revoke(&partitions);
+                if let Some(history) = &mut self.history {
+                    history.revoke(&partitions);
+                }
                 self.owned
                     .retain(|partition| !partitions.contains(partition));
                 self.status
@@ -228,10 +275,11 @@ impl Worker {
         offset: i64,
         key: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
+        (author, at_ms): (Option<Arc<str>>, Option<i64>),
         stop: &CancellationToken,
     ) {
         let now = Instant::now();
-        let record = match envelope::decode_change(
+        let decoded = match envelope::decode_change_from(
             value.as_deref().unwrap_or_default(),
             key.as_deref(),
         ) {
@@ -248,6 +296,7 @@ impl Worker {
                 return;
             }
         };
+        let record = decoded.record;
         let doc = record.doc.to_string();
         if self.fold.needs_base(partition, &doc) {
             // The store must answer before this record can be folded; keep
@@ -282,6 +331,77 @@ impl Worker {
         if folded {
             self.status.folded.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(history) = &mut self.history {
+            // Every record read, folded or already covered: a crash may
+            // have stored the snapshot and not the edits.
+            let deletion = record.kind == RecordKind::Delete;
+            let edit = LoggedEdit {
+                doc: record.doc,
+                position: offset,
+                update: if deletion {
+                    Vec::new()
+                } else {
+                    record.payload.to_vec()
+                },
+                author,
+                at_ms,
+                node: Some(decoded.origin.node),
+            };
+            history.note(partition, edit, deletion, now);
+            if history.full() {
+                Self::store_edits_until_stored(history, stop).await;
+            }
+        }
+    }
+
+    /// Stores the buffered edits, retrying (the consumer thread waits
+    /// behind the full channel meanwhile) until they are or `stop`.
+    async fn store_edits_until_stored(history: &mut EditHistory, stop: &CancellationToken) {
+        let mut pauses = Pauses::new(FIRST_STORE_RETRY, MAX_STORE_RETRY);
+        while !history.store_edits().await {
+            let pause = pauses.next_pause();
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Stores the edits read since the last tick, then takes the
+    /// automatic versions due (only once the rows up to them are stored).
+    async fn keep_history(&mut self) {
+        let Some(history) = &mut self.history else {
+            return;
+        };
+        if !history.store_edits().await {
+            return;
+        }
+        let due_versions = history.due_versions(Instant::now());
+        for due in due_versions.into_iter().take(MAX_VERSIONS_PER_TICK) {
+            let folded = match self.fold.folded_state(due.partition, &due.doc) {
+                Some(folded) => Some(folded),
+                // Evicted since (written, then idle): its stored snapshot
+                // holds the same.
+                None => match self.store.load_snapshot(&self.topic, &due.doc).await {
+                    Ok(snapshot) => snapshot.and_then(|snapshot| read_state_of(&snapshot)),
+                    Err(error) => {
+                        warn!(doc = %due.doc, error = %error, "automatic version: reading the snapshot failed; retried on the next tick");
+                        continue;
+                    }
+                },
+            };
+            history.take_version(&due, folded).await;
+        }
+    }
+
+    /// Per partition, the offset safe to commit: below the first record
+    /// whose snapshot or edit row is not stored yet.
+    fn commit_offsets(&self) -> Vec<(i32, i64)> {
+        let mut offsets = self.fold.commit_offsets();
+        if let Some(history) = &self.history {
+            history.clamp(&mut offsets);
+        }
+        offsets
     }
 
     /// Writes the due snapshots (`all`: every unwritten one, of
@@ -337,7 +457,6 @@ impl Worker {
     /// Commits what stored snapshots now cover, where it moved.
     fn commit(&mut self, consumer: &BaseConsumer<WorkerContext>) {
         let offsets: Vec<(i32, i64)> = self
-            .fold
             .commit_offsets()
             .into_iter()
             .filter(|offset| self.owned.contains(&offset.0) && !self.committed.contains(offset))

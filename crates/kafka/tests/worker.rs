@@ -118,6 +118,7 @@ async fn the_worker_folds_every_record_and_commits_only_what_snapshots_cover() {
             ..FoldConfig::default()
         },
         tick: Duration::from_millis(50),
+        history: None,
     };
     let status = Arc::new(WorkerStatus::default());
     let stop = CancellationToken::new();
@@ -125,6 +126,7 @@ async fn the_worker_folds_every_record_and_commits_only_what_snapshots_cover() {
     let running = tokio::spawn(worker::run(
         config.clone(),
         store.clone(),
+        None,
         status.clone(),
         stop.clone(),
     ));
@@ -187,6 +189,7 @@ async fn the_worker_folds_every_record_and_commits_only_what_snapshots_cover() {
             ..config
         },
         store.clone(),
+        None,
         second.clone(),
         stop_second.clone(),
     ));

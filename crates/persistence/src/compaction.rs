@@ -2,8 +2,9 @@
 //! `weft_sync::compaction`): plan, commit, list, measure.
 //!
 //! The log id picks which per-edit rows a compaction touches: the embedded
-//! log's are `weft_updates`; a topic has none in the store, so there only
-//! checkpoints and versions are compacted. Checkpoints and versions are
+//! log's are `weft_updates`; a topic's are its rows of `weft_topic_updates`
+//! (the persistence worker's, absent when it keeps no history: then only
+//! checkpoints and versions are compacted). Checkpoints and versions are
 //! per document, whatever the log.
 //!
 //! A compaction commits in one transaction that starts with a write (so
@@ -58,6 +59,28 @@ const DELETE_OLD_LOG: &str = "DELETE FROM weft_updates
      WHERE doc = $1 AND seq <= $2
        AND seq <= COALESCE((SELECT covers_seq FROM weft_snapshots WHERE doc = $1), 0)";
 
+/// The topic `$3`'s document `$1`: its rows a compaction at `$2` would
+/// remove (all up to `$2`: nodes load from the topic, not from these).
+const TOPIC_REMOVABLE_LOG: &str = "SELECT COUNT(*) AS removable FROM weft_topic_updates
+     WHERE doc = $1 AND seq <= $2 AND topic = $3";
+
+/// Removes [`TOPIC_REMOVABLE_LOG`]'s rows.
+const TOPIC_DELETE_OLD_LOG: &str =
+    "DELETE FROM weft_topic_updates WHERE doc = $1 AND seq <= $2 AND topic = $3";
+
+/// The topic `$3`'s document `$1`: its newest update accepted by `$2`.
+const TOPIC_LOG_POSITION_AT: &str = "SELECT MAX(seq) AS seq FROM weft_topic_updates
+     WHERE doc = $1 AND (at_ms IS NULL OR at_ms <= $2) AND length(data) > 0 AND topic = $3";
+
+/// The topic `$4`'s document `$1`: its updates after `$2` up to `$3`.
+const TOPIC_UPDATES_BETWEEN: &str = "SELECT data FROM weft_topic_updates
+     WHERE doc = $1 AND seq > $2 AND seq <= $3 AND length(data) > 0 AND topic = $4
+     ORDER BY seq";
+
+/// [`TOPIC_UPDATES_BETWEEN`], counted.
+const TOPIC_UPDATES_COUNT: &str = "SELECT COUNT(*) AS updates FROM weft_topic_updates
+     WHERE doc = $1 AND seq > $2 AND seq <= $3 AND length(data) > 0 AND topic = $4";
+
 /// The document `$1`'s nearest checkpoint position at or before `$2`.
 const BASIS: &str = "SELECT MAX(covers_seq) AS seq FROM weft_checkpoints
      WHERE doc = $1 AND covers_seq <= $2";
@@ -73,10 +96,11 @@ const EMBEDDED_STATS: &str = "SELECT
         + COALESCE((SELECT SUM(length(state)) FROM weft_checkpoints), 0) AS BIGINT) AS bytes,
      (SELECT COUNT(*) FROM weft_versions) AS versions";
 
-/// Payload bytes and versions of checkpoints and versions alone (a topic's
-/// history).
-const CHECKPOINT_STATS: &str = "SELECT
-     CAST(COALESCE((SELECT SUM(length(state)) FROM weft_checkpoints), 0) AS BIGINT) AS bytes,
+/// Payload bytes and versions of a topic's history (`$1`): its per-edit
+/// rows, checkpoints and versions.
+const TOPIC_STATS: &str = "SELECT
+     CAST(COALESCE((SELECT SUM(length(data)) FROM weft_topic_updates WHERE topic = $1), 0)
+        + COALESCE((SELECT SUM(length(state)) FROM weft_checkpoints), 0) AS BIGINT) AS bytes,
      (SELECT COUNT(*) FROM weft_versions) AS versions";
 
 sql_store_impl! {
@@ -93,9 +117,11 @@ impl SqlStore<D> {
         } else {
             D::CHECKPOINT_DOCUMENTS
         };
-        let rows = sqlx::query(query)
-            .bind(after)
-            .bind(i64::from(limit))
+        let mut rows = sqlx::query(query).bind(after).bind(i64::from(limit));
+        if log != EMBEDDED_LOG {
+            rows = rows.bind(log);
+        }
+        let rows = rows
             .fetch_all(self.pool())
             .await
             .map_err(|error| StoreError::new("list documents with history", error))?;
@@ -118,7 +144,7 @@ impl SqlStore<D> {
         let logged = if embedded {
             self.seq_of(LOG_POSITION_AT, doc, cutoff_ms, "find log position").await?
         } else {
-            None
+            self.topic_seq_of(log, doc, cutoff_ms).await?
         };
         let Some(covers) = logged.max(checkpointed.await?) else {
             return Ok(None);
@@ -126,6 +152,8 @@ impl SqlStore<D> {
         let mut removable = self.count(REMOVABLE_CHECKPOINTS_AND_VERSIONS, doc, covers).await?;
         if embedded {
             removable += self.count(REMOVABLE_LOG, doc, covers).await?;
+        } else {
+            removable += self.count_in(TOPIC_REMOVABLE_LOG, doc, covers, Some(log)).await?;
         }
         if removable == 0 {
             return Ok(None);
@@ -144,11 +172,18 @@ impl SqlStore<D> {
             None => (None, None),
         };
         let mut updates = Vec::new();
-        if embedded && basis != Some(covers) {
-            let rows = sqlx::query(UPDATES_BETWEEN)
-                .bind(doc)
-                .bind(basis.unwrap_or(0))
-                .bind(covers)
+        if basis != Some(covers) {
+            // Embedded positions start at 1, a topic's offsets at 0.
+            let (query, start) = if embedded {
+                (UPDATES_BETWEEN, 0)
+            } else {
+                (TOPIC_UPDATES_BETWEEN, -1)
+            };
+            let mut rows = sqlx::query(query).bind(doc).bind(basis.unwrap_or(start)).bind(covers);
+            if !embedded {
+                rows = rows.bind(log);
+            }
+            let rows = rows
                 .fetch_all(self.pool())
                 .await
                 .map_err(|error| StoreError::new("read history log", error))?;
@@ -201,11 +236,20 @@ impl SqlStore<D> {
             .try_get("seq")
             .map_err(read_error)?;
         let mut stale = basis != compaction.basis;
-        if !stale && embedded && compaction.state.is_some() {
-            let updates: i64 = sqlx::query(UPDATES_COUNT)
+        if !stale && compaction.state.is_some() {
+            let (query, start) = if embedded {
+                (UPDATES_COUNT, 0)
+            } else {
+                (TOPIC_UPDATES_COUNT, -1)
+            };
+            let mut count = sqlx::query(query)
                 .bind(doc)
-                .bind(compaction.basis.unwrap_or(0))
-                .bind(covers)
+                .bind(compaction.basis.unwrap_or(start))
+                .bind(covers);
+            if !embedded {
+                count = count.bind(log);
+            }
+            let updates: i64 = count
                 .fetch_one(&mut *txn)
                 .await
                 .map_err(|error| StoreError::new("check compaction basis", error))?
@@ -236,10 +280,13 @@ impl SqlStore<D> {
             .await
             .map_err(|error| StoreError::new("remove old checkpoints", error))?;
         let mut removed = D::rows_affected(&versions) + D::rows_affected(&checkpoints);
-        if embedded {
-            let rows = sqlx::query(DELETE_OLD_LOG)
-                .bind(doc)
-                .bind(covers)
+        {
+            let rows = if embedded {
+                sqlx::query(DELETE_OLD_LOG).bind(doc).bind(covers)
+            } else {
+                sqlx::query(TOPIC_DELETE_OLD_LOG).bind(doc).bind(covers).bind(log)
+            };
+            let rows = rows
                 .execute(&mut *txn)
                 .await
                 .map_err(|error| StoreError::new("remove old log rows", error))?;
@@ -251,14 +298,33 @@ impl SqlStore<D> {
         Ok(Compacted::Done { removed })
     }
 
+    /// The topic `topic`'s document `doc`: its newest row accepted by
+    /// `cutoff_ms`.
+    async fn topic_seq_of(
+        &self,
+        topic: &str,
+        doc: &str,
+        cutoff_ms: i64,
+    ) -> Result<Option<LogSeq>, StoreError> {
+        sqlx::query(TOPIC_LOG_POSITION_AT)
+            .bind(doc)
+            .bind(cutoff_ms)
+            .bind(topic)
+            .fetch_one(self.pool())
+            .await
+            .map_err(|error| StoreError::new("find topic log position", error))?
+            .try_get("seq")
+            .map_err(read_error)
+    }
+
     /// See `History::history_stats`.
     pub(crate) async fn read_history_stats(&self, log: &str) -> Result<HistoryStats, StoreError> {
-        let query = if log == EMBEDDED_LOG {
-            EMBEDDED_STATS
+        let row = if log == EMBEDDED_LOG {
+            sqlx::query(EMBEDDED_STATS)
         } else {
-            CHECKPOINT_STATS
+            sqlx::query(TOPIC_STATS).bind(log)
         };
-        let row = sqlx::query(query)
+        let row = row
             .fetch_one(self.pool())
             .await
             .map_err(|error| StoreError::new("read history sizes", error))?;
@@ -272,9 +338,22 @@ impl SqlStore<D> {
 
     /// The one count `query` finds for the document `doc` at `covers`.
     async fn count(&self, query: &'static str, doc: &str, covers: LogSeq) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query(query)
-            .bind(doc)
-            .bind(covers)
+        self.count_in(query, doc, covers, None).await
+    }
+
+    /// [`Self::count`], with the topic as the third parameter if any.
+    async fn count_in(
+        &self,
+        query: &'static str,
+        doc: &str,
+        covers: LogSeq,
+        topic: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let mut count = sqlx::query(query).bind(doc).bind(covers);
+        if let Some(topic) = topic {
+            count = count.bind(topic);
+        }
+        let count: i64 = count
             .fetch_one(self.pool())
             .await
             .map_err(|error| StoreError::new("count history to compact", error))?

@@ -9,6 +9,7 @@ use weft_sync::history::{
     AuthorActivity, Compacted, Compaction, CompactionPlan, History, HistoryRead, HistoryStats,
     NewVersion, Version, VersionKind,
 };
+use weft_sync::text_runs::AttributedUpdate;
 use weft_sync::{LogSeq, StoreError};
 
 use crate::dialect::sql_store_impl;
@@ -76,6 +77,10 @@ pub(crate) const CHECKPOINT_BEFORE: &str = "SELECT covers_seq, state FROM weft_c
 /// The document `$1`'s updates after `$2` up to `$3` (deletion markers,
 /// which are empty, left out).
 pub(crate) const UPDATES_BETWEEN: &str = "SELECT data FROM weft_updates
+     WHERE doc = $1 AND seq > $2 AND seq <= $3 AND length(data) > 0 ORDER BY seq";
+
+/// The document's attributed updates in a range of positions.
+const ATTRIBUTED_BETWEEN: &str = "SELECT author, data FROM weft_updates
      WHERE doc = $1 AND seq > $2 AND seq <= $3 AND length(data) > 0 ORDER BY seq";
 
 /// Per author, the document `$1`'s updates accepted from `$2` to `$3`.
@@ -302,6 +307,29 @@ impl History for SqlStore<D> {
         })
     }
 
+    async fn updates_between(
+        &self,
+        doc: &str,
+        after: LogSeq,
+        upto: LogSeq,
+    ) -> Result<Vec<AttributedUpdate>, StoreError> {
+        let rows = sqlx::query(ATTRIBUTED_BETWEEN)
+            .bind(doc)
+            .bind(after)
+            .bind(upto)
+            .fetch_all(self.pool())
+            .await
+            .map_err(|error| StoreError::new("read history log", error))?;
+        let mut updates = Vec::with_capacity(rows.len());
+        for row in rows {
+            updates.push(AttributedUpdate {
+                author: row.try_get("author").map_err(read_error)?,
+                update: row.try_get("data").map_err(read_error)?,
+            });
+        }
+        Ok(updates)
+    }
+
     async fn activity(
         &self,
         doc: &str,
@@ -357,7 +385,7 @@ impl History for SqlStore<D> {
 }
 
 /// A version from its stored columns.
-fn version_of(
+pub(crate) fn version_of(
     id: i64,
     name: Option<String>,
     kind: &str,

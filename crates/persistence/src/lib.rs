@@ -29,6 +29,9 @@
 //! - `history`: `weft_sync::history::History` for [`SqlStore`]: versions,
 //!   checkpoints, the attributed log; `compaction`: folding history older
 //!   than the retention into a checkpoint.
+//! - [`topic_history`]: [`TopicHistory`], a cluster's history: the same
+//!   versions and checkpoints, and the per-edit rows the persistence
+//!   worker stores for one topic; `topic_sql`, its SQL.
 
 mod compaction;
 pub mod dialect;
@@ -39,6 +42,8 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 pub mod store;
+pub mod topic_history;
+mod topic_sql;
 
 use std::sync::Arc;
 
@@ -48,8 +53,9 @@ pub use error::OpenError;
 pub use postgres::{Postgres, PostgresStore};
 pub use sqlite::{Sqlite, SqliteStore};
 pub use store::SqlStore;
+pub use topic_history::TopicHistory;
 use weft_sync::EmbeddedLog;
-use weft_sync::history::History;
+use weft_sync::history::{EditLog, History};
 
 /// Opens the store named by `url`, with its history side (versions,
 /// checkpoints, the attributed log).
@@ -64,6 +70,28 @@ pub async fn open_store_with_history(
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let store = Arc::new(PostgresStore::open(url).await?);
         return Ok((store.clone(), store));
+    }
+    let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
+    Err(OpenError::UnsupportedScheme(scheme.to_owned()))
+}
+
+/// Opens the store named by `url`, with the history of `topic`'s
+/// documents (a cluster's: versions, checkpoints, the worker's per-edit
+/// rows).
+pub async fn open_store_with_topic_history(
+    url: &str,
+    topic: &str,
+) -> Result<(Arc<dyn EmbeddedLog>, Arc<dyn EditLog>), OpenError> {
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::open(url).await?;
+        let history = Arc::new(TopicHistory::new(store.clone(), topic));
+        return Ok((Arc::new(store), history));
+    }
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let store = PostgresStore::open(url).await?;
+        let history = Arc::new(TopicHistory::new(store.clone(), topic));
+        return Ok((Arc::new(store), history));
     }
     let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
     Err(OpenError::UnsupportedScheme(scheme.to_owned()))

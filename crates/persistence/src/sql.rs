@@ -187,14 +187,19 @@ macro_rules! history_documents {
     };
 }
 
-/// The documents with checkpoints after `$1`, `$2` at most; `$order` as in
-/// [`list_documents!`]. History compaction walks them for a topic's log.
+/// The documents with checkpoints or the topic `$3`'s per-edit rows after
+/// `$1`, `$2` at most; `$order` as in [`list_documents!`]. History
+/// compaction walks them for a topic's log.
 macro_rules! checkpoint_documents {
     ($order:literal) => {
         concat!(
-            "SELECT doc FROM weft_checkpoints WHERE doc",
+            "SELECT doc FROM (
+                 SELECT doc FROM weft_checkpoints
+                 UNION SELECT doc FROM weft_topic_updates WHERE topic = $3
+             ) AS documents
+             WHERE doc",
             $order,
-            " > $1 GROUP BY doc ORDER BY doc",
+            " > $1 ORDER BY doc",
             $order,
             " LIMIT $2"
         )

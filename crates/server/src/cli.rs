@@ -79,9 +79,19 @@ pub struct PersistArgs {
     #[arg(long, env = "WEFT_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// History: the shared store's checkpoints and versions older than
-    /// this fold into the newest checkpoint by then (named versions stay).
-    /// Use the nodes' value. 0 compacts nothing.
+    /// History: a changed document gets an automatic version after this
+    /// much activity...
+    #[arg(long, env = "WEFT_VERSION_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub version_interval: Duration,
+
+    /// ...or once nobody changed it for this long.
+    #[arg(long, env = "WEFT_VERSION_QUIET", default_value = "1m", value_parser = parse_duration)]
+    pub version_quiet: Duration,
+
+    /// History: per-edit rows, checkpoints and versions older than this
+    /// fold into the newest checkpoint by then (named versions stay). Use
+    /// the nodes' value. 0 keeps no per-edit history, takes no automatic
+    /// versions and compacts nothing.
     #[arg(long, env = "WEFT_HISTORY_RETENTION", default_value = "30d", value_parser = parse_duration)]
     pub history_retention: Duration,
 
@@ -149,8 +159,8 @@ pub struct ServeArgs {
     pub snapshot_debounce: Duration,
 
     /// History: a changed document gets an automatic version after this
-    /// much activity, and when its last session leaves (embedded nodes; a
-    /// cluster takes named and restore versions only).
+    /// much activity, and when its last session leaves (embedded nodes; in
+    /// a cluster the persistence worker takes them).
     #[arg(long, env = "WEFT_VERSION_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub version_interval: Duration,
 

@@ -336,6 +336,19 @@ pub async fn open_store_with_history(
         .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))
 }
 
+/// [`open_store`] with the history of `topic`'s documents (a cluster's).
+pub async fn open_store_with_topic_history(
+    url: &str,
+    topic: &str,
+) -> anyhow::Result<(
+    Arc<dyn weft_sync::EmbeddedLog>,
+    Arc<dyn weft_sync::history::EditLog>,
+)> {
+    weft_persistence::open_store_with_topic_history(url, topic)
+        .await
+        .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))
+}
+
 /// `--node-id`, else the host name, else `weft`.
 pub fn node_id(args: &KafkaArgs) -> String {
     if let Some(node_id) = &args.node_id {

@@ -48,7 +48,9 @@ use weft_gateway::live::{RevocationLog, Revocations};
 use weft_gateway::{AppState, Lifecycle};
 use weft_sync::{LogBus, MessageBus, Registry};
 
-use crate::config::{NodeConfig, check_kafka_security, open_store_with_history};
+use crate::config::{
+    NodeConfig, check_kafka_security, open_store_with_history, open_store_with_topic_history,
+};
 use crate::drain::{DrainHold, DrainPhase, DrainReport, DrainStep};
 use crate::listen::Listeners;
 use crate::revocations::{StoreRevocations, TopicRevocations};
@@ -98,7 +100,17 @@ impl Node {
         if let Some(kafka) = &config.kafka {
             check_kafka_security(kafka).await?;
         }
-        let (store, history_store) = open_store_with_history(&config.store_url).await?;
+        // A cluster's history is its topic's: the per-edit rows the
+        // persistence worker stores, beside the shared versions.
+        let (store, history_store): (_, Arc<dyn weft_sync::history::History>) = match &config.kafka
+        {
+            Some(kafka) => {
+                let (store, history) =
+                    open_store_with_topic_history(&config.store_url, &kafka.topic).await?;
+                (store, history)
+            }
+            None => open_store_with_history(&config.store_url).await?,
+        };
         let local_addr = listeners
             .http
             .local_addr()

@@ -77,6 +77,15 @@ impl History for ScriptedHistory {
         Err(unused())
     }
 
+    async fn updates_between(
+        &self,
+        _doc: &str,
+        _after: LogSeq,
+        _upto: LogSeq,
+    ) -> Result<Vec<crate::text_runs::AttributedUpdate>, StoreError> {
+        Err(unused())
+    }
+
     async fn activity(
         &self,
         _doc: &str,

@@ -19,12 +19,14 @@
 //! pass over every document is [`compaction`](crate::compaction)).
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::store::{LogSeq, StoreError};
+use crate::text_runs::AttributedUpdate;
 use crate::update::InvalidUpdate;
 
 /// How a version came to be.
@@ -246,6 +248,15 @@ pub trait History: Send + Sync + Debug + 'static {
     /// What the store holds of the document at `covers`.
     async fn read_at(&self, doc: &str, covers: LogSeq) -> Result<HistoryRead, StoreError>;
 
+    /// The document's logged updates after `after` up to `upto`, in log
+    /// order, each with its author.
+    async fn updates_between(
+        &self,
+        doc: &str,
+        after: LogSeq,
+        upto: LogSeq,
+    ) -> Result<Vec<AttributedUpdate>, StoreError>;
+
     /// Per author, the document's logged updates accepted from `from_ms`
     /// to `to_ms` (inclusive).
     async fn activity(
@@ -285,4 +296,31 @@ pub trait History: Send + Sync + Debug + 'static {
 
     /// How much history the store holds for `log`.
     async fn history_stats(&self, log: &str) -> Result<HistoryStats, StoreError>;
+}
+
+/// One record of a topic's document, as the persistence worker read it:
+/// the per-edit history of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEdit {
+    /// The document.
+    pub doc: Arc<str>,
+    /// The record's offset in its partition.
+    pub position: LogSeq,
+    /// The Yjs v1 update (empty for a deletion).
+    pub update: Vec<u8>,
+    /// Who wrote it (`None`: a record from before attribution).
+    pub author: Option<Arc<str>>,
+    /// When the publishing node accepted it (ms since the Unix epoch).
+    pub at_ms: Option<i64>,
+    /// The publishing node.
+    pub node: Option<Arc<str>>,
+}
+
+/// A cluster's history: [`History`] over one topic's per-edit rows, which
+/// the persistence worker (the single folder of each partition) appends.
+#[async_trait]
+pub trait EditLog: History {
+    /// Stores `edits` (rows already stored are left as they are: a record
+    /// folded twice after a crash is stored once).
+    async fn append_edits(&self, edits: &[LoggedEdit]) -> Result<(), StoreError>;
 }

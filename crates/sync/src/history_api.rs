@@ -17,11 +17,16 @@ use crate::history::{AuthorActivity, History, Version, VersionKind};
 use crate::registry::Registry;
 use crate::restore::restore_update;
 use crate::store::LogSeq;
+use crate::text_runs::{TextRun, text_runs};
 use crate::update::ClientUpdate;
 use crate::versions::{HistoryError, HistoryHandle, HistorySettings};
 
 /// Most versions [`Registry::authors_between`] reads.
 const MAX_VERSIONS_COMPARED: u32 = 1_000;
+
+/// Most logged updates [`Registry::text_runs`] replays (about a second of
+/// one core); a diff across more is answered without per-run authors.
+const MAX_UPDATES_DIFFED: usize = 100_000;
 
 /// A point in a document's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +103,35 @@ impl Registry {
             }
         }
         Ok(authors)
+    }
+
+    /// Per root in `roots`, the runs of text that changed from version
+    /// `from` to the later version `to`, and who made each; `None` when
+    /// more than 100,000 updates lie between them.
+    pub async fn text_runs(
+        &self,
+        name: &str,
+        from: &Version,
+        to: &Version,
+        roots: Vec<String>,
+    ) -> Result<Option<Vec<Vec<TextRun>>>, HistoryError> {
+        let history = self.history()?;
+        let earlier = history.store.read_at(name, from.covers).await?;
+        let updates = history
+            .store
+            .updates_between(name, from.covers, to.covers)
+            .await?;
+        if updates.len() > MAX_UPDATES_DIFFED {
+            return Ok(None);
+        }
+        // Replaying is CPU work: off the runtime.
+        let runs = tokio::task::spawn_blocking(move || {
+            let earlier = earlier.fold()?;
+            text_runs(&earlier, &updates, &roots)
+        })
+        .await
+        .map_err(|error| HistoryError::Store(crate::StoreError::new("diff text", error)))??;
+        Ok(Some(runs))
     }
 
     /// Takes a version of the document as it is now.

@@ -67,7 +67,8 @@
 //! - `config`, `loader`, `housekeeping`, `bus_task`: the registry's settings,
 //!   how a document's records are read, and its two background tasks.
 //! - [`history`]: versions, checkpoints, reading a document as it was;
-//!   [`restore`]: a restore as the smallest forward update;
+//!   [`restore`]: a restore as the smallest forward update; [`text_runs`]:
+//!   a `Y.Text`'s changed runs between two points and who made each;
 //!   [`compaction`]: history older than the retention folded into a
 //!   checkpoint, for every document, on a schedule.
 //! - `registry`: the facade: joining, readiness, shutdown.
@@ -120,6 +121,7 @@ pub mod session;
 mod snapshot_policy;
 pub mod store;
 mod tasks;
+pub mod text_runs;
 pub mod tombstone;
 mod update;
 mod versions;

@@ -30,14 +30,14 @@ pub struct HistorySettings {
     pub retention: Duration,
     /// Whether housekeeping takes automatic versions: an embedded node's
     /// does; a cluster's nodes do not (every node holding a document would
-    /// take one), so a cluster has named and restore versions only.
+    /// take one): there the persistence worker takes them.
     pub automatic: bool,
 }
 
 /// Why a history request was not answered.
 #[derive(Debug, Error)]
 pub enum HistoryError {
-    /// This node keeps no history (a cluster node).
+    /// This node keeps no history (`--history-retention 0`).
     #[error("history is not kept on this node")]
     Disabled,
     /// The document has no version of that id.

@@ -1,4 +1,5 @@
-//! The history routes: versions, restore, undelete, diff, activity (and the
+//! The history routes: versions, restore, undelete, activity (the diff is
+//! `api::diff`; and the
 //! `?version=` / `?at=` reads of `GET /api/documents/{name}`, which
 //! [`point_asked`] parses for the document route).
 //!
@@ -16,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 use weft_sync::history::{Version, VersionKind};
-use weft_sync::{HistoryError, HistoryPoint, RootKind, read_roots};
+use weft_sync::{HistoryError, HistoryPoint};
 
 use super::extract::{DocName, Peer, QueryPairs, caller, limit_param, refusal_for, require};
 use crate::auth::Access;
@@ -185,129 +186,6 @@ pub(super) async fn restore(
 }
 
 #[derive(Serialize)]
-struct TextChange {
-    /// Byte offset in the `from` text where the change starts.
-    at: usize,
-    deleted: String,
-    inserted: String,
-}
-
-#[derive(Serialize)]
-struct TextDiff {
-    root: String,
-    changes: Vec<TextChange>,
-}
-
-#[derive(Serialize)]
-struct DiffJson {
-    from: VersionJson,
-    to: VersionJson,
-    /// Who changed the document after `from` up to `to`.
-    authors: Vec<String>,
-    text: Vec<TextDiff>,
-}
-
-/// `GET /api/documents/{name}/diff?from=ID&to=ID&text=ROOT`: per named
-/// text root, what changed from one version to the other, and who wrote
-/// the versions between them.
-pub(super) async fn diff(
-    State(state): State<AppState>,
-    DocName(name): DocName,
-    headers: HeaderMap,
-    peer: Peer,
-    QueryPairs(query): QueryPairs,
-) -> Result<Response, ApiError> {
-    let caller = caller(&state, &headers, Some(&name), peer).await?;
-    require(&caller, &name, Access::Read)?;
-    let mut from = None;
-    let mut to = None;
-    let mut roots = Vec::new();
-    for (key, value) in &query {
-        match key.as_str() {
-            "from" => from = Some(version_id(value, "from")?),
-            "to" => to = Some(version_id(value, "to")?),
-            "text" if value.is_empty() => {
-                return Err(ApiError::bad_request("a root type name is not empty"));
-            }
-            "text" => roots.push((RootKind::Text, value.clone())),
-            _ => {}
-        }
-    }
-    let (Some(from), Some(to)) = (from, to) else {
-        return Err(ApiError::bad_request("from and to name two versions (ids)"));
-    };
-    let registry = &state.registry;
-    let refusal = |failure: HistoryError| history_refusal(&failure);
-    let from_version = registry.version(&name, from).await.map_err(refusal)?;
-    let to_version = registry.version(&name, to).await.map_err(refusal)?;
-    let from_state = registry
-        .read_history(&name, HistoryPoint::Version(from))
-        .await
-        .map_err(refusal)?;
-    let to_state = registry
-        .read_history(&name, HistoryPoint::Version(to))
-        .await
-        .map_err(refusal)?;
-    let (Some(before), Some(after)) = (
-        read_roots(&from_state, &roots),
-        read_roots(&to_state, &roots),
-    ) else {
-        return Err(ApiError::bad_request("a root could not be read as text"));
-    };
-    let mut text = Vec::with_capacity(roots.len());
-    for (((_, root), old), new) in roots.iter().zip(before).zip(after) {
-        let old = old.to_string();
-        let new = new.to_string();
-        text.push(TextDiff {
-            root: root.clone(),
-            changes: text_changes(&old, &new),
-        });
-    }
-    let (low, high) = if from_version.id <= to_version.id {
-        (&from_version, &to_version)
-    } else {
-        (&to_version, &from_version)
-    };
-    let authors = registry
-        .authors_between(&name, low.id, high.id)
-        .await
-        .map_err(refusal)?;
-    Ok(Json(DiffJson {
-        from: from_version.into(),
-        to: to_version.into(),
-        authors,
-        text,
-    })
-    .into_response())
-}
-
-/// One replace between the common prefix and suffix (none if equal).
-fn text_changes(old: &str, new: &str) -> Vec<TextChange> {
-    if old == new {
-        return Vec::new();
-    }
-    let mut prefix = 0;
-    for (x, y) in old.chars().zip(new.chars()) {
-        if x != y {
-            break;
-        }
-        prefix += x.len_utf8();
-    }
-    let mut suffix = 0;
-    for (x, y) in old[prefix..].chars().rev().zip(new[prefix..].chars().rev()) {
-        if x != y {
-            break;
-        }
-        suffix += x.len_utf8();
-    }
-    vec![TextChange {
-        at: prefix,
-        deleted: old[prefix..old.len() - suffix].to_owned(),
-        inserted: new[prefix..new.len() - suffix].to_owned(),
-    }]
-}
-
-#[derive(Serialize)]
 struct ActivityJson {
     author: Option<String>,
     updates: u64,
@@ -405,7 +283,7 @@ pub(super) fn point_asked(query: &[(String, String)]) -> Result<Option<HistoryPo
     Ok(point)
 }
 
-fn version_id(value: &str, what: &str) -> Result<i64, ApiError> {
+pub(super) fn version_id(value: &str, what: &str) -> Result<i64, ApiError> {
     value
         .parse::<i64>()
         .ok()

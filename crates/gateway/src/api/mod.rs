@@ -13,7 +13,7 @@
 //! | `GET /api/documents/{name}/versions` | its versions, newest first (`?before=`, `?limit=`) |
 //! | `POST /api/documents/{name}/versions` | take a named version (`{"name":"..."}`; write grant) |
 //! | `POST /api/documents/{name}/restore` | restore to `{"version":"ID"}` or `{"at":"..."}` as a new edit (write grant) |
-//! | `GET /api/documents/{name}/diff?from=ID&to=ID&text=ROOT` | per text root, what changed, and who wrote the versions between |
+//! | `GET /api/documents/{name}/diff?from=ID&to=ID&text=ROOT` | per text root, the changed runs and who made each, and who wrote the versions between |
 //! | `GET /api/documents/{name}/activity?from=&to=` | per author: updates, first and last time |
 //! | `POST /api/revocations` | revoke a subject's or a token's access, on every node (admin) |
 //! | `GET /api/revocations` | the live revocations (admin) |
@@ -28,6 +28,7 @@
 //! the token may read). Without configured auth the API is open, like the
 //! WebSocket path. The OpenAPI document needs no token.
 
+mod diff;
 mod documents;
 mod extract;
 mod history;
@@ -92,7 +93,7 @@ pub(crate) fn router(config: &GatewayConfig) -> Router<AppState> {
             post(history::undelete)
                 .fallback(|| async { method_not_allowed("POST", "this route answers POST") }),
         )
-        .route("/documents/{name}/diff", read_only(get(history::diff)))
+        .route("/documents/{name}/diff", read_only(get(diff::diff)))
         .route(
             "/documents/{name}/activity",
             read_only(get(history::activity)),

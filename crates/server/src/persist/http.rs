@@ -118,6 +118,21 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         ConstCounter::new(load(&status.malformed)),
     );
     registry.register(
+        "edits_stored",
+        "Per-edit history rows stored (history on)",
+        ConstCounter::new(load(&status.history.edits_stored)),
+    );
+    registry.register(
+        "edit_failures",
+        "Per-edit history writes that failed (retried; the records stay uncommitted)",
+        ConstCounter::new(load(&status.history.edit_failures)),
+    );
+    registry.register(
+        "versions_taken",
+        "Automatic versions taken",
+        ConstCounter::new(load(&status.history.versions_taken)),
+    );
+    registry.register(
         "snapshot_seconds",
         "Seconds to write a document snapshot",
         status.timings.snapshot_seconds.clone(),

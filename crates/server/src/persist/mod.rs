@@ -25,14 +25,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
+use weft_kafka::edit_history::HistoryKeeping;
 use weft_kafka::fold::FoldConfig;
 use weft_kafka::worker::{self, WorkerConfig, WorkerStatus};
 
 use crate::cli::PersistArgs;
 use weft_sync::compaction::{CompactionMetrics, CompactionSettings};
+use weft_sync::history::History;
 
 use crate::config::{
-    check_kafka_security, compaction_settings, kafka_config, open_store_with_history,
+    check_kafka_security, compaction_settings, kafka_config, open_store_with_topic_history,
 };
 
 /// How often the worker writes due snapshots and commits.
@@ -72,6 +74,10 @@ impl PersistConfig {
                     ..FoldConfig::default()
                 },
                 tick: TICK,
+                history: (!args.history_retention.is_zero()).then_some(HistoryKeeping {
+                    version_interval: args.version_interval,
+                    version_quiet: args.version_quiet,
+                }),
             },
             max_lag: args.max_lag,
             compaction: if args.history_retention.is_zero() {
@@ -111,7 +117,8 @@ impl Worker {
         listener: TcpListener,
     ) -> anyhow::Result<WorkerHandle> {
         check_kafka_security(&config.worker.kafka).await?;
-        let (store, history) = open_store_with_history(&config.store_url).await?;
+        let (store, history) =
+            open_store_with_topic_history(&config.store_url, &config.worker.kafka.topic).await?;
         let local_addr = listener.local_addr().context("read the bound address")?;
         let status = Arc::new(WorkerStatus::default());
         let root = CancellationToken::new();
@@ -137,14 +144,21 @@ impl Worker {
         });
         info!(listen = %local_addr, store = %crate::cli::redacted_url(&config.store_url), group = %config.worker.group, topic = %config.worker.kafka.topic, "persistence worker starting");
         compaction::start(
-            history,
+            history.clone() as Arc<dyn History>,
             &config.worker.kafka.topic,
             config.compaction,
             &compaction_metrics,
             &tasks,
             worker_stop.child_token(),
         );
-        let consume = worker::run(config.worker, store, status, worker_stop.clone());
+        let history = config.worker.history.is_some().then_some(history);
+        let consume = worker::run(
+            config.worker,
+            store.clone(),
+            history,
+            status,
+            worker_stop.clone(),
+        );
         let worker = tasks.spawn(async move { consume.await.context("run the worker's consumer") });
         Ok(WorkerHandle {
             root,

@@ -19,16 +19,6 @@ fn times_round_trip_and_malformed_ones_are_refused() {
 }
 
 #[test]
-fn a_text_diff_is_one_replace_between_common_ends() {
-    let changes = text_changes("hello world", "hello brave new world");
-    assert_eq!(changes.len(), 1);
-    assert_eq!(changes[0].at, 6);
-    assert_eq!(changes[0].deleted, "");
-    assert_eq!(changes[0].inserted, "brave new ");
-    assert!(text_changes("same", "same").is_empty());
-}
-
-#[test]
 fn one_point_at_most() {
     let both = vec![
         ("version".to_owned(), "1".to_owned()),
