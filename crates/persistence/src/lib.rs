@@ -28,7 +28,10 @@
 //! - [`error`]: [`OpenError`], why a store could not be opened.
 //! - `history`: `weft_sync::history::History` for [`SqlStore`]: versions,
 //!   checkpoints, the attributed log.
+//! - `changes`: `weft_sync::changes::ChangeLog` for [`SqlStore`]: the log
+//!   read back as changes, webhook positions and dead letters.
 
+mod changes;
 pub mod dialect;
 pub mod error;
 mod history;
@@ -47,21 +50,39 @@ pub use postgres::{Postgres, PostgresStore};
 pub use sqlite::{Sqlite, SqliteStore};
 pub use store::SqlStore;
 use weft_sync::EmbeddedLog;
+use weft_sync::changes::ChangeLog;
 use weft_sync::history::History;
 
+/// One store seen through each of its sides.
+#[derive(Debug, Clone)]
+pub struct StoreSides {
+    /// The embedded log and the snapshots.
+    pub log: Arc<dyn EmbeddedLog>,
+    /// Versions, checkpoints, the attributed log.
+    pub history: Arc<dyn History>,
+    /// The log read back as changes; webhook delivery state.
+    pub changes: Arc<dyn ChangeLog>,
+}
+
 /// Opens the store named by `url`, with its history side (versions,
-/// checkpoints, the attributed log).
-pub async fn open_store_with_history(
-    url: &str,
-) -> Result<(Arc<dyn EmbeddedLog>, Arc<dyn History>), OpenError> {
+/// checkpoints, the attributed log) and its change feed.
+pub async fn open_store_with_history(url: &str) -> Result<StoreSides, OpenError> {
     if url.starts_with("sqlite:") {
         let store = Arc::new(SqliteStore::open(url).await?);
-        return Ok((store.clone(), store));
+        return Ok(StoreSides {
+            log: store.clone(),
+            history: store.clone(),
+            changes: store,
+        });
     }
     #[cfg(feature = "postgres")]
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let store = Arc::new(PostgresStore::open(url).await?);
-        return Ok((store.clone(), store));
+        return Ok(StoreSides {
+            log: store.clone(),
+            history: store.clone(),
+            changes: store,
+        });
     }
     let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
     Err(OpenError::UnsupportedScheme(scheme.to_owned()))

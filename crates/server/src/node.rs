@@ -46,6 +46,7 @@ use tracing::{info, warn};
 use weft_gateway::limits::Admission;
 use weft_gateway::live::{RevocationLog, Revocations};
 use weft_gateway::{AppState, Lifecycle};
+use weft_sync::changes::ChangeFeed;
 use weft_sync::{LogBus, MessageBus, Registry};
 
 use crate::config::{NodeConfig, check_kafka_security, open_store_with_history};
@@ -98,7 +99,8 @@ impl Node {
         if let Some(kafka) = &config.kafka {
             check_kafka_security(kafka).await?;
         }
-        let (store, history_store) = open_store_with_history(&config.store_url).await?;
+        let sides = open_store_with_history(&config.store_url).await?;
+        let (store, history_store) = (sides.log, sides.history);
         let local_addr = listeners
             .http
             .local_addr()
@@ -128,6 +130,7 @@ impl Node {
                 store: store.clone(),
             }),
         };
+        let embedded = config.kafka.is_none();
         let bus: Arc<dyn MessageBus> = match config.kafka {
             Some(kafka) => {
                 info!(brokers = %kafka.brokers, topic = %kafka.topic, node = %kafka.origin, "cluster mode: updates go through Kafka");
@@ -154,6 +157,28 @@ impl Node {
         let mut metrics = weft_gateway::Metrics::new(registry.clone());
         if let Some(bus_metrics) = bus_metrics {
             metrics.register_collector(Box::new(bus_metrics));
+        }
+        if embedded {
+            // The embedded log read back as changes: server-sent events,
+            // and webhooks when configured. Stopped with the HTTP servers.
+            let feed = ChangeFeed::start(sides.changes.clone(), None, &tasks, http_stop.clone());
+            let feed = match &config.webhooks {
+                Some(settings) => {
+                    let webhook_metrics = crate::webhooks::WebhookMetrics::default();
+                    webhook_metrics.register(metrics.registry_mut());
+                    let webhooks = crate::webhooks::Webhooks::start(
+                        settings,
+                        sides.changes,
+                        &feed.end(),
+                        webhook_metrics,
+                        &tasks,
+                        &http_stop,
+                    )?;
+                    feed.with_replay(webhooks)
+                }
+                None => feed,
+            };
+            registry.enable_change_feed(feed);
         }
         let http_metrics = crate::http::HttpMetrics::default();
         http_metrics.register(metrics.registry_mut());

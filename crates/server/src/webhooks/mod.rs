@@ -1,0 +1,194 @@
+//! Webhooks: every durable change of every document POSTed to each
+//! `--webhook-url`, at least once and in order per document.
+//!
+//! One pipeline per target URL (`pipeline`) reads the log after the
+//! target's delivered position (stored in the store, so a restart resumes
+//! there: a crash re-delivers, never skips), debounces each document's
+//! changes into events (`coalesce`), builds their bodies (`event`), signs
+//! them (`sign`) and POSTs them, retrying with jittered exponential
+//! backoff for `--webhook-retry-for`, then storing a dead letter. The
+//! delivered position moves only past events delivered (a 2xx) or dead
+//! letters stored.
+//!
+//! # Layout
+//!
+//! - `sign`: the `Weft-Signature` header (a leaf).
+//! - `coalesce`: per-document debouncing and ordering (pure).
+//! - `event`: an event's JSON body.
+//! - `pipeline`: one target's read, send, retry and position loop.
+
+mod coalesce;
+mod event;
+mod pipeline;
+mod sign;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use weft_sync::changes::{ChangeLog, WebhookReplay};
+use weft_sync::{LogSeq, StoreError};
+
+use self::coalesce::Timing;
+
+/// One POST may take this long (connect, send, the answer's head) before
+/// it counts as failed and is retried.
+pub const WEBHOOK_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Replays queued per target before `POST /api/webhooks/replay` waits.
+const REPLAY_QUEUE: usize = 8;
+
+/// `--webhook-*`, validated.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// The targets (`--webhook-url`, repeatable).
+    pub urls: Vec<String>,
+    /// The HMAC key (`--webhook-secret`).
+    pub secret: String,
+    /// `--webhook-debounce`.
+    pub debounce: Duration,
+    /// `--webhook-max-delay`.
+    pub max_delay: Duration,
+    /// `--webhook-retry-for`.
+    pub retry_for: Duration,
+}
+
+/// Validates `--webhook-*`: `None` without a URL.
+pub fn settings(
+    args: &crate::cli::WebhookArgs,
+    history_kept: bool,
+    cluster: bool,
+) -> anyhow::Result<Option<WebhookSettings>> {
+    if args.webhook_url.is_empty() {
+        return Ok(None);
+    }
+    if cluster {
+        anyhow::bail!(
+            "--webhook-url / WEFT_WEBHOOK_URL: webhooks are delivered by embedded nodes only for now (a cluster's would come from `weft persist`)"
+        );
+    }
+    if !history_kept {
+        anyhow::bail!(
+            "--webhook-url / WEFT_WEBHOOK_URL needs the update log kept: --history-retention / WEFT_HISTORY_RETENTION must not be 0"
+        );
+    }
+    let Some(secret) = args
+        .webhook_secret
+        .clone()
+        .filter(|secret| !secret.is_empty())
+    else {
+        anyhow::bail!(
+            "--webhook-url / WEFT_WEBHOOK_URL needs --webhook-secret / WEFT_WEBHOOK_SECRET (receivers check the signature)"
+        );
+    };
+    for url in &args.webhook_url {
+        weft_gateway::auth::https::check_url(url)
+            .with_context(|| format!("--webhook-url / WEFT_WEBHOOK_URL `{url}`"))?;
+    }
+    if args.webhook_max_delay < args.webhook_debounce {
+        anyhow::bail!(
+            "--webhook-max-delay / WEFT_WEBHOOK_MAX_DELAY must not be shorter than --webhook-debounce / WEFT_WEBHOOK_DEBOUNCE"
+        );
+    }
+    Ok(Some(WebhookSettings {
+        urls: args.webhook_url.clone(),
+        secret,
+        debounce: args.webhook_debounce,
+        max_delay: args.webhook_max_delay,
+        retry_for: args.webhook_retry_for,
+    }))
+}
+
+/// The webhooks' metrics.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookMetrics {
+    /// Events a target answered with a 2xx.
+    pub delivered: Counter,
+    /// Attempts that failed (an error status, a timeout, no connection).
+    pub failed_attempts: Counter,
+    /// Events given up on after `--webhook-retry-for` (stored as dead
+    /// letters).
+    pub dead_letters: Counter,
+}
+
+impl WebhookMetrics {
+    /// Registers them (`weft_webhook_*`).
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "webhook_deliveries",
+            "Webhook events a target answered with a 2xx",
+            self.delivered.clone(),
+        );
+        registry.register(
+            "webhook_failed_attempts",
+            "Webhook POSTs that failed (error status, timeout, no connection) and will be retried or dead-lettered",
+            self.failed_attempts.clone(),
+        );
+        registry.register(
+            "webhook_dead_letters",
+            "Webhook events given up on after --webhook-retry-for, stored as dead letters",
+            self.dead_letters.clone(),
+        );
+    }
+}
+
+/// The running pipelines; replays go to each.
+#[derive(Debug)]
+pub struct Webhooks {
+    log: Arc<dyn ChangeLog>,
+    replays: Vec<mpsc::Sender<LogSeq>>,
+}
+
+impl Webhooks {
+    /// Starts one pipeline per URL on `tasks`, until `stop`.
+    pub fn start(
+        settings: &WebhookSettings,
+        log: Arc<dyn ChangeLog>,
+        end: &watch::Receiver<LogSeq>,
+        metrics: WebhookMetrics,
+        tasks: &TaskTracker,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        let client = weft_gateway::auth::https::client(None, WEBHOOK_REQUEST_TIMEOUT)
+            .context("--webhook-url: build the HTTP client")?;
+        let metrics = Arc::new(metrics);
+        let secret: Arc<[u8]> = Arc::from(settings.secret.as_bytes());
+        let timing = Timing {
+            debounce: settings.debounce,
+            max_delay: settings.max_delay,
+        };
+        let mut replays = Vec::with_capacity(settings.urls.len());
+        for url in &settings.urls {
+            let (sender, receiver) = mpsc::channel(REPLAY_QUEUE);
+            replays.push(sender);
+            let target = Arc::new(pipeline::Target {
+                url: url.clone(),
+                client: client.clone(),
+                secret: secret.clone(),
+                timing,
+                retry_for: settings.retry_for,
+                log: log.clone(),
+                metrics: metrics.clone(),
+            });
+            tasks.spawn(pipeline::run(target, end.clone(), receiver, stop.clone()));
+        }
+        Ok(Arc::new(Self { log, replays }))
+    }
+}
+
+#[async_trait]
+impl WebhookReplay for Webhooks {
+    async fn replay_from(&self, from_ms: i64) -> Result<LogSeq, StoreError> {
+        let position = self.log.position_before(from_ms).await?;
+        for target in &self.replays {
+            // A pipeline that stopped (the node drains) takes no replay.
+            let _stopped = target.send(position).await;
+        }
+        Ok(position)
+    }
+}
