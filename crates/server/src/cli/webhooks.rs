@@ -28,6 +28,11 @@ pub struct WebhookArgs {
     #[arg(long, env = "WEFT_WEBHOOK_MAX_DELAY", default_value = "10s", value_parser = parse_duration)]
     pub webhook_max_delay: Duration,
 
+    /// One POST may take this long (to the answer's head) before it counts
+    /// as failed and is retried.
+    #[arg(long, env = "WEFT_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+
     /// An event is retried (exponential backoff with jitter) this long,
     /// then stored as a dead letter.
     #[arg(long, env = "WEFT_WEBHOOK_RETRY_FOR", default_value = "24h", value_parser = parse_duration)]

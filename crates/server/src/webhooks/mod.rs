@@ -36,10 +36,6 @@ use weft_sync::{LogSeq, StoreError};
 
 use self::coalesce::Timing;
 
-/// One POST may take this long (connect, send, the answer's head) before
-/// it counts as failed and is retried.
-pub const WEBHOOK_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Replays queued per target before `POST /api/webhooks/replay` waits.
 const REPLAY_QUEUE: usize = 8;
 
@@ -56,6 +52,8 @@ pub struct WebhookSettings {
     pub max_delay: Duration,
     /// `--webhook-retry-for`.
     pub retry_for: Duration,
+    /// `--webhook-timeout`: one POST's deadline.
+    pub timeout: Duration,
 }
 
 /// Validates `--webhook-*`: `None` without a URL.
@@ -90,6 +88,9 @@ pub fn settings(
         weft_gateway::auth::https::check_url(url)
             .with_context(|| format!("--webhook-url / WEFT_WEBHOOK_URL `{url}`"))?;
     }
+    if args.webhook_timeout.is_zero() {
+        anyhow::bail!("--webhook-timeout / WEFT_WEBHOOK_TIMEOUT must be greater than zero");
+    }
     if args.webhook_max_delay < args.webhook_debounce {
         anyhow::bail!(
             "--webhook-max-delay / WEFT_WEBHOOK_MAX_DELAY must not be shorter than --webhook-debounce / WEFT_WEBHOOK_DEBOUNCE"
@@ -101,6 +102,7 @@ pub fn settings(
         debounce: args.webhook_debounce,
         max_delay: args.webhook_max_delay,
         retry_for: args.webhook_retry_for,
+        timeout: args.webhook_timeout,
     }))
 }
 
@@ -154,7 +156,7 @@ impl Webhooks {
         tasks: &TaskTracker,
         stop: &CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
-        let client = weft_gateway::auth::https::client(None, WEBHOOK_REQUEST_TIMEOUT)
+        let client = weft_gateway::auth::https::client(None, settings.timeout)
             .context("--webhook-url: build the HTTP client")?;
         let metrics = Arc::new(metrics);
         let secret: Arc<[u8]> = Arc::from(settings.secret.as_bytes());
