@@ -12,13 +12,14 @@
 //!
 //! # Layout
 //!
-//! - `sign`: the `Weft-Signature` header (a leaf).
+//! - `sign`: the `Weft-Signature` header; `metrics`: the counters (leaves).
 //! - `coalesce`: per-document debouncing and ordering (pure).
 //! - `event`: an event's JSON body.
 //! - `pipeline`: one target's read, send, retry and position loop.
 
 mod coalesce;
 mod event;
+mod metrics;
 mod pipeline;
 mod sign;
 
@@ -27,7 +28,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,6 +35,7 @@ use weft_sync::changes::{ChangeLog, WebhookReplay};
 use weft_sync::{LogSeq, StoreError};
 
 use self::coalesce::Timing;
+pub use self::metrics::WebhookMetrics;
 
 /// Replays queued per target before `POST /api/webhooks/replay` waits.
 const REPLAY_QUEUE: usize = 8;
@@ -104,39 +105,6 @@ pub fn settings(
         retry_for: args.webhook_retry_for,
         timeout: args.webhook_timeout,
     }))
-}
-
-/// The webhooks' metrics.
-#[derive(Debug, Clone, Default)]
-pub struct WebhookMetrics {
-    /// Events a target answered with a 2xx.
-    pub delivered: Counter,
-    /// Attempts that failed (an error status, a timeout, no connection).
-    pub failed_attempts: Counter,
-    /// Events given up on after `--webhook-retry-for` (stored as dead
-    /// letters).
-    pub dead_letters: Counter,
-}
-
-impl WebhookMetrics {
-    /// Registers them (`weft_webhook_*`).
-    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
-        registry.register(
-            "webhook_deliveries",
-            "Webhook events a target answered with a 2xx",
-            self.delivered.clone(),
-        );
-        registry.register(
-            "webhook_failed_attempts",
-            "Webhook POSTs that failed (error status, timeout, no connection) and will be retried or dead-lettered",
-            self.failed_attempts.clone(),
-        );
-        registry.register(
-            "webhook_dead_letters",
-            "Webhook events given up on after --webhook-retry-for, stored as dead letters",
-            self.dead_letters.clone(),
-        );
-    }
 }
 
 /// The running pipelines; replays go to each.

@@ -19,9 +19,9 @@ use weft_sync::LogSeq;
 use weft_sync::backoff::Pauses;
 use weft_sync::changes::{ChangeLog, DeadLetter};
 
-use super::WebhookMetrics;
 use super::coalesce::{Batch, Coalescer, Timing};
 use super::event::{Prepared, delivery_id, prepare};
+use super::metrics::WebhookMetrics;
 use super::sign::{DELIVERY_HEADER, SIGNATURE_HEADER, signature};
 
 /// Documents whose events are in flight at once, per target.
