@@ -101,7 +101,8 @@ e2e('webhooks: every change delivered at least once, in order, signed, through S
       '--webhook-secret', SECRET,
       '--webhook-debounce', '150ms',
       '--webhook-max-delay', '600ms',
-      '--webhook-timeout', '700ms'
+      '--webhook-timeout', '700ms',
+      '--webhook-roots', 'array:tokens'
     ]
   })
   const writers = DOCS.map((doc) => createClient(t, server, doc, { name: doc, maxBackoffTime: 200 }))
@@ -161,6 +162,13 @@ e2e('webhooks: every change delivered at least once, in order, signed, through S
       }
       previous = event
     }
+  }
+  // --webhook-roots: the event holding a document's last change carries
+  // the document as it is then.
+  for (const doc of DOCS) {
+    const events = receiver.accepted.filter((e) => e.doc === doc)
+    const last = events.reduce((a, b) => (Number(b.to) > Number(a.to) ? b : a))
+    assert.deepEqual([...last.roots.array.tokens].sort(), [...expected.get(doc)].sort(), `${doc}: roots of the last event`)
   }
   // A refused event is retried with the same Weft-Delivery id: in the last
   // run, every id that failed was later accepted under that id.

@@ -100,7 +100,7 @@ impl Node {
             check_kafka_security(kafka).await?;
         }
         let sides = open_store_with_history(&config.store_url).await?;
-        let (store, history_store) = (sides.log, sides.history);
+        let (store, history_store) = (sides.log, sides.history.clone());
         let local_addr = listeners
             .http
             .local_addr()
@@ -169,6 +169,7 @@ impl Node {
                     let webhooks = crate::webhooks::Webhooks::start(
                         settings,
                         sides.changes,
+                        sides.history,
                         &feed.end(),
                         webhook_metrics,
                         &tasks,

@@ -33,6 +33,12 @@ pub struct WebhookArgs {
     #[arg(long, env = "WEFT_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub webhook_timeout: Duration,
 
+    /// Add the document's root types, as they are after the event, to its
+    /// body as JSON: `text:NAME`, `map:NAME`, `array:NAME` or `xml:NAME`
+    /// (repeatable; comma-separated in the variable).
+    #[arg(long, env = "WEFT_WEBHOOK_ROOTS", value_delimiter = ',')]
+    pub webhook_roots: Vec<String>,
+
     /// An event is retried (exponential backoff with jitter) this long,
     /// then stored as a dead letter.
     #[arg(long, env = "WEFT_WEBHOOK_RETRY_FOR", default_value = "24h", value_parser = parse_duration)]

@@ -34,14 +34,18 @@ pub(crate) fn delivery_id(batch: &Batch, generation: u64) -> String {
 /// The body of `batch`.
 /// Fails only if the log's updates do not merge (each passed the trial
 /// apply when it was accepted, so that is not expected).
-pub(crate) fn prepare(batch: &Batch, generation: u64) -> anyhow::Result<Prepared> {
+pub(crate) fn prepare(
+    batch: &Batch,
+    generation: u64,
+    roots: Option<serde_json::Value>,
+) -> anyhow::Result<Prepared> {
     let update = merged_update(&batch.updates)?;
     let id = delivery_id(batch, generation);
     let at = batch
         .at_ms
         .and_then(|ms| u64::try_from(ms).ok())
         .map_or_else(SystemTime::now, |ms| UNIX_EPOCH + Duration::from_millis(ms));
-    let body = json!({
+    let mut body = json!({
         "id": id,
         "event": batch.kind.event_name(),
         "doc": batch.doc,
@@ -51,6 +55,9 @@ pub(crate) fn prepare(batch: &Batch, generation: u64) -> anyhow::Result<Prepared
         "to": batch.to.to_string(),
         "update": STANDARD.encode(&update),
     });
+    if let (Some(roots), Some(fields)) = (roots, body.as_object_mut()) {
+        fields.insert("roots".to_owned(), roots);
+    }
     Ok(Prepared {
         id,
         body: Bytes::from(body.to_string()),
@@ -107,7 +114,7 @@ mod tests {
             );
         }
         let batch = events.take_ready(now + Duration::from_secs(1), 1).remove(0);
-        let prepared = prepare(&batch, 0).unwrap();
+        let prepared = prepare(&batch, 0, None).unwrap();
         let body: serde_json::Value = serde_json::from_slice(&prepared.body).unwrap();
         assert_eq!(body["id"], "7-9");
         assert_eq!(body["event"], "document.changed");
@@ -126,6 +133,15 @@ mod tests {
             .unwrap();
         let text = fresh.get_or_insert_text("content");
         assert_eq!(text.get_string(&fresh.transact()), "hello world");
-        assert_eq!(prepare(&batch, 3).unwrap().id, "7-9-r3");
+        assert!(body.get("roots").is_none());
+        assert_eq!(prepare(&batch, 3, None).unwrap().id, "7-9-r3");
+        let with_roots = prepare(
+            &batch,
+            0,
+            Some(json!({ "text": { "content": "hello world" } })),
+        )
+        .unwrap();
+        let with_roots: serde_json::Value = serde_json::from_slice(&with_roots.body).unwrap();
+        assert_eq!(with_roots["roots"]["text"]["content"], "hello world");
     }
 }

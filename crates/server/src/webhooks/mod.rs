@@ -32,7 +32,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weft_sync::changes::{ChangeLog, WebhookReplay};
-use weft_sync::{LogSeq, StoreError};
+use weft_sync::history::History;
+use weft_sync::{LogSeq, RootKind, StoreError};
 
 use self::coalesce::Timing;
 pub use self::metrics::WebhookMetrics;
@@ -55,6 +56,8 @@ pub struct WebhookSettings {
     pub retry_for: Duration,
     /// `--webhook-timeout`: one POST's deadline.
     pub timeout: Duration,
+    /// `--webhook-roots`: root types added to each body as JSON.
+    pub roots: Vec<(RootKind, String)>,
 }
 
 /// Validates `--webhook-*`: `None` without a URL.
@@ -104,7 +107,32 @@ pub fn settings(
         max_delay: args.webhook_max_delay,
         retry_for: args.webhook_retry_for,
         timeout: args.webhook_timeout,
+        roots: roots(&args.webhook_roots)?,
     }))
+}
+
+/// `--webhook-roots`: `KIND:NAME` each.
+fn roots(given: &[String]) -> anyhow::Result<Vec<(RootKind, String)>> {
+    let mut roots = Vec::with_capacity(given.len());
+    for root in given {
+        let parsed = root.split_once(':').and_then(|(kind, name)| {
+            let kind = match kind {
+                "text" => RootKind::Text,
+                "map" => RootKind::Map,
+                "array" => RootKind::Array,
+                "xml" => RootKind::XmlFragment,
+                _ => return None,
+            };
+            (!name.is_empty()).then(|| (kind, name.to_owned()))
+        });
+        let Some(parsed) = parsed else {
+            anyhow::bail!(
+                "--webhook-roots / WEFT_WEBHOOK_ROOTS `{root}`: KIND:NAME, KIND one of text, map, array, xml"
+            );
+        };
+        roots.push(parsed);
+    }
+    Ok(roots)
 }
 
 /// The running pipelines; replays go to each.
@@ -115,10 +143,12 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Starts one pipeline per URL on `tasks`, until `stop`.
+    /// Starts one pipeline per URL on `tasks`, until `stop`; `history`
+    /// reads documents for `--webhook-roots`.
     pub fn start(
         settings: &WebhookSettings,
         log: Arc<dyn ChangeLog>,
+        history: Arc<dyn History>,
         end: &watch::Receiver<LogSeq>,
         metrics: WebhookMetrics,
         tasks: &TaskTracker,
@@ -143,6 +173,8 @@ impl Webhooks {
                 timing,
                 retry_for: settings.retry_for,
                 log: log.clone(),
+                roots: settings.roots.clone(),
+                history: history.clone(),
                 metrics: metrics.clone(),
             });
             tasks.spawn(pipeline::run(target, end.clone(), receiver, stop.clone()));

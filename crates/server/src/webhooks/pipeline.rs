@@ -15,9 +15,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use weft_sync::LogSeq;
 use weft_sync::backoff::Pauses;
 use weft_sync::changes::{ChangeLog, DeadLetter};
+use weft_sync::history::History;
+use weft_sync::{LogSeq, RootKind, read_roots};
 
 use super::coalesce::{Batch, Coalescer, Timing};
 use super::event::{Prepared, delivery_id, prepare};
@@ -51,6 +52,9 @@ pub(super) struct Target {
     pub(super) timing: Timing,
     pub(super) retry_for: Duration,
     pub(super) log: Arc<dyn ChangeLog>,
+    /// `--webhook-roots`, read through `history` at each event's end.
+    pub(super) roots: Vec<(RootKind, String)>,
+    pub(super) history: Arc<dyn History>,
     pub(super) metrics: Arc<WebhookMetrics>,
 }
 
@@ -211,7 +215,10 @@ async fn deliver(
     generation: u64,
     stop: CancellationToken,
 ) -> Outcome {
-    let prepared = match prepare(&batch, generation) {
+    let Some(roots) = roots_after(&target, &batch, &stop).await else {
+        return Outcome::Stopped;
+    };
+    let prepared = match prepare(&batch, generation, roots) {
         Ok(prepared) => prepared,
         Err(error) => {
             let reason = format!("{error:#}");
@@ -249,6 +256,59 @@ async fn deliver(
             () = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// `--webhook-roots` as JSON (`{"text":{..},"map":{..},..}`, as
+/// `GET /api/documents/{name}` answers), read as the document was at the
+/// event's last position; `Some(None)` without the flag; `None` if stopped
+/// while the store fails. Roots that cannot be read as the kind asked are
+/// null.
+async fn roots_after(
+    target: &Target,
+    batch: &Batch,
+    stop: &CancellationToken,
+) -> Option<Option<serde_json::Value>> {
+    if target.roots.is_empty() {
+        return Some(None);
+    }
+    let mut pauses = Pauses::new(STORE_RETRY_FIRST, STORE_RETRY_MAX);
+    let read = loop {
+        match target.history.read_at(&batch.doc, batch.to).await {
+            Ok(read) => break read,
+            Err(error) => {
+                warn!(target = %target.url, error = %error, "webhooks: read the document for --webhook-roots");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep(pauses.next_pause()) => {}
+        }
+    };
+    let values = read
+        .fold()
+        .ok()
+        .and_then(|state| read_roots(&state, &target.roots));
+    let mut body = serde_json::Map::new();
+    for ((kind, root), index) in target.roots.iter().zip(0..) {
+        let key = match kind {
+            RootKind::Text => "text",
+            RootKind::Map => "map",
+            RootKind::Array => "array",
+            RootKind::XmlFragment => "xml",
+        };
+        let value = values
+            .as_ref()
+            .and_then(|values| values.get(index))
+            .and_then(|value| serde_json::to_value(value).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let group = body
+            .entry(key)
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        if let serde_json::Value::Object(group) = group {
+            group.insert(root.clone(), value);
+        }
+    }
+    Some(Some(serde_json::Value::Object(body)))
 }
 
 /// One POST; `Err` says why it did not count.
