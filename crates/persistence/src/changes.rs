@@ -41,10 +41,12 @@ const DOC_CHANGES_AFTER: &str = concat!(
 /// The log's last position.
 const LOG_END: &str = "SELECT COALESCE(MAX(seq), 0) AS seq FROM weft_updates";
 
-/// The last position accepted before `$1` (rows without a time are older
-/// than any).
-const POSITION_BEFORE: &str =
-    "SELECT COALESCE(MAX(seq), 0) AS seq FROM weft_updates WHERE at_ms IS NULL OR at_ms < $1";
+/// The position before the first change accepted at or after `$1` (the
+/// log's end if none was). Rows without a time (deletion markers, rows
+/// logged before Weft recorded times) do not decide it.
+const POSITION_BEFORE_TIME: &str = "SELECT COALESCE(MIN(seq) - 1,
+            (SELECT COALESCE(MAX(seq), 0) FROM weft_updates)) AS seq
+     FROM weft_updates WHERE at_ms >= $1";
 
 const DELIVERED_POSITION: &str = "SELECT position FROM weft_webhook_positions WHERE target = $1";
 
@@ -109,8 +111,8 @@ impl ChangeLog for SqlStore<D> {
             .map_err(read_error)
     }
 
-    async fn position_before(&self, at_ms: i64) -> Result<LogSeq, StoreError> {
-        sqlx::query(POSITION_BEFORE)
+    async fn position_before_time(&self, at_ms: i64) -> Result<LogSeq, StoreError> {
+        sqlx::query(POSITION_BEFORE_TIME)
             .bind(at_ms)
             .fetch_one(self.pool())
             .await

@@ -102,8 +102,10 @@ pub trait ChangeLog: Send + Sync + Debug + 'static {
     /// The last position in the log (0 for an empty log).
     async fn log_end(&self) -> Result<LogSeq, StoreError>;
 
-    /// The last position accepted before `at_ms` (0 if none).
-    async fn position_before(&self, at_ms: i64) -> Result<LogSeq, StoreError>;
+    /// The position just before the first change accepted at or after
+    /// `at_ms` (the log's end if none was): a replay from `at_ms` delivers
+    /// what follows it.
+    async fn position_before_time(&self, at_ms: i64) -> Result<LogSeq, StoreError>;
 
     /// The position up to which `target` has had every change.
     async fn delivered_position(&self, target: &str) -> Result<Option<LogSeq>, StoreError>;

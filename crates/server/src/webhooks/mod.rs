@@ -186,7 +186,7 @@ impl Webhooks {
 #[async_trait]
 impl WebhookReplay for Webhooks {
     async fn replay_from(&self, from_ms: i64) -> Result<LogSeq, StoreError> {
-        let position = self.log.position_before(from_ms).await?;
+        let position = self.log.position_before_time(from_ms).await?;
         for target in &self.replays {
             // A pipeline that stopped (the node drains) takes no replay.
             let _stopped = target.send(position).await;
