@@ -10,7 +10,7 @@ async fn the_sqlite_store_keeps_the_change_log_contract() {
     let _stale = std::fs::remove_dir_all(&dir);
     let store = SqliteStore::open(&format!("sqlite://{}/weft.db", dir.display()))
         .await
-        .unwrap();
+        .expect("store call");
     change_log_suite::run(&store).await;
     let _removed = std::fs::remove_dir_all(&dir);
 }

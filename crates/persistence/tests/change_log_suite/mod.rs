@@ -26,8 +26,14 @@ fn update(doc: &str, byte: u8, author: &str, at_ms: i64) -> NewUpdate {
 /// Runs the suite on an empty store.
 pub async fn run<S: EmbeddedLog + ChangeLog + History>(store: &S) {
     store.keep_log();
-    assert_eq!(store.log_end().await.unwrap(), 0);
-    assert!(store.changes_after(0, None, 10).await.unwrap().is_empty());
+    assert_eq!(store.log_end().await.expect("store call"), 0);
+    assert!(
+        store
+            .changes_after(0, None, 10)
+            .await
+            .expect("store call")
+            .is_empty()
+    );
 
     let positions = store
         .append(&[
@@ -36,9 +42,9 @@ pub async fn run<S: EmbeddedLog + ChangeLog + History>(store: &S) {
             update("a", 3, "bob", 3_000),
         ])
         .await
-        .unwrap();
-    assert_eq!(store.log_end().await.unwrap(), positions[2]);
-    let all = store.changes_after(0, None, 10).await.unwrap();
+        .expect("store call");
+    assert_eq!(store.log_end().await.expect("store call"), positions[2]);
+    let all = store.changes_after(0, None, 10).await.expect("store call");
     let seen: Vec<_> = all
         .iter()
         .map(|change| {
@@ -82,13 +88,23 @@ pub async fn run<S: EmbeddedLog + ChangeLog + History>(store: &S) {
     let of_a = store
         .changes_after(positions[0], Some("a"), 10)
         .await
-        .unwrap();
+        .expect("store call");
     assert_eq!(of_a.len(), 1);
     assert_eq!(of_a[0].position, positions[2]);
-    assert_eq!(store.changes_after(0, None, 2).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .changes_after(0, None, 2)
+            .await
+            .expect("store call")
+            .len(),
+        2
+    );
 
     // A restore is the update a restore version covers exactly.
-    let restored = store.append(&[update("a", 4, "cat", 4_000)]).await.unwrap();
+    let restored = store
+        .append(&[update("a", 4, "cat", 4_000)])
+        .await
+        .expect("store call");
     store
         .create_version(NewVersion {
             doc: "a",
@@ -99,10 +115,16 @@ pub async fn run<S: EmbeddedLog + ChangeLog + History>(store: &S) {
             state: &[0, 0],
         })
         .await
-        .unwrap();
+        .expect("store call");
     // A deletion is the log's empty marker.
-    let deleted = store.delete_document("b", &[0], 5_000).await.unwrap();
-    let tail = store.changes_after(positions[2], None, 10).await.unwrap();
+    let deleted = store
+        .delete_document("b", &[0], 5_000)
+        .await
+        .expect("store call");
+    let tail = store
+        .changes_after(positions[2], None, 10)
+        .await
+        .expect("store call");
     let kinds: Vec<_> = tail
         .iter()
         .map(|change| (change.position, change.kind))
@@ -118,16 +140,19 @@ pub async fn run<S: EmbeddedLog + ChangeLog + History>(store: &S) {
 
     // Positions by time: the last accepted before the instant.
     assert_eq!(
-        store.position_before_time(1).await.unwrap(),
+        store.position_before_time(1).await.expect("store call"),
         positions[0] - 1
     );
     assert_eq!(
-        store.position_before_time(1_000).await.unwrap(),
+        store.position_before_time(1_000).await.expect("store call"),
         positions[0] - 1
     );
-    assert_eq!(store.position_before_time(9_000).await.unwrap(), deleted);
     assert_eq!(
-        store.position_before_time(2_500).await.unwrap(),
+        store.position_before_time(9_000).await.expect("store call"),
+        deleted
+    );
+    assert_eq!(
+        store.position_before_time(2_500).await.expect("store call"),
         positions[2] - 1
     );
 
@@ -136,33 +161,33 @@ pub async fn run<S: EmbeddedLog + ChangeLog + History>(store: &S) {
         store
             .delivered_position("https://a.example/hook")
             .await
-            .unwrap(),
+            .expect("store call"),
         None
     );
     store
         .save_delivered_position("https://a.example/hook", 7)
         .await
-        .unwrap();
+        .expect("store call");
     store
         .save_delivered_position("https://a.example/hook", 3)
         .await
-        .unwrap();
+        .expect("store call");
     store
         .save_delivered_position("https://b.example/hook", 9)
         .await
-        .unwrap();
+        .expect("store call");
     assert_eq!(
         store
             .delivered_position("https://a.example/hook")
             .await
-            .unwrap(),
+            .expect("store call"),
         Some(3)
     );
     assert_eq!(
         store
             .delivered_position("https://b.example/hook")
             .await
-            .unwrap(),
+            .expect("store call"),
         Some(9)
     );
 
@@ -178,5 +203,5 @@ pub async fn run<S: EmbeddedLog + ChangeLog + History>(store: &S) {
             at_ms: 6_000,
         })
         .await
-        .unwrap();
+        .expect("store call");
 }
