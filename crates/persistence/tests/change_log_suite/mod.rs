@@ -24,7 +24,7 @@ fn update(doc: &str, byte: u8, author: &str, at_ms: i64) -> NewUpdate {
 }
 
 /// Runs the suite on an empty store.
-pub async fn run<S: EmbeddedLog + ChangeLog + History>(store: &S) {
+pub(crate) async fn run<S: EmbeddedLog + ChangeLog + History>(store: &S) {
     store.keep_log();
     assert_eq!(store.log_end().await.expect("store call"), 0);
     assert!(
