@@ -11,7 +11,8 @@
 //!   every change since then to every webhook again.
 //!
 //! An embedded node serves them; a cluster node answers 501. A stream ends
-//! when the node drains (the client reconnects elsewhere and resumes).
+//! when the node drains or the caller's token expires (the client
+//! reconnects and resumes).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -57,7 +58,8 @@ pub(super) async fn document(
     require(&caller, &name, Access::Read)?;
     let feed = feed_of(&state)?;
     let after = resume_position(&headers, &query, feed).await?;
-    Ok(stream(&state, feed, after, Filter::Document(name)))
+    let expires = expiry_of(&caller);
+    Ok(stream(&state, feed, after, Filter::Document(name), expires))
 }
 
 /// `GET /api/events?docs=GLOB`.
@@ -76,7 +78,14 @@ pub(super) async fn many(
         .map_err(|refusal| ApiError::bad_request(format!("docs is a document glob: {refusal}")))?;
     let feed = feed_of(&state)?;
     let after = resume_position(&headers, &query, feed).await?;
-    Ok(stream(&state, feed, after, Filter::Glob { grant, caller }))
+    let expires = expiry_of(&caller);
+    Ok(stream(
+        &state,
+        feed,
+        after,
+        Filter::Glob { grant, caller },
+        expires,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +130,16 @@ pub(super) async fn replay(
         Json(json!({ "from": rfc3339(from_ms), "after": position.to_string() })),
     )
         .into_response())
+}
+
+/// When the caller's token expires: the stream ends then (the client
+/// reconnects with a fresh token and resumes).
+fn expiry_of(caller: &ApiCaller) -> Option<tokio::time::Instant> {
+    let ApiCaller::Token(claims) = caller else {
+        return None;
+    };
+    let left = claims.exp.saturating_sub(crate::live::unix_now());
+    Some(tokio::time::Instant::now() + Duration::from_secs(left))
 }
 
 fn feed_of(state: &AppState) -> Result<&ChangeFeed, ApiError> {
@@ -196,9 +215,17 @@ struct Tail {
     filter: Filter,
     read: VecDeque<Change>,
     draining: CancellationToken,
+    /// The token's expiry, if any.
+    expires: Option<tokio::time::Instant>,
 }
 
-fn stream(state: &AppState, feed: &ChangeFeed, after: LogSeq, filter: Filter) -> Response {
+fn stream(
+    state: &AppState,
+    feed: &ChangeFeed,
+    after: LogSeq,
+    filter: Filter,
+    expires: Option<tokio::time::Instant>,
+) -> Response {
     let tail = Tail {
         feed: feed.clone(),
         end: feed.end(),
@@ -206,6 +233,7 @@ fn stream(state: &AppState, feed: &ChangeFeed, after: LogSeq, filter: Filter) ->
         filter,
         read: VecDeque::new(),
         draining: state.lifecycle.sessions_stop().clone(),
+        expires,
     };
     Sse::new(events(tail))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -256,11 +284,20 @@ impl Tail {
                 self.read.extend(page);
                 continue;
             }
+            let expires = self.expires;
             tokio::select! {
                 () = self.draining.cancelled() => return None,
+                () = sleep_until_or_forever(expires) => return None,
                 changed = self.end.changed() => changed.ok()?,
             }
         }
+    }
+}
+
+async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
