@@ -8,7 +8,7 @@ import crypto from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import http from 'node:http'
 import {
-  Y, e2e, startWeft, createClient, waitFor, waitSynced, sleep, prng, testSeed, HOST
+  Y, e2e, startWeft, createClient, waitFor, waitSynced, sleep, prng, testSeed, metric, HOST
 } from '../lib/harness.mjs'
 
 const SECRET = 'webhook-test-secret'
@@ -251,4 +251,67 @@ e2e('server-sent events: each durable change, resumed after a disconnect with La
   const bad = await fetch(`${server.httpUrl}/api/documents/${doc}/events`, { headers: { 'Last-Event-ID': 'yesterday' } })
   assert.equal(bad.status, 400)
   await bad.arrayBuffer()
+})
+
+e2e('webhooks: an event refused past --webhook-retry-for is dead-lettered, later ones go on, a replay delivers again', { timeout: 40000 }, async (t) => {
+  const accepted = []
+  let refuseAll = true
+  const hooks = new EventEmitter()
+  const receiver = http.createServer((req, res) => {
+    const chunks = []
+    req.on('data', (chunk) => chunks.push(chunk))
+    req.on('end', () => {
+      if (refuseAll) {
+        res.writeHead(503).end()
+        return
+      }
+      accepted.push(JSON.parse(Buffer.concat(chunks).toString('utf8')))
+      res.writeHead(200).end()
+      hooks.emit('change')
+    })
+  })
+  await new Promise((resolve) => receiver.listen(0, HOST, resolve))
+  t.after(() => { receiver.closeAllConnections(); receiver.close() })
+  const server = await startWeft(t, {
+    args: [
+      '--webhook-url', `http://${HOST}:${receiver.address().port}/hook`,
+      '--webhook-secret', SECRET,
+      '--webhook-debounce', '100ms',
+      '--webhook-max-delay', '300ms',
+      '--webhook-retry-for', '1500ms'
+    ]
+  })
+  const started = new Date(Date.now() - 1000).toISOString()
+  const writer = createClient(t, server, 'dead-doc', { name: 'writer' })
+  await waitSynced([writer])
+  writer.doc.getArray('tokens').push(['refused'])
+  const deadLetters = async () => Number(await metric(server, 'weft_webhook_dead_letters_total'))
+  const deadline = Date.now() + 15000
+  while (await deadLetters() < 1) {
+    assert.ok(Date.now() < deadline, 'no dead letter within 15 s')
+    await sleep(200)
+  }
+  refuseAll = false
+  writer.doc.getArray('tokens').push(['accepted'])
+  await waitFor(() => accepted.some((e) => !e.id.includes('-r')), { on: hooks, timeout: 10000, what: 'the next event after the dead letter' })
+  assert.ok(accepted.every((e) => e.doc === 'dead-doc'))
+
+  // Replay (an open node: every caller is admin). A malformed instant is a 400.
+  const bad = await fetch(`${server.httpUrl}/api/webhooks/replay`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"from":"yesterday"}'
+  })
+  assert.equal(bad.status, 400)
+  await bad.arrayBuffer()
+  const replay = await fetch(`${server.httpUrl}/api/webhooks/replay`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ from: started })
+  })
+  assert.equal(replay.status, 202)
+  await replay.json()
+  const rebuilt = () => {
+    const ydoc = new Y.Doc()
+    for (const event of accepted.filter((e) => e.id.endsWith('-r1'))) Y.applyUpdate(ydoc, Buffer.from(event.update, 'base64'))
+    return ydoc.getArray('tokens').toJSON()
+  }
+  await waitFor(() => rebuilt().length === 2, { on: hooks, timeout: 10000, what: 'the replay of both edits', detail: () => JSON.stringify(accepted.map((e) => e.id)) })
+  assert.deepEqual(rebuilt(), writer.doc.getArray('tokens').toJSON())
 })

@@ -129,9 +129,13 @@ impl Coalescer {
         self.changes += 1;
         self.bytes += change.update.len();
         let queue = self.docs.entry(change.doc.clone()).or_default();
+        // A change before the open event's last one (a replay re-reads
+        // the log) starts an event of its own: an event covers one run of
+        // positions.
         let joins_open = queue.open.as_ref().is_some_and(|open| {
             open.kind == ChangeKind::Changed
                 && change.kind == ChangeKind::Changed
+                && change.position > open.to
                 && open.bytes + change.update.len() <= MAX_EVENT_UPDATE_BYTES
         });
         if joins_open {
@@ -216,17 +220,14 @@ impl Coalescer {
             .min()
     }
 
-    /// The earliest log position not yet delivered or given up on.
+    /// The earliest log position not yet delivered or given up on. Every
+    /// event counts, not only each document's front: after a replay a
+    /// later event of a document may cover earlier positions.
     pub(crate) fn oldest_held(&self) -> Option<LogSeq> {
         self.docs
             .values()
-            .filter_map(|queue| {
-                queue
-                    .sealed
-                    .front()
-                    .or(queue.open.as_ref())
-                    .map(|batch| batch.from)
-            })
+            .flat_map(|queue| queue.sealed.iter().chain(queue.open.as_ref()))
+            .map(|batch| batch.from)
             .min()
     }
 

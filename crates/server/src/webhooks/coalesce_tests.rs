@@ -150,3 +150,17 @@ fn the_room_bounds_events_in_flight_oldest_first() {
     assert_eq!(events.in_flight(), 2);
     assert_eq!(events.held().0, 5);
 }
+
+#[test]
+fn a_replayed_change_does_not_join_a_later_event() {
+    let start = Instant::now();
+    let mut events = coalescer();
+    events.push(change(100, "a", ChangeKind::Changed, "ann"), start);
+    events.push(change(50, "a", ChangeKind::Changed, "ann"), start);
+    assert_eq!(events.oldest_held(), Some(50));
+    let first = events.take_ready(start + DEBOUNCE, 8);
+    assert_eq!((first[0].from, first[0].to), (100, 100));
+    events.done("a");
+    let second = events.take_ready(start + DEBOUNCE, 8);
+    assert_eq!((second[0].from, second[0].to), (50, 50));
+}
