@@ -194,3 +194,76 @@ impl WebhookReplay for Webhooks {
         Ok(position)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::WebhookArgs;
+
+    fn args(urls: &[&str], secret: Option<&str>) -> WebhookArgs {
+        WebhookArgs {
+            webhook_url: urls.iter().map(|url| (*url).to_owned()).collect(),
+            webhook_secret: secret.map(str::to_owned),
+            webhook_debounce: Duration::from_secs(2),
+            webhook_max_delay: Duration::from_secs(10),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_roots: vec!["text:content".to_owned(), "map:meta".to_owned()],
+            webhook_retry_for: Duration::from_secs(86_400),
+        }
+    }
+
+    fn refusal(args: &WebhookArgs, history_kept: bool, cluster: bool) -> String {
+        match settings(args, history_kept, cluster) {
+            Ok(settings) => panic!("accepted: {settings:?}"),
+            Err(error) => format!("{error:#}"),
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_at_start() {
+        assert!(settings(&args(&[], None), true, false).unwrap().is_none());
+        let ok = settings(
+            &args(&["https://hooks.example/weft"], Some("s")),
+            true,
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            ok.roots,
+            vec![
+                (RootKind::Text, "content".to_owned()),
+                (RootKind::Map, "meta".to_owned())
+            ]
+        );
+        let loopback = args(&["http://127.0.0.1:9000/hook"], Some("s"));
+        assert!(settings(&loopback, true, false).unwrap().is_some());
+        let with_secret = args(&["https://hooks.example/weft"], Some("s"));
+        assert!(refusal(&with_secret, true, true).contains("embedded nodes only"));
+        assert!(refusal(&with_secret, false, false).contains("--history-retention"));
+        let no_secret = args(&["https://hooks.example/weft"], None);
+        assert!(refusal(&no_secret, true, false).contains("--webhook-secret"));
+        let plain = args(&["http://hooks.example/weft"], Some("s"));
+        assert!(refusal(&plain, true, false).contains("loopback"));
+        let mut bad_root = with_secret;
+        bad_root.webhook_roots = vec!["tree:content".to_owned()];
+        assert!(refusal(&bad_root, true, false).contains("KIND:NAME"));
+    }
+
+    /// The retry schedule: each pause between its delay and twice it, the
+    /// delay doubling from 1 s and capped at 5 min.
+    #[test]
+    fn retries_back_off_exponentially_with_jitter() {
+        let mut pauses =
+            weft_sync::backoff::Pauses::new(pipeline::FIRST_RETRY_DELAY, pipeline::MAX_RETRY_DELAY);
+        let mut delay = pipeline::FIRST_RETRY_DELAY;
+        for _ in 0..14 {
+            let pause = pauses.next_pause();
+            assert!(
+                pause >= delay && pause <= delay * 2,
+                "{pause:?} for a delay of {delay:?}"
+            );
+            delay = (delay * 2).min(pipeline::MAX_RETRY_DELAY);
+        }
+    }
+}

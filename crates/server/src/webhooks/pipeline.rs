@@ -35,9 +35,9 @@ const MAX_HELD_CHANGES: usize = 20_000;
 const MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
 /// The first retry's delay; each doubles up to [`MAX_RETRY_DELAY`]
 /// (jittered: each pause is up to twice its delay).
-const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+pub(super) const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// See [`FIRST_RETRY_DELAY`].
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+pub(super) const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 /// Store failures (reads, positions, dead letters) are retried from this...
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(200);
 /// ... up to this.
