@@ -15,10 +15,14 @@ use weft_sync::{LogSeq, StoreError};
 use crate::dialect::sql_store_impl;
 use crate::store::{SqlStore, read_error};
 
-/// The columns of a change, with whether a restore version covers it.
+/// The columns of a change, with whether a restore version covers it. A
+/// deletion marker has no time of its own: the deletion's is on the
+/// snapshot it left (while that is the latest).
 macro_rules! change_columns {
     () => {
-        "SELECT u.seq, u.doc, u.data, u.author, u.at_ms,
+        "SELECT u.seq, u.doc, u.data, u.author,
+            COALESCE(u.at_ms, (SELECT s.deleted_at FROM weft_snapshots s
+                               WHERE s.doc = u.doc AND s.deleted_position = u.seq)) AS at_ms,
             CASE WHEN EXISTS (SELECT 1 FROM weft_versions v
                     WHERE v.doc = u.doc AND v.covers_seq = u.seq AND v.kind = 'restore')
                 THEN 1 ELSE 0 END AS restored

@@ -137,6 +137,7 @@ pub(crate) async fn run<S: EmbeddedLog + ChangeLog + History>(store: &S) {
         ]
     );
     assert!(tail[1].update.is_empty());
+    assert_eq!(tail[1].at_ms, Some(5_000));
 
     // Positions by time: the last accepted before the instant.
     assert_eq!(
