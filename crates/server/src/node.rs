@@ -169,7 +169,7 @@ impl Node {
                     let webhooks = crate::webhooks::Webhooks::start(
                         settings,
                         sides.changes,
-                        sides.history,
+                        Some(sides.history),
                         &feed.end(),
                         webhook_metrics,
                         &tasks,

@@ -206,3 +206,95 @@ async fn poll_log_end(
         }
     }
 }
+
+/// A [`ChangeLog`] in memory, for tests: changes are pushed by the test,
+/// positions and dead letters kept in maps.
+#[derive(Debug, Default)]
+pub struct MemoryChangeLog {
+    inner: parking_lot::Mutex<MemoryChanges>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryChanges {
+    changes: Vec<Change>,
+    delivered: std::collections::HashMap<String, LogSeq>,
+    dead_letters: Vec<(String, String, LogSeq, LogSeq)>,
+}
+
+impl MemoryChangeLog {
+    /// Appends a change (its position must grow).
+    pub fn push(&self, change: Change) {
+        self.inner.lock().changes.push(change);
+    }
+
+    /// The dead letters stored: (target, doc, from, to).
+    pub fn dead_letters(&self) -> Vec<(String, String, LogSeq, LogSeq)> {
+        self.inner.lock().dead_letters.clone()
+    }
+}
+
+#[async_trait]
+impl ChangeLog for MemoryChangeLog {
+    async fn changes_after(
+        &self,
+        after: LogSeq,
+        doc: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Change>, StoreError> {
+        let inner = self.inner.lock();
+        Ok(inner
+            .changes
+            .iter()
+            .filter(|change| change.position > after && doc.is_none_or(|doc| change.doc == doc))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .cloned()
+            .collect())
+    }
+
+    async fn log_end(&self) -> Result<LogSeq, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .changes
+            .last()
+            .map_or(0, |change| change.position))
+    }
+
+    async fn position_before_time(&self, at_ms: i64) -> Result<LogSeq, StoreError> {
+        let inner = self.inner.lock();
+        let first = inner
+            .changes
+            .iter()
+            .find(|change| change.at_ms.is_some_and(|at| at >= at_ms));
+        Ok(match first {
+            Some(change) => change.position - 1,
+            None => inner.changes.last().map_or(0, |change| change.position),
+        })
+    }
+
+    async fn delivered_position(&self, target: &str) -> Result<Option<LogSeq>, StoreError> {
+        Ok(self.inner.lock().delivered.get(target).copied())
+    }
+
+    async fn save_delivered_position(
+        &self,
+        target: &str,
+        position: LogSeq,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .lock()
+            .delivered
+            .insert(target.to_owned(), position);
+        Ok(())
+    }
+
+    async fn save_dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), StoreError> {
+        self.inner.lock().dead_letters.push((
+            letter.target.to_owned(),
+            letter.doc.to_owned(),
+            letter.from,
+            letter.to,
+        ));
+        Ok(())
+    }
+}

@@ -144,11 +144,12 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Starts one pipeline per URL on `tasks`, until `stop`; `history`
-    /// reads documents for `--webhook-roots`.
+    /// reads documents for `--webhook-roots` (without it, events carry no
+    /// roots).
     pub fn start(
         settings: &WebhookSettings,
         log: Arc<dyn ChangeLog>,
-        history: Arc<dyn History>,
+        history: Option<Arc<dyn History>>,
         end: &watch::Receiver<LogSeq>,
         metrics: WebhookMetrics,
         tasks: &TaskTracker,
