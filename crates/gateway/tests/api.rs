@@ -296,12 +296,15 @@ async fn the_api_refuses_what_it_must() {
             "/api/documents/{name}",
             "/api/documents/{name}/activity",
             "/api/documents/{name}/diff",
+            "/api/documents/{name}/events",
             "/api/documents/{name}/restore",
             "/api/documents/{name}/undelete",
             "/api/documents/{name}/updates",
             "/api/documents/{name}/versions",
+            "/api/events",
             "/api/openapi.json",
-            "/api/revocations"
+            "/api/revocations",
+            "/api/webhooks/replay"
         ]
     );
 

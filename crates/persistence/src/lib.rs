@@ -29,10 +29,13 @@
 //! - `history`: `weft_sync::history::History` for [`SqlStore`]: versions,
 //!   checkpoints, the attributed log; `compaction`: folding history older
 //!   than the retention into a checkpoint.
+//! - `changes`: `weft_sync::changes::ChangeLog` for [`SqlStore`]: the log
+//!   read back as changes, webhook positions and dead letters.
 //! - [`topic_history`]: [`TopicHistory`], a cluster's history: the same
 //!   versions and checkpoints, and the per-edit rows the persistence
 //!   worker stores for one topic; `topic_sql`, its SQL.
 
+mod changes;
 mod compaction;
 pub mod dialect;
 pub mod error;
@@ -55,21 +58,39 @@ pub use sqlite::{Sqlite, SqliteStore};
 pub use store::SqlStore;
 pub use topic_history::TopicHistory;
 use weft_sync::EmbeddedLog;
+use weft_sync::changes::ChangeLog;
 use weft_sync::history::{EditLog, History};
 
+/// One store seen through each of its sides.
+#[derive(Debug, Clone)]
+pub struct StoreSides {
+    /// The embedded log and the snapshots.
+    pub log: Arc<dyn EmbeddedLog>,
+    /// Versions, checkpoints, the attributed log.
+    pub history: Arc<dyn History>,
+    /// The log read back as changes; webhook delivery state.
+    pub changes: Arc<dyn ChangeLog>,
+}
+
 /// Opens the store named by `url`, with its history side (versions,
-/// checkpoints, the attributed log).
-pub async fn open_store_with_history(
-    url: &str,
-) -> Result<(Arc<dyn EmbeddedLog>, Arc<dyn History>), OpenError> {
+/// checkpoints, the attributed log) and its change feed.
+pub async fn open_store_with_history(url: &str) -> Result<StoreSides, OpenError> {
     if url.starts_with("sqlite:") {
         let store = Arc::new(SqliteStore::open(url).await?);
-        return Ok((store.clone(), store));
+        return Ok(StoreSides {
+            log: store.clone(),
+            history: store.clone(),
+            changes: store,
+        });
     }
     #[cfg(feature = "postgres")]
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let store = Arc::new(PostgresStore::open(url).await?);
-        return Ok((store.clone(), store));
+        return Ok(StoreSides {
+            log: store.clone(),
+            history: store.clone(),
+            changes: store,
+        });
     }
     let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
     Err(OpenError::UnsupportedScheme(scheme.to_owned()))

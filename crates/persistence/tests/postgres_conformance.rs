@@ -6,6 +6,8 @@
 //! locally and fail under CI.
 #![cfg(feature = "postgres")]
 
+mod change_log_suite;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::Connection;
@@ -85,6 +87,16 @@ async fn postgres_store_passes_the_conformance_suite() {
     let database = TestDatabase::create(&admin, "conformance").await;
     let store = PostgresStore::open(&database.url()).await.expect("open");
     weft_sync::conformance::run_all(&store).await;
+    store.close().await;
+    database.drop_it().await;
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_the_change_log_contract() {
+    let Some(admin) = admin_url() else { return };
+    let database = TestDatabase::create(&admin, "changes").await;
+    let store = PostgresStore::open(&database.url()).await.expect("open");
+    change_log_suite::run(&store).await;
     store.close().await;
     database.drop_it().await;
 }

@@ -11,10 +11,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use self::duration::parse_duration;
 pub use self::http::HttpArgs;
 pub use self::idp::IdpArgs;
+pub use self::webhooks::WebhookArgs;
 
 mod duration;
 mod http;
 mod idp;
+mod webhooks;
 
 /// Weft: a horizontally scalable backend for Yjs collaborative editors.
 #[derive(Debug, Parser)]
@@ -247,6 +249,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
+
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
 
     #[command(flatten)]
     pub limits: LimitArgs,

@@ -50,6 +50,8 @@ pub struct NodeConfig {
     /// `--history-compact-interval`); `None`: none (no history, or a
     /// cluster node: `weft persist` compacts there).
     pub compaction: Option<CompactionSettings>,
+    /// Webhooks (`--webhook-*`); `None` without `--webhook-url`.
+    pub webhooks: Option<crate::webhooks::WebhookSettings>,
 }
 
 impl NodeConfig {
@@ -103,6 +105,11 @@ impl NodeConfig {
             http: http_limits(&args.http)?,
             max_token_lifetime: args.auth_max_token_lifetime,
             tls: crate::tls::TlsConfig::from_args(&args.tls)?,
+            webhooks: crate::webhooks::settings(
+                &args.webhooks,
+                history.is_some(),
+                args.kafka.kafka_brokers.is_some(),
+            )?,
             history,
             compaction,
         })
@@ -325,12 +332,7 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn weft_sync::Embedded
 }
 
 /// [`open_store`] with the store's history side.
-pub async fn open_store_with_history(
-    url: &str,
-) -> anyhow::Result<(
-    Arc<dyn weft_sync::EmbeddedLog>,
-    Arc<dyn weft_sync::history::History>,
-)> {
+pub async fn open_store_with_history(url: &str) -> anyhow::Result<weft_persistence::StoreSides> {
     weft_persistence::open_store_with_history(url)
         .await
         .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))

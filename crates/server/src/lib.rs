@@ -53,6 +53,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod webhooks;
 
 pub use config::NodeConfig;
 pub use drain::{DrainHold, DrainPhase, DrainReport, DrainStep};

@@ -46,6 +46,7 @@ use tracing::{info, warn};
 use weft_gateway::limits::Admission;
 use weft_gateway::live::{RevocationLog, Revocations};
 use weft_gateway::{AppState, Lifecycle};
+use weft_sync::changes::ChangeFeed;
 use weft_sync::{LogBus, MessageBus, Registry};
 
 use crate::config::{
@@ -101,15 +102,23 @@ impl Node {
             check_kafka_security(kafka).await?;
         }
         // A cluster's history is its topic's: the per-edit rows the
-        // persistence worker stores, beside the shared versions.
-        let (store, history_store): (_, Arc<dyn weft_sync::history::History>) = match &config.kafka
-        {
+        // persistence worker stores, beside the shared versions. An
+        // embedded node's is its own log, which it also reads back as
+        // changes (server-sent events, webhooks).
+        let (store, history_store, changes): (
+            _,
+            Arc<dyn weft_sync::history::History>,
+            Option<Arc<dyn weft_sync::changes::ChangeLog>>,
+        ) = match &config.kafka {
             Some(kafka) => {
                 let (store, history) =
                     open_store_with_topic_history(&config.store_url, &kafka.topic).await?;
-                (store, history)
+                (store, history, None)
             }
-            None => open_store_with_history(&config.store_url).await?,
+            None => {
+                let sides = open_store_with_history(&config.store_url).await?;
+                (sides.log, sides.history, Some(sides.changes))
+            }
         };
         let local_addr = listeners
             .http
@@ -158,7 +167,7 @@ impl Node {
                 // Stopped with the bus: the drain has written its
                 // snapshots by then, and a pass stops between documents.
                 tasks.spawn(weft_sync::compaction::run_compaction(
-                    history_store,
+                    history_store.clone(),
                     weft_sync::EMBEDDED_LOG.to_owned(),
                     settings,
                     registry.metrics().compaction.clone(),
@@ -177,6 +186,29 @@ impl Node {
         let mut metrics = weft_gateway::Metrics::new(registry.clone());
         if let Some(bus_metrics) = bus_metrics {
             metrics.register_collector(Box::new(bus_metrics));
+        }
+        if let Some(changes) = changes {
+            // The embedded log read back as changes: server-sent events,
+            // and webhooks when configured. Stopped with the HTTP servers.
+            let feed = ChangeFeed::start(changes.clone(), None, &tasks, http_stop.clone());
+            let feed = match &config.webhooks {
+                Some(settings) => {
+                    let webhook_metrics = crate::webhooks::WebhookMetrics::default();
+                    webhook_metrics.register(metrics.registry_mut());
+                    let webhooks = crate::webhooks::Webhooks::start(
+                        settings,
+                        changes,
+                        Some(history_store.clone()),
+                        &feed.end(),
+                        webhook_metrics,
+                        &tasks,
+                        &http_stop,
+                    )?;
+                    feed.with_replay(webhooks)
+                }
+                None => feed,
+            };
+            registry.enable_change_feed(feed);
         }
         let http_metrics = crate::http::HttpMetrics::default();
         http_metrics.register(metrics.registry_mut());

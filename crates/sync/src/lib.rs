@@ -48,6 +48,8 @@
 //! - `snapshot_policy`: when a snapshot is due.
 //! - [`bus`]: the [`MessageBus`] trait every node's log goes through, and
 //!   [`LogBus`] (`log_bus`), the embedded store's log as a bus.
+//! - [`changes`]: the change feed (webhooks, server-sent events): the
+//!   [`ChangeLog`](changes::ChangeLog) seam and the watch of the log's end.
 //! - `error`: the crate's errors.
 //! - `awareness`: the awareness (presence) table of one document;
 //!   `awareness_tick`: coalescing its changes into one frame per tick.
@@ -88,6 +90,7 @@ pub mod bus;
 #[cfg(any(test, feature = "test-util"))]
 pub mod bus_conformance;
 mod bus_task;
+pub mod changes;
 mod clock;
 mod committer;
 pub mod compaction;

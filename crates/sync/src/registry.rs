@@ -67,6 +67,8 @@ struct RegistryInner {
     /// History, once enabled ([`Registry::enable_history`]); shared with
     /// housekeeping, which takes the automatic versions.
     history: Arc<OnceLock<Arc<HistoryHandle>>>,
+    /// The change feed, once enabled ([`Registry::enable_change_feed`]).
+    changes: OnceLock<crate::changes::ChangeFeed>,
 }
 
 /// The document registry of one node.
@@ -170,6 +172,7 @@ impl Registry {
             background_tasks,
             metrics,
             history,
+            changes: OnceLock::new(),
         });
         Self { inner }
     }
@@ -246,6 +249,17 @@ impl Registry {
             .list_documents(loader.bus.log_id(), after, limit)
             .await
             .map_err(SyncError::Load)
+    }
+
+    /// Serves the change feed (server-sent events, webhook replay); a
+    /// second call changes nothing.
+    pub fn enable_change_feed(&self, feed: crate::changes::ChangeFeed) {
+        let _already_enabled = self.inner.changes.set(feed);
+    }
+
+    /// The change feed, if enabled.
+    pub fn change_feed(&self) -> Option<&crate::changes::ChangeFeed> {
+        self.inner.changes.get()
     }
 
     /// Where history is kept once enabled.

@@ -296,7 +296,7 @@ pub(super) fn version_id(value: &str, what: &str) -> Result<i64, ApiError> {
 }
 
 /// An RFC 3339 time in UTC (`Z`), as milliseconds since the Unix epoch.
-fn instant(value: &str, what: &str) -> Result<i64, ApiError> {
+pub(super) fn instant(value: &str, what: &str) -> Result<i64, ApiError> {
     let malformed = || {
         ApiError::bad_request(format!(
             "{what} is an RFC 3339 time in UTC such as 2026-12-03T16:47:36Z, not {value:?}"

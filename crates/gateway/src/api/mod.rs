@@ -15,6 +15,9 @@
 //! | `POST /api/documents/{name}/restore` | restore to `{"version":"ID"}` or `{"at":"..."}` as a new edit (write grant) |
 //! | `GET /api/documents/{name}/diff?from=ID&to=ID&text=ROOT` | per text root, the changed runs and who made each, and who wrote the versions between |
 //! | `GET /api/documents/{name}/activity?from=&to=` | per author: updates, first and last time |
+//! | `GET /api/documents/{name}/events` | server-sent events: each durable change (`id:` its log position; `Last-Event-ID` resumes) |
+//! | `GET /api/events?docs=GLOB` | server-sent events of every document the glob matches and the caller may read |
+//! | `POST /api/webhooks/replay` | deliver every change since `{"from":"RFC3339"}` to the webhooks again (admin) |
 //! | `POST /api/revocations` | revoke a subject's or a token's access, on every node (admin) |
 //! | `GET /api/revocations` | the live revocations (admin) |
 //!
@@ -30,6 +33,7 @@
 
 mod diff;
 mod documents;
+mod events;
 mod extract;
 mod history;
 mod representation;
@@ -94,6 +98,13 @@ pub(crate) fn router(config: &GatewayConfig) -> Router<AppState> {
                 .fallback(|| async { method_not_allowed("POST", "this route answers POST") }),
         )
         .route("/documents/{name}/diff", read_only(get(diff::diff)))
+        .route("/documents/{name}/events", read_only(get(events::document)))
+        .route("/events", read_only(get(events::many)))
+        .route(
+            "/webhooks/replay",
+            post(events::replay)
+                .fallback(|| async { method_not_allowed("POST", "this route answers POST") }),
+        )
         .route(
             "/documents/{name}/activity",
             read_only(get(history::activity)),
