@@ -14,7 +14,7 @@ use weft_gateway::limits::LimitsConfig;
 use weft_kafka::KafkaConfig;
 use weft_sync::{CommitterConfig, HistorySettings, Origin, RegistryConfig};
 
-use crate::cli::{ConsumeArg, HttpArgs, KafkaArgs, ServeArgs};
+use crate::cli::{ClusterModeArg, ConsumeArg, HttpArgs, KafkaArgs, ServeArgs};
 use crate::http::HttpLimits;
 
 /// Everything a node needs besides its listeners.
@@ -45,6 +45,9 @@ pub struct NodeConfig {
     /// History (`--version-interval`, `--history-retention`); `None`: none
     /// kept (retention 0).
     pub history: Option<HistorySettings>,
+    /// `--cluster-mode ownership`: where this node is reached and the
+    /// cluster secret; `None`: any node serves any document.
+    pub ownership: Option<crate::ownership::OwnershipConfig>,
 }
 
 impl NodeConfig {
@@ -98,8 +101,60 @@ impl NodeConfig {
             max_token_lifetime: args.auth_max_token_lifetime,
             tls: crate::tls::TlsConfig::from_args(&args.tls)?,
             history,
+            ownership: ownership_config(args)?,
         })
     }
+}
+
+/// Minimum length of `--cluster-secret`.
+const MIN_CLUSTER_SECRET_CHARS: usize = 16;
+
+/// `--cluster-mode ownership`'s settings, checked: it needs Kafka (read
+/// `held`, so a node reads only what it serves), an address, a secret.
+fn ownership_config(args: &ServeArgs) -> anyhow::Result<Option<crate::ownership::OwnershipConfig>> {
+    if args.cluster.cluster_mode != ClusterModeArg::Ownership {
+        return Ok(None);
+    }
+    let consume = args
+        .kafka
+        .kafka_brokers
+        .as_ref()
+        .map(|_| args.kafka.kafka_consume);
+    match consume {
+        None => bail!(
+            "--cluster-mode ownership / WEFT_CLUSTER_MODE needs --kafka-brokers / WEFT_KAFKA_BROKERS"
+        ),
+        Some(ConsumeArg::All) => bail!(
+            "--cluster-mode ownership / WEFT_CLUSTER_MODE reads only the partitions a node serves: use --kafka-consume held / WEFT_KAFKA_CONSUME"
+        ),
+        Some(ConsumeArg::Held) => {}
+    }
+    let Some(advertise_address) = args.cluster.advertise_address.clone() else {
+        bail!(
+            "--cluster-mode ownership needs --advertise-address / WEFT_ADVERTISE_ADDRESS (host:port the other nodes reach this one at)"
+        );
+    };
+    if advertise_address.contains(['@', '/', ' ']) || !advertise_address.contains(':') {
+        bail!(
+            "--advertise-address / WEFT_ADVERTISE_ADDRESS is host:port, got `{advertise_address}`"
+        );
+    }
+    let Some(secret) = args.cluster.cluster_secret.clone() else {
+        bail!(
+            "--cluster-mode ownership needs --cluster-secret / WEFT_CLUSTER_SECRET, shared by every node"
+        );
+    };
+    if secret.chars().count() < MIN_CLUSTER_SECRET_CHARS
+        || axum::http::HeaderValue::from_str(&secret).is_err()
+    {
+        bail!(
+            "--cluster-secret / WEFT_CLUSTER_SECRET must be at least {MIN_CLUSTER_SECRET_CHARS} visible ASCII characters"
+        );
+    }
+    Ok(Some(crate::ownership::OwnershipConfig {
+        advertise_address,
+        secret,
+    }))
 }
 
 fn gateway_config(args: &ServeArgs) -> anyhow::Result<GatewayConfig> {
