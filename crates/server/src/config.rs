@@ -129,9 +129,12 @@ fn ownership_config(args: &ServeArgs) -> anyhow::Result<Option<crate::ownership:
         ),
         Some(ConsumeArg::Held) => {}
     }
-    let Some(advertise_address) = args.cluster.advertise_address.clone() else {
+    // Default: the listen address, when it names one interface.
+    let listened = (!args.listen.ip().is_unspecified() && args.listen.port() != 0)
+        .then(|| args.listen.to_string());
+    let Some(advertise_address) = args.cluster.advertise_address.clone().or(listened) else {
         bail!(
-            "--cluster-mode ownership needs --advertise-address / WEFT_ADVERTISE_ADDRESS (host:port the other nodes reach this one at)"
+            "--cluster-mode ownership needs --advertise-address / WEFT_ADVERTISE_ADDRESS (host:port the other nodes reach this one at) when --listen is a wildcard address or port 0"
         );
     };
     if advertise_address.contains(['@', '/', ' ']) || !advertise_address.contains(':') {

@@ -17,7 +17,8 @@ pub struct ClusterArgs {
 
     /// `host:port` where the other nodes reach this node's WebSocket
     /// listener (plain `ws://`), to forward sessions to it
-    /// (`--cluster-mode ownership`).
+    /// (`--cluster-mode ownership`). Default: `--listen`, unless that is a
+    /// wildcard address (`0.0.0.0`) or port 0.
     #[arg(long, env = "WEFT_ADVERTISE_ADDRESS")]
     pub advertise_address: Option<String>,
 
