@@ -89,6 +89,12 @@ impl NodeConfig {
             )?,
             upgrades_per_ip_per_second: args.limits.max_upgrades_per_ip_per_second,
         };
+        let ownership = ownership_config(args)?;
+        if ownership.is_some() && args.tls.tls_cert.is_some() {
+            bail!(
+                "--cluster-mode ownership forwards sessions between nodes over plain ws://, which a node serving --tls-cert / WEFT_TLS_CERT does not accept: terminate TLS in front of the nodes instead"
+            );
+        }
         Ok(Self {
             store_url: args.store.clone(),
             node_id: node_id(&args.kafka),
@@ -101,7 +107,7 @@ impl NodeConfig {
             max_token_lifetime: args.auth_max_token_lifetime,
             tls: crate::tls::TlsConfig::from_args(&args.tls)?,
             history,
-            ownership: ownership_config(args)?,
+            ownership,
         })
     }
 }
