@@ -134,14 +134,18 @@ async fn measure(
         .iter()
         .map(|name| cell.variant.node_for(name, nodes, sizes.partitions))
         .collect();
+    // The node holding each document: its clients' node, or its owner in
+    // a cluster of owners (a client elsewhere is forwarded there).
+    let mut holders = homes.clone();
     let mut balance_s = None;
     if cell.variant.ownership() {
         let waiting = std::time::Instant::now();
         let live: Vec<usize> = (0..nodes).collect();
         let owners = crate::scale_owners::wait_balanced(server, &live, sizes.partitions).await?;
         balance_s = Some(waiting.elapsed().as_secs_f64());
+        holders = crate::scale_owners::owners_of(&names, &owners, sizes.partitions);
         if cell.variant == Variant::OwnersRouted {
-            homes = crate::scale_owners::owners_of(&names, &owners, sizes.partitions);
+            homes.clone_from(&holders);
         }
     }
 
@@ -201,7 +205,7 @@ async fn measure(
     for node in 0..nodes {
         forwarded_bytes += after[node].forwarded_bytes - before[node].forwarded_bytes;
         forwards += after[node].forwards - before[node].forwards;
-        let own_docs = homes.iter().filter(|home| **home == node).count();
+        let own_docs = holders.iter().filter(|holder| **holder == node).count();
         let own_updates = f64::from(updates_per_doc) * own_docs as f64;
         let records = after[node].fetched_records - before[node].fetched_records;
         let bytes = after[node].fetched_bytes - before[node].fetched_bytes;
