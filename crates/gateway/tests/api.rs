@@ -308,9 +308,23 @@ async fn the_api_refuses_what_it_must() {
 
     // A node not in a cluster of owners has no cluster to show; only an
     // admin may ask.
-    let cluster = request(addr, "GET", "/api/cluster", &[("authorization", &editor)], b"").await;
+    let cluster = request(
+        addr,
+        "GET",
+        "/api/cluster",
+        &[("authorization", &editor)],
+        b"",
+    )
+    .await;
     assert_eq!(cluster.status, 403);
-    let cluster = request(addr, "GET", "/api/cluster", &[("authorization", &admin)], b"").await;
+    let cluster = request(
+        addr,
+        "GET",
+        "/api/cluster",
+        &[("authorization", &admin)],
+        b"",
+    )
+    .await;
     assert_eq!(cluster.status, 404);
 
     let path = "/api/documents/team%2Fa";

@@ -377,3 +377,67 @@ pub fn host_name() -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "weft".to_owned())
 }
+
+#[cfg(test)]
+mod ownership_tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["weft", "serve", "--listen", "127.0.0.1:4100"];
+        argv.extend_from_slice(extra);
+        let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command else {
+            panic!("a serve command");
+        };
+        *args
+    }
+
+    const OWNERS: [&str; 6] = [
+        "--kafka-brokers",
+        "127.0.0.1:9092",
+        "--cluster-mode",
+        "ownership",
+        "--cluster-secret",
+        "0123456789abcdef",
+    ];
+
+    #[test]
+    fn ownership_advertises_the_listen_address_by_default() {
+        let ownership = ownership_config(&serve(&OWNERS))
+            .expect("valid")
+            .expect("ownership");
+        assert_eq!(ownership.advertise_address, "127.0.0.1:4100");
+        let mut flags = OWNERS.to_vec();
+        flags.extend(["--advertise-address", "10.0.0.7:1234"]);
+        let ownership = ownership_config(&serve(&flags))
+            .expect("valid")
+            .expect("ownership");
+        assert_eq!(ownership.advertise_address, "10.0.0.7:1234");
+        assert!(
+            ownership_config(&serve(&[])).expect("valid").is_none(),
+            "any: the default"
+        );
+    }
+
+    #[test]
+    fn ownership_refuses_what_cannot_work_naming_the_flag() {
+        let refused = |flags: &[&str]| {
+            ownership_config(&serve(flags))
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(refused(&["--cluster-mode", "ownership"]).contains("--kafka-brokers"));
+        let mut all = OWNERS.to_vec();
+        all.extend(["--kafka-consume", "all"]);
+        assert!(refused(&all).contains("--kafka-consume held"));
+        let short = [&OWNERS[..5], &["short"]].concat();
+        assert!(refused(&short).contains("--cluster-secret"));
+        let no_secret = &OWNERS[..4];
+        assert!(refused(no_secret).contains("--cluster-secret"));
+        let mut bad_address = OWNERS.to_vec();
+        bad_address.extend(["--advertise-address", "node@x"]);
+        assert!(refused(&bad_address).contains("--advertise-address"));
+    }
+}
