@@ -193,3 +193,25 @@ async function loadedOn (nodes, count) {
   assert.equal(holders.length, 1, `one node holds the document: ${loaded}`)
   return holders[0]
 }
+
+e2e('ownership: a SIGTERMed node leaves the group as its drain starts; its partitions move before the session timeout', { skip, timeout: 90000 }, async (t) => {
+  const topic = `e2e-own-${crypto.randomUUID()}`
+  const nodes = []
+  for (let i = 0; i < 3; i++) nodes.push(await startOwner(t, topic, i))
+  await waitBalanced(nodes)
+  const leaving = nodes[2]
+  const doc = 'owned/leave'
+  const clients = [0, 1, 2].map(i => createClient(t, nodes[i], doc, { name: `c${i}@${nodes[i].name}`, maxBackoffTime: 200 }))
+  await waitSynced(clients)
+  const stopped = now()
+  await leaving.stop()
+  // The members' session timeout is 10 s: a balanced group of the two
+  // others well before it means the node left rather than expired.
+  await waitBalanced(nodes.slice(0, 2), { timeout: 8000 })
+  const moved = now() - stopped
+  report('ownership: a SIGTERMed node drained and its partitions moved to the others', moved)
+  assert.ok(moved < 8000, `moved after ${moved} ms`)
+  const stayed = clients.slice(0, 2)
+  stayed[0].doc.getArray('array').push(['after the leave'])
+  await waitConverged(stayed, { types: TYPES, timeout: 20000, what: 'the clients of the remaining nodes after the leave' })
+})
