@@ -8,9 +8,9 @@
 //! live consumer reads what the node's documents need, as in `held`
 //! scope). Its assignment says which documents this node serves; the
 //! group's description (`DescribeGroups`, asked after every rebalance and
-//! every [`REFRESH_EVERY`]) says who serves the rest and where: each member
+//! every second) says who serves the rest and where: each member
 //! names its node and address in its `client.id`
-//! ([`members::owner_client_id`]).
+//! ([`crate::members::owner_client_id`]).
 //!
 //! Partitions taken from this node are reported on the channel
 //! [`Membership::start`] returns, from the revoke callback, so the node can
