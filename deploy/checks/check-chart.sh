@@ -81,6 +81,10 @@ expect_refusal "helm template, metrics.port equal to node.port" "metrics.port eq
   "$helm" template weft "$chart" --set metrics.port=1234
 expect_refusal "helm template, TLS without its Secret" "tls.enabled needs tls.existingSecret" \
   "$helm" template weft "$chart" --set tls.enabled=true
+expect_refusal "helm template, ownership without the cluster secret" "cluster.mode is ownership: set cluster.existingSecret" \
+  "$helm" template weft "$chart" --set cluster.mode=ownership
+expect_refusal "helm template, ownership with TLS on the nodes" "cluster.mode is ownership with tls.enabled" \
+  "$helm" template weft "$chart" --set cluster.mode=ownership --set cluster.existingSecret=s --set tls.enabled=true --set tls.existingSecret=t
 expect_refusal "helm template, sasl_ssl without the password's Secret" "kafka.security.protocol is sasl_ssl: set" \
   "$helm" template weft "$chart" --set kafka.security.protocol=sasl_ssl --set kafka.security.saslMechanism=SCRAM-SHA-512 --set kafka.security.saslUsername=weft
 expect_refusal "helm template, a Kafka CA with plaintext" "kafka.security.caSecret/clientCertSecret need protocol ssl or sasl_ssl" \

@@ -409,3 +409,49 @@ function declaredBody (proxy, target, bytes) {
     req.flushHeaders()
   })
 }
+
+e2e('nginx: a cluster of owners behind the example, clients of one document through nginx and on each of three nodes converge at the owner', { skip, timeout: 120000 }, async (t) => {
+  const topic = `e2e-nginx-owners-${crypto.randomUUID()}`
+  const nodes = []
+  for (let i = 0; i < 3; i++) {
+    const port = await freePort()
+    nodes.push(await startWeft(t, {
+      name: `owner-${i}`,
+      port,
+      args: [
+        '--kafka-brokers', BROKER,
+        '--kafka-topic', topic,
+        '--kafka-partitions', '6',
+        '--node-id', `owner-${i}`,
+        '--kafka-fetch-wait-ms', '10',
+        '--auth-jwt-secret', SECRET,
+        '--max-upgrades-per-ip-per-second', '1000',
+        '--cluster-mode', 'ownership',
+        '--cluster-secret', SECRET
+      ]
+    }))
+  }
+  // The example routes over two nodes; the third is reached directly.
+  const proxy = await startProxy(t, nodes.slice(0, 2))
+  const adminToken = signJwt(jwtClaims({ sub: 'admin', admin: true }), { secret: SECRET })
+  await eventually(async () => {
+    const views = await Promise.all(nodes.map(async (n) => {
+      const res = await fetch(`${n.httpUrl}/api/cluster`, { headers: { Authorization: `Bearer ${adminToken}` }, signal: AbortSignal.timeout(2000) })
+      return res.status === 200 ? res.json() : null
+    }))
+    return views.every(v => v && v.nodes.length === 3 && v.nodes.every(n => n.partitions.length > 0))
+  }, { timeout: 30000, interval: 100, what: 'three owners with partitions each' })
+  const doc = 'owners/nginx'
+  const clients = [
+    createClient(t, proxy.wsUrl, doc, { name: 'alice@nginx', params: { token: tokenOf('alice') } }),
+    createClient(t, proxy.wsUrl, doc, { name: 'bob@nginx', params: { token: tokenOf('bob') } }),
+    ...nodes.map((n, i) => createClient(t, n, doc, { name: `user${i}@${n.name}`, params: { token: tokenOf(`user${i}`) } }))
+  ]
+  await waitSynced(clients)
+  for (const [i, client] of clients.entries()) client.doc.getArray('array').push([client.name, i])
+  const ms = await waitConverged(clients, { timeout: 20000, what: `${doc}: clients through nginx and on every node` })
+  report('nginx: owners, five clients of one document (two through nginx, one per node) converged', ms)
+  assert.equal(clients[0].doc.getArray('array').length, clients.length * 2)
+  const loaded = await Promise.all(nodes.map(n => metric(n, 'weft_documents_loaded')))
+  assert.equal(loaded.filter(count => count === 1).length, 1, `only the owner holds the document: ${loaded}`)
+})

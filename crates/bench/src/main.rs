@@ -56,6 +56,7 @@ mod report_table;
 mod report_text;
 mod results;
 mod scale;
+mod scale_owners;
 mod scale_plan;
 mod scenarios;
 mod servers;

@@ -11,23 +11,28 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The text of `GET /metrics` of the node at `addr`.
 pub(crate) fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
+    get(addr, "/metrics")
+}
+
+/// The body of `GET path` of the node at `addr`, if it answers 200.
+pub(crate) fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT)
-        .with_context(|| format!("connect {addr} for /metrics"))?;
+        .with_context(|| format!("connect {addr} for {path}"))?;
     stream.set_read_timeout(Some(SCRAPE_TIMEOUT))?;
     write!(
         stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
-        .context("read /metrics")?;
+        .with_context(|| format!("read {path}"))?;
     let (head, body) = response
         .split_once("\r\n\r\n")
-        .context("no end of headers in /metrics")?;
+        .with_context(|| format!("no end of headers in {path}"))?;
     ensure!(
         head.starts_with("HTTP/1.1 200"),
-        "/metrics answered {}",
+        "{path} answered {}",
         head.lines().next().unwrap_or("")
     );
     Ok(body.to_owned())

@@ -396,5 +396,50 @@ pub(crate) fn scale_section(
         out,
         "\n![fetched MiB per node]({plots_link}/scale-fetched.svg)\n"
     );
+    owners_table(out, &node_counts, &metric);
     Ok(())
+}
+
+/// Clusters of owners (`--cluster-mode ownership`): the largest share of
+/// the topic one node fetched against `1/N` + 10%, what forwarding cost,
+/// and how long a SIGKILLed owner's documents took to come back.
+fn owners_table(
+    out: &mut String,
+    node_counts: &[usize],
+    metric: &dyn Fn(usize, Variant, &str) -> Option<crate::report_table::Spread>,
+) {
+    let rows: Vec<usize> = node_counts
+        .iter()
+        .copied()
+        .filter(|&nodes| metric(nodes, Variant::OwnersRouted, "cpu_s_mean").is_some())
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str(
+        "Clusters of owners (`--cluster-mode ownership`): the largest share of the topic's records one node fetched, \
+         against the bound `1/N` + 10%; cluster-wide CPU per update with clients on their document's owner (routed) and \
+         with clients by name hash, forwarded by the node they reach (the difference is what forwarding costs), the MiB \
+         relayed; the seconds from the group's start to a balanced assignment; and, after the routed run, the last node \
+         SIGKILLed: seconds until a fresh client on another node had one of its documents whole, and until its \
+         partitions were owned again.\n\n\
+         | nodes | max share, routed | bound 1/N + 10% | max share, forwarded | CPU µs / update, routed | CPU µs / update, forwarded | MiB relayed | balanced after s | dead owner's document served after s | partitions owned again after s |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for nodes in rows {
+        let _ = writeln!(
+            out,
+            "| {nodes} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(metric(nodes, Variant::OwnersRouted, "fetched_share_max")),
+            crate::report_table::number(1.0 / nodes as f64 + 0.1),
+            cell(metric(nodes, Variant::OwnersHash, "fetched_share_max")),
+            cell(metric(nodes, Variant::OwnersRouted, "cpu_us_per_update")),
+            cell(metric(nodes, Variant::OwnersHash, "cpu_us_per_update")),
+            cell(metric(nodes, Variant::OwnersHash, "forwarded_mib")),
+            cell(metric(nodes, Variant::OwnersRouted, "balance_s")),
+            cell(metric(nodes, Variant::OwnersRouted, "failover_served_s")),
+            cell(metric(nodes, Variant::OwnersRouted, "failover_reowned_s")),
+        );
+    }
+    out.push('\n');
 }

@@ -23,7 +23,7 @@ use anyhow::{Context, ensure};
 use crate::client::{Client, read_stamps, stamp_count};
 use crate::processes::Programs;
 use crate::results::Record;
-use crate::scale_plan::{Cell, STATS_SETTLE, ScaleSizes};
+use crate::scale_plan::{Cell, STATS_SETTLE, ScaleSizes, Variant};
 use crate::scenarios::Metrics;
 use crate::servers::{self, ClusterSpec, RunningServer, ServerKind};
 use crate::session::{self, Plan};
@@ -49,9 +49,10 @@ pub(crate) async fn run_cell(
             brokers: 1,
             partitions: sizes.partitions,
             consume: Some(cell.variant.consume()),
+            ownership: cell.variant.ownership(),
         };
         let mut server = servers::start_weft_cluster(&spec, programs, scratch)?;
-        let measured = measure(&server, cell, sizes).await;
+        let measured = measure(&mut server, cell, sizes).await;
         server.with_logs(measured)
     }
     .await;
@@ -73,6 +74,10 @@ struct BusReading {
     /// Partitions of the updates topic the live consumer is assigned.
     partitions: usize,
     documents: f64,
+    /// Bytes relayed to and from owners (`weft_forwarded_bytes_total`).
+    forwarded_bytes: f64,
+    /// Sessions forwarded (`weft_forwards_total`).
+    forwards: f64,
 }
 
 /// Reads the bus figures of the updates topic from a Prometheus text page.
@@ -95,6 +100,10 @@ fn parse_reading(text: &str) -> BusReading {
             }
         } else if name == "weft_documents_loaded" {
             reading.documents = value;
+        } else if name == "weft_forwarded_bytes_total" {
+            reading.forwarded_bytes = value;
+        } else if name == "weft_forwards_total" {
+            reading.forwards = value;
         }
     }
     reading
@@ -109,7 +118,7 @@ fn scrape_all(server: &RunningServer) -> anyhow::Result<Vec<BusReading>> {
 }
 
 async fn measure(
-    server: &RunningServer,
+    server: &mut RunningServer,
     cell: Cell,
     sizes: &ScaleSizes,
 ) -> anyhow::Result<Metrics> {
@@ -121,10 +130,24 @@ async fn measure(
     let names: Vec<String> = (0..sizes.docs)
         .map(|doc| format!("scale-{run_id}-{doc}"))
         .collect();
-    let homes: Vec<usize> = names
+    let mut homes: Vec<usize> = names
         .iter()
         .map(|name| cell.variant.node_for(name, nodes, sizes.partitions))
         .collect();
+    // The node holding each document: its clients' node, or its owner in
+    // a cluster of owners (a client elsewhere is forwarded there).
+    let mut holders = homes.clone();
+    let mut balance_s = None;
+    if cell.variant.ownership() {
+        let waiting = std::time::Instant::now();
+        let live: Vec<usize> = (0..nodes).collect();
+        let owners = crate::scale_owners::wait_balanced(server, &live, sizes.partitions).await?;
+        balance_s = Some(waiting.elapsed().as_secs_f64());
+        holders = crate::scale_owners::owners_of(&names, &owners, sizes.partitions);
+        if cell.variant == Variant::OwnersRouted {
+            homes.clone_from(&holders);
+        }
+    }
 
     let rss_start = node_rss_mib(server)?;
     let before = scrape_all(server)?;
@@ -177,8 +200,12 @@ async fn measure(
     let mut fetched_mib = Vec::new();
     let mut share = Vec::new();
     let mut idle_cpu = Vec::new();
+    let mut forwarded_bytes = 0.0;
+    let mut forwards = 0.0;
     for node in 0..nodes {
-        let own_docs = homes.iter().filter(|home| **home == node).count();
+        forwarded_bytes += after[node].forwarded_bytes - before[node].forwarded_bytes;
+        forwards += after[node].forwards - before[node].forwards;
+        let own_docs = holders.iter().filter(|holder| **holder == node).count();
         let own_updates = f64::from(updates_per_doc) * own_docs as f64;
         let records = after[node].fetched_records - before[node].fetched_records;
         let bytes = after[node].fetched_bytes - before[node].fetched_bytes;
@@ -216,6 +243,12 @@ async fn measure(
     metrics.insert("fetched_mib_mean".into(), mean(&fetched_mib));
     metrics.insert("fetched_mib_max".into(), max(&fetched_mib));
     metrics.insert("fetched_share_mean".into(), mean(&share));
+    metrics.insert("fetched_share_max".into(), max(&share));
+    metrics.insert("forwarded_mib".into(), forwarded_bytes / (1024.0 * 1024.0));
+    metrics.insert("forwarded_sessions".into(), forwards);
+    if let Some(seconds) = balance_s {
+        metrics.insert("balance_s".into(), seconds);
+    }
     metrics.insert("idle_cpu_per_s_mean".into(), mean(&idle_cpu));
     // CPU above that floor, per update, all nodes together.
     let floor: f64 = idle_cpu.iter().sum::<f64>() * elapsed;
@@ -251,6 +284,18 @@ async fn measure(
 
     if nodes > 1 {
         wrong_node_check(server, &names, &homes, updates_per_doc).await?;
+    }
+    if nodes > 1 && cell.variant == Variant::OwnersRouted {
+        let failover = crate::scale_owners::failover(
+            server,
+            &names,
+            &homes,
+            updates_per_doc,
+            sizes.partitions,
+        )
+        .await?;
+        metrics.insert("failover_served_s".into(), failover.served_s);
+        metrics.insert("failover_reowned_s".into(), failover.reowned_s);
     }
     Ok(metrics)
 }
@@ -331,6 +376,7 @@ weft_documents_loaded 3
                 fetched_records: 67.0,
                 partitions: 2,
                 documents: 3.0,
+                ..BusReading::default()
             }
         );
         assert_eq!(parse_reading(""), BusReading::default());

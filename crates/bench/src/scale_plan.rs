@@ -13,6 +13,12 @@
 //! - **partition**: Kafka's partition of the document modulo the node
 //!   count, so each node's documents share a fixed set of partitions (what
 //!   a partition-aware router would do).
+//!
+//! And two cells of a cluster of owners (`--cluster-mode ownership`),
+//! where the nodes share the partitions through Kafka's group assignment:
+//! clients **routed** to their document's owner (what `GET /api/cluster`
+//! says: the shipped routing), or by **name hash**, a balancer that ignores
+//! ownership, so a client on another node is forwarded to the owner.
 
 use std::time::Duration;
 
@@ -70,32 +76,55 @@ pub(crate) enum Variant {
     HeldHash,
     /// `--kafka-consume held`, clients by partition.
     HeldPartition,
+    /// `--cluster-mode ownership`, clients on their document's owner.
+    OwnersRouted,
+    /// `--cluster-mode ownership`, clients by name hash (forwarded to the
+    /// owner from any other node).
+    OwnersHash,
 }
 
 impl Variant {
-    pub(crate) const EVERY: [Variant; 3] =
-        [Variant::All, Variant::HeldHash, Variant::HeldPartition];
+    pub(crate) const EVERY: [Variant; 5] = [
+        Variant::All,
+        Variant::HeldHash,
+        Variant::HeldPartition,
+        Variant::OwnersRouted,
+        Variant::OwnersHash,
+    ];
 
     pub(crate) fn label(self) -> &'static str {
         match self {
             Variant::All => "all, name hash",
             Variant::HeldHash => "held, name hash",
             Variant::HeldPartition => "held, partition",
+            Variant::OwnersRouted => "owners, routed",
+            Variant::OwnersHash => "owners, name hash (forwarded)",
         }
+    }
+
+    /// Whether the cell runs a cluster of owners.
+    pub(crate) fn ownership(self) -> bool {
+        matches!(self, Variant::OwnersRouted | Variant::OwnersHash)
     }
 
     pub(crate) fn consume(self) -> &'static str {
         match self {
             Variant::All => "all",
-            Variant::HeldHash | Variant::HeldPartition => "held",
+            Variant::HeldHash
+            | Variant::HeldPartition
+            | Variant::OwnersRouted
+            | Variant::OwnersHash => "held",
         }
     }
 
-    /// The node (index) that serves `doc` in a cluster of `nodes`.
+    /// The node (index) that serves `doc` in a cluster of `nodes` (for
+    /// `OwnersRouted`, the owner is asked of the cluster instead).
     pub(crate) fn node_for(self, doc: &str, nodes: usize, partitions: u32) -> usize {
         let nodes = nodes.max(1);
         match self {
-            Variant::All | Variant::HeldHash => (fnv1a(doc.as_bytes()) % nodes as u64) as usize,
+            Variant::All | Variant::HeldHash | Variant::OwnersRouted | Variant::OwnersHash => {
+                (fnv1a(doc.as_bytes()) % nodes as u64) as usize
+            }
             Variant::HeldPartition => kafka_partition(doc, partitions) as usize % nodes,
         }
     }
@@ -126,12 +155,12 @@ pub(crate) struct Cell {
 }
 
 /// The cells, in run order. One node has no routing to vary: it runs `all`
-/// and `held` once each.
+/// and `held` once each (a single owner is `held` with one member).
 pub(crate) fn cells(sizes: &ScaleSizes) -> Vec<Cell> {
     let mut cells = Vec::new();
     for &nodes in &sizes.nodes {
         for variant in Variant::EVERY {
-            if nodes == 1 && variant == Variant::HeldPartition {
+            if nodes == 1 && (variant == Variant::HeldPartition || variant.ownership()) {
                 continue;
             }
             cells.push(Cell { nodes, variant });
@@ -190,7 +219,7 @@ mod tests {
     fn one_node_runs_no_partition_routing() {
         let sizes = ScaleSizes::for_mode(Mode::Full);
         let cells = cells(&sizes);
-        assert_eq!(cells.len(), 2 + 3 * 3);
+        assert_eq!(cells.len(), 2 + 3 * 5);
         assert!(
             !cells
                 .iter()

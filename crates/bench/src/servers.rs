@@ -204,6 +204,8 @@ pub(crate) struct ClusterSpec {
     pub(crate) partitions: u32,
     /// `--kafka-consume` (`held` or `all`); `None` leaves Weft's default.
     pub(crate) consume: Option<&'static str>,
+    /// `--cluster-mode ownership` (with a cluster secret).
+    pub(crate) ownership: bool,
 }
 
 impl ClusterSpec {
@@ -213,6 +215,7 @@ impl ClusterSpec {
         brokers: 1,
         partitions: 2,
         consume: None,
+        ownership: false,
     };
 }
 
@@ -269,6 +272,15 @@ fn launch_weft_cluster(
         if let Some(consume) = spec.consume {
             extra.extend(["--kafka-consume", consume]);
         }
+        if spec.ownership {
+            // Each node advertises its listen address (the default).
+            extra.extend([
+                "--cluster-mode",
+                "ownership",
+                "--cluster-secret",
+                BENCH_CLUSTER_SECRET,
+            ]);
+        }
         // Each node its own SQLite file: two processes creating one fresh
         // database at once race on its migrations.
         let node_dir = work_dir.join(&node);
@@ -282,6 +294,9 @@ fn launch_weft_cluster(
     }
     Ok(())
 }
+
+/// The cluster secret of the bench's clusters of owners.
+const BENCH_CLUSTER_SECRET: &str = "weft-bench-cluster-secret";
 
 /// The `index`-th node's name: a, b, ..., z, then n26, n27...
 fn node_name(index: usize) -> String {

@@ -23,10 +23,15 @@
 //! - [`routes`]: the router: upgrades first, the service routes, `/api`
 //!   nested, the editor page, body limits.
 //! - [`api`]: the REST API under `/api/` and its OpenAPI document.
-//! - `upgrade`: every check before the `101`, then the socket task.
+//! - `upgrade`: every check before the `101`, then the socket task (or
+//!   the relay to the document's owner).
+//! - `forward`: forwarding a session to its document's owner: connecting,
+//!   then relaying frames.
 //! - `socket`: the one socket loop, generic over the wire protocol
 //!   (y-websocket, Hocuspocus) and over `Sink`/`Stream`.
 //! - `state`: [`AppState`], what every handler shares.
+//! - [`cluster`]: [`cluster::Ownership`], who serves which document in a
+//!   cluster of owners, and the sessions a move closes.
 //! - [`editor`]: the editor page compiled into the binary.
 //! - [`error`]: [`ApiError`], the JSON refusal, and the one mapping from a
 //!   failure to its HTTP status and close.
@@ -43,9 +48,11 @@
 pub mod api;
 pub mod auth;
 pub mod close;
+pub mod cluster;
 pub mod config;
 pub mod editor;
 pub mod error;
+mod forward;
 pub mod lifecycle;
 pub mod limits;
 pub mod live;

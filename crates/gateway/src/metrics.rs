@@ -62,6 +62,16 @@ pub struct Metrics {
     /// Sessions closed for sending more updates per second than allowed
     /// (1008).
     pub rate_limit_closes: Counter,
+    /// Sessions this node relays to their document's owner now
+    /// (`--cluster-mode ownership`).
+    pub forwarded_sessions: Gauge,
+    /// Sessions forwarded to an owner since the start.
+    pub forwards: Counter,
+    /// Bytes of WebSocket messages relayed between clients and owners, both
+    /// ways.
+    pub forwarded_bytes: Counter,
+    /// Sessions served here because their owner could not be reached.
+    pub forward_fallbacks: Counter,
 }
 
 /// Start of the commit-latency buckets: 100 µs, doubling 16 times (to ~3 s).
@@ -136,6 +146,30 @@ impl Metrics {
             "Sessions closed (1008) for sending more updates per second than allowed",
             rate_limit_closes.clone(),
         );
+        let forwarded_sessions = Gauge::default();
+        registry.register(
+            "forwarded_sessions",
+            "Sessions this node relays to their document's owner now",
+            forwarded_sessions.clone(),
+        );
+        let forwards = Counter::default();
+        registry.register(
+            "forwards",
+            "Sessions forwarded to their document's owner",
+            forwards.clone(),
+        );
+        let forwarded_bytes = Counter::default();
+        registry.register(
+            "forwarded_bytes",
+            "Bytes of WebSocket messages relayed between clients and owners, both ways",
+            forwarded_bytes.clone(),
+        );
+        let forward_fallbacks = Counter::default();
+        registry.register(
+            "forward_fallbacks",
+            "Sessions served here because their document's owner could not be reached",
+            forward_fallbacks.clone(),
+        );
         documents.metrics().register(&mut registry);
         registry.register_collector(Box::new(ScrapeTime { documents }));
         Self {
@@ -150,6 +184,10 @@ impl Metrics {
             update_commit_seconds,
             send_queue_overflows,
             rate_limit_closes,
+            forwarded_sessions,
+            forwards,
+            forwarded_bytes,
+            forward_fallbacks,
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use weft_sync::Registry;
 
 use crate::auth::Authenticator;
+use crate::cluster::Ownership;
 use crate::config::GatewayConfig;
 use crate::lifecycle::Lifecycle;
 use crate::limits::Admission;
@@ -29,4 +30,7 @@ pub struct AppState {
     /// Revocations (`/api/revocations`), checked at upgrades and applied
     /// to open sessions.
     pub revocations: Revocations,
+    /// Who serves which document (`--cluster-mode ownership`); `None`:
+    /// every node serves every document it is asked for.
+    pub ownership: Option<Ownership>,
 }

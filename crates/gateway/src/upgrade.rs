@@ -26,8 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span};
 
 use crate::auth::{Access, token_from_request};
+use crate::cluster::{FORWARDED_FOR_HEADER, Route};
 use crate::config::{MAX_DOC_NAME_BYTES, READ_BUFFER_BYTES, WRITE_BUFFER_BYTES};
 use crate::error::{ApiError, FailureAnswer, draining};
+use crate::forward::{ForwardFailure, OwnerSocket, connect_owner, fell_back};
 use crate::live::{SessionGrant, unix_now};
 use crate::metrics::StatusLabel;
 use crate::socket::{Hocuspocus, Joined, Joiner, SocketOutbox, SocketParts, Wire, YWebsocket};
@@ -86,7 +88,15 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
         Ok(doc) => doc,
         Err(refusal) => return refusal.into_response(),
     };
-    let peer = peer_ip(&parts);
+    let forwarded = state
+        .ownership
+        .as_ref()
+        .is_some_and(|ownership| ownership.is_forwarded(&parts.headers));
+    let peer = if forwarded {
+        forwarded_for(&parts).unwrap_or_else(|| peer_ip(&parts))
+    } else {
+        peer_ip(&parts)
+    };
     let span = info_span!(
         "upgrade",
         doc = %doc,
@@ -118,7 +128,27 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
         let SessionGrant { access, token } = grant;
         let granted = if access == Access::Read { "read" } else { "write" };
         tracing::Span::current().record("auth", granted);
+        if let Some(ownership) = state.ownership.as_ref().filter(|_| !forwarded)
+            && let Route::Forward(address) = ownership.route(&doc)
+        {
+            match connect_owner(&address, &parts, peer, ownership.secret(), socket_config(state.config.max_message_bytes)).await {
+                Ok(owner) => {
+                    let upgrade = websocket_upgrade(&mut parts, &state)?;
+                    info!(owner = %address, "session forwarded to the document's owner");
+                    return Ok(start_relay(&state, upgrade, owner, permit, &address));
+                }
+                Err(ForwardFailure::Refused(status)) => {
+                    info!(owner = %address, status = status.as_u16(), "the owner refused the forwarded session");
+                    return Err(ApiError::new(status, "refused by the document's owner", format!("the node that owns this document answered {status}")));
+                }
+                Err(ForwardFailure::Unreachable(reason)) => fell_back(&address, &reason, &state.metrics),
+            }
+        }
         let upgrade = websocket_upgrade(&mut parts, &state)?;
+        let stop = match &state.ownership {
+            Some(ownership) => ownership.session_stop(&doc, state.lifecycle.sessions_stop()),
+            None => state.lifecycle.sessions_stop().child_token(),
+        };
         let outbox = SocketOutbox::new(state.config.send_queue_frames, state.config.send_queue_bytes);
         let deleted = CancellationToken::new();
         let mut session = match state.registry.join(&doc, outbox.direct(deleted.clone())).await {
@@ -138,8 +168,8 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
         let session_span = info_span!(parent: None, "session", doc = %doc, session = %session.id(), peer = %peer);
         session_span.follows_from(tracing::Span::current());
         let joined = Joined { doc: doc.into(), session, access, token, deleted };
-        let socket = socket_parts(&state, YWebsocket, Some(joined), outbox, permit);
-        Ok(start(&state, upgrade, socket, session_span))
+        let socket = socket_parts(&state, YWebsocket, Some(joined), outbox, permit, stop);
+        Ok(start(&state, upgrade, session_span, move |websocket| crate::socket::run(websocket, socket)))
     }
     .instrument(span.clone())
     .await
@@ -182,11 +212,14 @@ async fn hocuspocus_upgrade(state: AppState, mut parts: Parts) -> Response {
             state.config.send_queue_frames,
             state.config.send_queue_bytes,
         );
-        let socket = socket_parts(&state, wire, None, outbox, permit);
+        let stop = state.lifecycle.sessions_stop().child_token();
+        let socket = socket_parts(&state, wire, None, outbox, permit, stop);
         let session_span =
             info_span!(parent: None, "session", protocol = "hocuspocus", peer = %peer);
         session_span.follows_from(tracing::Span::current());
-        Ok(start(&state, upgrade, socket, session_span))
+        Ok(start(&state, upgrade, session_span, move |websocket| {
+            crate::socket::run(websocket, socket)
+        }))
     }
     .instrument(span.clone())
     .await
@@ -201,17 +234,53 @@ fn socket_parts<W: Wire>(
     joined: Option<Joined>,
     outbox: SocketOutbox,
     permit: crate::limits::ConnectionPermit,
+    stop: CancellationToken,
 ) -> SocketParts<W> {
     SocketParts {
         wire,
         joined,
         outbox,
         permit,
-        stop: state.lifecycle.sessions_stop().clone(),
+        stop,
         config: state.config.clone(),
         metrics: state.metrics.clone(),
         revocations: state.revocations.subscribe(),
     }
+}
+
+/// Answers `101` and relays the socket to the owner (counted in
+/// `weft_forwarded_sessions`).
+fn start_relay(
+    state: &AppState,
+    upgrade: Handshake,
+    owner: OwnerSocket,
+    permit: crate::limits::ConnectionPermit,
+    address: &str,
+) -> Response {
+    let stop = state.lifecycle.sessions_stop().child_token();
+    let config = state.config.clone();
+    let metrics = state.metrics.clone();
+    let span = info_span!(parent: None, "relay", owner = %address);
+    span.follows_from(tracing::Span::current());
+    start(state, upgrade, span, move |client| async move {
+        let _permit = permit;
+        metrics.forwards.inc();
+        metrics.forwarded_sessions.inc();
+        let end = crate::forward::relay(client, owner, stop, &config, &metrics).await;
+        metrics.forwarded_sessions.dec();
+        debug!(?end, "forwarded session ended");
+    })
+}
+
+/// The client's address a forwarding node of this cluster names.
+fn forwarded_for(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .headers
+        .get(FORWARDED_FOR_HEADER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Refuses upgrades (503) until the node has read every stored revocation,
@@ -233,12 +302,11 @@ fn revocations_loaded(state: &AppState) -> Result<(), ApiError> {
 /// after the response is sent, and a drain starting in between must still
 /// wait for this session. If the handshake never completes, the task ends
 /// and drops the token.
-fn start<W: Wire>(
-    state: &AppState,
-    upgrade: Handshake,
-    socket: SocketParts<W>,
-    span: tracing::Span,
-) -> Response {
+fn start<F, Fut>(state: &AppState, upgrade: Handshake, span: tracing::Span, serve: F) -> Response
+where
+    F: FnOnce(WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let open = state.lifecycle.tracker().token();
     let Handshake {
         accept,
@@ -261,7 +329,7 @@ fn start<W: Wire>(
                 Some(config),
             )
             .await;
-            crate::socket::run(websocket, socket).await;
+            serve(websocket).await;
         }
         .instrument(span),
     );

@@ -292,6 +292,7 @@ async fn the_api_refuses_what_it_must() {
     assert_eq!(
         paths,
         [
+            "/api/cluster",
             "/api/documents",
             "/api/documents/{name}",
             "/api/documents/{name}/activity",
@@ -307,6 +308,27 @@ async fn the_api_refuses_what_it_must() {
             "/api/webhooks/replay"
         ]
     );
+
+    // A node not in a cluster of owners has no cluster to show; only an
+    // admin may ask.
+    let cluster = request(
+        addr,
+        "GET",
+        "/api/cluster",
+        &[("authorization", &editor)],
+        b"",
+    )
+    .await;
+    assert_eq!(cluster.status, 403);
+    let cluster = request(
+        addr,
+        "GET",
+        "/api/cluster",
+        &[("authorization", &admin)],
+        b"",
+    )
+    .await;
+    assert_eq!(cluster.status, 404);
 
     let path = "/api/documents/team%2Fa";
     let updates = "/api/documents/team%2Fa/updates";

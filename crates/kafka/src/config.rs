@@ -220,6 +220,30 @@ impl KafkaConfig {
         config
     }
 
+    /// A member of the owners' group (`--cluster-mode ownership`): named
+    /// `client_id` (its node and address), cooperative-sticky assignment,
+    /// never committing (it reads nothing).
+    pub(crate) fn owner_consumer(&self, group: &str, client_id: &str) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("client.id", client_id)
+            .set("group.id", group)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "latest")
+            .set("enable.partition.eof", "false")
+            // Paused at once on assignment: fetch as little as possible in
+            // the moment before.
+            .set("queued.min.messages", "1")
+            .set("max.partition.fetch.bytes", "1")
+            // A node that died loses its partitions within this.
+            .set("session.timeout.ms", GROUP_SESSION_TIMEOUT_MS)
+            .set("heartbeat.interval.ms", GROUP_HEARTBEAT_INTERVAL_MS);
+        self.apply_options(&mut config);
+        config
+    }
+
     fn apply_options(&self, config: &mut ClientConfig) {
         for (key, value) in &self.options {
             config.set(key, value);

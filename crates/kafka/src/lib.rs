@@ -58,6 +58,9 @@
 //! - `consume`: the live consumer loop, its watchdog and its repairs.
 //! - `producer`: the producer, replaced after a failed publish.
 //! - [`bus`]: [`KafkaBus`], the `MessageBus`.
+//! - [`members`]: who owns which partition, decoded from the owners'
+//!   group's description; [`membership`]: [`Membership`], this node's
+//!   member of that group (`--cluster-mode ownership`).
 //! - [`revocations`]: [`RevocationTopic`], the revocations of tokens
 //!   (`<topic>-revocations`, one partition, read from the start).
 //! - [`fold`]: the persistence worker's folded documents and its commit
@@ -79,6 +82,8 @@ pub mod envelope;
 pub mod fold;
 mod group;
 mod live;
+pub mod members;
+pub mod membership;
 pub mod metrics;
 mod offset;
 mod pass;
@@ -95,6 +100,8 @@ pub use bus::KafkaBus;
 pub use config::{ConsumeScope, ENVELOPE_OVERHEAD_BYTES, KafkaConfig, KafkaConfigError};
 pub use counters::{FetchTotals, Fetched};
 pub use envelope::partition_for;
+pub use members::{ClusterMap, ClusterNode};
+pub use membership::{Membership, Owner};
 pub use metrics::KafkaMetrics;
 pub use probe::check_security;
 pub use revocations::RevocationTopic;

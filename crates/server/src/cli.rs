@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use self::cluster::{ClusterArgs, ClusterModeArg};
 use self::duration::parse_duration;
 pub use self::http::HttpArgs;
 pub use self::idp::IdpArgs;
 pub use self::webhooks::WebhookArgs;
 
+mod cluster;
 mod duration;
 mod http;
 mod idp;
@@ -261,6 +263,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub kafka: KafkaArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 
     /// How often this node tells its peers it is alive.
     #[arg(long, env = "WEFT_NODE_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]

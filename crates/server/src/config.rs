@@ -15,7 +15,7 @@ use weft_kafka::KafkaConfig;
 use weft_sync::compaction::CompactionSettings;
 use weft_sync::{CommitterConfig, HistorySettings, Origin, RegistryConfig};
 
-use crate::cli::{ConsumeArg, HttpArgs, KafkaArgs, ServeArgs};
+use crate::cli::{ClusterModeArg, ConsumeArg, HttpArgs, KafkaArgs, ServeArgs};
 use crate::http::HttpLimits;
 
 /// Everything a node needs besides its listeners.
@@ -52,6 +52,9 @@ pub struct NodeConfig {
     pub compaction: Option<CompactionSettings>,
     /// Webhooks (`--webhook-*`); `None` without `--webhook-url`.
     pub webhooks: Option<crate::webhooks::WebhookSettings>,
+    /// `--cluster-mode ownership`: where this node is reached and the
+    /// cluster secret; `None`: any node serves any document.
+    pub ownership: Option<crate::ownership::OwnershipConfig>,
 }
 
 impl NodeConfig {
@@ -94,6 +97,12 @@ impl NodeConfig {
             )?,
             upgrades_per_ip_per_second: args.limits.max_upgrades_per_ip_per_second,
         };
+        let ownership = ownership_config(args)?;
+        if ownership.is_some() && args.tls.tls_cert.is_some() {
+            bail!(
+                "--cluster-mode ownership forwards sessions between nodes over plain ws://, which a node serving --tls-cert / WEFT_TLS_CERT does not accept: terminate TLS in front of the nodes instead"
+            );
+        }
         Ok(Self {
             store_url: args.store.clone(),
             node_id: node_id(&args.kafka),
@@ -112,6 +121,7 @@ impl NodeConfig {
             )?,
             history,
             compaction,
+            ownership,
         })
     }
 }
@@ -147,6 +157,60 @@ pub fn compaction_settings(
         retention,
         interval,
     })
+}
+
+/// Minimum length of `--cluster-secret`.
+const MIN_CLUSTER_SECRET_CHARS: usize = 16;
+
+/// `--cluster-mode ownership`'s settings, checked: it needs Kafka (read
+/// `held`, so a node reads only what it serves), an address, a secret.
+fn ownership_config(args: &ServeArgs) -> anyhow::Result<Option<crate::ownership::OwnershipConfig>> {
+    if args.cluster.cluster_mode != ClusterModeArg::Ownership {
+        return Ok(None);
+    }
+    let consume = args
+        .kafka
+        .kafka_brokers
+        .as_ref()
+        .map(|_| args.kafka.kafka_consume);
+    match consume {
+        None => bail!(
+            "--cluster-mode ownership / WEFT_CLUSTER_MODE needs --kafka-brokers / WEFT_KAFKA_BROKERS"
+        ),
+        Some(ConsumeArg::All) => bail!(
+            "--cluster-mode ownership / WEFT_CLUSTER_MODE reads only the partitions a node serves: use --kafka-consume held / WEFT_KAFKA_CONSUME"
+        ),
+        Some(ConsumeArg::Held) => {}
+    }
+    // Default: the listen address, when it names one interface.
+    let listened = (!args.listen.ip().is_unspecified() && args.listen.port() != 0)
+        .then(|| args.listen.to_string());
+    let Some(advertise_address) = args.cluster.advertise_address.clone().or(listened) else {
+        bail!(
+            "--cluster-mode ownership needs --advertise-address / WEFT_ADVERTISE_ADDRESS (host:port the other nodes reach this one at) when --listen is a wildcard address or port 0"
+        );
+    };
+    if advertise_address.contains(['@', '/', ' ']) || !advertise_address.contains(':') {
+        bail!(
+            "--advertise-address / WEFT_ADVERTISE_ADDRESS is host:port, got `{advertise_address}`"
+        );
+    }
+    let Some(secret) = args.cluster.cluster_secret.clone() else {
+        bail!(
+            "--cluster-mode ownership needs --cluster-secret / WEFT_CLUSTER_SECRET, shared by every node"
+        );
+    };
+    if secret.chars().count() < MIN_CLUSTER_SECRET_CHARS
+        || axum::http::HeaderValue::from_str(&secret).is_err()
+    {
+        bail!(
+            "--cluster-secret / WEFT_CLUSTER_SECRET must be at least {MIN_CLUSTER_SECRET_CHARS} visible ASCII characters"
+        );
+    }
+    Ok(Some(crate::ownership::OwnershipConfig {
+        advertise_address,
+        secret,
+    }))
 }
 
 fn gateway_config(args: &ServeArgs) -> anyhow::Result<GatewayConfig> {
@@ -367,4 +431,68 @@ pub fn host_name() -> String {
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "weft".to_owned())
+}
+
+#[cfg(test)]
+mod ownership_tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["weft", "serve", "--listen", "127.0.0.1:4100"];
+        argv.extend_from_slice(extra);
+        let Command::Serve(args) = Cli::try_parse_from(argv).expect("valid flags").command else {
+            panic!("a serve command");
+        };
+        *args
+    }
+
+    const OWNERS: [&str; 6] = [
+        "--kafka-brokers",
+        "127.0.0.1:9092",
+        "--cluster-mode",
+        "ownership",
+        "--cluster-secret",
+        "0123456789abcdef",
+    ];
+
+    #[test]
+    fn ownership_advertises_the_listen_address_by_default() {
+        let ownership = ownership_config(&serve(&OWNERS))
+            .expect("valid")
+            .expect("ownership");
+        assert_eq!(ownership.advertise_address, "127.0.0.1:4100");
+        let mut flags = OWNERS.to_vec();
+        flags.extend(["--advertise-address", "10.0.0.7:1234"]);
+        let ownership = ownership_config(&serve(&flags))
+            .expect("valid")
+            .expect("ownership");
+        assert_eq!(ownership.advertise_address, "10.0.0.7:1234");
+        assert!(
+            ownership_config(&serve(&[])).expect("valid").is_none(),
+            "any: the default"
+        );
+    }
+
+    #[test]
+    fn ownership_refuses_what_cannot_work_naming_the_flag() {
+        let refused = |flags: &[&str]| {
+            ownership_config(&serve(flags))
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(refused(&["--cluster-mode", "ownership"]).contains("--kafka-brokers"));
+        let mut all = OWNERS.to_vec();
+        all.extend(["--kafka-consume", "all"]);
+        assert!(refused(&all).contains("--kafka-consume held"));
+        let short = [&OWNERS[..5], &["short"]].concat();
+        assert!(refused(&short).contains("--cluster-secret"));
+        let no_secret = &OWNERS[..4];
+        assert!(refused(no_secret).contains("--cluster-secret"));
+        let mut bad_address = OWNERS.to_vec();
+        bad_address.extend(["--advertise-address", "node@x"]);
+        assert!(refused(&bad_address).contains("--advertise-address"));
+    }
 }

@@ -25,6 +25,8 @@
 //!   a permission service.
 //! - [`http`]: the HTTP server: deadlines and caps for connections that
 //!   have not upgraded.
+//! - [`ownership`]: a cluster of owners (`--cluster-mode ownership`): the
+//!   Kafka owners' group answering the gateway's routing questions.
 //! - `revocations`: where revocations of tokens are kept: the embedded
 //!   store, or the cluster's revocations topic.
 //! - [`node`]: [`Node::start`], [`NodeHandle::shutdown`]: the drain in order.
@@ -47,6 +49,7 @@ pub mod idp;
 pub mod kafka_security;
 pub mod listen;
 pub mod node;
+pub mod ownership;
 pub mod persist;
 mod revocations;
 pub mod serve;

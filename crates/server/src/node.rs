@@ -76,6 +76,9 @@ pub struct NodeHandle {
     /// Child of `root`: stops the Kafka bus's tasks once the registry no
     /// longer uses the bus.
     bus_stop: CancellationToken,
+    /// Child of `root`: the node leaves the owners' group (its partitions
+    /// move to the others) as its drain starts.
+    owners_stop: CancellationToken,
     /// Every task the node spawned.
     tasks: TaskTracker,
     lifecycle: Lifecycle,
@@ -149,8 +152,21 @@ impl Node {
                 store: store.clone(),
             }),
         };
+        let owners_stop = root.child_token();
+        let mut membership = None;
         let bus: Arc<dyn MessageBus> = match config.kafka {
             Some(kafka) => {
+                if let Some(ownership) = &config.ownership {
+                    let owner_tasks = weft_kafka::BusTasks::new(owners_stop.clone(), tasks.clone());
+                    let (member, moved) = weft_kafka::Membership::start(
+                        &kafka,
+                        &config.node_id,
+                        &ownership.advertise_address,
+                        &owner_tasks,
+                    )
+                    .context("--cluster-mode ownership")?;
+                    membership = Some((member, moved, ownership.secret.clone()));
+                }
                 info!(brokers = %kafka.brokers, topic = %kafka.topic, node = %kafka.origin, "cluster mode: updates go through Kafka");
                 let bus_tasks = weft_kafka::BusTasks::new(bus_stop.clone(), tasks.clone());
                 let kafka_bus =
@@ -216,6 +232,15 @@ impl Node {
         if let weft_gateway::auth::Authenticator::Jwks(keys) = &config.auth {
             tasks.spawn(keys.clone().refresh_until(http_stop.clone()));
         }
+        let ownership = membership.map(|(member, moved, secret)| {
+            let routes = crate::ownership::GroupRoutes { membership: member };
+            let ownership = weft_gateway::cluster::Ownership::new(Arc::new(routes), &secret);
+            tasks.spawn(crate::ownership::close_moved_sessions(
+                ownership.clone(),
+                moved,
+            ));
+            ownership
+        });
         let state = AppState {
             registry: registry.clone(),
             lifecycle: lifecycle.clone(),
@@ -224,6 +249,7 @@ impl Node {
             admission: Admission::new(config.limits),
             metrics: Arc::new(metrics),
             revocations: revocations.clone(),
+            ownership,
         };
         if let (Some(listener), Some(address)) = (listeners.metrics, metrics_addr) {
             let router = weft_gateway::metrics_router(state.metrics.clone());
@@ -260,6 +286,7 @@ impl Node {
             root,
             http_stop,
             bus_stop,
+            owners_stop,
             tasks,
             lifecycle,
             registry,
@@ -365,6 +392,7 @@ impl NodeHandle {
     async fn drain(&mut self, started: Instant) -> anyhow::Result<DrainReport> {
         let mut report = DrainReport::default();
         self.lifecycle.start_draining();
+        self.owners_stop.cancel();
         self.reached(DrainPhase::Draining, started, &mut report)
             .await;
         self.lifecycle.sessions_closed().await;

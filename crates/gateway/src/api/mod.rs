@@ -20,6 +20,7 @@
 //! | `POST /api/webhooks/replay` | deliver every change since `{"from":"RFC3339"}` to the webhooks again (admin) |
 //! | `POST /api/revocations` | revoke a subject's or a token's access, on every node (admin) |
 //! | `GET /api/revocations` | the live revocations (admin) |
+//! | `GET /api/cluster` | the nodes of a cluster of owners and the partitions each owns (admin; `--cluster-mode ownership`) |
 //!
 //! `{name}` is one path segment, percent-decoded: `team%2Fplan` is the
 //! document `team/plan`. Query strings are `application/x-www-form-urlencoded`
@@ -31,6 +32,7 @@
 //! the token may read). Without configured auth the API is open, like the
 //! WebSocket path. The OpenAPI document needs no token.
 
+mod cluster;
 mod diff;
 mod documents;
 mod events;
@@ -65,6 +67,7 @@ pub(crate) fn router(config: &GatewayConfig) -> Router<AppState> {
     Router::new()
         .route("/openapi.json", read_only(get(openapi)))
         .route("/documents", read_only(get(documents::list)))
+        .route("/cluster", read_only(get(cluster::get)))
         .route(
             "/revocations",
             get(revocations::list)

@@ -20,6 +20,14 @@ failure names the value to change.
 {{- if and (eq $auth.mode "none") .Values.ingress.enabled (not $auth.allowOpenIngress) }}
 {{- fail "auth.mode is none and ingress.enabled is true: anyone reaching the Ingress could read and write every document. Set auth.mode (hs256 or publicKey), or auth.allowOpenIngress=true if that is intended" }}
 {{- end }}
+{{- if eq .Values.cluster.mode "ownership" }}
+{{- if not .Values.cluster.existingSecret }}
+{{- fail "cluster.mode is ownership: set cluster.existingSecret, a Secret holding the cluster secret every node shares" }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+{{- fail "cluster.mode is ownership with tls.enabled: nodes forward sessions to each other over plain ws://; terminate TLS at the Ingress instead" }}
+{{- end }}
+{{- end }}
 {{- if regexMatch "^[a-z]+://[^/@]*:[^/@]*@" .Values.store.url }}
 {{- fail "store.url holds a password, and the URL goes into a ConfigMap (and Weft's start-up errors): give it as store.password or store.existingSecret (PGPASSWORD) instead" }}
 {{- end }}

@@ -280,6 +280,7 @@ async fn readyz(auth: Authenticator) -> (StatusCode, Value) {
         config: Arc::new(crate::GatewayConfig::default()),
         auth,
         revocations: crate::live::Revocations::disabled(),
+        ownership: None,
         admission: crate::limits::Admission::new(crate::limits::LimitsConfig {
             max_connections: 0,
             max_connections_per_ip: 0,
