@@ -26,9 +26,13 @@ pub enum ContentError {
         /// What the operation writes.
         wanted: &'static str,
     },
-    /// A JSON Patch that is not one, or does not apply.
+    /// A JSON Patch that is not one.
     #[error("JSON Patch: {0}")]
     Patch(String),
+    /// A JSON Patch that does not apply to the root's value (a failed
+    /// `test`, a missing path).
+    #[error("JSON Patch does not apply: {0}")]
+    PatchFailed(String),
     /// A stream line's position or length outside the text.
     #[error("{0}")]
     OutOfRange(String),

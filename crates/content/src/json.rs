@@ -57,7 +57,7 @@ pub fn patch_content(
         };
         let mut value = Value::Array(have.clone());
         json_patch::patch(&mut value, &parsed)
-            .map_err(|failure| ContentError::Patch(failure.to_string()))?;
+            .map_err(|failure| ContentError::PatchFailed(failure.to_string()))?;
         let Value::Array(want) = value.clone() else {
             return Err(ContentError::Patch("the root stays an array".into()));
         };
@@ -97,7 +97,7 @@ pub fn patch_content(
     };
     let mut value = Value::Object(have.clone());
     json_patch::patch(&mut value, &parsed)
-        .map_err(|failure| ContentError::Patch(failure.to_string()))?;
+        .map_err(|failure| ContentError::PatchFailed(failure.to_string()))?;
     let Value::Object(want) = value.clone() else {
         return Err(ContentError::Patch("the root stays an object".into()));
     };

@@ -224,7 +224,7 @@ fn json_patch_edits_maps_and_arrays() {
         "settings",
         &json!([{"op":"test","path":"/size","value":4}]),
     );
-    assert!(matches!(failed, Err(crate::ContentError::Patch(_))));
+    assert!(matches!(failed, Err(crate::ContentError::PatchFailed(_))));
     let doc = Doc::new();
     let array = doc.get_or_insert_array("items");
     let _ = array.to_json(&doc.transact());

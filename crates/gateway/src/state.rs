@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use weft_sync::Registry;
 
+use crate::api::idempotency::IdempotencyCache;
 use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
 use crate::lifecycle::Lifecycle;
@@ -29,4 +30,6 @@ pub struct AppState {
     /// Revocations (`/api/revocations`), checked at upgrades and applied
     /// to open sessions.
     pub revocations: Revocations,
+    /// Answers of content writes by `Idempotency-Key` (this node's own).
+    pub idempotency: Arc<IdempotencyCache>,
 }

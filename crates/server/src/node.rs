@@ -169,6 +169,7 @@ impl Node {
             admission: Admission::new(config.limits),
             metrics: Arc::new(metrics),
             revocations: revocations.clone(),
+            idempotency: Default::default(),
         };
         if let (Some(listener), Some(address)) = (listeners.metrics, metrics_addr) {
             let router = weft_gateway::metrics_router(state.metrics.clone());

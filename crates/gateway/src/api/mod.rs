@@ -15,6 +15,10 @@
 //! | `POST /api/documents/{name}/restore` | restore to `{"version":"ID"}` or `{"at":"..."}` as a new edit (write grant) |
 //! | `GET /api/documents/{name}/diff?from=ID&to=ID&text=ROOT` | per text root, what changed, and who wrote the versions between |
 //! | `GET /api/documents/{name}/activity?from=&to=` | per author: updates, first and last time |
+//! | `GET /api/documents/{name}/content?format=markdown\|prosemirror\|text&root=ROOT` | a root in an editor's format |
+//! | `PUT /api/documents/{name}/content?format=..&root=ROOT` | write new content as the smallest change, one durable update (`Idempotency-Key`) |
+//! | `PATCH /api/documents/{name}/content?root=ROOT` | a JSON Patch (RFC 6902) onto a map or array root (`Idempotency-Key`) |
+//! | `POST /api/documents/{name}/stream?root=ROOT&index=N` | an agent's NDJSON text edits, each line a durable update, the agent in awareness meanwhile |
 //! | `POST /api/revocations` | revoke a subject's or a token's access, on every node (admin) |
 //! | `GET /api/revocations` | the live revocations (admin) |
 //!
@@ -28,11 +32,14 @@
 //! the token may read). Without configured auth the API is open, like the
 //! WebSocket path. The OpenAPI document needs no token.
 
+mod content;
 mod documents;
 mod extract;
 mod history;
+pub mod idempotency;
 mod representation;
 mod revocations;
+mod stream;
 
 #[cfg(test)]
 mod tests;
@@ -50,9 +57,10 @@ use crate::state::AppState;
 /// The OpenAPI 3.1 document, as served.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
-/// The API's routes, to nest under `/api`. Only the updates route takes a
-/// body larger than [`MAX_REQUEST_BODY_BYTES`]: an update may be as large
-/// as a WebSocket message.
+/// The API's routes, to nest under `/api`. Only the updates and content
+/// routes take a body larger than [`MAX_REQUEST_BODY_BYTES`] (up to a
+/// WebSocket message), and the stream route a body of any length (each
+/// line bounded).
 pub(crate) fn router(config: &GatewayConfig) -> Router<AppState> {
     let read_only = |route: axum::routing::MethodRouter<AppState>| {
         route.fallback(|| async { method_not_allowed("GET, HEAD", "this route answers GET, HEAD") })
@@ -105,6 +113,11 @@ pub(crate) fn router(config: &GatewayConfig) -> Router<AppState> {
             "/documents/{name}/updates",
             documents::updates_route(config.max_message_bytes),
         )
+        .route(
+            "/documents/{name}/content",
+            content::content_route(config.max_message_bytes),
+        )
+        .route("/documents/{name}/stream", stream::stream_route())
 }
 
 async fn openapi() -> Response {

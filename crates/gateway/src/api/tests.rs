@@ -34,6 +34,7 @@ async fn answer(method: Method, path: &str) -> (StatusCode, HeaderMap, serde_jso
             upgrades_per_ip_per_second: 0,
         }),
         revocations: crate::live::Revocations::disabled(),
+        idempotency: Default::default(),
     };
     let request = Request::builder()
         .method(method)

@@ -78,6 +78,7 @@ impl TestServer {
                 upgrades_per_ip_per_second: 10_000,
             }),
             revocations: weft_gateway::live::Revocations::disabled(),
+            idempotency: Default::default(),
         };
         let app = weft_gateway::router(state.clone());
         // As `weft serve` does: Yjs frames are small and latency-bound.

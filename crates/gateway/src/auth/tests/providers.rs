@@ -280,6 +280,7 @@ async fn readyz(auth: Authenticator) -> (StatusCode, Value) {
         config: Arc::new(crate::GatewayConfig::default()),
         auth,
         revocations: crate::live::Revocations::disabled(),
+        idempotency: Default::default(),
         admission: crate::limits::Admission::new(crate::limits::LimitsConfig {
             max_connections: 0,
             max_connections_per_ip: 0,

@@ -1,0 +1,192 @@
+//! `Idempotency-Key` on the content writes: a retried write with the same
+//! key, from the same caller, to the same document and route, is answered
+//! with the first attempt's answer instead of being applied again.
+//!
+//! The cache is this node's own (not shared between nodes): a retry that
+//! reaches another node is applied there. A `PUT` of content is
+//! idempotent by itself (it writes a target, not a change); a `PATCH` or a
+//! stream is not, so a client retrying those across nodes routes them to
+//! one node. Only successful answers are kept; a concurrent retry waits
+//! for the first attempt. Bounded: at most [`MAX_ENTRIES`] keys, each for
+//! [`KEY_TTL`], the oldest dropped first.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use tokio::sync::OnceCell;
+
+use crate::error::ApiError;
+
+/// Keys kept at once; past it the oldest is forgotten.
+pub(crate) const MAX_ENTRIES: usize = 10_000;
+/// How long an answer is kept for a retry.
+pub(crate) const KEY_TTL: Duration = Duration::from_secs(3600);
+/// Longest key accepted (the IETF draft's keys are UUIDs; 255 leaves room).
+const MAX_KEY_BYTES: usize = 255;
+/// The request header.
+pub(crate) const HEADER: &str = "idempotency-key";
+/// The answer header that says a write was not applied again.
+const REPLAYED: &str = "idempotent-replayed";
+
+/// Who asked what: the key, scoped to the caller, document and route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Scope {
+    key: String,
+    caller: Arc<str>,
+    doc: String,
+    route: &'static str,
+}
+
+/// A kept answer: a JSON body and its status.
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) body: serde_json::Value,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// A hash of the request (query and body): the same key with another
+    /// request is refused.
+    fingerprint: u64,
+    created: Instant,
+    answer: Arc<OnceCell<Answer>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<Scope, Entry>,
+    order: VecDeque<(Scope, Instant)>,
+}
+
+/// The node's idempotency cache.
+#[derive(Debug, Default)]
+pub struct IdempotencyCache {
+    inner: Mutex<Inner>,
+}
+
+/// The request's `Idempotency-Key`, if any (400 if malformed).
+pub(crate) fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(HEADER) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(|key| key.trim().trim_matches('"'))
+        .filter(|key| !key.is_empty() && key.len() <= MAX_KEY_BYTES)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Idempotency-Key is 1 to {MAX_KEY_BYTES} visible ASCII characters"
+            ))
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+/// A fingerprint of a request's parts.
+pub(crate) fn fingerprint(parts: &[&[u8]]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    parts.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl IdempotencyCache {
+    /// Runs `write` once per key: the first call runs it, and a later one
+    /// with the same key (and request) gets its answer, marked
+    /// `Idempotent-Replayed: true`. Without a key, just runs it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn run<F>(
+        &self,
+        key: Option<String>,
+        caller: Arc<str>,
+        doc: &str,
+        route: &'static str,
+        request: u64,
+        write: F,
+    ) -> Result<Response, ApiError>
+    where
+        F: Future<Output = Result<Answer, ApiError>>,
+    {
+        let Some(key) = key else {
+            return write.await.map(respond);
+        };
+        let scope = Scope {
+            key,
+            caller,
+            doc: doc.to_owned(),
+            route,
+        };
+        let cell = self.cell(scope, request)?;
+        let mut ran = false;
+        let answer = cell
+            .get_or_try_init(|| {
+                ran = true;
+                write
+            })
+            .await?
+            .clone();
+        let mut response = respond(answer);
+        if !ran {
+            response
+                .headers_mut()
+                .insert(REPLAYED, HeaderValue::from_static("true"));
+        }
+        Ok(response)
+    }
+
+    fn cell(&self, scope: Scope, request: u64) -> Result<Arc<OnceCell<Answer>>, ApiError> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        inner.evict(now);
+        if let Some(entry) = inner.entries.get(&scope) {
+            if entry.fingerprint != request {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency key reused",
+                    "this Idempotency-Key was used for another request; use a new key",
+                ));
+            }
+            return Ok(entry.answer.clone());
+        }
+        let answer = Arc::new(OnceCell::new());
+        inner.order.push_back((scope.clone(), now));
+        inner.entries.insert(
+            scope,
+            Entry {
+                fingerprint: request,
+                created: now,
+                answer: answer.clone(),
+            },
+        );
+        Ok(answer)
+    }
+}
+
+impl Inner {
+    /// Drops expired keys, and the oldest while over the bound.
+    fn evict(&mut self, now: Instant) {
+        while let Some((scope, created)) = self.order.front() {
+            let expired = now.duration_since(*created) >= KEY_TTL;
+            if !expired && self.entries.len() < MAX_ENTRIES {
+                break;
+            }
+            if self
+                .entries
+                .get(scope)
+                .is_some_and(|entry| entry.created == *created)
+            {
+                self.entries.remove(scope);
+            }
+            self.order.pop_front();
+        }
+    }
+}
+
+fn respond(answer: Answer) -> Response {
+    (answer.status, axum::Json(answer.body)).into_response()
+}
