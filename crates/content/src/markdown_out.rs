@@ -184,7 +184,21 @@ fn inline(nodes: &[Node]) -> String {
         }
     }
     close_marks(&mut out, &mut open, 0);
-    out
+    keep_edge_spaces(out)
+}
+
+/// Markdown drops a block's leading and trailing spaces: the outermost
+/// ones are written as `&#32;` so a space typed last (mid-word in an
+/// editor) survives a round trip.
+fn keep_edge_spaces(mut text: String) -> String {
+    if text.ends_with(' ') {
+        text.pop();
+        text.push_str("&#32;");
+    }
+    if let Some(rest) = text.strip_prefix(' ') {
+        text = format!("&#32;{rest}");
+    }
+    text
 }
 
 fn ordered_marks(marks: &Marks) -> Vec<(&'static str, Value)> {
@@ -262,7 +276,11 @@ fn closer(name: &str, attrs: &Value) -> String {
                 .get("href")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            format!("](<{}>)", href.replace('<', "%3C").replace('>', "%3E"))
+            if href.is_empty() || href.contains([' ', '(', ')', '<', '>', '\\']) {
+                format!("](<{}>)", href.replace('<', "%3C").replace('>', "%3E"))
+            } else {
+                format!("]({href})")
+            }
         }
         "bold" => "**".to_owned(),
         "italic" => "*".to_owned(),
@@ -285,15 +303,13 @@ fn escape(text: &str, line_start: bool) -> String {
         out.push(character);
     }
     if line_start {
-        let leading = out.trim_start();
-        let digits = leading.chars().take_while(char::is_ascii_digit).count();
-        if leading.starts_with(['-', '+', '=']) {
-            return format!("\\{leading}");
+        let digits = out.chars().take_while(char::is_ascii_digit).count();
+        if out.starts_with(['-', '+', '=']) {
+            return format!("\\{out}");
         }
-        if digits > 0 && leading[digits..].starts_with(['.', ')']) {
-            return format!("{}\\{}", &leading[..digits], &leading[digits..]);
+        if digits > 0 && out[digits..].starts_with(['.', ')']) {
+            return format!("{}\\{}", &out[..digits], &out[digits..]);
         }
-        return leading.to_owned();
     }
     out
 }

@@ -35,6 +35,16 @@ fn markdown_round_trips_through_the_tree() {
 }
 
 #[test]
+fn spaces_at_a_block_edge_survive_markdown() {
+    let state = written(&[], Format::Markdown, "x\n");
+    let body = r#"{"type":"doc","content":[{"type":"paragraph","content":[{"type":"text","text":" typed "}]}]}"#;
+    let state = written(&state, Format::ProseMirror, body);
+    let markdown = read_content(&state, "default", Format::Markdown).unwrap();
+    assert_eq!(markdown, "&#32;typed&#32;\n");
+    assert!(write_content(&state, "default", Format::Markdown, &markdown).unwrap().is_none());
+}
+
+#[test]
 fn markdown_maps_onto_starter_kit_names() {
     let doc = crate::to_prosemirror(&parse_markdown(SAMPLE).unwrap());
     let text = doc.to_string();

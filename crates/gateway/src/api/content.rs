@@ -11,6 +11,12 @@
 //! extension binds) and `format` to `markdown`. Writes take an
 //! `Idempotency-Key` (see `idempotency`) and bodies up to
 //! `--max-message-bytes`, like the updates route.
+//!
+//! A `GET` answers an `ETag` of the content it returns; a `PUT` with
+//! `If-Match` is refused (412) if the root's content in that format has
+//! changed since, so a read-modify-write does not undo an edit made in
+//! between (the check and the commit are not one step: an edit landing
+//! between them merges as any concurrent edit does).
 
 use std::convert::Infallible;
 
@@ -152,12 +158,42 @@ async fn read(
         return Err(ApiError::not_found("no such document"));
     }
     let body = convert(move || weft_content::read_content(&read.state, &root, format)).await?;
+    let tag = etag(&body);
     let content_type = match format {
         Format::Markdown => "text/markdown; charset=utf-8",
         Format::ProseMirror => "application/json",
         Format::Text => "text/plain; charset=utf-8",
     };
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, content_type), (header::ETAG, tag.as_str())],
+        body,
+    )
+        .into_response())
+}
+
+/// The entity tag of a root's content in one format.
+fn etag(content: &str) -> String {
+    format!("\"{:016x}\"", fingerprint(&[content.as_bytes()]))
+}
+
+/// The tags of `If-Match` (`None`: no header; `*` matches anything).
+fn if_match(headers: &HeaderMap) -> Option<Vec<String>> {
+    let values: Vec<&str> = headers
+        .get_all(header::IF_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    Some(
+        values
+            .iter()
+            .flat_map(|value| value.split(','))
+            .map(|tag| tag.trim().trim_start_matches("W/").to_owned())
+            .filter(|tag| !tag.is_empty())
+            .collect(),
+    )
 }
 
 fn body_text(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<String, ApiError> {
@@ -178,6 +214,7 @@ async fn put(
     let root = root_param(&query)?;
     let format = format_param(&query)?;
     let key = key_of(&headers)?;
+    let expected = if_match(&headers);
     let body = body_text(body, state.config.max_message_bytes)?;
     let request = fingerprint(&[root.as_bytes(), format!("{format:?}").as_bytes(), body.as_bytes()]);
     let author = caller.author();
@@ -190,8 +227,25 @@ async fn put(
             .map_err(|failure| refusal_for(&failure, "read document"))?;
         let update = {
             let root = root.clone();
-            convert(move || weft_content::write_content(&current.state, &root, format, &body))
-                .await?
+            convert(move || {
+                if let Some(expected) = expected
+                    && !expected.iter().any(|tag| tag == "*")
+                {
+                    let now = weft_content::read_content(&current.state, &root, format)?;
+                    if !expected.contains(&etag(&now)) {
+                        return Ok(Err(()));
+                    }
+                }
+                weft_content::write_content(&current.state, &root, format, &body).map(Ok)
+            })
+            .await?
+        };
+        let Ok(update) = update else {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition failed",
+                "the content changed since the If-Match tag was read; read it again",
+            ));
         };
         commit(&state, &name, update, author.clone(), root.as_str()).await
     };
