@@ -76,8 +76,9 @@ async function readModifyWrite (server, name, format, edit) {
     const tag = read.headers.get('etag')
     assert.ok(tag, 'a GET of content has an ETag')
     const body = edit(await read.text())
+    const type = format === 'prosemirror' ? 'application/json' : 'text/markdown'
     const res = await api(server, 'PUT', `/documents/${enc(name)}/content?format=${format}`, {
-      body, headers: { 'if-match': tag }
+      body, headers: { 'if-match': tag, 'content-type': type }
     })
     if (res.status === 412) continue
     assert.equal(res.status, 200, await res.clone().text())
@@ -215,6 +216,11 @@ e2e('content: reads in each format, JSON Patch, Idempotency-Key applies once, If
   assert.deepEqual(json.array.items, [{ done: false }], 'the retried append applied once')
   const wrong = await patch('default', append)
   assert.equal(wrong.status, 409, 'a JSON Patch onto an XML root')
+  const mismatched = await api(server, 'PUT', `${route}?format=prosemirror`, { body: '# x', headers: { 'content-type': 'text/markdown' } })
+  assert.equal(mismatched.status, 415, 'a body whose type says another format')
+  const inferred = await api(server, 'PUT', route, { body: JSON.stringify({ type: 'doc', content: [{ type: 'paragraph', content: [{ type: 'text', text: 'From JSON' }] }] }), headers: { 'content-type': 'application/json' } })
+  assert.equal(inferred.status, 200, 'the format taken from the Content-Type')
+  assert.equal(await (await api(server, 'GET', `${route}?format=markdown`)).text(), 'From JSON\n')
 
   // Grants: read-only may read, not write.
   const reader = token('reader', { 'content/**': 'r' })

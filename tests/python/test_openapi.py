@@ -76,6 +76,29 @@ include-path = "/api/documents/{name}/activity"
 include-method = "GET"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "503"]
 generation.mode = "positive"
+# A schema cannot say "a ProseMirror document this schema accepts", "a
+# JSON Patch that applies to the root as it is", "a root of the type the
+# format addresses" or "a stream whose lines are edits": content writes
+# may refuse schema-valid input with 400, 409, 412 (a stale If-Match),
+# 415 (a Content-Type naming another format) or 422 (an Idempotency-Key
+# reused by another generated request).
+[[operations]]
+include-path = "/api/documents/{name}/content"
+include-method = "GET"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "503"]
+[[operations]]
+include-path = "/api/documents/{name}/content"
+include-method = "PUT"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "412", "413", "415", "422", "503"]
+[[operations]]
+include-path = "/api/documents/{name}/content"
+include-method = "PATCH"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "413", "415", "422", "503"]
+[[operations]]
+include-path = "/api/documents/{name}/stream"
+include-method = "POST"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "408", "409", "410", "422", "503"]
+
 # A schema counts characters where Weft bounds `sub`, `jti` and `docs` in
 # bytes, and cannot say "at least one of sub and jti" in a way every
 # generator honours: a schema-valid revocation may be refused with 400.

@@ -90,6 +90,49 @@ pub(super) fn root_param(query: &[(String, String)]) -> Result<String, ApiError>
     Ok(root.to_owned())
 }
 
+/// The media type of the body (lowercase, without parameters), if any.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let media = value.split(';').next().unwrap_or_default().trim();
+    (!media.is_empty()).then(|| media.to_ascii_lowercase())
+}
+
+fn unsupported(details: &'static str) -> ApiError {
+    ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported media type", details)
+}
+
+/// The format of a `PUT`: `?format=`, else its `Content-Type`
+/// (`text/markdown`, `application/json`, `text/plain`), else Markdown; a
+/// body whose type says another format is refused (415).
+fn put_format(query: &[(String, String)], headers: &HeaderMap) -> Result<Format, ApiError> {
+    let named = query.iter().any(|(key, _)| key == "format");
+    let format = format_param(query)?;
+    let Some(media) = media_type(headers) else {
+        return Ok(format);
+    };
+    let typed = match media.as_str() {
+        "text/markdown" | "text/x-markdown" => Format::Markdown,
+        "application/json" => Format::ProseMirror,
+        "text/plain" => Format::Text,
+        _ => {
+            return Err(unsupported(
+                "send text/markdown, application/json (ProseMirror) or text/plain",
+            ));
+        }
+    };
+    if !named {
+        return Ok(typed);
+    }
+    // Plain text is also Markdown (without markup).
+    let fits = typed == format || (format == Format::Markdown && typed == Format::Text);
+    if !fits {
+        return Err(unsupported(
+            "the body's Content-Type is not the format asked for: markdown takes text/markdown or text/plain, prosemirror application/json, text text/plain",
+        ));
+    }
+    Ok(format)
+}
+
 fn format_param(query: &[(String, String)]) -> Result<Format, ApiError> {
     match query
         .iter()
@@ -212,7 +255,7 @@ async fn put(
     let caller = caller(&state, &headers, Some(&name), peer).await?;
     require(&caller, &name, Access::ReadWrite)?;
     let root = root_param(&query)?;
-    let format = format_param(&query)?;
+    let format = put_format(&query, &headers)?;
     let key = key_of(&headers)?;
     let expected = if_match(&headers);
     let body = body_text(body, state.config.max_message_bytes)?;
@@ -292,6 +335,12 @@ async fn patch(
     let caller = caller(&state, &headers, Some(&name), peer).await?;
     require(&caller, &name, Access::ReadWrite)?;
     let root = root_param(&query)?;
+    if !matches!(
+        media_type(&headers).as_deref(),
+        None | Some("application/json-patch+json" | "application/json")
+    ) {
+        return Err(unsupported("send the patch as application/json-patch+json"));
+    }
     let key = key_of(&headers)?;
     let body = body_text(body, state.config.max_message_bytes)?;
     let patch: serde_json::Value = serde_json::from_str(&body)
