@@ -41,7 +41,11 @@ fn spaces_at_a_block_edge_survive_markdown() {
     let state = written(&state, Format::ProseMirror, body);
     let markdown = read_content(&state, "default", Format::Markdown).unwrap();
     assert_eq!(markdown, "&#32;typed&#32;\n");
-    assert!(write_content(&state, "default", Format::Markdown, &markdown).unwrap().is_none());
+    assert!(
+        write_content(&state, "default", Format::Markdown, &markdown)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]

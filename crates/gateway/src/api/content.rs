@@ -98,7 +98,11 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
 }
 
 fn unsupported(details: &'static str) -> ApiError {
-    ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported media type", details)
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported media type",
+        details,
+    )
 }
 
 /// The format of a `PUT`: `?format=`, else its `Content-Type`
@@ -208,7 +212,10 @@ async fn read(
         Format::Text => "text/plain; charset=utf-8",
     };
     Ok((
-        [(header::CONTENT_TYPE, content_type), (header::ETAG, tag.as_str())],
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::ETAG, tag.as_str()),
+        ],
         body,
     )
         .into_response())
@@ -259,7 +266,11 @@ async fn put(
     let key = key_of(&headers)?;
     let expected = if_match(&headers);
     let body = body_text(body, state.config.max_message_bytes)?;
-    let request = fingerprint(&[root.as_bytes(), format!("{format:?}").as_bytes(), body.as_bytes()]);
+    let request = fingerprint(&[
+        root.as_bytes(),
+        format!("{format:?}").as_bytes(),
+        body.as_bytes(),
+    ]);
     let author = caller.author();
     let cache = state.idempotency.clone();
     let write = async {

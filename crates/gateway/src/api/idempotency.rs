@@ -99,7 +99,6 @@ impl IdempotencyCache {
     /// Runs `write` once per key: the first call runs it, and a later one
     /// with the same key (and request) gets its answer, marked
     /// `Idempotent-Replayed: true`. Without a key, just runs it.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn run<F>(
         &self,
         key: Option<String>,

@@ -174,12 +174,14 @@ async fn run(
         .read(name)
         .await
         .map_err(|failure| refusal_for(&failure, "read document"))?;
-    let mut text_stream =
-        TextStream::new(&current.state, root, index).map_err(|failure| content_refusal(&failure))?;
+    let mut text_stream = TextStream::new(&current.state, root, index)
+        .map_err(|failure| content_refusal(&failure))?;
     let writer = join(state, name, &author).await?;
     let client = text_stream.client_id();
     let mut clock = 1;
-    writer.session.apply_awareness(presence(client, clock, &author));
+    writer
+        .session
+        .apply_awareness(presence(client, clock, &author));
     info!(doc = name, root, session = %writer.session.id(), "agent stream open");
     let mut progress = Progress::default();
     let mut body = body.into_data_stream();
@@ -191,7 +193,14 @@ async fn run(
         // Every complete line in the buffer, in order.
         while let Some(end) = buffer.iter().position(|byte| *byte == b'\n') {
             let line = buffer.split_to(end + 1);
-            apply_line(state, &writer, &mut text_stream, &mut progress, &line[..end]).await?;
+            apply_line(
+                state,
+                &writer,
+                &mut text_stream,
+                &mut progress,
+                &line[..end],
+            )
+            .await?;
         }
         if buffer.len() > MAX_LINE_BYTES {
             return Err(progress.refusal(
@@ -228,7 +237,12 @@ async fn run(
         let line = buffer.split();
         apply_line(state, &writer, &mut text_stream, &mut progress, &line).await?;
     }
-    info!(doc = name, lines = progress.lines, updates = progress.updates, "agent stream closed");
+    info!(
+        doc = name,
+        lines = progress.lines,
+        updates = progress.updates,
+        "agent stream closed"
+    );
     // Dropping the writer leaves the document: its awareness entry is
     // removed for everyone at once.
     drop(writer);
@@ -260,7 +274,10 @@ async fn apply_line(
         return Err(ApiError::new(
             StatusCode::GONE,
             "document deleted",
-            format!("the document was deleted; the {} lines before stay applied", progress.lines),
+            format!(
+                "the document was deleted; the {} lines before stay applied",
+                progress.lines
+            ),
         ));
     }
     let line = std::str::from_utf8(line).map_err(|_| progress.refusal(number, "not UTF-8"))?;
@@ -280,10 +297,9 @@ async fn apply_line(
             .await
             .map_err(|failure| refusal_for(&failure, "apply stream line"))?;
         if let Some(pending) = pending {
-            pending
-                .wait()
-                .await
-                .map_err(|failure| refusal_for(&weft_sync::SyncError::from(failure), "apply stream line"))?;
+            pending.wait().await.map_err(|failure| {
+                refusal_for(&weft_sync::SyncError::from(failure), "apply stream line")
+            })?;
         }
         progress.updates += 1;
     }
