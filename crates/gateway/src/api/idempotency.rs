@@ -189,3 +189,82 @@ impl Inner {
 fn respond(answer: Answer) -> Response {
     (answer.status, axum::Json(answer.body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(n: u64) -> Result<Answer, ApiError> {
+        Ok(Answer {
+            status: StatusCode::OK,
+            body: serde_json::json!({ "n": n }),
+        })
+    }
+
+    async fn run(cache: &IdempotencyCache, key: &str, request: u64, n: u64) -> Response {
+        let caller: Arc<str> = Arc::from("sub");
+        match cache
+            .run(Some(key.to_owned()), caller, "doc", "put", request, async {
+                answer(n)
+            })
+            .await
+        {
+            Ok(response) => response,
+            Err(refusal) => refusal.into_response(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_gets_the_first_answer_and_another_request_is_refused() {
+        let cache = IdempotencyCache::default();
+        let first = run(&cache, "k", 1, 1).await;
+        assert!(first.headers().get(REPLAYED).is_none());
+        let retry = run(&cache, "k", 1, 2).await;
+        assert_eq!(
+            retry.headers().get(REPLAYED).map(|v| v.as_bytes()),
+            Some(&b"true"[..])
+        );
+        let body = axum::body::to_bytes(retry.into_body(), 1024).await.unwrap();
+        assert_eq!(
+            &body[..],
+            br#"{"n":1}"#,
+            "the first answer, not a second run"
+        );
+        assert_eq!(
+            run(&cache, "k", 9, 3).await.status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_not_kept_and_the_cache_is_bounded() {
+        let cache = IdempotencyCache::default();
+        let caller: Arc<str> = Arc::from("sub");
+        let failed = cache
+            .run(Some("f".into()), caller, "doc", "put", 1, async {
+                Err::<Answer, _>(ApiError::bad_request("no"))
+            })
+            .await;
+        assert!(failed.is_err());
+        assert!(
+            run(&cache, "f", 1, 5)
+                .await
+                .headers()
+                .get(REPLAYED)
+                .is_none(),
+            "ran again"
+        );
+        for key in 0..MAX_ENTRIES + 10 {
+            run(&cache, &key.to_string(), 1, 0).await;
+        }
+        assert!(cache.inner.lock().entries.len() <= MAX_ENTRIES);
+        assert!(
+            run(&cache, "0", 1, 0)
+                .await
+                .headers()
+                .get(REPLAYED)
+                .is_none(),
+            "the oldest was forgotten"
+        );
+    }
+}
