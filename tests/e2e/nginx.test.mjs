@@ -362,6 +362,31 @@ e2e('nginx: refusals pass through as Weft wrote them; a dead node\'s documents m
   const read = await fetch(route, { headers: auth, signal: AbortSignal.timeout(30000) })
   assert.equal(read.status, 200)
   assert.equal(await read.text(), big, 'the 1 MiB document reads back through nginx')
+  // An agent's stream is not buffered by the proxy: its first line is
+  // applied while the body is still open.
+  const streamed = http.request({
+    host: HOST,
+    port: proxy.port,
+    path: `/api/documents/${encodeURIComponent('big/stream')}/stream?root=notes`,
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/x-ndjson' }
+  })
+  const streamAnswer = new Promise((resolve, reject) => {
+    streamed.on('response', (res) => { res.resume(); res.on('end', () => resolve(res.statusCode)) })
+    streamed.on('error', reject)
+  })
+  streamed.flushHeaders()
+  streamed.write('{"insert":"first line"}\n')
+  const notes = `${proxy.httpUrl}/api/documents/${encodeURIComponent('big/stream')}/content?format=text&root=notes`
+  let seen = ''
+  for (let attempt = 0; attempt < 100 && seen !== 'first line'; attempt++) {
+    const res = await fetch(notes, { headers: auth, signal: AbortSignal.timeout(5000) })
+    seen = res.status === 200 ? await res.text() : ''
+    if (seen !== 'first line') await sleep(50)
+  }
+  assert.equal(seen, 'first line', 'a stream line applied through nginx before the stream ends')
+  streamed.end('{"insert":", second"}\n')
+  assert.equal(await streamAnswer, 200)
 
   // Two clients of a document of node 0; node 0 dies; they reconnect through
   // nginx, land on node 1, and go on editing.
