@@ -9,7 +9,7 @@
 //! cursor moves.
 
 use serde_json::Value;
-use yrs::{Assoc, Doc, GetString, IndexedSequence, StickyIndex, Text, TextRef, Transact};
+use yrs::{Assoc, Doc, GetString, IndexedSequence, ReadTxn, StickyIndex, Text, TextRef, Transact};
 
 use crate::content::{Shape, commit, doc_of, shape_of};
 use crate::error::ContentError;
@@ -98,6 +98,12 @@ impl TextStream {
         Ok(stream)
     }
 
+    /// What the stream's copy of the document holds: ask the document
+    /// for what it lacks (a diff, not the whole state) before each line.
+    pub fn state_vector(&self) -> yrs::StateVector {
+        self.doc.transact().state_vector()
+    }
+
     /// The client id the stream's updates are written under.
     pub fn client_id(&self) -> yrs::ClientID {
         self.doc.client_id()
@@ -112,8 +118,10 @@ impl TextStream {
         Ok(())
     }
 
-    /// The update that applies `edit` to the document now holding `state`
-    /// (`None`: an empty insert or a delete of nothing).
+    /// The update that applies `edit` to the document, `state` being the
+    /// document's state or what the stream's copy lacks of it (see
+    /// [`TextStream::state_vector`]) (`None`: an empty insert or a delete
+    /// of nothing).
     pub fn apply(
         &mut self,
         state: &[u8],

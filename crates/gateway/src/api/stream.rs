@@ -27,9 +27,9 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 use weft_content::{StreamEdit, TextStream};
-use weft_protocol::{AwarenessUpdate, AwarenessUpdateEntry};
+use weft_protocol::{AwarenessUpdate, AwarenessUpdateEntry, Message, SyncMessage};
 use weft_sync::{QueuedBytes, Session, SessionOutbox};
 
 use super::content::{content_refusal, root_param};
@@ -193,14 +193,7 @@ async fn run(
         // Every complete line in the buffer, in order.
         while let Some(end) = buffer.iter().position(|byte| *byte == b'\n') {
             let line = buffer.split_to(end + 1);
-            apply_line(
-                state,
-                &writer,
-                &mut text_stream,
-                &mut progress,
-                &line[..end],
-            )
-            .await?;
+            apply_line(&writer, &mut text_stream, &mut progress, &line[..end]).await?;
         }
         if buffer.len() > MAX_LINE_BYTES {
             return Err(progress.refusal(
@@ -235,7 +228,7 @@ async fn run(
     }
     if !buffer.is_empty() {
         let line = buffer.split();
-        apply_line(state, &writer, &mut text_stream, &mut progress, &line).await?;
+        apply_line(&writer, &mut text_stream, &mut progress, &line).await?;
     }
     info!(
         doc = name,
@@ -259,7 +252,6 @@ async fn run(
 }
 
 async fn apply_line(
-    state: &AppState,
     writer: &Writer,
     text_stream: &mut TextStream,
     progress: &mut Progress,
@@ -282,13 +274,23 @@ async fn apply_line(
     }
     let line = std::str::from_utf8(line).map_err(|_| progress.refusal(number, "not UTF-8"))?;
     let edit = StreamEdit::parse(line).map_err(|why| progress.refusal(number, &why))?;
-    let current = state
-        .registry
-        .read(writer.session.doc_name())
-        .await
+    // What the stream's copy lacks of the document: a diff, not the
+    // whole state, whatever the document's size.
+    let known = text_stream.state_vector();
+    let frame = writer
+        .session
+        .answer_sync_step1(&known)
         .map_err(|failure| refusal_for(&failure, "read document"))?;
+    let Ok(Message::Sync(SyncMessage::SyncStep2(missing))) = weft_protocol::decode_frame(&frame)
+    else {
+        error!(
+            doc = writer.session.doc_name(),
+            "a document's own SyncStep2 did not decode"
+        );
+        return Err(content_refusal(&weft_content::ContentError::Panicked));
+    };
     let update = text_stream
-        .apply(&current.state, &edit)
+        .apply(&missing, &edit)
         .map_err(|failure| progress.refusal(number, &failure.to_string()))?;
     if let Some(update) = update {
         let pending = writer
