@@ -288,4 +288,13 @@ e2e('stream: an agent\'s NDJSON lines reach a y-websocket client one by one, the
   assert.match(refused.json.error.details, /^line 2: .*the 1 lines before it stay applied/)
   await waitFor(() => notes() === 'A > Intro. Hello, world!!', { on: client, what: 'the line before the bad one' })
   await waitFor(() => agents().length === 0, { on: client, what: 'the refused agent to leave awareness' })
+
+  // An agent that disconnects mid-stream leaves awareness too.
+  const dropped = streamRequest(server, name, 'root=notes&index=0', token('agent-9'))
+  dropped.answer.catch(() => {}) // the socket is destroyed below
+  dropped.req.write('{"insert":"B "}\n')
+  await waitFor(() => agents().some(s => s.user.name === 'agent-9'), { on: client, what: 'the third agent in awareness' })
+  dropped.req.destroy()
+  await waitFor(() => agents().length === 0, { on: client, what: 'the disconnected agent to leave awareness' })
+  assert.equal(notes(), 'B A > Intro. Hello, world!!', 'its line stays applied')
 })
