@@ -148,6 +148,9 @@ fn presence(client: yrs::ClientID, clock: u32, author: &str) -> AwarenessUpdate 
 /// What a stream did so far.
 #[derive(Debug, Default)]
 struct Progress {
+    /// Lines read, blank ones included (a refusal names its line by this).
+    read: u64,
+    /// Edits applied (blank lines are none).
     lines: u64,
     updates: u64,
 }
@@ -189,6 +192,9 @@ async fn run(
     let mut renew = tokio::time::interval(AWARENESS_RENEW);
     renew.reset();
     let mut ended = false;
+    // The idle deadline runs from the last bytes, not from the last
+    // awareness renewal.
+    let mut last_bytes = tokio::time::Instant::now();
     while !ended {
         // Every complete line in the buffer, in order.
         while let Some(end) = buffer.iter().position(|byte| *byte == b'\n') {
@@ -197,28 +203,31 @@ async fn run(
         }
         if buffer.len() > MAX_LINE_BYTES {
             return Err(progress.refusal(
-                progress.lines + 1,
+                progress.read + 1,
                 &format!("a line is at most {MAX_LINE_BYTES} bytes"),
             ));
         }
         tokio::select! {
-            chunk = tokio::time::timeout(IDLE_TIMEOUT, body.next()) => match chunk {
-                Err(_elapsed) => {
-                    return Err(ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "request timeout",
-                        format!("the stream sent nothing for {} s; the {} lines before stay applied", IDLE_TIMEOUT.as_secs(), progress.lines),
-                    ));
+            () = tokio::time::sleep_until(last_bytes + IDLE_TIMEOUT) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request timeout",
+                    format!("the stream sent nothing for {} s; the {} lines before stay applied", IDLE_TIMEOUT.as_secs(), progress.lines),
+                ));
+            }
+            chunk = body.next() => match chunk {
+                Some(Ok(bytes)) => {
+                    last_bytes = tokio::time::Instant::now();
+                    buffer.extend_from_slice(&bytes);
                 }
-                Ok(Some(Ok(bytes))) => buffer.extend_from_slice(&bytes),
-                Ok(Some(Err(failure))) => {
+                Some(Err(failure)) => {
                     debug!(doc = name, error = %failure, "agent stream body ended early");
                     return Err(ApiError::bad_request(format!(
                         "the body ended early; the {} lines before stay applied",
                         progress.lines
                     )));
                 }
-                Ok(None) => ended = true,
+                None => ended = true,
             },
             _ = renew.tick() => {
                 clock += 1;
@@ -257,7 +266,8 @@ async fn apply_line(
     progress: &mut Progress,
     line: &[u8],
 ) -> Result<(), ApiError> {
-    let number = progress.lines + 1;
+    progress.read += 1;
+    let number = progress.read;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
