@@ -23,9 +23,9 @@ use tokio::sync::OnceCell;
 use crate::error::ApiError;
 
 /// Keys kept at once; past it the oldest is forgotten.
-pub(crate) const MAX_ENTRIES: usize = 10_000;
+pub const MAX_ENTRIES: usize = 10_000;
 /// How long an answer is kept for a retry.
-pub(crate) const KEY_TTL: Duration = Duration::from_secs(3600);
+pub const KEY_TTL: Duration = Duration::from_secs(3600);
 /// Longest key accepted (the IETF draft's keys are UUIDs; 255 leaves room).
 const MAX_KEY_BYTES: usize = 255;
 /// The request header.

@@ -86,7 +86,11 @@ async fn a_wrong_method_is_a_json_405_with_allow() {
         (Method::POST, "/api/documents", "GET, HEAD"),
         (Method::PUT, "/api/documents/a", "GET, HEAD, DELETE"),
         (Method::GET, "/api/documents/a%20b/updates", "POST"),
-        (Method::DELETE, "/api/documents/a/content", "GET, HEAD, PUT, PATCH"),
+        (
+            Method::DELETE,
+            "/api/documents/a/content",
+            "GET, HEAD, PUT, PATCH",
+        ),
         (Method::GET, "/api/documents/a/stream", "POST"),
         (Method::POST, "/healthz", "GET, HEAD"),
     ] {
