@@ -170,7 +170,9 @@ pub(crate) fn commit(
 ) -> Result<Option<Vec<u8>>, ContentError> {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let mut txn = doc.transact_mut();
-        let changed = change(&mut txn);
+        // A change that wrote nothing (equal after normalising) is none.
+        let changed =
+            change(&mut txn) && (!txn.insert_set().is_empty() || !txn.delete_set().is_empty());
         changed.then(|| txn.encode_update_v1())
     }));
     outcome.map_err(|_panic| ContentError::Panicked)

@@ -279,3 +279,34 @@ fn a_stream_writes_at_its_cursor_while_others_edit_before_it() {
     assert!(StreamEdit::parse(r#"{"insert":"x","delete":1}"#).is_err());
     assert!(StreamEdit::parse("nope").is_err());
 }
+
+#[test]
+fn a_link_an_editor_made_is_not_rewritten_by_the_same_markdown() {
+    let body = r#"{"type":"doc","content":[{"type":"paragraph","content":[
+        {"type":"text","text":"see "},
+        {"type":"text","text":"docs","marks":[{"type":"link","attrs":{"href":"https://x.test/","target":"_blank","rel":"noopener noreferrer nofollow"}}]}]}]}"#;
+    let state = written(&[], Format::ProseMirror, body);
+    let markdown = read_content(&state, "default", Format::Markdown).unwrap();
+    assert_eq!(markdown, "see [docs](https://x.test/)\n");
+    assert!(
+        write_content(&state, "default", Format::Markdown, &markdown)
+            .unwrap()
+            .is_none()
+    );
+    let update = write_content(
+        &state,
+        "default",
+        Format::Markdown,
+        "see [docs](https://x.test/) too\n",
+    )
+    .unwrap()
+    .unwrap();
+    let state = apply(&state, &update);
+    let read: serde_json::Value =
+        serde_json::from_str(&read_content(&state, "default", Format::ProseMirror).unwrap())
+            .unwrap();
+    assert_eq!(
+        read["content"][0]["content"][1]["marks"][0]["attrs"]["target"],
+        "_blank"
+    );
+}

@@ -29,7 +29,8 @@ pub(crate) fn apply_runs(
 ) -> bool {
     let mut table: Vec<Marks> = Vec::new();
     let old = units(have, &mut table);
-    let new = units(want, &mut table);
+    let want = keep_mark_attributes(have, want);
+    let new = units(&want, &mut table);
     if old == new {
         return false;
     }
@@ -75,6 +76,44 @@ pub(crate) fn apply_runs(
         }
     }
     true
+}
+
+/// `want` with each mark whose attributes the text already holds, and
+/// more (a link Tiptap made carries `target` and `rel` that Markdown
+/// cannot say), taking the held attributes: re-writing the same content
+/// in a poorer format does not re-format the text.
+fn keep_mark_attributes(have: &[Run], want: &[Run]) -> Vec<Run> {
+    let held: Vec<(&String, &serde_json::Value)> =
+        have.iter().flat_map(|run| run.marks.iter()).collect();
+    want.iter()
+        .map(|run| {
+            let marks = run
+                .marks
+                .iter()
+                .map(|(name, attrs)| {
+                    let richer = held.iter().find(|(held_name, held_attrs)| {
+                        *held_name == name && is_subset(attrs, held_attrs)
+                    });
+                    let attrs = richer.map_or(attrs, |(_, held_attrs)| *held_attrs);
+                    (name.clone(), attrs.clone())
+                })
+                .collect();
+            Run {
+                text: run.text.clone(),
+                marks,
+            }
+        })
+        .collect()
+}
+
+/// Whether every key of object `small` is in `large` with the same value.
+fn is_subset(small: &serde_json::Value, large: &serde_json::Value) -> bool {
+    match (small.as_object(), large.as_object()) {
+        (Some(small), Some(large)) => small
+            .iter()
+            .all(|(key, value)| large.get(key).is_some_and(|held| held == value)),
+        _ => small == large,
+    }
 }
 
 fn units(runs: &[Run], table: &mut Vec<Marks>) -> Vec<Unit> {
