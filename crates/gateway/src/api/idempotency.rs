@@ -78,8 +78,11 @@ pub(crate) fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let key = value
         .to_str()
         .ok()
-        .map(|key| key.trim().trim_matches('"'))
-        .filter(|key| !key.is_empty() && key.len() <= MAX_KEY_BYTES)
+        .filter(|key| {
+            !key.is_empty()
+                && key.len() <= MAX_KEY_BYTES
+                && key.bytes().all(|byte| byte.is_ascii_graphic())
+        })
         .ok_or_else(|| {
             ApiError::bad_request(format!(
                 "Idempotency-Key is 1 to {MAX_KEY_BYTES} visible ASCII characters"
