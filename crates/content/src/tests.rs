@@ -310,3 +310,33 @@ fn a_link_an_editor_made_is_not_rewritten_by_the_same_markdown() {
         "_blank"
     );
 }
+
+#[test]
+fn nested_blocks_round_trip_and_bad_input_is_refused() {
+    let markdown = "1. first\n\n   ```\n   code\n   ```\n2. second\n   - inner **bold**\n\n> - quoted item\n>\n> para\n";
+    let nodes = parse_markdown(markdown).unwrap();
+    assert_eq!(
+        parse_markdown(&write_markdown(&nodes)).unwrap(),
+        nodes,
+        "{}",
+        write_markdown(&nodes)
+    );
+    for bad in [
+        "",
+        "[]",
+        r#"{"type":"paragraph"}"#,
+        r#"{"type":"doc","content":[{"text":"x"}]}"#,
+        r#"{"type":"doc","content":[{"type":"text"}]}"#,
+    ] {
+        assert!(
+            write_content(&[], "default", Format::ProseMirror, bad).is_err(),
+            "{bad}"
+        );
+    }
+    let deep = format!("{}x", "> ".repeat(200));
+    assert!(matches!(
+        parse_markdown(&deep),
+        Err(crate::ContentError::TooDeep(_))
+    ));
+    assert!(write_content(&[1, 2, 3], "default", Format::Markdown, "x").is_err());
+}
