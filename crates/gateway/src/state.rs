@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use weft_sync::Registry;
 
+use crate::api::idempotency::IdempotencyCache;
 use crate::auth::Authenticator;
 use crate::cluster::Ownership;
 use crate::config::GatewayConfig;
@@ -33,4 +34,6 @@ pub struct AppState {
     /// Who serves which document (`--cluster-mode ownership`); `None`:
     /// every node serves every document it is asked for.
     pub ownership: Option<Ownership>,
+    /// Answers of content writes by `Idempotency-Key` (this node's own).
+    pub idempotency: Arc<IdempotencyCache>,
 }

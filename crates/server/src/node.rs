@@ -250,6 +250,7 @@ impl Node {
             metrics: Arc::new(metrics),
             revocations: revocations.clone(),
             ownership,
+            idempotency: Default::default(),
         };
         if let (Some(listener), Some(address)) = (listeners.metrics, metrics_addr) {
             let router = weft_gateway::metrics_router(state.metrics.clone());

@@ -18,6 +18,10 @@
 //! | `GET /api/documents/{name}/events` | server-sent events: each durable change (`id:` its log position; `Last-Event-ID` resumes) |
 //! | `GET /api/events?docs=GLOB` | server-sent events of every document the glob matches and the caller may read |
 //! | `POST /api/webhooks/replay` | deliver every change since `{"from":"RFC3339"}` to the webhooks again (admin) |
+//! | `GET /api/documents/{name}/content?format=markdown\|prosemirror\|text&root=ROOT` | a root in an editor's format |
+//! | `PUT /api/documents/{name}/content?format=..&root=ROOT` | write new content as the smallest change, one durable update (`Idempotency-Key`) |
+//! | `PATCH /api/documents/{name}/content?root=ROOT` | a JSON Patch (RFC 6902) onto a map or array root (`Idempotency-Key`) |
+//! | `POST /api/documents/{name}/stream?root=ROOT&index=N` | an agent's NDJSON text edits, each line a durable update, the agent in awareness meanwhile |
 //! | `POST /api/revocations` | revoke a subject's or a token's access, on every node (admin) |
 //! | `GET /api/revocations` | the live revocations (admin) |
 //! | `GET /api/cluster` | the nodes of a cluster of owners and the partitions each owns (admin; `--cluster-mode ownership`) |
@@ -33,13 +37,16 @@
 //! WebSocket path. The OpenAPI document needs no token.
 
 mod cluster;
+mod content;
 mod diff;
 mod documents;
 mod events;
 mod extract;
 mod history;
+pub mod idempotency;
 mod representation;
 mod revocations;
+mod stream;
 
 #[cfg(test)]
 mod tests;
@@ -57,9 +64,10 @@ use crate::state::AppState;
 /// The OpenAPI 3.1 document, as served.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
-/// The API's routes, to nest under `/api`. Only the updates route takes a
-/// body larger than [`MAX_REQUEST_BODY_BYTES`]: an update may be as large
-/// as a WebSocket message.
+/// The API's routes, to nest under `/api`. Only the updates and content
+/// routes take a body larger than [`MAX_REQUEST_BODY_BYTES`] (up to a
+/// WebSocket message), and the stream route a body of any length (each
+/// line bounded).
 pub(crate) fn router(config: &GatewayConfig) -> Router<AppState> {
     let read_only = |route: axum::routing::MethodRouter<AppState>| {
         route.fallback(|| async { method_not_allowed("GET, HEAD", "this route answers GET, HEAD") })
@@ -120,6 +128,11 @@ pub(crate) fn router(config: &GatewayConfig) -> Router<AppState> {
             "/documents/{name}/updates",
             documents::updates_route(config.max_message_bytes),
         )
+        .route(
+            "/documents/{name}/content",
+            content::content_route(config.max_message_bytes),
+        )
+        .route("/documents/{name}/stream", stream::stream_route())
 }
 
 async fn openapi() -> Response {

@@ -35,6 +35,7 @@ async fn answer(method: Method, path: &str) -> (StatusCode, HeaderMap, serde_jso
         }),
         revocations: crate::live::Revocations::disabled(),
         ownership: None,
+        idempotency: Default::default(),
     };
     let request = Request::builder()
         .method(method)
@@ -86,6 +87,12 @@ async fn a_wrong_method_is_a_json_405_with_allow() {
         (Method::POST, "/api/documents", "GET, HEAD"),
         (Method::PUT, "/api/documents/a", "GET, HEAD, DELETE"),
         (Method::GET, "/api/documents/a%20b/updates", "POST"),
+        (
+            Method::DELETE,
+            "/api/documents/a/content",
+            "GET, HEAD, PUT, PATCH",
+        ),
+        (Method::GET, "/api/documents/a/stream", "POST"),
         (Method::POST, "/healthz", "GET, HEAD"),
     ] {
         let (status, headers, body) = answer(method, path).await;

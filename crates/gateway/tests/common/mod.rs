@@ -79,6 +79,7 @@ impl TestServer {
             }),
             revocations: weft_gateway::live::Revocations::disabled(),
             ownership: None,
+            idempotency: Default::default(),
         };
         let app = weft_gateway::router(state.clone());
         // As `weft serve` does: Yjs frames are small and latency-bound.

@@ -281,6 +281,7 @@ async fn readyz(auth: Authenticator) -> (StatusCode, Value) {
         auth,
         revocations: crate::live::Revocations::disabled(),
         ownership: None,
+        idempotency: Default::default(),
         admission: crate::limits::Admission::new(crate::limits::LimitsConfig {
             max_connections: 0,
             max_connections_per_ip: 0,
