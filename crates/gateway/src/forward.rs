@@ -23,8 +23,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -70,12 +70,25 @@ pub(crate) async fn connect_owner(
         .uri
         .path_and_query()
         .map_or("/", axum::http::uri::PathAndQuery::as_str);
+    connect_owner_at(address, path, &parts.headers, peer, secret, socket_config).await
+}
+
+/// Opens a socket at the owner `address` for `path`, with the client's
+/// credentials from `client_headers` (a Hocuspocus socket's upstream).
+pub(crate) async fn connect_owner_at(
+    address: &str,
+    path: &str,
+    client_headers: &HeaderMap,
+    peer: IpAddr,
+    secret: &str,
+    socket_config: WebSocketConfig,
+) -> Result<OwnerSocket, ForwardFailure> {
     let mut request = format!("ws://{address}{path}")
         .into_client_request()
         .map_err(|error| ForwardFailure::Unreachable(error.to_string()))?;
     let headers = request.headers_mut();
     for name in [header::AUTHORIZATION, header::COOKIE, header::ORIGIN] {
-        for value in parts.headers.get_all(&name) {
+        for value in client_headers.get_all(&name) {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -203,7 +216,7 @@ where
     end
 }
 
-fn close(code: u16, reason: &'static str) -> WsMessage {
+pub(crate) fn close(code: u16, reason: &'static str) -> WsMessage {
     WsMessage::Close(Some(CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),

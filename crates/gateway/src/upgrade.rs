@@ -14,6 +14,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
+use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
@@ -32,7 +33,9 @@ use crate::error::{ApiError, FailureAnswer, draining};
 use crate::forward::{ForwardFailure, OwnerSocket, connect_owner, fell_back};
 use crate::live::{SessionGrant, unix_now};
 use crate::metrics::StatusLabel;
-use crate::socket::{Hocuspocus, Joined, Joiner, SocketOutbox, SocketParts, Wire, YWebsocket};
+use crate::socket::{
+    Forwarder, Hocuspocus, Joined, Joiner, SocketOutbox, SocketParts, Wire, YWebsocket,
+};
 use crate::state::AppState;
 
 /// Whether a request asks for a WebSocket.
@@ -182,7 +185,15 @@ async fn document_upgrade(state: AppState, mut parts: Parts) -> Response {
 /// tokens) come in messages, so only the node's and the origin's admission
 /// apply here; each document is authorised when its token arrives.
 async fn hocuspocus_upgrade(state: AppState, mut parts: Parts) -> Response {
-    let peer = peer_ip(&parts);
+    let forwarded = state
+        .ownership
+        .as_ref()
+        .is_some_and(|ownership| ownership.is_forwarded(&parts.headers));
+    let peer = if forwarded {
+        forwarded_for(&parts).unwrap_or_else(|| peer_ip(&parts))
+    } else {
+        peer_ip(&parts)
+    };
     let span = info_span!(
         "upgrade",
         protocol = "hocuspocus",
@@ -206,6 +217,23 @@ async fn hocuspocus_upgrade(state: AppState, mut parts: Parts) -> Response {
                 auth: state.auth.clone(),
                 context: Arc::new(state.auth.context(&parts.headers, peer)),
                 revocations: state.revocations.clone(),
+                // A socket another node forwarded is served here, never
+                // forwarded on.
+                forwarder: state
+                    .ownership
+                    .clone()
+                    .filter(|_| !forwarded)
+                    .map(|ownership| Forwarder {
+                        ownership,
+                        path: parts
+                            .uri
+                            .path_and_query()
+                            .map_or("/", PathAndQuery::as_str)
+                            .to_owned(),
+                        peer,
+                        socket_config: socket_config(state.config.max_message_bytes),
+                        metrics: state.metrics.clone(),
+                    }),
             },
         };
         let outbox = SocketOutbox::new(

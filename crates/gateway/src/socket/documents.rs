@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use weft_sync::{Outbound, QueuedBytes, Session, SessionId, SessionOutbox};
 
+use super::upstream::{ClientOutbox, Placement, Upstreams};
 use super::wire::{Joiner, Outgoing, Wire};
 use crate::auth::Access;
 use crate::close::CloseReason;
@@ -121,6 +122,8 @@ pub(crate) struct Documents {
     /// Set when a document came, went or got a new token: the socket's
     /// expiry timer must be re-armed.
     tokens_changed: bool,
+    /// Documents relayed to their owners (`upstream.rs`).
+    pub(crate) upstreams: Upstreams,
 }
 
 impl Documents {
@@ -132,6 +135,7 @@ impl Documents {
             overflowed: outbox.overflowed.clone(),
             deletions: FuturesUnordered::new(),
             tokens_changed: false,
+            upstreams: Upstreams::default(),
         }
     }
 
@@ -225,6 +229,7 @@ impl Documents {
         joiner: &Joiner,
         address: &str,
         token: &str,
+        frame: Bytes,
     ) -> Result<(), CloseReason> {
         // `name\0session`: the document is the name; replies keep the address.
         let doc = address.split('\0').next().unwrap_or(address);
@@ -236,7 +241,7 @@ impl Documents {
         if doc.is_empty() || doc.len() > MAX_DOC_NAME_BYTES {
             return self.send(denied("invalid document name"));
         }
-        if self.joined.len() >= MAX_DOCUMENTS_PER_SOCKET {
+        if self.joined.len() + self.upstreams.len() >= MAX_DOCUMENTS_PER_SOCKET {
             return self.send(denied("too many documents on one connection"));
         }
         let revocations = joiner.revocations.current();
@@ -256,6 +261,31 @@ impl Documents {
                 return self.send(denied(refusal.details()));
             }
         };
+        if let Some(forwarder) = &joiner.forwarder {
+            let outbox = ClientOutbox {
+                frames: self.frames.clone(),
+                queued: self.queued.clone(),
+                overflowed: self.overflowed.clone(),
+            };
+            let placed = self
+                .upstreams
+                .place(
+                    forwarder,
+                    &joiner.context.headers,
+                    &outbox,
+                    address,
+                    doc,
+                    frame,
+                )
+                .await;
+            match placed {
+                Placement::Forwarded => return Ok(()),
+                Placement::Refused(_status) => {
+                    return self.send(denied("refused by the document's owner"));
+                }
+                Placement::Here => {}
+            }
+        }
         let SessionGrant { access, token } = grant;
         // `Authenticated` goes first, before the document can broadcast to
         // the session: its frames go straight into the socket's outbox.

@@ -82,11 +82,16 @@ impl<W: Wire> Reader<'_, W> {
         // In one reused box, not in the task: every idle session holds it.
         let mut revocation_changes = ReusableBoxFuture::new(next_change(revocations));
         let mut watching = true;
+        let upstream_ended = self.documents.upstreams.ended();
         loop {
             let outcome = tokio::select! {
                 biased;
                 () = stop.cancelled() => Err(CloseReason::ServerRestarting),
                 () = overflowed.cancelled() => Err(CloseReason::SendQueueFull),
+                () = upstream_ended.cancelled() => {
+                    info!("a document's owner closed its upstream; closing so the client reconnects");
+                    Err(CloseReason::ServerRestarting)
+                }
                 () = &mut expiry_timer, if expiring => {
                     info!("token expired; closing so the client reconnects with a fresh one");
                     Err(CloseReason::TokenExpired)
@@ -147,7 +152,7 @@ impl<W: Wire> Reader<'_, W> {
                     self.metrics.messages_received.inc();
                     self.metrics.bytes_received.inc_by(frame.len() as u64);
                     match self.wire.decode(&frame) {
-                        Ok(message) => self.handle(message, &mut rate, &mut acks, window.as_ref()).await,
+                        Ok(message) => self.handle(message, frame, &mut rate, &mut acks, window.as_ref()).await,
                         Err(reason) => Err(reason),
                     }
                 }
@@ -208,11 +213,23 @@ impl<W: Wire> Reader<'_, W> {
     async fn handle(
         &mut self,
         message: Addressed,
+        frame: bytes::Bytes,
         rate: &mut UpdateRateLimiter,
         acks: &mut FuturesUnordered<BoxFuture<'static, AckOutcome>>,
         window: Option<&Arc<AckWindow>>,
     ) -> Result<(), CloseReason> {
         let Addressed { address, inbound } = message;
+        if W::MULTIPLEXED && self.documents.upstreams.is_forwarded(&address) {
+            // The owner serves it (tokens refreshed in band included).
+            let leave = matches!(inbound, Inbound::Leave);
+            if !self.documents.upstreams.relay(&address, frame).await {
+                return Err(CloseReason::ServerRestarting);
+            }
+            if leave {
+                self.documents.upstreams.forget(&address);
+            }
+            return Ok(());
+        }
         let inbound = match inbound {
             Inbound::Ignored => return Ok(()),
             Inbound::Ping => return self.documents.send(self.wire.encode("", Outgoing::Pong)),
@@ -226,7 +243,11 @@ impl<W: Wire> Reader<'_, W> {
                 };
                 // Boxed: a join (loading the document) is a large future, and
                 // an unboxed one would be held by every idle session's task.
-                return Box::pin(self.documents.join(self.wire, joiner, &address, &token)).await;
+                return Box::pin(
+                    self.documents
+                        .join(self.wire, joiner, &address, &token, frame),
+                )
+                .await;
             }
             other => other,
         };

@@ -136,6 +136,7 @@ fn hocuspocus(registry: &Registry, config: GatewayConfig) -> Driven {
             auth: Authenticator::Open,
             context: Default::default(),
             revocations: crate::live::Revocations::disabled(),
+            forwarder: None,
         },
     };
     let outbox = SocketOutbox::new(config.send_queue_frames, config.send_queue_bytes);

@@ -57,6 +57,9 @@ pub(crate) struct Joiner {
     pub(crate) context: std::sync::Arc<crate::auth::RequestContext>,
     /// The node's revocations, checked with every token.
     pub(crate) revocations: Revocations,
+    /// Forwards documents other nodes own (`--cluster-mode ownership`,
+    /// on a socket no node forwarded here).
+    pub(crate) forwarder: Option<super::upstream::Forwarder>,
 }
 
 /// What the server says, whatever the protocol.
