@@ -1,17 +1,20 @@
 // A cluster of owners (`--cluster-mode ownership`): three `weft serve`
 // nodes share the updates topic's partitions through a Kafka consumer
 // group; a client that lands on a node that does not own its document is
-// forwarded to the owner. Clients reach the nodes directly and through a
+// forwarded to the owner (a Hocuspocus socket per document, over one
+// upstream per owner). Clients reach the nodes directly and through a
 // round-robin TCP balancer that knows nothing of documents (started here,
 // on 127.0.0.1). Uses the broker `make test` starts (WEFT_TEST_KAFKA).
 
 import assert from 'node:assert/strict'
 import crypto from 'node:crypto'
+import { EventEmitter } from 'node:events'
 import net from 'node:net'
 
+import * as hocuspocus from '@hocuspocus/provider'
 import {
   e2e, startWeft, createClient, waitFor, waitSynced, waitConverged, sleep, now, report,
-  freePort, assertTokensOnce, metric
+  freePort, assertTokensOnce, metric, Y, WebSocket
 } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
@@ -214,4 +217,107 @@ e2e('ownership: a SIGTERMed node leaves the group as its drain starts; its parti
   const stayed = clients.slice(0, 2)
   stayed[0].doc.getArray('array').push(['after the leave'])
   await waitConverged(stayed, { types: TYPES, timeout: 20000, what: 'the clients of the remaining nodes after the leave' })
+})
+
+// Kafka's default partitioner (murmur2 of the key), as Weft computes it.
+function murmur2 (bytes) {
+  const m = 0x5bd1e995
+  let h = 0x9747b28c ^ bytes.length
+  const whole = bytes.length >>> 2
+  for (let i = 0; i < whole; i++) {
+    const at = i * 4
+    let k = bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16) | (bytes[at + 3] << 24)
+    k = Math.imul(k, m)
+    k ^= k >>> 24
+    k = Math.imul(k, m)
+    h = Math.imul(h, m) ^ k
+  }
+  const rest = whole * 4
+  switch (bytes.length & 3) {
+    case 3: h ^= bytes[rest + 2] << 16 // falls through
+    case 2: h ^= bytes[rest + 1] << 8 // falls through
+    case 1: h ^= bytes[rest]; h = Math.imul(h, m)
+  }
+  h ^= h >>> 13
+  h = Math.imul(h, m)
+  h ^= h >>> 15
+  return h | 0
+}
+assert.equal(murmur2(Buffer.from('foobar')), -790332482, "Kafka's test vector")
+const partitionOf = (doc) => (murmur2(Buffer.from(doc)) & 0x7fffffff) % PARTITIONS
+
+/** A document name whose partition `node` owns in `view`. */
+function docOwnedBy (view, node, prefix) {
+  const partitions = view.nodes.find(n => n.id === node.name).partitions
+  for (let i = 0; i < 1000; i++) {
+    if (partitions.includes(partitionOf(`${prefix}/${i}`))) return `${prefix}/${i}`
+  }
+  throw new Error(`no document of ${prefix} on ${node.name}`)
+}
+
+/**
+ * A HocuspocusProvider for `name` on the shared `socket`; `events` emits
+ * `change` when it syncs or its unacknowledged edits change (for waitFor).
+ */
+function hocusClient (t, socket, name) {
+  const doc = new Y.Doc()
+  const events = new EventEmitter()
+  const client = { doc, name: `hocuspocus:${name}`, events, synced: false }
+  client.provider = new hocuspocus.HocuspocusProvider({
+    websocketProvider: socket,
+    name,
+    document: doc,
+    onSynced: () => { client.synced = true; events.emit('change') },
+    onUnsyncedChanges: () => events.emit('change')
+  })
+  client.provider.attach()
+  t.after(() => client.provider.destroy())
+  return client
+}
+
+e2e('ownership: one Hocuspocus socket behind the balancer has each document served by its owner; it converges with y-websocket clients on other nodes', { skip, timeout: 60000 }, async (t) => {
+  const topic = `e2e-own-${crypto.randomUUID()}`
+  const nodes = []
+  for (let i = 0; i < 3; i++) nodes.push(await startOwner(t, topic, i))
+  const view = await waitBalanced(nodes)
+  // The balancer's first connection (the Hocuspocus socket) reaches
+  // nodes[0]; two of its documents are owned elsewhere, one there.
+  const docs = [
+    docOwnedBy(view, nodes[1], 'hocus-a'),
+    docOwnedBy(view, nodes[2], 'hocus-b'),
+    docOwnedBy(view, nodes[0], 'hocus-c')
+  ]
+  const balancer = await roundRobin(t, () => nodes)
+  const socket = new hocuspocus.HocuspocusProviderWebsocket({ url: balancer.wsUrl, WebSocketPolyfill: WebSocket })
+  t.after(() => socket.destroy())
+  const started = now()
+  const hocus = docs.map(doc => hocusClient(t, socket, doc))
+  await waitFor(() => hocus.every(h => h.synced), { on: hocus.map(h => h.events), timeout: 15000, what: 'the three Hocuspocus documents to sync' })
+  report('ownership: one Hocuspocus socket synced three documents of three owners', now() - started)
+  // y-websocket clients of each document: on a node that does not own it
+  // (forwarded; nodes[0] for the second document) and on its owner.
+  const owners = [1, 2, 0]
+  const ywebsocket = docs.flatMap((doc, i) => [nodes[(owners[i] + 1) % 3], nodes[owners[i]]]
+    .map(node => createClient(t, node, doc, { name: `y@${node.name}:${doc}` })))
+  await waitSynced(ywebsocket)
+  for (const [i, h] of hocus.entries()) {
+    h.doc.getArray('array').push([h.name])
+    ywebsocket[2 * i].doc.getArray('array').push([ywebsocket[2 * i].name])
+  }
+  for (const [i, doc] of docs.entries()) {
+    const clients = [hocus[i], ywebsocket[2 * i], ywebsocket[2 * i + 1]]
+    const ms = await waitConverged(clients, { types: TYPES, timeout: 15000, what: `the clients of ${doc} to converge` })
+    report(`ownership: ${doc} converged (Hocuspocus through the balancer, y-websocket on two nodes)`, ms)
+    assertTokensOnce(clients[2], [hocus[i].name, ywebsocket[2 * i].name])
+  }
+  await waitFor(() => hocus.every(h => h.provider.unsyncedChanges === 0), { on: hocus.map(h => h.events), timeout: 10000, what: 'the Hocuspocus edits to be acknowledged' })
+  // Each document is loaded by its owner only: nodes[0] serves its own
+  // and relays the other two over one upstream per owner.
+  const loaded = await Promise.all(nodes.map(n => metric(n, 'weft_documents_loaded')))
+  assert.deepEqual(loaded, [1, 1, 1], `each node loads the document it owns: ${loaded}`)
+  const upstreams = await metric(nodes[0], 'weft_forwarded_sessions')
+  assert.ok(upstreams >= 3, `nodes[0] relays two Hocuspocus documents and one y-websocket client: ${upstreams}`)
+  assert.equal(await metric(nodes[0], 'weft_forward_fallbacks_total'), 0, 'no owner was unreachable')
+  const views = await Promise.all(nodes.map(cluster))
+  assert.ok(views.every(v => v.generation === view.generation), 'no rebalance during the test')
 })

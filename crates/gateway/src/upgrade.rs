@@ -34,7 +34,7 @@ use crate::forward::{ForwardFailure, OwnerSocket, connect_owner, fell_back};
 use crate::live::{SessionGrant, unix_now};
 use crate::metrics::StatusLabel;
 use crate::socket::{
-    Forwarder, Hocuspocus, Joined, Joiner, SocketOutbox, SocketParts, Wire, YWebsocket,
+    Forwarder, Hocuspocus, Joined, Joiner, MoveWatch, SocketOutbox, SocketParts, Wire, YWebsocket,
 };
 use crate::state::AppState;
 
@@ -234,6 +234,10 @@ async fn hocuspocus_upgrade(state: AppState, mut parts: Parts) -> Response {
                         socket_config: socket_config(state.config.max_message_bytes),
                         metrics: state.metrics.clone(),
                     }),
+                moves: state.ownership.clone().map(|ownership| MoveWatch {
+                    ownership,
+                    drain: state.lifecycle.sessions_stop().clone(),
+                }),
             },
         };
         let outbox = SocketOutbox::new(

@@ -106,6 +106,15 @@ impl Joined {
     }
 }
 
+/// Why a document left the socket by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gone {
+    /// It was deleted.
+    Deleted,
+    /// Its partition moved to another node (`--cluster-mode ownership`).
+    Moved,
+}
+
 /// Resolves with a document's address and session once it is deleted.
 type Deletion = BoxFuture<'static, (String, SessionId)>;
 
@@ -124,6 +133,11 @@ pub(crate) struct Documents {
     tokens_changed: bool,
     /// Documents relayed to their owners (`upstream.rs`).
     pub(crate) upstreams: Upstreams,
+    /// address -> the token its partition's move trips (`--cluster-mode
+    /// ownership`); cancelled here when the document is left.
+    moves: HashMap<String, CancellationToken>,
+    /// One future per such document, resolving when it moved (or was left).
+    moved: FuturesUnordered<Deletion>,
 }
 
 impl Documents {
@@ -136,6 +150,8 @@ impl Documents {
             deletions: FuturesUnordered::new(),
             tokens_changed: false,
             upstreams: Upstreams::default(),
+            moves: HashMap::new(),
+            moved: FuturesUnordered::new(),
         }
     }
 
@@ -186,13 +202,19 @@ impl Documents {
             joined.deleted.cancel();
             self.tokens_changed = true;
         }
+        if let Some(moved) = self.moves.remove(address) {
+            moved.cancel();
+        }
     }
 
-    /// The address of the next deleted document this socket still holds.
-    pub(crate) async fn next_deleted(&mut self) -> String {
+    /// The next document this socket still holds that was deleted, or
+    /// whose partition moved to another node, and which of the two.
+    pub(crate) async fn next_gone(&mut self) -> (String, Gone) {
         loop {
-            let Some((address, id)) = self.deletions.next().await else {
-                return std::future::pending().await;
+            let (gone, (address, id)) = tokio::select! {
+                Some(next) = self.deletions.next() => (Gone::Deleted, next),
+                Some(next) = self.moved.next() => (Gone::Moved, next),
+                else => return std::future::pending().await,
             };
             // A document left (and maybe joined again) since is not news.
             if self
@@ -200,7 +222,7 @@ impl Documents {
                 .get(&address)
                 .is_some_and(|joined| joined.session.id() == id)
             {
-                return address;
+                return (address, gone);
             }
         }
     }
@@ -316,6 +338,13 @@ impl Documents {
             self.send(wire.encode(address, Outgoing::Document(frame)))?;
         }
         session.want_stateless();
+        if let Some(watch) = &joiner.moves {
+            let moved = watch.ownership.session_stop(doc, &watch.drain);
+            let (key, id) = (address.to_owned(), session.id());
+            self.moved
+                .push(moved.clone().cancelled_owned().map(move |()| (key, id)).boxed());
+            self.moves.insert(address.to_owned(), moved);
+        }
         info!(doc, session = %session.id(), read_only = access == Access::Read, "hocuspocus document open");
         let joined = Joined {
             doc: doc.into(),
@@ -384,5 +413,7 @@ impl Documents {
     pub(crate) fn leave_all(&mut self) {
         self.joined.clear();
         self.deletions.clear();
+        self.moves.clear();
+        self.moved.clear();
     }
 }

@@ -47,7 +47,7 @@ pub(crate) use self::documents::{Joined, SocketOutbox};
 use self::halves::Half;
 pub(crate) use self::hocuspocus::Hocuspocus;
 pub(crate) use self::upstream::Forwarder;
-pub(crate) use self::wire::{Joiner, Wire};
+pub(crate) use self::wire::{Joiner, MoveWatch, Wire};
 pub(crate) use self::ywebsocket::YWebsocket;
 use crate::close::CloseReason;
 use crate::config::{CLOSE_GRACE, GatewayConfig};

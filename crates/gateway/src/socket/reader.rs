@@ -13,7 +13,7 @@ use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::{debug, info};
 use weft_sync::{AckWindow, LogSeq, PublishError, SyncError};
 
-use super::documents::Documents;
+use super::documents::{Documents, Gone};
 use super::wire::{Addressed, Inbound, Outgoing, Wire};
 use crate::auth::Access;
 use crate::close::CloseReason;
@@ -109,10 +109,16 @@ impl<W: Wire> Reader<'_, W> {
                         Ok(())
                     }
                 },
-                address = self.documents.next_deleted() => {
-                    info!(address, "document deleted");
-                    self.deleted(&address)
-                }
+                (address, gone) = self.documents.next_gone() => match gone {
+                    Gone::Deleted => {
+                        info!(address, "document deleted");
+                        self.deleted(&address)
+                    }
+                    Gone::Moved => {
+                        info!(address, "document moved to another node; closing so the client reconnects");
+                        Err(CloseReason::ServerRestarting)
+                    }
+                },
                 failure = window_failed(window.as_deref()), if window.is_some() => {
                     info!(error = %failure, "update not committed; closing so the client re-sends it");
                     Err(FailureAnswer::publish(&failure).close)

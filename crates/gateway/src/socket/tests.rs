@@ -137,6 +137,7 @@ fn hocuspocus(registry: &Registry, config: GatewayConfig) -> Driven {
             context: Default::default(),
             revocations: crate::live::Revocations::disabled(),
             forwarder: None,
+            moves: None,
         },
     };
     let outbox = SocketOutbox::new(config.send_queue_frames, config.send_queue_bytes);

@@ -60,6 +60,18 @@ pub(crate) struct Joiner {
     /// Forwards documents other nodes own (`--cluster-mode ownership`,
     /// on a socket no node forwarded here).
     pub(crate) forwarder: Option<super::upstream::Forwarder>,
+    /// Closes the socket when a document served here moves to another
+    /// node (`--cluster-mode ownership`).
+    pub(crate) moves: Option<MoveWatch>,
+}
+
+/// What tells a Hocuspocus socket its documents' partitions moved.
+#[derive(Debug, Clone)]
+pub(crate) struct MoveWatch {
+    /// Who owns what.
+    pub(crate) ownership: crate::cluster::Ownership,
+    /// The node's drain token (the partitions' tokens are its children).
+    pub(crate) drain: tokio_util::sync::CancellationToken,
 }
 
 /// What the server says, whatever the protocol.
