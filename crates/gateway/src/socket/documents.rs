@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -113,6 +114,8 @@ pub(crate) enum Gone {
     Deleted,
     /// Its partition moved to another node (`--cluster-mode ownership`).
     Moved,
+    /// An upstream to an owner ended (the address is empty).
+    UpstreamEnded,
 }
 
 /// Resolves with a document's address and session once it is deleted.
@@ -131,13 +134,11 @@ pub(crate) struct Documents {
     /// Set when a document came, went or got a new token: the socket's
     /// expiry timer must be re-armed.
     tokens_changed: bool,
-    /// Documents relayed to their owners (`upstream.rs`).
-    pub(crate) upstreams: Upstreams,
-    /// address -> the token its partition's move trips (`--cluster-mode
-    /// ownership`); cancelled here when the document is left.
-    moves: HashMap<String, CancellationToken>,
-    /// One future per such document, resolving when it moved (or was left).
-    moved: FuturesUnordered<Deletion>,
+    /// `--cluster-mode ownership` on a Hocuspocus socket: documents relayed
+    /// to their owners, and moves of those served here (`upstream.rs`).
+    /// Made on first use: a y-websocket session never needs it, and every
+    /// idle session holds this struct.
+    pub(crate) upstreams: Option<Box<Upstreams>>,
 }
 
 impl Documents {
@@ -149,9 +150,7 @@ impl Documents {
             overflowed: outbox.overflowed.clone(),
             deletions: FuturesUnordered::new(),
             tokens_changed: false,
-            upstreams: Upstreams::default(),
-            moves: HashMap::new(),
-            moved: FuturesUnordered::new(),
+            upstreams: None,
         }
     }
 
@@ -202,29 +201,49 @@ impl Documents {
             joined.deleted.cancel();
             self.tokens_changed = true;
         }
-        if let Some(moved) = self.moves.remove(address) {
-            moved.cancel();
+        if let Some(upstreams) = &mut self.upstreams {
+            upstreams.left(address);
         }
     }
 
     /// The next document this socket still holds that was deleted, or
     /// whose partition moved to another node, and which of the two.
     pub(crate) async fn next_gone(&mut self) -> (String, Gone) {
+        // By hand rather than `select!`: every idle session holds this
+        // future.
+        std::future::poll_fn(|context| self.poll_gone(context)).await
+    }
+
+    fn poll_gone(&mut self, context: &mut Context<'_>) -> Poll<(String, Gone)> {
         loop {
-            let (gone, (address, id)) = tokio::select! {
-                Some(next) = self.deletions.next() => (Gone::Deleted, next),
-                Some(next) = self.moved.next() => (Gone::Moved, next),
-                else => return std::future::pending().await,
-            };
-            // A document left (and maybe joined again) since is not news.
-            if self
-                .joined
-                .get(&address)
-                .is_some_and(|joined| joined.session.id() == id)
-            {
-                return (address, gone);
+            if let Poll::Ready(Some((address, id))) = self.deletions.poll_next_unpin(context) {
+                if self.holds(&address, id) {
+                    return Poll::Ready((address, Gone::Deleted));
+                }
+                continue;
             }
+            let Some(upstreams) = self.upstreams.as_deref_mut() else {
+                return Poll::Pending;
+            };
+            if upstreams.poll_ended(context).is_ready() {
+                return Poll::Ready((String::new(), Gone::UpstreamEnded));
+            }
+            if let Poll::Ready(Some((address, id))) = upstreams.poll_moved(context) {
+                if self.holds(&address, id) {
+                    return Poll::Ready((address, Gone::Moved));
+                }
+                continue;
+            }
+            return Poll::Pending;
         }
+    }
+
+    /// Whether the socket still holds session `id` at `address` (a
+    /// document left, and maybe joined again, since is not news).
+    fn holds(&self, address: &str, id: SessionId) -> bool {
+        self.joined
+            .get(address)
+            .is_some_and(|joined| joined.session.id() == id)
     }
 
     /// Queues a frame for the client; a full outbox (in frames or in
@@ -251,7 +270,7 @@ impl Documents {
         joiner: &Joiner,
         address: &str,
         token: &str,
-        frame: Bytes,
+        frame: Option<Bytes>,
     ) -> Result<(), CloseReason> {
         // `name\0session`: the document is the name; replies keep the address.
         let doc = address.split('\0').next().unwrap_or(address);
@@ -263,7 +282,11 @@ impl Documents {
         if doc.is_empty() || doc.len() > MAX_DOC_NAME_BYTES {
             return self.send(denied("invalid document name"));
         }
-        if self.joined.len() + self.upstreams.len() >= MAX_DOCUMENTS_PER_SOCKET {
+        let forwarded = self
+            .upstreams
+            .as_ref()
+            .map_or(0, |upstreams| upstreams.len());
+        if self.joined.len() + forwarded >= MAX_DOCUMENTS_PER_SOCKET {
             return self.send(denied("too many documents on one connection"));
         }
         let revocations = joiner.revocations.current();
@@ -283,7 +306,7 @@ impl Documents {
                 return self.send(denied(refusal.details()));
             }
         };
-        if let Some(forwarder) = &joiner.forwarder {
+        if let (Some(forwarder), Some(frame)) = (&joiner.forwarder, frame) {
             let outbox = ClientOutbox {
                 frames: self.frames.clone(),
                 queued: self.queued.clone(),
@@ -291,6 +314,7 @@ impl Documents {
             };
             let placed = self
                 .upstreams
+                .get_or_insert_default()
                 .place(
                     forwarder,
                     &joiner.context.headers,
@@ -340,10 +364,9 @@ impl Documents {
         session.want_stateless();
         if let Some(watch) = &joiner.moves {
             let moved = watch.ownership.session_stop(doc, &watch.drain);
-            let (key, id) = (address.to_owned(), session.id());
-            self.moved
-                .push(moved.clone().cancelled_owned().map(move |()| (key, id)).boxed());
-            self.moves.insert(address.to_owned(), moved);
+            self.upstreams
+                .get_or_insert_default()
+                .watch_move(address, moved, session.id());
         }
         info!(doc, session = %session.id(), read_only = access == Access::Read, "hocuspocus document open");
         let joined = Joined {
@@ -413,7 +436,6 @@ impl Documents {
     pub(crate) fn leave_all(&mut self) {
         self.joined.clear();
         self.deletions.clear();
-        self.moves.clear();
-        self.moved.clear();
+        self.upstreams = None;
     }
 }

@@ -82,16 +82,11 @@ impl<W: Wire> Reader<'_, W> {
         // In one reused box, not in the task: every idle session holds it.
         let mut revocation_changes = ReusableBoxFuture::new(next_change(revocations));
         let mut watching = true;
-        let upstream_ended = self.documents.upstreams.ended();
         loop {
             let outcome = tokio::select! {
                 biased;
                 () = stop.cancelled() => Err(CloseReason::ServerRestarting),
                 () = overflowed.cancelled() => Err(CloseReason::SendQueueFull),
-                () = upstream_ended.cancelled() => {
-                    info!("a document's owner closed its upstream; closing so the client reconnects");
-                    Err(CloseReason::ServerRestarting)
-                }
                 () = &mut expiry_timer, if expiring => {
                     info!("token expired; closing so the client reconnects with a fresh one");
                     Err(CloseReason::TokenExpired)
@@ -113,6 +108,10 @@ impl<W: Wire> Reader<'_, W> {
                     Gone::Deleted => {
                         info!(address, "document deleted");
                         self.deleted(&address)
+                    }
+                    Gone::UpstreamEnded => {
+                        info!("an upstream to a document's owner ended; closing so the client reconnects");
+                        Err(CloseReason::ServerRestarting)
                     }
                     Gone::Moved => {
                         info!(address, "document moved to another node; closing so the client reconnects");
@@ -158,7 +157,10 @@ impl<W: Wire> Reader<'_, W> {
                     self.metrics.messages_received.inc();
                     self.metrics.bytes_received.inc_by(frame.len() as u64);
                     match self.wire.decode(&frame) {
-                        Ok(message) => self.handle(message, frame, &mut rate, &mut acks, window.as_ref()).await,
+                        // Boxed: only a socket forwarding documents takes
+                        // this path, and every idle session holds the loop.
+                        Ok(message) if self.for_upstream(&message) => Box::pin(self.upstream(message, frame)).await,
+                        Ok(message) => self.handle(message, &mut rate, &mut acks, window.as_ref()).await,
                         Err(reason) => Err(reason),
                     }
                 }
@@ -215,27 +217,70 @@ impl<W: Wire> Reader<'_, W> {
         Ok(())
     }
 
+    /// Whether `message` goes to (or may open) an upstream to its
+    /// document's owner: one for a forwarded address, or the token of a
+    /// document not held yet on a socket that forwards (`upstream.rs`).
+    fn for_upstream(&self, message: &Addressed) -> bool {
+        if !W::MULTIPLEXED {
+            return false;
+        }
+        let forwarded = self
+            .documents
+            .upstreams
+            .as_ref()
+            .is_some_and(|upstreams| upstreams.is_forwarded(&message.address));
+        forwarded
+            || (matches!(message.inbound, Inbound::Token(_))
+                && self.documents.get(&message.address).is_none()
+                && self
+                    .wire
+                    .joiner()
+                    .is_some_and(|joiner| joiner.forwarder.is_some()))
+    }
+
+    /// A message for [`Reader::for_upstream`]: relayed to the owner as it
+    /// came (`frame`; tokens refreshed in band included), or the token that
+    /// joins its document, here or at its owner.
+    async fn upstream(
+        &mut self,
+        message: Addressed,
+        frame: bytes::Bytes,
+    ) -> Result<(), CloseReason> {
+        let Addressed { address, inbound } = message;
+        if let Some(upstreams) = self
+            .documents
+            .upstreams
+            .as_deref_mut()
+            .filter(|upstreams| upstreams.is_forwarded(&address))
+        {
+            let leave = matches!(inbound, Inbound::Leave);
+            if !upstreams.relay(&address, frame).await {
+                return Err(CloseReason::ServerRestarting);
+            }
+            if leave {
+                upstreams.forget(&address);
+            }
+            return Ok(());
+        }
+        match (inbound, self.wire.joiner()) {
+            (Inbound::Token(token), Some(joiner)) => {
+                self.documents
+                    .join(self.wire, joiner, &address, &token, Some(frame))
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Acts on one client message.
     async fn handle(
         &mut self,
         message: Addressed,
-        frame: bytes::Bytes,
         rate: &mut UpdateRateLimiter,
         acks: &mut FuturesUnordered<BoxFuture<'static, AckOutcome>>,
         window: Option<&Arc<AckWindow>>,
     ) -> Result<(), CloseReason> {
         let Addressed { address, inbound } = message;
-        if W::MULTIPLEXED && self.documents.upstreams.is_forwarded(&address) {
-            // The owner serves it (tokens refreshed in band included).
-            let leave = matches!(inbound, Inbound::Leave);
-            if !self.documents.upstreams.relay(&address, frame).await {
-                return Err(CloseReason::ServerRestarting);
-            }
-            if leave {
-                self.documents.upstreams.forget(&address);
-            }
-            return Ok(());
-        }
         let inbound = match inbound {
             Inbound::Ignored => return Ok(()),
             Inbound::Ping => return self.documents.send(self.wire.encode("", Outgoing::Pong)),
@@ -251,7 +296,7 @@ impl<W: Wire> Reader<'_, W> {
                 // an unboxed one would be held by every idle session's task.
                 return Box::pin(
                     self.documents
-                        .join(self.wire, joiner, &address, &token, frame),
+                        .join(self.wire, joiner, &address, &token, None),
                 )
                 .await;
             }

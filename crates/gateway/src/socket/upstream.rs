@@ -23,16 +23,20 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{Future, FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, info};
-use weft_sync::{Outbound, QueuedBytes};
+use weft_sync::{Outbound, QueuedBytes, SessionId};
 
 use crate::close::close_code;
 use crate::cluster::{Ownership, Route};
@@ -100,7 +104,6 @@ struct Upstream {
 }
 
 /// The upstreams of one Hocuspocus socket, and which addresses go where.
-#[derive(Default)]
 pub(crate) struct Upstreams {
     /// owner `host:port` -> its upstream.
     owners: HashMap<String, Upstream>,
@@ -108,6 +111,27 @@ pub(crate) struct Upstreams {
     routed: HashMap<String, String>,
     /// Tripped when any upstream ends: the client socket closes with 1012.
     ended: CancellationToken,
+    /// Its wait, polled by the socket.
+    ended_wait: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// address -> the token its partition's move trips, for documents
+    /// served here; cancelled here when the document is left.
+    moves: HashMap<String, CancellationToken>,
+    /// One future per such document, resolving when it moved (or was left).
+    moved: FuturesUnordered<BoxFuture<'static, (String, SessionId)>>,
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        let ended = CancellationToken::new();
+        Self {
+            owners: HashMap::new(),
+            routed: HashMap::new(),
+            ended_wait: Box::pin(ended.clone().cancelled_owned()),
+            ended,
+            moves: HashMap::new(),
+            moved: FuturesUnordered::new(),
+        }
+    }
 }
 
 impl Upstreams {
@@ -116,14 +140,47 @@ impl Upstreams {
         self.routed.contains_key(address)
     }
 
+    /// Watches the partition of the document served here at `address`
+    /// (session `id`): `moved` is tripped when it moves away.
+    pub(crate) fn watch_move(&mut self, address: &str, moved: CancellationToken, id: SessionId) {
+        let key = address.to_owned();
+        self.moved.push(
+            moved
+                .clone()
+                .cancelled_owned()
+                .map(move |()| (key, id))
+                .boxed(),
+        );
+        self.moves.insert(address.to_owned(), moved);
+    }
+
+    /// The next watched document whose partition moved, or that was left
+    /// (the caller tells them apart by its session).
+    pub(crate) fn poll_moved(
+        &mut self,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<(String, SessionId)>> {
+        self.moved.poll_next_unpin(context)
+    }
+
+    /// Ready once an upstream ended.
+    pub(crate) fn poll_ended(&mut self, context: &mut Context<'_>) -> Poll<()> {
+        if self.ended.is_cancelled() {
+            return Poll::Ready(());
+        }
+        self.ended_wait.as_mut().poll(context)
+    }
+
+    /// The document at `address` was left: stop watching its partition.
+    pub(crate) fn left(&mut self, address: &str) {
+        if let Some(moved) = self.moves.remove(address) {
+            moved.cancel();
+        }
+    }
+
     /// How many addresses are forwarded.
     pub(crate) fn len(&self) -> usize {
         self.routed.len()
-    }
-
-    /// Tripped when an upstream ended (its owner closed or went away).
-    pub(crate) fn ended(&self) -> CancellationToken {
-        self.ended.clone()
     }
 
     /// Places `doc` (at `address`, first frame `auth`): relayed to its
@@ -186,7 +243,7 @@ impl Upstreams {
     /// Sends a client frame for a forwarded `address` to its owner, waiting
     /// for room in the upstream's queue; `false` when the upstream is gone
     /// (the socket then closes through [`Upstreams::ended`]).
-    pub(crate) async fn relay(&self, address: &str, frame: Bytes) -> bool {
+    pub(crate) async fn relay(&mut self, address: &str, frame: Bytes) -> bool {
         let Some(upstream) = self
             .routed
             .get(address)
