@@ -287,8 +287,12 @@ e2e('ownership: one Hocuspocus socket behind the balancer has each document serv
     docOwnedBy(view, nodes[2], 'hocus-b'),
     docOwnedBy(view, nodes[0], 'hocus-c')
   ]
-  const balancer = await roundRobin(t, () => nodes)
+  const stopped = new Set()
+  const balancer = await roundRobin(t, () => nodes.filter(n => !stopped.has(n)))
   const socket = new hocuspocus.HocuspocusProviderWebsocket({ url: balancer.wsUrl, WebSocketPolyfill: WebSocket })
+  const closes = []
+  const socketEvents = new EventEmitter()
+  socket.on('close', ({ event }) => { closes.push(event?.code); socketEvents.emit('change') })
   t.after(() => socket.destroy())
   const started = now()
   const hocus = docs.map(doc => hocusClient(t, socket, doc))
@@ -319,5 +323,17 @@ e2e('ownership: one Hocuspocus socket behind the balancer has each document serv
   assert.ok(upstreams >= 3, `nodes[0] relays two Hocuspocus documents and one y-websocket client: ${upstreams}`)
   assert.equal(await metric(nodes[0], 'weft_forward_fallbacks_total'), 0, 'no owner was unreachable')
   const views = await Promise.all(nodes.map(cluster))
-  assert.ok(views.every(v => v.generation === view.generation), 'no rebalance during the test')
+  assert.ok(views.every(v => v.generation === view.generation), 'no rebalance before the move')
+  // The first document's owner drains: its upstream closes with 1012, the
+  // edge closes the client's socket with 1012, the provider reconnects and
+  // its documents reach their (new) owners; edits still converge.
+  stopped.add(nodes[1])
+  const moved = now()
+  await nodes[1].stop()
+  await waitFor(() => closes.includes(1012), { on: socketEvents, timeout: 10000, what: 'the client socket to close with 1012', detail: () => `closes: ${closes}` })
+  hocus[0].doc.getArray('array').push(['after the move'])
+  const survivor = ywebsocket[0]
+  await waitConverged([hocus[0], survivor], { types: TYPES, timeout: 20000, what: 'the first document after its owner drained' })
+  report('ownership: owner of a forwarded Hocuspocus document drained; converged again', now() - moved)
+  assertTokensOnce(survivor, [hocus[0].name, survivor.name, 'after the move'])
 })
