@@ -5,6 +5,7 @@
 mod fragments;
 mod live;
 mod stalled;
+mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
