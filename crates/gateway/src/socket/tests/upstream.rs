@@ -35,6 +35,8 @@ impl ClusterRoutes for OwnedAt {
     }
 }
 
+// tungstenite's handshake callback returns its own (large) error type.
+#[allow(clippy::result_large_err)]
 #[tokio::test]
 async fn a_forwarded_document_is_relayed_both_ways_and_the_owners_close_ends_it() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
