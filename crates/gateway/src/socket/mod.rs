@@ -8,7 +8,9 @@
 //! timeout, the update rate, acknowledgements, the message size and the
 //! close are the same code for y-websocket (`ywebsocket.rs`) and Hocuspocus
 //! (`hocuspocus.rs`) sockets; only the codec differs. The documents a
-//! socket holds, and its one outbox, are in `documents.rs`.
+//! socket holds, and its one outbox, are in `documents.rs`; a Hocuspocus
+//! socket's documents that other nodes own (`--cluster-mode ownership`)
+//! are relayed to them over upstreams (`upstream.rs`).
 //!
 //! The loop (`drive`) is generic over a `Stream` of inbound WebSocket
 //! messages and a `Sink` of outbound ones, so tests drive it through
