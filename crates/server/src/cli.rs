@@ -9,12 +9,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use self::cluster::{ClusterArgs, ClusterModeArg};
+pub use self::docs::{DocsArgs, DocsCommand, ExportArgs, ImportArgs, MigrateArgs};
 use self::duration::parse_duration;
 pub use self::http::HttpArgs;
 pub use self::idp::IdpArgs;
 pub use self::webhooks::WebhookArgs;
 
 mod cluster;
+mod docs;
 mod duration;
 mod http;
 mod idp;
@@ -41,6 +43,9 @@ pub enum Command {
     /// topic's retention can be bounded. Several workers share the
     /// partitions (one consumer group).
     Persist(Box<PersistArgs>),
+    /// Export a store's documents as a portable stream, import one into a
+    /// store, or migrate an embedded node's documents into a cluster.
+    Docs(DocsArgs),
 }
 
 /// `weft persist`.
