@@ -17,13 +17,13 @@ use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 fn scratch(name: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("weft-docs-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&path);
-    std::fs::create_dir_all(&path).unwrap();
+    std::fs::create_dir_all(&path).expect("create the scratch directory");
     path
 }
 
 async fn store(directory: &std::path::Path, name: &str) -> (Arc<dyn EmbeddedLog>, String) {
     let url = format!("sqlite://{}", directory.join(name).display());
-    (weft_persistence::open_store(&url).await.unwrap(), url)
+    (weft_persistence::open_store(&url).await.expect("open the store"), url)
 }
 
 /// An update inserting `text` into the shared text `t` of a fresh client.
@@ -43,20 +43,20 @@ async fn write(store: &dyn EmbeddedLog, doc: &str, update: Vec<u8>) {
             attribution: Attribution::default(),
         }])
         .await
-        .unwrap();
+        .expect("append");
 }
 
 /// The text `t` of `doc` as `store` holds it now.
 async fn text(store: &dyn EmbeddedLog, doc: &str) -> String {
     let entry = source::current(store, EMBEDDED_LOG, doc)
         .await
-        .unwrap()
-        .unwrap();
+        .expect("load")
+        .expect("the document exists");
     let loaded = Doc::new();
     let shared = loaded.get_or_insert_text("t");
     let mut txn = loaded.transact_mut();
-    txn.apply_update(Update::decode_v1(&entry.state).unwrap())
-        .unwrap();
+    txn.apply_update(Update::decode_v1(&entry.state).expect("a v1 update"))
+        .expect("apply");
     shared.get_string(&txn)
 }
 
@@ -64,7 +64,7 @@ async fn export_all(store: &dyn EmbeddedLog, glob: Option<&str>) -> Vec<u8> {
     let mut out = Vec::new();
     transfer::export(store, EMBEDDED_LOG, glob, &mut out)
         .await
-        .unwrap();
+        .expect("export");
     out
 }
 

@@ -88,7 +88,7 @@ pub async fn import(input: impl BufRead, target: &ImportTarget) -> anyhow::Resul
             .await
             .with_context(|| format!("import document {:?}", entry.doc))?;
         progress.add(bytes);
-        if seen % SAVE_EVERY == 0
+        if seen.is_multiple_of(SAVE_EVERY)
             && let Some(resume) = &target.resume
         {
             resume.save(&Checkpoint {
