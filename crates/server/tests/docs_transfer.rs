@@ -23,7 +23,12 @@ fn scratch(name: &str) -> PathBuf {
 
 async fn store(directory: &std::path::Path, name: &str) -> (Arc<dyn EmbeddedLog>, String) {
     let url = format!("sqlite://{}", directory.join(name).display());
-    (weft_persistence::open_store(&url).await.expect("open the store"), url)
+    (
+        weft_persistence::open_store(&url)
+            .await
+            .expect("open the store"),
+        url,
+    )
 }
 
 /// An update inserting `text` into the shared text `t` of a fresh client.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::KafkaArgs;
+use super::kafka::KafkaArgs;
 
 /// `weft docs`.
 #[derive(Debug, Args)]
