@@ -4,12 +4,12 @@
 // database of its own).
 
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { e2e, startWeft, createClient, waitFor, waitSynced, sleep, WEFT_BIN } from '../lib/harness.mjs'
+import { e2e, startWeft, createClient, waitFor, waitSynced, sleep, Y, WEFT_BIN } from '../lib/harness.mjs'
 
 const BROKER = process.env.WEFT_TEST_KAFKA
 const POSTGRES = process.env.WEFT_TEST_POSTGRES_URL
@@ -67,12 +67,12 @@ async function writeAll (t, server) {
   return writers
 }
 
-/** Fresh clients on `server` see every document's content. */
-async function assertServes (t, server) {
-  const readers = Object.keys(CONTENT).map(doc => createClient(t, server, doc, { name: `reader ${doc}` }))
+/** Fresh clients on `server` see every document's content (`content`: name -> text). */
+async function assertServes (t, server, content = CONTENT) {
+  const readers = Object.keys(content).map(doc => createClient(t, server, doc, { name: `reader ${doc}` }))
   await waitSynced(readers, { timeout: 20000 })
   for (const r of readers) {
-    await waitFor(() => r.doc.getText('text').toString() === CONTENT[r.docName], { on: [r], timeout: 15000, what: `${r.docName} content` })
+    await waitFor(() => r.doc.getText('text').toString() === content[r.docName], { on: [r], timeout: 15000, what: `${r.docName} content` })
   }
   for (const r of readers) r.destroy()
 }
@@ -132,4 +132,58 @@ e2e('docs: an embedded node migrated into a cluster: a cluster node serves its d
   const store = freshDatabase(t)
   const node = await startWeft(t, { name: 'cluster-node', store, args: clusterArgs(topic, 'cluster-node') })
   await assertServes(t, node)
+})
+
+/**
+ * A weft-docs stream written by this test from the documented format (not
+ * by weft): `count` documents `bulk/NNNN` holding `text NNNN`.
+ */
+function writeStream (file, count) {
+  const lines = []
+  for (let i = 0; i < count; i++) {
+    const doc = new Y.Doc()
+    doc.getText('text').insert(0, `text ${i}`)
+    lines.push(JSON.stringify({
+      doc: `bulk/${String(i).padStart(4, '0')}`,
+      state: Buffer.from(Y.encodeStateAsUpdate(doc)).toString('base64'),
+      state_vector: Buffer.from(Y.encodeStateVector(doc)).toString('base64'),
+      log: 'embedded',
+      position: null
+    }) + '\n')
+  }
+  const body = lines.join('')
+  const header = { format: 'weft-docs', version: 1, export_id: crypto.randomBytes(16).toString('hex'), log: 'embedded', documents: count, created_at_ms: Date.now() }
+  const trailer = { trailer: true, documents: count, bytes: Buffer.byteLength(body), sha256: crypto.createHash('sha256').update(body).digest('hex') }
+  fs.writeFileSync(file, JSON.stringify(header) + '\n' + body + JSON.stringify(trailer) + '\n')
+}
+
+e2e('docs: an import SIGKILLed midway resumes from its progress file, and the embedded node serves every document', { timeout: 60000 }, async (t) => {
+  const dir = scratch(t)
+  const COUNT = 3000
+  const file = path.join(dir, 'bulk.weft-docs')
+  writeStream(file, COUNT)
+  fs.mkdirSync(path.join(dir, 'store'))
+  const sqlite = `sqlite://${path.join(dir, 'store', 'weft.db')}`
+  const progressFile = `${file}.import-progress`
+
+  const child = spawn(WEFT_BIN, ['docs', 'import', '--store', sqlite, '--input', file], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, WEFT_LOG: 'warn' } })
+  let exited = false
+  const exit = new Promise(resolve => child.on('exit', (code, signal) => { exited = true; resolve({ code, signal }) }))
+  // The importer writes its progress file every 64 documents and signals
+  // nothing else: polled every 10 ms, at most 30 s.
+  for (let attempt = 0; attempt < 3000 && !exited && !fs.existsSync(progressFile); attempt++) await sleep(10)
+  assert.ok(!exited, 'the import was still running when its first progress was recorded')
+  child.kill('SIGKILL')
+  assert.equal((await exit).signal, 'SIGKILL')
+  const done = JSON.parse(fs.readFileSync(progressFile, 'utf8')).documents
+  assert.ok(done >= 64 && done < COUNT, `progress recorded ${done} documents`)
+
+  const summary = weftDocs(['import', '--store', sqlite, '--input', file])
+  assert.match(summary, new RegExp(`imported ${COUNT - done} documents.*resumed after ${done}`))
+  assert.ok(!fs.existsSync(progressFile), 'a complete import removes its progress file')
+
+  const embedded = await startWeft(t, { name: 'embedded', store: sqlite })
+  const expected = {}
+  for (const i of [0, done - 1, done, COUNT - 1]) expected[`bulk/${String(i).padStart(4, '0')}`] = `text ${i}`
+  await assertServes(t, embedded, expected)
 })
