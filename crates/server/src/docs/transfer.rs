@@ -56,9 +56,16 @@ pub struct ImportTarget {
     pub resume: Option<ResumeFile>,
 }
 
+/// Documents appended in one transaction at most...
+const BATCH_DOCUMENTS: usize = 32;
+/// ...and bytes of state: a few large documents go alone.
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+
 /// Applies every document of the stream to the embedded log of
 /// `target.store`, as one update each (a CRDT merge with what the store
-/// holds). Returns the summary line.
+/// holds), a batch per transaction. Documents read before a damaged or
+/// truncated part are applied (each line is whole) and recorded as done,
+/// then the error is returned. Returns the summary line.
 pub async fn import(input: impl BufRead, target: &ImportTarget) -> anyhow::Result<String> {
     let mut reader = StreamReader::open(input).context("read the stream")?;
     let run = format!(
@@ -74,29 +81,34 @@ pub async fn import(input: impl BufRead, target: &ImportTarget) -> anyhow::Resul
     };
     let mut progress = Progress::new("imported", Some(reader.header().documents));
     progress.skip(done_before);
+    let mut batch = Batch::default();
     let mut seen = 0u64;
-    loop {
-        let (entry, bytes) = match reader.next_entry().context("read the stream")? {
-            Item::Doc(entry, bytes) => (entry, bytes),
-            Item::End(_) => break,
+    let read = loop {
+        let item = match reader.next_entry() {
+            Ok(item) => item,
+            Err(error) => break Err(anyhow::Error::new(error).context("read the stream")),
+        };
+        let Item::Doc(entry, bytes) = item else {
+            break Ok(());
         };
         seen += 1;
         if seen <= done_before {
             continue;
         }
-        apply(target.store.as_ref(), &entry.doc, entry.state)
-            .await
-            .with_context(|| format!("import document {:?}", entry.doc))?;
-        progress.add(bytes);
-        if seen.is_multiple_of(SAVE_EVERY)
-            && let Some(resume) = &target.resume
-        {
-            resume.save(&Checkpoint {
-                run: run.clone(),
-                documents: seen,
-                last_doc: entry.doc.clone(),
-            })?;
+        batch.push(entry.doc, entry.state, bytes);
+        if batch.is_full() || seen.is_multiple_of(SAVE_EVERY) {
+            batch.flush(target.store.as_ref(), &mut progress).await?;
         }
+        if seen.is_multiple_of(SAVE_EVERY) {
+            save(target, &run, seen)?;
+        }
+    };
+    batch.flush(target.store.as_ref(), &mut progress).await?;
+    if let Err(error) = read {
+        if seen > done_before {
+            save(target, &run, seen)?;
+        }
+        return Err(error);
     }
     if let Some(resume) = &target.resume {
         resume.remove()?;
@@ -108,22 +120,69 @@ pub async fn import(input: impl BufRead, target: &ImportTarget) -> anyhow::Resul
     Ok(summary)
 }
 
-/// Appends `state` to `doc`'s embedded log.
-async fn apply(store: &dyn EmbeddedLog, doc: &str, state: Vec<u8>) -> anyhow::Result<()> {
-    if state == EMPTY_UPDATE_V1 {
+/// Records that the first `documents` of the stream are applied.
+fn save(target: &ImportTarget, run: &str, documents: u64) -> anyhow::Result<()> {
+    let Some(resume) = &target.resume else {
         return Ok(());
-    }
-    let update = NewUpdate {
-        doc: Arc::from(doc),
-        update: Bytes::from(state),
-        attribution: Attribution {
-            author: Some(Arc::from(IMPORT_AUTHOR)),
-            at_ms: Some(weft_sync::unix_millis()),
-            node: None,
-        },
     };
-    store.append(&[update]).await.context("append the state")?;
-    Ok(())
+    resume.save(&Checkpoint {
+        run: run.to_owned(),
+        documents,
+        last_doc: String::new(),
+    })
+}
+
+/// Documents read and not yet appended.
+#[derive(Debug, Default)]
+struct Batch {
+    updates: Vec<NewUpdate>,
+    state_bytes: usize,
+    line_bytes: Vec<u64>,
+}
+
+impl Batch {
+    fn push(&mut self, doc: String, state: Vec<u8>, line_bytes: u64) {
+        self.line_bytes.push(line_bytes);
+        if state == EMPTY_UPDATE_V1 {
+            return;
+        }
+        self.state_bytes += state.len();
+        self.updates.push(NewUpdate {
+            doc: Arc::from(doc),
+            update: Bytes::from(state),
+            attribution: Attribution {
+                author: Some(Arc::from(IMPORT_AUTHOR)),
+                at_ms: Some(weft_sync::unix_millis()),
+                node: None,
+            },
+        });
+    }
+
+    fn is_full(&self) -> bool {
+        self.line_bytes.len() >= BATCH_DOCUMENTS || self.state_bytes >= BATCH_BYTES
+    }
+
+    /// Appends the batch in one transaction.
+    async fn flush(
+        &mut self,
+        store: &dyn EmbeddedLog,
+        progress: &mut Progress,
+    ) -> anyhow::Result<()> {
+        if !self.updates.is_empty() {
+            let first = self.updates.first().map(|update| update.doc.clone());
+            let last = self.updates.last().map(|update| update.doc.clone());
+            store
+                .append(&self.updates)
+                .await
+                .with_context(|| format!("import documents {first:?} to {last:?}"))?;
+        }
+        for bytes in self.line_bytes.drain(..) {
+            progress.add(bytes);
+        }
+        self.updates.clear();
+        self.state_bytes = 0;
+        Ok(())
+    }
 }
 
 /// The log a store's documents are exported from: a topic, or the
