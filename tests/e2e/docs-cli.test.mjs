@@ -136,7 +136,7 @@ e2e('docs: an embedded node migrated into a cluster: a cluster node serves its d
 
 /**
  * A weft-docs stream written by this test from the documented format (not
- * by weft): `count` documents `bulk/NNNN` holding `text NNNN`.
+ * by weft): `count` documents `bulk/NNNNN` holding `text N`.
  */
 function writeStream (file, count) {
   const lines = []
@@ -144,7 +144,7 @@ function writeStream (file, count) {
     const doc = new Y.Doc()
     doc.getText('text').insert(0, `text ${i}`)
     lines.push(JSON.stringify({
-      doc: `bulk/${String(i).padStart(4, '0')}`,
+      doc: `bulk/${String(i).padStart(5, '0')}`,
       state: Buffer.from(Y.encodeStateAsUpdate(doc)).toString('base64'),
       state_vector: Buffer.from(Y.encodeStateVector(doc)).toString('base64'),
       log: 'embedded',
@@ -159,7 +159,9 @@ function writeStream (file, count) {
 
 e2e('docs: an import SIGKILLed midway resumes from its progress file, and the embedded node serves every document', { timeout: 60000 }, async (t) => {
   const dir = scratch(t)
-  const COUNT = 3000
+  // Large enough that the import is still running when its first
+  // progress is recorded (a few seconds of appends).
+  const COUNT = 20000
   const file = path.join(dir, 'bulk.weft-docs')
   writeStream(file, COUNT)
   fs.mkdirSync(path.join(dir, 'store'))
@@ -178,12 +180,14 @@ e2e('docs: an import SIGKILLed midway resumes from its progress file, and the em
   const done = JSON.parse(fs.readFileSync(progressFile, 'utf8')).documents
   assert.ok(done >= 64 && done < COUNT, `progress recorded ${done} documents`)
 
+  const started = performance.now()
   const summary = weftDocs(['import', '--store', sqlite, '--input', file])
+  console.log(`[measure] docs: import SIGKILLed after ${done} of ${COUNT} documents; the resumed run imported ${COUNT - done} in ${(performance.now() - started).toFixed(0)} ms`)
   assert.match(summary, new RegExp(`imported ${COUNT - done} documents.*resumed after ${done}`))
   assert.ok(!fs.existsSync(progressFile), 'a complete import removes its progress file')
 
   const embedded = await startWeft(t, { name: 'embedded', store: sqlite })
   const expected = {}
-  for (const i of [0, done - 1, done, COUNT - 1]) expected[`bulk/${String(i).padStart(4, '0')}`] = `text ${i}`
+  for (const i of [0, done - 1, done, COUNT - 1]) expected[`bulk/${String(i).padStart(5, '0')}`] = `text ${i}`
   await assertServes(t, embedded, expected)
 })
