@@ -2,13 +2,13 @@
 //! cluster.
 //!
 //! Layout, leaves first:
-//! - [`format`]: the `weft-docs` stream (header, one line per document,
-//!   trailer with a checksum), pure;
+//! - [`format`](mod@format): the `weft-docs` stream (header, one line
+//!   per document, trailer with a checksum), pure;
 //! - [`progress`]: the progress line on a terminal;
 //! - [`resume`]: the progress file an interrupted run resumes from;
 //! - [`source`]: a store's documents and their current state;
 //! - [`transfer`]: export and import;
-//! - [`migrate`]: an embedded store into a cluster's topic.
+//! - [`migrate`](mod@migrate): an embedded store into a cluster's topic.
 
 pub mod format;
 pub mod migrate;
