@@ -43,6 +43,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod docs;
 pub mod drain;
 pub mod http;
 pub mod idp;

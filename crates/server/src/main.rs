@@ -25,7 +25,7 @@ fn main() -> std::process::ExitCode {
     let outcome = runtime.block_on(async {
         let instance = match &cli.command {
             Command::Serve(args) => config::node_id(&args.kafka),
-            Command::Persist(_) => config::host_name(),
+            Command::Persist(_) | Command::Docs(_) => config::host_name(),
         };
         let telemetry = match telemetry::init(&cli.log, &instance) {
             Ok(telemetry) => telemetry,
@@ -37,6 +37,7 @@ fn main() -> std::process::ExitCode {
         let outcome = match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Persist(args) => persist(*args).await,
+            Command::Docs(args) => weft_server::docs::run(args).await,
         };
         telemetry.shutdown().await;
         outcome.map_err(Some)
