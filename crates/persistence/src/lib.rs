@@ -45,6 +45,7 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 pub mod store;
+mod topic_changes;
 pub mod topic_history;
 mod topic_sql;
 
@@ -113,6 +114,33 @@ pub async fn open_store_with_topic_history(
         let store = PostgresStore::open(url).await?;
         let history = Arc::new(TopicHistory::new(store.clone(), topic));
         return Ok((Arc::new(store), history));
+    }
+    let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
+    Err(OpenError::UnsupportedScheme(scheme.to_owned()))
+}
+
+/// Opens the store named by `url`, with the history of `topic`'s
+/// documents and its change feed (the worker's per-edit rows in feed
+/// order): a cluster node's sides.
+pub async fn open_store_with_topic_feed(url: &str, topic: &str) -> Result<StoreSides, OpenError> {
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::open(url).await?;
+        let history = Arc::new(TopicHistory::new(store.clone(), topic));
+        return Ok(StoreSides {
+            log: Arc::new(store),
+            history: history.clone(),
+            changes: history,
+        });
+    }
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let store = PostgresStore::open(url).await?;
+        let history = Arc::new(TopicHistory::new(store.clone(), topic));
+        return Ok(StoreSides {
+            log: Arc::new(store),
+            history: history.clone(),
+            changes: history,
+        });
     }
     let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
     Err(OpenError::UnsupportedScheme(scheme.to_owned()))

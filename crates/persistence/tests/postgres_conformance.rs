@@ -7,6 +7,7 @@
 #![cfg(feature = "postgres")]
 
 mod change_log_suite;
+mod topic_feed_suite;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -97,6 +98,18 @@ async fn postgres_store_keeps_the_change_log_contract() {
     let database = TestDatabase::create(&admin, "changes").await;
     let store = PostgresStore::open(&database.url()).await.expect("open");
     change_log_suite::run(&store).await;
+    store.close().await;
+    database.drop_it().await;
+}
+
+#[tokio::test]
+async fn postgres_topic_feed_reads_the_stored_rows_in_one_order() {
+    let Some(admin) = admin_url() else { return };
+    let database = TestDatabase::create(&admin, "topicfeed").await;
+    let store = PostgresStore::open(&database.url()).await.expect("open");
+    let feed = weft_persistence::TopicHistory::new(store.clone(), "weft-updates");
+    let other = weft_persistence::TopicHistory::new(store.clone(), "other-updates");
+    topic_feed_suite::run(&feed, &other).await;
     store.close().await;
     database.drop_it().await;
 }

@@ -402,6 +402,17 @@ pub async fn open_store_with_history(url: &str) -> anyhow::Result<weft_persisten
         .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))
 }
 
+/// [`open_store`] with the history of `topic`'s documents and its change
+/// feed (a cluster node's).
+pub async fn open_store_with_topic_feed(
+    url: &str,
+    topic: &str,
+) -> anyhow::Result<weft_persistence::StoreSides> {
+    weft_persistence::open_store_with_topic_feed(url, topic)
+        .await
+        .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))
+}
+
 /// [`open_store`] with the history of `topic`'s documents (a cluster's).
 pub async fn open_store_with_topic_history(
     url: &str,

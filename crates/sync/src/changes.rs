@@ -135,6 +135,7 @@ pub struct ChangeFeed {
     log: Arc<dyn ChangeLog>,
     end: watch::Receiver<LogSeq>,
     replay: Option<Arc<dyn WebhookReplay>>,
+    cluster: bool,
 }
 
 impl ChangeFeed {
@@ -147,7 +148,27 @@ impl ChangeFeed {
     ) -> Self {
         let (sender, end) = watch::channel(0);
         tasks.spawn(poll_log_end(log.clone(), sender, stop));
-        Self { log, end, replay }
+        Self {
+            log,
+            end,
+            replay,
+            cluster: false,
+        }
+    }
+
+    /// The same feed, a cluster node's: its webhooks are delivered by
+    /// `weft persist`, not by the node.
+    #[must_use]
+    pub fn in_cluster(self) -> Self {
+        Self {
+            cluster: true,
+            ..self
+        }
+    }
+
+    /// Whether this is a cluster node's feed.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
     }
 
     /// The same feed, with the webhooks' replay.
