@@ -413,6 +413,16 @@ pub async fn open_store_with_topic_feed(
         .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))
 }
 
+/// [`open_store`] with a `weft persist` worker's sides of `topic`.
+pub async fn open_topic_sides(
+    url: &str,
+    topic: &str,
+) -> anyhow::Result<weft_persistence::TopicSides> {
+    weft_persistence::open_topic_sides(url, topic)
+        .await
+        .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))
+}
+
 /// [`open_store`] with the history of `topic`'s documents (a cluster's).
 pub async fn open_store_with_topic_history(
     url: &str,

@@ -200,11 +200,7 @@ impl Node {
             // embedded node's) webhooks when configured; a cluster's
             // webhooks are `weft persist`'s. Stopped with the HTTP servers.
             let feed = ChangeFeed::start(changes.clone(), None, &tasks, http_stop.clone());
-            let feed = if in_cluster {
-                feed.in_cluster()
-            } else {
-                feed
-            };
+            let feed = if in_cluster { feed.in_cluster() } else { feed };
             let feed = match &config.webhooks {
                 Some(settings) => {
                     let webhook_metrics = crate::webhooks::WebhookMetrics::default();

@@ -121,6 +121,23 @@ pub trait ChangeLog: Send + Sync + Debug + 'static {
     async fn save_dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), StoreError>;
 }
 
+/// Who delivers a log's webhooks when several processes share its store
+/// (a cluster's `weft persist` workers): one at a time.
+#[async_trait]
+pub trait DeliveryLock: Send + Sync + Debug + 'static {
+    /// Becomes the only deliverer unless another process is: `Some` holds
+    /// the lock until it is dropped (or its process dies).
+    async fn try_acquire(&self) -> Result<Option<Box<dyn DeliveryLease>>, StoreError>;
+}
+
+/// A held [`DeliveryLock`].
+#[async_trait]
+pub trait DeliveryLease: Send + Debug {
+    /// Whether the lock is still held (false once its connection is lost:
+    /// another process may hold it now).
+    async fn holds(&mut self) -> bool;
+}
+
 /// Delivering again (`POST /api/webhooks/replay`).
 #[async_trait]
 pub trait WebhookReplay: Send + Sync + Debug + 'static {

@@ -123,7 +123,7 @@ pub(super) async fn replay(
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "not implemented",
-            "a cluster node does not replay webhooks: a cluster's webhooks are not delivered yet (the change feed is served as server-sent events)",
+            "a cluster's webhooks are delivered by `weft persist`, which takes no replay yet: replay is served by embedded nodes only",
         ));
     }
     let Some(webhooks) = feed.replay() else {

@@ -71,7 +71,7 @@ pub fn settings(
     }
     if cluster {
         anyhow::bail!(
-            "--webhook-url / WEFT_WEBHOOK_URL: webhooks are delivered by embedded nodes only for now (a cluster's would come from `weft persist`)"
+            "--webhook-url / WEFT_WEBHOOK_URL: a cluster's webhooks are delivered by `weft persist --webhook-url`, not by its nodes"
         );
     }
     if !history_kept {
