@@ -240,7 +240,7 @@ mod tests {
         let loopback = args(&["http://127.0.0.1:9000/hook"], Some("s"));
         assert!(settings(&loopback, true, false).unwrap().is_some());
         let with_secret = args(&["https://hooks.example/weft"], Some("s"));
-        assert!(refusal(&with_secret, true, true).contains("embedded nodes only"));
+        assert!(refusal(&with_secret, true, true).contains("weft persist --webhook-url"));
         assert!(refusal(&with_secret, false, false).contains("--history-retention"));
         let no_secret = args(&["https://hooks.example/weft"], None);
         assert!(refusal(&no_secret, true, false).contains("--webhook-secret"));
