@@ -120,7 +120,7 @@ pub async fn open_store_with_topic_history(
     Err(OpenError::UnsupportedScheme(scheme.to_owned()))
 }
 
-/// A `weft persist` worker's sides of the store: the snapshots, its
+/// A cluster's sides of the store (a node's, a worker's): the snapshots, its
 /// topic's per-edit rows, read back as its change feed, and the lock of
 /// its webhooks' delivery.
 #[derive(Debug, Clone)]
@@ -157,33 +157,6 @@ pub async fn open_topic_sides(url: &str, topic: &str) -> Result<TopicSides, Open
             edits: history.clone(),
             changes: history.clone(),
             delivery: history,
-        });
-    }
-    let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
-    Err(OpenError::UnsupportedScheme(scheme.to_owned()))
-}
-
-/// Opens the store named by `url`, with the history of `topic`'s
-/// documents and its change feed (the worker's per-edit rows in feed
-/// order): a cluster node's sides.
-pub async fn open_store_with_topic_feed(url: &str, topic: &str) -> Result<StoreSides, OpenError> {
-    if url.starts_with("sqlite:") {
-        let store = SqliteStore::open(url).await?;
-        let history = Arc::new(TopicHistory::new(store.clone(), topic));
-        return Ok(StoreSides {
-            log: Arc::new(store),
-            history: history.clone(),
-            changes: history,
-        });
-    }
-    #[cfg(feature = "postgres")]
-    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let store = PostgresStore::open(url).await?;
-        let history = Arc::new(TopicHistory::new(store.clone(), topic));
-        return Ok(StoreSides {
-            log: Arc::new(store),
-            history: history.clone(),
-            changes: history,
         });
     }
     let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);

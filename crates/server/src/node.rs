@@ -49,9 +49,7 @@ use weft_gateway::{AppState, Lifecycle};
 use weft_sync::changes::ChangeFeed;
 use weft_sync::{LogBus, MessageBus, Registry};
 
-use crate::config::{
-    NodeConfig, check_kafka_security, open_store_with_history, open_store_with_topic_feed,
-};
+use crate::config::{NodeConfig, check_kafka_security, open_store_with_history, open_topic_sides};
 use crate::drain::{DrainHold, DrainPhase, DrainReport, DrainStep};
 use crate::listen::Listeners;
 use crate::revocations::{StoreRevocations, TopicRevocations};
@@ -109,11 +107,20 @@ impl Node {
         // back in the order stored as its changes (server-sent events). An
         // embedded node's is its own log, which it also reads back as
         // changes (server-sent events, webhooks).
-        let sides = match &config.kafka {
-            Some(kafka) => open_store_with_topic_feed(&config.store_url, &kafka.topic).await?,
-            None => open_store_with_history(&config.store_url).await?,
+        let (store, history_store, changes) = match &config.kafka {
+            Some(kafka) => {
+                let sides = open_topic_sides(&config.store_url, &kafka.topic).await?;
+                (
+                    sides.log,
+                    sides.edits as Arc<dyn weft_sync::history::History>,
+                    sides.changes,
+                )
+            }
+            None => {
+                let sides = open_store_with_history(&config.store_url).await?;
+                (sides.log, sides.history, sides.changes)
+            }
         };
-        let (store, history_store, changes) = (sides.log, sides.history, sides.changes);
         let in_cluster = config.kafka.is_some();
         let local_addr = listeners
             .http
