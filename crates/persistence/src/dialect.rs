@@ -47,6 +47,12 @@ pub trait Dialect: Debug + Clone + Copy + Send + Sync + 'static {
     /// transaction already excludes every other (SQLite).
     const DOCUMENT_LOCK: Option<&'static str>;
 
+    /// Statement that takes a lock on `$1` held by the connection until it
+    /// closes, if no other connection holds it; answers `locked` (an
+    /// integer, 1 if taken). `None` where one process owns the store
+    /// (SQLite): the lock is then always this process's.
+    const SESSION_TRY_LOCK: Option<&'static str>;
+
     /// Lists embedded documents after `$1` in byte order, `$2` at most
     /// (see `sql::list_documents!`).
     const LIST_DOCUMENTS: &'static str;

@@ -37,6 +37,7 @@
 
 mod changes;
 mod compaction;
+mod delivery_lock;
 pub mod dialect;
 pub mod error;
 mod history;
@@ -45,6 +46,7 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 pub mod store;
+mod topic_changes;
 pub mod topic_history;
 mod topic_sql;
 
@@ -113,6 +115,49 @@ pub async fn open_store_with_topic_history(
         let store = PostgresStore::open(url).await?;
         let history = Arc::new(TopicHistory::new(store.clone(), topic));
         return Ok((Arc::new(store), history));
+    }
+    let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
+    Err(OpenError::UnsupportedScheme(scheme.to_owned()))
+}
+
+/// A cluster's sides of the store (a node's, a worker's): the snapshots, its
+/// topic's per-edit rows, read back as its change feed, and the lock of
+/// its webhooks' delivery.
+#[derive(Debug, Clone)]
+pub struct TopicSides {
+    /// The snapshots (and the embedded log, unused in a cluster).
+    pub log: Arc<dyn EmbeddedLog>,
+    /// The topic's history, which the worker appends to.
+    pub edits: Arc<dyn EditLog>,
+    /// The topic's rows read back as changes; webhook delivery state.
+    pub changes: Arc<dyn ChangeLog>,
+    /// Who delivers the topic's webhooks.
+    pub delivery: Arc<dyn weft_sync::changes::DeliveryLock>,
+}
+
+/// Opens the store named by `url` with `topic`'s sides (see
+/// [`TopicSides`]).
+pub async fn open_topic_sides(url: &str, topic: &str) -> Result<TopicSides, OpenError> {
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::open(url).await?;
+        let history = Arc::new(TopicHistory::new(store.clone(), topic));
+        return Ok(TopicSides {
+            log: Arc::new(store),
+            edits: history.clone(),
+            changes: history.clone(),
+            delivery: history,
+        });
+    }
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let store = PostgresStore::open(url).await?;
+        let history = Arc::new(TopicHistory::new(store.clone(), topic));
+        return Ok(TopicSides {
+            log: Arc::new(store),
+            edits: history.clone(),
+            changes: history.clone(),
+            delivery: history,
+        });
     }
     let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
     Err(OpenError::UnsupportedScheme(scheme.to_owned()))

@@ -61,6 +61,11 @@ impl Dialect for Postgres {
     /// COMMITTED each later statement then sees what the other committed.
     const DOCUMENT_LOCK: Option<&'static str> =
         Some("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))");
+    /// A session-level advisory lock: released when the connection closes
+    /// (also when its process dies).
+    const SESSION_TRY_LOCK: Option<&'static str> = Some(
+        "SELECT CASE WHEN pg_try_advisory_lock(hashtextextended($1, 0)) THEN 1 ELSE 0 END AS locked",
+    );
     /// The database's collation may not be byte order; "C" is.
     const LIST_DOCUMENTS: &'static str = list_documents!(" COLLATE \"C\"");
     const LIST_TOPIC_DOCUMENTS: &'static str = list_topic_documents!(" COLLATE \"C\"");

@@ -55,6 +55,7 @@ impl Dialect for Sqlite {
     const SNAPSHOT_READ: Option<&'static str> = None;
     /// One writer at a time: the database's write lock.
     const DOCUMENT_LOCK: Option<&'static str> = None;
+    const SESSION_TRY_LOCK: Option<&'static str> = None;
     /// SQLite compares text byte-wise (`BINARY`) by default.
     const LIST_DOCUMENTS: &'static str = list_documents!("");
     const LIST_TOPIC_DOCUMENTS: &'static str = list_topic_documents!("");

@@ -28,14 +28,14 @@ use crate::topic_sql::{
     ACTIVITY, ATTRIBUTED_BETWEEN, AUTHORS_BETWEEN, CHECKPOINT_BEFORE, CHECKPOINT_POSITION_AT,
     CHECKPOINT_POSITION_BEFORE, COMPLETE_AUTHORS, EDITS_PER_INSERT, INSERT_CHECKPOINT,
     INSERT_VERSION, LATEST_VERSION_COVERS, POSITION_AT, POSITION_BEFORE, PREVIOUS_VERSION_COVERS,
-    PURGE_CHECKPOINTS, PURGE_EDITS, PURGE_VERSIONS, STORED_UPTO, UPDATES_BETWEEN, VERSION_COLUMNS,
-    insert_edits_sql,
+    PURGE_CHECKPOINTS, PURGE_EDITS, PURGE_VERSIONS, STORED_UPTO, TAKE_FEED_SEQS, UPDATES_BETWEEN,
+    VERSION_COLUMNS, insert_edits_sql,
 };
 
 /// The history of the documents of one topic, in a [`SqlStore`].
 pub struct TopicHistory<D: Dialect> {
-    store: SqlStore<D>,
-    topic: Arc<str>,
+    pub(crate) store: SqlStore<D>,
+    pub(crate) topic: Arc<str>,
 }
 
 impl<D: Dialect> std::fmt::Debug for TopicHistory<D> {
@@ -446,6 +446,19 @@ impl EditLog for TopicHistory<D> {
             .begin()
             .await
             .map_err(|error| StoreError::new("begin edits", error))?;
+        // The feed's numbers first: from here the counter row is locked
+        // until the commit (a record stored again keeps its first number
+        // and leaves a gap, which a feed's cursor steps over).
+        let count = i64::try_from(edits.len()).unwrap_or(i64::MAX);
+        let last: i64 = sqlx::query(TAKE_FEED_SEQS)
+            .bind(self.topic.as_ref())
+            .bind(count)
+            .fetch_one(&mut *txn)
+            .await
+            .map_err(|error| StoreError::new("number edits", error))?
+            .try_get("last_seq")
+            .map_err(read_error)?;
+        let mut feed_seq = last - count;
         for chunk in edits.chunks(EDITS_PER_INSERT) {
             let sql = insert_edits_sql(chunk.len());
             let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -457,7 +470,11 @@ impl EditLog for TopicHistory<D> {
                     .bind(edit.update.as_slice())
                     .bind(edit.author.as_deref())
                     .bind(edit.at_ms)
-                    .bind(edit.node.as_deref());
+                    .bind(edit.node.as_deref())
+                    .bind({
+                        feed_seq += 1;
+                        feed_seq
+                    });
             }
             query
                 .execute(&mut *txn)

@@ -2,7 +2,7 @@
 //! dialects: a cluster's per-edit rows (`weft_topic_updates`), versions and
 //! checkpoints.
 
-/// Rows per `INSERT` of `EditLog::append_edits` (7 parameters each, well
+/// Rows per `INSERT` of `EditLog::append_edits` (8 parameters each, well
 /// under SQLite's 32,766 and PostgreSQL's 65,535).
 pub(crate) const EDITS_PER_INSERT: usize = 200;
 
@@ -86,18 +86,25 @@ pub(crate) const PURGE_EDITS: &str = "DELETE FROM weft_topic_updates WHERE topic
 pub(crate) const PURGE_CHECKPOINTS: &str = "DELETE FROM weft_checkpoints WHERE doc = $1";
 pub(crate) const PURGE_VERSIONS: &str = "DELETE FROM weft_versions WHERE doc = $1";
 
+/// Takes `$2` numbers of the topic `$1`'s change feed; returns the last.
+/// The counter row stays locked until the transaction ends, so feed
+/// numbers commit in order (see `migrations/postgres/0007_topic_feed.sql`).
+pub(crate) const TAKE_FEED_SEQS: &str = "INSERT INTO weft_topic_feed (topic, last_seq)
+     VALUES ($1, $2) ON CONFLICT (topic) DO UPDATE SET last_seq = weft_topic_feed.last_seq + $2
+     RETURNING last_seq";
+
 /// The `INSERT` of `rows` edits.
 pub(crate) fn insert_edits_sql(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO weft_topic_updates (topic, doc, seq, data, author, at_ms, node) VALUES ",
+        "INSERT INTO weft_topic_updates (topic, doc, seq, data, author, at_ms, node, feed_seq) VALUES ",
     );
     for row in 0..rows {
-        let first = row * 7;
+        let first = row * 8;
         if row > 0 {
             sql.push_str(", ");
         }
         sql.push('(');
-        for column in 1..=7 {
+        for column in 1..=8 {
             if column > 1 {
                 sql.push_str(", ");
             }
@@ -117,7 +124,11 @@ mod tests {
     #[test]
     fn the_insert_numbers_every_parameter_once() {
         let sql = insert_edits_sql(2);
-        assert!(sql.contains("($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"));
-        assert!(!sql.contains("$15"));
+        assert!(
+            sql.contains(
+                "($1, $2, $3, $4, $5, $6, $7, $8), ($9, $10, $11, $12, $13, $14, $15, $16)"
+            )
+        );
+        assert!(!sql.contains("$17"));
     }
 }

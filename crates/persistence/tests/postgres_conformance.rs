@@ -7,6 +7,7 @@
 #![cfg(feature = "postgres")]
 
 mod change_log_suite;
+mod topic_feed_suite;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -98,6 +99,61 @@ async fn postgres_store_keeps_the_change_log_contract() {
     let store = PostgresStore::open(&database.url()).await.expect("open");
     change_log_suite::run(&store).await;
     store.close().await;
+    database.drop_it().await;
+}
+
+#[tokio::test]
+async fn postgres_topic_feed_reads_the_stored_rows_in_one_order() {
+    let Some(admin) = admin_url() else { return };
+    let database = TestDatabase::create(&admin, "topicfeed").await;
+    let store = PostgresStore::open(&database.url()).await.expect("open");
+    let feed = weft_persistence::TopicHistory::new(store.clone(), "weft-updates");
+    let other = weft_persistence::TopicHistory::new(store.clone(), "other-updates");
+    topic_feed_suite::run(&feed, &other).await;
+    store.close().await;
+    database.drop_it().await;
+}
+
+#[tokio::test]
+async fn one_process_at_a_time_holds_a_topics_webhook_delivery() {
+    use weft_sync::changes::DeliveryLock;
+    let Some(admin) = admin_url() else { return };
+    let database = TestDatabase::create(&admin, "deliverylock").await;
+    // Two processes' stores (two pools), one topic; another topic apart.
+    let first = PostgresStore::open(&database.url()).await.expect("open");
+    let second = PostgresStore::open(&database.url()).await.expect("open");
+    let mine = weft_persistence::TopicHistory::new(first.clone(), "weft-updates");
+    let theirs = weft_persistence::TopicHistory::new(second.clone(), "weft-updates");
+    let other = weft_persistence::TopicHistory::new(second.clone(), "other-updates");
+    let mut held = mine
+        .try_acquire()
+        .await
+        .expect("lock")
+        .expect("free at first");
+    assert!(held.holds().await);
+    assert!(
+        theirs.try_acquire().await.expect("lock").is_none(),
+        "held elsewhere"
+    );
+    assert!(
+        other.try_acquire().await.expect("lock").is_some(),
+        "per topic"
+    );
+    // Dropping the lease closes its connection: the lock passes on once
+    // the server has seen it close (no event to await: poll).
+    drop(held);
+    let mut taken = None;
+    for _ in 0..50 {
+        taken = theirs.try_acquire().await.expect("lock");
+        if taken.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(taken.is_some(), "the lock passed to the other process");
+    drop(taken);
+    first.close().await;
+    second.close().await;
     database.drop_it().await;
 }
 

@@ -252,3 +252,14 @@ async fn compaction_folds_a_topics_per_edit_rows_into_a_checkpoint() {
     let stats = history.history_stats("topic-a").await.expect("stats");
     assert!(stats.bytes > 0);
 }
+
+mod topic_feed_suite;
+
+#[tokio::test]
+async fn a_topic_feed_reads_the_stored_rows_in_one_order() {
+    let dir = TempDir::new("topic-feed");
+    let store = SqliteStore::open(&dir.url()).await.expect("open");
+    let feed = TopicHistory::new(store.clone(), "weft-updates");
+    let other = TopicHistory::new(store, "other-updates");
+    topic_feed_suite::run(&feed, &other).await;
+}

@@ -112,6 +112,10 @@ pub struct PersistArgs {
 
     #[command(flatten)]
     pub kafka: KafkaArgs,
+
+    /// A cluster's webhooks: one worker of the topic delivers them.
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
 }
 
 /// Logging.

@@ -402,15 +402,12 @@ pub async fn open_store_with_history(url: &str) -> anyhow::Result<weft_persisten
         .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))
 }
 
-/// [`open_store`] with the history of `topic`'s documents (a cluster's).
-pub async fn open_store_with_topic_history(
+/// [`open_store`] with the sides of `topic` (a cluster node's, a worker's).
+pub async fn open_topic_sides(
     url: &str,
     topic: &str,
-) -> anyhow::Result<(
-    Arc<dyn weft_sync::EmbeddedLog>,
-    Arc<dyn weft_sync::history::EditLog>,
-)> {
-    weft_persistence::open_store_with_topic_history(url, topic)
+) -> anyhow::Result<weft_persistence::TopicSides> {
+    weft_persistence::open_topic_sides(url, topic)
         .await
         .with_context(|| format!("--store / WEFT_STORE `{}`", crate::cli::redacted_url(url)))
 }

@@ -49,9 +49,7 @@ use weft_gateway::{AppState, Lifecycle};
 use weft_sync::changes::ChangeFeed;
 use weft_sync::{LogBus, MessageBus, Registry};
 
-use crate::config::{
-    NodeConfig, check_kafka_security, open_store_with_history, open_store_with_topic_history,
-};
+use crate::config::{NodeConfig, check_kafka_security, open_store_with_history, open_topic_sides};
 use crate::drain::{DrainHold, DrainPhase, DrainReport, DrainStep};
 use crate::listen::Listeners;
 use crate::revocations::{StoreRevocations, TopicRevocations};
@@ -105,24 +103,25 @@ impl Node {
             check_kafka_security(kafka).await?;
         }
         // A cluster's history is its topic's: the per-edit rows the
-        // persistence worker stores, beside the shared versions. An
+        // persistence worker stores, beside the shared versions, and read
+        // back in the order stored as its changes (server-sent events). An
         // embedded node's is its own log, which it also reads back as
         // changes (server-sent events, webhooks).
-        let (store, history_store, changes): (
-            _,
-            Arc<dyn weft_sync::history::History>,
-            Option<Arc<dyn weft_sync::changes::ChangeLog>>,
-        ) = match &config.kafka {
+        let (store, history_store, changes) = match &config.kafka {
             Some(kafka) => {
-                let (store, history) =
-                    open_store_with_topic_history(&config.store_url, &kafka.topic).await?;
-                (store, history, None)
+                let sides = open_topic_sides(&config.store_url, &kafka.topic).await?;
+                (
+                    sides.log,
+                    sides.edits as Arc<dyn weft_sync::history::History>,
+                    sides.changes,
+                )
             }
             None => {
                 let sides = open_store_with_history(&config.store_url).await?;
-                (sides.log, sides.history, Some(sides.changes))
+                (sides.log, sides.history, sides.changes)
             }
         };
+        let in_cluster = config.kafka.is_some();
         let local_addr = listeners
             .http
             .local_addr()
@@ -203,10 +202,12 @@ impl Node {
         if let Some(bus_metrics) = bus_metrics {
             metrics.register_collector(Box::new(bus_metrics));
         }
-        if let Some(changes) = changes {
-            // The embedded log read back as changes: server-sent events,
-            // and webhooks when configured. Stopped with the HTTP servers.
+        {
+            // The log read back as changes: server-sent events, and (an
+            // embedded node's) webhooks when configured; a cluster's
+            // webhooks are `weft persist`'s. Stopped with the HTTP servers.
             let feed = ChangeFeed::start(changes.clone(), None, &tasks, http_stop.clone());
+            let feed = if in_cluster { feed.in_cluster() } else { feed };
             let feed = match &config.webhooks {
                 Some(settings) => {
                     let webhook_metrics = crate::webhooks::WebhookMetrics::default();

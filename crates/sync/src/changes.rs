@@ -121,6 +121,23 @@ pub trait ChangeLog: Send + Sync + Debug + 'static {
     async fn save_dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), StoreError>;
 }
 
+/// Who delivers a log's webhooks when several processes share its store
+/// (a cluster's `weft persist` workers): one at a time.
+#[async_trait]
+pub trait DeliveryLock: Send + Sync + Debug + 'static {
+    /// Becomes the only deliverer unless another process is: `Some` holds
+    /// the lock until it is dropped (or its process dies).
+    async fn try_acquire(&self) -> Result<Option<Box<dyn DeliveryLease>>, StoreError>;
+}
+
+/// A held [`DeliveryLock`].
+#[async_trait]
+pub trait DeliveryLease: Send + Debug {
+    /// Whether the lock is still held (false once its connection is lost:
+    /// another process may hold it now).
+    async fn holds(&mut self) -> bool;
+}
+
 /// Delivering again (`POST /api/webhooks/replay`).
 #[async_trait]
 pub trait WebhookReplay: Send + Sync + Debug + 'static {
@@ -135,6 +152,7 @@ pub struct ChangeFeed {
     log: Arc<dyn ChangeLog>,
     end: watch::Receiver<LogSeq>,
     replay: Option<Arc<dyn WebhookReplay>>,
+    cluster: bool,
 }
 
 impl ChangeFeed {
@@ -147,7 +165,27 @@ impl ChangeFeed {
     ) -> Self {
         let (sender, end) = watch::channel(0);
         tasks.spawn(poll_log_end(log.clone(), sender, stop));
-        Self { log, end, replay }
+        Self {
+            log,
+            end,
+            replay,
+            cluster: false,
+        }
+    }
+
+    /// The same feed, a cluster node's: its webhooks are delivered by
+    /// `weft persist`, not by the node.
+    #[must_use]
+    pub fn in_cluster(self) -> Self {
+        Self {
+            cluster: true,
+            ..self
+        }
+    }
+
+    /// Whether this is a cluster node's feed.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
     }
 
     /// The same feed, with the webhooks' replay.

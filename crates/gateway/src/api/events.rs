@@ -10,7 +10,10 @@
 //! - `POST /api/webhooks/replay` (admin): `{"from":"RFC3339"}` delivers
 //!   every change since then to every webhook again.
 //!
-//! An embedded node serves them; a cluster node answers 501. A stream ends
+//! An embedded node serves them all. A cluster node serves the event
+//! streams from its topic's feed (the rows `weft persist` stored, numbered
+//! in the order stored: `id:` is that number) and answers the replay 501.
+//! A stream ends
 //! when the node drains or the caller's token expires (the client
 //! reconnects and resumes).
 
@@ -115,7 +118,15 @@ pub(super) async fn replay(
         ))
     })?;
     let from_ms = instant(&body.from, "from")?;
-    let Some(webhooks) = feed_of(&state)?.replay() else {
+    let feed = feed_of(&state)?;
+    if feed.is_cluster() {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not implemented",
+            "a cluster's webhooks are delivered by `weft persist`, which takes no replay yet: replay is served by embedded nodes only",
+        ));
+    }
+    let Some(webhooks) = feed.replay() else {
         return Err(ApiError::not_found(
             "no webhooks are configured (--webhook-url)",
         ));
@@ -147,7 +158,7 @@ fn feed_of(state: &AppState) -> Result<&ChangeFeed, ApiError> {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "not implemented",
-            "this node serves no change feed (a cluster node)",
+            "this node serves no change feed",
         )
     })
 }

@@ -31,6 +31,8 @@ pub(super) struct HttpState {
     pub(super) draining: CancellationToken,
     /// History compaction's metrics (`weft_persist_history_*`).
     pub(super) compaction: CompactionMetrics,
+    /// The webhooks' metrics (`weft_persist_webhook_*`), if configured.
+    pub(super) webhooks: Option<crate::webhooks::WebhookMetrics>,
 }
 
 /// The worker's router.
@@ -117,6 +119,10 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         "Records skipped because they are not document updates",
         ConstCounter::new(load(&status.malformed)),
     );
+    if let Some(webhooks) = &state.webhooks {
+        // weft_persist_webhook_*: the same counters as a node's.
+        webhooks.register(&mut registry);
+    }
     registry.register(
         "edits_stored",
         "Per-edit history rows stored (history on)",

@@ -14,6 +14,7 @@
 
 mod compaction;
 mod http;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,9 +34,7 @@ use crate::cli::PersistArgs;
 use weft_sync::compaction::{CompactionMetrics, CompactionSettings};
 use weft_sync::history::History;
 
-use crate::config::{
-    check_kafka_security, compaction_settings, kafka_config, open_store_with_topic_history,
-};
+use crate::config::{check_kafka_security, compaction_settings, kafka_config, open_topic_sides};
 
 /// How often the worker writes due snapshots and commits.
 const TICK: Duration = Duration::from_millis(250);
@@ -52,6 +51,9 @@ pub struct PersistConfig {
     /// History compaction of the shared store (`--history-retention`,
     /// `--history-compact-interval`); `None` with a retention of 0.
     pub compaction: Option<CompactionSettings>,
+    /// The topic's webhooks (`--webhook-*`); `None` without
+    /// `--webhook-url`.
+    pub webhooks: Option<crate::webhooks::WebhookSettings>,
 }
 
 impl PersistConfig {
@@ -80,6 +82,13 @@ impl PersistConfig {
                 }),
             },
             max_lag: args.max_lag,
+            // The worker delivers from its per-edit rows: they are kept
+            // only with history.
+            webhooks: crate::webhooks::settings(
+                &args.webhooks,
+                !args.history_retention.is_zero(),
+                false,
+            )?,
             compaction: if args.history_retention.is_zero() {
                 None
             } else {
@@ -117,8 +126,8 @@ impl Worker {
         listener: TcpListener,
     ) -> anyhow::Result<WorkerHandle> {
         check_kafka_security(&config.worker.kafka).await?;
-        let (store, history) =
-            open_store_with_topic_history(&config.store_url, &config.worker.kafka.topic).await?;
+        let sides = open_topic_sides(&config.store_url, &config.worker.kafka.topic).await?;
+        let (store, history) = (sides.log, sides.edits);
         let local_addr = listener.local_addr().context("read the bound address")?;
         let status = Arc::new(WorkerStatus::default());
         let root = CancellationToken::new();
@@ -126,12 +135,14 @@ impl Worker {
         let http_stop = root.child_token();
         let tasks = TaskTracker::new();
         let compaction_metrics = CompactionMetrics::default();
+        let webhook_metrics = crate::webhooks::WebhookMetrics::default();
         let router = http::router(http::HttpState {
             status: status.clone(),
             store: store.clone(),
             max_lag: config.max_lag,
             draining: worker_stop.clone(),
             compaction: compaction_metrics.clone(),
+            webhooks: config.webhooks.is_some().then(|| webhook_metrics.clone()),
         });
         let stop = http_stop.clone();
         tasks.spawn(async move {
@@ -151,6 +162,18 @@ impl Worker {
             &tasks,
             worker_stop.child_token(),
         );
+        if let Some(settings) = config.webhooks {
+            // Stopped with the HTTP server, after the worker: what it
+            // stored last is delivered by the next holder if not by this one.
+            let delivery = webhooks::Delivery {
+                settings,
+                changes: sides.changes,
+                lock: sides.delivery,
+                history: history.clone() as Arc<dyn History>,
+                metrics: webhook_metrics,
+            };
+            tasks.spawn(webhooks::run(delivery, tasks.clone(), http_stop.clone()));
+        }
         let history = config.worker.history.is_some().then_some(history);
         let consume = worker::run(
             config.worker,

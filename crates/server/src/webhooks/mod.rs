@@ -71,7 +71,7 @@ pub fn settings(
     }
     if cluster {
         anyhow::bail!(
-            "--webhook-url / WEFT_WEBHOOK_URL: webhooks are delivered by embedded nodes only for now (a cluster's would come from `weft persist`)"
+            "--webhook-url / WEFT_WEBHOOK_URL: a cluster's webhooks are delivered by `weft persist --webhook-url`, not by its nodes"
         );
     }
     if !history_kept {
@@ -240,7 +240,7 @@ mod tests {
         let loopback = args(&["http://127.0.0.1:9000/hook"], Some("s"));
         assert!(settings(&loopback, true, false).unwrap().is_some());
         let with_secret = args(&["https://hooks.example/weft"], Some("s"));
-        assert!(refusal(&with_secret, true, true).contains("embedded nodes only"));
+        assert!(refusal(&with_secret, true, true).contains("weft persist --webhook-url"));
         assert!(refusal(&with_secret, false, false).contains("--history-retention"));
         let no_secret = args(&["https://hooks.example/weft"], None);
         assert!(refusal(&no_secret, true, false).contains("--webhook-secret"));
