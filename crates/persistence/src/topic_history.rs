@@ -101,6 +101,17 @@ impl TopicHistory<D> {
         after: LogSeq,
         upto: LogSeq,
     ) -> Result<(Vec<String>, bool), StoreError> {
+        // How far the rows go first, then the rows: read the other way
+        // round, a batch the worker commits between the two reads would
+        // make an author list that misses it look complete for good.
+        let stored: Option<LogSeq> = sqlx::query(STORED_UPTO)
+            .bind(self.topic.as_ref())
+            .bind(doc)
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(|error| StoreError::new("read stored edits", error))?
+            .try_get("seq")
+            .map_err(read_error)?;
         let rows = sqlx::query(AUTHORS_BETWEEN)
             .bind(self.topic.as_ref())
             .bind(doc)
@@ -113,14 +124,6 @@ impl TopicHistory<D> {
         for row in rows {
             authors.push(row.try_get::<String, _>("author").map_err(read_error)?);
         }
-        let stored: Option<LogSeq> = sqlx::query(STORED_UPTO)
-            .bind(self.topic.as_ref())
-            .bind(doc)
-            .fetch_one(self.store.pool())
-            .await
-            .map_err(|error| StoreError::new("read stored edits", error))?
-            .try_get("seq")
-            .map_err(read_error)?;
         Ok((authors, stored.is_some_and(|stored| stored >= upto)))
     }
 
