@@ -17,7 +17,7 @@ pub struct DocsArgs {
 pub enum DocsCommand {
     /// Write a store's documents (their current state) to stdout as a
     /// `weft-docs` stream.
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
     /// Read a `weft-docs` stream and merge its documents into a store's
     /// embedded log (what an embedded node serves).
     Import(ImportArgs),

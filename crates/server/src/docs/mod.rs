@@ -31,7 +31,7 @@ use crate::cli::{DocsArgs, DocsCommand, ExportArgs, ImportArgs, MigrateArgs};
 /// to stdout.
 pub async fn run(args: DocsArgs) -> anyhow::Result<()> {
     let summary = match args.command {
-        DocsCommand::Export(args) => export(args).await?,
+        DocsCommand::Export(args) => export(*args).await?,
         DocsCommand::Import(args) => import(args).await?,
         DocsCommand::Migrate(args) => migrate(*args).await?,
     };

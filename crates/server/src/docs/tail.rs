@@ -137,6 +137,21 @@ impl Tails {
     }
 }
 
+/// Whether the record of `doc` at `offset` of `partition` is past its
+/// snapshot (`covers`): not in the stored state. A snapshot of another
+/// partition (the topic's partition count changed since) covers nothing
+/// here.
+fn past_snapshot(
+    covers: &HashMap<String, LinePosition>,
+    doc: &str,
+    partition: i32,
+    offset: i64,
+) -> bool {
+    covers
+        .get(doc)
+        .is_none_or(|covered| covered.partition != partition || offset > covered.offset)
+}
+
 /// Reads the topic of `kafka` up to its current end and folds every record
 /// of a document matching `glob` past that document's snapshot in `store`
 /// (`listed`: the documents with one, by name).
@@ -188,9 +203,7 @@ pub async fn read(
                 |doc, offset| {
                     glob.as_deref()
                         .is_none_or(|pattern| source::glob_matches(pattern, doc))
-                        && covers.get(doc).is_none_or(|covered| {
-                            covered.partition != partition || offset > covered.offset
-                        })
+                        && past_snapshot(&covers, doc, partition, offset)
                 },
                 |change| match change {
                     Change::Record { offset, record } => tails.fold(
@@ -218,3 +231,7 @@ pub async fn read(
     }
     Ok(tails)
 }
+
+#[cfg(test)]
+#[path = "tail_tests.rs"]
+mod tests;
