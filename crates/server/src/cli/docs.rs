@@ -16,7 +16,9 @@ pub struct DocsArgs {
 #[derive(Debug, Subcommand)]
 pub enum DocsCommand {
     /// Write a store's documents (their current state) to stdout as a
-    /// `weft-docs` stream.
+    /// `weft-docs` stream. A cluster's (`--kafka-brokers`): the snapshots
+    /// the persistence worker stored plus the topic's records past them,
+    /// up to the topic's end when the export starts.
     Export(Box<ExportArgs>),
     /// Read a `weft-docs` stream and merge its documents into a store's
     /// embedded log (what an embedded node serves).
