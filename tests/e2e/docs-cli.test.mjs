@@ -163,7 +163,9 @@ e2e('docs: a cluster export with --kafka-brokers includes the updates the worker
   assert.equal(exportedText(snapshotsOnly, 'docs/a'), CONTENT['docs/a'])
 
   const file = path.join(dir, 'cluster.weft-docs')
+  const started = performance.now()
   const exported = weftDocs(['export', '--store', store, '--kafka-brokers', BROKER, '--kafka-topic', topic], { stdoutFile: file })
+  console.log(`[measure] docs: cluster export with the topic's tail in ${(performance.now() - started).toFixed(0)} ms: ${exported.trim().split('\n').at(-1)}`)
   assert.doesNotMatch(exported, /warning/)
   assert.match(exported, /exported 4 documents/)
   const lines = fs.readFileSync(file, 'utf8').trim().split('\n').map(line => JSON.parse(line))
