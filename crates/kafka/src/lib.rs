@@ -67,6 +67,8 @@
 //!   rule; `group`: its consumer group side (rebalances, commits, lag);
 //!   [`worker`]: the worker's loop; [`edit_history`]: the cluster's
 //!   per-edit history and automatic versions the worker keeps as it folds.
+//! - [`tail`]: reading the topic outside a node (`weft docs export` adds
+//!   the records the worker has not folded yet).
 
 mod acks;
 pub mod attribution;
@@ -92,6 +94,7 @@ mod producer;
 pub mod replay;
 pub mod revocations;
 pub mod security;
+pub mod tail;
 pub mod tasks;
 mod trace;
 pub mod worker;

@@ -67,7 +67,7 @@ async fn text(store: &dyn EmbeddedLog, doc: &str) -> String {
 
 async fn export_all(store: &dyn EmbeddedLog, glob: Option<&str>) -> Vec<u8> {
     let mut out = Vec::new();
-    transfer::export(store, EMBEDDED_LOG, glob, &mut out)
+    transfer::export(store, EMBEDDED_LOG, glob, None, &mut out)
         .await
         .expect("export");
     out

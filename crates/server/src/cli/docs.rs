@@ -16,8 +16,10 @@ pub struct DocsArgs {
 #[derive(Debug, Subcommand)]
 pub enum DocsCommand {
     /// Write a store's documents (their current state) to stdout as a
-    /// `weft-docs` stream.
-    Export(ExportArgs),
+    /// `weft-docs` stream. A cluster's (`--kafka-brokers`): the snapshots
+    /// the persistence worker stored plus the topic's records past them,
+    /// up to the topic's end when the export starts.
+    Export(Box<ExportArgs>),
     /// Read a `weft-docs` stream and merge its documents into a store's
     /// embedded log (what an embedded node serves).
     Import(ImportArgs),
@@ -34,10 +36,19 @@ pub struct ExportArgs {
     /// Only documents whose name matches this glob (`*`, `?`).
     #[arg(long)]
     pub docs: Option<String>,
-    /// Export a cluster's documents: the snapshots `weft persist` folded
-    /// from this topic. Without it, the embedded node's documents.
+    /// Export a cluster's documents: those of this topic. Without
+    /// `--kafka-brokers`, only the snapshots `weft persist` stored (updates
+    /// it has not folded yet are missing; a warning says so). Without
+    /// `--topic` and `--kafka-brokers`, the embedded node's documents.
     #[arg(long)]
     pub topic: Option<String>,
+    /// A cluster's brokers and topic: with `--kafka-brokers`, the export
+    /// also reads the topic (`--topic`, else `--kafka-topic`) up to its end
+    /// when the export starts, and folds every record past each stored
+    /// snapshot, so it is complete whether or not the persistence worker
+    /// has caught up. Documents only in the topic are exported too.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 }
 
 /// `weft docs import`.

@@ -1,5 +1,5 @@
 //! `--kafka-*`: clustering through Kafka, shared by `weft serve`,
-//! `weft persist` and `weft docs migrate`.
+//! `weft persist`, `weft docs migrate` and `weft docs export`.
 
 use std::time::Duration;
 

@@ -53,7 +53,7 @@ pub struct Header {
 }
 
 /// Where in its source log a document's state stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinePosition {
     pub partition: i32,
     pub offset: i64,

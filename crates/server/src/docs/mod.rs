@@ -7,6 +7,7 @@
 //! - [`progress`]: the progress line on a terminal;
 //! - [`resume`]: the progress file an interrupted run resumes from;
 //! - [`source`]: a store's documents and their current state;
+//! - [`tail`]: a cluster topic's records past the stored snapshots;
 //! - [`transfer`]: export and import;
 //! - [`migrate`](mod@migrate): an embedded store into a cluster's topic.
 
@@ -15,6 +16,7 @@ pub mod migrate;
 pub mod progress;
 pub mod resume;
 pub mod source;
+pub mod tail;
 pub mod transfer;
 
 use std::io::BufReader;
@@ -29,7 +31,7 @@ use crate::cli::{DocsArgs, DocsCommand, ExportArgs, ImportArgs, MigrateArgs};
 /// to stdout.
 pub async fn run(args: DocsArgs) -> anyhow::Result<()> {
     let summary = match args.command {
-        DocsCommand::Export(args) => export(args).await?,
+        DocsCommand::Export(args) => export(*args).await?,
         DocsCommand::Import(args) => import(args).await?,
         DocsCommand::Migrate(args) => migrate(*args).await?,
     };
@@ -38,13 +40,32 @@ pub async fn run(args: DocsArgs) -> anyhow::Result<()> {
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<String> {
+    let kafka = crate::config::kafka_config(&args.kafka)?;
+    // `--topic` names the cluster's topic; with `--kafka-brokers` alone,
+    // `--kafka-topic` does.
+    let topic = match (&args.topic, &kafka) {
+        (Some(topic), _) => Some(topic.clone()),
+        (None, Some(kafka)) => Some(kafka.topic.clone()),
+        (None, None) => None,
+    };
+    let kafka = kafka.map(|mut kafka| {
+        if let Some(topic) = &topic {
+            kafka.topic.clone_from(topic);
+        }
+        kafka
+    });
+    if let (Some(topic), None) = (&topic, &kafka) {
+        eprintln!(
+            "weft: warning: exporting topic {topic} from its stored snapshots only: updates the persistence worker has not folded yet are missing; pass --kafka-brokers to read them from the topic"
+        );
+    }
     let store = weft_persistence::open_store(&args.store)
         .await
         .context("--store: open")?;
-    let log = transfer::export_log(args.topic.as_deref()).to_owned();
+    let log = transfer::export_log(topic.as_deref()).to_owned();
     let stdout = std::io::stdout().lock();
     let out = std::io::BufWriter::new(stdout);
-    transfer::export(store.as_ref(), &log, args.docs.as_deref(), out).await
+    transfer::export(store.as_ref(), &log, args.docs.as_deref(), kafka, out).await
 }
 
 async fn import(args: ImportArgs) -> anyhow::Result<String> {

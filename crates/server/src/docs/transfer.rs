@@ -5,26 +5,38 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
+use weft_kafka::KafkaConfig;
 use weft_sync::store::{EMPTY_UPDATE_V1, NewUpdate};
 use weft_sync::{Attribution, EMBEDDED_LOG, EmbeddedLog};
 
 use super::format::{FORMAT, Header, Item, StreamReader, StreamWriter, VERSION, hex};
 use super::progress::Progress;
 use super::resume::{Checkpoint, ResumeFile, SAVE_EVERY};
-use super::source;
+use super::{source, tail};
 
 /// The author history shows for imported and migrated states.
 pub const IMPORT_AUTHOR: &str = "weft-import";
 
 /// Writes every document of `log` in `store` (matching `glob`) to `out`.
-/// Returns the summary line.
+/// With `kafka` (a cluster's topic), each document's stored snapshot gets
+/// the topic's records past it folded in, and documents found only in the
+/// topic are written too (see [`tail`]). Returns the summary line.
 pub async fn export(
     store: &dyn EmbeddedLog,
     log: &str,
     glob: Option<&str>,
+    kafka: Option<KafkaConfig>,
     out: impl Write,
 ) -> anyhow::Result<String> {
-    let names = source::names(store, log, glob, "").await?;
+    let mut names = source::names(store, log, glob, "").await?;
+    let mut tails = match kafka {
+        Some(kafka) => Some(tail::read(store, log, glob, &names, kafka).await?),
+        None => None,
+    };
+    if let Some(tails) = &tails {
+        names.extend(tails.topic_only(&names));
+        names.sort_unstable();
+    }
     let header = Header {
         format: FORMAT.to_owned(),
         version: VERSION,
@@ -36,14 +48,28 @@ pub async fn export(
     let mut writer = StreamWriter::start(out, &header).context("write the header")?;
     let mut progress = Progress::new("exported", Some(header.documents));
     for name in &names {
-        let Some(entry) = source::current(store, log, name).await? else {
+        let mut entry = source::current(store, log, name).await?;
+        if let Some(tails) = &mut tails {
+            entry = tails.apply(log, name, entry)?;
+        }
+        let Some(entry) = entry else {
             continue;
         };
         let bytes = writer.write(&entry).context("write a document")?;
         progress.add(bytes);
     }
     writer.finish().context("write the trailer")?;
-    Ok(progress.finish())
+    let mut summary = progress.finish();
+    if let Some(tails) = &tails {
+        summary.push_str(&format!(
+            "; {} records of the topic read, {} past the snapshots folded",
+            tails.records_read, tails.records_folded
+        ));
+        if tails.malformed > 0 {
+            summary.push_str(&format!(", {} malformed skipped", tails.malformed));
+        }
+    }
+    Ok(summary)
 }
 
 /// Where an import writes and how it resumes.
