@@ -196,7 +196,10 @@ mod tests {
         headers
             .iter()
             .map(|header| {
-                let value = header.value.map(String::from_utf8_lossy).unwrap_or_default();
+                let value = header
+                    .value
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
                 (header.key.to_owned(), value.into_owned())
             })
             .collect()
@@ -209,7 +212,10 @@ mod tests {
             pairs(&headers),
             vec![
                 ("weft-delivery".to_owned(), "3-9.0".to_owned()),
-                ("weft-target".to_owned(), "https://hooks.example/weft".to_owned()),
+                (
+                    "weft-target".to_owned(),
+                    "https://hooks.example/weft".to_owned()
+                ),
                 ("weft-positions".to_owned(), "3-9".to_owned()),
                 (
                     "weft-error".to_owned(),

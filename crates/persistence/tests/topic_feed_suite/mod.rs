@@ -131,7 +131,12 @@ pub(crate) async fn run<L: EditLog + ChangeLog + ReplayRequests>(feed: &L, other
     );
 
     // Replay requests: pending in id order, per topic, until applied.
-    assert!(feed.pending_replays(10).await.expect("store call").is_empty());
+    assert!(
+        feed.pending_replays(10)
+            .await
+            .expect("store call")
+            .is_empty()
+    );
     let first = feed.request_replay(1_000, 0).await.expect("store call");
     let second = feed.request_replay(9_000, 6).await.expect("store call");
     assert!(second > first, "ids increase");
@@ -157,7 +162,10 @@ pub(crate) async fn run<L: EditLog + ChangeLog + ReplayRequests>(feed: &L, other
     assert_eq!(feed.pending_replays(1).await.expect("store call").len(), 1);
     feed.finish_replay(first, 10_000).await.expect("store call");
     let pending = feed.pending_replays(10).await.expect("store call");
-    assert_eq!(pending.iter().map(|r| r.id).collect::<Vec<_>>(), vec![second]);
+    assert_eq!(
+        pending.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![second]
+    );
     assert_eq!(
         other_topic
             .pending_replays(10)
