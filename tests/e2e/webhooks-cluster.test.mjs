@@ -369,5 +369,24 @@ e2e('cluster webhooks: a refused event becomes a record on <topic>-deadletter; a
       previous = event
     }
   }
+
+  // A replay asked while no worker delivers waits in the store and is applied when one comes back.
+  await worker.kill()
+  const secondRun = receiver.accepted.length
+  const whileDown = await fetch(`${node.httpUrl}/api/webhooks/replay`, {
+    method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ from: startedAt.toISOString() })
+  })
+  assert.equal(whileDown.status, 202)
+  await whileDown.arrayBuffer()
+  assert.equal(psql(store, 'SELECT count(*) FROM weft_webhook_replays WHERE done_at_ms IS NULL'), '1', 'pending while no worker delivers')
+  await worker.restart()
+  const replayedAgain = () => receiver.accepted.slice(secondRun)
+  await waitFor(() => everyDoc(replayedAgain()), {
+    on: receiver,
+    timeout: 30000,
+    what: 'every change delivered again by the restarted worker',
+    detail: () => `${replayedAgain().length} events since the worker restarted`
+  })
+  assert.equal(psql(store, 'SELECT count(*) FROM weft_webhook_replays WHERE done_at_ms IS NULL'), '0', 'applied by the restarted worker')
   assert.deepEqual(receiver.badSignatures, [], 'every request carried a valid signature')
 })

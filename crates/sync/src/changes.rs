@@ -219,7 +219,8 @@ impl ChangeFeed {
         self.cluster
     }
 
-    /// The same feed, with the webhooks' replay.
+    /// The same feed, with the webhooks' replay (a cluster node's stores a
+    /// request for the worker that delivers).
     #[must_use]
     pub fn with_replay(self, replay: Arc<dyn WebhookReplay>) -> Self {
         Self {

@@ -188,11 +188,12 @@ pub(super) async fn run(
 }
 
 /// Answers the replays whose position the stored one (`saved`) is at or
-/// before.
+/// before, and forgets those whose asker stopped waiting (so the list stays
+/// bounded while the store fails).
 fn confirm_rewinds(unconfirmed: &mut Vec<(LogSeq, oneshot::Sender<()>)>, saved: LogSeq) {
     let mut index = 0;
     while index < unconfirmed.len() {
-        if saved <= unconfirmed[index].0 {
+        if saved <= unconfirmed[index].0 || unconfirmed[index].1.is_closed() {
             let (_, stored) = unconfirmed.swap_remove(index);
             // The asker may have given up waiting; the rewind stands.
             let _gone = stored.send(());
