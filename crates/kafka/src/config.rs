@@ -113,11 +113,13 @@ impl KafkaConfig {
                 .topic
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            || self.awareness_topic().len() > 249
+            || self.topic.len() > 237
         {
+            // Kafka's limit is 249: room for the longest suffix Weft adds
+            // (`-revocations`).
             return Err(invalid(
                 "--kafka-topic",
-                "a topic name is 1-239 characters of [a-zA-Z0-9._-]",
+                "a topic name is 1-237 characters of [a-zA-Z0-9._-]",
             ));
         }
         if self.partitions < 1 {

@@ -63,6 +63,8 @@
 //!   member of that group (`--cluster-mode ownership`).
 //! - [`revocations`]: [`RevocationTopic`], the revocations of tokens
 //!   (`<topic>-revocations`, one partition, read from the start).
+//! - [`dead_letters`]: [`dead_letters::DeadLetterTopic`], the webhook
+//!   events `weft persist` gave up on (`<topic>-deadletter`).
 //! - [`fold`]: the persistence worker's folded documents and its commit
 //!   rule; `group`: its consumer group side (rebalances, commits, lag);
 //!   [`worker`]: the worker's loop; [`edit_history`]: the cluster's
@@ -78,6 +80,7 @@ mod connect;
 mod consume;
 pub mod context;
 mod counters;
+pub mod dead_letters;
 mod delivery;
 pub mod edit_history;
 pub mod envelope;

@@ -48,6 +48,7 @@ pub mod sqlite;
 pub mod store;
 mod topic_changes;
 pub mod topic_history;
+mod topic_replays;
 mod topic_sql;
 
 use std::sync::Arc;
@@ -133,6 +134,8 @@ pub struct TopicSides {
     pub changes: Arc<dyn ChangeLog>,
     /// Who delivers the topic's webhooks.
     pub delivery: Arc<dyn weft_sync::changes::DeliveryLock>,
+    /// The webhook replays nodes ask for and the delivering worker applies.
+    pub replays: Arc<dyn weft_sync::changes::ReplayRequests>,
 }
 
 /// Opens the store named by `url` with `topic`'s sides (see
@@ -145,7 +148,8 @@ pub async fn open_topic_sides(url: &str, topic: &str) -> Result<TopicSides, Open
             log: Arc::new(store),
             edits: history.clone(),
             changes: history.clone(),
-            delivery: history,
+            delivery: history.clone(),
+            replays: history,
         });
     }
     #[cfg(feature = "postgres")]
@@ -156,7 +160,8 @@ pub async fn open_topic_sides(url: &str, topic: &str) -> Result<TopicSides, Open
             log: Arc::new(store),
             edits: history.clone(),
             changes: history.clone(),
-            delivery: history,
+            delivery: history.clone(),
+            replays: history,
         });
     }
     let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);

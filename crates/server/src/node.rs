@@ -107,21 +107,23 @@ impl Node {
         // back in the order stored as its changes (server-sent events). An
         // embedded node's is its own log, which it also reads back as
         // changes (server-sent events, webhooks).
-        let (store, history_store, changes) = match &config.kafka {
+        // A cluster node's webhook replays are requests in the shared store,
+        // which the delivering `weft persist` applies.
+        let (store, history_store, changes, stored_replays) = match &config.kafka {
             Some(kafka) => {
                 let sides = open_topic_sides(&config.store_url, &kafka.topic).await?;
                 (
                     sides.log,
                     sides.edits as Arc<dyn weft_sync::history::History>,
                     sides.changes,
+                    Some(sides.replays),
                 )
             }
             None => {
                 let sides = open_store_with_history(&config.store_url).await?;
-                (sides.log, sides.history, sides.changes)
+                (sides.log, sides.history, sides.changes, None)
             }
         };
-        let in_cluster = config.kafka.is_some();
         let local_addr = listeners
             .http
             .local_addr()
@@ -207,7 +209,16 @@ impl Node {
             // embedded node's) webhooks when configured; a cluster's
             // webhooks are `weft persist`'s. Stopped with the HTTP servers.
             let feed = ChangeFeed::start(changes.clone(), None, &tasks, http_stop.clone());
-            let feed = if in_cluster { feed.in_cluster() } else { feed };
+            let feed = match stored_replays {
+                Some(requests) => {
+                    feed.in_cluster()
+                        .with_replay(Arc::new(crate::webhooks::StoredReplay::new(
+                            changes.clone(),
+                            requests,
+                        )))
+                }
+                None => feed,
+            };
             let feed = match &config.webhooks {
                 Some(settings) => {
                     let webhook_metrics = crate::webhooks::WebhookMetrics::default();

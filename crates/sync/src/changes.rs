@@ -83,6 +83,8 @@ pub struct DeadLetter<'a> {
     pub body: &'a [u8],
     /// The last failure.
     pub reason: &'a str,
+    /// How many POSTs were tried (0 if the body could not be built).
+    pub attempts: u32,
     /// When it was given up (ms since the Unix epoch).
     pub at_ms: i64,
 }
@@ -146,6 +148,35 @@ pub trait WebhookReplay: Send + Sync + Debug + 'static {
     async fn replay_from(&self, from_ms: i64) -> Result<LogSeq, StoreError>;
 }
 
+/// A stored `POST /api/webhooks/replay` of a cluster, which a node writes
+/// and the worker delivering the webhooks applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayRequest {
+    /// Its number (increasing: requests are applied in this order).
+    pub id: i64,
+    /// The instant asked for (ms since the Unix epoch).
+    pub from_ms: i64,
+    /// The position the deliveries restart after (the feed position
+    /// before the first change accepted at or after `from_ms`).
+    pub after: LogSeq,
+}
+
+/// Replay requests kept in a cluster's shared store: a node cannot reach
+/// the worker that delivers, so it leaves the request where that worker
+/// looks (and where the next holder finds it, should none deliver now).
+#[async_trait]
+pub trait ReplayRequests: Send + Sync + Debug + 'static {
+    /// Stores a request; returns its id.
+    async fn request_replay(&self, from_ms: i64, after: LogSeq) -> Result<i64, StoreError>;
+
+    /// Requests not applied yet, oldest first, `limit` at most.
+    async fn pending_replays(&self, limit: u32) -> Result<Vec<ReplayRequest>, StoreError>;
+
+    /// Marks a request applied (every target's delivered position is at or
+    /// before its `after`).
+    async fn finish_replay(&self, id: i64, at_ms: i64) -> Result<(), StoreError>;
+}
+
 /// What the gateway's event routes read: the log and where it ends.
 #[derive(Debug, Clone)]
 pub struct ChangeFeed {
@@ -188,7 +219,8 @@ impl ChangeFeed {
         self.cluster
     }
 
-    /// The same feed, with the webhooks' replay.
+    /// The same feed, with the webhooks' replay (a cluster node's stores a
+    /// request for the worker that delivers).
     #[must_use]
     pub fn with_replay(self, replay: Arc<dyn WebhookReplay>) -> Self {
         Self {

@@ -12,7 +12,8 @@
 //!
 //! An embedded node serves them all. A cluster node serves the event
 //! streams from its topic's feed (the rows `weft persist` stored, numbered
-//! in the order stored: `id:` is that number) and answers the replay 501.
+//! in the order stored: `id:` is that number) and stores a replay for the
+//! `weft persist` worker that delivers the webhooks to apply.
 //! A stream ends
 //! when the node drains or the caller's token expires (the client
 //! reconnects and resumes).
@@ -119,13 +120,8 @@ pub(super) async fn replay(
     })?;
     let from_ms = instant(&body.from, "from")?;
     let feed = feed_of(&state)?;
-    if feed.is_cluster() {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not implemented",
-            "a cluster's webhooks are delivered by `weft persist`, which takes no replay yet: replay is served by embedded nodes only",
-        ));
-    }
+    // A cluster node's replay stores a request that the worker delivering
+    // the webhooks applies; an embedded node's rewinds its own pipelines.
     let Some(webhooks) = feed.replay() else {
         return Err(ApiError::not_found(
             "no webhooks are configured (--webhook-url)",

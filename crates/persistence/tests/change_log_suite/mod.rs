@@ -201,6 +201,7 @@ pub(crate) async fn run<S: EmbeddedLog + ChangeLog + History>(store: &S) {
             to: 3,
             body: b"{}",
             reason: "answered 500 Internal Server Error",
+            attempts: 3,
             at_ms: 6_000,
         })
         .await

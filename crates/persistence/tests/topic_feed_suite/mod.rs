@@ -2,9 +2,9 @@
 //! every store: the worker's rows read back in the order they were stored
 //! across documents (partitions), one cursor for the topic; a record
 //! stored twice keeps its first number; other topics' rows are not in it;
-//! webhook positions are kept per topic.
+//! webhook positions and replay requests are kept per topic.
 
-use weft_sync::changes::{ChangeKind, ChangeLog};
+use weft_sync::changes::{ChangeKind, ChangeLog, ReplayRequest, ReplayRequests};
 use weft_sync::history::{EditLog, LoggedEdit};
 
 fn edit(doc: &str, offset: i64, byte: u8, at_ms: i64) -> LoggedEdit {
@@ -21,7 +21,7 @@ fn edit(doc: &str, offset: i64, byte: u8, at_ms: i64) -> LoggedEdit {
 }
 
 /// Runs the suite on two topics' logs of one empty store.
-pub(crate) async fn run<L: EditLog + ChangeLog>(feed: &L, other_topic: &L) {
+pub(crate) async fn run<L: EditLog + ChangeLog + ReplayRequests>(feed: &L, other_topic: &L) {
     assert_eq!(feed.log_end().await.expect("store call"), 0);
     assert!(
         feed.changes_after(0, None, 10)
@@ -128,5 +128,51 @@ pub(crate) async fn run<L: EditLog + ChangeLog>(feed: &L, other_topic: &L) {
             .expect("store call"),
         None,
         "positions are per topic"
+    );
+
+    // Replay requests: pending in id order, per topic, until applied.
+    assert!(
+        feed.pending_replays(10)
+            .await
+            .expect("store call")
+            .is_empty()
+    );
+    let first = feed.request_replay(1_000, 0).await.expect("store call");
+    let second = feed.request_replay(9_000, 6).await.expect("store call");
+    assert!(second > first, "ids increase");
+    other_topic
+        .request_replay(5_000, 1)
+        .await
+        .expect("store call");
+    assert_eq!(
+        feed.pending_replays(10).await.expect("store call"),
+        vec![
+            ReplayRequest {
+                id: first,
+                from_ms: 1_000,
+                after: 0
+            },
+            ReplayRequest {
+                id: second,
+                from_ms: 9_000,
+                after: 6
+            },
+        ]
+    );
+    assert_eq!(feed.pending_replays(1).await.expect("store call").len(), 1);
+    feed.finish_replay(first, 10_000).await.expect("store call");
+    let pending = feed.pending_replays(10).await.expect("store call");
+    assert_eq!(
+        pending.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![second]
+    );
+    assert_eq!(
+        other_topic
+            .pending_replays(10)
+            .await
+            .expect("store call")
+            .len(),
+        1,
+        "requests are per topic"
     );
 }

@@ -13,6 +13,7 @@
 //! children, cancelled in that order; both tasks are in one tracker.
 
 mod compaction;
+mod dead_letters;
 mod http;
 mod webhooks;
 
@@ -165,10 +166,17 @@ impl Worker {
         if let Some(settings) = config.webhooks {
             // Stopped with the HTTP server, after the worker: what it
             // stored last is delivered by the next holder if not by this one.
+            let topic = weft_kafka::dead_letters::DeadLetterTopic::new(&config.worker.kafka)
+                .context("--webhook-url: the dead-letter topic's producer")?;
+            let changes = Arc::new(dead_letters::TopicDeadLetters {
+                changes: sides.changes,
+                topic: Arc::new(topic),
+            });
             let delivery = webhooks::Delivery {
                 settings,
-                changes: sides.changes,
+                changes,
                 lock: sides.delivery,
+                replays: sides.replays,
                 history: history.clone() as Arc<dyn History>,
                 metrics: webhook_metrics,
             };

@@ -16,30 +16,39 @@
 //! - `coalesce`: per-document debouncing and ordering (pure).
 //! - `event`: an event's JSON body.
 //! - `pipeline`: one target's read, send, retry and position loop.
+//! - `stored`: a cluster's replays, requested by nodes in the shared store
+//!   and applied by the delivering worker.
 
 mod coalesce;
 mod event;
 mod metrics;
 mod pipeline;
 mod sign;
+mod stored;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use weft_sync::changes::{ChangeLog, WebhookReplay};
+use weft_sync::changes::{ChangeLog, ReplayRequests, WebhookReplay};
 use weft_sync::history::History;
 use weft_sync::{LogSeq, RootKind, StoreError};
 
 use self::coalesce::Timing;
 pub use self::metrics::WebhookMetrics;
+pub use self::stored::StoredReplay;
 
 /// Replays queued per target before `POST /api/webhooks/replay` waits.
 const REPLAY_QUEUE: usize = 8;
+/// Stored replays (a cluster's) applied per poll; the rest wait for the next.
+const REPLAYS_PER_POLL: u32 = 16;
+/// How long applying one stored replay waits for the pipelines to store
+/// their rewound positions before leaving it for the next poll.
+const REWIND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `--webhook-*`, validated.
 #[derive(Debug, Clone)]
@@ -139,7 +148,7 @@ fn roots(given: &[String]) -> anyhow::Result<Vec<(RootKind, String)>> {
 #[derive(Debug)]
 pub struct Webhooks {
     log: Arc<dyn ChangeLog>,
-    replays: Vec<mpsc::Sender<LogSeq>>,
+    replays: Vec<mpsc::Sender<pipeline::Rewind>>,
 }
 
 impl Webhooks {
@@ -182,6 +191,63 @@ impl Webhooks {
         }
         Ok(Arc::new(Self { log, replays }))
     }
+
+    /// Applies the pending requests, oldest first; returns how many were
+    /// applied. A request whose rewind does not finish within
+    /// [`REWIND_TIMEOUT`] (a pipeline stopped, the store fails) stays pending,
+    /// and so do the ones after it.
+    pub async fn apply_stored_replays(
+        &self,
+        requests: &dyn ReplayRequests,
+    ) -> Result<usize, StoreError> {
+        let pending = requests.pending_replays(REPLAYS_PER_POLL).await?;
+        let mut applied = 0;
+        for request in pending {
+            let rewound = tokio::time::timeout(REWIND_TIMEOUT, self.rewind(request.after)).await;
+            if !matches!(rewound, Ok(true)) {
+                tracing::warn!(
+                    request = request.id,
+                    position = request.after,
+                    "webhooks: a replay was not applied in time; retrying"
+                );
+                break;
+            }
+            requests.finish_replay(request.id, stored::now_ms()).await?;
+            tracing::info!(
+                request = request.id,
+                from_ms = request.from_ms,
+                position = request.after,
+                "webhooks: stored replay applied"
+            );
+            applied += 1;
+        }
+        Ok(applied)
+    }
+
+    /// Moves every pipeline back to `position` (a cluster's stored replay)
+    /// and resolves once each has stored a delivered position at or before
+    /// it; `false` if a pipeline stopped first (the replay is not applied
+    /// for sure: try again).
+    pub async fn rewind(&self, position: LogSeq) -> bool {
+        let mut answers = Vec::with_capacity(self.replays.len());
+        for target in &self.replays {
+            let (stored, answer) = oneshot::channel();
+            let rewind = pipeline::Rewind {
+                position,
+                stored: Some(stored),
+            };
+            if target.send(rewind).await.is_err() {
+                return false;
+            }
+            answers.push(answer);
+        }
+        for answer in answers {
+            if answer.await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 #[async_trait]
@@ -190,11 +256,19 @@ impl WebhookReplay for Webhooks {
         let position = self.log.position_before_time(from_ms).await?;
         for target in &self.replays {
             // A pipeline that stopped (the node drains) takes no replay.
-            let _stopped = target.send(position).await;
+            let rewind = pipeline::Rewind {
+                position,
+                stored: None,
+            };
+            let _stopped = target.send(rewind).await;
         }
         Ok(position)
     }
 }
+
+#[cfg(test)]
+#[path = "replay_tests.rs"]
+mod replay_tests;
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::header;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +58,16 @@ pub(super) struct Target {
     pub(super) metrics: Arc<WebhookMetrics>,
 }
 
+/// A replay: the pipeline moves its cursor back to `position` (events read
+/// again get new delivery ids) and, if asked, says once its stored
+/// delivered position is at or before `position`: from then on a crash
+/// cannot lose the replay.
+#[derive(Debug)]
+pub(super) struct Rewind {
+    pub(super) position: LogSeq,
+    pub(super) stored: Option<oneshot::Sender<()>>,
+}
+
 /// How a delivery task ended.
 enum Outcome {
     /// Delivered or dead-lettered: the document's next event may go.
@@ -70,7 +80,7 @@ enum Outcome {
 pub(super) async fn run(
     target: Arc<Target>,
     mut end: watch::Receiver<LogSeq>,
-    mut replays: mpsc::Receiver<LogSeq>,
+    mut replays: mpsc::Receiver<Rewind>,
     stop: CancellationToken,
 ) {
     let Some(mut cursor) = start_position(&target, &stop).await else {
@@ -84,6 +94,10 @@ pub(super) async fn run(
     let mut docs_in_flight = HashMap::new();
     let mut read_pauses = Pauses::new(STORE_RETRY_FIRST, STORE_RETRY_MAX);
     let mut read_again_at: Option<Instant> = None;
+    // Replays waiting to hear that the stored position is at or before
+    // theirs (at most the replay queue's size: a replay's sender waits for
+    // its answer before sending another).
+    let mut unconfirmed: Vec<(LogSeq, oneshot::Sender<()>)> = Vec::new();
     loop {
         let log_end = *end.borrow_and_update();
         let (held_changes, held_bytes) = events.held();
@@ -132,6 +146,7 @@ pub(super) async fn run(
                 }
             }
         }
+        confirm_rewinds(&mut unconfirmed, saved);
         if read_full_page {
             continue;
         }
@@ -159,14 +174,33 @@ pub(super) async fn run(
                 }
             }
             () = sleep_until_or_forever(wake_at) => {}
-            Some(position) = replays.recv() => {
+            Some(rewind) = replays.recv() => {
                 generation += 1;
-                cursor = cursor.min(position);
-                info!(target = %target.url, position, "webhooks: replay");
+                cursor = cursor.min(rewind.position);
+                if let Some(stored) = rewind.stored {
+                    unconfirmed.push((rewind.position, stored));
+                }
+                info!(target = %target.url, position = rewind.position, "webhooks: replay");
             }
         }
     }
     deliveries.abort_all();
+}
+
+/// Answers the replays whose position the stored one (`saved`) is at or
+/// before, and forgets those whose asker stopped waiting (so the list stays
+/// bounded while the store fails).
+fn confirm_rewinds(unconfirmed: &mut Vec<(LogSeq, oneshot::Sender<()>)>, saved: LogSeq) {
+    let mut index = 0;
+    while index < unconfirmed.len() {
+        if saved <= unconfirmed[index].0 || unconfirmed[index].1.is_closed() {
+            let (_, stored) = unconfirmed.swap_remove(index);
+            // The asker may have given up waiting; the rewind stands.
+            let _gone = stored.send(());
+        } else {
+            index += 1;
+        }
+    }
 }
 
 async fn sleep_until_or_forever(at: Option<Instant>) {
@@ -223,12 +257,18 @@ async fn deliver(
         Err(error) => {
             let reason = format!("{error:#}");
             let id = delivery_id(&batch, generation);
-            return dead_letter(&target, &batch, &id, b"", &reason, &stop).await;
+            let unsent = Failure {
+                reason: &reason,
+                attempts: 0,
+            };
+            return dead_letter(&target, &batch, &id, b"", &unsent, &stop).await;
         }
     };
     let started = Instant::now();
     let mut pauses = Pauses::new(FIRST_RETRY_DELAY, MAX_RETRY_DELAY);
+    let mut attempts = 0_u32;
     loop {
+        attempts = attempts.saturating_add(1);
         let reason = match attempt(&target, &prepared).await {
             Ok(()) => {
                 target.metrics.delivered.inc();
@@ -239,12 +279,16 @@ async fn deliver(
         };
         target.metrics.failed_attempts.inc();
         if started.elapsed() >= target.retry_for {
+            let failure = Failure {
+                reason: &reason,
+                attempts,
+            };
             return dead_letter(
                 &target,
                 &batch,
                 &prepared.id,
                 &prepared.body,
-                &reason,
+                &failure,
                 &stop,
             )
             .await;
@@ -345,6 +389,14 @@ async fn attempt(target: &Target, prepared: &Prepared) -> Result<(), String> {
     }
 }
 
+/// Why an event is given up on.
+struct Failure<'a> {
+    /// The last attempt's failure.
+    reason: &'a str,
+    /// POSTs tried.
+    attempts: u32,
+}
+
 /// Stores the event as a dead letter (retrying the store until it takes
 /// it, or the node stops).
 async fn dead_letter(
@@ -352,9 +404,10 @@ async fn dead_letter(
     batch: &Batch,
     id: &str,
     body: &[u8],
-    reason: &str,
+    failure: &Failure<'_>,
     stop: &CancellationToken,
 ) -> Outcome {
+    let reason = failure.reason;
     let at_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {
@@ -368,6 +421,7 @@ async fn dead_letter(
         to: batch.to,
         body,
         reason,
+        attempts: failure.attempts,
         at_ms,
     };
     let mut pauses = Pauses::new(STORE_RETRY_FIRST, STORE_RETRY_MAX);
