@@ -368,7 +368,13 @@ mod tests {
         let order: Vec<(String, i32, Option<i64>)> = grouped
             .elements()
             .iter()
-            .map(|e| (e.topic().to_owned(), e.partition(), offset::exact(e.offset())))
+            .map(|e| {
+                (
+                    e.topic().to_owned(),
+                    e.partition(),
+                    offset::exact(e.offset()),
+                )
+            })
             .collect();
         assert_eq!(
             order,
