@@ -121,14 +121,28 @@ impl Live {
             }
         }
         if added.count() > 0 {
-            consumer.incremental_assign(&added)?;
+            let mut positions = state.positions.clone();
             for element in added.elements() {
-                state.positions.add_partition_offset(
+                positions.add_partition_offset(
                     element.topic(),
                     element.partition(),
                     element.offset(),
                 )?;
             }
+            if topic_runs(&positions) > topic_count(&positions) {
+                // Appended, the new partitions would split a topic's run in
+                // every fetch (see `topic_runs`): reassign everything, one
+                // topic after the other, at the positions processed so far.
+                positions = grouped_by_topic(&positions)?;
+                consumer.assign(&positions)?;
+                debug!(
+                    partitions = positions.count(),
+                    "live consumer reassigned, grouped by topic"
+                );
+            } else {
+                consumer.incremental_assign(&added)?;
+            }
+            state.positions = positions;
             info!(doc, partitions = ?added.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect::<Vec<_>>(), "live consumer now reads these partitions");
         }
         for key in partitions {
@@ -211,6 +225,57 @@ impl Live {
     }
 }
 
+/// How many runs of one topic `positions` has in its order.
+///
+/// librdkafka fetches a broker's partitions in the order they were
+/// assigned, and opens a new topic entry (its id, its partition array) in
+/// the fetch request and in the response whenever the topic differs from
+/// the previous partition's, so every run is parsed and written again in
+/// every fetch, about a hundred a second per broker when idle. Partitions
+/// assigned one document at a time alternate between the updates and the
+/// awareness topic: up to one run per partition, where all partitions
+/// assigned at once make one per topic.
+fn topic_runs(positions: &TopicPartitionList) -> usize {
+    let elements = positions.elements();
+    let mut runs = 0;
+    let mut previous: Option<&str> = None;
+    for element in &elements {
+        if previous != Some(element.topic()) {
+            runs += 1;
+            previous = Some(element.topic());
+        }
+    }
+    runs
+}
+
+/// How many topics `positions` names.
+fn topic_count(positions: &TopicPartitionList) -> usize {
+    let elements = positions.elements();
+    let topics: HashSet<&str> = elements.iter().map(|element| element.topic()).collect();
+    topics.len()
+}
+
+/// `positions` ordered by topic, then partition.
+fn grouped_by_topic(positions: &TopicPartitionList) -> Result<TopicPartitionList, KafkaError> {
+    let mut elements: Vec<(String, i32, rdkafka::Offset)> = positions
+        .elements()
+        .iter()
+        .map(|element| {
+            (
+                element.topic().to_owned(),
+                element.partition(),
+                element.offset(),
+            )
+        })
+        .collect();
+    elements.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut grouped = TopicPartitionList::with_capacity(elements.len());
+    for (topic, partition, offset) in elements {
+        grouped.add_partition_offset(&topic, partition, offset)?;
+    }
+    Ok(grouped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +341,58 @@ mod tests {
         );
         live.release("doc", &partitions, &heartbeats, |_| false);
         assert_eq!(live.position("updates", 2), None, "released");
+    }
+
+    fn list(entries: &[(&str, i32, i64)]) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition, at) in entries {
+            list.add_partition_offset(topic, *partition, offset::at(*at))
+                .expect("a position");
+        }
+        list
+    }
+
+    #[test]
+    fn partitions_added_one_document_at_a_time_are_regrouped_by_topic() {
+        let interleaved = list(&[
+            ("awareness", 0, 5),
+            ("updates", 3, 10),
+            ("awareness", 3, 7),
+            ("updates", 1, 2),
+            ("awareness", 1, 0),
+        ]);
+        assert_eq!(topic_runs(&interleaved), 5);
+        assert_eq!(topic_count(&interleaved), 2);
+        let grouped = grouped_by_topic(&interleaved).expect("grouped");
+        assert_eq!(topic_runs(&grouped), 2, "one run per topic");
+        let order: Vec<(String, i32, Option<i64>)> = grouped
+            .elements()
+            .iter()
+            .map(|e| {
+                (
+                    e.topic().to_owned(),
+                    e.partition(),
+                    offset::exact(e.offset()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("awareness".to_owned(), 0, Some(5)),
+                ("awareness".to_owned(), 1, Some(0)),
+                ("awareness".to_owned(), 3, Some(7)),
+                ("updates".to_owned(), 1, Some(2)),
+                ("updates".to_owned(), 3, Some(10)),
+            ],
+            "every position kept"
+        );
+    }
+
+    #[test]
+    fn a_partition_appended_to_its_topic_run_needs_no_regrouping() {
+        let appended = list(&[("awareness", 0, 5), ("updates", 3, 10), ("updates", 1, 2)]);
+        assert_eq!(topic_runs(&appended), topic_count(&appended));
     }
 
     #[test]
