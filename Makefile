@@ -67,11 +67,12 @@ build: $(WEB_BUILT) build-deps ## debug build of the weft binary
 test: lint unit e2e fault e2e-python bench-check deploy-check deny ## everything: lints, unit and gateway tests, end-to-end with real clients, the short benchmark, dependency checks
 
 .PHONY: lint
-lint: $(WEB_BUILT) build-deps ## rustfmt, clippy (warnings are errors), and no module that imports one importing it back
+lint: $(WEB_BUILT) build-deps ## rustfmt, clippy and rustdoc (warnings are errors), and no module that imports one importing it back
 	$(CARGO) fmt --all -- --check
 	python3 -m unittest -q tests/lint/test_module_cycles.py
 	python3 tests/lint/module_cycles.py .
 	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --no-deps --workspace --all-features
 
 .PHONY: unit
 unit: $(WEB_BUILT) build-deps kafka postgres-server ## unit, property, store, gateway and bus tests (against an Apache Kafka broker and PostgreSQL)

@@ -4,6 +4,7 @@
 // a Hocuspocus client and a y-websocket client on one document.
 
 import assert from 'node:assert/strict'
+import * as decoding from 'lib0/decoding'
 import * as providerV4 from '@hocuspocus/provider'
 import * as providerV3 from '@hocuspocus/provider-v3'
 import {
@@ -12,10 +13,27 @@ import {
 
 const VERSIONS = { '4.8': providerV4, '3.4': providerV3 }
 
-/** A HocuspocusProvider on `socket` (a shared HocuspocusProviderWebsocket). */
+/** The Hocuspocus sync status message type. */
+const SYNC_STATUS = 8
+
+/** The applied flag of a sync status frame, or `null` for any other frame. */
+function syncStatusOf (data) {
+  const decoder = decoding.createDecoder(new Uint8Array(data))
+  decoding.readVarString(decoder)
+  if (decoding.readVarUint(decoder) !== SYNC_STATUS) return null
+  return decoding.readVarInt(decoder) === 1
+}
+
+/**
+ * A HocuspocusProvider on `socket` (a shared HocuspocusProviderWebsocket).
+ * `opts.seed`: an update applied to its document before it connects (what
+ * a client that cached the document holds). `events.statuses` lists the
+ * sync statuses the server sent it, in order.
+ */
 function hocus (t, socket, name, opts = {}) {
   const doc = new Y.Doc()
-  const events = { authenticated: null, denied: null, synced: false, stateless: [] }
+  if (opts.seed) Y.applyUpdate(doc, opts.seed)
+  const events = { authenticated: null, denied: null, synced: false, stateless: [], statuses: [] }
   const provider = new socket.weftProviderModule.HocuspocusProvider({
     websocketProvider: socket,
     name,
@@ -24,7 +42,11 @@ function hocus (t, socket, name, opts = {}) {
     onAuthenticated: ({ scope }) => { events.authenticated = scope ?? 'authenticated' },
     onAuthenticationFailed: ({ reason }) => { events.denied = reason },
     onSynced: () => { events.synced = true },
-    onStateless: ({ payload }) => { events.stateless.push(payload) }
+    onStateless: ({ payload }) => { events.stateless.push(payload) },
+    onMessage: ({ event }) => {
+      const applied = syncStatusOf(event.data)
+      if (applied !== null) events.statuses.push(applied)
+    }
   })
   provider.attach()
   t.after(() => provider.destroy())
@@ -50,7 +72,7 @@ function waitHocus (clients, predicate, what, timeout = 10000) {
     for (const c of list) {
       c.doc.on('update', check); subs.push(() => c.doc.off('update', check))
       c.awareness.on('change', check); subs.push(() => c.awareness.off('change', check))
-      for (const ev of ['synced', 'authenticated', 'authenticationFailed', 'unsyncedChanges', 'status', 'stateless']) {
+      for (const ev of ['synced', 'authenticated', 'authenticationFailed', 'unsyncedChanges', 'status', 'stateless', 'message']) {
         c.provider.on(ev, check); subs.push(() => c.provider.off(ev, check))
       }
     }
@@ -118,6 +140,46 @@ e2e(`hocuspocus ${version}: per-document tokens: a granted document syncs, a ref
   writer.doc.getText('text').insert(0, 'allowed')
   await waitHocus(readOnly, () => readOnly.doc.getText('text').toString().includes('allowed'), 'the writer\'s edit on the reader')
   assert.equal(writer.doc.getText('text').toString(), 'allowed', 'the read-only edit was not applied')
+})
+}
+
+for (const [version, module] of Object.entries(VERSIONS)) {
+e2e(`hocuspocus ${version}: a read-only provider is answered as Hocuspocus answers it: synced for what the document holds, not applied for an edit`, async (t) => {
+  const secret = 'hocuspocus-test-secret'
+  const server = await startWeft(t, { args: ['--auth-jwt-secret', secret] })
+  const readToken = signJwt(jwtClaims({ docs: { 'public/*': 'r' } }), { secret })
+  const writer = hocus(t, hocusSocket(t, server, module), 'public/page', { token: signJwt(jwtClaims({ docs: { 'public/*': 'rw' } }), { secret }) })
+  await waitHocus(writer, () => writer.events.synced, 'the writer to sync')
+  writer.doc.getText('text').insert(0, 'hello!!')
+  writer.doc.getText('text').delete(5, 2)
+  await waitHocus(writer, () => writer.provider.unsyncedChanges === 0, 'the writer\'s edits to be acknowledged')
+
+  // A reader with an empty document, and one that cached the document (its
+  // SyncStep2 carries the document's deletions): what each sends on
+  // joining brings nothing the document lacks, so it is answered as synced
+  // and nothing stays unsynced.
+  const fresh = hocus(t, hocusSocket(t, server, module), 'public/page', { token: readToken })
+  const cached = hocus(t, hocusSocket(t, server, module), 'public/page', { token: readToken, seed: Y.encodeStateAsUpdate(writer.doc) })
+  await waitHocus([fresh, cached], () => [fresh, cached].every(c => c.events.synced && c.provider.unsyncedChanges === 0 &&
+    c.doc.getText('text').toString() === 'hello'), 'both readers to sync with nothing unsynced')
+  for (const reader of [fresh, cached]) {
+    assert.equal(reader.events.authenticated, 'readonly')
+    assert.deepEqual(reader.events.statuses, [true], 'the joining SyncStep2 answered as synced')
+  }
+
+  // An edit is new to the document: answered as not applied (as Hocuspocus
+  // does), so the provider keeps it unsynced, and never applied.
+  fresh.doc.getText('text').insert(0, 'not allowed ')
+  await waitHocus(fresh, () => fresh.events.statuses.length === 2, 'the answer to the read-only edit')
+  assert.deepEqual(fresh.events.statuses, [true, false], 'the edit answered as not applied')
+  assert.equal(fresh.provider.unsyncedChanges, 1, 'the refused edit stays unsynced')
+  // The writer's next edit reaches the readers after anything the node
+  // applied before it: the read-only edit is not among it.
+  writer.doc.getText('text').insert(5, ', world')
+  await waitHocus([fresh, cached], () => cached.doc.getText('text').toString() === 'hello, world' &&
+    fresh.doc.getText('text').toString().includes(', world'), 'the writer\'s edit on the readers')
+  assert.equal(writer.doc.getText('text').toString(), 'hello, world', 'the read-only edit was not applied')
+  assert.equal(cached.provider.unsyncedChanges, 0)
 })
 }
 

@@ -8,7 +8,7 @@
 //!
 //! 1. the driver builds the document in its own yrs `Doc` (a map of
 //!    sections, each a text written paragraph by paragraph, see
-//!    [`build_document`]) in transactions of about [`CHUNK_BYTES`], and an uploader sends each transaction's update
+//!    [`build_document`]) in transactions of about [`CHUNK_BYTES`](crate::joinstorm_doc::CHUNK_BYTES), and an uploader sends each transaction's update
 //!    over the ordinary client path; a watcher client, connected before the
 //!    upload, waits until the server broadcast all of it (its state vector
 //!    equals the driver's) and stays connected: the document is warm;
@@ -69,7 +69,7 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(180);
 /// Read buffer of a storm client (it grows for the large frame).
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Updates of about [`CHUNK_BYTES`] the uploader may send beyond what the
+/// Updates of about [`CHUNK_BYTES`](crate::joinstorm_doc::CHUNK_BYTES) the uploader may send beyond what the
 /// watcher holds (2 MiB, half the server's default `--send-queue-bytes`).
 const UPLOAD_WINDOW: usize = 4;
 

@@ -7,7 +7,7 @@
 //!   envelope's origin node, the offset), stored in batches
 //!   ([`EditLog::append_edits`]) on every tick and whenever
 //!   [`MAX_UNSTORED_EDITS`] wait. A partition's offset is committed only
-//!   below its first edit not stored yet ([`EditHistory::clamp`]), the
+//!   below its first edit not stored yet (`EditHistory::clamp`), the
 //!   same rule as for snapshots, so a crash re-reads such records and the
 //!   store keeps each row once.
 //! - Automatic versions: a document changed since its last version gets
@@ -20,9 +20,9 @@
 //!   worker that restarts (or takes over a partition) knows only the
 //!   changes it reads from the committed offset on.
 //!
-//! Nothing here reads the consumer; [`EditHistory`] is driven by the
+//! Nothing here reads the consumer; `EditHistory` is driven by the
 //! worker's loop and its due-version rule is a pure function
-//! ([`VersionClock::due`]), tested directly.
+//! (`VersionClock::due`), tested directly.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -34,7 +34,7 @@ pub trait Dialect: Debug + Clone + Copy + Send + Sync + 'static {
     /// The sqlx driver.
     type Db: Database;
 
-    /// What appends go through (see [`Pools::appender`]).
+    /// What appends go through (see `Pools::appender`).
     type Appender: Debug + Clone + Send + Sync + 'static;
 
     /// Statement that makes a load's transaction read one point in time,

@@ -105,7 +105,7 @@ impl Dialect for Sqlite {
 
     /// As few statements as the batch allows: each statement is a hop to
     /// the connection's worker thread and back. A batch of at most
-    /// [`APPEND_CHUNK_ROWS`] updates is one multi-row `INSERT`, atomic by
+    /// `APPEND_CHUNK_ROWS` updates is one multi-row `INSERT`, atomic by
     /// itself; a larger one is several in one transaction.
     async fn append(appender: &Appender, updates: &[NewUpdate]) -> Result<Vec<LogSeq>, StoreError> {
         let mut slot = appender.connection.lock().await;

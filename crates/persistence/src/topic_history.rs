@@ -8,7 +8,7 @@
 //! A node takes a version from its loaded document, possibly before the
 //! worker stored the rows up to it; such a version is stored with
 //! `authors_pending` and its authors are completed by the first read that
-//! finds the rows there ([`TopicHistory::complete_authors`]).
+//! finds the rows there (`TopicHistory::complete_authors`).
 
 use std::sync::Arc;
 

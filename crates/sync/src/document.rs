@@ -304,6 +304,12 @@ impl Document {
         state.deleted || state.replica.refuses_update(update)
     }
 
+    /// Whether the document already holds all of `update` (see
+    /// [`Replica::holds`]).
+    pub(crate) fn holds(&self, update: &yrs::Update) -> bool {
+        self.state.lock().replica.holds(update)
+    }
+
     /// The document as a reader sees it.
     pub(crate) fn read_state(&self) -> ReadState {
         self.state.lock().replica.read_state()

@@ -300,6 +300,13 @@ impl Replica {
             .is_some_and(|tombstone| tombstone.refuses_update(update))
     }
 
+    /// Whether the document already holds everything `update` carries
+    /// (see `update::held_by`): applying it would change nothing.
+    pub fn holds(&self, update: &yrs::Update) -> bool {
+        let txn = self.ydoc.transact();
+        crate::update::held_by(update, &txn.state_vector(), || txn.snapshot().delete_set)
+    }
+
     /// The document's state vector.
     pub fn state_vector(&self) -> StateVector {
         self.ydoc.transact().state_vector()

@@ -243,3 +243,52 @@ async fn folding_refuses_deleted_history_says_why_and_keeps_no_position() {
     };
     assert_eq!(replica.snapshot_at(at).covers, at);
 }
+
+/// Decodes a v1 update for [`Replica::holds`].
+fn decoded(bytes: &[u8]) -> yrs::Update {
+    crate::update::decode_v1(bytes).expect("a test update decodes")
+}
+
+#[tokio::test(start_paused = true)]
+async fn it_holds_what_it_applied_and_not_what_adds_an_insertion_or_a_deletion() {
+    let now = Instant::now();
+    let mut replica = Replica::new(name());
+    replica.load(StoredDoc::default(), Vec::new(), now);
+    let (first, second) = chained(1);
+    assert!(
+        replica.holds(&decoded(yrs::Update::EMPTY_V1)),
+        "an empty update brings nothing"
+    );
+    assert!(!replica.holds(&decoded(&first)), "an insertion it lacks");
+    replica.apply(&mut committed(1, &first), now);
+    assert!(replica.holds(&decoded(&first)));
+    assert!(
+        !replica.holds(&decoded(&second)),
+        "a later insertion of the same client"
+    );
+    assert!(
+        !replica.holds(&decoded(&insert(2, "a"))),
+        "another client's insertion"
+    );
+
+    // A peer that holds the same content and deletes some of it: the
+    // deletion is news until the document has it too.
+    let peer = Doc::with_client_id(3);
+    let root = peer.get_or_insert_text("t");
+    ycheck::apply_contained(&peer, &first).expect("the first update applies");
+    let deletion = {
+        let mut txn = peer.transact_mut();
+        root.remove_range(&mut txn, 0, 1);
+        txn.encode_update_v1()
+    };
+    assert!(!replica.holds(&decoded(&deletion)), "a deletion it lacks");
+    replica.apply(&mut committed(2, &deletion), now);
+    assert!(replica.holds(&decoded(&deletion)));
+    let whole = peer
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    assert!(
+        replica.holds(&decoded(&whole)),
+        "the peer's whole state, deletion included"
+    );
+}

@@ -129,6 +129,16 @@ impl Session {
             .await
     }
 
+    /// Whether the document already holds everything in a client's update,
+    /// which is not applied (a read-only session's): Hocuspocus answers
+    /// such an update as synced, one that brings anything new as not
+    /// applied. Refuses bytes that are not a Yjs update, as
+    /// [`Session::submit_update`] does.
+    pub fn holds_update(&self, update: &[u8]) -> Result<bool, SyncError> {
+        let decoded = crate::update::decode_v1(update).map_err(SyncError::InvalidUpdate)?;
+        Ok(self.document.holds(&decoded))
+    }
+
     /// As [`Session::submit_update`] for a session that answers its client
     /// nothing: the outcome goes to a place in `window` (waiting for one if
     /// every place is taken), and only a failure wakes the session (see

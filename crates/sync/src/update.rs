@@ -37,8 +37,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use thiserror::Error;
-use yrs::Update;
 use yrs::updates::decoder::Decode;
+use yrs::{IdSet, StateVector, Update};
 
 use crate::store::LogSeq;
 use crate::ycheck::{self, ApplyFailure};
@@ -80,6 +80,34 @@ pub(crate) fn decode_v1(bytes: &[u8]) -> Result<Update, InvalidUpdate> {
     weft_protocol::check_update_v1(bytes)?;
     ycheck::count_decode();
     Ok(Update::decode_v1(bytes)?)
+}
+
+/// Whether a document with `state` (its state vector) already holds all
+/// of `update`: every block it inserts lies below the state, and every
+/// deletion it names is in `deleted` (the document's delete set, built
+/// only when the update deletes something: building it walks the
+/// document). Yjs's `snapshotContainsUpdate`, which Hocuspocus asks of a
+/// read-only client's SyncStep2 before answering it as synced. Skipped
+/// ranges carry nothing and count as held.
+pub(crate) fn held_by(
+    update: &Update,
+    state: &StateVector,
+    deleted: impl FnOnce() -> IdSet,
+) -> bool {
+    for (client, ranges) in update.insertions(true).iter() {
+        let held_up_to = state.get(client);
+        if ranges.iter().any(|range| range.end > held_up_to) {
+            return false;
+        }
+    }
+    let deletions = update.delete_set();
+    if deletions.is_empty() {
+        return true;
+    }
+    let not_deleted = deletions.diff(&deleted());
+    not_deleted
+        .iter()
+        .all(|(_client, ranges)| ranges.is_empty())
 }
 
 /// An update from outside, checked at the door and decoded once.

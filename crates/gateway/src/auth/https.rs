@@ -106,7 +106,7 @@ pub enum FetchError {
     /// Not a 2xx.
     #[error("answered HTTP {0}")]
     Status(u16),
-    /// Over [`MAX_ANSWER_BYTES`].
+    /// Over `MAX_ANSWER_BYTES`.
     #[error("answer larger than {MAX_ANSWER_BYTES} bytes")]
     TooLarge,
     /// Not the JSON expected.

@@ -13,8 +13,10 @@
 //! `PermissionDenied` and the document detached (see `documents.rs`).
 //!
 //! A client's update is acknowledged with a sync status of 1 only once it
-//! is durable (group commit, or the broker's `acks=all`), and with 0 when
-//! it is not applied (a read-only scope).
+//! is durable (group commit, or the broker's `acks=all`). A read-only
+//! scope's update is never applied: answered 1 if the document already
+//! holds all of it (as Hocuspocus answers a read-only SyncStep2, so the
+//! provider's unsynced count returns to 0 after joining), else 0.
 
 use bytes::Bytes;
 use tracing::debug;

@@ -323,16 +323,36 @@ impl<W: Wire> Reader<'_, W> {
                 }
             }
             Inbound::Update(update) => {
-                if joined.access == Access::Read {
+                if joined.access == Access::Read && !W::ACKNOWLEDGES {
+                    // A read-only update is never applied, and this
+                    // protocol has no answer to give: dropped unread.
                     debug!(
                         bytes = update.len(),
-                        "ignoring an update from a read-only session"
+                        "update from a read-only session not applied"
                     );
-                    return self.reply(&address, Outgoing::SyncStatus(false));
+                    return Ok(());
                 }
                 if !rate.try_acquire(Instant::now()) {
                     info!("update rate exceeded; closing so the client re-syncs");
                     return Err(CloseReason::UpdateRate);
+                }
+                if joined.access == Access::Read {
+                    // Never applied. Answered as Hocuspocus answers a
+                    // read-only client: synced if the document holds it
+                    // all already (the SyncStep2 every provider sends on
+                    // joining, else its unsynced count never returns to
+                    // 0), not applied if it brings anything new. Rate
+                    // limited like a write: the check decodes the update
+                    // and reads the document.
+                    let held = match joined.session.holds_update(&update) {
+                        Ok(held) => held,
+                        Err(failure) => return self.refused(&address, failure),
+                    };
+                    debug!(
+                        bytes = update.len(),
+                        held, "update from a read-only session not applied"
+                    );
+                    return self.reply(&address, Outgoing::SyncStatus(held));
                 }
                 if let Some(window) = window {
                     // Boxed for the same reason as a join: one allocation

@@ -21,8 +21,8 @@
 //!
 //! # Layout
 //!
-//! - [`pending`]: the counts of pending connections.
-//! - [`activity`]: a connection's phase (reading a head, busy, idle) and its
+//! - `pending`: the counts of pending connections.
+//! - `activity`: a connection's phase (reading a head, busy, idle) and its
 //!   deadline.
 
 mod activity;
