@@ -194,7 +194,7 @@ impl Webhooks {
 
     /// Applies the pending requests, oldest first; returns how many were
     /// applied. A request whose rewind does not finish within
-    /// [`REWIND_TIMEOUT`] (a pipeline stopped, the store fails) stays pending,
+    /// `REWIND_TIMEOUT` (a pipeline stopped, the store fails) stays pending,
     /// and so do the ones after it.
     pub async fn apply_stored_replays(
         &self,
