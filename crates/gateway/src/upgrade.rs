@@ -347,10 +347,8 @@ where
         on_upgrade,
         config,
     } = upgrade;
-    // Combinators, not an `async` block: the task lives as long as the
-    // session, and a block would keep its captures (`serve`, holding the
-    // session's parts, and `config`) beside the session's future for all
-    // of that time. `then` holds one stage at a time.
+    // Not an `async` block: it would hold `serve` (the session's parts) and
+    // `config` beside the session's future for the session's life.
     let task = on_upgrade
         .then(move |upgraded| match upgraded {
             Ok(upgraded) => Either::Left(

@@ -124,7 +124,7 @@ impl<W: Wire> Reader<'_, W> {
                     Err(FailureAnswer::publish(&failure).close)
                 }
                 () = window_room(window.as_deref()), if !has_room(window.as_deref()) => Ok(()),
-                Some((address, acked)) = acks.get_or_insert_with(Acks::new).next(), if acks.as_ref().is_some_and(|acks| !acks.is_empty()) => match acked {
+                Some((address, acked)) = next_ack(&mut acks), if acks.as_ref().is_some_and(|acks| !acks.is_empty()) => match acked {
                     Ok(_) => self.documents.send(self.wire.encode(&address, Outgoing::SyncStatus(true))),
                     Err(failure) => {
                         info!(error = %failure, "update not committed; closing so the client re-sends it");
@@ -417,6 +417,15 @@ impl<W: Wire> Reader<'_, W> {
         self.documents.remove(address);
         let reason = CloseReason::DocumentDeleted.reason();
         self.reply(address, Outgoing::Detached(reason))
+    }
+}
+
+/// The next acknowledgement; never without a set. (`select!` makes every
+/// branch's future, enabled or not, so the set is not made here.)
+async fn next_ack(acks: &mut Option<Acks>) -> Option<AckOutcome> {
+    match acks {
+        Some(acks) => acks.next().await,
+        None => std::future::pending().await,
     }
 }
 
