@@ -17,6 +17,8 @@ use axum::http::request::Parts;
 use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use futures::future::Either;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use percent_encoding::percent_decode_str;
@@ -337,7 +339,7 @@ fn revocations_loaded(state: &AppState) -> Result<(), ApiError> {
 fn start<F, Fut>(state: &AppState, upgrade: Handshake, span: tracing::Span, serve: F) -> Response
 where
     F: FnOnce(WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let open = state.lifecycle.tracker().token();
     let Handshake {
@@ -345,26 +347,25 @@ where
         on_upgrade,
         config,
     } = upgrade;
-    tokio::spawn(
-        async move {
-            let _open = open;
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(failure) => {
-                    debug!(error = %failure, "the connection was not upgraded");
-                    return;
-                }
-            };
-            let websocket = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                Some(config),
-            )
-            .await;
-            serve(websocket).await;
-        }
-        .instrument(span),
-    );
+    // Not an `async` block: it would hold `serve` (the session's parts) and
+    // `config` beside the session's future for the session's life.
+    let task = on_upgrade
+        .then(move |upgraded| match upgraded {
+            Ok(upgraded) => Either::Left(
+                WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .then(serve),
+            ),
+            Err(failure) => {
+                debug!(error = %failure, "the connection was not upgraded");
+                Either::Right(std::future::ready(()))
+            }
+        })
+        .map(move |()| drop(open));
+    tokio::spawn(task.instrument(span));
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();

@@ -1,14 +1,14 @@
 //! The words every other module shares: document names, session ids, the
 //! outbox a session is reached through, and the frames that travel in it.
 //!
-//! A leaf: it imports nothing else of this crate.
+//! Imports only the outbox queue (`outbox.rs`, a leaf).
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::outbox::FrameSender;
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use weft_protocol::{AwarenessUpdate, Message, StateVector, SyncMessage};
@@ -52,7 +52,7 @@ pub type Outbound = Bytes;
 #[derive(Debug, Clone)]
 pub struct SessionOutbox {
     /// Frames to write to the socket, in order.
-    pub frames: mpsc::Sender<Outbound>,
+    pub frames: FrameSender,
     /// The bytes queued for the session and not yet written, against the
     /// session's bound. The writer takes a frame's length off once the
     /// frame has left for the kernel.

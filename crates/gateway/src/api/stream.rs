@@ -25,7 +25,6 @@ use axum::routing::{MethodRouter, post};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 use weft_content::{StreamEdit, TextStream};
@@ -102,7 +101,7 @@ impl Drop for Writer {
 }
 
 async fn join(state: &AppState, name: &str, author: &str) -> Result<Writer, ApiError> {
-    let (frames, mut receiver) = mpsc::channel::<Bytes>(OUTBOX_FRAMES);
+    let (frames, mut receiver) = weft_sync::outbox_channel(OUTBOX_FRAMES);
     let queued = QueuedBytes::new(state.config.send_queue_bytes);
     let deleted = CancellationToken::new();
     let outbox = SessionOutbox {

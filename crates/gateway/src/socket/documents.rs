@@ -22,11 +22,13 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use weft_sync::{Outbound, QueuedBytes, Session, SessionId, SessionOutbox};
+use weft_sync::{
+    FrameReceiver, FrameSender, Outbound, QueuedBytes, Session, SessionId, SessionOutbox,
+    outbox_channel,
+};
 
 use super::upstream::{ClientOutbox, Placement, Upstreams};
 use super::wire::{Joiner, Outgoing, Wire};
@@ -46,9 +48,9 @@ pub(crate) struct SocketOutbox {
     /// Frames to the client. Documents (or their forwarders) and replies
     /// share it, so a client that does not read cannot make the server
     /// buffer either.
-    pub(crate) frames: mpsc::Sender<Outbound>,
+    pub(crate) frames: FrameSender,
     /// The writer's end.
-    pub(crate) receiver: mpsc::Receiver<Outbound>,
+    pub(crate) receiver: FrameReceiver,
     /// The bytes queued for the client and not yet written, over every
     /// outbox of the socket.
     pub(crate) queued: Arc<QueuedBytes>,
@@ -59,7 +61,7 @@ pub(crate) struct SocketOutbox {
 impl SocketOutbox {
     /// An outbox of `capacity` frames and `capacity_bytes` bytes.
     pub(crate) fn new(capacity: usize, capacity_bytes: usize) -> Self {
-        let (frames, receiver) = mpsc::channel(capacity);
+        let (frames, receiver) = outbox_channel(capacity);
         Self {
             frames,
             receiver,
@@ -123,9 +125,12 @@ type Deletion = BoxFuture<'static, (String, SessionId)>;
 
 /// Every document of one socket, by address.
 pub(crate) struct Documents {
-    joined: HashMap<String, Joined>,
+    /// Boxed: a map's first insert makes room for 3 entries, and most
+    /// sockets hold one document; a pointer per slot costs less than a
+    /// `Joined` per slot in every idle session.
+    joined: HashMap<String, Box<Joined>>,
     /// The socket's outbox.
-    frames: mpsc::Sender<Outbound>,
+    frames: FrameSender,
     /// The bytes queued over all of the socket's outboxes.
     queued: Arc<QueuedBytes>,
     overflowed: CancellationToken,
@@ -161,17 +166,19 @@ impl Documents {
         let key = address.clone();
         self.deletions
             .push(deleted.map(move |()| (key, id)).boxed());
-        self.joined.insert(address, joined);
+        self.joined.insert(address, Box::new(joined));
         self.tokens_changed = true;
     }
 
     pub(crate) fn get(&self, address: &str) -> Option<&Joined> {
-        self.joined.get(address)
+        self.joined.get(address).map(Box::as_ref)
     }
 
     /// Every document held, by address.
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut Joined)> {
-        self.joined.iter_mut()
+        self.joined
+            .iter_mut()
+            .map(|(address, joined)| (address, &mut **joined))
     }
 
     /// Whether the socket's earliest token expiry may have moved since the

@@ -79,7 +79,16 @@ pub(crate) struct SocketParts<W> {
 }
 
 /// Serves one upgraded socket until it closes.
-pub(crate) async fn run<W, T>(socket: WebSocketStream<T>, parts: SocketParts<W>)
+///
+/// Not an `async fn`: the socket is split and the session's future made
+/// here, so the future this returns holds the socket and its parts once
+/// (inside `drive`'s future), not a second time as its own arguments. The
+/// session's task lives as long as the session: every byte of it is idle
+/// memory. The connection counts from here (the caller runs it at once).
+pub(crate) fn run<W, T>(
+    socket: WebSocketStream<T>,
+    parts: SocketParts<W>,
+) -> impl Future<Output = ()> + use<W, T>
 where
     W: Wire,
     T: AsyncRead + AsyncWrite + Unpin,
@@ -87,29 +96,42 @@ where
     let (sink, stream) = socket.split();
     let metrics = parts.metrics.clone();
     metrics.connections.inc();
-    let closing = drive(sink, stream, parts).await;
-    metrics.connections.dec();
+    // `map`, not an `async` block awaiting `drive`: a block would hold the
+    // session's future twice (as the block's capture and as the future
+    // it awaits).
+    drive(sink, stream, parts).map(move |closing| {
+        metrics.connections.dec();
+        closed(closing, W::NAME, &metrics);
+    })
+}
+
+/// Counts and logs how a session ended.
+fn closed(closing: Option<CloseReason>, protocol: &'static str, metrics: &Metrics) {
     match closing {
         Some(reason) => {
             metrics.closed(reason);
             info!(
                 code = reason.code(),
                 reason = reason.reason(),
-                protocol = W::NAME,
+                protocol,
                 "session closed"
             );
         }
-        None => debug!(protocol = W::NAME, "session closed by the peer"),
+        None => debug!(protocol, "session closed by the peer"),
     }
 }
 
 /// Runs reader and writer until the socket ends; returns the close the
 /// server sent (`None`: the peer closed, or the connection dropped).
-pub(crate) async fn drive<W, S, R>(
+///
+/// Not an `async fn`, for the same reason as [`run`]: the parts are taken
+/// apart before the future is made, so it holds each piece once instead
+/// of the parts as its argument and the pieces again.
+pub(crate) fn drive<W, S, R>(
     sink: S,
     mut stream: R,
     parts: SocketParts<W>,
-) -> Option<CloseReason>
+) -> impl Future<Output = Option<CloseReason>> + use<W, S, R>
 where
     W: Wire,
     S: Sink<WsMessage> + Unpin,
@@ -140,50 +162,54 @@ where
         overflowed,
         ..
     } = outbox;
-    let (close_sender, close_receiver) = oneshot::channel();
-    let writer = writer::write_loop(
-        sink,
-        receiver,
-        &queued,
-        greeting,
-        close_receiver,
-        &config,
-        &metrics,
-    )
-    .fuse();
-    tokio::pin!(writer);
-    let closing = {
-        let reader = reader::Reader {
-            wire: &wire,
-            documents: &mut documents,
-            config: &config,
-            metrics: &metrics,
+    async move {
+        let (close_sender, close_receiver) = oneshot::channel();
+        let writer = writer::write_loop(
+            sink,
+            receiver,
+            &queued,
+            greeting,
+            close_receiver,
+            &config,
+            &metrics,
+        )
+        .fuse();
+        tokio::pin!(writer);
+        let closing = {
+            let reader = reader::Reader {
+                wire: &wire,
+                documents: &mut documents,
+                config: &config,
+                metrics: &metrics,
+            }
+            .read_loop(&mut stream, &overflowed, &stop, revocations);
+            tokio::pin!(reader);
+            // Each half is polled only when its own waker fired (`halves.rs`):
+            // a frame queued for the client polls the writer alone. When both
+            // are due the reader goes first: when the socket's outbox
+            // overflows the writer may end too, but the reader knows why (1013).
+            match halves::first_of(reader, writer.as_mut()).await {
+                Half::Reader(closing) => closing,
+                Half::Writer => Some(CloseReason::ConnectionLost),
+            }
+        };
+        documents.leave_all();
+        if !writer.is_terminated() {
+            let _writer_may_have_ended = close_sender.send(closing);
+            // Keep reading (and discarding) while the close frame goes out, until
+            // the peer answers it: dropping a socket with unread input makes the
+            // kernel reset the connection, and a client still writing (a flood)
+            // would then see 1006 instead of our close code.
+            let linger = futures::future::join(&mut writer, discard_until_close(&mut stream));
+            if tokio::time::timeout(CLOSE_GRACE, linger).await.is_err() {
+                debug!(
+                    "peer did not complete the close handshake in time; dropping the connection"
+                );
+            }
         }
-        .read_loop(&mut stream, &overflowed, &stop, revocations);
-        tokio::pin!(reader);
-        // Each half is polled only when its own waker fired (`halves.rs`):
-        // a frame queued for the client polls the writer alone. When both
-        // are due the reader goes first: when the socket's outbox
-        // overflows the writer may end too, but the reader knows why (1013).
-        match halves::first_of(reader, writer.as_mut()).await {
-            Half::Reader(closing) => closing,
-            Half::Writer => Some(CloseReason::ConnectionLost),
-        }
-    };
-    documents.leave_all();
-    if !writer.is_terminated() {
-        let _writer_may_have_ended = close_sender.send(closing);
-        // Keep reading (and discarding) while the close frame goes out, until
-        // the peer answers it: dropping a socket with unread input makes the
-        // kernel reset the connection, and a client still writing (a flood)
-        // would then see 1006 instead of our close code.
-        let linger = futures::future::join(&mut writer, discard_until_close(&mut stream));
-        if tokio::time::timeout(CLOSE_GRACE, linger).await.is_err() {
-            debug!("peer did not complete the close handshake in time; dropping the connection");
-        }
+        drop(permit);
+        closing
     }
-    drop(permit);
-    closing
 }
 
 /// Reads and drops frames until the peer's close frame or the end of the

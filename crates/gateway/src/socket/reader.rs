@@ -26,6 +26,9 @@ use crate::metrics::Metrics;
 /// An address and whether its update became durable.
 type AckOutcome = (String, Result<LogSeq, PublishError>);
 
+/// The acknowledgements a socket waits for, in any order.
+type Acks = FuturesUnordered<BoxFuture<'static, AckOutcome>>;
+
 /// What the reader works with.
 pub(super) struct Reader<'a, W> {
     pub(super) wire: &'a W,
@@ -47,16 +50,14 @@ impl<W: Wire> Reader<'_, W> {
     where
         R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
     {
-        let mut acks: FuturesUnordered<BoxFuture<'static, AckOutcome>> = FuturesUnordered::new();
+        // Made on the first acknowledged update (Hocuspocus): an empty set
+        // still allocates its queue, and every idle session would hold it.
+        let mut acks: Option<Acks> = None;
         // A protocol that tells its client nothing of a durable update
         // (y-websocket) submits through a window: acknowledgements wake
-        // this task only when one fails.
-        let window = (!W::ACKNOWLEDGES).then(|| {
-            AckWindow::new(
-                MAX_UPDATES_IN_FLIGHT,
-                self.metrics.update_commit_seconds.clone(),
-            )
-        });
+        // this task only when one fails. Made on the first update: a
+        // session that only reads never needs one.
+        let mut window: Option<Arc<AckWindow>> = None;
         let mut rate = UpdateRateLimiter::new(self.config.max_updates_per_second);
         let started = Instant::now();
         let mut heartbeat_deadline = started + self.config.heartbeat_timeout;
@@ -123,7 +124,7 @@ impl<W: Wire> Reader<'_, W> {
                     Err(FailureAnswer::publish(&failure).close)
                 }
                 () = window_room(window.as_deref()), if !has_room(window.as_deref()) => Ok(()),
-                Some((address, acked)) = acks.next(), if !acks.is_empty() => match acked {
+                Some((address, acked)) = next_ack(&mut acks), if acks.as_ref().is_some_and(|acks| !acks.is_empty()) => match acked {
                     Ok(_) => self.documents.send(self.wire.encode(&address, Outgoing::SyncStatus(true))),
                     Err(failure) => {
                         info!(error = %failure, "update not committed; closing so the client re-sends it");
@@ -141,7 +142,7 @@ impl<W: Wire> Reader<'_, W> {
                         Ok(())
                     }
                 }
-                received = stream.next(), if acks.len() < MAX_UPDATES_IN_FLIGHT && has_room(window.as_deref()) => {
+                received = stream.next(), if acks.as_ref().map_or(0, Acks::len) < MAX_UPDATES_IN_FLIGHT && has_room(window.as_deref()) => {
                     let now = Instant::now();
                     heartbeat_deadline = now + self.config.heartbeat_timeout;
                     let frame = match received {
@@ -160,7 +161,7 @@ impl<W: Wire> Reader<'_, W> {
                         // Boxed: only a socket forwarding documents takes
                         // this path, and every idle session holds the loop.
                         Ok(message) if self.for_upstream(&message) => Box::pin(self.upstream(message, frame)).await,
-                        Ok(message) => self.handle(message, &mut rate, &mut acks, window.as_ref()).await,
+                        Ok(message) => self.handle(message, &mut rate, &mut acks, &mut window).await,
                         Err(reason) => Err(reason),
                     }
                 }
@@ -277,8 +278,8 @@ impl<W: Wire> Reader<'_, W> {
         &mut self,
         message: Addressed,
         rate: &mut UpdateRateLimiter,
-        acks: &mut FuturesUnordered<BoxFuture<'static, AckOutcome>>,
-        window: Option<&Arc<AckWindow>>,
+        acks: &mut Option<Acks>,
+        window: &mut Option<Arc<AckWindow>>,
     ) -> Result<(), CloseReason> {
         let Addressed { address, inbound } = message;
         let inbound = match inbound {
@@ -354,7 +355,13 @@ impl<W: Wire> Reader<'_, W> {
                     );
                     return self.reply(&address, Outgoing::SyncStatus(held));
                 }
-                if let Some(window) = window {
+                if !W::ACKNOWLEDGES {
+                    let window = window.get_or_insert_with(|| {
+                        AckWindow::new(
+                            MAX_UPDATES_IN_FLIGHT,
+                            self.metrics.update_commit_seconds.clone(),
+                        )
+                    });
                     // Boxed for the same reason as a join: one allocation
                     // per update instead of its future's bytes in every
                     // session.
@@ -367,7 +374,7 @@ impl<W: Wire> Reader<'_, W> {
                     Ok(Some(ack)) => {
                         let submitted = Instant::now();
                         let histogram = self.metrics.update_commit_seconds.clone();
-                        acks.push(
+                        acks.get_or_insert_with(Acks::new).push(
                             async move {
                                 let outcome = ack.wait().await;
                                 if outcome.is_ok() {
@@ -430,6 +437,15 @@ impl<W: Wire> Reader<'_, W> {
         self.documents.remove(address);
         let reason = CloseReason::DocumentDeleted.reason();
         self.reply(address, Outgoing::Detached(reason))
+    }
+}
+
+/// The next acknowledgement; never without a set. (`select!` makes every
+/// branch's future, enabled or not, so the set is not made here.)
+async fn next_ack(acks: &mut Option<Acks>) -> Option<AckOutcome> {
+    match acks {
+        Some(acks) => acks.next().await,
+        None => std::future::pending().await,
     }
 }
 

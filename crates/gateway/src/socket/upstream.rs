@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, info};
-use weft_sync::{Outbound, QueuedBytes, SessionId};
+use weft_sync::{FrameSender, QueuedBytes, SessionId};
 
 use crate::close::close_code;
 use crate::cluster::{Ownership, Route};
@@ -74,7 +74,7 @@ pub(crate) enum Placement {
 /// The socket's end of the client's outbox, for upstream tasks.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientOutbox {
-    pub(crate) frames: mpsc::Sender<Outbound>,
+    pub(crate) frames: FrameSender,
     pub(crate) queued: Arc<QueuedBytes>,
     pub(crate) overflowed: CancellationToken,
 }

@@ -20,13 +20,13 @@
 
 use bytes::Bytes;
 use futures::{Sink, SinkExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use weft_sync::{Outbound, QueuedBytes};
+use weft_sync::{FrameReceiver, Outbound, QueuedBytes};
 
 use crate::close::CloseReason;
 use crate::config::{FRAGMENT_BYTES, GatewayConfig};
@@ -37,7 +37,7 @@ use crate::metrics::Metrics;
 /// the socket fails.
 pub(super) async fn write_loop<S>(
     mut sink: S,
-    mut outbox: mpsc::Receiver<Outbound>,
+    mut outbox: FrameReceiver,
     queued: &QueuedBytes,
     greeting: Vec<Outbound>,
     mut close: oneshot::Receiver<Option<CloseReason>>,
@@ -92,7 +92,7 @@ pub(super) async fn write_loop<S>(
 /// Each frame's bytes are taken off `queued` once it is written out.
 async fn write_batch<S>(
     sink: &mut S,
-    outbox: &mut mpsc::Receiver<Outbound>,
+    outbox: &mut FrameReceiver,
     queued: &QueuedBytes,
     first: Outbound,
     metrics: &Metrics,

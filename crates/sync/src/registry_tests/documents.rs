@@ -189,7 +189,7 @@ async fn past_max_documents_a_new_document_is_refused_until_one_unloads() {
     let registry = Registry::embedded(store, config);
     let first = join(&registry, "one", 16).await;
     let _second = join(&registry, "two", 16).await;
-    let (frames, _receiver) = mpsc::channel(16);
+    let (frames, _receiver) = crate::outbox_channel(16);
     let refused = registry
         .join(
             "three",

@@ -48,7 +48,7 @@ pub(super) fn start(
 
 pub(super) struct Client {
     pub(super) session: Session,
-    pub(super) frames: mpsc::Receiver<Outbound>,
+    pub(super) frames: crate::FrameReceiver,
     pub(super) overflowed: CancellationToken,
     pub(super) deleted: CancellationToken,
 }
@@ -64,7 +64,7 @@ pub(super) async fn join_bounded(
     queue: usize,
     queue_bytes: usize,
 ) -> Client {
-    let (frames, receiver) = mpsc::channel(queue);
+    let (frames, receiver) = crate::outbox_channel(queue);
     let overflowed = CancellationToken::new();
     let deleted = CancellationToken::new();
     let session = registry

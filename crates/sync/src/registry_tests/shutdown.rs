@@ -56,7 +56,7 @@ async fn shutdown_commits_what_is_queued_then_writes_the_snapshot() {
             .join(
                 "other",
                 SessionOutbox {
-                    frames: mpsc::channel(1).0,
+                    frames: crate::outbox_channel(1).0,
                     queued: QueuedBytes::new(usize::MAX),
                     overflowed: CancellationToken::new(),
                     deleted: CancellationToken::new(),

@@ -73,7 +73,7 @@ async fn a_reader_past_its_byte_bound_is_closed_with_1013_and_the_others_keep_re
     reader.next_binary().await;
     // The writer is a session of its own, so each update is awaited until
     // durable and broadcast.
-    let (frames, _writer_frames) = tokio::sync::mpsc::channel(16);
+    let (frames, _writer_frames) = weft_sync::outbox_channel(16);
     let writer = registry
         .join(
             DOC,
