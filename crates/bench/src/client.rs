@@ -307,10 +307,17 @@ impl Client {
     }
 
     /// Closes the socket politely (errors ignored: the run is over).
+    ///
+    /// Bounded by `CLOSE_TIMEOUT`: a server that stopped reading this
+    /// connection would otherwise hold the close (and the run) forever.
     pub(crate) async fn close(mut self) {
-        let _ignored_close_error = self.socket.close(None).await;
+        let _ignored_close_error =
+            tokio::time::timeout(CLOSE_TIMEOUT, self.socket.close(None)).await;
     }
 }
+
+/// How long a close may take to be written.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Root array of one writer's stamps.
 pub(crate) fn writer_array(writer: usize) -> String {

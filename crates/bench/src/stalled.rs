@@ -44,6 +44,8 @@ const STALLED_RECEIVE_BUFFER: u32 = 4 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the server's RSS is read during the run.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// Time one update may take to be written to the server.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the live reader gets, after the last send, to receive the rest.
 const LIVE_DRAIN: Duration = Duration::from_secs(30);
 /// How long a stalled reader reads what is left before it counts as still
@@ -100,7 +102,9 @@ pub(crate) async fn stalled(
     while sent < updates {
         tokio::select! {
             _ = ticker.tick() => {
-                send_padding(&mut writer, sent).await?;
+                tokio::time::timeout(SEND_TIMEOUT, send_padding(&mut writer, sent))
+                    .await
+                    .context("the server stopped reading the writer's updates")??;
                 sent += 1;
                 sent_count.send_replace(sent);
             }
