@@ -132,6 +132,11 @@ struct RunArgs {
     /// without it, or if it is missing, scenario 5 is skipped.
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Scenario 5 replays at most this many edits of the trace (whole
+    /// transactions), in place of the mode's own prefix (short: 20,000;
+    /// full: all of it).
+    #[arg(long)]
+    trace_edits: Option<usize>,
     /// Where servers keep their files and logs during a run.
     #[arg(long, default_value = "target/bench/work")]
     scratch: PathBuf,

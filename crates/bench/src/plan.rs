@@ -109,6 +109,9 @@ pub(crate) async fn run_all(args: &RunArgs) -> anyhow::Result<Results> {
         weft_extra_args: Vec::new(),
     };
     let mut sizes = Sizes::for_mode(args.mode, args.kafka_fetch_wait_ms);
+    if let Some(edits) = args.trace_edits {
+        sizes.trace_max_edits = Some(edits);
+    }
     sizes.fit_idle_to_fd_limit(crate::procstat::open_files_limit()?);
     if let Some(reason) = &sizes.idle_capped {
         eprintln!("idle       capped: {reason}");

@@ -450,6 +450,12 @@ impl Document {
         self.state.lock().replica.dirty()
     }
 
+    /// Changes not yet snapshotted, and the stored snapshot's size.
+    pub(crate) fn dirty_and_snapshot_bytes(&self) -> (Option<Dirty>, usize) {
+        let state = self.state.lock();
+        (state.replica.dirty(), state.replica.snapshot_bytes())
+    }
+
     pub(crate) fn idle_since(&self) -> Option<Instant> {
         self.state.lock().idle_since
     }
@@ -481,7 +487,7 @@ impl Document {
         let covers = snapshot.covers.offset;
         let bytes = snapshot.state.len();
         let outcome = store.save_snapshot(log, &self.name, &snapshot).await?;
-        self.state.lock().replica.snapshot_saved(covers);
+        self.state.lock().replica.snapshot_saved(covers, bytes);
         debug!(doc = %self.name, covers, bytes, ?outcome, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot saved");
         Ok(Some(bytes))
     }

@@ -102,9 +102,9 @@ impl Housekeeping {
             }
             return;
         }
-        let snapshot_due = document
-            .dirty()
-            .is_some_and(|dirty| self.policy.due(&dirty, now));
+        let (dirty, snapshot_bytes) = document.dirty_and_snapshot_bytes();
+        let snapshot_due =
+            dirty.is_some_and(|dirty| self.policy.due_sized(&dirty, now, snapshot_bytes));
         if !(unload_due || snapshot_due) {
             return;
         }

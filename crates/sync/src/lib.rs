@@ -152,7 +152,7 @@ pub use publisher::PendingAck;
 pub use registry::Registry;
 pub use replica::{Applied, ReadState, Replica, RereadOutcome};
 pub use session::Session;
-pub use snapshot_policy::{Dirty, SnapshotPolicy};
+pub use snapshot_policy::{Dirty, SNAPSHOT_BYTES_PER_STEP, SnapshotPolicy};
 pub use store::{
     ANONYMOUS, Attribution, EMBEDDED_LOG, EmbeddedLog, ListedDoc, LogSeq, LoggedUpdate, Snapshot,
     SnapshotStore, StoreError, StoredDoc, Tombstone,

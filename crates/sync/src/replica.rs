@@ -86,6 +86,9 @@ pub struct Replica {
     partition: i32,
     /// The position the stored snapshot covers.
     snapshot_covers: LogSeq,
+    /// Size of the stored snapshot's state in bytes (0 without one): the
+    /// snapshot rule waits for more updates the larger it is.
+    snapshot_bytes: usize,
     /// Changes not yet in a stored snapshot.
     dirty: Option<Dirty>,
     /// The document's latest deletion, if it was ever deleted: clients
@@ -105,6 +108,7 @@ impl Replica {
             applied: 0,
             partition: crate::position::EMBEDDED_PARTITION,
             snapshot_covers: 0,
+            snapshot_bytes: 0,
             dirty: None,
             tombstone: None,
             missing_since: None,
@@ -119,6 +123,7 @@ impl Replica {
             Vec::with_capacity(stored.updates.len() + stored.deletions.len() + buffered.len() + 2);
         if let Some(snapshot) = stored.snapshot {
             snapshot_covers = snapshot.covers.offset;
+            self.snapshot_bytes = snapshot.state.len();
             self.partition = snapshot.covers.partition;
             if let Some(tombstone) = snapshot.tombstone {
                 records.push(DocRecord::Delete {
@@ -380,8 +385,16 @@ impl Replica {
         }
     }
 
-    /// A snapshot covering `covers` was stored.
-    pub fn snapshot_saved(&mut self, covers: LogSeq) {
+    /// Size of the stored snapshot's state in bytes (0 without one).
+    pub fn snapshot_bytes(&self) -> usize {
+        self.snapshot_bytes
+    }
+
+    /// A snapshot covering `covers`, of `bytes` bytes of state, was stored.
+    pub fn snapshot_saved(&mut self, covers: LogSeq, bytes: usize) {
+        if covers >= self.snapshot_covers {
+            self.snapshot_bytes = bytes;
+        }
         self.snapshot_covers = self.snapshot_covers.max(covers);
         if self.applied <= self.snapshot_covers {
             self.dirty = None;

@@ -70,7 +70,7 @@ async fn applying_tells_news_from_what_it_holds_and_owes_a_snapshot() {
 
     let snapshot = replica.snapshot().expect("a snapshot is owed");
     assert_eq!(snapshot.covers.offset, 2);
-    replica.snapshot_saved(snapshot.covers.offset);
+    replica.snapshot_saved(snapshot.covers.offset, snapshot.state.len());
     assert!(replica.dirty().is_none());
     assert!(replica.snapshot().is_none());
 }

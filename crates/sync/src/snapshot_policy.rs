@@ -41,10 +41,16 @@ impl Dirty {
     }
 }
 
+/// Snapshot size per step of the update-count rule: a document whose last
+/// snapshot holds `n` whole steps waits for `(1 + n) * max_updates`
+/// updates (see [`SnapshotPolicy::due_sized`]).
+pub const SNAPSHOT_BYTES_PER_STEP: usize = 16 * 1024;
+
 /// When a dirty document is snapshotted: once it has been quiet for
 /// `debounce`, or dirty for `max_delay` even if edits keep coming (so the
 /// log of a busy document stays short), or once `max_updates` updates were
-/// applied since the last snapshot.
+/// applied since the last snapshot (more for a large document, see
+/// [`SnapshotPolicy::due_sized`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotPolicy {
     /// Quiet time after the latest change.
@@ -62,6 +68,25 @@ impl SnapshotPolicy {
         now.duration_since(dirty.last) >= self.debounce
             || now.duration_since(dirty.since) >= self.max_delay
             || dirty.updates >= self.max_updates
+    }
+
+    /// [`SnapshotPolicy::due`] for a document whose last stored snapshot
+    /// held `snapshot_bytes` bytes: the update count that makes it due
+    /// grows by `max_updates` for every [`SNAPSHOT_BYTES_PER_STEP`] of it.
+    ///
+    /// A snapshot encodes the whole document, so at a fixed count a
+    /// growing document pays more per update for its snapshots (an
+    /// automerge-paper replay at 100,000 edits spent a tenth of its
+    /// instructions there). Scaled, a snapshot costs at most about one
+    /// step's bytes encoded per `max_updates` updates, whatever the size;
+    /// in exchange a busy large document's log between snapshots is longer
+    /// (a load replays more updates), still cut at `max_delay`.
+    pub fn due_sized(&self, dirty: &Dirty, now: Instant, snapshot_bytes: usize) -> bool {
+        let steps = u64::try_from(snapshot_bytes / SNAPSHOT_BYTES_PER_STEP).unwrap_or(u64::MAX);
+        let max_updates = self.max_updates.saturating_mul(steps.saturating_add(1));
+        now.duration_since(dirty.last) >= self.debounce
+            || now.duration_since(dirty.since) >= self.max_delay
+            || dirty.updates >= max_updates
     }
 }
 
@@ -110,5 +135,24 @@ mod tests {
         assert!(!POLICY.due(&dirty, start));
         dirty.touch(start);
         assert!(POLICY.due(&dirty, start));
+    }
+
+    #[test]
+    fn a_large_document_waits_for_more_updates() {
+        let start = Instant::now();
+        let dirty = Dirty::new(start, 2999);
+        let small = SNAPSHOT_BYTES_PER_STEP - 1;
+        assert!(
+            POLICY.due_sized(&dirty, start, small),
+            "under one step: as due"
+        );
+        let two_steps = 2 * SNAPSHOT_BYTES_PER_STEP;
+        assert!(!POLICY.due_sized(&dirty, start, two_steps));
+        assert!(POLICY.due_sized(&Dirty::new(start, 3000), start, two_steps));
+        assert!(
+            POLICY.due_sized(&dirty, start + Duration::from_secs(30), two_steps),
+            "the max delay still holds"
+        );
+        assert!(!POLICY.due_sized(&dirty, start, usize::MAX), "saturates");
     }
 }
