@@ -81,9 +81,19 @@ async fn create_topics(config: &KafkaConfig) -> Result<(), BusError> {
         TopicReplication::Fixed(replication),
     )
     .set("retention.ms", AWARENESS_RETENTION_MS);
+    crate::connect::create_new_topics(&admin, &[&updates, &awareness]).await?;
+    Ok(())
+}
+
+/// Creates `topics` on the cluster `admin` reaches; a topic that exists
+/// already is left as it is (another node, or an earlier start, made it).
+pub(crate) async fn create_new_topics(
+    admin: &AdminClient<WeftContext>,
+    topics: &[&NewTopic<'_>],
+) -> Result<(), BusError> {
     let options = AdminOptions::new().operation_timeout(Some(BROKER_REQUEST_TIMEOUT));
     let results = admin
-        .create_topics([&updates, &awareness], &options)
+        .create_topics(topics.iter().copied(), &options)
         .await
         .map_err(|error| BusError::Check(Box::new(error)))?;
     for result in results {

@@ -13,15 +13,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
-use tracing::info;
 use weft_sync::BusError;
 use weft_sync::changes::DeadLetter;
 
-use crate::config::{BROKER_REQUEST_TIMEOUT, KafkaConfig, KafkaConfigError};
+use crate::config::{KafkaConfig, KafkaConfigError};
 use crate::context::WeftContext;
 
 /// Suffix of the dead-letter topic's name.
@@ -119,22 +117,7 @@ impl DeadLetterTopic {
         )
         .set("max.message.bytes", &max_record_bytes)
         .set("retention.ms", &retention_ms);
-        let options = AdminOptions::new().operation_timeout(Some(BROKER_REQUEST_TIMEOUT));
-        let results = admin
-            .create_topics([&topic], &options)
-            .await
-            .map_err(|error| BusError::Check(Box::new(error)))?;
-        for result in results {
-            match result {
-                Ok(name) => info!(topic = %name, "topic created"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => {
-                    return Err(BusError::Check(
-                        format!("create topic {name}: {code}").into(),
-                    ));
-                }
-            }
-        }
+        crate::connect::create_new_topics(&admin, &[&topic]).await?;
         self.created.store(true, Ordering::Release);
         Ok(())
     }

@@ -12,11 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -192,22 +191,7 @@ impl RevocationTopic {
             TopicReplication::Fixed(self.config.replication_factor),
         )
         .set("retention.ms", &retention_ms);
-        let options = AdminOptions::new().operation_timeout(Some(BROKER_REQUEST_TIMEOUT));
-        let results = admin
-            .create_topics([&topic], &options)
-            .await
-            .map_err(|error| BusError::Check(Box::new(error)))?;
-        for result in results {
-            match result {
-                Ok(name) => info!(topic = %name, "topic created"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => {
-                    return Err(BusError::Check(
-                        format!("create topic {name}: {code}").into(),
-                    ));
-                }
-            }
-        }
+        crate::connect::create_new_topics(&admin, &[&topic]).await?;
         self.created.store(true, Ordering::Release);
         Ok(())
     }
