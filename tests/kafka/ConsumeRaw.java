@@ -38,7 +38,17 @@ public class ConsumeRaw {
     props.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
     try (KafkaConsumer<byte[], byte[]> consumer =
         new KafkaConsumer<>(props, new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
-      List<PartitionInfo> infos = consumer.partitionsFor(topic, Duration.ofMillis(Math.max(1, deadline - System.currentTimeMillis())));
+      // A topic just created may not be in the metadata yet: partitionsFor
+      // then answers an empty list. Ask again, until the deadline.
+      List<PartitionInfo> infos = List.of();
+      while (infos.isEmpty() && System.currentTimeMillis() < deadline) {
+        infos = consumer.partitionsFor(topic, Duration.ofMillis(Math.max(1, deadline - System.currentTimeMillis())));
+        if (infos.isEmpty()) Thread.sleep(100);
+      }
+      if (infos.isEmpty()) {
+        System.err.println("topic " + topic + " has no partitions before the deadline");
+        System.exit(1);
+      }
       List<TopicPartition> partitions = new ArrayList<>();
       for (PartitionInfo info : infos) partitions.add(new TopicPartition(topic, info.partition()));
       consumer.assign(partitions);
