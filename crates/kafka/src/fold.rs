@@ -99,6 +99,10 @@ struct FoldedDoc {
     /// node loading the document meanwhile replays the delete record, but
     /// the store should stop serving the deleted snapshot soon).
     deletion_unstored: bool,
+    /// Bytes of state in the last snapshot stored (or loaded): a larger
+    /// document waits for more records before its next one, as on a node
+    /// ([`SnapshotPolicy::due_sized`]).
+    snapshot_bytes: usize,
 }
 
 impl std::fmt::Debug for FoldedDoc {
@@ -163,6 +167,7 @@ impl Fold {
         let name: Arc<str> = Arc::from(doc);
         let mut replica = Replica::new(name.clone());
         let mut covered = -1;
+        let snapshot_bytes = snapshot.map_or(0, |snapshot| snapshot.state.len());
         if let Some(snapshot) = snapshot {
             let mut state =
                 CommittedUpdate::from_log(snapshot.covers.offset, snapshot.state.clone());
@@ -181,6 +186,7 @@ impl Fold {
                 last_applied: covered,
                 unstored: Dirty::new(now, 0),
                 deletion_unstored: false,
+                snapshot_bytes,
             },
         );
     }
@@ -269,7 +275,10 @@ impl Fold {
                 if folded.first_unstored.is_none() {
                     continue;
                 }
-                if !all && !folded.deletion_unstored && !policy.due(&folded.unstored, now) {
+                if !all
+                    && !folded.deletion_unstored
+                    && !policy.due_sized(&folded.unstored, now, folded.snapshot_bytes)
+                {
                     continue;
                 }
                 let snapshot = folded.replica.snapshot_at(Position {
@@ -304,6 +313,7 @@ impl Fold {
         {
             folded.deletion_unstored = false;
         }
+        folded.snapshot_bytes = job.snapshot.state.len();
         if folded.last_applied <= job.snapshot.covers.offset {
             folded.first_unstored = None;
             folded.unstored.updates = 0;

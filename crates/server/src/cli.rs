@@ -77,7 +77,8 @@ pub struct PersistArgs {
     #[arg(long, env = "WEFT_SNAPSHOT_MAX_DELAY", default_value = "30s", value_parser = parse_duration)]
     pub snapshot_max_delay: Duration,
 
-    /// ...or after this many records, whichever comes first.
+    /// ...or after this many records, whichever comes first (times one more
+    /// for every whole 16 KiB of the document's last snapshot).
     #[arg(long, env = "WEFT_SNAPSHOT_MAX_UPDATES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_max_updates: u64,
 
@@ -195,7 +196,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WEFT_SNAPSHOT_MAX_DELAY", default_value = "30s", value_parser = parse_duration)]
     pub snapshot_max_delay: Duration,
 
-    /// ...or after this many updates, whichever comes first.
+    /// ...or after this many updates, whichever comes first (times one more
+    /// for every whole 16 KiB of the document's last snapshot).
     #[arg(long, env = "WEFT_SNAPSHOT_MAX_UPDATES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_max_updates: u64,
 

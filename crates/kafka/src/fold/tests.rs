@@ -183,3 +183,78 @@ fn a_record_that_does_not_apply_is_skipped_but_covered() {
     fold.stored(&job);
     assert_eq!(fold.commit_offsets(), vec![(0, 2)]);
 }
+
+#[test]
+fn a_large_document_waits_for_more_records_between_snapshots() {
+    let now = Instant::now();
+    let config = FoldConfig {
+        max_updates: 10,
+        ..config()
+    };
+    // A base of more than one step (16 KiB) of state, then ten records:
+    // a small document would be due, this one waits for twenty.
+    let mut source = Fold::new(config.clone());
+    source.insert_base(0, "big", None, now);
+    assert!(source.apply(0, 0, Some(("big", &insert(1, &"x".repeat(20_000)))), now));
+    let base = source.due(now, true, None).remove(0).snapshot;
+    assert!(base.state.len() >= 16 * 1024 && base.state.len() < 32 * 1024);
+
+    let mut fold = Fold::new(config.clone());
+    fold.insert_base(0, "big", Some(&base), now);
+    fold.insert_base(0, "small", None, now);
+    for offset in 1..=10 {
+        let text = offset.to_string();
+        assert!(fold.apply(
+            0,
+            offset * 2,
+            Some(("big", &insert(2 + offset as u64, &text))),
+            now
+        ));
+        assert!(fold.apply(
+            0,
+            offset * 2 + 1,
+            Some(("small", &insert(2 + offset as u64, &text))),
+            now
+        ));
+    }
+    let due: Vec<_> = fold
+        .due(now, false, None)
+        .into_iter()
+        .map(|job| job.doc)
+        .collect();
+    assert_eq!(
+        due,
+        vec![Arc::<str>::from("small")],
+        "ten records: only the small one"
+    );
+    for offset in 11..=20 {
+        assert!(fold.apply(
+            0,
+            offset * 2,
+            Some(("big", &insert(2 + offset as u64, "y"))),
+            now
+        ));
+    }
+    let jobs = fold.due(now, false, None);
+    let big = jobs
+        .iter()
+        .find(|job| job.doc.as_ref() == "big")
+        .expect("twenty records: due");
+    fold.stored(big);
+
+    // Its own snapshot is now the size that counts: still one step.
+    for offset in 21..=30 {
+        assert!(fold.apply(
+            0,
+            offset * 2,
+            Some(("big", &insert(2 + offset as u64, "z"))),
+            now
+        ));
+    }
+    assert!(
+        fold.due(now, false, None)
+            .iter()
+            .all(|job| job.doc.as_ref() != "big"),
+        "ten records after a snapshot of over 16 KiB: not due yet"
+    );
+}
