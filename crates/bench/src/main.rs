@@ -48,6 +48,7 @@ mod processes;
 mod procstat;
 mod prom;
 mod report;
+mod report_cost;
 mod report_maxrate;
 mod report_presence;
 mod report_sections;

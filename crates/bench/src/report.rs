@@ -111,6 +111,7 @@ pub(crate) fn write(results: &Results, args: &ReportArgs) -> anyhow::Result<()> 
         let _ = writeln!(out, "| {key} | {} |", value.replace('|', "/"));
     }
     out.push_str(&crate::report_text::targets(records));
+    out.push_str(&crate::report_cost::cost_targets(records));
 
     let _ = writeln!(
         out,
