@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report_table::number;
+use crate::report_table::{median, number};
 use crate::results::Record;
 use crate::servers::ServerKind;
 
@@ -16,29 +16,6 @@ use crate::servers::ServerKind;
 /// weft-gateway's config) in KiB, which the bench runs with: target 9's
 /// bound per stalled reader.
 const SEND_QUEUE_KIB: f64 = 4.0 * 1024.0;
-
-/// The median of `metric` over `server`'s successful runs of `scenario` at
-/// `x` (any size if `None`).
-fn median(
-    records: &[Record],
-    scenario: &str,
-    server: ServerKind,
-    x: Option<f64>,
-    metric: &str,
-) -> Option<f64> {
-    let mut values: Vec<f64> = records
-        .iter()
-        .filter(|r| {
-            r.ok && r.scenario == scenario && r.server == server && x.is_none_or(|x| r.x == x)
-        })
-        .filter_map(|r| r.metrics.get(metric).copied())
-        .collect();
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    Some(values[values.len() / 2])
-}
 
 /// The largest size of `scenario` that Weft completed.
 fn largest_weft(records: &[Record], scenario: &str) -> Option<f64> {
@@ -526,6 +503,33 @@ mod tests {
         );
         assert!(idle.ends_with("| **not met** |"));
         assert!(line("| 3.").ends_with("| not measured |"));
+    }
+
+    #[test]
+    fn two_repeats_give_the_median_the_tables_show() {
+        let mut second = record(
+            "throughput",
+            ServerKind::Weft,
+            4_000.0,
+            &[("cpu_us_per_update", 24.0)],
+        );
+        second.repeat = 1;
+        let records = vec![
+            record(
+                "throughput",
+                ServerKind::Weft,
+                4_000.0,
+                &[("cpu_us_per_update", 18.0)],
+            ),
+            second,
+        ];
+        let out = cost_targets(&records);
+        let row = out
+            .lines()
+            .find(|line| line.starts_with("| 1."))
+            .unwrap_or_else(|| panic!("no row 1: {out}"));
+        assert!(row.contains("| 21.0 µs |"), "the mean of 18 and 24: {row}");
+        assert!(row.ends_with("| **not met** |"), "21 > 20: {row}");
     }
 
     #[test]

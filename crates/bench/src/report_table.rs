@@ -39,6 +39,26 @@ pub(crate) fn spread(values: &[f64]) -> Option<Spread> {
     })
 }
 
+/// The median of `metric` over `server`'s successful runs of `scenario` at
+/// `x` (any size if `None`), as the tables show it (the mean of the middle
+/// two of an even count).
+pub(crate) fn median(
+    records: &[Record],
+    scenario: &str,
+    server: ServerKind,
+    x: Option<f64>,
+    metric: &str,
+) -> Option<f64> {
+    let values: Vec<f64> = records
+        .iter()
+        .filter(|r| {
+            r.ok && r.scenario == scenario && r.server == server && x.is_none_or(|x| r.x == x)
+        })
+        .filter_map(|r| r.metrics.get(metric).copied())
+        .collect();
+    spread(&values).map(|s| s.median)
+}
+
 /// Three significant digits, no exponent for everyday magnitudes.
 pub(crate) fn number(value: f64) -> String {
     let magnitude = value.abs();

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::report_table::median;
 use crate::results::Record;
 use crate::servers::ServerKind;
 
@@ -59,27 +60,6 @@ pub(crate) const MISSING: &str = "## Not measured yet
   The launcher (bench/peers/hocuspocus.mjs) waits for both connections
   before it listens, as a warmed-up deployment would.
 ";
-
-fn median(
-    records: &[Record],
-    scenario: &str,
-    server: ServerKind,
-    x: Option<f64>,
-    metric: &str,
-) -> Option<f64> {
-    let mut values: Vec<f64> = records
-        .iter()
-        .filter(|r| {
-            r.ok && r.scenario == scenario && r.server == server && x.is_none_or(|x| r.x == x)
-        })
-        .filter_map(|r| r.metrics.get(metric).copied())
-        .collect();
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    Some(values[values.len() / 2])
-}
 
 fn largest_x(records: &[Record], scenario: &str) -> Option<f64> {
     records
