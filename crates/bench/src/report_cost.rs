@@ -507,23 +507,16 @@ mod tests {
 
     #[test]
     fn two_repeats_give_the_median_the_tables_show() {
-        let mut second = record(
-            "throughput",
-            ServerKind::Weft,
-            4_000.0,
-            &[("cpu_us_per_update", 24.0)],
-        );
-        second.repeat = 1;
-        let records = vec![
-            record(
+        let run = |repeat, cpu_us| Record {
+            repeat,
+            ..record(
                 "throughput",
                 ServerKind::Weft,
                 4_000.0,
-                &[("cpu_us_per_update", 18.0)],
-            ),
-            second,
-        ];
-        let out = cost_targets(&records);
+                &[("cpu_us_per_update", cpu_us)],
+            )
+        };
+        let out = cost_targets(&[run(0, 18.0), run(1, 24.0)]);
         let row = out
             .lines()
             .find(|line| line.starts_with("| 1."))
